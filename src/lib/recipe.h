@@ -1,0 +1,29 @@
+/* Recipe evaluation: a Lua 5.4 chunk, run in a sandboxed environment, turned
+ * into a plan (see plan.h).  Evaluation is deterministic: no os/io, no clock,
+ * no random source; require() only finds modules next to the recipe and the
+ * embedded lua/ library. */
+#ifndef IB_RECIPE_H
+#define IB_RECIPE_H
+
+#include <jansson.h>
+
+#include "error.h"
+#include "plan.h"
+
+typedef struct ib_recipe_options {
+	/* Directory for context.read/glob/exists and copy source checks;
+	 * NULL = the recipe's directory. */
+	const char *context_dir;
+	/* "K=V" strings from --build-arg, NULL-terminated, may be NULL. */
+	char *const *build_args;
+} ib_recipe_options;
+#define IB_RECIPE_OPTIONS_INIT {NULL, NULL}
+
+/* Evaluate recipe_path into *plan_out (a new reference, caller decrefs).
+ * Any error (syntax, wrong type, unknown option, missing copy source, no
+ * from, a Lua runtime error) is IB_EINVALID with a message that starts with
+ * "FILE:LINE: ". */
+int ib_recipe_eval(json_t **plan_out, const char *recipe_path, const ib_recipe_options *opts,
+		   ib_error **err);
+
+#endif

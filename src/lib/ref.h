@@ -1,0 +1,44 @@
+/* Image references, parsed and normalised the way docker does:
+ *   alpine                 -> docker.io/library/alpine:latest
+ *   localhost:5000/a/b:t   -> localhost:5000/a/b:t
+ *   x@sha256:...           -> docker.io/library/x@sha256:...
+ *   host/x:t@sha256:...    -> tag and digest both kept */
+#ifndef IB_REF_H
+#define IB_REF_H
+
+#include <stdbool.h>
+
+#include "error.h"
+
+typedef struct ib_ref {
+	char *domain; /* "docker.io", "localhost:5000", "registry.example.com" */
+	char *path;   /* "library/alpine", "team/app" */
+	char *tag;    /* "latest" when neither tag nor digest was given; NULL
+			 when only a digest was given */
+	char *digest; /* "sha256:..." or NULL */
+} ib_ref;
+
+/* Parse and normalise s.  Invalid input (upper case in the path, empty
+ * components, bad tag, bad digest, over 255 chars for the name) gives
+ * IB_EINVALID with a message naming s.  *out is owned by the caller. */
+int ib_ref_parse(ib_ref **out, const char *s, ib_error **err);
+void ib_ref_free(ib_ref *ref);
+
+/* Full normalised form: "docker.io/library/alpine:latest",
+ * "host/x:t@sha256:..." .  Caller frees. */
+char *ib_ref_string(const ib_ref *ref);
+/* Familiar short form, as docker prints it: "alpine:latest",
+ * "team/app:1.4" for docker.io, full form elsewhere. Caller frees. */
+char *ib_ref_familiar(const ib_ref *ref);
+/* "domain/path" without tag or digest. Caller frees. */
+char *ib_ref_name(const ib_ref *ref);
+/* Host to connect to: "registry-1.docker.io" for docker.io, else domain. */
+const char *ib_ref_registry_host(const ib_ref *ref);
+/* True for localhost, 127.0.0.0/8 and [::1] domains (with or without a port). */
+bool ib_ref_is_loopback(const char *domain);
+
+/* Shorten a normalised name string for display ("docker.io/library/x:t" ->
+ * "x:t").  Returns a new string; input that does not parse is copied. */
+char *ib_ref_familiarize(const char *normalized);
+
+#endif

@@ -1,0 +1,149 @@
+/* The local store at --root:
+ *
+ *   ROOT/oci/            OCI image layout (oci-layout, index.json, blobs/sha256/)
+ *                        readable as-is by skopeo/umoci/podman (oci:ROOT/oci:NAME)
+ *   ROOT/layers/HEX/     unpacked layers (HEX = diff_id hex), overlay lower dirs
+ *   ROOT/cache/          step cache (owned by cache.c)
+ *   ROOT/tmp/            in-flight temp files; anything here is garbage
+ *   ROOT/index.lock      serialises index.json updates
+ *   ROOT/gc.lock         shared by every command using blobs, exclusive for prune
+ *
+ * Blobs are written to ROOT/tmp, hashed while written, fsync'd and renamed
+ * into place; a blob path therefore only ever holds complete content.
+ * index.json is replaced atomically under index.lock. Tags are stored as
+ * manifests[] entries with the annotation org.opencontainers.image.ref.name
+ * = the full normalised reference ("docker.io/library/alpine:latest").
+ * kill -9 at any point leaves at worst stray files in ROOT/tmp. */
+#ifndef IB_STORE_H
+#define IB_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "digest.h"
+#include "error.h"
+#include "oci.h"
+
+typedef struct ib_store ib_store;
+
+/* Open (creating when needed) the store at root and take a shared gc lock
+ * held until ib_store_free. */
+int ib_store_open(ib_store **out, const char *root, ib_error **err);
+void ib_store_free(ib_store *s);
+const char *ib_store_root(const ib_store *s);
+/* ROOT/oci — the OCI layout directory. */
+const char *ib_store_layout_dir(const ib_store *s);
+/* A fresh unique path under ROOT/tmp (not created). Caller frees. */
+char *ib_store_tmp_path(ib_store *s, const char *prefix);
+
+/* ---- blobs ---- */
+typedef struct ib_blob_writer ib_blob_writer;
+
+int ib_blob_writer_new(ib_blob_writer **out, ib_store *s, ib_error **err);
+int ib_blob_writer_write(ib_blob_writer *w, const void *data, size_t len, ib_error **err);
+/* Bytes written so far. */
+int64_t ib_blob_writer_size(const ib_blob_writer *w);
+/* Finish: fsync, and rename to blobs/sha256/HEX.  When expect_digest is
+ * non-NULL the content must match it (and expect_size when >= 0), else
+ * IB_EDIGEST and nothing is stored.  digest_out/size_out may be NULL.
+ * Always frees w, on success and on failure. */
+int ib_blob_writer_commit(ib_blob_writer *w, const char *expect_digest, int64_t expect_size,
+			  char digest_out[IB_DIGEST_BUFLEN], int64_t *size_out, ib_error **err);
+/* Discard: removes the temp file and frees w.  Safe on NULL. */
+void ib_blob_writer_abort(ib_blob_writer *w);
+
+/* Store a buffer as a blob. */
+int ib_store_blob_put(ib_store *s, const void *data, size_t len,
+		      char digest_out[IB_DIGEST_BUFLEN], ib_error **err);
+bool ib_store_blob_exists(ib_store *s, const char *digest);
+/* Path of a blob (whether or not it exists). Caller frees. */
+char *ib_store_blob_path(ib_store *s, const char *digest);
+/* Open a blob for streaming; *size_out gets its size.  The caller must
+ * verify the digest of what it reads (e.g. ib_digest while streaming). */
+int ib_store_blob_open(ib_store *s, const char *digest, int *fd_out, int64_t *size_out,
+		       ib_error **err);
+/* Read a whole blob of at most max bytes, verifying its digest (IB_EDIGEST
+ * on mismatch).  *out is NUL-terminated, caller frees. */
+int ib_store_blob_read(ib_store *s, const char *digest, size_t max, char **out, size_t *len_out,
+		       ib_error **err);
+/* Re-hash one blob: 0 ok, IB_EDIGEST corrupt, IB_ENOTFOUND missing. */
+int ib_store_blob_verify(ib_store *s, const char *digest, ib_error **err);
+
+/* ---- tags (index.json) ---- */
+typedef struct ib_store_tag {
+	char *name; /* full normalised reference */
+	ib_descriptor desc; /* the manifest (or index) descriptor */
+} ib_store_tag;
+
+int ib_store_tags(ib_store *s, ib_store_tag **out, size_t *n_out, ib_error **err);
+void ib_store_tags_free(ib_store_tag *tags, size_t n);
+/* Point name at desc (replacing any previous target of name). The
+ * manifest blob and everything it references must already be stored. */
+int ib_store_tag_set(ib_store *s, const char *name, const ib_descriptor *desc, ib_error **err);
+/* IB_ENOTFOUND when name is not tagged. */
+int ib_store_tag_remove(ib_store *s, const char *name, ib_error **err);
+/* Find a tag by full name; IB_ENOTFOUND when absent. out is filled with
+ * copies (free with ib_descriptor_clear). */
+int ib_store_tag_get(ib_store *s, const char *name, ib_descriptor *out, ib_error **err);
+
+/* ---- images ---- */
+typedef struct ib_image {
+	ib_descriptor desc;   /* the manifest's descriptor */
+	ib_manifest *manifest;
+	json_t *config;       /* parsed config, owned */
+	char *manifest_raw;   /* exact bytes of the manifest */
+	size_t manifest_len;
+} ib_image;
+
+/* Resolve a user reference (short or full form, or a digest / unique
+ * digest prefix of a stored manifest) to an image: manifest and config are
+ * read and verified.  An index tag resolves to the entry for the host
+ * platform (linux/amd64 etc.). */
+int ib_store_image_load(ib_store *s, const char *ref, ib_image **out, ib_error **err);
+/* Load by manifest digest. */
+int ib_store_image_load_digest(ib_store *s, const char *digest, ib_image **out, ib_error **err);
+void ib_image_free(ib_image *img);
+
+/* Store config + manifest blobs for an image whose layer blobs are already
+ * stored; fills *desc_out with the manifest descriptor (OCI media type
+ * unless docker is true). */
+int ib_store_image_write(ib_store *s, json_t *config, const ib_descriptor *layers,
+			 size_t n_layers, json_t *annotations, ib_descriptor *desc_out,
+			 ib_error **err);
+
+/* ---- unpacked layers ---- */
+/* ROOT/layers/HEX for a diff_id (whether or not it exists). Caller frees. */
+char *ib_store_layer_dir(ib_store *s, const char *diff_id);
+bool ib_store_layer_unpacked(ib_store *s, const char *diff_id);
+
+/* ---- maintenance ---- */
+typedef struct ib_prune_options {
+	/* Extra blob digests to keep (e.g. referenced by the step cache). */
+	char **keep_digests;
+	/* Extra diff_ids whose unpacked dirs to keep. */
+	char **keep_layers;
+	bool dry_run;
+} ib_prune_options;
+#define IB_PRUNE_OPTIONS_INIT {NULL, NULL, false}
+
+typedef struct ib_prune_stats {
+	uint64_t blobs_removed, bytes_removed, layers_removed, tmp_removed;
+} ib_prune_stats;
+
+/* Takes the exclusive gc lock (waits for other users to finish), removes
+ * every blob not reachable from a tag or keep_digests, unpacked layers not
+ * used by any remaining image or keep_layers, and ROOT/tmp contents. */
+int ib_store_prune(ib_store *s, const ib_prune_options *opts, ib_prune_stats *stats,
+		   ib_error **err);
+
+/* Re-hash every blob. Calls cb for each corrupt or missing blob (referenced
+ * blobs that are absent count as missing).  Returns the number of
+ * problems (>= 0), or a negative error. */
+typedef void (*ib_verify_cb)(const char *digest, const char *problem, void *payload);
+int ib_store_verify(ib_store *s, ib_verify_cb cb, void *payload, ib_error **err);
+
+/* Host platform in OCI terms ("linux", "amd64", variant or NULL). */
+void ib_host_platform(const char **os, const char **arch, const char **variant);
+
+#endif
