@@ -146,4 +146,40 @@ int ib_store_verify(ib_store *s, ib_verify_cb cb, void *payload, ib_error **err)
 /* Host platform in OCI terms ("linux", "amd64", variant or NULL). */
 void ib_host_platform(const char **os, const char **arch, const char **variant);
 
+/* ---- additions ---- */
+
+/* Notes on the functions above, as implemented:
+ * - ib_store_prune drops this handle's shared gc lock and then waits for the
+ *   exclusive one (flock cannot upgrade atomically); it takes the shared
+ *   lock back before returning.  A second handle open in the same process
+ *   would make it wait forever: prune with the process's only handle.
+ *   keep_digests are kept as they are (not followed into manifests).  A
+ *   tagged manifest or config that is present but corrupt stops prune with
+ *   an error rather than dropping what it references.
+ * - ib_store_blob_path / ib_store_layer_dir of an invalid digest give a path
+ *   inside the store that never exists, never one built from the input.
+ * - ib_store_blob_read with max == 0 reads without a cap.
+ * - ib_store_verify does not count absent children of a tagged index as
+ *   missing: a pull stores only the host platform's manifest. */
+
+/* As ib_store_image_load / ib_store_image_load_digest, but an index
+ * resolves to the entry for os/arch/variant (variant may be NULL) instead of
+ * the host platform.  IB_ENOTFOUND when the index has no such entry. */
+int ib_store_image_load_platform(ib_store *s, const char *ref, const char *os, const char *arch,
+				 const char *variant, ib_image **out, ib_error **err);
+int ib_store_image_load_digest_platform(ib_store *s, const char *digest, const char *os,
+					const char *arch, const char *variant, ib_image **out,
+					ib_error **err);
+
+/* Map a uname(2) machine string to OCI terms: x86_64 -> amd64, aarch64 ->
+ * arm64/v8, armv7l -> arm/v7, i686 -> 386 ...; an unknown machine is
+ * returned as is (*arch then points at machine). */
+void ib_platform_from_machine(const char *machine, const char **arch, const char **variant);
+
+/* Index of the entry of idx that best matches os/arch/variant, or -1.  An
+ * exact variant match wins over an entry without variant (arm64 images
+ * usually omit "v8"); a different variant never matches. */
+int ib_platform_select(const ib_index *idx, const char *os, const char *arch,
+		       const char *variant);
+
 #endif

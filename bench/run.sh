@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Reference benchmark: imgbuild vs buildah (bud --layers) on the same
+# workload, in the same run, on this machine.  Not a test: it prints figures.
+#
+#   bash bench/run.sh            (needs root; builds imgbuild first)
+#
+# Workload: busybox base; copy a ~130 MB / 8000-file tree (/usr/include from
+# linux-libc-dev); a run that writes 1000 files; a run that deletes a
+# subtree; env, workdir, entrypoint.  Figures: cold build (no cache), fully
+# cached rebuild, rebuild after one copied file changes; peak memory while
+# committing a 1 GB layer; and, when the registry client is built, push/pull.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+bash scripts/install-deps.sh >/dev/null
+cmake --preset default >/dev/null && cmake --build --preset default -j"$(nproc)" >/dev/null
+IB=$REPO/build/imgbuild
+
+W=$(mktemp -d /var/tmp/ib-bench.XXXXXX)
+trap 'rm -rf "$W"' EXIT
+export IMGBUILD_ROOT=$W/root
+CTX=$W/ctx
+mkdir -p "$CTX"
+cp -a /usr/include "$CTX/include"
+export SOURCE_DATE_EPOCH=0
+
+# busybox base, for both tools
+$IB -q build recipes/busybox.lua --context /bin -t localhost/busybox:latest >/dev/null
+BUILDAH_ROOT=$W/buildah
+BUILDAH="buildah --root $BUILDAH_ROOT/storage --runroot $BUILDAH_ROOT/run --storage-driver overlay"
+$BUILDAH pull -q "oci:$IMGBUILD_ROOT/oci:localhost/busybox:latest" >/dev/null
+$BUILDAH tag "$($BUILDAH images -q | head -1)" localhost/busybox:latest >/dev/null
+
+cat > "$CTX/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+copy { "include/", "/usr/include/" }
+run "mkdir -p /data && i=0; while [ $i -lt 1000 ]; do echo file $i > /data/f$i; i=$((i+1)); done"
+run "rm -rf /usr/include/linux"
+env { APP = "bench" }
+workdir "/data"
+entrypoint { "/bin/sh", "-c", "ls | wc -l" }
+LUA
+cat > "$CTX/Containerfile" <<'DOCKER'
+FROM localhost/busybox:latest
+COPY include/ /usr/include/
+RUN mkdir -p /data && i=0; while [ $i -lt 1000 ]; do echo file $i > /data/f$i; i=$((i+1)); done
+RUN rm -rf /usr/include/linux
+ENV APP=bench
+WORKDIR /data
+ENTRYPOINT ["/bin/sh", "-c", "ls | wc -l"]
+DOCKER
+printf 'Containerfile\nrecipe.lua\n' > "$CTX/.dockerignore"
+
+now() { date +%s.%N; }
+elapsed() { echo "$(now) - $1" | bc -l | xargs printf '%.3f'; }
+ratio() { echo "$1 / $2" | bc -l | xargs printf '%.3f'; }
+
+run_ib() { $IB -q build "$CTX/recipe.lua" --context "$CTX" -t localhost/bench:latest "$@" >/dev/null; }
+run_bh() { $BUILDAH bud --layers --isolation chroot -q -f "$CTX/Containerfile" -t localhost/bench:latest "$CTX" "$@" >/dev/null 2>&1; }
+
+echo "== workload: copy $(du -sh "$CTX/include" | cut -f1) / $(find "$CTX/include" -type f | wc -l) files, run x2, env/workdir/entrypoint"
+
+# cold (no cache): warm the page cache once so both tools read the same way
+run_ib --no-cache; run_bh --no-cache
+t=$(now); run_ib --no-cache; ib_cold=$(elapsed "$t")
+t=$(now); run_bh --no-cache; bh_cold=$(elapsed "$t")
+# fully cached
+run_ib; run_bh
+t=$(now); run_ib; ib_cached=$(elapsed "$t")
+t=$(now); run_bh; bh_cached=$(elapsed "$t")
+# one copied file changes
+echo "/* bench $(now) */" >> "$CTX/include/stdio.h"
+t=$(now); run_ib; ib_one=$(elapsed "$t")
+t=$(now); run_bh; bh_one=$(elapsed "$t")
+
+printf '%-28s %10s %10s %8s\n' figure imgbuild buildah ratio
+printf '%-28s %9ss %9ss %8s\n' "cold build (no cache)" "$ib_cold" "$bh_cold" "$(ratio "$ib_cold" "$bh_cold")"
+printf '%-28s %9ss %9ss %8s\n' "fully cached rebuild" "$ib_cached" "$bh_cached" "$(ratio "$ib_cached" "$bh_cached")"
+printf '%-28s %9ss %9ss %8s\n' "one copied file changed" "$ib_one" "$bh_one" "$(ratio "$ib_one" "$bh_one")"
+
+# peak memory while committing a 1 GB layer (copy of one 1 GB file)
+BIG=$W/big
+mkdir -p "$BIG"
+head -c 1G /dev/urandom > "$BIG/blob.bin"
+printf 'from "scratch"\ncopy { "blob.bin", "/blob.bin" }\n' > "$BIG/recipe.lua"
+/usr/bin/time -f '%M' -o "$W/mem" $IB -q build "$BIG/recipe.lua" --no-cache >/dev/null
+echo "peak RSS committing a 1 GB layer: $(( $(cat "$W/mem") / 1024 )) MB"
+
+if [ -f bench/registry.sh ]; then
+	source bench/registry.sh
+fi

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The main job on a fresh Debian 12 machine (as root): install dependencies,
+# build imgbuild, build the busybox base image and the example tool image
+# from nothing (offline), list them, and run the example with podman.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+cmake --preset default >/dev/null
+cmake --build --preset default -j"$(nproc)"
+IB=$PWD/build/imgbuild
+export IMGBUILD_ROOT=${IMGBUILD_ROOT:-/var/lib/imgbuild}
+
+"$IB" build recipes/busybox.lua --context /bin -t localhost/busybox:latest
+"$IB" build examples/hello/recipe.lua -t localhost/hello:latest
+"$IB" images
+
+# Run it with an independent runtime: podman reads our OCI store directly.
+podman pull -q "oci:$IMGBUILD_ROOT/oci:localhost/hello:latest" >/dev/null
+podman run --rm localhost/hello:latest imgbuild

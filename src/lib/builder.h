@@ -1,0 +1,58 @@
+/* Executes a plan (plan.h): cache lookup, run and copy steps, layer commit,
+ * image config and manifest, tags.  The builder owns no recipe logic: it
+ * only reads the plan. */
+#ifndef IB_BUILDER_H
+#define IB_BUILDER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "oci.h"
+#include "progress.h"
+#include "store.h"
+
+typedef struct ib_build_options {
+	const char *recipe_path;  /* for messages and --explain records */
+	const char *context_dir;  /* build context (copy sources) */
+	const char *target;       /* stage name, NULL = last stage */
+	char *const *tags;        /* full normalised references to tag, may be NULL */
+	bool no_cache;            /* run every step (results are still cached) */
+	const char *pull;         /* "missing" (default), "always", "never" */
+	ib_compression compression;
+	const char *network;      /* default network of run steps: "host" or "none" */
+	int64_t source_date_epoch;
+	bool explain;             /* say why each executed step missed the cache */
+	bool tls_verify;          /* for base image pulls */
+	const char *authfile;
+	ib_progress *progress;    /* required */
+} ib_build_options;
+#define IB_BUILD_OPTIONS_INIT                                                                       \
+	{NULL, NULL, NULL, NULL, false, "missing", IB_COMP_GZIP, "host", 0, false, true, NULL, NULL}
+
+typedef struct ib_build_result {
+	ib_descriptor manifest; /* the image: digest, size, media type */
+	char config_digest[IB_DIGEST_BUFLEN];
+	int steps_run;
+	int steps_cached;
+} ib_build_result;
+
+/* Build the plan into the store.  On failure steps that completed stay
+ * cached; nothing is tagged.  result must be cleared with
+ * ib_build_result_clear. */
+int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_result *result,
+		 ib_error **err);
+void ib_build_result_clear(ib_build_result *r);
+
+/* Compare two stored images layer by layer; *report gets a one-paragraph
+ * description of the first difference (NULL when identical). */
+int ib_build_compare(ib_store *s, const char *digest_a, const char *digest_b, char **report,
+		     ib_error **err);
+
+/* Prepare the calling process for builds: a private mount namespace so the
+ * read-only overlays used by copy-from-stage never show on the host.  Must
+ * be called before any thread is created.  Non-fatal when unavailable. */
+void ib_build_prepare_process(void);
+
+#endif

@@ -1,0 +1,50 @@
+/* The step cache and the stat cache, under ROOT/cache:
+ *
+ *   steps/KEYHEX.json   one per cached step: {"key", "layer": {"digest",
+ *                       "diff_id", "size", "mediaType"}, "created_by"}
+ *   explain/IDHEX.json  per recipe position: the inputs of the last run of a
+ *                       step, so a miss can say which input changed
+ *   stat.json           path -> [size, mtime_ns, inode, digest] of files whose
+ *                       content was hashed, so unchanged files are not re-read
+ *
+ * Entries are written atomically; a torn or unreadable entry is a miss. */
+#ifndef IB_CACHE_H
+#define IB_CACHE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+
+#include "digest.h"
+#include "error.h"
+#include "store.h"
+
+typedef struct ib_cache ib_cache;
+
+int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err);
+/* Saves the stat cache if it changed (errors are ignored: it is only a
+ * cache) and frees. Safe on NULL. */
+void ib_cache_free(ib_cache *c);
+
+/* Look a step up by key ("sha256:..."). Returns a new reference or NULL on
+ * a miss. */
+json_t *ib_cache_step_get(ib_cache *c, const char *key);
+int ib_cache_step_put(ib_cache *c, const char *key, json_t *entry, ib_error **err);
+
+/* Per-position record of a step's inputs (for --explain). id is any
+ * string identifying the position (recipe path + stage + index). */
+json_t *ib_cache_explain_get(ib_cache *c, const char *id);
+int ib_cache_explain_put(ib_cache *c, const char *id, json_t *inputs, ib_error **err);
+
+/* Content digest of the regular file at path (st from lstat), using the
+ * stat cache when size, mtime and inode are unchanged. */
+int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
+			 char out[IB_DIGEST_BUFLEN], ib_error **err);
+
+/* Every blob digest and diff_id referenced by the step cache (for prune).
+ * NULL-terminated vectors, caller frees with ib_strv_free. */
+int ib_cache_referenced(ib_cache *c, char ***digests_out, char ***diff_ids_out, ib_error **err);
+/* Remove the whole step cache (prune --all). */
+int ib_cache_clear(ib_cache *c, ib_error **err);
+
+#endif

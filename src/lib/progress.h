@@ -1,0 +1,40 @@
+/* Build output (SPEC §7): a live view on a TTY, plain lines elsewhere, one
+ * JSON event per line with --progress json.  All output goes to one FILE
+ * (stderr by default) so that stdout carries only the result (the digest). */
+#ifndef IB_PROGRESS_H
+#define IB_PROGRESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum {
+	IB_PROGRESS_AUTO,
+	IB_PROGRESS_TTY,
+	IB_PROGRESS_PLAIN,
+	IB_PROGRESS_JSON,
+} ib_progress_mode;
+
+typedef struct ib_progress ib_progress;
+
+/* Parse "auto|tty|plain|json"; returns -1 on anything else. */
+int ib_progress_mode_parse(const char *s, ib_progress_mode *out);
+
+/* out is borrowed (not closed). quiet suppresses everything but errors. */
+ib_progress *ib_progress_new(ib_progress_mode mode, bool quiet, FILE *out);
+void ib_progress_free(ib_progress *p);
+
+/* A step: id is the global step number (1-based), label like
+ * "[final 2/5] RUN make".  State changes are printed as they happen. */
+void ib_progress_step_start(ib_progress *p, int id, const char *label);
+void ib_progress_step_cached(ib_progress *p, int id, const char *label);
+void ib_progress_step_done(ib_progress *p, int id, double seconds);
+void ib_progress_step_failed(ib_progress *p, int id, double seconds);
+/* One line of a step's own output (no newline). */
+void ib_progress_output(ib_progress *p, int id, const char *line, size_t len);
+/* Byte progress for a transfer or a layer commit; total may be 0 (unknown). */
+void ib_progress_bytes(ib_progress *p, int id, const char *what, uint64_t done, uint64_t total);
+/* A free-form informational line. */
+void ib_progress_info(ib_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,1085 @@
+/* Safe layer extraction: see unpack.h for the contract.
+ *
+ * Every path from the archive is normalised and checked first, then split into
+ * PARENT/BASE.  PARENT is opened with openat2(RESOLVE_IN_ROOT) relative to an
+ * fd of the destination, so whatever symlinks the tree holds, the lookup stays
+ * below it; BASE is a single component that every operation treats with
+ * O_NOFOLLOW / AT_SYMLINK_NOFOLLOW / O_EXCL semantics.  We never use
+ * archive_write_disk: its path handling is exactly what a hostile layer
+ * attacks. */
+#include "unpack.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <locale.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452 /* same number on every architecture */
+#endif
+
+#define WH_PREFIX ".wh."
+#define WH_META_PREFIX ".wh..wh."
+#define WH_OPAQUE ".wh..wh..opq"
+#define OVERLAY_XATTR_PREFIX "trusted.overlay."
+#define OVERLAY_OPAQUE_XATTR "trusted.overlay.opaque"
+/* Longest part of an entry name quoted in an error message. */
+#define NAME_SHOWN "%.512s"
+
+/* ---- a small string -> index hash map (open addressing, FNV-1a) ---- */
+
+typedef struct strmap {
+	char **keys;
+	size_t *vals;
+	size_t cap; /* power of two, or 0 */
+	size_t len;
+} strmap;
+
+static uint64_t str_hash(const char *s)
+{
+	uint64_t h = UINT64_C(14695981039346656037);
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= UINT64_C(1099511628211);
+	}
+	return h;
+}
+
+/* Slot holding key, or the empty slot where it would go. */
+static size_t strmap_slot(const strmap *m, const char *key)
+{
+	size_t i = (size_t)str_hash(key) & (m->cap - 1);
+	while (m->keys[i] && strcmp(m->keys[i], key) != 0)
+		i = (i + 1) & (m->cap - 1);
+	return i;
+}
+
+static bool strmap_get(const strmap *m, const char *key, size_t *val)
+{
+	if (m->cap == 0)
+		return false;
+	size_t i = strmap_slot(m, key);
+	if (!m->keys[i])
+		return false;
+	if (val)
+		*val = m->vals[i];
+	return true;
+}
+
+static void strmap_put(strmap *m, const char *key, size_t val)
+{
+	if ((m->len + 1) * 2 > m->cap) {
+		strmap old = *m;
+		m->cap = old.cap ? old.cap * 2 : 64;
+		m->keys = xcalloc(m->cap, sizeof(char *));
+		m->vals = xcalloc(m->cap, sizeof(size_t));
+		for (size_t i = 0; i < old.cap; i++) {
+			if (!old.keys[i])
+				continue;
+			size_t j = strmap_slot(m, old.keys[i]);
+			m->keys[j] = old.keys[i];
+			m->vals[j] = old.vals[i];
+		}
+		free(old.keys);
+		free(old.vals);
+	}
+	size_t i = strmap_slot(m, key);
+	if (!m->keys[i]) {
+		m->keys[i] = xstrdup(key);
+		m->len++;
+	}
+	m->vals[i] = val;
+}
+
+static void strmap_free(strmap *m)
+{
+	for (size_t i = 0; i < m->cap; i++)
+		free(m->keys[i]);
+	free(m->keys);
+	free(m->vals);
+	memset(m, 0, sizeof(*m));
+}
+
+/* ---- unpacker state ---- */
+
+/* Mode and times of a directory, applied once its contents are in place. */
+typedef struct dir_meta {
+	char *path; /* normalised, "" for the root */
+	mode_t mode;
+	struct timespec times[2];
+} dir_meta;
+
+typedef struct unpacker {
+	struct archive *a;
+	int rootfd; /* O_PATH of dest_dir */
+	ib_whiteout_mode whiteouts;
+	bool same_owner;
+	uint64_t max_bytes;
+	uint64_t declared; /* sum of regular file sizes seen so far */
+	ib_unpack_stats stats;
+	strmap created;	  /* APPLY mode: paths this layer created or wrote */
+	strmap dir_index; /* path -> index in dirs */
+	dir_meta *dirs;
+	size_t ndirs, dirs_alloc;
+} unpacker;
+
+static void unpacker_free(unpacker *u)
+{
+	if (u->rootfd >= 0)
+		close(u->rootfd);
+	u->rootfd = -1;
+	strmap_free(&u->created);
+	strmap_free(&u->dir_index);
+	for (size_t i = 0; i < u->ndirs; i++)
+		free(u->dirs[i].path);
+	free(u->dirs);
+	u->dirs = NULL;
+	u->ndirs = u->dirs_alloc = 0;
+}
+
+/* Only an opaque marker in APPLY mode needs to know what this layer made;
+ * OVERLAY mode does not pay for the set. */
+static void record_created(unpacker *u, const char *path)
+{
+	if (u->whiteouts == IB_WHITEOUT_APPLY)
+		strmap_put(&u->created, path, 0);
+}
+
+/* ---- names ---- */
+
+/* Turn a tar name into "a/b/c": leading "./", empty and "." components are
+ * dropped; absolute names, ".." and empty names are refused.  *out is "" for
+ * the root itself ("." or "./"). */
+static int normalize_name(const char *what, const char *name, char **out, ib_error **err)
+{
+	if (name == NULL || *name == '\0')
+		return ib_error_setc(err, IB_EUNSAFE, "unsafe %s in layer: empty name", what);
+	if (name[0] == '/')
+		return ib_error_setc(err, IB_EUNSAFE,
+				     "unsafe %s in layer: absolute path \"" NAME_SHOWN "\"", what,
+				     name);
+	ib_buf b = IB_BUF_INIT;
+	const char *p = name;
+	while (*p) {
+		const char *end = strchr(p, '/');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (len == 2 && p[0] == '.' && p[1] == '.') {
+			ib_buf_free(&b);
+			return ib_error_setc(
+			    err, IB_EUNSAFE,
+			    "unsafe %s in layer: \"" NAME_SHOWN "\" contains \"..\"", what, name);
+		}
+		if (len > 0 && !(len == 1 && p[0] == '.')) {
+			if (b.len > 0)
+				ib_buf_append(&b, "/", 1);
+			ib_buf_append(&b, p, len);
+		}
+		p += len;
+		if (*p == '/')
+			p++;
+	}
+	*out = ib_buf_steal(&b, NULL);
+	return 0;
+}
+
+/* Split "a/b/c" into "a/b" and "c" (parent "" for a top-level name). */
+static void split_path(const char *path, char **parent, const char **base)
+{
+	const char *slash = strrchr(path, '/');
+	if (slash) {
+		*parent = xstrndup(path, (size_t)(slash - path));
+		*base = slash + 1;
+	} else {
+		*parent = xstrdup("");
+		*base = path;
+	}
+}
+
+static char *join_rel(const char *dir, const char *name)
+{
+	return *dir ? xasprintf("%s/%s", dir, name) : xstrdup(name);
+}
+
+/* ---- in-root primitives ---- */
+
+/* openat2 below the root: absolute symlinks and ".." are clamped to it, magic
+ * /proc links refused.  Returns an fd or -1 with errno. */
+static int open_in_root(const unpacker *u, const char *path, int flags)
+{
+	struct open_how how = {
+	    .flags = (uint64_t)(flags | O_CLOEXEC),
+	    .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
+	for (int tries = 0; tries < 32; tries++) {
+		long fd = syscall(SYS_openat2, u->rootfd, *path ? path : ".", &how, sizeof(how));
+		if (fd >= 0)
+			return (int)fd;
+		/* EAGAIN: a concurrent rename made the kernel give up; retry. */
+		if (errno != EAGAIN && errno != EINTR)
+			return -1;
+	}
+	return -1;
+}
+
+/* chmod of dirfd/name that never follows a symlink at name. */
+static int chmod_nofollow(int dirfd, const char *name, mode_t mode)
+{
+	if (syscall(SYS_fchmodat2, dirfd, name, mode, AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	/* Kernels before 6.6, or a seccomp filter that does not know fchmodat2. */
+	if (errno != ENOSYS && errno != EPERM)
+		return -1;
+	cleanup_close int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -1;
+	if (S_ISLNK(st.st_mode)) {
+		errno = EOPNOTSUPP;
+		return -1;
+	}
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	return chmod(proc, mode);
+}
+
+/* Remove dirfd/name whatever it is, recursively, never following symlinks.
+ * A missing name is not an error. */
+static int remove_at(int dirfd, const char *name, const char *shown, ib_error **err);
+
+/* Remove the children of directory fd dfd (path dpath relative to the root).
+ * When keep is non-NULL, children whose path is in it survive. */
+static int clear_dir(int dfd, const char *dpath, const strmap *keep, ib_error **err)
+{
+	int dup = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dup < 0)
+		return ib_error_set(err, errno, "open directory /" NAME_SHOWN, dpath);
+	DIR *d = fdopendir(dup);
+	if (!d) {
+		int e = errno;
+		close(dup);
+		return ib_error_set(err, e, "read directory /" NAME_SHOWN, dpath);
+	}
+	/* Collect first: removing while iterating may skip entries. */
+	cleanup_strv char **names = NULL;
+	struct dirent *de;
+	errno = 0;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		ib_strv_push(&names, de->d_name);
+	}
+	int rerr = errno;
+	closedir(d);
+	if (rerr != 0)
+		return ib_error_set(err, rerr, "read directory /" NAME_SHOWN, dpath);
+	for (size_t i = 0; names && names[i]; i++) {
+		cleanup_free char *child = join_rel(dpath, names[i]);
+		if (keep && strmap_get(keep, child, NULL))
+			continue;
+		int r = remove_at(dfd, names[i], child, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int remove_at(int dirfd, const char *name, const char *shown, ib_error **err)
+{
+	struct stat st;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return ib_error_set(err, errno, "stat " NAME_SHOWN, shown);
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+			return ib_error_set(err, errno, "remove " NAME_SHOWN, shown);
+		return 0;
+	}
+	{
+		cleanup_close int dfd =
+		    openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd < 0)
+			return ib_error_set(err, errno, "open directory " NAME_SHOWN, shown);
+		int r = clear_dir(dfd, shown, NULL, err);
+		if (r < 0)
+			return r;
+	}
+	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		return ib_error_set(err, errno, "remove directory " NAME_SHOWN, shown);
+	return 0;
+}
+
+/* Open the directory `path` (normalised, "" = root) as O_PATH, resolved in the
+ * root.  With create, missing components are made (mode 0755, root-owned as
+ * whoever we are) and recorded as created by this layer.  *out owned by the
+ * caller.  `entry` names the archive entry for messages. */
+static int open_dir(unpacker *u, const char *path, bool create, const char *entry, int *out,
+		    ib_error **err)
+{
+	int fd = open_in_root(u, path, O_PATH | O_DIRECTORY);
+	if (fd >= 0) {
+		*out = fd;
+		return 0;
+	}
+	if (errno != ENOENT || !create)
+		return ib_error_set(err, errno, NAME_SHOWN ": open directory " NAME_SHOWN, entry,
+				    path);
+
+	/* Walk down, creating what is missing.  Each prefix is looked up from
+	 * the root again so symlinks in it stay confined; a component we make
+	 * ourselves is a fresh directory in an in-root parent. */
+	cleanup_free char *prefix = xstrdup(path);
+	cleanup_close int cur = open_in_root(u, "", O_PATH | O_DIRECTORY);
+	if (cur < 0)
+		return ib_error_set(err, errno, "open layer root");
+	size_t len = strlen(prefix);
+	size_t start = 0;
+	while (start < len) {
+		size_t end = start;
+		while (end < len && prefix[end] != '/')
+			end++;
+		char saved = prefix[end];
+		prefix[end] = '\0';
+		const char *comp = prefix + start;
+		int next = open_in_root(u, prefix, O_PATH | O_DIRECTORY);
+		if (next < 0 && errno == ENOENT) {
+			if (mkdirat(cur, comp, 0700) == 0) {
+				if (chmod_nofollow(cur, comp, 0755) < 0)
+					return ib_error_set(err, errno, "chmod " NAME_SHOWN,
+							    prefix);
+				record_created(u, prefix);
+			} else if (errno != EEXIST) {
+				return ib_error_set(err, errno, NAME_SHOWN ": mkdir " NAME_SHOWN,
+						    entry, prefix);
+			}
+			next = openat(cur, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		}
+		if (next < 0) {
+			int e = errno;
+			struct stat st;
+			if (fstatat(cur, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISLNK(st.st_mode))
+				return ib_error_setc(err, IB_ERROR,
+						     NAME_SHOWN
+						     ": parent " NAME_SHOWN " is a symlink "
+						     "whose target does not exist inside the root",
+						     entry, prefix);
+			return ib_error_set(
+			    err, e, NAME_SHOWN ": cannot create parent directory " NAME_SHOWN,
+			    entry, prefix);
+		}
+		close(cur);
+		cur = next;
+		prefix[end] = saved;
+		start = end + 1;
+	}
+	*out = ib_steal_fd(&cur);
+	return 0;
+}
+
+/* Make dirfd/name free for a new entry: a non-directory is unlinked, a
+ * directory removed with its tree unless keep_dir (then *is_dir is set). */
+static int clear_slot(int dirfd, const char *name, const char *path, bool keep_dir, bool *is_dir,
+		      ib_error **err)
+{
+	struct stat st;
+	if (is_dir)
+		*is_dir = false;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return ib_error_set(err, errno, "stat " NAME_SHOWN, path);
+	}
+	if (S_ISDIR(st.st_mode)) {
+		if (keep_dir) {
+			*is_dir = true;
+			return 0;
+		}
+		return remove_at(dirfd, name, path, err);
+	}
+	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+		return ib_error_set(err, errno, "remove " NAME_SHOWN, path);
+	return 0;
+}
+
+/* ---- metadata ---- */
+
+static int entry_owner(struct archive_entry *e, const char *path, uid_t *uid, gid_t *gid,
+		       ib_error **err)
+{
+	la_int64_t u = archive_entry_uid(e), g = archive_entry_gid(e);
+	/* (uid_t)-1 means "leave unchanged" to chown: not a real owner. */
+	if (u < 0 || u >= (la_int64_t)UINT32_MAX || g < 0 || g >= (la_int64_t)UINT32_MAX)
+		return ib_error_setc(err, IB_EINVALID,
+				     "invalid owner %lld:%lld of \"" NAME_SHOWN "\" in layer",
+				     (long long)u, (long long)g, path);
+	*uid = (uid_t)u;
+	*gid = (gid_t)g;
+	return 0;
+}
+
+static void entry_times(struct archive_entry *e, struct timespec ts[2])
+{
+	ts[1].tv_sec = 0;
+	ts[1].tv_nsec = UTIME_OMIT;
+	if (archive_entry_mtime_is_set(e)) {
+		ts[1].tv_sec = archive_entry_mtime(e);
+		long ns = archive_entry_mtime_nsec(e);
+		ts[1].tv_nsec = ns >= 0 && ns < 1000000000L ? ns : 0;
+	}
+	ts[0] = ts[1];
+	if (archive_entry_atime_is_set(e)) {
+		ts[0].tv_sec = archive_entry_atime(e);
+		long ns = archive_entry_atime_nsec(e);
+		ts[0].tv_nsec = ns >= 0 && ns < 1000000000L ? ns : 0;
+	}
+}
+
+/* Restore the entry's xattrs on a non-symlink: through realfd when >= 0, else
+ * through the /proc path of the O_PATH fd pathfd (devices and FIFOs, which we
+ * must not open).  trusted.overlay.* is never taken from a layer: it would let
+ * a layer forge overlayfs whiteouts, opaque dirs or redirects. */
+static int restore_xattrs(struct archive_entry *e, int realfd, int pathfd, const char *path,
+			  ib_error **err)
+{
+	const char *name;
+	const void *value;
+	size_t size;
+	char proc[64] = "";
+	if (archive_entry_xattr_reset(e) == 0)
+		return 0;
+	while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+		if (!name || !*name ||
+		    strncmp(name, OVERLAY_XATTR_PREFIX, strlen(OVERLAY_XATTR_PREFIX)) == 0)
+			continue;
+		int r;
+		if (realfd >= 0) {
+			r = fsetxattr(realfd, name, value, size, 0);
+		} else {
+			if (!*proc)
+				snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pathfd);
+			r = setxattr(proc, name, value, size, 0);
+		}
+		/* Filesystems without xattr support, or a namespace we may not
+		 * write (trusted.* unprivileged): skipped, like docker does. */
+		if (r < 0 && errno != ENOTSUP && errno != EOPNOTSUPP && errno != EPERM)
+			return ib_error_set(err, errno, "set xattr %s on " NAME_SHOWN, name, path);
+	}
+	return 0;
+}
+
+static void defer_dir_meta(unpacker *u, const char *path, mode_t mode, const struct timespec ts[2])
+{
+	size_t i;
+	if (!strmap_get(&u->dir_index, path, &i)) {
+		if (u->ndirs == u->dirs_alloc) {
+			u->dirs_alloc = u->dirs_alloc ? u->dirs_alloc * 2 : 64;
+			u->dirs = xrealloc(u->dirs, u->dirs_alloc * sizeof(*u->dirs));
+		}
+		i = u->ndirs++;
+		u->dirs[i].path = xstrdup(path);
+		strmap_put(&u->dir_index, path, i);
+	}
+	u->dirs[i].mode = mode;
+	u->dirs[i].times[0] = ts[0];
+	u->dirs[i].times[1] = ts[1];
+}
+
+static size_t path_depth(const char *p)
+{
+	if (!*p)
+		return 0;
+	size_t n = 1;
+	for (; *p; p++)
+		n += *p == '/';
+	return n;
+}
+
+static int cmp_depth_desc(const void *a, const void *b)
+{
+	size_t da = path_depth(((const dir_meta *)a)->path);
+	size_t db = path_depth(((const dir_meta *)b)->path);
+	return da < db ? 1 : da > db ? -1 : 0;
+}
+
+/* Directory modes and mtimes last, deepest first, so creating children does
+ * not bump them and a read-only directory does not block its own contents.
+ * A directory later replaced or whited out by the layer is skipped. */
+static int finish_dirs(unpacker *u, ib_error **err)
+{
+	if (u->ndirs > 1)
+		qsort(u->dirs, u->ndirs, sizeof(*u->dirs), cmp_depth_desc);
+	for (size_t i = 0; i < u->ndirs; i++) {
+		const dir_meta *d = &u->dirs[i];
+		cleanup_close int fd =
+		    open_in_root(u, d->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+		if (fd < 0) {
+			if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
+				continue;
+			return ib_error_set(err, errno, "open directory /" NAME_SHOWN, d->path);
+		}
+		if (fchmod(fd, d->mode) < 0)
+			return ib_error_set(err, errno, "chmod /" NAME_SHOWN, d->path);
+		if (futimens(fd, d->times) < 0)
+			return ib_error_set(err, errno, "set times of /" NAME_SHOWN, d->path);
+	}
+	return 0;
+}
+
+/* ---- archive errors and the size cap ---- */
+
+static int archive_fail(struct archive *a, ib_error **err)
+{
+	const char *msg = archive_error_string(a);
+	int e = archive_errno(a);
+	if (!msg)
+		msg = "truncated or corrupt stream";
+	/* An I/O failure of the underlying stream is not the archive's fault. */
+	if (e == EIO || e == EBADF || e == ENOMEM || e == ENOSPC || e == EINTR)
+		return ib_error_setc(err, IB_ERROR, "read layer: %s", msg);
+	return ib_error_setc(err, IB_EINVALID, "not a valid tar archive: %s", msg);
+}
+
+static int check_cap(unpacker *u, ib_error **err)
+{
+	la_int64_t n = archive_filter_bytes(u->a, 0);
+	if (n > 0)
+		u->stats.bytes = (uint64_t)n;
+	if (u->stats.bytes > u->max_bytes || u->declared > u->max_bytes)
+		return ib_error_setc(err, IB_ETOOLARGE,
+				     "layer exceeds the cap of %llu decompressed bytes",
+				     (unsigned long long)u->max_bytes);
+	return 0;
+}
+
+/* ---- entry kinds ---- */
+
+static int write_data(unpacker *u, int fd, const char *path, ib_error **err)
+{
+	for (;;) {
+		const void *buf;
+		size_t size;
+		la_int64_t off;
+		int r = archive_read_data_block(u->a, &buf, &size, &off);
+		if (r == ARCHIVE_EOF)
+			return 0;
+		if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
+			return archive_fail(u->a, err);
+		if (check_cap(u, err) < 0)
+			return IB_ETOOLARGE;
+		if (off < 0)
+			return ib_error_setc(err, IB_EINVALID,
+					     "not a valid tar archive: bad data "
+					     "offset in \"" NAME_SHOWN "\"",
+					     path);
+		const char *p = buf;
+		while (size > 0) {
+			ssize_t n = pwrite(fd, p, size, (off_t)off);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				return ib_error_set(err, errno, "write " NAME_SHOWN, path);
+			}
+			p += n;
+			size -= (size_t)n;
+			off += n;
+		}
+	}
+}
+
+static int do_file(unpacker *u, struct archive_entry *e, int pfd, const char *base,
+		   const char *path, ib_error **err)
+{
+	uid_t uid;
+	gid_t gid;
+	if (entry_owner(e, path, &uid, &gid, err) < 0)
+		return IB_EINVALID;
+	la_int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
+	if (size < 0)
+		return ib_error_setc(err, IB_EINVALID,
+				     "not a valid tar archive: negative size of \"" NAME_SHOWN "\"",
+				     path);
+	/* Sparse files count with their full size: they become that big once
+	 * repacked. */
+	u->declared += (uint64_t)size;
+	if (check_cap(u, err) < 0)
+		return IB_ETOOLARGE;
+	int r = clear_slot(pfd, base, path, false, NULL, err);
+	if (r < 0)
+		return r;
+	/* O_EXCL + O_NOFOLLOW: whatever appeared at base, we never write
+	 * through it. */
+	cleanup_close int fd =
+	    openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return ib_error_set(err, errno, "create " NAME_SHOWN, path);
+	record_created(u, path);
+	r = write_data(u, fd, path, err);
+	if (r < 0)
+		return r;
+	if (ftruncate(fd, (off_t)size) < 0)
+		return ib_error_set(err, errno, "truncate " NAME_SHOWN, path);
+	/* Data, then owner, xattrs, mode: writes and chown clear setuid and
+	 * file capabilities. */
+	if (u->same_owner && fchown(fd, uid, gid) < 0)
+		return ib_error_set(err, errno, "chown " NAME_SHOWN, path);
+	r = restore_xattrs(e, fd, -1, path, err);
+	if (r < 0)
+		return r;
+	if (fchmod(fd, archive_entry_perm(e) & 07777) < 0)
+		return ib_error_set(err, errno, "chmod " NAME_SHOWN, path);
+	struct timespec ts[2];
+	entry_times(e, ts);
+	if (futimens(fd, ts) < 0)
+		return ib_error_set(err, errno, "set times of " NAME_SHOWN, path);
+	return 0;
+}
+
+/* Owner and xattrs now, mode and times at the end. */
+static int dir_meta_now(unpacker *u, struct archive_entry *e, int dfd, const char *path,
+			ib_error **err)
+{
+	uid_t uid;
+	gid_t gid;
+	if (entry_owner(e, path, &uid, &gid, err) < 0)
+		return IB_EINVALID;
+	if (u->same_owner && fchown(dfd, uid, gid) < 0)
+		return ib_error_set(err, errno, "chown " NAME_SHOWN, *path ? path : "/");
+	int r = restore_xattrs(e, dfd, -1, *path ? path : "/", err);
+	if (r < 0)
+		return r;
+	struct timespec ts[2];
+	entry_times(e, ts);
+	defer_dir_meta(u, path, archive_entry_perm(e) & 07777, ts);
+	return 0;
+}
+
+static int do_dir(unpacker *u, struct archive_entry *e, int pfd, const char *base, const char *path,
+		  ib_error **err)
+{
+	bool exists = false;
+	int r = clear_slot(pfd, base, path, true, &exists, err);
+	if (r < 0)
+		return r;
+	if (!exists && mkdirat(pfd, base, 0700) < 0)
+		return ib_error_set(err, errno, "mkdir " NAME_SHOWN, path);
+	record_created(u, path);
+	cleanup_close int dfd = openat(pfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return ib_error_set(err, errno, "open directory " NAME_SHOWN, path);
+	return dir_meta_now(u, e, dfd, path, err);
+}
+
+static int do_root(unpacker *u, struct archive_entry *e, const char *raw, ib_error **err)
+{
+	if (archive_entry_hardlink(e) || archive_entry_filetype(e) != AE_IFDIR)
+		return ib_error_setc(err, IB_EUNSAFE,
+				     "unsafe entry in layer: \"" NAME_SHOWN
+				     "\" is the root of the layer but not a directory",
+				     raw);
+	cleanup_close int dfd = open_in_root(u, "", O_RDONLY | O_DIRECTORY);
+	if (dfd < 0)
+		return ib_error_set(err, errno, "open layer root");
+	return dir_meta_now(u, e, dfd, "", err);
+}
+
+static int do_symlink(unpacker *u, struct archive_entry *e, int pfd, const char *base,
+		      const char *path, ib_error **err)
+{
+	const char *target = archive_entry_symlink(e);
+	uid_t uid;
+	gid_t gid;
+	if (!target || !*target)
+		return ib_error_setc(err, IB_EINVALID,
+				     "not a valid tar archive: symlink \"" NAME_SHOWN
+				     "\" has an empty target",
+				     path);
+	if (entry_owner(e, path, &uid, &gid, err) < 0)
+		return IB_EINVALID;
+	int r = clear_slot(pfd, base, path, false, NULL, err);
+	if (r < 0)
+		return r;
+	/* The target text is stored, never resolved by us: later lookups
+	 * through it happen in-root. */
+	if (symlinkat(target, pfd, base) < 0)
+		return ib_error_set(err, errno, "symlink " NAME_SHOWN, path);
+	record_created(u, path);
+	if (u->same_owner && fchownat(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return ib_error_set(err, errno, "chown " NAME_SHOWN, path);
+	/* xattrs are not restored on symlinks: setting them needs a path that
+	 * names the link itself, and user.* is not allowed there anyway. */
+	struct timespec ts[2];
+	entry_times(e, ts);
+	if (utimensat(pfd, base, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		return ib_error_set(err, errno, "set times of " NAME_SHOWN, path);
+	return 0;
+}
+
+static int do_node(unpacker *u, struct archive_entry *e, int pfd, const char *base,
+		   const char *path, ib_error **err)
+{
+	mode_t type = archive_entry_filetype(e);
+	dev_t dev = 0;
+	uid_t uid;
+	gid_t gid;
+	if (type == AE_IFCHR || type == AE_IFBLK) {
+		unsigned long maj = (unsigned long)archive_entry_rdevmajor(e);
+		unsigned long min = (unsigned long)archive_entry_rdevminor(e);
+		/* Linux's dev_t holds 12 bits of major and 20 of minor. */
+		if (maj > 0xfff || min > 0xfffff)
+			return ib_error_setc(err, IB_EUNSAFE,
+					     "unsafe entry in layer: device \"" NAME_SHOWN
+					     "\" has out-of-range number %lu:%lu",
+					     path, maj, min);
+		dev = makedev(maj, min);
+	}
+	if (entry_owner(e, path, &uid, &gid, err) < 0)
+		return IB_EINVALID;
+	int r = clear_slot(pfd, base, path, false, NULL, err);
+	if (r < 0)
+		return r;
+	if (mknodat(pfd, base, type | 0600, dev) < 0) {
+		if (errno == EPERM && type != AE_IFIFO)
+			return ib_error_set(err, errno,
+					    "create device " NAME_SHOWN " (needs CAP_MKNOD)", path);
+		return ib_error_set(err, errno, "create " NAME_SHOWN, path);
+	}
+	record_created(u, path);
+	if (u->same_owner && fchownat(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return ib_error_set(err, errno, "chown " NAME_SHOWN, path);
+	{
+		/* Never opened for I/O: a device open can have side effects. */
+		cleanup_close int fd = openat(pfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) < 0)
+			return ib_error_set(err, errno, "open " NAME_SHOWN, path);
+		if ((st.st_mode & S_IFMT) != type)
+			return ib_error_setc(err, IB_ERROR, NAME_SHOWN " changed under us", path);
+		r = restore_xattrs(e, -1, fd, path, err);
+		if (r < 0)
+			return r;
+	}
+	if (chmod_nofollow(pfd, base, archive_entry_perm(e) & 07777) < 0)
+		return ib_error_set(err, errno, "chmod " NAME_SHOWN, path);
+	struct timespec ts[2];
+	entry_times(e, ts);
+	if (utimensat(pfd, base, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		return ib_error_set(err, errno, "set times of " NAME_SHOWN, path);
+	return 0;
+}
+
+static int do_hardlink(unpacker *u, struct archive_entry *e, int pfd, const char *base,
+		       const char *path, ib_error **err)
+{
+	cleanup_free char *target = NULL;
+	int r = normalize_name("hardlink target", archive_entry_hardlink(e), &target, err);
+	if (r < 0)
+		return ib_error_wrap(err, "hardlink \"" NAME_SHOWN "\"", path);
+	if (!*target)
+		return ib_error_setc(err, IB_EUNSAFE,
+				     "unsafe hardlink in layer: \"" NAME_SHOWN
+				     "\" links to the root directory",
+				     path);
+	cleanup_free char *tparent = NULL;
+	const char *tbase;
+	split_path(target, &tparent, &tbase);
+	/* The target's parent is resolved in-root like any other path, and
+	 * linkat without AT_SYMLINK_FOLLOW links a symlink itself, never what
+	 * it points to. */
+	cleanup_close int tpfd = open_in_root(u, tparent, O_PATH | O_DIRECTORY);
+	if (tpfd < 0)
+		return ib_error_set(err, errno,
+				    "hardlink \"" NAME_SHOWN "\" to \"" NAME_SHOWN
+				    "\": open directory " NAME_SHOWN,
+				    path, target, tparent);
+	struct stat tst, st;
+	if (fstatat(tpfd, tbase, &tst, AT_SYMLINK_NOFOLLOW) < 0)
+		return ib_error_set(err, errno, "hardlink \"" NAME_SHOWN "\" to \"" NAME_SHOWN "\"",
+				    path, target);
+	if (S_ISDIR(tst.st_mode))
+		return ib_error_setc(err, IB_EUNSAFE,
+				     "unsafe hardlink in layer: \"" NAME_SHOWN
+				     "\" links to directory \"" NAME_SHOWN "\"",
+				     path, target);
+	if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == tst.st_dev &&
+	    st.st_ino == tst.st_ino) {
+		record_created(u, path);
+		return 0; /* already that file (e.g. a link to itself) */
+	}
+	r = clear_slot(pfd, base, path, false, NULL, err);
+	if (r < 0)
+		return r;
+	if (linkat(tpfd, tbase, pfd, base, 0) < 0)
+		return ib_error_set(err, errno, "hardlink \"" NAME_SHOWN "\" to \"" NAME_SHOWN "\"",
+				    path, target);
+	record_created(u, path);
+	return 0;
+}
+
+/* The directory `dpath` for an opaque marker: must be a real directory, never
+ * a symlink (a layer's diff cannot hold a marker inside a symlink).  With
+ * create, it and its parents are made when missing.  *out is a real fd, or -1
+ * when it does not exist and create is false. */
+static int open_opaque_dir(unpacker *u, const char *dpath, const char *raw, bool create, int *out,
+			   ib_error **err)
+{
+	*out = -1;
+	if (!*dpath) {
+		*out = open_in_root(u, "", O_RDONLY | O_DIRECTORY);
+		return *out < 0 ? ib_error_set(err, errno, "open layer root") : 0;
+	}
+	cleanup_free char *pp = NULL;
+	const char *pb;
+	split_path(dpath, &pp, &pb);
+	cleanup_close int ppfd = -1;
+	if (create) {
+		int r = open_dir(u, pp, true, raw, &ppfd, err);
+		if (r < 0)
+			return r;
+	} else {
+		ppfd = open_in_root(u, pp, O_PATH | O_DIRECTORY);
+		if (ppfd < 0) {
+			/* Nothing to hide below a directory that is not there. */
+			if (errno == ENOENT || errno == ENOTDIR)
+				return 0;
+			return ib_error_set(err, errno, NAME_SHOWN ": open directory " NAME_SHOWN,
+					    raw, pp);
+		}
+	}
+	struct stat st;
+	if (fstatat(ppfd, pb, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno != ENOENT)
+			return ib_error_set(err, errno, "stat " NAME_SHOWN, dpath);
+		if (!create)
+			return 0;
+		if (mkdirat(ppfd, pb, 0700) < 0 || chmod_nofollow(ppfd, pb, 0755) < 0)
+			return ib_error_set(err, errno, "mkdir " NAME_SHOWN, dpath);
+		record_created(u, dpath);
+	} else if (!S_ISDIR(st.st_mode)) {
+		return ib_error_setc(err, IB_EUNSAFE,
+				     "unsafe whiteout in layer: \"" NAME_SHOWN
+				     "\" marks \"" NAME_SHOWN
+				     "\" opaque, which is not a directory%s",
+				     raw, dpath, S_ISLNK(st.st_mode) ? " but a symlink" : "");
+	}
+	*out = openat(ppfd, pb, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (*out < 0)
+		return ib_error_set(err, errno, "open directory " NAME_SHOWN, dpath);
+	return 0;
+}
+
+static int do_opaque(unpacker *u, const char *dpath, const char *raw, ib_error **err)
+{
+	bool overlay = u->whiteouts == IB_WHITEOUT_OVERLAY;
+	cleanup_close int dfd = -1;
+	int r = open_opaque_dir(u, dpath, raw, overlay, &dfd, err);
+	if (r < 0 || dfd < 0)
+		return r;
+	if (overlay) {
+		if (fsetxattr(dfd, OVERLAY_OPAQUE_XATTR, "y", 1, 0) < 0)
+			return ib_error_set(err, errno,
+					    "set " OVERLAY_OPAQUE_XATTR " on /" NAME_SHOWN, dpath);
+		return 0;
+	}
+	/* Whatever this layer already put there stays; the rest came from
+	 * lower layers and is hidden by the marker. */
+	return clear_dir(dfd, dpath, &u->created, err);
+}
+
+static int do_whiteout(unpacker *u, const char *raw, const char *parent, const char *base,
+		       ib_error **err)
+{
+	if (strcmp(base, WH_OPAQUE) == 0)
+		return do_opaque(u, parent, raw, err);
+	/* Other ".wh..wh." names are aufs bookkeeping (.wh..wh.plnk ...). */
+	if (strncmp(base, WH_META_PREFIX, strlen(WH_META_PREFIX)) == 0)
+		return 0;
+	const char *victim = base + strlen(WH_PREFIX);
+	if (!*victim || strcmp(victim, ".") == 0 || strcmp(victim, "..") == 0)
+		return ib_error_setc(err, IB_EUNSAFE,
+				     "unsafe whiteout in layer: \"" NAME_SHOWN
+				     "\" does not name a file in its directory",
+				     raw);
+	cleanup_free char *vpath = join_rel(parent, victim);
+	bool overlay = u->whiteouts == IB_WHITEOUT_OVERLAY;
+	cleanup_close int pfd = -1;
+	if (!overlay) {
+		/* Resolved in-root like any parent, so it can only delete inside;
+		 * nothing to delete below a directory that is not there. */
+		pfd = open_in_root(u, parent, O_PATH | O_DIRECTORY);
+		if (pfd < 0) {
+			if (errno == ENOENT || errno == ENOTDIR)
+				return 0;
+			return ib_error_set(err, errno, NAME_SHOWN ": open directory " NAME_SHOWN,
+					    raw, parent);
+		}
+		return remove_at(pfd, victim, vpath, err);
+	}
+	int r = open_dir(u, parent, true, raw, &pfd, err);
+	if (r < 0)
+		return r;
+	r = clear_slot(pfd, victim, vpath, false, NULL, err);
+	if (r < 0)
+		return r;
+	if (mknodat(pfd, victim, S_IFCHR | 0, makedev(0, 0)) < 0)
+		return ib_error_set(err, errno, "create whiteout " NAME_SHOWN, vpath);
+	record_created(u, vpath);
+	if (u->same_owner && fchownat(pfd, victim, 0, 0, AT_SYMLINK_NOFOLLOW) < 0)
+		return ib_error_set(err, errno, "chown whiteout " NAME_SHOWN, vpath);
+	return 0;
+}
+
+static int unpack_entry(unpacker *u, struct archive_entry *e, ib_error **err)
+{
+	const char *raw = archive_entry_pathname(e);
+	cleanup_free char *path = NULL;
+	int r = normalize_name("path", raw, &path, err);
+	if (r < 0)
+		return r;
+	if (!*path)
+		return do_root(u, e, raw, err);
+
+	cleanup_free char *parent = NULL;
+	const char *base;
+	split_path(path, &parent, &base);
+	if (strncmp(base, WH_PREFIX, strlen(WH_PREFIX)) == 0)
+		return do_whiteout(u, raw, parent, base, err);
+
+	mode_t type = archive_entry_filetype(e);
+	bool hardlink = archive_entry_hardlink(e) != NULL;
+	if (!hardlink && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK &&
+	    type != AE_IFIFO && type != AE_IFCHR && type != AE_IFBLK)
+		return ib_error_setc(err, IB_EINVALID,
+				     "not a valid tar archive: \"" NAME_SHOWN
+				     "\" has unsupported type 0%o",
+				     path, (unsigned)type);
+
+	cleanup_close int pfd = -1;
+	r = open_dir(u, parent, true, path, &pfd, err);
+	if (r < 0)
+		return r;
+	if (hardlink)
+		return do_hardlink(u, e, pfd, base, path, err);
+	switch (type) {
+	case AE_IFREG:
+		return do_file(u, e, pfd, base, path, err);
+	case AE_IFDIR:
+		return do_dir(u, e, pfd, base, path, err);
+	case AE_IFLNK:
+		return do_symlink(u, e, pfd, base, path, err);
+	default:
+		return do_node(u, e, pfd, base, path, err);
+	}
+}
+
+int ib_unpack_archive(struct archive *a, const char *dest_dir, const ib_unpack_options *opts,
+		      ib_unpack_stats *stats, ib_error **err)
+{
+	unpacker u = {.a = a, .rootfd = -1};
+	if (opts) {
+		u.whiteouts = opts->whiteouts;
+		u.same_owner = opts->same_owner;
+		u.max_bytes = opts->max_bytes;
+	} else {
+		u.whiteouts = IB_WHITEOUT_APPLY;
+		u.same_owner = geteuid() == 0;
+	}
+	if (u.max_bytes == 0)
+		u.max_bytes = IB_UNPACK_DEFAULT_MAX_BYTES;
+
+	/* Names are taken as the bytes in the archive: in the C locale
+	 * libarchive hands pax UTF-8 names over unconverted (with a warning),
+	 * where a process locale such as ISO-8859-1 would transcode them. */
+	locale_t c_locale = newlocale(LC_CTYPE_MASK, "C", (locale_t)0);
+	locale_t prev_locale = c_locale ? uselocale(c_locale) : (locale_t)0;
+
+	int r = 0;
+	u.rootfd = open(dest_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (u.rootfd < 0) {
+		r = ib_error_set(err, errno, "open %s", dest_dir);
+		goto out;
+	}
+	/* Fail early and clearly where openat2 is missing: there is no safe
+	 * fallback. */
+	{
+		int probe = open_in_root(&u, "", O_PATH | O_DIRECTORY);
+		if (probe < 0) {
+			r = ib_error_set(err, errno, "openat2 %s (Linux >= 5.6 required)",
+					 dest_dir);
+			goto out;
+		}
+		close(probe);
+	}
+	for (;;) {
+		struct archive_entry *e;
+		int ar = archive_read_next_header(a, &e);
+		if (ar == ARCHIVE_EOF)
+			break;
+		/* WARN: e.g. a UTF-8 name not convertible to the C locale; the
+		 * raw bytes are still there and are what we want. */
+		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) {
+			r = archive_fail(a, err);
+			goto out;
+		}
+		u.stats.entries++;
+		r = check_cap(&u, err);
+		if (r < 0)
+			goto out;
+		r = unpack_entry(&u, e, err);
+		if (r < 0)
+			goto out;
+	}
+	r = check_cap(&u, err);
+	if (r < 0)
+		goto out;
+	r = finish_dirs(&u, err);
+out:
+	if (c_locale) {
+		uselocale(prev_locale);
+		freelocale(c_locale);
+	}
+	if (stats)
+		*stats = u.stats;
+	unpacker_free(&u);
+	return r;
+}
+
+int ib_unpack_fd(int fd, const char *dest_dir, const ib_unpack_options *opts,
+		 ib_unpack_stats *stats, ib_error **err)
+{
+	struct archive *a = archive_read_new();
+	if (!a)
+		return ib_error_setc(err, IB_ERROR, "out of memory");
+	/* Explicit filters rather than _all: _all also registers lrzip, grzip
+	 * and friends, which run an external program on the untrusted input. */
+	archive_read_support_filter_gzip(a);
+	archive_read_support_filter_zstd(a);
+	archive_read_support_filter_xz(a);
+	archive_read_support_filter_bzip2(a);
+	archive_read_support_format_tar(a); /* ustar, pax, gnu, v7 */
+	archive_read_support_format_empty(a);
+	int r;
+	if (archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
+		r = archive_fail(a, err);
+		if (stats)
+			memset(stats, 0, sizeof(*stats));
+	} else {
+		r = ib_unpack_archive(a, dest_dir, opts, stats, err);
+	}
+	archive_read_free(a);
+	return r;
+}

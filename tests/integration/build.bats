@@ -1,0 +1,279 @@
+#!/usr/bin/env bats
+# Recipes and the build engine: the real binary, checked with podman and umoci.
+
+load helpers/build
+
+setup_file() {
+	build_setup_file
+}
+
+teardown_file() {
+	build_teardown_file
+}
+
+setup() {
+	need podman umoci
+	T="$(mktemp -d "$SUITE_TMP/t.XXXXXX")"
+	cp -a "$REPO_ROOT/tests/fixtures/build/all" "$T/all"
+}
+
+@test "busybox base recipe builds and runs" {
+	run podrun localhost/busybox:latest /bin/sh -c 'echo base-ok; id -un'
+	[ "$status" -eq 0 ]
+	[[ "$output" == *base-ok* ]]
+	[[ "$output" == *root* ]]
+}
+
+@test "every recipe function: podman sees entrypoint, cmd, env, user, workdir, exit code" {
+	run "$IMGBUILD" build "$T/all/recipe.lua" -t localhost/all:latest --build-arg MSG=from-arg --progress plain
+	[ "$status" -eq 0 ]
+	run podrun localhost/all:latest
+	[ "$status" -eq 3 ]
+	[[ "$output" == *"greeting=hi msg=from-arg uid=1000 gid=1000 pwd=/work args=arg1"* ]]
+	run podrun localhost/all:latest other args
+	[ "$status" -eq 3 ]
+	[[ "$output" == *"args=other args"* ]]
+}
+
+@test "every recipe function: the config carries labels, ports, volumes, signal, healthcheck, annotations" {
+	"$IMGBUILD" -q build "$T/all/recipe.lua" -t localhost/all:latest >/dev/null
+	run "$IMGBUILD" inspect localhost/all:latest
+	[ "$status" -eq 0 ]
+	echo "$output" > "$T/inspect.json"
+	python3 - "$T/inspect.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+c = j["Config"]["config"]
+assert c["Labels"] == {"org.example.a": "1", "org.example.b": "2"}, c["Labels"]
+assert set(c["ExposedPorts"]) == {"8080/tcp", "53/udp"}, c["ExposedPorts"]
+assert "/data" in c["Volumes"]
+assert c["StopSignal"] == "SIGINT"
+assert c["Healthcheck"]["Test"] == ["CMD", "true"]
+assert c["Healthcheck"]["Interval"] == 10 * 10**9
+assert c["Healthcheck"]["Retries"] == 2
+assert c["Entrypoint"] == ["/usr/local/bin/script"] and c["Cmd"] == ["arg1"]
+assert "GREETING=hi" in c["Env"] and "MSG=default-msg" in c["Env"]
+assert not any(e.startswith("RUN_ONLY=") for e in c["Env"]), "run env leaked into config"
+assert j["Manifest"]["annotations"]["org.example.note"] == "n"
+assert j["Config"]["created"] == "1970-01-01T00:00:00Z"
+PY
+}
+
+@test "every recipe function: umoci sees whiteouts, opaque dirs, links, fifo, setuid, long and UTF-8 names, modes and owners" {
+	"$IMGBUILD" -q build "$T/all/recipe.lua" -t localhost/all:latest >/dev/null
+	unpack_image localhost/all:latest "$T/bundle"
+	R="$T/bundle/rootfs"
+	[ ! -e "$R/etc/gone.txt" ]
+	[ ! -e "$R/opaque/old.txt" ]
+	[ ! -e "$R/opaque/sub" ]
+	[ "$(cat "$R/opaque/new.txt")" = new ]
+	[ "$(stat -c %i "$R/hl1")" = "$(stat -c %i "$R/hl2")" ]
+	[ "$(readlink "$R/sym")" = /hl1 ]
+	[ -p "$R/fifo" ]
+	[ "$(stat -c %a "$R/suid")" = 4755 ]
+	[ -e "$R/$(printf 'n%.0s' $(seq 1 200))" ]
+	[ -e "$R/ünïcødé-файл" ]
+	[ "$(stat -c %u:%g "$R/app/one.txt")" = 1000:1000 ]
+	[ "$(stat -c %u:%g "$R/app/sub/two.txt")" = 1000:1000 ]
+	[ "$(readlink "$R/app/link-to-one")" = one.txt ]
+	[ "$(stat -c %a "$R/usr/local/bin/script")" = 755 ]
+	[ "$(stat -c %u:%g "$R/usr/local/bin/script")" = 0:0 ]
+	[ "$(cat "$R/data/keep.txt")" = keep ]
+	[ ! -e "$R/data/skip1.txt" ]
+	[ "$(cat "$R/copied-from-base")" = a ]
+	[ "$(cat "$R/run-only.txt")" = from-run-env ]
+	[ "$(cat "$R/shell.txt")" = shell-form ]
+	# mount points of the sandbox never land in a layer
+	[ ! -e "$R/etc/resolv.conf" ] || [ -s "$R/etc/resolv.conf" ] || false
+}
+
+@test "layers hold OCI whiteout and opaque markers" {
+	"$IMGBUILD" -q build "$T/all/recipe.lua" -t localhost/all:latest >/dev/null
+	"$IMGBUILD" inspect localhost/all:latest > "$T/inspect.json"
+	found=$(python3 - "$T/inspect.json" "$IMGBUILD_ROOT" <<'PY'
+import json, sys, tarfile
+j = json.load(open(sys.argv[1]))
+names = []
+for l in j["Manifest"]["layers"]:
+    h = l["digest"].split(":")[1]
+    with tarfile.open(f"{sys.argv[2]}/oci/blobs/sha256/{h}") as t:
+        names += t.getnames()
+print("\n".join(names))
+PY
+)
+	echo "$found" | grep -qx 'etc/.wh.gone.txt'
+	echo "$found" | grep -qx 'opaque/.wh..wh..opq'
+	! echo "$found" | grep -q 'resolv.conf'
+	! echo "$found" | grep -q '^etc/hosts$'
+}
+
+@test "same recipe, two fresh stores, two context paths: same digest" {
+	mkdir -p "$T/a/deep/er" "$T/b"
+	cp -a "$REPO_ROOT/tests/fixtures/build/all" "$T/a/deep/er/ctx"
+	cp -a "$REPO_ROOT/tests/fixtures/build/all" "$T/b/ctx"
+	touch -d '2001-01-01' "$T/b/ctx/files/one.txt"
+	for s in a b; do
+		IMGBUILD_ROOT="$T/root-$s" "$IMGBUILD" -q build "$REPO_ROOT/recipes/busybox.lua" --context /bin -t localhost/busybox:latest >/dev/null
+	done
+	d1=$(IMGBUILD_ROOT="$T/root-a" "$IMGBUILD" -q build "$T/a/deep/er/ctx/recipe.lua")
+	d2=$(IMGBUILD_ROOT="$T/root-b" "$IMGBUILD" -q build "$T/b/ctx/recipe.lua")
+	echo "$d1 $d2"
+	[[ "$d1" == sha256:* ]]
+	[ "$d1" = "$d2" ]
+}
+
+@test "a fully cached rebuild runs no step" {
+	"$IMGBUILD" -q build "$T/all/recipe.lua" >/dev/null
+	run "$IMGBUILD" build "$T/all/recipe.lua" --progress plain --metadata-file "$T/meta.json"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *CACHED* ]]
+	[[ "$output" != *DONE* ]]
+	grep -q '"steps.run": 0' "$T/meta.json"
+}
+
+@test "changing one copied file re-runs only the steps from that copy on" {
+	"$IMGBUILD" -q build "$T/all/recipe.lua" >/dev/null
+	echo changed > "$T/all/files/sub/two.txt"
+	run "$IMGBUILD" build "$T/all/recipe.lua" --progress plain --explain
+	[ "$status" -eq 0 ]
+	echo "$output"
+	# base stage run: cached; final: copy files/ and everything after re-runs
+	[[ "$output" == *"[base 1/1] RUN"*CACHED* ]]
+	[[ "$output" == *"files/sub/two.txt changed"* ]]
+	[ "$(echo "$output" | grep -c ' CACHED$')" -eq 1 ]
+	[ "$(echo "$output" | grep -c ' DONE ')" -eq 6 ]
+}
+
+@test "--no-cache rebuild gives the same digest" {
+	d1=$("$IMGBUILD" -q build "$T/all/recipe.lua")
+	d2=$("$IMGBUILD" -q build "$T/all/recipe.lua" --no-cache)
+	[ "$d1" = "$d2" ]
+	run "$IMGBUILD" build "$T/all/recipe.lua" --check --progress plain
+	[ "$status" -eq 0 ]
+	[[ "$output" == *reproducible* ]]
+}
+
+@test "a failing run reports file:line, status and output; earlier steps stay cached" {
+	mkdir -p "$T/fail"
+	cat > "$T/fail/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run "echo first > /first"
+run "echo about to fail; echo on-stderr >&2; exit 7"
+LUA
+	run "$IMGBUILD" build "$T/fail/recipe.lua" --progress plain
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"about to fail"* ]]
+	[[ "$output" == *"on-stderr"* ]]
+	last=$(echo "$output" | tail -1)
+	[[ "$last" == "imgbuild: error: $T/fail/recipe.lua:3: run: command exited with status 7"* ]]
+	run "$IMGBUILD" build "$T/fail/recipe.lua" --progress plain
+	[[ "$output" == *"RUN echo first > /first CACHED"* ]]
+}
+
+@test "a run step cannot see or reach host paths" {
+	mkdir -p "$T/iso"
+	echo secret > "$SUITE_TMP/host-marker"
+	cat > "$T/iso/recipe.lua" <<LUA
+from "localhost/busybox:latest"
+run { "/bin/sh", "-c", [[
+for f in /proc/self/fd/*; do echo "fd \$f -> \$(readlink \$f)"; done
+ls /proc/1/root/ | tr '\n' ' '; echo
+cd /../../../..; echo "pwd-after-dotdot=\$(pwd) \$(ls | tr '\n' ' ')"
+test ! -e "$SUITE_TMP/host-marker" && echo no-host-marker
+test ! -e "/proc/1/root$SUITE_TMP/host-marker" && echo no-host-marker-via-proc
+echo pid1=\$(cat /proc/1/comm)
+]] }
+LUA
+	run "$IMGBUILD" build "$T/iso/recipe.lua" --progress plain --no-cache
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *no-host-marker* ]]
+	[[ "$output" == *no-host-marker-via-proc* ]]
+	[[ "$output" == *"pwd-after-dotdot=/ "* ]]
+	# only stdin/stdout/stderr (and the fd ls itself opens) are open
+	fds=$(echo "$output" | grep -c ' fd /proc/self/fd/' || true)
+	[ "$fds" -le 4 ]
+	! echo "$output" | grep ' fd /proc/self/fd/' | grep -q "$SUITE_TMP"
+	! echo "$output" | grep -q 'pid1=systemd'
+}
+
+@test "network none leaves only loopback" {
+	mkdir -p "$T/net"
+	cat > "$T/net/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run { "/bin/sh", "-c", "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort | tr '\n' ,; echo", network = "none" }
+LUA
+	run "$IMGBUILD" build "$T/net/recipe.lua" --progress plain --no-cache
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"#1 lo,"* ]]
+}
+
+@test "multi-stage example builds, only the final stage ships" {
+	run "$IMGBUILD" build "$REPO_ROOT/examples/website/recipe.lua" -t localhost/website:latest --build-arg TITLE=Tested
+	[ "$status" -eq 0 ]
+	unpack_image localhost/website:latest "$T/web"
+	grep -q Tested "$T/web/rootfs/var/www/index.html"
+	[ ! -e "$T/web/rootfs/src" ]
+	run "$IMGBUILD" build "$REPO_ROOT/examples/website/recipe.lua" --target build -t localhost/website-build:latest
+	[ "$status" -eq 0 ]
+	unpack_image localhost/website-build:latest "$T/webb"
+	[ -d "$T/webb/rootfs/src" ]
+}
+
+@test "the hello example runs" {
+	"$IMGBUILD" -q build "$REPO_ROOT/examples/hello/recipe.lua" -t localhost/hello:latest >/dev/null
+	run podrun localhost/hello:latest tester
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"hello, tester!"* ]]
+	[[ "$output" == *"uid 1000, in /home/app"* ]]
+}
+
+@test "broken recipes stop before any step with FILE:LINE" {
+	n=0
+	for f in "$REPO_ROOT"/tests/fixtures/recipes/broken/*.lua; do
+		expect=$(head -1 "$f" | sed -n 's/^-- expect: \([0-9]*\): \(.*\)$/\1|\2/p')
+		[ -n "$expect" ] || continue
+		line=${expect%%|*}
+		sub=${expect#*|}
+		run "$IMGBUILD" build "$f" --progress plain
+		echo "$f -> $output"
+		[ "$status" -eq 1 ]
+		[ "$(echo "$output" | wc -l)" -eq 1 ]
+		[[ "$output" == "imgbuild: error: $f:$line: "* ]]
+		[[ "$output" == *"$sub"* ]]
+		n=$((n + 1))
+	done
+	[ "$n" -ge 15 ]
+}
+
+@test "timeout kills a long run step" {
+	mkdir -p "$T/to"
+	cat > "$T/to/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run { "/bin/sh", "-c", "sleep 100", timeout = 1 }
+LUA
+	run "$IMGBUILD" build "$T/to/recipe.lua" --progress plain
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"recipe.lua:2:"* ]]
+	[[ "$output" == *"timed out"* ]]
+}
+
+@test "zstd compression builds a valid image" {
+	run "$IMGBUILD" build "$T/all/recipe.lua" --compression zstd -t localhost/allz:latest
+	[ "$status" -eq 0 ]
+	"$IMGBUILD" inspect localhost/allz:latest | grep -q 'tar+zstd'
+	unpack_image localhost/allz:latest "$T/z"
+	[ -p "$T/z/rootfs/fifo" ]
+}
+
+@test "build usage errors exit 2, missing recipe exits 1" {
+	run "$IMGBUILD" build
+	[ "$status" -eq 2 ]
+	run "$IMGBUILD" build "$T/nope.lua"
+	[ "$status" -eq 1 ]
+	[[ "$output" == "imgbuild: error: "* ]]
+	run "$IMGBUILD" build "$T/all/recipe.lua" --pull sometimes
+	[ "$status" -eq 2 ]
+	run "$IMGBUILD" build "$T/all/recipe.lua" -t 'UPPER/Case'
+	[ "$status" -eq 2 ]
+}
