@@ -14,6 +14,7 @@ export IMGBUILD_ROOT=${IMGBUILD_ROOT:-/var/lib/imgbuild}
 "$IB" build examples/hello/recipe.lua -t localhost/hello:latest
 "$IB" images
 
-# Run it with an independent runtime: podman reads our OCI store directly.
-podman pull -q "oci:$IMGBUILD_ROOT/oci:localhost/hello:latest" >/dev/null
+# Run it with an independent runtime: skopeo reads our OCI store as it is.
+skopeo copy -q "oci:$IMGBUILD_ROOT/oci:localhost/hello:latest" \
+	containers-storage:localhost/hello:latest
 podman run --rm localhost/hello:latest imgbuild

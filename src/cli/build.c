@@ -75,7 +75,7 @@ int ib_cmd_plan(int argc, char **argv, ib_global *g)
 	const char *context = NULL;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'a':
 			ib_strv_push(&args, optarg);
@@ -151,7 +151,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	const char *sde = getenv("SOURCE_DATE_EPOCH");
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+t:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 't': {
 			ib_ref *ref = NULL;

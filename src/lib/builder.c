@@ -90,7 +90,7 @@ static const char *jstr(json_t *o, const char *k)
 static int recipe_error(builder *b, json_t *step, ib_error **err)
 {
 	json_int_t line = json_integer_value(json_object_get(step, "line"));
-	const char *recipe = jstr(b->plan, "recipe");
+	const char *recipe = b->o->recipe_path ? b->o->recipe_path : jstr(b->plan, "recipe");
 	return ib_error_wrap(err, "%s:%lld", recipe ? recipe : "recipe", (long long)line);
 }
 
@@ -1155,8 +1155,15 @@ static char *step_label(stage_state *st, size_t idx, size_t n, json_t *step)
 	cleanup_free char *upper = xstrdup(kind);
 	for (char *p = upper; *p; p++)
 		*p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-	if (strlen(what) > 100)
-		what[100] = '\0';
+	/* one line: a multi-line script shows its first line */
+	size_t keep = strcspn(what, "\n");
+	if (keep > 97)
+		keep = 97;
+	if (what[keep] != '\0') {
+		char *shorter = xasprintf("%.*s...", (int)keep, what);
+		free(what);
+		what = shorter;
+	}
 	return xasprintf("[%s %zu/%zu] %s %s", st->name, idx + 1, n, upper, what);
 }
 

@@ -41,6 +41,16 @@ ib_progress *ib_progress_new(ib_progress_mode mode, bool quiet, FILE *out)
 	return p;
 }
 
+static void clear_status(ib_progress *p);
+
+void ib_progress_free(ib_progress *p)
+{
+	if (!p)
+		return;
+	clear_status(p);
+	free(p);
+}
+
 static double now(void)
 {
 	struct timespec ts;

@@ -12,7 +12,7 @@ teardown_file() {
 }
 
 setup() {
-	need podman umoci
+	need podman umoci skopeo
 	T="$(mktemp -d "$SUITE_TMP/t.XXXXXX")"
 	cp -a "$REPO_ROOT/tests/fixtures/build/all" "$T/all"
 }

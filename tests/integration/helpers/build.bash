@@ -35,7 +35,8 @@ pod() {
 podrun() {
 	local img=$1
 	shift
-	pod pull -q "oci:$IMGBUILD_ROOT/oci:$img" >/dev/null
+	skopeo copy -q "oci:$IMGBUILD_ROOT/oci:$img" \
+		"containers-storage:[vfs@$SUITE_TMP/pstore+$SUITE_TMP/prun]$img" >/dev/null
 	pod run --rm --network none "$img" "$@"
 }
 
