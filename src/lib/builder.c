@@ -559,6 +559,7 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	so.output = output_cb;
 	so.payload = b;
 	int status = 0;
+	cleanup_free char *ldir = NULL;
 	clear_last(b);
 	if (rc == 0)
 		rc = ib_sandbox_run(&so, &status, err);
@@ -586,7 +587,7 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 		goto out;
 	/* The upper dir is this layer in overlay format: keep it as the
 	 * unpacked copy so the next run step needs no extraction. */
-	cleanup_free char *ldir = ib_store_layer_dir(b->store, res.diff_id);
+	ldir = ib_store_layer_dir(b->store, res.diff_id);
 	if (!ib_file_exists(ldir) && rename(upper, ldir) < 0 && errno != ENOTEMPTY &&
 	    errno != EEXIST) {
 		rc = ib_error_set(err, errno, "rename %s", ldir);
@@ -890,6 +891,7 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 	bool from_context = !json_is_object(from);
 	stage_state *src = NULL;
 	stage_state tmpstage = {0};
+	cleanup_free char *srcs = NULL, *created_by = NULL;
 	int rc = 0;
 	if (from_context) {
 		root = xstrdup(b->o->context_dir);
@@ -938,9 +940,8 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 	}
 	json_object_set_new(extra, "content", json_string(cdigest));
 	step_key(key_out, parent, step, extra);
-	cleanup_free char *srcs = argv_string(json_object_get(step, "sources"));
-	cleanup_free char *created_by = xasprintf("COPY %s%s %s", from_context ? "" : "--from ", srcs,
-						  jstr(step, "dest"));
+	srcs = argv_string(json_object_get(step, "sources"));
+	created_by = xasprintf("COPY %s%s %s", from_context ? "" : "--from ", srcs, jstr(step, "dest"));
 	json_t *inputs = json_pack("{s:s, s:O, s:O, s:o}", "parent", parent, "step", step, "extra",
 				   extra, "sources", sources);
 	if (!b->o->no_cache && use_cached(b, st, key_out, created_by)) {
@@ -1086,7 +1087,8 @@ static int load_base_image(builder *b, json_t *stage, const char *ref, ib_image 
 	ib_progress_info(b->o->progress, "pulling %s", ref);
 	r = ib_registry_pull(b->store, ref, &ro, &d, err);
 	if (r < 0)
-		return r;
+		return strcmp(pull, "always") ? ib_error_wrap(err, "not in the store, and pulling it failed")
+					      : r;
 	r = ib_store_image_load_digest(b->store, d.digest, out, err);
 	ib_descriptor_clear(&d);
 	return r;

@@ -44,7 +44,9 @@ setup() {
 import json, sys
 j = json.load(open(sys.argv[1]))
 c = j["Config"]["config"]
-assert c["Labels"] == {"org.example.a": "1", "org.example.b": "2"}, c["Labels"]
+# labels of the base image are inherited, as docker does
+assert c["Labels"]["org.example.a"] == "1" and c["Labels"]["org.example.b"] == "2", c["Labels"]
+assert c["Labels"]["org.opencontainers.image.title"] == "busybox", c["Labels"]
 assert set(c["ExposedPorts"]) == {"8080/tcp", "53/udp"}, c["ExposedPorts"]
 assert "/data" in c["Volumes"]
 assert c["StopSignal"] == "SIGINT"
@@ -167,7 +169,7 @@ LUA
 	last=$(echo "$output" | tail -1)
 	[[ "$last" == "imgbuild: error: $T/fail/recipe.lua:3: run: command exited with status 7"* ]]
 	run "$IMGBUILD" build "$T/fail/recipe.lua" --progress plain
-	[[ "$output" == *"RUN echo first > /first CACHED"* ]]
+	[[ "$output" == *"RUN /bin/sh -c echo first > /first CACHED"* ]]
 }
 
 @test "a run step cannot see or reach host paths" {
@@ -238,9 +240,12 @@ LUA
 		run "$IMGBUILD" build "$f" --progress plain
 		echo "$f -> $output"
 		[ "$status" -eq 1 ]
-		[ "$(echo "$output" | wc -l)" -eq 1 ]
-		[[ "$output" == "imgbuild: error: $f:$line: "* ]]
-		[[ "$output" == *"$sub"* ]]
+		# one error line, last, and no step ran
+		[ "$(echo "$output" | grep -c 'imgbuild: error:')" -eq 1 ]
+		last=$(echo "$output" | tail -1)
+		[[ "$last" == "imgbuild: error: $f:$line: "* ]]
+		[[ "$last" == *"$sub"* ]]
+		[[ "$output" != *"#1 "* ]]
 		n=$((n + 1))
 	done
 	[ "$n" -ge 15 ]
@@ -262,8 +267,10 @@ LUA
 	run "$IMGBUILD" build "$T/all/recipe.lua" --compression zstd -t localhost/allz:latest
 	[ "$status" -eq 0 ]
 	"$IMGBUILD" inspect localhost/allz:latest | grep -q 'tar+zstd'
-	unpack_image localhost/allz:latest "$T/z"
-	[ -p "$T/z/rootfs/fifo" ]
+	# umoci 0.4 cannot read zstd layers; podman can
+	run podrun localhost/allz:latest
+	[ "$status" -eq 3 ]
+	[[ "$output" == *"greeting=hi"* ]]
 }
 
 @test "build usage errors exit 2, missing recipe exits 1" {
