@@ -13,11 +13,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 bash scripts/install-deps.sh >/dev/null
-cmake --preset default >/dev/null && cmake --build --preset default -j"$(nproc)" >/dev/null
+cmake --preset default >/dev/null && cmake --build --preset default -j"$(nproc)" --target imgbuild >/dev/null
 IB=$REPO/build/imgbuild
 
 W=$(mktemp -d /var/tmp/ib-bench.XXXXXX)
-trap 'rm -rf "$W"' EXIT
+cleanup() {
+	umount "$W/buildah/storage/overlay" 2>/dev/null || true
+	rm -rf "$W"
+}
+trap cleanup EXIT
 export IMGBUILD_ROOT=$W/root
 CTX=$W/ctx
 mkdir -p "$CTX"
@@ -28,8 +32,8 @@ export SOURCE_DATE_EPOCH=0
 $IB -q build recipes/busybox.lua --context /bin -t localhost/busybox:latest >/dev/null
 BUILDAH_ROOT=$W/buildah
 BUILDAH="buildah --root $BUILDAH_ROOT/storage --runroot $BUILDAH_ROOT/run --storage-driver overlay"
-$BUILDAH pull -q "oci:$IMGBUILD_ROOT/oci:localhost/busybox:latest" >/dev/null
-$BUILDAH tag "$($BUILDAH images -q | head -1)" localhost/busybox:latest >/dev/null
+skopeo copy -q "oci:$IMGBUILD_ROOT/oci:localhost/busybox:latest" \
+	"containers-storage:[overlay@$BUILDAH_ROOT/storage+$BUILDAH_ROOT/run]localhost/busybox:latest" >/dev/null
 
 cat > "$CTX/recipe.lua" <<'LUA'
 from "localhost/busybox:latest"
@@ -56,7 +60,7 @@ elapsed() { echo "$(now) - $1" | bc -l | xargs printf '%.3f'; }
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.3f'; }
 
 run_ib() { $IB -q build "$CTX/recipe.lua" --context "$CTX" -t localhost/bench:latest "$@" >/dev/null; }
-run_bh() { $BUILDAH bud --layers --isolation chroot -q -f "$CTX/Containerfile" -t localhost/bench:latest "$CTX" "$@" >/dev/null 2>&1; }
+run_bh() { $BUILDAH bud --layers -q "$@" -f "$CTX/Containerfile" -t localhost/bench:latest "$CTX" >"$W/buildah.log" 2>&1 || { cat "$W/buildah.log"; exit 1; }; }
 
 echo "== workload: copy $(du -sh "$CTX/include" | cut -f1) / $(find "$CTX/include" -type f | wc -l) files, run x2, env/workdir/entrypoint"
 

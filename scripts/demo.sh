@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cmake --preset default >/dev/null
-cmake --build --preset default -j"$(nproc)"
+cmake --build --preset default -j"$(nproc)" --target imgbuild
 IB=$PWD/build/imgbuild
 export IMGBUILD_ROOT=${IMGBUILD_ROOT:-/var/lib/imgbuild}
 

@@ -4,46 +4,81 @@
  * prints it, the builder executes it and the step cache hashes each step's
  * canonical JSON.  Nothing in a plan depends on the machine (no absolute
  * context path, no time), so the same recipe gives the same plan anywhere.
+ * Every field below is always present (null where marked).
  *
  * {
  *   "version": 1,
- *   "recipe": "recipe.lua",             -- file name as given (for messages)
- *   "args": {"VERSION": "1.0"},         -- every arg() read, with its value
+ *   "recipe": "recipe.lua",             -- the recipe's file name (basename)
+ *   "args": {"VERSION": "1.0"},         -- every arg() read, with its value;
+ *                                          null when neither given nor defaulted
  *   "stages": [ STAGE... ],             -- in recipe order; the last is the result
  * }
  * STAGE = {
- *   "name": "build",                    -- stage("build", ...) or "stage0", "stage1"...
+ *   "name": "build",                    -- stage("build", ...); an unnamed stage
+ *                                          (from() with no current baseless
+ *                                          stage) is "stage<N>", N = its index
  *   "from": FROM,
  *   "platform": "linux/amd64" | null,   -- from{ref, platform=}
  *   "pull": "missing"|"always"|"never" | null,
- *   "line": N,                          -- recipe line of from()/stage()
+ *   "line": N,                          -- recipe line of stage() (or of from()
+ *                                          for an unnamed stage)
  *   "steps": [ STEP... ]
  * }
- * FROM = {"scratch": true} | {"image": "docker.io/library/debian:bookworm"}
- *      | {"stage": "build"}
- * Every STEP has "kind" and "line" (recipe line), plus:
+ * FROM = {"scratch": true}
+ *      | {"image": "docker.io/library/debian:bookworm"}  -- normalised (ref.h)
+ *      | {"stage": "build"}             -- an earlier stage, by stage object or
+ *                                          by a string equal to its name
+ * A stage used as the base of another gets no further steps (the recipe
+ * fails), so {"stage": X} always means X's final state.  A stage built on a
+ * stage inherits its shell and workdir.
+ *
+ * Paths: "workdir" paths, run "workdir" and copy "dest" are resolved the way
+ * docker resolves WORKDIR: against the stage's current workdir.  They are
+ * absolute whenever the recipe can tell (a scratch base starts at "/", an
+ * absolute workdir() sets it, a stage built on a stage inherits it); while
+ * the workdir still comes from a base image's config, a relative value is
+ * emitted (cleaned), meaning relative to the WorkingDir in effect when the
+ * step runs ("/" when empty).  A trailing "/" on a copy dest (also kept
+ * for "." and "..", e.g. "./") means "a directory".
+ *
+ * Every STEP has "kind" and "line" (the recipe line of the call; for a call
+ * made inside a required module, the line in the recipe that led to it),
+ * plus:
  *   run:        "argv": [..] (string form already expanded with the current
  *               shell, e.g. ["/bin/sh","-c","cmd"]), "shell_form": bool,
- *               "network": "default"|"none"|"host", "env": {K:V},
- *               "user": s|null, "workdir": s|null, "cache_mounts": [paths],
- *               "secrets": [{"id": s, "src": s, "target": s}], "timeout": seconds (0 = none),
- *               "cache": bool
- *   copy:       "sources": [paths or globs, relative to the context or the
- *               from-stage/image root], "dest": s, "from": FROM | null,
- *               "owner": "uid:gid" | null, "mode": "0644" | null, "exclude": [globs]
+ *               "network": "default"|"none"|"host", "env": {K:V} (this step
+ *               only), "user": s|null, "workdir": s|null (this step only),
+ *               "cache_mounts": [absolute paths],
+ *               "secrets": [{"id": s, "src": s, "target": s}] (src: a host
+ *               file, as written; target defaults to "/run/secrets/<id>"),
+ *               "timeout": seconds (0 = none), "cache": bool
+ *   copy:       "sources": [..], "dest": s, "from": FROM | null,
+ *               "owner": "uid[:gid]"|"user[:group]" | null,
+ *               "mode": "0644" (always 4 octal digits) | null,
+ *               "exclude": [globs]
+ *               With "from": null the sources are cleaned paths relative to
+ *               the build context: no leading "/", no "..", "." for the
+ *               context itself, a trailing "/" kept; they may contain glob
+ *               characters (* ? [..] per segment, ** for any depth) and each
+ *               existed / matched at evaluation time.  With "from" set they are
+ *               paths in that stage or image, as written.
  *   env:        "env": {K: V}
  *   workdir:    "path": s
  *   user:       "user": s
- *   entrypoint: "argv": [..]  (a string is expanded with the current shell)
+ *   entrypoint: "argv": [..]  (a string is expanded with the current shell;
+ *                              [] clears it)
  *   cmd:        "argv": [..]
- *   expose:     "ports": ["8080/tcp", ...]
- *   volume:     "paths": [..]
+ *   expose:     "ports": ["8080/tcp", "53/udp", ...] (always "N/proto"; a
+ *                        range N-M in the recipe is expanded)
+ *   volume:     "paths": [absolute paths]
  *   label:      "labels": {K: V}
  *   annotation: "annotations": {K: V}
- *   stopsignal: "signal": s
- *   healthcheck:"test": [..] | ["NONE"], "interval": ns, "timeout": ns,
- *               "start_period": ns, "retries": n    (durations in nanoseconds)
- *   shell:      "argv": [..]
+ *   stopsignal: "signal": s   ("SIGTERM", "TERM" or a number as a string)
+ *   healthcheck:"test": ["CMD", ..] | ["CMD-SHELL", s] | ["NONE"] (a string
+ *               test is CMD-SHELL; healthcheck(false) is NONE),
+ *               "interval": ns, "timeout": ns, "start_period": ns,
+ *               "retries": n    (durations in nanoseconds; 0 = not set)
+ *   shell:      "argv": [..]   (used by later string forms in this stage)
  * Object keys are always emitted sorted (canonical JSON).
  */
 #ifndef IB_PLAN_H
