@@ -611,6 +611,7 @@ typedef struct copy_item {
 	char *host;  /* absolute host path */
 	char *rel;   /* path relative to the source root (for --explain) */
 	struct stat st;
+	char content[IB_DIGEST_BUFLEN]; /* content digest, link target digest, ... */
 } copy_item;
 
 typedef struct copy_list {
@@ -843,16 +844,16 @@ static int parse_owner(const char *s, int64_t *uid, int64_t *gid)
 }
 
 /* Hash the collected items (content, modes, owners, link targets). */
-static int copy_digest(builder *b, copy_list *l, json_t *sources_out, char out[IB_DIGEST_BUFLEN],
-		       ib_error **err)
+static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_error **err)
 {
 	ib_digest_ctx *c = ib_digest_new();
 	int rc = 0;
 	for (size_t i = 0; i < l->n && rc == 0; i++) {
 		copy_item *it = &l->items[i];
-		char content[IB_DIGEST_BUFLEN] = "";
+		char *content = it->content;
+		content[0] = '\0';
 		if (!*it->host) {
-			snprintf(content, sizeof(content), "dir");
+			snprintf(content, IB_DIGEST_BUFLEN, "dir");
 		} else if (S_ISREG(it->st.st_mode)) {
 			rc = ib_cache_file_digest(b->cache, it->host, &it->st, content, err);
 		} else if (S_ISLNK(it->st.st_mode)) {
@@ -865,7 +866,7 @@ static int copy_digest(builder *b, copy_list *l, json_t *sources_out, char out[I
 			target[n] = '\0';
 			ib_digest_buffer(content, target, (size_t)n);
 		} else if (S_ISCHR(it->st.st_mode) || S_ISBLK(it->st.st_mode)) {
-			snprintf(content, sizeof(content), "dev:%llu",
+			snprintf(content, IB_DIGEST_BUFLEN, "dev:%llu",
 				 (unsigned long long)it->st.st_rdev);
 		}
 		cleanup_free char *line =
@@ -873,12 +874,20 @@ static int copy_digest(builder *b, copy_list *l, json_t *sources_out, char out[I
 				  it->st.st_uid, it->st.st_gid,
 				  S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL, content);
 		ib_digest_update(c, line, strlen(line));
-		if (sources_out && *it->rel && !S_ISDIR(it->st.st_mode))
-			json_object_set_new(sources_out, it->rel, json_string(content));
 	}
 	ib_digest_final(c, out);
 	ib_digest_free(c);
 	return rc;
+}
+
+/* rel path -> content digest of every non-directory source (for --explain) */
+static json_t *copy_sources_json(const copy_list *l)
+{
+	json_t *j = json_object();
+	for (size_t i = 0; i < l->n; i++)
+		if (*l->items[i].rel && !S_ISDIR(l->items[i].st.st_mode))
+			json_object_set_new(j, l->items[i].rel, json_string(l->items[i].content));
+	return j;
 }
 
 static int mount_stage_view(builder *b, stage_state *src, ib_error **err);
@@ -929,12 +938,10 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 
 	copy_list l = {0};
 	rc = copy_collect(b, st, step, root, from_context, &l, err);
-	json_t *sources = json_object();
 	char cdigest[IB_DIGEST_BUFLEN];
 	if (rc == 0)
-		rc = copy_digest(b, &l, sources, cdigest, err);
+		rc = copy_digest(b, &l, cdigest, err);
 	if (rc < 0) {
-		json_decref(sources);
 		copy_list_free(&l);
 		goto done;
 	}
@@ -942,11 +949,12 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 	step_key(key_out, parent, step, extra);
 	srcs = argv_string(json_object_get(step, "sources"));
 	created_by = xasprintf("COPY %s%s %s", from_context ? "" : "--from ", srcs, jstr(step, "dest"));
-	json_t *inputs = json_pack("{s:s, s:O, s:O, s:o}", "parent", parent, "step", step, "extra",
-				   extra, "sources", sources);
+	json_t *inputs = NULL;
 	if (!b->o->no_cache && use_cached(b, st, key_out, created_by)) {
 		*cached = true;
 	} else {
+		inputs = json_pack("{s:s, s:O, s:O, s:o}", "parent", parent, "step", step, "extra",
+				   extra, "sources", copy_sources_json(&l));
 		if (b->o->explain)
 			explain_miss(b, st, idx, inputs);
 		int64_t uid, gid;
@@ -990,7 +998,7 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 			rc = commit_layer(b, st, key_out, &res, created_by, err);
 		*cached = false;
 	}
-	if (rc == 0)
+	if (rc == 0 && inputs)
 		explain_record(b, st, idx, inputs);
 	json_decref(inputs);
 	copy_list_free(&l);

@@ -46,6 +46,7 @@ blob_path() {
 #   bad-diffid     docker archive "bad:1", config diff_id does not match
 #   bad-digest     OCI archive "bad:2", layer blob content != its digest
 #   bad-size       OCI archive "bad:3", layer descriptor size is wrong
+#   index          OCI archive "idx:1": an image index holding one manifest
 #   multi          OCI archive: multi:base (1 layer) and multi:top (2
 #                  layers, whiteout + opaque dir + changed file)
 gen_archive() {
@@ -99,7 +100,7 @@ def docker(layers, tag, diff_ids=None, extra=()):
         for e in extra:
             t.addfile(*ti(*e))
 
-def oci(images, tamper=None):
+def oci(images, tamper=None, nest=False):
     blobs, index = {}, []
     for name, layers in images:
         descs = []
@@ -116,9 +117,17 @@ def oci(images, tamper=None):
                                      "digest": sha(cfg), "size": len(cfg)},
                           "layers": descs}).encode()
         blobs[sha(man)] = man
-        index.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                      "digest": sha(man), "size": len(man),
-                      "annotations": {"org.opencontainers.image.ref.name": name}})
+        desc = {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": sha(man), "size": len(man)}
+        if nest:
+            desc["platform"] = {"os": "linux", "architecture": arch}
+            idx = json.dumps({"schemaVersion": 2, "manifests": [desc],
+                              "mediaType": "application/vnd.oci.image.index.v1+json"}).encode()
+            blobs[sha(idx)] = idx
+            desc = {"mediaType": "application/vnd.oci.image.index.v1+json",
+                    "digest": sha(idx), "size": len(idx)}
+        desc["annotations"] = {"org.opencontainers.image.ref.name": name}
+        index.append(desc)
         if tamper == "content":
             d = descs[0]["digest"]
             b = bytearray(blobs[d])
@@ -150,6 +159,8 @@ elif kind == "bad-digest":
     oci([("docker.io/library/bad:2", [ok_layer])], tamper="content")
 elif kind == "bad-size":
     oci([("docker.io/library/bad:3", [ok_layer])], tamper="size")
+elif kind == "index":
+    oci([("docker.io/library/idx:1", [ok_layer])], nest=True)
 elif kind == "multi":
     base = tar([("etc", "dir"), ("etc/motd", "file", b"hello\n"),
                 ("etc/keep", "file", b"keep\n"), ("dir", "dir"),
@@ -407,6 +418,21 @@ localhost:5000/x/y:z $d" ]
 	[ "$status" -eq 0 ]
 }
 
+@test "load: an OCI archive holding an image index tags the index" {
+	gen_archive index "$T/idx.tar"
+	run "$IMGBUILD" load -i "$T/idx.tar"
+	[ "$status" -eq 0 ]
+	[ "$output" = "Loaded image: idx:1" ]
+	"$IMGBUILD" inspect idx:1 >"$T/i.json"
+	run json_get 'j["Name"], j["MediaType"], len(j["Layers"])' <"$T/i.json"
+	[ "$output" = "('docker.io/library/idx:1', 'application/vnd.oci.image.manifest.v1+json', 1)" ]
+	run "$IMGBUILD" save -o "$T/d.tar" idx:1
+	[ "$status" -eq 0 ]
+	run "$IMGBUILD" verify
+	[ "$status" -eq 0 ]
+	[ "$output" = "store OK: 4 blobs verified" ]
+}
+
 @test "load: a layer with ../evil is refused and nothing is tagged" {
 	import_busybox keep:1 >/dev/null
 	before=$(tags_snapshot)
@@ -556,18 +582,48 @@ localhost:5000/x/y:z $d" ]
 	[[ "${lines[1]}" =~ 3[0-9][0-9](\.[0-9]+)?MB ]]
 }
 
-@test "prune --all and --keep-storage" {
+# cache_entry REF KEYHEX: a step cache entry (format of cache.h) naming
+# REF's layer, as a build would leave it.
+cache_entry() {
+	mkdir -p "$IMGBUILD_ROOT/cache/steps"
+	"$IMGBUILD" inspect "$1" | python3 -c '
+import json, sys
+l = json.load(sys.stdin)["Layers"][0]
+json.dump({"key": "sha256:" + sys.argv[1], "created_by": "test",
+           "layer": {"digest": l["digest"], "diff_id": l["diff_id"], "size": l["size"],
+                     "mediaType": l["mediaType"]}}, sys.stdout)' "$2" \
+		>"$IMGBUILD_ROOT/cache/steps/$2.json"
+}
+
+@test "prune keeps layers the step cache uses; --keep-storage and --all drop them" {
 	import_busybox bb:1 >/dev/null
-	run "$IMGBUILD" prune --all
+	layer=$("$IMGBUILD" inspect bb:1 | json_get 'j["Layers"][0]["digest"]')
+	cache_entry bb:1 "$(printf 'a%.0s' {1..64})"
+	"$IMGBUILD" rmi bb:1
+	run "$IMGBUILD" prune
 	[ "$status" -eq 0 ]
-	[ "$output" = "Deleted 0 blobs, freed 0B" ]
+	[[ "$output" =~ ^Deleted\ 2\ blobs,\ freed\ [0-9]+B$ ]] # manifest + config
+	[ -f "$(blob_path "$layer")" ]
 	run "$IMGBUILD" prune --keep-storage 1GB
 	[ "$status" -eq 0 ]
-	run "$IMGBUILD" prune --keep-storage=512MiB
+	[ "$output" = "Deleted 0 blobs, freed 0B" ]
+	[ -f "$(blob_path "$layer")" ]
+	run "$IMGBUILD" prune --keep-storage=1kB
 	[ "$status" -eq 0 ]
+	[[ "${lines[0]}" =~ ^Deleted\ 1\ blobs,\ freed\ [0-9.]+MB$ ]]
+	assert_output_contains "Dropped 1 step cache entries"
+	[ ! -e "$(blob_path "$layer")" ]
+
+	import_busybox bb:2 >/dev/null
+	cache_entry bb:2 "$(printf 'b%.0s' {1..64})"
+	"$IMGBUILD" rmi bb:2
+	run "$IMGBUILD" prune --all
+	[ "$status" -eq 0 ]
+	[[ "$output" =~ ^Deleted\ 3\ blobs,\ freed\ [0-9.]+MB$ ]]
+	[ -z "$(ls -A "$IMGBUILD_ROOT/cache/steps")" ]
 	run "$IMGBUILD" verify
 	[ "$status" -eq 0 ]
-	[ "$output" = "store OK: 3 blobs verified" ]
+	[ "$output" = "store OK: 0 blobs verified" ]
 }
 
 # ---------------------------------------------------------------- diff

@@ -1,0 +1,261 @@
+/* imgbuild images: list the tagged images of the store. */
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/commands.h"
+#include "ref.h"
+#include "util.h"
+
+static const char usage[] =
+    "Usage: imgbuild images [--json]\n"
+    "\n"
+    "List the tagged images of the store: name, tag, manifest digest (short),\n"
+    "creation time and size (sum of the compressed layers).\n"
+    "\n"
+    "Options:\n"
+    "  --json     print a JSON array of {name, tag, reference, digest, created, size}\n"
+    "  -h, --help this help\n";
+
+typedef struct row {
+	char *name;	 /* familiar repository name */
+	char *tag;	 /* tag or "<none>" */
+	char *reference; /* full normalised reference */
+	char digest[IB_DIGEST_BUFLEN];
+	char *created; /* config "created" or NULL */
+	int64_t size;  /* -1 when the image could not be read */
+} row;
+
+/* docker's FamiliarName: "docker.io/library/x" -> "x", "docker.io/u/x" ->
+ * "u/x", anything else keeps its registry. */
+static void split_reference(const char *full, char **name_out, char **tag_out)
+{
+	ib_ref *r = NULL;
+	if (ib_ref_parse(&r, full, NULL) < 0) {
+		*name_out = xstrdup(full);
+		*tag_out = xstrdup("<none>");
+		return;
+	}
+	const char *p = r->path;
+	if (!strcmp(r->domain, "docker.io")) {
+		if (!strncmp(p, "library/", 8) && !strchr(p + 8, '/'))
+			p += 8;
+		*name_out = xstrdup(p);
+	} else {
+		*name_out = xasprintf("%s/%s", r->domain, p);
+	}
+	*tag_out = xstrdup(r->tag ? r->tag : "<none>");
+	ib_ref_free(r);
+}
+
+/* RFC 3339 ("2024-05-01T12:00:00.123Z", "...+02:00") to seconds. */
+static int parse_rfc3339(const char *s, time_t *out)
+{
+	struct tm tm;
+	memset(&tm, 0, sizeof(tm));
+	const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!p)
+		return -1;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			;
+	long off = 0;
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+		int h = (p[1] - '0') * 10 + (p[2] - '0');
+		int m = (p[4] - '0') * 10 + (p[5] - '0');
+		off = (h * 3600L + m * 60L) * (*p == '-' ? -1 : 1);
+		p += 6;
+	} else {
+		return -1;
+	}
+	if (*p)
+		return -1;
+	*out = timegm(&tm) - off;
+	return 0;
+}
+
+/* go-units HumanDuration, as docker prints CREATED. */
+static void human_since(char *out, size_t len, const char *created)
+{
+	time_t t;
+	if (!created || parse_rfc3339(created, &t) < 0) {
+		snprintf(out, len, "N/A");
+		return;
+	}
+	double secs = difftime(time(NULL), t);
+	if (secs < 0) {
+		snprintf(out, len, "in the future");
+		return;
+	}
+	long long s = (long long)secs, minutes = s / 60, hours = (s + 1800) / 3600;
+	if (s < 1)
+		snprintf(out, len, "Less than a second ago");
+	else if (s == 1)
+		snprintf(out, len, "1 second ago");
+	else if (s < 60)
+		snprintf(out, len, "%lld seconds ago", s);
+	else if (minutes == 1)
+		snprintf(out, len, "About a minute ago");
+	else if (minutes < 60)
+		snprintf(out, len, "%lld minutes ago", minutes);
+	else if (hours == 1)
+		snprintf(out, len, "About an hour ago");
+	else if (hours < 48)
+		snprintf(out, len, "%lld hours ago", hours);
+	else if (hours < 24 * 7 * 2)
+		snprintf(out, len, "%lld days ago", hours / 24);
+	else if (hours < 24 * 30 * 2)
+		snprintf(out, len, "%lld weeks ago", hours / 24 / 7);
+	else if (hours < 24 * 365 * 2)
+		snprintf(out, len, "%lld months ago", hours / 24 / 30);
+	else
+		snprintf(out, len, "%lld years ago", s / 3600 / 24 / 365);
+}
+
+static int row_cmp(const void *a, const void *b)
+{
+	const row *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+	return c ? c : strcmp(x->tag, y->tag);
+}
+
+static void rows_free(row *rows, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(rows[i].name);
+		free(rows[i].tag);
+		free(rows[i].reference);
+		free(rows[i].created);
+	}
+	free(rows);
+}
+
+static void fill_row(ib_store *s, const ib_store_tag *t, row *r)
+{
+	split_reference(t->name, &r->name, &r->tag);
+	r->reference = xstrdup(t->name);
+	memcpy(r->digest, t->desc.digest, IB_DIGEST_BUFLEN);
+	r->size = -1;
+	ib_image *img = NULL;
+	ib_error *err = NULL;
+	if (ib_store_image_load(s, t->name, &img, &err) < 0) {
+		fprintf(stderr, "imgbuild: warning: %s\n", ib_error_msg(err));
+		ib_error_free(&err);
+		return;
+	}
+	json_t *created = json_object_get(img->config, "created");
+	if (json_is_string(created))
+		r->created = xstrdup(json_string_value(created));
+	r->size = 0;
+	for (size_t k = 0; k < img->manifest->n_layers; k++)
+		r->size += img->manifest->layers[k].size;
+	ib_image_free(img);
+}
+
+static void print_json(const row *rows, size_t n)
+{
+	json_t *arr = json_array();
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_object();
+		json_object_set_new(o, "name", json_string(rows[i].name));
+		json_object_set_new(o, "tag", json_string(rows[i].tag));
+		json_object_set_new(o, "reference", json_string(rows[i].reference));
+		json_object_set_new(o, "digest", json_string(rows[i].digest));
+		json_object_set_new(o, "created",
+				    rows[i].created ? json_string(rows[i].created) : json_null());
+		json_object_set_new(o, "size",
+				    rows[i].size >= 0 ? json_integer(rows[i].size) : json_null());
+		json_array_append_new(arr, o);
+	}
+	char *s = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	puts(s);
+	free(s);
+	json_decref(arr);
+}
+
+static void print_table(const row *rows, size_t n)
+{
+	enum { NCOL = 5 };
+	static const char *head[NCOL] = {"NAME", "TAG", "DIGEST", "CREATED", "SIZE"};
+	char ***cells = xcalloc(n ? n : 1, sizeof(char **));
+	size_t w[NCOL];
+	for (int c = 0; c < NCOL; c++)
+		w[c] = strlen(head[c]);
+	for (size_t i = 0; i < n; i++) {
+		char created[64], size[32];
+		human_since(created, sizeof(created), rows[i].created);
+		if (rows[i].size >= 0)
+			ib_format_size(size, sizeof(size), (uint64_t)rows[i].size);
+		else
+			snprintf(size, sizeof(size), "N/A");
+		cells[i] = xcalloc(NCOL, sizeof(char *));
+		cells[i][0] = xstrdup(rows[i].name);
+		cells[i][1] = xstrdup(rows[i].tag);
+		cells[i][2] = xstrndup(ib_digest_hex(rows[i].digest), 12);
+		cells[i][3] = xstrdup(created);
+		cells[i][4] = xstrdup(size);
+		for (int c = 0; c < NCOL; c++)
+			if (strlen(cells[i][c]) > w[c])
+				w[c] = strlen(cells[i][c]);
+	}
+	for (int c = 0; c < NCOL; c++)
+		if (c < NCOL - 1)
+			printf("%-*s   ", (int)w[c], head[c]);
+		else
+			printf("%s\n", head[c]);
+	for (size_t i = 0; i < n; i++) {
+		for (int c = 0; c < NCOL; c++) {
+			if (c < NCOL - 1)
+				printf("%-*s   ", (int)w[c], cells[i][c]);
+			else
+				printf("%s\n", cells[i][c]);
+			free(cells[i][c]);
+		}
+		free(cells[i]);
+	}
+	free(cells);
+}
+
+int ib_cmd_images(int argc, char **argv, ib_global *g)
+{
+	if (ib_cli_wants_help(argc, argv)) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	bool as_json = false;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			as_json = true;
+		else if (argv[i][0] == '-')
+			return ib_cli_usage_error("images", "unknown option '%s'", argv[i]);
+		else
+			return ib_cli_usage_error("images", "unexpected argument '%s'", argv[i]);
+	}
+	ib_store *s = ib_cli_open_store(g);
+	if (!s)
+		return 1;
+	ib_error *err = NULL;
+	ib_store_tag *tags = NULL;
+	size_t n = 0;
+	if (ib_store_tags(s, &tags, &n, &err) < 0) {
+		ib_store_free(s);
+		return ib_cli_fail(&err);
+	}
+	row *rows = xcalloc(n ? n : 1, sizeof(row));
+	for (size_t i = 0; i < n; i++)
+		fill_row(s, &tags[i], &rows[i]);
+	ib_store_tags_free(tags, n);
+	ib_store_free(s);
+	qsort(rows, n, sizeof(row), row_cmp);
+	if (as_json)
+		print_json(rows, n);
+	else
+		print_table(rows, n);
+	rows_free(rows, n);
+	return 0;
+}
