@@ -1,0 +1,236 @@
+/* imgbuild login / logout: registry credentials in a docker-compatible
+ * auth file.  Secrets are never printed, --debug included. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "cli/commands.h"
+#include "registry.h"
+#include "util.h"
+
+#define SECRET_CAP (64u << 10)
+
+static const char login_usage[] =
+	"Usage: imgbuild login [-u USER] [--password-stdin | -p PASSWORD] HOST\n"
+	"\n"
+	"Check the credentials against the registry HOST (e.g. localhost:5000,\n"
+	"docker.io) and store them.  Without --password-stdin or -p the password is\n"
+	"read from the terminal with echo off.  Credentials go to the --authfile,\n"
+	"else $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json when\n"
+	"XDG_RUNTIME_DIR is set, else ~/.docker/config.json (mode 0600; other\n"
+	"entries are kept).\n"
+	"\n"
+	"Options:\n"
+	"  -u, --username USER   user name (asked for on a terminal when missing)\n"
+	"  --password-stdin      read the password from standard input\n"
+	"  -p, --password PASS   the password (visible to other users: prefer\n"
+	"                        --password-stdin)\n"
+	"  -h, --help            this help\n";
+
+static const char logout_usage[] =
+	"Usage: imgbuild logout HOST\n"
+	"\n"
+	"Remove the stored credentials for the registry HOST from the auth file\n"
+	"that 'imgbuild login' writes.\n"
+	"\n"
+	"Options:\n"
+	"  -h, --help   this help\n";
+
+static void wipe_free(char *s)
+{
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
+static void chomp(char *s)
+{
+	size_t n = strlen(s);
+	while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+		s[--n] = '\0';
+}
+
+/* One line from the terminal on stdin; echo off for secrets. NULL on EOF. */
+static char *prompt_line(const char *prompt, bool echo)
+{
+	fputs(prompt, stderr);
+	fflush(stderr);
+	struct termios old, quiet;
+	bool restored = true;
+	if (!echo && tcgetattr(STDIN_FILENO, &old) == 0) {
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		quiet.c_lflag |= ECHONL;
+		if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0)
+			restored = false;
+	}
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n = getline(&line, &cap, stdin);
+	if (!restored)
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+	if (n < 0) {
+		if (line)
+			explicit_bzero(line, cap);
+		free(line);
+		return NULL;
+	}
+	chomp(line);
+	return line;
+}
+
+int ib_cmd_login(int argc, char **argv, ib_global *g)
+{
+	if (ib_cli_wants_help(argc, argv)) {
+		fputs(login_usage, stdout);
+		return 0;
+	}
+	const char *host = NULL;
+	char *user = NULL, *pass = NULL;
+	bool pass_stdin = false, pass_arg = false;
+	int rc = 2;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *val = NULL;
+		if (!strcmp(a, "-u") || !strcmp(a, "--username") || !strcmp(a, "-p") ||
+		    !strcmp(a, "--password")) {
+			if (i + 1 >= argc) {
+				ib_cli_usage_error("login", "%s needs a value", a);
+				goto out;
+			}
+			val = argv[++i];
+		} else if (!strncmp(a, "--username=", 11)) {
+			val = a + 11;
+			a = "--username";
+		} else if (!strncmp(a, "--password=", 11)) {
+			val = a + 11;
+			a = "--password";
+		}
+		if (val && (!strcmp(a, "-u") || !strcmp(a, "--username"))) {
+			free(user);
+			user = xstrdup(val);
+		} else if (val) {
+			wipe_free(pass);
+			pass = xstrdup(val);
+			pass_arg = true;
+		} else if (!strcmp(a, "--password-stdin")) {
+			pass_stdin = true;
+		} else if (a[0] == '-' && a[1]) {
+			ib_cli_usage_error("login", "unknown option '%s'", a);
+			goto out;
+		} else if (!host) {
+			host = a;
+		} else {
+			ib_cli_usage_error("login", "unexpected argument '%s'", a);
+			goto out;
+		}
+	}
+	if (!host) {
+		ib_cli_usage_error("login", "missing registry host");
+		goto out;
+	}
+	if (pass_stdin && pass_arg) {
+		ib_cli_usage_error("login", "--password and --password-stdin exclude each other");
+		goto out;
+	}
+	if (pass_stdin && !user) {
+		ib_cli_usage_error("login", "--password-stdin needs --username");
+		goto out;
+	}
+	rc = 1;
+	if (pass_arg)
+		fputs("WARNING! Using --password on the command line is insecure. "
+		      "Use --password-stdin.\n",
+		      stderr);
+	if (pass_stdin) {
+		ib_error *err = NULL;
+		size_t n = 0;
+		if (ib_read_fd(STDIN_FILENO, SECRET_CAP, &pass, &n, &err) < 0) {
+			ib_error_wrap(&err, "login %s: read password from stdin", host);
+			rc = ib_cli_fail(&err);
+			goto out;
+		}
+		chomp(pass);
+	} else if (!pass) {
+		if (!isatty(STDIN_FILENO)) {
+			fprintf(stderr, "imgbuild: error: login %s: cannot ask for a password: stdin "
+					"is not a terminal (use --password-stdin)\n",
+				host);
+			goto out;
+		}
+		if (!user) {
+			user = prompt_line("Username: ", true);
+			if (!user)
+				goto out;
+		}
+		pass = prompt_line("Password: ", false);
+		if (!pass)
+			goto out;
+	}
+	if (!user || !*user) {
+		fprintf(stderr, "imgbuild: error: login %s: empty user name\n", host);
+		goto out;
+	}
+	if (!*pass) {
+		fprintf(stderr, "imgbuild: error: login %s: empty password\n", host);
+		goto out;
+	}
+	{
+		ib_credentials creds = {user, pass};
+		ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
+		o.tls_verify = g->tls_verify;
+		o.authfile = g->authfile;
+		o.debug = g->debug;
+		ib_error *err = NULL;
+		if (ib_registry_login_check(host, &creds, &o, &err) < 0) {
+			ib_error_wrap(&err, "login %s", host);
+			rc = ib_cli_fail(&err);
+			goto out;
+		}
+		cleanup_free char *path = ib_auth_login_file(g->authfile);
+		if (ib_auth_save(path, host, user, pass, &err) < 0) {
+			ib_error_wrap(&err, "login %s", host);
+			rc = ib_cli_fail(&err);
+			goto out;
+		}
+		if (g->debug)
+			fprintf(stderr, "imgbuild: debug: credentials stored in %s\n", path);
+	}
+	puts("Login Succeeded");
+	rc = 0;
+out:
+	free(user);
+	wipe_free(pass);
+	return rc;
+}
+
+int ib_cmd_logout(int argc, char **argv, ib_global *g)
+{
+	if (ib_cli_wants_help(argc, argv)) {
+		fputs(logout_usage, stdout);
+		return 0;
+	}
+	const char *host = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (argv[i][0] == '-' && argv[i][1])
+			return ib_cli_usage_error("logout", "unknown option '%s'", argv[i]);
+		if (host)
+			return ib_cli_usage_error("logout", "unexpected argument '%s'", argv[i]);
+		host = argv[i];
+	}
+	if (!host)
+		return ib_cli_usage_error("logout", "missing registry host");
+	cleanup_free char *path = ib_auth_login_file(g->authfile);
+	ib_error *err = NULL;
+	if (ib_auth_remove(path, host, &err) < 0) {
+		ib_error_wrap(&err, "logout %s", host);
+		return ib_cli_fail(&err);
+	}
+	cleanup_free char *h = ib_auth_normalize_host(host);
+	printf("Removed login credentials for %s\n", h);
+	return 0;
+}

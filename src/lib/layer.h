@@ -1,0 +1,113 @@
+/* Reproducible OCI layers: a tar stream built from host files or from
+ * another tar, compressed and committed to the store as one blob.
+ *
+ * The tar is a function of the entries' content and metadata only:
+ *  - entries are sorted by path, compared bytewise one component at a time,
+ *    so "a" < "a/b" < "a-b" and a directory's subtree follows its entry
+ *    directly; an opaque marker ".wh..wh..opq" comes first in its directory
+ *    (before siblings it must not hide); adding the same path twice keeps
+ *    the one added last;
+ *  - restricted PAX (a PAX header only where ustar cannot say it), names
+ *    written as raw bytes (hdrcharset=BINARY, so neither the locale nor
+ *    invalid UTF-8 changes anything), directories end in '/' as tar wants;
+ *  - numeric uid/gid, empty uname/gname, no atime/ctime, mtime =
+ *    min(mtime, source_date_epoch) in whole seconds; synthetic entries
+ *    (directories, whiteouts) get source_date_epoch;
+ *  - xattrs as SCHILY.xattr.NAME, sorted by name; only security.capability
+ *    and user.* are kept (never user.overlay.*): overlay bookkeeping,
+ *    SELinux labels and the like describe the host, not the image;
+ *  - a regular file with several links whose (dev, ino) was already
+ *    written is a hardlink entry to the first path in sorted order;
+ *  - symlinks keep their target, FIFOs and devices are kept, sockets are
+ *    left out (tar cannot hold them); setuid/setgid/sticky bits are kept;
+ *  - no trailing padding beyond the two zero records, so an empty layer is
+ *    exactly 1024 zero bytes.
+ *
+ * Memory: entries are kept as small records until finish; file contents are
+ * streamed in 256 KiB chunks and the compressor holds a few blocks. */
+#ifndef IB_LAYER_H
+#define IB_LAYER_H
+
+#include <stdint.h>
+
+#include "digest.h"
+#include "error.h"
+#include "oci.h"
+#include "store.h"
+
+typedef struct ib_layer_options {
+	ib_compression compression;
+	int64_t source_date_epoch; /* every mtime clamped to at most this */
+	int threads;               /* compressor threads, 0 = online cpus */
+} ib_layer_options;
+#define IB_LAYER_OPTIONS_INIT {IB_COMP_GZIP, 0, 0}
+
+typedef struct ib_layer_result {
+	char digest[IB_DIGEST_BUFLEN];  /* of the compressed blob */
+	int64_t size;                   /* compressed size */
+	char diff_id[IB_DIGEST_BUFLEN]; /* of the uncompressed tar */
+	uint64_t entries;               /* tar entries written */
+} ib_layer_result;
+
+/* Ownership / mode override for host entries; -1 keeps the file's value.
+ * mode is permission bits including setuid/setgid/sticky (07777). */
+typedef struct ib_layer_override {
+	int64_t uid, gid;
+	int32_t mode;
+} ib_layer_override;
+#define IB_LAYER_OVERRIDE_INIT {-1, -1, -1}
+
+typedef struct ib_layer_writer ib_layer_writer;
+
+/* The store is borrowed and must outlive the writer. */
+int ib_layer_writer_new(ib_layer_writer **out, ib_store *store, const ib_layer_options *opts,
+			ib_error **err);
+
+/* Archive paths are relative ("usr/bin/x"); a leading "/", "." components
+ * and repeated or trailing slashes are dropped, ".." anywhere is
+ * IB_EUNSAFE, an empty path IB_EINVALID.  Nothing is written before
+ * ib_layer_writer_finish, but host objects are lstat'ed when added. */
+
+/* Add the object at host_path (lstat, never followed) as `path`.  ov may be
+ * NULL.  A directory is added by itself, not recursed.  A socket is
+ * silently ignored. */
+int ib_layer_writer_add_path(ib_layer_writer *w, const char *path, const char *host_path,
+			     const ib_layer_override *ov, ib_error **err);
+/* Add everything below host_dir (not host_dir itself) under prefix ("" =
+ * the layer root).  Symlinks are never followed.  ov applies to every
+ * entry. */
+int ib_layer_writer_add_tree(ib_layer_writer *w, const char *prefix, const char *host_dir,
+			     const ib_layer_override *ov, ib_error **err);
+/* Synthetic entries: a directory; a whiteout "a/b" -> "a/.wh.b"; an opaque
+ * marker "a" -> "a/.wh..wh..opq" ("" for the root). */
+int ib_layer_writer_add_dir(ib_layer_writer *w, const char *path, uint32_t mode, int64_t uid,
+			    int64_t gid, ib_error **err);
+int ib_layer_writer_add_whiteout(ib_layer_writer *w, const char *path, ib_error **err);
+int ib_layer_writer_add_opaque(ib_layer_writer *w, const char *dir, ib_error **err);
+
+/* Sort, write, compress, hash and commit the blob.  Frees w, on success
+ * and on failure; on failure nothing is left in the store. */
+int ib_layer_writer_finish(ib_layer_writer *w, ib_layer_result *out, ib_error **err);
+/* Drop a writer without writing anything.  Safe on NULL. */
+void ib_layer_writer_free(ib_layer_writer *w);
+
+/* An overlayfs upper dir -> layer.  A 0:0 character device becomes the
+ * whiteout ".wh.NAME"; a directory whose trusted.overlay.opaque (or, for
+ * userxattr mounts, user.overlay.opaque) is "y" becomes its entry plus
+ * ".wh..wh..opq"; overlay xattrs are dropped.  skip is a NULL-terminated
+ * list of relative paths left out with everything below them (mount points
+ * the sandbox made); it may be NULL.  Assumes the overlay was mounted
+ * without redirect_dir and metacopy. */
+int ib_layer_from_upper(ib_store *store, const char *upper_dir, char *const *skip,
+			const ib_layer_options *opts, ib_layer_result *out, ib_error **err);
+
+/* Copy any tar libarchive reads (compressed or not) into a normalised layer,
+ * in the input's order: PAX with numeric ids, empty uname/gname, names (and
+ * hardlink targets) with leading "/" and "./" stripped and ".." rejected
+ * with IB_EUNSAFE, the root entry ("./") dropped, mtimes clamped, xattrs
+ * filtered as above, ACLs/flags/sparse maps dropped.  in_fd is read to EOF
+ * and not closed. */
+int ib_layer_import(ib_store *store, int in_fd, const ib_layer_options *opts,
+		    ib_layer_result *out, ib_error **err);
+
+#endif
