@@ -167,12 +167,57 @@ static char *argv_string(json_t *argv)
 }
 
 /* Absolute path in the image: relative paths resolve against the workdir. */
+/* Lexically clean an absolute path: no "." or ".." components, no repeated
+ * slashes; a trailing slash (meaning "a directory") is kept. */
+static char *clean_path(const char *p)
+{
+	size_t n = strlen(p);
+	bool trailing = n > 1 && p[n - 1] == '/';
+	char *out = xcalloc(1, n + 3);
+	size_t o = 0;
+	const char *s = p;
+	while (*s) {
+		while (*s == '/')
+			s++;
+		size_t len = strcspn(s, "/");
+		if (len == 0)
+			break;
+		if (len == 1 && s[0] == '.') {
+			/* skip */
+		} else if (len == 2 && s[0] == '.' && s[1] == '.') {
+			while (o > 0 && out[o - 1] != '/')
+				o--;
+			if (o > 0)
+				o--;
+		} else {
+			out[o++] = '/';
+			memcpy(out + o, s, len);
+			o += len;
+		}
+		s += len;
+	}
+	if (o == 0)
+		out[o++] = '/';
+	else if (trailing)
+		out[o++] = '/';
+	out[o] = '\0';
+	return out;
+}
+
+/* Absolute path in the image: relative paths resolve against the workdir. */
 static char *image_path(stage_state *st, const char *p)
 {
 	if (p[0] == '/')
-		return xstrdup(p);
+		return clean_path(p);
 	const char *wd = jstr(cfg(st), "WorkingDir");
-	return ib_path_join(wd && *wd ? wd : "/", p);
+	cleanup_free char *joined = ib_path_join(wd && *wd ? wd : "/", p);
+	size_t n = strlen(p);
+	if (n && p[n - 1] == '/' && joined[strlen(joined) - 1] != '/') {
+		char *with = xasprintf("%s/", joined);
+		free(joined);
+		joined = with;
+	}
+	return clean_path(joined);
 }
 
 /* Apply a config-only step. */
@@ -823,23 +868,74 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 	return rc;
 }
 
-static int parse_owner(const char *s, int64_t *uid, int64_t *gid)
+/* Find NAME in the stage's /etc/passwd (field 3 = uid, 4 = gid) or
+ * /etc/group (field 3 = gid), reading the top-most layer that has the file. */
+static int lookup_id(builder *b, stage_state *st, const char *file, const char *name,
+		     int64_t *id, int64_t *gid, ib_error **err)
+{
+	for (size_t i = st->n_layers; i > 0; i--) {
+		layer_ref *l = &st->layers[i - 1];
+		if (ensure_unpacked(b, l, err) < 0)
+			return -1;
+		cleanup_free char *dir = ib_store_layer_dir(b->store, l->diff_id);
+		cleanup_free char *path = ib_path_join(dir, file);
+		struct stat sb;
+		if (lstat(path, &sb) < 0)
+			continue;
+		if (!S_ISREG(sb.st_mode))
+			break; /* a whiteout or something odd hides lower copies */
+		cleanup_fclose FILE *f = fopen(path, "re");
+		char line[1024];
+		while (f && fgets(line, sizeof(line), f)) {
+			char *fields[4] = {NULL};
+			char *p = line;
+			for (int k = 0; k < 4 && p; k++) {
+				fields[k] = p;
+				p = strchr(p, ':');
+				if (p)
+					*p++ = '\0';
+			}
+			uint64_t v;
+			if (!fields[0] || strcmp(fields[0], name) != 0 || !fields[2] ||
+			    ib_parse_u64(fields[2], &v) < 0)
+				continue;
+			*id = (int64_t)v;
+			if (gid && fields[3]) {
+				fields[3][strcspn(fields[3], ":\n")] = '\0';
+				if (ib_parse_u64(fields[3], &v) == 0)
+					*gid = (int64_t)v;
+			}
+			return 0;
+		}
+		break;
+	}
+	return ib_error_setc(err, IB_ENOTFOUND, "copy: no %s \"%s\" in the image's /%s",
+			     gid ? "user" : "group", name, file);
+}
+
+/* owner= "uid[:gid]" or "user[:group]" (names resolved in the image). */
+static int parse_owner(builder *b, stage_state *st, const char *s, int64_t *uid, int64_t *gid,
+		       ib_error **err)
 {
 	*uid = *gid = -1;
 	if (!s)
 		return 0;
-	uint64_t u, g;
+	uint64_t v;
 	cleanup_free char *tmp = xstrdup(s);
 	char *colon = strchr(tmp, ':');
 	if (colon)
-		*colon = '\0';
-	if (ib_parse_u64(tmp, &u) < 0 || u > UINT32_MAX)
-		return IB_EINVALID;
-	g = u;
-	if (colon && ib_parse_u64(colon + 1, &g) < 0)
-		return IB_EINVALID;
-	*uid = (int64_t)u;
-	*gid = (int64_t)g;
+		*colon++ = '\0';
+	if (ib_parse_u64(tmp, &v) == 0 && v <= UINT32_MAX) {
+		*uid = *gid = (int64_t)v;
+	} else if (lookup_id(b, st, "etc/passwd", tmp, uid, gid, err) < 0) {
+		return -1;
+	}
+	if (colon) {
+		if (ib_parse_u64(colon, &v) == 0 && v <= UINT32_MAX)
+			*gid = (int64_t)v;
+		else if (lookup_id(b, st, "etc/group", colon, gid, NULL, err) < 0)
+			return -1;
+	}
 	return 0;
 }
 
@@ -952,19 +1048,25 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 	json_t *inputs = NULL;
 	if (!b->o->no_cache && use_cached(b, st, key_out, created_by)) {
 		*cached = true;
+		/* a hit keeps the existing record; write one only where none is */
+		cleanup_free char *id = explain_id(b, st, idx);
+		if (!ib_cache_explain_exists(b->cache, id))
+			inputs = json_pack("{s:s, s:O, s:O, s:o}", "parent", parent, "step", step,
+					   "extra", extra, "sources", copy_sources_json(&l));
 	} else {
 		inputs = json_pack("{s:s, s:O, s:O, s:o}", "parent", parent, "step", step, "extra",
 				   extra, "sources", copy_sources_json(&l));
 		if (b->o->explain)
 			explain_miss(b, st, idx, inputs);
 		int64_t uid, gid;
-		parse_owner(jstr(step, "owner"), &uid, &gid);
+		rc = parse_owner(b, st, jstr(step, "owner"), &uid, &gid, err);
 		int32_t mode = -1;
 		if (jstr(step, "mode"))
 			mode = (int32_t)strtol(jstr(step, "mode"), NULL, 8);
 		ib_layer_options lo = {b->o->compression, b->o->source_date_epoch, 0};
 		ib_layer_writer *w = NULL;
-		rc = ib_layer_writer_new(&w, b->store, &lo, err);
+		if (rc == 0)
+			rc = ib_layer_writer_new(&w, b->store, &lo, err);
 		/* parent directories of the destination */
 		if (rc == 0 && l.n > 0) {
 			cleanup_free char *d = xstrdup(l.items[0].dest);
@@ -1224,6 +1326,14 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 						 !json_is_false(json_object_get(step, "cache"));
 				if (can_cache && use_cached(b, st, key, created_by)) {
 					cached = true;
+					cleanup_free char *id = explain_id(b, st, i);
+					if (!ib_cache_explain_exists(b->cache, id)) {
+						json_t *inputs = json_pack("{s:s, s:O, s:O}", "parent",
+									   parent, "step", step, "extra",
+									   extra);
+						explain_record(b, st, i, inputs);
+						json_decref(inputs);
+					}
 				} else {
 					json_t *inputs = json_pack("{s:s, s:O, s:O}", "parent", parent,
 								   "step", step, "extra", extra);

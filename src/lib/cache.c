@@ -136,6 +136,12 @@ json_t *ib_cache_explain_get(ib_cache *c, const char *id)
 	return read_json(p);
 }
 
+bool ib_cache_explain_exists(ib_cache *c, const char *id)
+{
+	cleanup_free char *p = explain_path(c, id);
+	return p && ib_file_exists(p);
+}
+
 int ib_cache_explain_put(ib_cache *c, const char *id, json_t *inputs, ib_error **err)
 {
 	cleanup_free char *p = explain_path(c, id);

@@ -35,6 +35,8 @@ int ib_cache_step_put(ib_cache *c, const char *key, json_t *entry, ib_error **er
  * string identifying the position (recipe path + stage + index). */
 json_t *ib_cache_explain_get(ib_cache *c, const char *id);
 int ib_cache_explain_put(ib_cache *c, const char *id, json_t *inputs, ib_error **err);
+/* Whether a record exists for id (a stat, no parsing). */
+bool ib_cache_explain_exists(ib_cache *c, const char *id);
 
 /* Content digest of the regular file at path (st from lstat), using the
  * stat cache when size, mtime and inode are unchanged. */

@@ -83,6 +83,7 @@ PY
 	[ "$(cat "$R/data/keep.txt")" = keep ]
 	[ ! -e "$R/data/skip1.txt" ]
 	[ "$(cat "$R/copied-from-base")" = a ]
+	[ "$(stat -c %u:%g "$R/home/app/named-owner")" = 1000:1000 ]
 	[ "$(cat "$R/run-only.txt")" = from-run-env ]
 	[ "$(cat "$R/shell.txt")" = shell-form ]
 	# mount points of the sandbox never land in a layer
@@ -143,7 +144,7 @@ PY
 	[[ "$output" == *"[base 1/1] RUN"*CACHED* ]]
 	[[ "$output" == *"files/sub/two.txt changed"* ]]
 	[ "$(echo "$output" | grep -c ' CACHED$')" -eq 1 ]
-	[ "$(echo "$output" | grep -c ' DONE ')" -eq 6 ]
+	[ "$(echo "$output" | grep -c ' DONE ')" -eq 7 ]
 }
 
 @test "--no-cache rebuild gives the same digest" {
