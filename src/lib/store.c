@@ -377,6 +377,16 @@ int ib_blob_writer_commit(ib_blob_writer *w, const char *expect_digest, int64_t 
 int ib_store_blob_put(ib_store *s, const void *data, size_t len, char digest_out[IB_DIGEST_BUFLEN],
 		      ib_error **err)
 {
+	/* small blobs (configs, manifests) are often stored already */
+	char d[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(d, data, len);
+	cleanup_free char *path = ib_store_blob_path(s, d);
+	struct stat st;
+	if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size == len) {
+		if (digest_out)
+			memcpy(digest_out, d, IB_DIGEST_BUFLEN);
+		return 0;
+	}
 	ib_blob_writer *w;
 	int r = ib_blob_writer_new(&w, s, err);
 	if (r < 0)
@@ -628,6 +638,20 @@ static int edit_tag_set(ib_index *idx, void *payload, ib_error **err)
 {
 	(void)err;
 	struct tag_set_args *a = payload;
+	/* re-tagging with the same target leaves index.json untouched */
+	size_t same = 0, named = 0;
+	for (size_t i = 0; i < idx->n_manifests; i++) {
+		const ib_descriptor *d = &idx->manifests[i];
+		const char *n = desc_ref_name(d);
+		if (!n || strcmp(n, a->name) != 0)
+			continue;
+		named++;
+		if (!strcmp(d->digest, a->desc->digest) && d->size == a->desc->size &&
+		    d->media_type && !strcmp(d->media_type, a->desc->media_type))
+			same++;
+	}
+	if (named == 1 && same == 1)
+		return 1;
 	remove_named(idx, a->name);
 	idx->manifests = xrealloc(idx->manifests, (idx->n_manifests + 1) * sizeof(ib_descriptor));
 	ib_descriptor *d = &idx->manifests[idx->n_manifests++];
