@@ -20,7 +20,7 @@ static const char build_help[] =
 	"Options:\n"
 	"  -t, --tag REF              tag the result (repeatable)\n"
 	"      --context DIR          build context (default: the recipe's directory)\n"
-	"      --build-arg K=V        value for arg(K) (repeatable)\n"
+	"      --build-arg K[=V]      value for arg(K); without =V, from $K (repeatable)\n"
 	"      --target STAGE         build up to this stage\n"
 	"      --no-cache             run every step\n"
 	"      --pull POLICY          missing (default), always, never\n"
@@ -175,8 +175,6 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 			context = optarg;
 			break;
 		case O_ARG:
-			if (!strchr(optarg, '='))
-				return ib_cli_usage_error("build", "--build-arg %s: expected K=V", optarg);
 			ib_strv_push(&args, optarg);
 			break;
 		case O_TARGET:

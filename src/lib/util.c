@@ -376,15 +376,22 @@ void ib_format_size(char *out, size_t outlen, uint64_t bytes)
 		v /= 1000.0;
 		u++;
 	}
+	/* "%.3g" turns 999.5 and up into "1e+03": carry into the next unit */
+	if (u > 0 && u < 4 && v >= 999.5) {
+		v /= 1000.0;
+		u++;
+	}
 	if (u == 0)
 		snprintf(out, outlen, "%" PRIu64 "B", bytes);
+	else if (v >= 999.5)
+		snprintf(out, outlen, "%.0f%s", v, units[u]);
 	else
 		snprintf(out, outlen, "%.3g%s", v, units[u]);
 }
 
 int ib_parse_u64(const char *s, uint64_t *out)
 {
-	if (!s || !*s || *s == '-' || *s == '+')
+	if (!s || *s < '0' || *s > '9')
 		return IB_EINVALID;
 	char *end;
 	errno = 0;

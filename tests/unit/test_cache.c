@@ -1,0 +1,814 @@
+/* The step cache, the explain records and the stat cache (src/lib/cache.c).
+ * Every test opens a fresh store in its own temp dir. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "digest.h"
+#include "error.h"
+#include "store.h"
+#include "util.h"
+
+#define LAYER_MT "application/vnd.oci.image.layer.v1.tar+gzip"
+
+typedef struct fixture {
+	char *dir;  /* the temp dir: store root and test files live below */
+	char *root; /* DIR/store */
+	ib_store *s;
+	ib_cache *c;
+} fixture;
+
+static int setup(void **state)
+{
+	fixture *f = xcalloc(1, sizeof(*f));
+	const char *base = getenv("TMPDIR");
+	f->dir = xasprintf("%s/ib-test-cache-XXXXXX", base && *base ? base : "/tmp");
+	if (!mkdtemp(f->dir))
+		return -1;
+	f->root = ib_path_join(f->dir, "store");
+	ib_error *err = NULL;
+	if (ib_store_open(&f->s, f->root, &err) < 0 || ib_cache_open(&f->c, f->s, &err) < 0) {
+		fprintf(stderr, "setup: %s\n", ib_error_msg(err));
+		ib_error_free(&err);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+	ib_cache_free(f->c);
+	ib_store_free(f->s);
+	ib_rm_rf(f->dir, NULL);
+	free(f->root);
+	free(f->dir);
+	free(f);
+	return 0;
+}
+
+/* ---- helpers ---- */
+
+static void must(int r, ib_error **err, const char *what)
+{
+	if (r < 0)
+		fail_msg("%s: %s", what, ib_error_msg(*err));
+	assert_null(*err);
+}
+
+/* A distinct valid digest per seed. */
+static void digest_of(char out[IB_DIGEST_BUFLEN], const char *seed)
+{
+	ib_digest_buffer(out, seed, strlen(seed));
+}
+
+static json_t *make_entry(const char *key, const char *digest, const char *diff_id, json_int_t size)
+{
+	return json_pack("{s:s, s:{s:s, s:s, s:I, s:s}, s:s}", "key", key, "layer", "digest",
+			 digest, "diff_id", diff_id, "size", size, "mediaType", LAYER_MT,
+			 "created_by", "RUN make");
+}
+
+static char *step_file(fixture *f, const char *key)
+{
+	return xasprintf("%s/cache/steps/%s.json", f->root, ib_digest_hex(key));
+}
+
+static void put_file(const char *path, const void *data, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	close(fd);
+}
+
+static void put_str(const char *path, const char *s)
+{
+	put_file(path, s, strlen(s));
+}
+
+static size_t count_entries(const char *dir)
+{
+	cleanup_dir DIR *d = opendir(dir);
+	assert_non_null(d);
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	return n;
+}
+
+static bool is_dir(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static void lstat_ok(const char *path, struct stat *st)
+{
+	assert_int_equal(lstat(path, st), 0);
+}
+
+/* Rewrite path in place (same inode) and put its timestamps back to st's. */
+static void rewrite_keep_stat(const char *path, const char *content, const struct stat *st)
+{
+	int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+	close(fd);
+	struct timespec ts[2] = {st->st_atim, st->st_mtim};
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW), 0);
+	struct stat now;
+	lstat_ok(path, &now);
+	assert_true(now.st_ino == st->st_ino);
+	assert_true(now.st_size == st->st_size);
+	assert_true(now.st_mtim.tv_sec == st->st_mtim.tv_sec);
+	assert_true(now.st_mtim.tv_nsec == st->st_mtim.tv_nsec);
+}
+
+static void expect_file_digest(ib_cache *c, const char *path, const char *want)
+{
+	struct stat st;
+	lstat_ok(path, &st);
+	char d[IB_DIGEST_BUFLEN];
+	ib_error *err = NULL;
+	must(ib_cache_file_digest(c, path, &st, d, &err), &err, "file digest");
+	assert_string_equal(d, want);
+}
+
+static bool strv_contains(char **v, const char *s)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		if (!strcmp(v[i], s))
+			return true;
+	return false;
+}
+
+/* ---- open ---- */
+
+static void test_open_creates_cache_dirs(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *steps = ib_path_join(f->root, "cache/steps");
+	cleanup_free char *explain = ib_path_join(f->root, "cache/explain");
+	assert_true(is_dir(steps));
+	assert_true(is_dir(explain));
+	assert_int_equal(count_entries(steps), 0);
+}
+
+/* ---- step cache ---- */
+
+static void test_step_put_get_round_trip(void **state)
+{
+	fixture *f = *state;
+	char key[IB_DIGEST_BUFLEN], dg[IB_DIGEST_BUFLEN], diff[IB_DIGEST_BUFLEN];
+	digest_of(key, "key-1");
+	digest_of(dg, "blob-1");
+	digest_of(diff, "diff-1");
+	json_t *entry = make_entry(key, dg, diff, 4242);
+	ib_error *err = NULL;
+	must(ib_cache_step_put(f->c, key, entry, &err), &err, "put");
+
+	cleanup_free char *file = step_file(f, key);
+	assert_true(ib_file_exists(file));
+
+	json_t *got = ib_cache_step_get(f->c, key);
+	assert_non_null(got);
+	assert_true(json_equal(got, entry));
+	json_t *layer = json_object_get(got, "layer");
+	assert_string_equal(json_string_value(json_object_get(layer, "digest")), dg);
+	assert_int_equal(json_integer_value(json_object_get(layer, "size")), 4242);
+	/* a new reference: changing it does not change what is cached */
+	json_object_set_new(got, "created_by", json_string("changed"));
+	json_decref(got);
+	got = ib_cache_step_get(f->c, key);
+	assert_string_equal(json_string_value(json_object_get(got, "created_by")), "RUN make");
+	json_decref(got);
+	json_decref(entry);
+}
+
+static void test_step_get_missing_is_miss(void **state)
+{
+	fixture *f = *state;
+	char key[IB_DIGEST_BUFLEN];
+	digest_of(key, "never stored");
+	assert_null(ib_cache_step_get(f->c, key));
+}
+
+static void test_step_put_replaces(void **state)
+{
+	fixture *f = *state;
+	char key[IB_DIGEST_BUFLEN], a[IB_DIGEST_BUFLEN], b[IB_DIGEST_BUFLEN];
+	digest_of(key, "k");
+	digest_of(a, "a");
+	digest_of(b, "b");
+	json_t *e1 = make_entry(key, a, a, 1);
+	json_t *e2 = make_entry(key, b, b, 2);
+	ib_error *err = NULL;
+	must(ib_cache_step_put(f->c, key, e1, &err), &err, "put 1");
+	must(ib_cache_step_put(f->c, key, e2, &err), &err, "put 2");
+	json_t *got = ib_cache_step_get(f->c, key);
+	assert_non_null(got);
+	assert_true(json_equal(got, e2));
+	json_decref(got);
+	json_decref(e1);
+	json_decref(e2);
+	cleanup_free char *steps = ib_path_join(f->root, "cache/steps");
+	assert_int_equal(count_entries(steps), 1);
+}
+
+static void test_step_entries_survive_reopen(void **state)
+{
+	fixture *f = *state;
+	char key[IB_DIGEST_BUFLEN], dg[IB_DIGEST_BUFLEN];
+	digest_of(key, "persist");
+	digest_of(dg, "layer");
+	json_t *entry = make_entry(key, dg, dg, 10);
+	ib_error *err = NULL;
+	must(ib_cache_step_put(f->c, key, entry, &err), &err, "put");
+	ib_cache_free(f->c);
+	f->c = NULL;
+	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	json_t *got = ib_cache_step_get(f->c, key);
+	assert_non_null(got);
+	assert_true(json_equal(got, entry));
+	json_decref(got);
+	json_decref(entry);
+}
+
+static void test_step_invalid_key_rejected(void **state)
+{
+	fixture *f = *state;
+	char dg[IB_DIGEST_BUFLEN];
+	digest_of(dg, "layer");
+	json_t *entry = make_entry("x", dg, dg, 1);
+	static const char *bad[] = {
+	    "sha256:../../../evil", "sha512:00", "", "latest",
+	    "SHA256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ib_error *err = NULL;
+		assert_int_equal(ib_cache_step_put(f->c, bad[i], entry, &err), IB_EINVALID);
+		assert_non_null(err);
+		ib_error_free(&err);
+		assert_null(ib_cache_step_get(f->c, bad[i]));
+	}
+	assert_null(ib_cache_step_get(f->c, NULL));
+	json_decref(entry);
+	/* nothing was written anywhere: not in steps/, not above the store */
+	cleanup_free char *steps = ib_path_join(f->root, "cache/steps");
+	assert_int_equal(count_entries(steps), 0);
+	cleanup_free char *evil = ib_path_join(f->dir, "evil.json");
+	assert_false(ib_file_exists(evil));
+}
+
+/* Entries that do not name a complete, valid layer are misses. */
+static void test_step_invalid_entry_is_miss(void **state)
+{
+	fixture *f = *state;
+	char dg[IB_DIGEST_BUFLEN], diff[IB_DIGEST_BUFLEN];
+	digest_of(dg, "blob");
+	digest_of(diff, "diff");
+	json_t *bad[] = {
+	    json_pack("{s:s}", "key", "no layer"),
+	    json_pack("{s:s}", "layer", dg),
+	    json_pack("{s:{s:s, s:I, s:s}}", "layer", "diff_id", diff, "size", (json_int_t)1,
+		      "mediaType", LAYER_MT),
+	    json_pack("{s:{s:s, s:s, s:I, s:s}}", "layer", "digest", "sha256:../../etc", "diff_id",
+		      diff, "size", (json_int_t)1, "mediaType", LAYER_MT),
+	    json_pack("{s:{s:s, s:s, s:I, s:s}}", "layer", "digest", dg, "diff_id", "sha256:ABC",
+		      "size", (json_int_t)1, "mediaType", LAYER_MT),
+	    json_pack("{s:{s:s, s:s, s:s, s:s}}", "layer", "digest", dg, "diff_id", diff, "size",
+		      "12", "mediaType", LAYER_MT),
+	    json_pack("{s:{s:s, s:s, s:I}}", "layer", "digest", dg, "diff_id", diff, "size",
+		      (json_int_t)1),
+	    json_pack("{s:{s:s, s:s, s:I, s:i}}", "layer", "digest", dg, "diff_id", diff, "size",
+		      (json_int_t)1, "mediaType", 5),
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_non_null(bad[i]);
+		cleanup_free char *seed = xasprintf("bad-%zu", i);
+		char key[IB_DIGEST_BUFLEN];
+		digest_of(key, seed);
+		ib_error *err = NULL;
+		must(ib_cache_step_put(f->c, key, bad[i], &err), &err, "put");
+		json_t *got = ib_cache_step_get(f->c, key);
+		if (got) {
+			json_decref(got);
+			fail_msg("invalid entry %zu was a hit", i);
+		}
+		json_decref(bad[i]);
+	}
+	/* control: the same shape with every field right is a hit */
+	char key[IB_DIGEST_BUFLEN];
+	digest_of(key, "good");
+	json_t *good = make_entry(key, dg, diff, 1);
+	ib_error *err = NULL;
+	must(ib_cache_step_put(f->c, key, good, &err), &err, "put good");
+	json_t *got = ib_cache_step_get(f->c, key);
+	assert_non_null(got);
+	json_decref(got);
+	json_decref(good);
+}
+
+/* Torn, empty, non-object and oversized files on disk are misses. */
+static void test_step_corrupt_file_is_miss(void **state)
+{
+	fixture *f = *state;
+	char dg[IB_DIGEST_BUFLEN];
+	digest_of(dg, "blob");
+	json_t *entry = make_entry("k", dg, dg, 1);
+	cleanup_free char *valid = json_dumps(entry, JSON_COMPACT);
+	json_decref(entry);
+	/* a valid entry padded past the 1 MiB entry cap */
+	size_t big_len = ((size_t)1 << 20) + 1;
+	cleanup_free char *big = xmalloc(big_len + 1);
+	memset(big, ' ', big_len);
+	memcpy(big, valid, strlen(valid));
+	big[big_len] = '\0';
+	cleanup_free char *torn = xstrndup(valid, strlen(valid) / 2);
+	cleanup_free char *array = xasprintf("[%s]", valid);
+
+	const char *contents[] = {torn, "", "null", "\"string\"", array, big};
+	for (size_t i = 0; i < sizeof(contents) / sizeof(contents[0]); i++) {
+		cleanup_free char *seed = xasprintf("corrupt-%zu", i);
+		char key[IB_DIGEST_BUFLEN];
+		digest_of(key, seed);
+		cleanup_free char *file = step_file(f, key);
+		put_str(file, contents[i]);
+		json_t *got = ib_cache_step_get(f->c, key);
+		if (got) {
+			json_decref(got);
+			fail_msg("corrupt file %zu was a hit", i);
+		}
+	}
+	/* control: the intact text written the same way is a hit */
+	char key[IB_DIGEST_BUFLEN];
+	digest_of(key, "intact");
+	cleanup_free char *file = step_file(f, key);
+	put_str(file, valid);
+	json_t *got = ib_cache_step_get(f->c, key);
+	assert_non_null(got);
+	json_decref(got);
+}
+
+/* ---- explain records ---- */
+
+static void test_explain_put_get_round_trip(void **state)
+{
+	fixture *f = *state;
+	const char *id1 = "/src/recipe.lua/final/3";
+	const char *id2 = "/src/recipe.lua/final/4";
+	assert_null(ib_cache_explain_get(f->c, id1));
+	json_t *in1 = json_pack("{s:s, s:[s,s]}", "cmd", "make", "files", "a.c", "b.c");
+	json_t *in2 = json_pack("{s:s}", "cmd", "make install");
+	ib_error *err = NULL;
+	must(ib_cache_explain_put(f->c, id1, in1, &err), &err, "put 1");
+	must(ib_cache_explain_put(f->c, id2, in2, &err), &err, "put 2");
+	json_t *got1 = ib_cache_explain_get(f->c, id1);
+	json_t *got2 = ib_cache_explain_get(f->c, id2);
+	assert_non_null(got1);
+	assert_non_null(got2);
+	assert_true(json_equal(got1, in1));
+	assert_true(json_equal(got2, in2));
+	json_decref(got1);
+	json_decref(got2);
+	/* ids with slashes never become paths: one file per id under explain/ */
+	cleanup_free char *explain = ib_path_join(f->root, "cache/explain");
+	assert_int_equal(count_entries(explain), 2);
+
+	/* a put replaces the previous record of that position */
+	must(ib_cache_explain_put(f->c, id1, in2, &err), &err, "replace");
+	got1 = ib_cache_explain_get(f->c, id1);
+	assert_true(json_equal(got1, in2));
+	json_decref(got1);
+	assert_int_equal(count_entries(explain), 2);
+	json_decref(in1);
+	json_decref(in2);
+}
+
+static void test_explain_hostile_id_stays_inside(void **state)
+{
+	fixture *f = *state;
+	const char *id = "../../../../escape";
+	json_t *in = json_pack("{s:s}", "x", "y");
+	ib_error *err = NULL;
+	must(ib_cache_explain_put(f->c, id, in, &err), &err, "put");
+	json_t *got = ib_cache_explain_get(f->c, id);
+	assert_true(json_equal(got, in));
+	json_decref(got);
+	json_decref(in);
+	cleanup_free char *explain = ib_path_join(f->root, "cache/explain");
+	assert_int_equal(count_entries(explain), 1);
+	cleanup_free char *outside = ib_path_join(f->dir, "escape");
+	assert_false(ib_file_exists(outside));
+}
+
+/* ---- stat cache ---- */
+
+static void test_file_digest_is_content_digest(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *p = ib_path_join(f->dir, "file.txt");
+	put_str(p, "hello world\n");
+	char want[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(want, "hello world\n", 12);
+	expect_file_digest(f->c, p, want);
+	/* asking again (now from the cache) gives the same answer */
+	expect_file_digest(f->c, p, want);
+
+	cleanup_free char *empty = ib_path_join(f->dir, "empty");
+	put_str(empty, "");
+	ib_digest_buffer(want, "", 0);
+	expect_file_digest(f->c, empty, want);
+}
+
+static void test_file_digest_reuses_cache_when_stat_unchanged(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *p = ib_path_join(f->dir, "src.c");
+	put_str(p, "content-A\n");
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(da, "content-A\n", 10);
+	ib_digest_buffer(db, "content-B\n", 10);
+	struct stat st;
+	lstat_ok(p, &st);
+	expect_file_digest(f->c, p, da);
+
+	/* Same size, same mtime, same inode, other bytes: the cache cannot
+	 * tell, so the stale digest coming back proves it was used. */
+	rewrite_keep_stat(p, "content-B\n", &st);
+	assert_string_not_equal(da, db);
+	expect_file_digest(f->c, p, da);
+}
+
+static void test_file_digest_rehashes_after_mtime_change(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *p = ib_path_join(f->dir, "src.c");
+	put_str(p, "content-A\n");
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(da, "content-A\n", 10);
+	ib_digest_buffer(db, "content-B\n", 10);
+	struct stat st;
+	lstat_ok(p, &st);
+	expect_file_digest(f->c, p, da);
+	rewrite_keep_stat(p, "content-B\n", &st);
+	expect_file_digest(f->c, p, da); /* still cached */
+
+	/* a nanosecond is enough */
+	struct timespec ts[2] = {st.st_atim, st.st_mtim};
+	ts[1].tv_nsec = (ts[1].tv_nsec + 1) % 1000000000;
+	assert_int_equal(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0);
+	expect_file_digest(f->c, p, db);
+	/* and the new digest is what is cached now */
+	struct stat st2;
+	lstat_ok(p, &st2);
+	rewrite_keep_stat(p, "content-C\n", &st2);
+	expect_file_digest(f->c, p, db);
+}
+
+static void test_file_digest_rehashes_after_size_change(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *p = ib_path_join(f->dir, "grow");
+	put_str(p, "short");
+	struct stat st;
+	lstat_ok(p, &st);
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(d1, "short", 5);
+	ib_digest_buffer(d2, "much longer", 11);
+	expect_file_digest(f->c, p, d1);
+	put_str(p, "much longer");
+	struct timespec ts[2] = {st.st_atim, st.st_mtim};
+	assert_int_equal(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0);
+	expect_file_digest(f->c, p, d2);
+}
+
+static void test_file_digest_rehashes_after_inode_change(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *p = ib_path_join(f->dir, "swapped");
+	cleanup_free char *keep = ib_path_join(f->dir, "keepalive");
+	cleanup_free char *next = ib_path_join(f->dir, "swapped.new");
+	put_str(p, "content-A\n");
+	/* keep the old inode allocated so the new file cannot reuse it */
+	assert_int_equal(link(p, keep), 0);
+	struct stat st;
+	lstat_ok(p, &st);
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(da, "content-A\n", 10);
+	ib_digest_buffer(db, "content-B\n", 10);
+	expect_file_digest(f->c, p, da);
+
+	put_str(next, "content-B\n");
+	struct timespec ts[2] = {st.st_atim, st.st_mtim};
+	assert_int_equal(utimensat(AT_FDCWD, next, ts, AT_SYMLINK_NOFOLLOW), 0);
+	assert_int_equal(rename(next, p), 0);
+	struct stat now;
+	lstat_ok(p, &now);
+	assert_true(now.st_ino != st.st_ino);
+	assert_true(now.st_size == st.st_size);
+	assert_true(now.st_mtim.tv_nsec == st.st_mtim.tv_nsec);
+	expect_file_digest(f->c, p, db);
+}
+
+static void test_stat_cache_persists_across_reopen(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *p = ib_path_join(f->dir, "persist.txt");
+	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.json");
+	put_str(p, "content-A\n");
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(da, "content-A\n", 10);
+	ib_digest_buffer(db, "content-B\n", 10);
+	struct stat st;
+	lstat_ok(p, &st);
+	expect_file_digest(f->c, p, da);
+
+	ib_error *err = NULL;
+	ib_cache_free(f->c);
+	f->c = NULL;
+	assert_true(ib_file_exists(stat_json));
+	rewrite_keep_stat(p, "content-B\n", &st);
+
+	/* a new handle knows the digest without reading the file */
+	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	expect_file_digest(f->c, p, da);
+
+	/* control: without stat.json the new content is hashed */
+	ib_cache_free(f->c);
+	f->c = NULL;
+	assert_int_equal(unlink(stat_json), 0);
+	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen 2");
+	expect_file_digest(f->c, p, db);
+}
+
+static void test_stat_cache_not_written_when_unused(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.json");
+	ib_cache_free(f->c);
+	f->c = NULL;
+	assert_false(ib_file_exists(stat_json));
+	ib_error *err = NULL;
+	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+}
+
+static void test_stat_cache_corrupt_file_is_ignored(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.json");
+	cleanup_free char *p = ib_path_join(f->dir, "f");
+	put_str(p, "data");
+	char want[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(want, "data", 4);
+
+	static const char *junk[] = {"{\"torn", "[1,2,3]", "", "42"};
+	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+		ib_cache_free(f->c);
+		f->c = NULL;
+		put_str(stat_json, junk[i]);
+		ib_error *err = NULL;
+		must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+		expect_file_digest(f->c, p, want);
+	}
+}
+
+/* Replace stat.json (with the cache closed) by one entry for path. */
+static void write_stat_entry(fixture *f, const char *path, const struct stat *st,
+			     const char *digest)
+{
+	ib_cache_free(f->c);
+	f->c = NULL;
+	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.json");
+	json_int_t mtime_ns = (json_int_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	json_t *j = json_pack("{s:[I, I, I, s]}", path, (json_int_t)st->st_size, mtime_ns,
+			      (json_int_t)st->st_ino, digest);
+	assert_non_null(j);
+	assert_int_equal(json_dump_file(j, stat_json, JSON_COMPACT), 0);
+	json_decref(j);
+	ib_error *err = NULL;
+	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+}
+
+static void test_stat_cache_entry_with_bad_digest_is_rehashed(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *p = ib_path_join(f->dir, "f");
+	put_str(p, "data");
+	struct stat st;
+	lstat_ok(p, &st);
+	char want[IB_DIGEST_BUFLEN], other[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(want, "data", 4);
+	ib_digest_buffer(other, "other", 5);
+
+	/* control: a well-formed entry matching the stat is trusted as is */
+	write_stat_entry(f, p, &st, other);
+	expect_file_digest(f->c, p, other);
+
+	/* the same entry with a digest that is not valid is not used */
+	write_stat_entry(f, p, &st, "sha256:../../etc/passwd");
+	expect_file_digest(f->c, p, want);
+	write_stat_entry(f, p, &st, "sha256:");
+	expect_file_digest(f->c, p, want);
+}
+
+static void test_file_digest_missing_file(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *p = ib_path_join(f->dir, "gone");
+	put_str(p, "x");
+	struct stat st;
+	lstat_ok(p, &st);
+	assert_int_equal(unlink(p), 0);
+	char d[IB_DIGEST_BUFLEN];
+	ib_error *err = NULL;
+	assert_int_equal(ib_cache_file_digest(f->c, p, &st, d, &err), IB_ENOTFOUND);
+	assert_non_null(strstr(err->msg, p));
+	ib_error_free(&err);
+}
+
+static void test_file_digest_refuses_symlink(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *target = ib_path_join(f->dir, "target");
+	cleanup_free char *lnk = ib_path_join(f->dir, "link");
+	put_str(target, "secret");
+	assert_int_equal(symlink(target, lnk), 0);
+	struct stat st;
+	lstat_ok(lnk, &st);
+	char d[IB_DIGEST_BUFLEN];
+	ib_error *err = NULL;
+	/* the caller passes the lstat of a regular file; a symlink swapped in
+	 * must not be followed to hash its target */
+	assert_true(ib_cache_file_digest(f->c, lnk, &st, d, &err) < 0);
+	assert_non_null(err);
+	assert_int_equal(err->sys_errno, ELOOP);
+	ib_error_free(&err);
+}
+
+/* ---- referenced and clear ---- */
+
+static void test_referenced_lists_layer_digests(void **state)
+{
+	fixture *f = *state;
+	char k1[IB_DIGEST_BUFLEN], k2[IB_DIGEST_BUFLEN], k3[IB_DIGEST_BUFLEN];
+	char b1[IB_DIGEST_BUFLEN], b2[IB_DIGEST_BUFLEN], d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	digest_of(k1, "k1");
+	digest_of(k2, "k2");
+	digest_of(k3, "k3");
+	digest_of(b1, "b1");
+	digest_of(b2, "b2");
+	digest_of(d1, "d1");
+	digest_of(d2, "d2");
+	json_t *e1 = make_entry(k1, b1, d1, 1);
+	json_t *e2 = make_entry(k2, b2, d2, 2);
+	json_t *broken = json_pack("{s:{s:s}}", "layer", "digest", "sha256:nothex");
+	ib_error *err = NULL;
+	must(ib_cache_step_put(f->c, k1, e1, &err), &err, "put 1");
+	must(ib_cache_step_put(f->c, k2, e2, &err), &err, "put 2");
+	must(ib_cache_step_put(f->c, k3, broken, &err), &err, "put broken");
+	json_decref(e1);
+	json_decref(e2);
+	json_decref(broken);
+	/* stray files in steps/ are ignored */
+	cleanup_free char *junk1 = ib_path_join(f->root, "cache/steps/README");
+	cleanup_free char *junk2 = ib_path_join(f->root, "cache/steps/short.json");
+	put_str(junk1, "{}");
+	put_str(junk2, "{}");
+
+	cleanup_strv char **digests = NULL;
+	cleanup_strv char **diff_ids = NULL;
+	must(ib_cache_referenced(f->c, &digests, &diff_ids, &err), &err, "referenced");
+	assert_int_equal(ib_strv_len(digests), 2);
+	assert_int_equal(ib_strv_len(diff_ids), 2);
+	assert_true(strv_contains(digests, b1));
+	assert_true(strv_contains(digests, b2));
+	assert_true(strv_contains(diff_ids, d1));
+	assert_true(strv_contains(diff_ids, d2));
+	/* the vectors are parallel: the i-th diff_id belongs to the i-th blob */
+	for (size_t i = 0; i < 2; i++)
+		assert_true((!strcmp(digests[i], b1) && !strcmp(diff_ids[i], d1)) ||
+			    (!strcmp(digests[i], b2) && !strcmp(diff_ids[i], d2)));
+}
+
+static void test_referenced_empty_cache(void **state)
+{
+	fixture *f = *state;
+	cleanup_strv char **digests = NULL;
+	cleanup_strv char **diff_ids = NULL;
+	ib_error *err = NULL;
+	must(ib_cache_referenced(f->c, &digests, &diff_ids, &err), &err, "referenced");
+	assert_non_null(digests);
+	assert_non_null(diff_ids);
+	assert_int_equal(ib_strv_len(digests), 0);
+	assert_int_equal(ib_strv_len(diff_ids), 0);
+}
+
+static void test_clear_empties_everything(void **state)
+{
+	fixture *f = *state;
+	char key[IB_DIGEST_BUFLEN], dg[IB_DIGEST_BUFLEN];
+	digest_of(key, "k");
+	digest_of(dg, "b");
+	json_t *entry = make_entry(key, dg, dg, 1);
+	json_t *inputs = json_pack("{s:s}", "cmd", "make");
+	ib_error *err = NULL;
+	must(ib_cache_step_put(f->c, key, entry, &err), &err, "put");
+	must(ib_cache_explain_put(f->c, "pos", inputs, &err), &err, "explain put");
+
+	cleanup_free char *p = ib_path_join(f->dir, "file");
+	put_str(p, "content-A\n");
+	struct stat st;
+	lstat_ok(p, &st);
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(da, "content-A\n", 10);
+	ib_digest_buffer(db, "content-B\n", 10);
+	expect_file_digest(f->c, p, da);
+
+	must(ib_cache_clear(f->c, &err), &err, "clear");
+	assert_null(ib_cache_step_get(f->c, key));
+	assert_null(ib_cache_explain_get(f->c, "pos"));
+	cleanup_strv char **digests = NULL;
+	cleanup_strv char **diff_ids = NULL;
+	must(ib_cache_referenced(f->c, &digests, &diff_ids, &err), &err, "referenced");
+	assert_int_equal(ib_strv_len(digests), 0);
+	cleanup_free char *steps = ib_path_join(f->root, "cache/steps");
+	cleanup_free char *explain = ib_path_join(f->root, "cache/explain");
+	assert_true(is_dir(steps));
+	assert_true(is_dir(explain));
+	assert_int_equal(count_entries(steps), 0);
+	assert_int_equal(count_entries(explain), 0);
+
+	/* the stat cache is gone too: same stat, new content is re-hashed */
+	rewrite_keep_stat(p, "content-B\n", &st);
+	expect_file_digest(f->c, p, db);
+
+	/* and the cache keeps working */
+	must(ib_cache_step_put(f->c, key, entry, &err), &err, "put after clear");
+	json_t *got = ib_cache_step_get(f->c, key);
+	assert_true(json_equal(got, entry));
+	json_decref(got);
+	json_decref(entry);
+	json_decref(inputs);
+}
+
+static void test_clear_leaves_store_blobs_alone(void **state)
+{
+	fixture *f = *state;
+	char dg[IB_DIGEST_BUFLEN];
+	ib_error *err = NULL;
+	must(ib_store_blob_put(f->s, "blob", 4, dg, &err), &err, "blob put");
+	must(ib_cache_clear(f->c, &err), &err, "clear");
+	assert_true(ib_store_blob_exists(f->s, dg));
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+	const struct CMUnitTest tests[] = {
+	    T(test_open_creates_cache_dirs),
+	    T(test_step_put_get_round_trip),
+	    T(test_step_get_missing_is_miss),
+	    T(test_step_put_replaces),
+	    T(test_step_entries_survive_reopen),
+	    T(test_step_invalid_key_rejected),
+	    T(test_step_invalid_entry_is_miss),
+	    T(test_step_corrupt_file_is_miss),
+	    T(test_explain_put_get_round_trip),
+	    T(test_explain_hostile_id_stays_inside),
+	    T(test_file_digest_is_content_digest),
+	    T(test_file_digest_reuses_cache_when_stat_unchanged),
+	    T(test_file_digest_rehashes_after_mtime_change),
+	    T(test_file_digest_rehashes_after_size_change),
+	    T(test_file_digest_rehashes_after_inode_change),
+	    T(test_stat_cache_persists_across_reopen),
+	    T(test_stat_cache_not_written_when_unused),
+	    T(test_stat_cache_corrupt_file_is_ignored),
+	    T(test_stat_cache_entry_with_bad_digest_is_rehashed),
+	    T(test_file_digest_missing_file),
+	    T(test_file_digest_refuses_symlink),
+	    T(test_referenced_lists_layer_digests),
+	    T(test_referenced_empty_cache),
+	    T(test_clear_empties_everything),
+	    T(test_clear_leaves_store_blobs_alone),
+	};
+#undef T
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

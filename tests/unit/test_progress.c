@@ -1,0 +1,442 @@
+/* Build output (src/lib/progress.c): plain lines, one JSON object per line,
+ * quiet mode, the TTY view and mode parsing.  Output goes to an in-memory
+ * FILE from open_memstream. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "progress.h"
+#include "util.h"
+
+/* ---- capture ---- */
+
+typedef struct capture {
+	char *buf;
+	size_t len;
+	FILE *f;
+	ib_progress *p;
+} capture;
+
+static void cap_open(capture *c, ib_progress_mode mode, bool quiet)
+{
+	memset(c, 0, sizeof(*c));
+	c->f = open_memstream(&c->buf, &c->len);
+	assert_non_null(c->f);
+	c->p = ib_progress_new(mode, quiet, c->f);
+	assert_non_null(c->p);
+}
+
+/* Free the progress object, close the stream; c->buf holds everything. */
+static const char *cap_close(capture *c)
+{
+	ib_progress_free(c->p);
+	c->p = NULL;
+	assert_int_equal(fclose(c->f), 0);
+	c->f = NULL;
+	return c->buf;
+}
+
+static void cap_free(capture *c)
+{
+	free(c->buf);
+	c->buf = NULL;
+}
+
+/* Split JSON-lines output; every line must be one JSON object.  Returns a
+ * new array of the objects. */
+static json_t *parse_lines(const char *out)
+{
+	json_t *arr = json_array();
+	const char *p = out;
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		if (!nl)
+			fail_msg("unterminated line: %s", p);
+		json_error_t jerr;
+		json_t *j = json_loadb(p, (size_t)(nl - p), 0, &jerr);
+		if (!j)
+			fail_msg("line is not JSON (%s): %.*s", jerr.text, (int)(nl - p), p);
+		if (!json_is_object(j))
+			fail_msg("line is not a JSON object: %.*s", (int)(nl - p), p);
+		json_array_append_new(arr, j);
+		p = nl + 1;
+	}
+	return arr;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	if (!json_is_string(v))
+		fail_msg("field %s missing or not a string", k);
+	return json_string_value(v);
+}
+
+static json_int_t jint(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	if (!json_is_integer(v))
+		fail_msg("field %s missing or not an integer", k);
+	return json_integer_value(v);
+}
+
+/* Call every public printing function once. */
+static void emit_everything(ib_progress *p)
+{
+	ib_progress_step_start(p, 1, "[final 1/3] COPY . /src");
+	ib_progress_step_cached(p, 2, "[final 2/3] RUN apk add gcc");
+	ib_progress_output(p, 1, "compiling", 9);
+	ib_progress_bytes(p, 1, "layer", 10, 100);
+	ib_progress_bytes(p, 1, "layer", 100, 100);
+	ib_progress_step_done(p, 1, 1.23);
+	ib_progress_step_start(p, 3, "[final 3/3] RUN false");
+	ib_progress_step_failed(p, 3, 0.5);
+	ib_progress_info(p, "pushed %s", "example.com/app:1");
+}
+
+/* ---- mode parsing ---- */
+
+static void test_mode_parse_accepts_names(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *s;
+		ib_progress_mode m;
+	} ok[] = {
+	    {"auto", IB_PROGRESS_AUTO},
+	    {"tty", IB_PROGRESS_TTY},
+	    {"plain", IB_PROGRESS_PLAIN},
+	    {"json", IB_PROGRESS_JSON},
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		ib_progress_mode m = (ib_progress_mode)99;
+		assert_int_equal(ib_progress_mode_parse(ok[i].s, &m), 0);
+		assert_int_equal(m, ok[i].m);
+	}
+}
+
+static void test_mode_parse_rejects_others(void **state)
+{
+	(void)state;
+	static const char *bad[] = {"", "JSON", "Plain", "json ", " tty", "jsonl", "a", "quiet"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ib_progress_mode m = IB_PROGRESS_TTY;
+		if (ib_progress_mode_parse(bad[i], &m) != -1)
+			fail_msg("mode \"%s\" accepted", bad[i]);
+		assert_int_equal(m, IB_PROGRESS_TTY);
+	}
+}
+
+/* ---- plain ---- */
+
+static void test_plain_step_lines(void **state)
+{
+	(void)state;
+	capture c;
+	cap_open(&c, IB_PROGRESS_PLAIN, false);
+	ib_progress_step_start(c.p, 1, "[final 1/2] RUN make");
+	ib_progress_step_cached(c.p, 2, "[final 2/2] COPY out /");
+	ib_progress_step_done(c.p, 1, 1.23);
+	ib_progress_step_failed(c.p, 7, 0.46);
+	const char *out = cap_close(&c);
+	assert_string_equal(out, "#1 [final 1/2] RUN make\n"
+				 "#2 [final 2/2] COPY out / CACHED\n"
+				 "#1 DONE 1.2s\n"
+				 "#7 ERROR after 0.5s\n");
+	cap_free(&c);
+}
+
+static void test_plain_output_lines_prefixed(void **state)
+{
+	(void)state;
+	capture c;
+	cap_open(&c, IB_PROGRESS_PLAIN, false);
+	ib_progress_output(c.p, 4, "gcc -c main.c", 13);
+	/* only len bytes of the line are printed */
+	ib_progress_output(c.p, 12, "hello world", 5);
+	ib_progress_output(c.p, 4, "", 0);
+	const char *out = cap_close(&c);
+	assert_string_equal(out, "#4 gcc -c main.c\n"
+				 "#12 hello\n"
+				 "#4 \n");
+	cap_free(&c);
+}
+
+static void test_plain_bytes_only_on_completion(void **state)
+{
+	(void)state;
+	capture c;
+	cap_open(&c, IB_PROGRESS_PLAIN, false);
+	ib_progress_bytes(c.p, 3, "pull sha256:abc", 100, 1500000);
+	ib_progress_bytes(c.p, 3, "pull sha256:abc", 1000000, 1500000);
+	ib_progress_bytes(c.p, 3, "unknown total", 5000, 0);
+	ib_progress_bytes(c.p, 3, "pull sha256:abc", 1500000, 1500000);
+	const char *out = cap_close(&c);
+	assert_string_equal(out, "#3 pull sha256:abc 1.5MB done\n");
+	cap_free(&c);
+}
+
+static void test_plain_info_and_no_escapes(void **state)
+{
+	(void)state;
+	capture c;
+	cap_open(&c, IB_PROGRESS_PLAIN, false);
+	emit_everything(c.p);
+	const char *out = cap_close(&c);
+	assert_non_null(strstr(out, "pushed example.com/app:1\n"));
+	assert_null(strchr(out, '\033'));
+	assert_null(strchr(out, '\r'));
+	/* every line of a step is tagged with its number */
+	assert_non_null(strstr(out, "#1 compiling\n"));
+	assert_non_null(strstr(out, "#1 layer 100B done\n"));
+	cap_free(&c);
+}
+
+static void test_auto_on_non_tty_is_plain(void **state)
+{
+	(void)state;
+	FILE *f = tmpfile();
+	assert_non_null(f);
+	ib_progress *p = ib_progress_new(IB_PROGRESS_AUTO, false, f);
+	ib_progress_step_cached(p, 1, "label");
+	ib_progress_free(p);
+	rewind(f);
+	char buf[256] = {0};
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	assert_string_equal(buf, "#1 label CACHED\n");
+}
+
+/* ---- json ---- */
+
+static void test_json_one_object_per_line(void **state)
+{
+	(void)state;
+	capture c;
+	cap_open(&c, IB_PROGRESS_JSON, false);
+	emit_everything(c.p);
+	const char *out = cap_close(&c);
+	json_t *ev = parse_lines(out);
+	/* 2 starts, cached, output, 2 bytes, done, failed, info */
+	assert_int_equal(json_array_size(ev), 9);
+
+	json_t *e = json_array_get(ev, 0);
+	assert_string_equal(jstr(e, "event"), "step");
+	assert_int_equal(jint(e, "id"), 1);
+	assert_string_equal(jstr(e, "state"), "running");
+	assert_string_equal(jstr(e, "label"), "[final 1/3] COPY . /src");
+
+	e = json_array_get(ev, 1);
+	assert_string_equal(jstr(e, "event"), "step");
+	assert_int_equal(jint(e, "id"), 2);
+	assert_string_equal(jstr(e, "state"), "cached");
+	assert_string_equal(jstr(e, "label"), "[final 2/3] RUN apk add gcc");
+
+	e = json_array_get(ev, 2);
+	assert_string_equal(jstr(e, "event"), "output");
+	assert_int_equal(jint(e, "id"), 1);
+	assert_string_equal(jstr(e, "line"), "compiling");
+
+	e = json_array_get(ev, 3);
+	assert_string_equal(jstr(e, "event"), "bytes");
+	assert_int_equal(jint(e, "id"), 1);
+	assert_string_equal(jstr(e, "what"), "layer");
+	assert_int_equal(jint(e, "done"), 10);
+	assert_int_equal(jint(e, "total"), 100);
+	e = json_array_get(ev, 4);
+	assert_string_equal(jstr(e, "event"), "bytes");
+	assert_int_equal(jint(e, "done"), 100);
+
+	e = json_array_get(ev, 5);
+	assert_string_equal(jstr(e, "event"), "step");
+	assert_int_equal(jint(e, "id"), 1);
+	assert_string_equal(jstr(e, "state"), "done");
+	assert_true(json_is_number(json_object_get(e, "seconds")));
+	assert_float_equal(json_number_value(json_object_get(e, "seconds")), 1.23, 1e-9);
+	assert_null(json_object_get(e, "label"));
+
+	e = json_array_get(ev, 7);
+	assert_string_equal(jstr(e, "state"), "failed");
+	assert_int_equal(jint(e, "id"), 3);
+	assert_float_equal(json_number_value(json_object_get(e, "seconds")), 0.5, 1e-9);
+
+	e = json_array_get(ev, 8);
+	assert_string_equal(jstr(e, "event"), "info");
+	assert_string_equal(jstr(e, "message"), "pushed example.com/app:1");
+	json_decref(ev);
+	cap_free(&c);
+}
+
+static void test_json_output_escaping(void **state)
+{
+	(void)state;
+	capture c;
+	cap_open(&c, IB_PROGRESS_JSON, false);
+	const char tricky[] = "say \"hi\"\\ \t{\"event\":\"step\"}";
+	ib_progress_output(c.p, 5, tricky, strlen(tricky));
+	ib_progress_output(c.p, 5, "abcdef", 3);
+	const char bad_utf8[] = {'o', 'k', (char)0xff, (char)0xfe};
+	ib_progress_output(c.p, 6, bad_utf8, sizeof(bad_utf8));
+	ib_progress_step_start(c.p, 9, "RUN echo \"a\nb\"");
+	const char *out = cap_close(&c);
+	json_t *ev = parse_lines(out);
+	assert_int_equal(json_array_size(ev), 4);
+	assert_string_equal(jstr(json_array_get(ev, 0), "line"), tricky);
+	assert_string_equal(jstr(json_array_get(ev, 1), "line"), "abc");
+	/* invalid UTF-8 still yields a valid JSON line */
+	json_t *e = json_array_get(ev, 2);
+	assert_string_equal(jstr(e, "event"), "output");
+	assert_int_equal(jint(e, "id"), 6);
+	assert_string_equal(jstr(e, "line"), "<binary>");
+	/* a newline inside a label does not split the event */
+	assert_string_equal(jstr(json_array_get(ev, 3), "label"), "RUN echo \"a\nb\"");
+	json_decref(ev);
+	cap_free(&c);
+}
+
+static void test_json_bytes_throttled_but_final_always_sent(void **state)
+{
+	(void)state;
+	capture c;
+	cap_open(&c, IB_PROGRESS_JSON, false);
+	ib_progress_bytes(c.p, 2, "push", 1, 1000);
+	for (uint64_t i = 2; i < 500; i++)
+		ib_progress_bytes(c.p, 2, "push", i, 1000);
+	ib_progress_bytes(c.p, 2, "push", 1000, 1000);
+	const char *out = cap_close(&c);
+	json_t *ev = parse_lines(out);
+	/* back-to-back updates collapse; completion is never dropped */
+	assert_true(json_array_size(ev) >= 2);
+	assert_true(json_array_size(ev) < 10);
+	json_t *last = json_array_get(ev, json_array_size(ev) - 1);
+	assert_string_equal(jstr(last, "event"), "bytes");
+	assert_int_equal(jint(last, "done"), 1000);
+	assert_int_equal(jint(last, "total"), 1000);
+	json_decref(ev);
+	cap_free(&c);
+}
+
+/* ---- quiet ---- */
+
+static void test_quiet_prints_nothing(void **state)
+{
+	(void)state;
+	static const ib_progress_mode modes[] = {IB_PROGRESS_PLAIN, IB_PROGRESS_JSON,
+						 IB_PROGRESS_TTY};
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		capture c;
+		cap_open(&c, modes[i], true);
+		emit_everything(c.p);
+		cap_close(&c);
+		if (c.len != 0)
+			fail_msg("quiet mode %d printed: %s", (int)modes[i], c.buf);
+		cap_free(&c);
+	}
+}
+
+/* ---- tty ---- */
+
+static void test_tty_colours_and_clears_status_line(void **state)
+{
+	(void)state;
+	capture c;
+	cap_open(&c, IB_PROGRESS_TTY, false);
+	ib_progress_step_cached(c.p, 1, "COPY");
+	ib_progress_bytes(c.p, 2, "layer", 10, 100); /* transient status line */
+	ib_progress_info(c.p, "next");
+	const char *out = cap_close(&c);
+	assert_non_null(strstr(out, "#1 COPY CACHED"));
+	assert_non_null(strstr(out, "\033[36m")); /* cached is cyan */
+	assert_non_null(strstr(out, "\r\033[K#2 layer ["));
+	/* the status line is erased before the next permanent line */
+	const char *tail = strstr(out, "10B/100B");
+	assert_non_null(tail);
+	assert_non_null(strstr(tail, "\r\033[Knext\n"));
+	cap_free(&c);
+}
+
+static void test_auto_on_tty_is_tty(void **state)
+{
+	(void)state;
+	int master = posix_openpt(O_RDWR | O_NOCTTY);
+	if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0) {
+		if (master >= 0)
+			close(master);
+		print_message("no pseudo-terminal available: skipping\n");
+		skip();
+	}
+	const char *name = ptsname(master);
+	assert_non_null(name);
+	int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	assert_true(slave >= 0);
+	FILE *f = fdopen(slave, "w");
+	assert_non_null(f);
+
+	cleanup_free char *saved_ci = getenv("CI") ? xstrdup(getenv("CI")) : NULL;
+	unsetenv("CI");
+	ib_progress *tty = ib_progress_new(IB_PROGRESS_AUTO, false, f);
+	setenv("CI", "true", 1);
+	ib_progress *ci = ib_progress_new(IB_PROGRESS_AUTO, false, f);
+	if (saved_ci)
+		setenv("CI", saved_ci, 1);
+	else
+		unsetenv("CI");
+
+	ib_progress_step_cached(tty, 1, "A");
+	ib_progress_step_cached(ci, 2, "B");
+	ib_progress_free(tty);
+	ib_progress_free(ci);
+	fflush(f);
+
+	/* read what is pending on the master side, without blocking */
+	assert_int_equal(fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK), 0);
+	char buf[512] = {0};
+	size_t len = 0;
+	for (int tries = 0; tries < 200 && !strstr(buf, "B CACHED"); tries++) {
+		ssize_t n = read(master, buf + len, sizeof(buf) - 1 - len);
+		if (n > 0)
+			len += (size_t)n;
+		else
+			usleep(10000);
+		buf[len] = '\0';
+	}
+	fclose(f);
+	close(master);
+	/* on a terminal: colours; with CI set: plain even on a terminal */
+	assert_non_null(strstr(buf, "\033[36m#1 A CACHED\033[0m"));
+	const char *b = strstr(buf, "#2 B CACHED");
+	assert_non_null(b);
+	assert_true(b == buf || b[-1] == '\n');
+	assert_null(strchr(b, '\033'));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_mode_parse_accepts_names),
+	    cmocka_unit_test(test_mode_parse_rejects_others),
+	    cmocka_unit_test(test_plain_step_lines),
+	    cmocka_unit_test(test_plain_output_lines_prefixed),
+	    cmocka_unit_test(test_plain_bytes_only_on_completion),
+	    cmocka_unit_test(test_plain_info_and_no_escapes),
+	    cmocka_unit_test(test_auto_on_non_tty_is_plain),
+	    cmocka_unit_test(test_json_one_object_per_line),
+	    cmocka_unit_test(test_json_output_escaping),
+	    cmocka_unit_test(test_json_bytes_throttled_but_final_always_sent),
+	    cmocka_unit_test(test_quiet_prints_nothing),
+	    cmocka_unit_test(test_tty_colours_and_clears_status_line),
+	    cmocka_unit_test(test_auto_on_tty_is_tty),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
