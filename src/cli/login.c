@@ -14,30 +14,30 @@
 #define SECRET_CAP (64u << 10)
 
 static const char login_usage[] =
-	"Usage: imgbuild login [-u USER] [--password-stdin | -p PASSWORD] HOST\n"
-	"\n"
-	"Check the credentials against the registry HOST (e.g. localhost:5000,\n"
-	"docker.io) and store them.  Without --password-stdin or -p the password is\n"
-	"read from the terminal with echo off.  Credentials go to the --authfile,\n"
-	"else $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json when\n"
-	"XDG_RUNTIME_DIR is set, else ~/.docker/config.json (mode 0600; other\n"
-	"entries are kept).\n"
-	"\n"
-	"Options:\n"
-	"  -u, --username USER   user name (asked for on a terminal when missing)\n"
-	"  --password-stdin      read the password from standard input\n"
-	"  -p, --password PASS   the password (visible to other users: prefer\n"
-	"                        --password-stdin)\n"
-	"  -h, --help            this help\n";
+    "Usage: imgbuild login [-u USER] [--password-stdin | -p PASSWORD] HOST\n"
+    "\n"
+    "Check the credentials against the registry HOST (e.g. localhost:5000,\n"
+    "docker.io) and store them.  Without --password-stdin or -p the password is\n"
+    "read from the terminal with echo off.  Credentials go to the --authfile,\n"
+    "else $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json when\n"
+    "XDG_RUNTIME_DIR is set, else ~/.docker/config.json (mode 0600; other\n"
+    "entries are kept).\n"
+    "\n"
+    "Options:\n"
+    "  -u, --username USER   user name (asked for on a terminal when missing)\n"
+    "  --password-stdin      read the password from standard input\n"
+    "  -p, --password PASS   the password (visible to other users: prefer\n"
+    "                        --password-stdin)\n"
+    "  -h, --help            this help\n";
 
 static const char logout_usage[] =
-	"Usage: imgbuild logout HOST\n"
-	"\n"
-	"Remove the stored credentials for the registry HOST from the auth file\n"
-	"that 'imgbuild login' writes.\n"
-	"\n"
-	"Options:\n"
-	"  -h, --help   this help\n";
+    "Usage: imgbuild logout HOST\n"
+    "\n"
+    "Remove the stored credentials for the registry HOST from the auth file\n"
+    "that 'imgbuild login' writes.\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help   this help\n";
 
 static void wipe_free(char *s)
 {
@@ -157,8 +157,9 @@ int ib_cmd_login(int argc, char **argv, ib_global *g)
 		chomp(pass);
 	} else if (!pass) {
 		if (!isatty(STDIN_FILENO)) {
-			fprintf(stderr, "imgbuild: error: login %s: cannot ask for a password: stdin "
-					"is not a terminal (use --password-stdin)\n",
+			fprintf(stderr,
+				"imgbuild: error: login %s: cannot ask for a password: stdin "
+				"is not a terminal (use --password-stdin)\n",
 				host);
 			goto out;
 		}

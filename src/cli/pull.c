@@ -8,18 +8,18 @@
 #include "util.h"
 
 static const char pull_usage[] =
-	"Usage: imgbuild pull [--platform OS/ARCH[/VARIANT]] REF\n"
-	"\n"
-	"Download REF (e.g. alpine, localhost:5000/team/app:1.4, name@sha256:...)\n"
-	"into the store and tag it with its full name.  For a multi-platform image\n"
-	"the entry for the host platform (or --platform) is pulled.  Every blob is\n"
-	"verified; the manifest digest is printed last on stdout.\n"
-	"\n"
-	"Options:\n"
-	"  --platform P   os/arch[/variant], e.g. linux/arm64 (default: the host)\n"
-	"  -h, --help     this help\n"
-	"\n"
-	"Global options used: --root, --authfile, --tls-verify=false, -q, --debug.\n";
+    "Usage: imgbuild pull [--platform OS/ARCH[/VARIANT]] REF\n"
+    "\n"
+    "Download REF (e.g. alpine, localhost:5000/team/app:1.4, name@sha256:...)\n"
+    "into the store and tag it with its full name.  For a multi-platform image\n"
+    "the entry for the host platform (or --platform) is pulled.  Every blob is\n"
+    "verified; the manifest digest is printed last on stdout.\n"
+    "\n"
+    "Options:\n"
+    "  --platform P   os/arch[/variant], e.g. linux/arm64 (default: the host)\n"
+    "  -h, --help     this help\n"
+    "\n"
+    "Global options used: --root, --authfile, --tls-verify=false, -q, --debug.\n";
 
 int ib_cmd_pull(int argc, char **argv, ib_global *g)
 {

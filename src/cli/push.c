@@ -9,21 +9,21 @@
 #include "util.h"
 
 static const char push_usage[] =
-	"Usage: imgbuild push REF [DEST]\n"
-	"\n"
-	"Upload the local image REF to the registry named in DEST (default: REF\n"
-	"itself, e.g. localhost:5000/team/app:1.4).  Blobs the registry already has\n"
-	"are skipped, blobs it holds in another repository are mounted, and the\n"
-	"manifest is pushed byte for byte as stored.  The manifest digest the\n"
-	"registry holds is printed last on stdout.\n"
-	"\n"
-	"Options:\n"
-	"  -h, --help   this help\n"
-	"\n"
-	"Global options used: --root, --authfile, --tls-verify=false, -q, --debug.\n"
-	"\n"
-	"Environment: IMGBUILD_PUSH_CHUNK_SIZE=BYTES uploads blobs larger than BYTES\n"
-	"in chunks of that size (default 64 MiB).\n";
+    "Usage: imgbuild push REF [DEST]\n"
+    "\n"
+    "Upload the local image REF to the registry named in DEST (default: REF\n"
+    "itself, e.g. localhost:5000/team/app:1.4).  Blobs the registry already has\n"
+    "are skipped, blobs it holds in another repository are mounted, and the\n"
+    "manifest is pushed byte for byte as stored.  The manifest digest the\n"
+    "registry holds is printed last on stdout.\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help   this help\n"
+    "\n"
+    "Global options used: --root, --authfile, --tls-verify=false, -q, --debug.\n"
+    "\n"
+    "Environment: IMGBUILD_PUSH_CHUNK_SIZE=BYTES uploads blobs larger than BYTES\n"
+    "in chunks of that size (default 64 MiB).\n";
 
 int ib_cmd_push(int argc, char **argv, ib_global *g)
 {
@@ -65,7 +65,8 @@ int ib_cmd_push(int argc, char **argv, ib_global *g)
 		if (ib_parse_u64(cs, &chunk) < 0 || chunk == 0 || chunk > INT64_MAX) {
 			ib_transfer_printer_free(pr);
 			ib_store_free(store);
-			fprintf(stderr, "imgbuild: error: invalid IMGBUILD_PUSH_CHUNK_SIZE '%s'\n", cs);
+			fprintf(stderr, "imgbuild: error: invalid IMGBUILD_PUSH_CHUNK_SIZE '%s'\n",
+				cs);
 			return 2;
 		}
 		o.chunk_size = (int64_t)chunk;

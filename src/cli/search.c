@@ -9,23 +9,23 @@
 #include "util.h"
 
 static const char search_usage[] =
-	"Usage: imgbuild search HOST[/PREFIX]\n"
-	"\n"
-	"List the repositories of the registry HOST (GET /v2/_catalog, following\n"
-	"pagination), one HOST/REPOSITORY per line; with PREFIX only those whose\n"
-	"name starts with it.\n"
-	"\n"
-	"Options:\n"
-	"  -h, --help   this help\n";
+    "Usage: imgbuild search HOST[/PREFIX]\n"
+    "\n"
+    "List the repositories of the registry HOST (GET /v2/_catalog, following\n"
+    "pagination), one HOST/REPOSITORY per line; with PREFIX only those whose\n"
+    "name starts with it.\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help   this help\n";
 
 static const char tags_usage[] =
-	"Usage: imgbuild tags REPO\n"
-	"\n"
-	"List the tags of the repository REPO (e.g. localhost:5000/team/app), one\n"
-	"per line, following pagination.\n"
-	"\n"
-	"Options:\n"
-	"  -h, --help   this help\n";
+    "Usage: imgbuild tags REPO\n"
+    "\n"
+    "List the tags of the repository REPO (e.g. localhost:5000/team/app), one\n"
+    "per line, following pagination.\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help   this help\n";
 
 static int one_arg(int argc, char **argv, const char *cmd, const char *what, const char **out)
 {

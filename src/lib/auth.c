@@ -250,8 +250,8 @@ static int creds_from_entry(const char *path, const char *key, json_t *entry, ib
 			explicit_bzero(raw, n);
 			free(raw);
 			return ib_error_setc(err, IB_EINVALID,
-					     "%s: auths.\"%s\".auth is not \"user:password\"",
-					     path, key);
+					     "%s: auths.\"%s\".auth is not \"user:password\"", path,
+					     key);
 		}
 		out->username = xstrndup((char *)raw, (size_t)(colon - (char *)raw));
 		out->password = xstrdup(colon + 1);
@@ -282,7 +282,7 @@ int ib_auth_lookup_file(const char *path, const char *host, ib_credentials *out,
 	json_t *val;
 	json_t *helpers = json_object_get(root, "credHelpers");
 	if (json_is_object(helpers)) {
-		json_object_foreach(helpers, key, val) {
+		json_object_foreach (helpers, key, val) {
 			if (!json_is_string(val) || !key_matches(key, host))
 				continue;
 			r = ib_auth_helper_get(json_string_value(val), host, out, err);
@@ -292,7 +292,7 @@ int ib_auth_lookup_file(const char *path, const char *host, ib_credentials *out,
 	}
 	json_t *auths = json_object_get(root, "auths");
 	if (json_is_object(auths)) {
-		json_object_foreach(auths, key, val) {
+		json_object_foreach (auths, key, val) {
 			if (!key_matches(key, host))
 				continue;
 			r = creds_from_entry(path, key, val, out, err);
@@ -353,7 +353,7 @@ static int remove_host_keys(json_t *obj, const char *host)
 	const char *key;
 	json_t *val;
 	void *tmp;
-	json_object_foreach_safe(obj, tmp, key, val) {
+	json_object_foreach_safe (obj, tmp, key, val) {
 		(void)val;
 		if (key_matches(key, host)) {
 			json_object_del(obj, key);
@@ -516,8 +516,8 @@ int ib_auth_helper_get(const char *helper, const char *host, ib_credentials *out
 		;
 	if (rr < 0) {
 		ib_error_free(&rerr);
-		return ib_error_setc(err, IB_ERROR, "credential helper %s: output unreadable or too large",
-				     prog);
+		return ib_error_setc(err, IB_ERROR,
+				     "credential helper %s: output unreadable or too large", prog);
 	}
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		if (buf && strstr(buf, "credentials not found")) {
@@ -539,8 +539,8 @@ int ib_auth_helper_get(const char *helper, const char *host, ib_credentials *out
 	explicit_bzero(buf, len);
 	if (!json_is_object(j)) {
 		json_decref(j);
-		return ib_error_setc(err, IB_EINVALID, "credential helper %s: answer is not a JSON object",
-				     prog);
+		return ib_error_setc(err, IB_EINVALID,
+				     "credential helper %s: answer is not a JSON object", prog);
 	}
 	const char *u = json_string_value(json_object_get(j, "Username"));
 	const char *sec = json_string_value(json_object_get(j, "Secret"));
@@ -860,8 +860,8 @@ int ib_auth_parse_token_response(const char *body, size_t len, char **token_out,
 	}
 	json_t *exp = json_object_get(j, "expires_in");
 	int64_t e = json_is_integer(exp) ? (int64_t)json_integer_value(exp)
-		    : json_is_real(exp) ? (int64_t)json_real_value(exp)
-					: 0;
+		    : json_is_real(exp)	 ? (int64_t)json_real_value(exp)
+					 : 0;
 	*expires_in_out = e >= 1 ? e : 60;
 	*token_out = xstrdup(t);
 	json_decref(j);

@@ -82,11 +82,11 @@ int ib_base64_decode(const char *s, unsigned char **out, size_t *len_out, ib_err
 
 /* ---- WWW-Authenticate ---- */
 typedef struct ib_auth_challenge {
-	char *scheme;  /* lower case: "basic", "bearer", ... */
-	char *realm;   /* NULL when absent */
+	char *scheme; /* lower case: "basic", "bearer", ... */
+	char *realm;  /* NULL when absent */
 	char *service;
 	char *scope;
-	char *error;   /* e.g. "insufficient_scope" */
+	char *error; /* e.g. "insufficient_scope" */
 } ib_auth_challenge;
 
 /* Parse a WWW-Authenticate value (several headers may be joined with

@@ -27,9 +27,8 @@
 #define BLOB_RECORD_MAX_DIGESTS 20000
 #define BLOB_RECORD_MAX_REPOS 8
 
-static const char manifest_accept[] =
-	"Accept: " IB_MT_OCI_INDEX ", " IB_MT_OCI_MANIFEST ", " IB_MT_DOCKER_LIST
-	", " IB_MT_DOCKER_MANIFEST;
+static const char manifest_accept[] = "Accept: " IB_MT_OCI_INDEX ", " IB_MT_OCI_MANIFEST
+				      ", " IB_MT_DOCKER_LIST ", " IB_MT_DOCKER_MANIFEST;
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void)
@@ -52,14 +51,14 @@ struct ib_registry_session {
 	ib_registry_options o;
 	char *authfile;
 	char *platform;
-	char *domain;     /* "docker.io", "localhost:5000" */
-	char *host;       /* host[:port] to connect to */
-	char *name;       /* repository path, NULL for registry-wide sessions */
+	char *domain;	  /* "docker.io", "localhost:5000" */
+	char *host;	  /* host[:port] to connect to */
+	char *name;	  /* repository path, NULL for registry-wide sessions */
 	char *repository; /* "domain/name" */
 	char *tag, *digest;
-	char *scope;      /* scope of ordinary requests */
-	char *base;       /* "https://host" */
-	bool insecure;    /* loopback or tls_verify=false */
+	char *scope;   /* scope of ordinary requests */
+	char *base;    /* "https://host" */
+	bool insecure; /* loopback or tls_verify=false */
 	bool loopback;
 	char *cainfo, *capath;
 
@@ -77,7 +76,7 @@ struct ib_registry_session {
 };
 
 static void dbg(const ib_registry_session *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 static void dbg(const ib_registry_session *s, const char *fmt, ...)
 {
 	if (!s->o.debug)
@@ -89,8 +88,7 @@ static void dbg(const ib_registry_session *s, const char *fmt, ...)
 	fprintf(stderr, "imgbuild: debug: %s\n", m);
 }
 
-static void report_progress(ib_registry_session *s, const char *what, uint64_t done,
-			    uint64_t total)
+static void report_progress(ib_registry_session *s, const char *what, uint64_t done, uint64_t total)
 {
 	if (!s->o.progress)
 		return;
@@ -99,8 +97,7 @@ static void report_progress(ib_registry_session *s, const char *what, uint64_t d
 	pthread_mutex_unlock(&s->cb_lock);
 }
 
-static void report_event(ib_registry_session *s, const char *what, const char *state,
-			 uint64_t size)
+static void report_event(ib_registry_session *s, const char *what, const char *state, uint64_t size)
 {
 	if (!s->o.event)
 		return;
@@ -127,7 +124,8 @@ bool ib_registry_same_origin(const char *a, const char *b)
 	char *sa = NULL, *sb = NULL, *ha = NULL, *hb = NULL, *pa = NULL, *pb = NULL;
 	if (curl_url_set(ua, CURLUPART_URL, a, 0) || curl_url_set(ub, CURLUPART_URL, b, 0))
 		goto out;
-	if (curl_url_get(ua, CURLUPART_SCHEME, &sa, 0) || curl_url_get(ub, CURLUPART_SCHEME, &sb, 0) ||
+	if (curl_url_get(ua, CURLUPART_SCHEME, &sa, 0) ||
+	    curl_url_get(ub, CURLUPART_SCHEME, &sb, 0) ||
 	    curl_url_get(ua, CURLUPART_HOST, &ha, 0) || curl_url_get(ub, CURLUPART_HOST, &hb, 0) ||
 	    curl_url_get(ua, CURLUPART_PORT, &pa, CURLU_DEFAULT_PORT) ||
 	    curl_url_get(ub, CURLUPART_PORT, &pb, CURLU_DEFAULT_PORT))
@@ -298,7 +296,7 @@ typedef struct http_resp {
 	char curl_err[CURL_ERROR_SIZE];
 	bool too_large;
 	ib_error *cb_err; /* failure raised inside a callback (sink, body) */
-	char *url;        /* last URL requested (after redirects) */
+	char *url;	  /* last URL requested (after redirects) */
 } http_resp;
 
 typedef struct body_src {
@@ -328,16 +326,16 @@ typedef struct sink {
 
 struct http_req {
 	const char *method;
-	const char *url;   /* absolute, or a path relative to the session base */
-	const char *scope; /* NULL = session scope */
-	const char *accept;       /* whole header line */
+	const char *url;	  /* absolute, or a path relative to the session base */
+	const char *scope;	  /* NULL = session scope */
+	const char *accept;	  /* whole header line */
 	const char *extra_header; /* whole header line */
 	const char *content_type;
 	body_src *body;
 	ib_buf *out; /* 2xx body (NULL = discard) */
 	sink *sink;
 	int64_t range_from;
-	bool no_retry;     /* the caller retries (uploads) */
+	bool no_retry; /* the caller retries (uploads) */
 	bool no_auth;
 	const char *auth_header; /* explicit Authorization (token realm) */
 	const char *auth_origin; /* where auth_header may go */
@@ -519,10 +517,11 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *p)
 			ib_digest_final(b->hash, got);
 			if (strcmp(got, b->expect) != 0) {
 				if (!b->err)
-					ib_error_setc(&b->err, IB_EDIGEST,
-						      "local blob %s is corrupt (content hashes to %s);"
-						      " run 'imgbuild verify'",
-						      b->expect, got);
+					ib_error_setc(
+					    &b->err, IB_EDIGEST,
+					    "local blob %s is corrupt (content hashes to %s);"
+					    " run 'imgbuild verify'",
+					    b->expect, got);
 				return CURL_READFUNC_ABORT;
 			}
 		}
@@ -667,7 +666,8 @@ static void perform_once(ib_registry_session *s, CURL *h, http_req *req, const c
 	resp->cc = curl_easy_perform(h);
 	if (resp->cc == CURLE_OK && status_ok(resp->status) && req->sink && !x.began) {
 		x.began = true;
-		if (req->sink->begin && req->sink->begin(req->sink->payload, resp, &resp->cb_err) < 0)
+		if (req->sink->begin &&
+		    req->sink->begin(req->sink->payload, resp, &resp->cb_err) < 0)
 			resp->cc = CURLE_WRITE_ERROR;
 	}
 	if (resp->cc != CURLE_OK)
@@ -776,7 +776,7 @@ static char *registry_error_text(const http_resp *r)
 		ib_buf_init(&b, 0);
 		size_t i;
 		json_t *e;
-		json_array_foreach(errs, i, e) {
+		json_array_foreach (errs, i, e) {
 			if (i >= 3)
 				break;
 			const char *code = json_string_value(json_object_get(e, "code"));
@@ -806,21 +806,36 @@ static char *registry_error_text(const http_resp *r)
 static const char *reason_for(long st)
 {
 	switch (st) {
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 409: return "Conflict";
-	case 413: return "Payload Too Large";
-	case 416: return "Range Not Satisfiable";
-	case 429: return "Too Many Requests";
-	case 500: return "Internal Server Error";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	default: return "";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 409:
+		return "Conflict";
+	case 413:
+		return "Payload Too Large";
+	case 416:
+		return "Range Not Satisfiable";
+	case 429:
+		return "Too Many Requests";
+	case 500:
+		return "Internal Server Error";
+	case 502:
+		return "Bad Gateway";
+	case 503:
+		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
+	default:
+		return "";
 	}
 }
 
@@ -909,8 +924,7 @@ static int fetch_token(ib_registry_session *s, CURL *h, const char *scope, ib_er
 	if (!s->realm)
 		return ib_error_setc(err, IB_EAUTH, "%s asked for a bearer token without a realm",
 				     s->host);
-	if (!url_scheme_is(s->realm, "https") &&
-	    !(url_scheme_is(s->realm, "http") && s->insecure))
+	if (!url_scheme_is(s->realm, "https") && !(url_scheme_is(s->realm, "http") && s->insecure))
 		return ib_error_setc(err, IB_EAUTH,
 				     "token realm %s of %s is not https; refusing to send it "
 				     "credentials (use --tls-verify=false for a test registry)",
@@ -1077,8 +1091,8 @@ static int handle_401(ib_registry_session *s, CURL *h, const char *method, http_
 				if (!s->creds.username)
 					r = auth_required_error(s, t, err);
 				else
-					r = ib_error_setc(err, IB_EAUTH,
-							  "access denied to %s: %s", s->domain, t);
+					r = ib_error_setc(err, IB_EAUTH, "access denied to %s: %s",
+							  s->domain, t);
 			}
 		} else {
 			r = fetch_token(s, h, need, err);
@@ -1155,7 +1169,8 @@ static int do_request(ib_registry_session *s, CURL *h, http_req *req, http_resp 
 		if (resp->cc != CURLE_OK) {
 			if (resp->cc == CURLE_ABORTED_BY_CALLBACK && atomic_load(&s->cancel))
 				return ib_error_setc(err, IB_ERROR, "cancelled");
-			if (curl_retryable(resp->cc) && !req->no_retry && attempt < s->o.max_retries) {
+			if (curl_retryable(resp->cc) && !req->no_retry &&
+			    attempt < s->o.max_retries) {
 				dbg(s, "%s %s failed: %s", req->method, resp->url,
 				    curl_easy_strerror(resp->cc));
 				backoff(s, attempt++, NULL);
@@ -1221,12 +1236,16 @@ static int ping(ib_registry_session *s, ib_error **err)
 	for (size_t i = 0; i < n; i++) {
 		free(s->base);
 		s->base = xasprintf("%s://%s", schemes[i], s->host);
-		http_req req = {.method = "GET", .url = "/v2/", .no_auth = true, .no_retry = true,
+		http_req req = {.method = "GET",
+				.url = "/v2/",
+				.no_auth = true,
+				.no_retry = true,
 				.range_from = -1};
 		r = do_request(s, s->h, &req, &resp, err);
 		if (r < 0 && !resp.cb_err) {
-			bool mismatch = !strcmp(schemes[i], "http") ? looks_like_tls_server(&resp)
-				      : resp.cc == CURLE_SSL_CONNECT_ERROR;
+			bool mismatch = !strcmp(schemes[i], "http")
+					    ? looks_like_tls_server(&resp)
+					    : resp.cc == CURLE_SSL_CONNECT_ERROR;
 			if (i + 1 < n && mismatch) {
 				dbg(s, "%s does not answer %s; trying %s", s->host, schemes[i],
 				    schemes[i + 1]);
@@ -1271,7 +1290,9 @@ static int ping(ib_registry_session *s, ib_error **err)
 			ib_auth_challenges_free(ch, nc);
 		}
 		dbg(s, "%s wants %s authentication", s->host,
-		    s->auth == AUTH_BEARER ? "bearer" : s->auth == AUTH_BASIC ? "basic" : "unknown");
+		    s->auth == AUTH_BEARER  ? "bearer"
+		    : s->auth == AUTH_BASIC ? "basic"
+					    : "unknown");
 	} else if (resp.status == 404) {
 		r = ib_error_setc(err, IB_ENOTFOUND,
 				  "%s does not implement the registry API v2 (GET /v2/: 404)",
@@ -1475,7 +1496,8 @@ static int dl_write(void *p, const char *data, size_t len, ib_error **err)
 	download *d = p;
 	if (d->size >= 0 && d->written + (int64_t)len > d->size)
 		return ib_error_setc(err, IB_EDIGEST,
-				     "blob %s: registry sent more than the expected %" PRId64 " bytes",
+				     "blob %s: registry sent more than the expected %" PRId64
+				     " bytes",
 				     d->digest, d->size);
 	int r = ib_blob_writer_write(d->w, data, len, err);
 	if (r < 0)
@@ -1542,8 +1564,8 @@ static int blob_download(ib_registry_session *s, CURL *h, ib_store *store, const
 	return 0;
 }
 
-int ib_registry_blob_get(ib_registry_session *s, ib_store *store, const char *digest,
-			 int64_t size, ib_error **err)
+int ib_registry_blob_get(ib_registry_session *s, ib_store *store, const char *digest, int64_t size,
+			 ib_error **err)
 {
 	int r = ib_digest_validate(digest, err);
 	if (r < 0)
@@ -1558,8 +1580,8 @@ static char *with_query(const char *url, const char *kv)
 
 /* Start an upload session, or mount the blob from mount_from.  On success
  * *location is the upload URL, or NULL when the blob was mounted. */
-static int start_upload(ib_registry_session *s, CURL *h, const char *digest,
-			const char *mount_from, char **location, bool *retryable, ib_error **err)
+static int start_upload(ib_registry_session *s, CURL *h, const char *digest, const char *mount_from,
+			char **location, bool *retryable, ib_error **err)
 {
 	*location = NULL;
 	http_resp resp;
@@ -1571,7 +1593,10 @@ static int start_upload(ib_registry_session *s, CURL *h, const char *digest,
 		cleanup_free char *url = xasprintf("%s?mount=%s&from=%s", uploads, digest, from);
 		cleanup_free char *from_scope = ib_auth_scope_repository(mount_from, false);
 		cleanup_free char *scope = ib_auth_scope_merge(s->scope, from_scope);
-		http_req req = {.method = "POST", .url = url, .scope = scope, .no_retry = true,
+		http_req req = {.method = "POST",
+				.url = url,
+				.scope = scope,
+				.no_retry = true,
 				.range_from = -1};
 		r = do_request(s, h, &req, &resp, err);
 		if (r == 0 && resp.status == 201) {
@@ -1585,7 +1610,8 @@ static int start_upload(ib_registry_session *s, CURL *h, const char *digest,
 			r = http_error(s, "POST", &resp, err);
 		}
 	} else {
-		http_req req = {.method = "POST", .url = uploads, .no_retry = true, .range_from = -1};
+		http_req req = {
+		    .method = "POST", .url = uploads, .no_retry = true, .range_from = -1};
 		r = do_request(s, h, &req, &resp, err);
 		if (r == 0 && (resp.status != 202 || !resp.location))
 			r = http_error(s, "POST", &resp, err);
@@ -1608,8 +1634,8 @@ static int send_upload(ib_registry_session *s, CURL *h, int fd, const char *dige
 	http_resp resp;
 	resp_init(&resp);
 	ib_digest_ctx *hash = ib_digest_new();
-	body_src body = {.fd = fd, .hash = hash, .total = size, .expect = digest, .s = s,
-			 .what = digest};
+	body_src body = {
+	    .fd = fd, .hash = hash, .total = size, .expect = digest, .s = s, .what = digest};
 	cleanup_free char *dq = xasprintf("digest=%s", digest);
 	cleanup_free char *loc = xstrdup(location);
 	const char *method = "PUT";
@@ -1617,8 +1643,11 @@ static int send_upload(ib_registry_session *s, CURL *h, int fd, const char *dige
 	if (size <= s->o.chunk_size) {
 		cleanup_free char *url = with_query(loc, dq);
 		body.len = size;
-		http_req req = {.method = "PUT", .url = url, .body = &body,
-				.content_type = "application/octet-stream", .no_retry = true,
+		http_req req = {.method = "PUT",
+				.url = url,
+				.body = &body,
+				.content_type = "application/octet-stream",
+				.no_retry = true,
 				.range_from = -1};
 		r = do_request(s, h, &req, &resp, err);
 	} else {
@@ -1626,11 +1655,15 @@ static int send_upload(ib_registry_session *s, CURL *h, int fd, const char *dige
 			int64_t n = size - off < s->o.chunk_size ? size - off : s->o.chunk_size;
 			body.off = off;
 			body.len = n;
-			cleanup_free char *crange = xasprintf("Content-Range: %" PRId64 "-%" PRId64,
-							      off, off + n - 1);
-			http_req req = {.method = "PATCH", .url = loc, .body = &body,
+			cleanup_free char *crange =
+			    xasprintf("Content-Range: %" PRId64 "-%" PRId64, off, off + n - 1);
+			http_req req = {.method = "PATCH",
+					.url = loc,
+					.body = &body,
 					.content_type = "application/octet-stream",
-					.extra_header = crange, .no_retry = true, .range_from = -1};
+					.extra_header = crange,
+					.no_retry = true,
+					.range_from = -1};
 			r = do_request(s, h, &req, &resp, err);
 			if (r < 0)
 				break;
@@ -1649,8 +1682,8 @@ static int send_upload(ib_registry_session *s, CURL *h, int fd, const char *dige
 		}
 		if (r == 0 && !strcmp(method, "PUT")) {
 			cleanup_free char *url = with_query(loc, dq);
-			http_req req = {.method = "PUT", .url = url, .no_retry = true,
-					.range_from = -1};
+			http_req req = {
+			    .method = "PUT", .url = url, .no_retry = true, .range_from = -1};
 			r = do_request(s, h, &req, &resp, err);
 		}
 	}
@@ -1704,7 +1737,8 @@ static int blob_upload(ib_registry_session *s, CURL *h, ib_store *store, const c
 		return r;
 	if (size >= 0 && fsize != size)
 		return ib_error_setc(err, IB_EDIGEST,
-				     "local blob %s has %" PRId64 " bytes, its descriptor says %" PRId64,
+				     "local blob %s has %" PRId64
+				     " bytes, its descriptor says %" PRId64,
 				     digest, fsize, size);
 	for (int attempt = 0;; attempt++) {
 		bool mounted = false, retryable = false;
@@ -1760,8 +1794,8 @@ int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char
 	cleanup_free char *url = xasprintf("/v2/%s/manifests/%s", s->name, reference);
 	ib_buf body;
 	ib_buf_init(&body, IB_MAX_MANIFEST_SIZE);
-	http_req req = {.method = "GET", .url = url, .accept = manifest_accept, .out = &body,
-			.range_from = -1};
+	http_req req = {
+	    .method = "GET", .url = url, .accept = manifest_accept, .out = &body, .range_from = -1};
 	http_resp resp;
 	resp_init(&resp);
 	int r = do_request(s, s->h, &req, &resp, err);
@@ -1776,9 +1810,8 @@ int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char
 		char d[IB_DIGEST_BUFLEN];
 		ib_digest_buffer(d, body.data ? body.data : "", body.len);
 		if (by_digest && strcmp(d, reference) != 0)
-			r = ib_error_setc(err, IB_EDIGEST,
-					  "manifest %s from %s hashes to %s", reference,
-					  s->repository, d);
+			r = ib_error_setc(err, IB_EDIGEST, "manifest %s from %s hashes to %s",
+					  reference, s->repository, d);
 		else if (!by_digest && resp.digest && ib_digest_validate(resp.digest, NULL) == 0 &&
 			 strcmp(resp.digest, d) != 0)
 			r = ib_error_setc(err, IB_EDIGEST,
@@ -1804,9 +1837,9 @@ int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char
 	return r;
 }
 
-int ib_registry_manifest_put(ib_registry_session *s, const char *reference,
-			     const char *media_type, const void *body, size_t len,
-			     char digest_out[IB_DIGEST_BUFLEN], ib_error **err)
+int ib_registry_manifest_put(ib_registry_session *s, const char *reference, const char *media_type,
+			     const void *body, size_t len, char digest_out[IB_DIGEST_BUFLEN],
+			     ib_error **err)
 {
 	char d[IB_DIGEST_BUFLEN];
 	ib_digest_buffer(d, body, len);
@@ -1814,17 +1847,18 @@ int ib_registry_manifest_put(ib_registry_session *s, const char *reference,
 		reference = s->tag ? s->tag : d;
 	cleanup_free char *url = xasprintf("/v2/%s/manifests/%s", s->name, reference);
 	body_src b = {.mem = body, .fd = -1, .len = (int64_t)len};
-	http_req req = {.method = "PUT", .url = url, .body = &b, .content_type = media_type,
-			.range_from = -1};
+	http_req req = {
+	    .method = "PUT", .url = url, .body = &b, .content_type = media_type, .range_from = -1};
 	http_resp resp;
 	resp_init(&resp);
 	int r = do_request(s, s->h, &req, &resp, err);
 	if (r == 0 && resp.status != 201 && resp.status != 200 && resp.status != 204)
 		r = http_error(s, "PUT", &resp, err);
 	if (r == 0 && resp.digest && strcmp(resp.digest, d) != 0)
-		r = ib_error_setc(err, IB_EDIGEST,
-				  "registry stored manifest %s as %s (it must keep the bytes as sent)",
-				  d, resp.digest);
+		r = ib_error_setc(
+		    err, IB_EDIGEST,
+		    "registry stored manifest %s as %s (it must keep the bytes as sent)", d,
+		    resp.digest);
 	if (r == 0 && digest_out)
 		memcpy(digest_out, d, IB_DIGEST_BUFLEN);
 	ib_error_free(&b.err);
@@ -1866,23 +1900,21 @@ static json_t *blob_record_load(ib_store *st)
 	return j;
 }
 
-/* Repositories on domain other than repository known to hold digest. */
-static char **blob_record_candidates(ib_store *st, const char *domain, const char *repository,
-				     const char *digest)
+/* First repository on domain, other than repository, known to hold digest
+ * (in record, as loaded by blob_record_load), or NULL.  Caller frees. */
+static char *blob_record_candidate(json_t *record, const char *domain, const char *repository,
+				   const char *digest)
 {
-	char **v = xcalloc(1, sizeof(char *));
-	json_t *j = blob_record_load(st);
-	json_t *a = json_object_get(j, digest);
+	json_t *a = json_object_get(record, digest);
 	size_t dl = strlen(domain);
 	size_t i;
 	json_t *e;
-	json_array_foreach(a, i, e) {
+	json_array_foreach (a, i, e) {
 		const char *r = json_string_value(e);
 		if (r && !strncmp(r, domain, dl) && r[dl] == '/' && strcmp(r, repository) != 0)
-			ib_strv_push(&v, r + dl + 1);
+			return xstrdup(r + dl + 1);
 	}
-	json_decref(j);
-	return v;
+	return NULL;
 }
 
 static void blob_record_add(ib_registry_session *s, ib_store *st, char **digests)
@@ -1899,7 +1931,7 @@ static void blob_record_add(ib_registry_session *s, ib_store *st, char **digests
 		}
 		size_t k;
 		json_t *e;
-		json_array_foreach(a, k, e) {
+		json_array_foreach (a, k, e) {
 			if (json_is_string(e) && !strcmp(json_string_value(e), s->repository)) {
 				json_array_remove(a, k);
 				break;
@@ -1961,8 +1993,8 @@ static void run_one(runner *rn, CURL *h)
 		job *j = &rn->jobs[rn->next++];
 		pthread_mutex_unlock(&rn->lock);
 		ib_error *e = NULL;
-		int r = rn->push ? blob_upload(rn->s, h, rn->store, j->digest, j->size, j->mount_from,
-					       &e)
+		int r = rn->push ? blob_upload(rn->s, h, rn->store, j->digest, j->size,
+					       j->mount_from, &e)
 				 : blob_download(rn->s, h, rn->store, j->digest, j->size, &e);
 		if (r < 0) {
 			pthread_mutex_lock(&rn->lock);
@@ -2037,8 +2069,8 @@ static int run_jobs(ib_registry_session *s, ib_store *store, bool push, job *job
 static bool is_foreign(const ib_descriptor *d)
 {
 	return (d->urls && d->urls[0]) ||
-	       (d->media_type && (strstr(d->media_type, "foreign") ||
-				  strstr(d->media_type, "nondistributable")));
+	       (d->media_type &&
+		(strstr(d->media_type, "foreign") || strstr(d->media_type, "nondistributable")));
 }
 
 static int choose_platform(ib_registry_session *s, const ib_index *idx, const char *reference,
@@ -2060,7 +2092,8 @@ static int choose_platform(ib_registry_session *s, const ib_index *idx, const ch
 	const ib_descriptor *m = i >= 0 ? &idx->manifests[i] : NULL;
 	int r = 0;
 	if (m && m->media_type &&
-	    (!strcmp(m->media_type, IB_MT_OCI_INDEX) || !strcmp(m->media_type, IB_MT_DOCKER_LIST))) {
+	    (!strcmp(m->media_type, IB_MT_OCI_INDEX) ||
+	     !strcmp(m->media_type, IB_MT_DOCKER_LIST))) {
 		r = ib_error_setc(err, IB_EINVALID, "%s:%s: nested index %s is not supported",
 				  s->repository, reference, m->digest);
 	} else if (!m) {
@@ -2073,11 +2106,10 @@ static int choose_platform(ib_registry_session *s, const ib_index *idx, const ch
 					       p->architecture, p->variant ? "/" : "",
 					       p->variant ? p->variant : "");
 		}
-		r = ib_error_setc(err, IB_ENOTFOUND,
-				  "%s:%s has no image for platform %s/%s%s%s (available: %s)",
-				  s->repository, reference, want.os, want.architecture,
-				  want.variant ? "/" : "", want.variant ? want.variant : "",
-				  avail.len ? avail.data : "none");
+		r = ib_error_setc(
+		    err, IB_ENOTFOUND, "%s:%s has no image for platform %s/%s%s%s (available: %s)",
+		    s->repository, reference, want.os, want.architecture, want.variant ? "/" : "",
+		    want.variant ? want.variant : "", avail.len ? avail.data : "none");
 		ib_buf_free(&avail);
 	} else {
 		*out = m;
@@ -2154,14 +2186,14 @@ static int pull_with_session(ib_registry_session *s, ib_store *st, const char *t
 	}
 	free(desc.media_type);
 	desc.media_type = xstrdup(m->media_type ? m->media_type
-				  : ctype	  ? ctype
-						  : IB_MT_OCI_MANIFEST);
+				  : ctype	? ctype
+						: IB_MT_OCI_MANIFEST);
 	job *jobs = xcalloc(m->n_layers + 1, sizeof(job));
 	size_t nj = 0;
 	if (!config_media_type_ok(m->config.media_type)) {
 		r = ib_error_setc(err, IB_EINVALID,
-				  "%s is not a container image (config media type %s)",
-				  desc.digest, m->config.media_type);
+				  "%s is not a container image (config media type %s)", desc.digest,
+				  m->config.media_type);
 		goto out;
 	}
 	if (m->config.size < 0 || m->config.size > (int64_t)IB_MAX_CONFIG_SIZE) {
@@ -2182,10 +2214,11 @@ static int pull_with_session(ib_registry_session *s, ib_store *st, const char *t
 			/* only from the registry itself, never from the listed URLs */
 			bool have = ib_store_blob_exists(st, l->digest);
 			if (!have && blob_head(s, s->h, l->digest, NULL, NULL) != 0) {
-				r = ib_error_setc(err, IB_ENOTFOUND,
-						  "foreign layer %s is not available from %s; "
-						  "imgbuild does not fetch layers from external URLs",
-						  l->digest, s->host);
+				r = ib_error_setc(
+				    err, IB_ENOTFOUND,
+				    "foreign layer %s is not available from %s; "
+				    "imgbuild does not fetch layers from external URLs",
+				    l->digest, s->host);
 				goto out;
 			}
 		}
@@ -2297,6 +2330,7 @@ int ib_registry_push(ib_store *st, const char *src_ref, const char *dest_ref,
 		sref = NULL;
 	ib_registry_session *s = NULL;
 	job *jobs = NULL;
+	json_t *record = NULL;
 	size_t nj = 0;
 	if (dref->digest && strcmp(dref->digest, img->desc.digest) != 0) {
 		r = ib_error_setc(err, IB_EDIGEST, "%s is %s, not %s", src_ref, img->desc.digest,
@@ -2311,6 +2345,7 @@ int ib_registry_push(ib_store *st, const char *src_ref, const char *dest_ref,
 	}
 	ib_manifest *m = img->manifest;
 	jobs = xcalloc(m->n_layers + 1, sizeof(job));
+	record = blob_record_load(st);
 	for (size_t i = 0; i <= m->n_layers; i++) {
 		const ib_descriptor *d = i < m->n_layers ? &m->layers[i] : &m->config;
 		bool dup = false;
@@ -2320,18 +2355,17 @@ int ib_registry_push(ib_store *st, const char *src_ref, const char *dest_ref,
 		if (dup)
 			continue;
 		if (i < m->n_layers && is_foreign(d)) {
-			report_event(s, d->digest, "skipped", (uint64_t)(d->size > 0 ? d->size : 0));
+			report_event(s, d->digest, "skipped",
+				     (uint64_t)(d->size > 0 ? d->size : 0));
 			continue;
 		}
 		job *j = &jobs[nj++];
 		j->digest = d->digest;
 		j->size = d->size;
-		cleanup_strv char **cand =
-			blob_record_candidates(st, dref->domain, s->repository, d->digest);
-		if (cand[0])
-			j->mount_from = xstrdup(cand[0]);
-		else if (sref && !strcmp(sref->domain, dref->domain) &&
-			 strcmp(sref->path, dref->path) != 0)
+		j->mount_from =
+		    blob_record_candidate(record, dref->domain, s->repository, d->digest);
+		if (!j->mount_from && sref && !strcmp(sref->domain, dref->domain) &&
+		    strcmp(sref->path, dref->path) != 0)
 			j->mount_from = xstrdup(sref->path);
 	}
 	r = run_jobs(s, st, true, jobs, nj, err);
@@ -2339,8 +2373,8 @@ int ib_registry_push(ib_store *st, const char *src_ref, const char *dest_ref,
 		goto out;
 	{
 		const char *mt = img->desc.media_type ? img->desc.media_type
-				 : m->media_type     ? m->media_type
-						     : IB_MT_OCI_MANIFEST;
+				 : m->media_type      ? m->media_type
+						      : IB_MT_OCI_MANIFEST;
 		const char *reference = dref->tag ? dref->tag : img->desc.digest;
 		char d[IB_DIGEST_BUFLEN];
 		r = ib_registry_manifest_put(s, reference, mt, img->manifest_raw, img->manifest_len,
@@ -2348,9 +2382,10 @@ int ib_registry_push(ib_store *st, const char *src_ref, const char *dest_ref,
 		if (r < 0)
 			goto out;
 		if (strcmp(d, img->desc.digest) != 0) {
-			r = ib_error_setc(err, IB_EDIGEST,
-					  "local manifest bytes hash to %s, not %s; run 'imgbuild verify'",
-					  d, img->desc.digest);
+			r = ib_error_setc(
+			    err, IB_EDIGEST,
+			    "local manifest bytes hash to %s, not %s; run 'imgbuild verify'", d,
+			    img->desc.digest);
 			goto out;
 		}
 		if (digest_out)
@@ -2367,6 +2402,7 @@ out:
 	for (size_t i = 0; jobs && i < nj; i++)
 		free(jobs[i].mount_from);
 	free(jobs);
+	json_decref(record);
 	ib_registry_session_free(s);
 	ib_ref_free(dref);
 	ib_ref_free(sref);
@@ -2387,8 +2423,11 @@ static int get_pages(ib_registry_session *s, const char *first, const char *fiel
 	for (int page = 0; url && page < MAX_LIST_PAGES; page++) {
 		ib_buf body;
 		ib_buf_init(&body, LIST_BODY_CAP);
-		http_req req = {.method = "GET", .url = url, .out = &body,
-				.accept = "Accept: application/json", .range_from = -1};
+		http_req req = {.method = "GET",
+				.url = url,
+				.out = &body,
+				.accept = "Accept: application/json",
+				.range_from = -1};
 		http_resp resp;
 		resp_init(&resp);
 		r = do_request(s, s->h, &req, &resp, err);
@@ -2414,7 +2453,7 @@ static int get_pages(ib_registry_session *s, const char *first, const char *fiel
 			} else {
 				size_t i;
 				json_t *e;
-				json_array_foreach(a, i, e)
+				json_array_foreach (a, i, e)
 					if (json_is_string(e))
 						ib_strv_push(&v, json_string_value(e));
 			}
@@ -2452,8 +2491,8 @@ int ib_registry_catalog(const char *host_prefix, const ib_registry_options *o, c
 			ib_error **err)
 {
 	const char *slash = strchr(host_prefix, '/');
-	cleanup_free char *host = slash ? xstrndup(host_prefix, (size_t)(slash - host_prefix))
-					: xstrdup(host_prefix);
+	cleanup_free char *host =
+	    slash ? xstrndup(host_prefix, (size_t)(slash - host_prefix)) : xstrdup(host_prefix);
 	const char *prefix = slash ? slash + 1 : "";
 	if (!*host)
 		return ib_error_setc(err, IB_EINVALID, "no registry host in \"%s\"", host_prefix);

@@ -45,16 +45,19 @@ typedef void (*ib_transfer_event_fn)(const char *what, const char *state, uint64
 typedef struct ib_registry_options {
 	bool tls_verify;      /* false = don't verify TLS and allow plain http */
 	const char *authfile; /* NULL = SPEC §5 lookup order */
-	bool debug;           /* log requests to stderr (never credentials or tokens) */
+	bool debug;	      /* log requests to stderr (never credentials or tokens) */
 	int max_retries;      /* default 5 */
 	int64_t chunk_size;   /* push: single PUT up to this size, chunked PATCH above */
-	int parallel;         /* concurrent blob transfers, default 3 */
+	int parallel;	      /* concurrent blob transfers, default 3 */
 	const char *platform; /* "os/arch[/variant]" or NULL = host */
 	ib_transfer_progress_fn progress;
 	void *payload; /* for progress and event */
 	ib_transfer_event_fn event;
 } ib_registry_options;
-#define IB_REGISTRY_OPTIONS_INIT {true, NULL, false, 5, 64 << 20, 3, NULL, NULL, NULL, NULL}
+#define IB_REGISTRY_OPTIONS_INIT                                                                   \
+	{                                                                                          \
+		true, NULL, false, 5, 64 << 20, 3, NULL, NULL, NULL, NULL                          \
+	}
 
 /* Pull ref into the store and tag it (tag = the full normalised ref).  An
  * index / manifest list resolves to the entry for o->platform (default:
@@ -109,8 +112,8 @@ int ib_registry_blob_exists(ib_registry_session *s, const char *digest, int64_t 
 			    ib_error **err);
 /* Download a blob into the store, verified (digest, and size when >= 0).
  * A blob already in the store is not fetched. */
-int ib_registry_blob_get(ib_registry_session *s, ib_store *store, const char *digest,
-			 int64_t size, ib_error **err);
+int ib_registry_blob_get(ib_registry_session *s, ib_store *store, const char *digest, int64_t size,
+			 ib_error **err);
 /* Upload a stored blob unless the registry has it (then nothing is sent). */
 int ib_registry_blob_put(ib_registry_session *s, ib_store *store, const char *digest,
 			 ib_error **err);
@@ -124,9 +127,9 @@ int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char
 /* PUT body as a manifest (reference = tag or digest; NULL = the session
  * ref's tag, else the body's digest) with the given media type, and check
  * the registry's Docker-Content-Digest.  digest_out may be NULL. */
-int ib_registry_manifest_put(ib_registry_session *s, const char *reference,
-			     const char *media_type, const void *body, size_t len,
-			     char digest_out[IB_DIGEST_BUFLEN], ib_error **err);
+int ib_registry_manifest_put(ib_registry_session *s, const char *reference, const char *media_type,
+			     const void *body, size_t len, char digest_out[IB_DIGEST_BUFLEN],
+			     ib_error **err);
 
 /* ---- helpers (exposed for tests) ---- */
 /* Target of the rel="next" link in a Link header value; *url_out NULL when
