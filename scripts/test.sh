@@ -15,8 +15,12 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 unit_ok=0
 ctest --preset asan -j2 2>&1 | tee build-asan/unit.log || unit_ok=1
-unit_passed=$(grep -Eo '[0-9]+ tests? passed' build-asan/unit.log | tail -1 | grep -Eo '^[0-9]+' || true)
-unit_total=$(grep -Eo 'out of [0-9]+' build-asan/unit.log | tail -1 | grep -Eo '[0-9]+' || true)
+# ctest closes with "100% tests passed, 0 tests failed out of 16"
+summary=$(grep -E 'tests failed out of [0-9]+' build-asan/unit.log | tail -1)
+unit_total=$(echo "$summary" | sed -nE 's/.* out of ([0-9]+).*/\1/p')
+unit_failed=$(echo "$summary" | sed -nE 's/.* ([0-9]+) tests failed.*/\1/p')
+unit_total=${unit_total:-0}
+unit_passed=$(( unit_total - ${unit_failed:-$unit_total} ))
 
 export IMGBUILD="$PWD/build-asan/imgbuild"
 bats_ok=0
