@@ -29,7 +29,7 @@ struct gz_job {
 	uLong crc;
 	bool last;
 	bool done;
-	int zerr; /* zlib error code, 0 when fine */
+	int zerr;	     /* zlib error code, 0 when fine */
 	struct gz_job *next; /* work queue link */
 };
 
@@ -47,9 +47,9 @@ struct ib_compressor {
 	int nstarted;
 	struct gz_job *jobs;
 	size_t njobs;
-	size_t head;     /* oldest submitted slot */
-	size_t inflight; /* submitted and not yet written out */
-	struct gz_job *cur; /* slot being filled, never submitted */
+	size_t head;	     /* oldest submitted slot */
+	size_t inflight;     /* submitted and not yet written out */
+	struct gz_job *cur;  /* slot being filled, never submitted */
 	unsigned char *tail; /* last GZ_DICT bytes of submitted input */
 	size_t tail_len;
 	uLong crc;
@@ -386,13 +386,13 @@ static int zstd_new(ib_compressor *c, int threads, ib_error **err)
 	 * 3, which costs ~10 MiB per worker); it shapes the output, so it is a
 	 * constant.  Workers are capped: output does not depend on them, and
 	 * four already outrun the tar writer feeding us. */
-	int workers = threads < 1 ? 1 : threads > IB_COMPRESS_ZSTD_MAX_WORKERS
-						   ? IB_COMPRESS_ZSTD_MAX_WORKERS
-						   : threads;
+	int workers = threads < 1			       ? 1
+		      : threads > IB_COMPRESS_ZSTD_MAX_WORKERS ? IB_COMPRESS_ZSTD_MAX_WORKERS
+							       : threads;
 	if (!ZSTD_isError(ZSTD_CCtx_setParameter(c->zc, ZSTD_c_nbWorkers, workers))) {
-		r = zstd_check(c, ZSTD_CCtx_setParameter(c->zc, ZSTD_c_jobSize,
-							 IB_COMPRESS_ZSTD_JOB_SIZE),
-			       "zstd job size", err);
+		r = zstd_check(
+		    c, ZSTD_CCtx_setParameter(c->zc, ZSTD_c_jobSize, IB_COMPRESS_ZSTD_JOB_SIZE),
+		    "zstd job size", err);
 		if (r < 0)
 			return r;
 	}

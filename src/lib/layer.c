@@ -4,6 +4,8 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <locale.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +213,43 @@ static int host_xattrs(int fd, const char *path, struct archive_entry *ae, ib_er
 	return ret;
 }
 
+/* ---- locales ----
+ *
+ * libarchive converts names between the locale's charset and the UTF-8 of
+ * PAX headers, so the bytes would depend on the process locale.  We pin it
+ * per thread (uselocale) around libarchive calls:
+ *  - writing under C.UTF-8: a name that is valid UTF-8 goes out as is (no
+ *    normalisation) and needs no "hdrcharset"; only a name that is not
+ *    valid UTF-8 is written raw with hdrcharset=BINARY, as POSIX wants
+ *    (GNU tar warns about every hdrcharset, so we avoid it where we can);
+ *  - reading under C: conversion fails and libarchive hands back the raw
+ *    bytes; under a UTF-8 locale it would NFC-normalise them.
+ * Without a C.UTF-8 locale every header is written hdrcharset=BINARY. */
+static pthread_once_t locales_once = PTHREAD_ONCE_INIT;
+static locale_t loc_c, loc_utf8;
+
+static void locales_init(void)
+{
+	loc_c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+	loc_utf8 = newlocale(LC_ALL_MASK, "C.UTF-8", (locale_t)0);
+	if (loc_utf8 == (locale_t)0)
+		loc_utf8 = newlocale(LC_ALL_MASK, "C.utf8", (locale_t)0);
+}
+
+/* Switch this thread to l (when available); returns what to restore. */
+static locale_t locale_enter(bool utf8)
+{
+	pthread_once(&locales_once, locales_init);
+	locale_t l = utf8 ? loc_utf8 : loc_c;
+	return l != (locale_t)0 ? uselocale(l) : (locale_t)0;
+}
+
+static void locale_leave(locale_t prev)
+{
+	if (prev != (locale_t)0)
+		uselocale(prev);
+}
+
 /* ---- output pipeline: tar -> diff_id hash + compressor -> blob ---- */
 
 struct pipe {
@@ -219,7 +258,7 @@ struct pipe {
 	ib_digest_ctx *diff;
 	struct archive *ar;
 	ib_error *cb_err; /* first failure inside a callback */
-	bool dead;        /* refuse further output (abort path) */
+	bool dead;	  /* refuse further output (abort path) */
 	uint64_t entries;
 	int64_t sde;
 	unsigned char *buf;
@@ -262,7 +301,8 @@ static int pipe_fail(struct pipe *p, ib_error **err, ib_error *local, const char
 		ib_error_free(&local);
 	if (e == NULL) {
 		const char *msg = p->ar ? archive_error_string(p->ar) : NULL;
-		return ib_error_setc(err, IB_ERROR, "%s: %s", what, msg ? msg : "tar writer failed");
+		return ib_error_setc(err, IB_ERROR, "%s: %s", what,
+				     msg ? msg : "tar writer failed");
 	}
 	int code = e->code;
 	if (err && *err == NULL) {
@@ -296,8 +336,7 @@ static void pipe_free(struct pipe *p)
 	ib_error_free(&p->cb_err);
 }
 
-static int pipe_open(struct pipe *p, ib_store *store, const ib_layer_options *opts,
-		     ib_error **err)
+static int pipe_open(struct pipe *p, ib_store *store, const ib_layer_options *opts, ib_error **err)
 {
 	memset(p, 0, sizeof(*p));
 	p->sde = opts->source_date_epoch;
@@ -314,11 +353,13 @@ static int pipe_open(struct pipe *p, ib_store *store, const ib_layer_options *op
 		r = ib_error_setc(err, IB_ERROR, "archive_write_new failed");
 		goto fail;
 	}
-	/* Raw name bytes whatever the locale; xattrs only as SCHILY.xattr
-	 * (what Go's archive/tar, i.e. containerd and docker, reads). */
+	/* xattrs only as SCHILY.xattr (what Go's archive/tar, i.e. containerd
+	 * and docker, reads); names: see the locale notes above. */
+	pthread_once(&locales_once, locales_init);
+	const char *options =
+	    loc_utf8 != (locale_t)0 ? "xattrheader=SCHILY" : "xattrheader=SCHILY,hdrcharset=BINARY";
 	if (archive_write_set_format_pax_restricted(p->ar) != ARCHIVE_OK ||
-	    archive_write_set_options(p->ar, "hdrcharset=BINARY,xattrheader=SCHILY") !=
-		    ARCHIVE_OK ||
+	    archive_write_set_options(p->ar, options) != ARCHIVE_OK ||
 	    archive_write_add_filter_none(p->ar) != ARCHIVE_OK ||
 	    archive_write_set_bytes_in_last_block(p->ar, 1) != ARCHIVE_OK ||
 	    archive_write_open(p->ar, p, NULL, pipe_tar_write, NULL) != ARCHIVE_OK) {
@@ -361,8 +402,7 @@ static int pipe_header(struct pipe *p, struct archive_entry *ae, ib_error **err)
 	return 0;
 }
 
-static int pipe_data(struct pipe *p, const void *buf, size_t len, const char *path,
-		     ib_error **err)
+static int pipe_data(struct pipe *p, const void *buf, size_t len, const char *path, ib_error **err)
 {
 	la_ssize_t n = archive_write_data(p->ar, buf, len);
 	if (n < 0 || (size_t)n != len)
@@ -385,8 +425,8 @@ static int64_t clamp_mtime(const struct pipe *p, int64_t t)
 /* ---- the writer ---- */
 
 enum entry_kind {
-	E_HOST,  /* an object on the host, read at finish */
-	E_DIR,   /* synthetic directory */
+	E_HOST,	 /* an object on the host, read at finish */
+	E_DIR,	 /* synthetic directory */
 	E_EMPTY, /* synthetic empty file: whiteouts and opaque markers */
 };
 
@@ -400,12 +440,12 @@ struct src {
 };
 
 struct entry {
-	struct src *src;           /* E_HOST */
-	const struct entry *link;  /* hardlink target, decided at finish */
-	size_t seq;                /* order of addition: the last duplicate wins */
-	uint64_t dev, ino;         /* E_HOST, at add time */
-	int64_t uid, gid;          /* E_DIR */
-	uint32_t mode;             /* E_HOST: st_mode at add time; E_DIR: perms */
+	struct src *src;	  /* E_HOST */
+	const struct entry *link; /* hardlink target, decided at finish */
+	size_t seq;		  /* order of addition: the last duplicate wins */
+	uint64_t dev, ino;	  /* E_HOST, at add time */
+	int64_t uid, gid;	  /* E_DIR */
+	uint32_t mode;		  /* E_HOST: st_mode at add time; E_DIR: perms */
 	uint32_t nlink;
 	uint8_t kind;
 	char path[];
@@ -514,7 +554,7 @@ int ib_layer_writer_add_path(ib_layer_writer *w, const char *path, const char *h
 struct walk {
 	ib_layer_writer *w;
 	struct src *src;
-	bool upper;        /* interpret overlayfs whiteouts and opaque dirs */
+	bool upper;	   /* interpret overlayfs whiteouts and opaque dirs */
 	char *const *skip; /* normalised archive paths to leave out */
 };
 
@@ -858,9 +898,11 @@ static int write_synthetic_entry(struct pipe *p, const struct entry *e, ib_error
 int ib_layer_writer_finish(ib_layer_writer *w, ib_layer_result *out, ib_error **err)
 {
 	prepare_entries(w);
+	locale_t prev = locale_enter(true);
 	struct pipe p;
 	int r = pipe_open(&p, w->store, &w->opts, err);
 	if (r < 0) {
+		locale_leave(prev);
 		ib_layer_writer_free(w);
 		return r;
 	}
@@ -872,6 +914,7 @@ int ib_layer_writer_finish(ib_layer_writer *w, ib_layer_result *out, ib_error **
 	if (r == 0)
 		r = pipe_close(&p, out, err);
 	pipe_free(&p);
+	locale_leave(prev);
 	ib_layer_writer_free(w);
 	if (r < 0)
 		return ib_error_wrap(err, "write layer");
@@ -925,10 +968,25 @@ static void import_xattrs(struct archive_entry *in, struct archive_entry *ae)
 	free_xattrs(xs, nx);
 }
 
+/* Raw name bytes of an entry read from the input: only under the C locale
+ * does libarchive leave them alone. */
+static void import_names(struct archive_entry *ie, char **path, char **hardlink, char **symlink)
+{
+	locale_t prev = locale_enter(false);
+	const char *s = archive_entry_pathname(ie);
+	*path = s ? xstrdup(s) : NULL;
+	s = archive_entry_hardlink(ie);
+	*hardlink = s ? xstrdup(s) : NULL;
+	s = archive_entry_symlink(ie);
+	*symlink = s ? xstrdup(s) : NULL;
+	locale_leave(prev);
+}
+
 static int import_entry(struct pipe *p, struct archive *in, struct archive_entry *ie,
 			ib_error **err)
 {
-	const char *raw = archive_entry_pathname(ie);
+	cleanup_free char *raw = NULL, *raw_link = NULL, *target = NULL;
+	import_names(ie, &raw, &raw_link, &target);
 	if (raw == NULL)
 		return ib_error_setc(err, IB_EINVALID, "tar entry without a name");
 	cleanup_free char *path = NULL;
@@ -938,7 +996,6 @@ static int import_entry(struct pipe *p, struct archive *in, struct archive_entry
 	if (path[0] == '\0')
 		return 0; /* the root itself ("./"): not an entry of a layer */
 
-	const char *raw_link = archive_entry_hardlink(ie);
 	cleanup_free char *link = NULL;
 	if (raw_link) {
 		r = norm_nonempty(raw_link, &link, err);
@@ -948,8 +1005,8 @@ static int import_entry(struct pipe *p, struct archive *in, struct archive_entry
 	mode_t type = archive_entry_filetype(ie);
 	if (!link && type == AE_IFSOCK)
 		return 0;
-	if (!link && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK &&
-	    type != AE_IFCHR && type != AE_IFBLK && type != AE_IFIFO)
+	if (!link && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK && type != AE_IFCHR &&
+	    type != AE_IFBLK && type != AE_IFIFO)
 		return ib_error_setc(err, IB_EINVALID, "%s: unsupported tar entry type 0%o", path,
 				     (unsigned)type);
 
@@ -973,7 +1030,6 @@ static int import_entry(struct pipe *p, struct archive *in, struct archive_entry
 			r = ib_error_setc(err, IB_EINVALID, "%s: bad size", path);
 		archive_entry_set_size(ae, size);
 	} else if (type == AE_IFLNK) {
-		const char *target = archive_entry_symlink(ie);
 		if (target == NULL)
 			r = ib_error_setc(err, IB_EINVALID, "%s: symlink without target", path);
 		else
@@ -1011,8 +1067,8 @@ static int import_entry(struct pipe *p, struct archive *in, struct archive_entry
 	return pipe_finish_entry(p, path, err);
 }
 
-int ib_layer_import(ib_store *store, int in_fd, const ib_layer_options *opts,
-		    ib_layer_result *out, ib_error **err)
+int ib_layer_import(ib_store *store, int in_fd, const ib_layer_options *opts, ib_layer_result *out,
+		    ib_error **err)
 {
 	ib_layer_options o = opts ? *opts : (ib_layer_options)IB_LAYER_OPTIONS_INIT;
 	struct archive *in = archive_read_new();
@@ -1027,15 +1083,19 @@ int ib_layer_import(ib_store *store, int in_fd, const ib_layer_options *opts,
 		archive_read_free(in);
 		return r;
 	}
+	locale_t prev = locale_enter(true);
 	struct pipe p;
 	r = pipe_open(&p, store, &o, err);
 	if (r < 0) {
+		locale_leave(prev);
 		archive_read_free(in);
 		return r;
 	}
 	for (;;) {
 		struct archive_entry *ie = NULL;
+		locale_t w = locale_enter(false);
 		int ar = archive_read_next_header(in, &ie);
+		locale_leave(w);
 		if (ar == ARCHIVE_EOF)
 			break;
 		/* ARCHIVE_WARN: typically a name not in the locale's charset;
@@ -1052,6 +1112,7 @@ int ib_layer_import(ib_store *store, int in_fd, const ib_layer_options *opts,
 	if (r == 0)
 		r = pipe_close(&p, out, err);
 	pipe_free(&p);
+	locale_leave(prev);
 	archive_read_free(in);
 	if (r < 0)
 		return ib_error_wrap(err, "import layer");

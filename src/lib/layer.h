@@ -7,9 +7,10 @@
  *    directly; an opaque marker ".wh..wh..opq" comes first in its directory
  *    (before siblings it must not hide); adding the same path twice keeps
  *    the one added last;
- *  - restricted PAX (a PAX header only where ustar cannot say it), names
- *    written as raw bytes (hdrcharset=BINARY, so neither the locale nor
- *    invalid UTF-8 changes anything), directories end in '/' as tar wants;
+ *  - restricted PAX (a PAX header only where ustar cannot say it); names
+ *    are written byte for byte whatever the process locale: valid UTF-8 as
+ *    is, anything else with hdrcharset=BINARY on that entry alone;
+ *    directories end in '/' as tar wants;
  *  - numeric uid/gid, empty uname/gname, no atime/ctime, mtime =
  *    min(mtime, source_date_epoch) in whole seconds; synthetic entries
  *    (directories, whiteouts) get source_date_epoch;
@@ -38,15 +39,18 @@
 typedef struct ib_layer_options {
 	ib_compression compression;
 	int64_t source_date_epoch; /* every mtime clamped to at most this */
-	int threads;               /* compressor threads, 0 = online cpus */
+	int threads;		   /* compressor threads, 0 = online cpus */
 } ib_layer_options;
-#define IB_LAYER_OPTIONS_INIT {IB_COMP_GZIP, 0, 0}
+#define IB_LAYER_OPTIONS_INIT                                                                      \
+	{                                                                                          \
+		IB_COMP_GZIP, 0, 0                                                                 \
+	}
 
 typedef struct ib_layer_result {
-	char digest[IB_DIGEST_BUFLEN];  /* of the compressed blob */
-	int64_t size;                   /* compressed size */
+	char digest[IB_DIGEST_BUFLEN];	/* of the compressed blob */
+	int64_t size;			/* compressed size */
 	char diff_id[IB_DIGEST_BUFLEN]; /* of the uncompressed tar */
-	uint64_t entries;               /* tar entries written */
+	uint64_t entries;		/* tar entries written */
 } ib_layer_result;
 
 /* Ownership / mode override for host entries; -1 keeps the file's value.
@@ -55,7 +59,10 @@ typedef struct ib_layer_override {
 	int64_t uid, gid;
 	int32_t mode;
 } ib_layer_override;
-#define IB_LAYER_OVERRIDE_INIT {-1, -1, -1}
+#define IB_LAYER_OVERRIDE_INIT                                                                     \
+	{                                                                                          \
+		-1, -1, -1                                                                         \
+	}
 
 typedef struct ib_layer_writer ib_layer_writer;
 
@@ -74,8 +81,8 @@ int ib_layer_writer_new(ib_layer_writer **out, ib_store *store, const ib_layer_o
 int ib_layer_writer_add_path(ib_layer_writer *w, const char *path, const char *host_path,
 			     const ib_layer_override *ov, ib_error **err);
 /* Add everything below host_dir (not host_dir itself) under prefix ("" =
- * the layer root).  Symlinks are never followed.  ov applies to every
- * entry. */
+ * the layer root).  host_dir is resolved; below it symlinks are never
+ * followed.  ov applies to every entry. */
 int ib_layer_writer_add_tree(ib_layer_writer *w, const char *prefix, const char *host_dir,
 			     const ib_layer_override *ov, ib_error **err);
 /* Synthetic entries: a directory; a whiteout "a/b" -> "a/.wh.b"; an opaque
@@ -107,7 +114,7 @@ int ib_layer_from_upper(ib_store *store, const char *upper_dir, char *const *ski
  * with IB_EUNSAFE, the root entry ("./") dropped, mtimes clamped, xattrs
  * filtered as above, ACLs/flags/sparse maps dropped.  in_fd is read to EOF
  * and not closed. */
-int ib_layer_import(ib_store *store, int in_fd, const ib_layer_options *opts,
-		    ib_layer_result *out, ib_error **err);
+int ib_layer_import(ib_store *store, int in_fd, const ib_layer_options *opts, ib_layer_result *out,
+		    ib_error **err);
 
 #endif
