@@ -26,6 +26,7 @@ static const char build_help[] =
 	"      --pull POLICY          missing (default), always, never\n"
 	"      --push                 push every tag after the build\n"
 	"      --compression ALG      gzip (default) or zstd\n"
+	"      --compression-level N  gzip 1-9 (default 1), zstd 1-19 (default 3)\n"
 	"      --network MODE         network of run steps: host (default) or none\n"
 	"      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else 0)\n"
 	"      --iidfile FILE         write the image digest to FILE\n"
@@ -119,7 +120,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 {
 	enum {
 		O_CONTEXT = 256, O_ARG, O_TARGET, O_NOCACHE, O_PULL, O_PUSH, O_COMP, O_NET, O_SDE,
-		O_IID, O_META, O_PROGRESS, O_EXPLAIN, O_CHECK, O_CACHE_FROM, O_CACHE_TO,
+		O_IID, O_META, O_PROGRESS, O_EXPLAIN, O_CHECK, O_CACHE_FROM, O_CACHE_TO, O_LEVEL,
 	};
 	static const struct option opts[] = {
 		{"tag", required_argument, NULL, 't'},
@@ -130,6 +131,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		{"pull", required_argument, NULL, O_PULL},
 		{"push", no_argument, NULL, O_PUSH},
 		{"compression", required_argument, NULL, O_COMP},
+		{"compression-level", required_argument, NULL, O_LEVEL},
 		{"network", required_argument, NULL, O_NET},
 		{"source-date-epoch", required_argument, NULL, O_SDE},
 		{"iidfile", required_argument, NULL, O_IID},
@@ -199,6 +201,14 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 			else
 				return ib_cli_usage_error("build", "--compression must be gzip or zstd");
 			break;
+		case O_LEVEL: {
+			uint64_t v;
+			if (ib_parse_u64(optarg, &v) < 0 || v < 1 || v > 19)
+				return ib_cli_usage_error("build", "--compression-level must be 1-9 "
+								   "(gzip) or 1-19 (zstd)");
+			bo.compression_level = (int)v;
+			break;
+		}
 		case O_NET:
 			if (strcmp(optarg, "host") && strcmp(optarg, "none"))
 				return ib_cli_usage_error("build", "--network must be host or none");
@@ -239,6 +249,8 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	if (optind != argc - 1)
 		return ib_cli_usage_error("build", optind >= argc ? "missing RECIPE argument"
 								  : "expected exactly one RECIPE argument");
+	if (bo.compression == IB_COMP_GZIP && bo.compression_level > 9)
+		return ib_cli_usage_error("build", "--compression-level for gzip must be 1-9");
 	if (push && ib_strv_len(tags) == 0)
 		return ib_cli_usage_error("build", "--push needs at least one -t REF");
 	if (sde && *sde) {

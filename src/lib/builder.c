@@ -625,7 +625,8 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 					   status, cmd);
 		goto out;
 	}
-	ib_layer_options lo = {b->o->compression, b->o->source_date_epoch, 0};
+	ib_layer_options lo = {b->o->compression, b->o->source_date_epoch, 0,
+				      b->o->compression_level};
 	ib_layer_result res = {0};
 	rc = ib_layer_from_upper(b->store, upper, NULL, &lo, &res, err);
 	if (rc < 0)
@@ -1063,7 +1064,8 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 		int32_t mode = -1;
 		if (jstr(step, "mode"))
 			mode = (int32_t)strtol(jstr(step, "mode"), NULL, 8);
-		ib_layer_options lo = {b->o->compression, b->o->source_date_epoch, 0};
+		ib_layer_options lo = {b->o->compression, b->o->source_date_epoch, 0,
+				      b->o->compression_level};
 		ib_layer_writer *w = NULL;
 		if (rc == 0)
 			rc = ib_layer_writer_new(&w, b->store, &lo, err);
@@ -1298,8 +1300,9 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 		const char *kind = jstr(step, "kind");
 		char parent[IB_DIGEST_BUFLEN];
 		memcpy(parent, st->key, IB_DIGEST_BUFLEN);
-		json_t *extra = json_pack("{s:s}", "compression",
-					  b->o->compression == IB_COMP_ZSTD ? "zstd" : "gzip");
+		json_t *extra = json_pack("{s:s, s:i}", "compression",
+					  b->o->compression == IB_COMP_ZSTD ? "zstd" : "gzip",
+					  "compression_level", b->o->compression_level);
 		int rc = 0;
 		if (!strcmp(kind, "run") || !strcmp(kind, "copy")) {
 			b->step_no++;

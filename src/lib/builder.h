@@ -21,6 +21,7 @@ typedef struct ib_build_options {
 	bool no_cache;            /* run every step (results are still cached) */
 	const char *pull;         /* "missing" (default), "always", "never" */
 	ib_compression compression;
+	int compression_level;    /* 0 = default */
 	const char *network;      /* default network of run steps: "host" or "none" */
 	int64_t source_date_epoch;
 	bool explain;             /* say why each executed step missed the cache */
@@ -29,7 +30,7 @@ typedef struct ib_build_options {
 	ib_progress *progress;    /* required */
 } ib_build_options;
 #define IB_BUILD_OPTIONS_INIT                                                                       \
-	{NULL, NULL, NULL, NULL, false, "missing", IB_COMP_GZIP, "host", 0, false, true, NULL, NULL}
+	{NULL, NULL, NULL, NULL, false, "missing", IB_COMP_GZIP, 0, "host", 0, false, true, NULL, NULL}
 
 typedef struct ib_build_result {
 	ib_descriptor manifest; /* the image: digest, size, media type */

@@ -29,7 +29,10 @@
 #include "oci.h"
 
 #define IB_COMPRESS_GZIP_BLOCK (128u << 10)
-#define IB_COMPRESS_GZIP_LEVEL 6
+/* Layers are compressed when a step commits, on the build's critical path:
+ * level 1 is about twice as fast as zlib's default 6 for blobs about 20%
+ * larger.  `build --compression-level` trades the other way. */
+#define IB_COMPRESS_GZIP_LEVEL 1
 #define IB_COMPRESS_ZSTD_LEVEL 3
 #define IB_COMPRESS_MAX_THREADS 32
 #define IB_COMPRESS_ZSTD_MAX_WORKERS 4

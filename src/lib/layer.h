@@ -40,10 +40,11 @@ typedef struct ib_layer_options {
 	ib_compression compression;
 	int64_t source_date_epoch; /* every mtime clamped to at most this */
 	int threads;		   /* compressor threads, 0 = online cpus */
+	int level;		   /* compression level, 0 = the compressor's default */
 } ib_layer_options;
 #define IB_LAYER_OPTIONS_INIT                                                                      \
 	{                                                                                          \
-		IB_COMP_GZIP, 0, 0                                                                 \
+		IB_COMP_GZIP, 0, 0, 0                                                              \
 	}
 
 typedef struct ib_layer_result {
