@@ -57,6 +57,7 @@ typedef struct builder {
 	int steps_run, steps_cached;
 	bool chain_missed; /* an earlier step of this chain ran (for --explain) */
 	char *created;     /* RFC 3339 build timestamp */
+	char *context;     /* absolute, canonical build context */
 	/* ring of the current step's last output lines */
 	char *last[LAST_LINES];
 	size_t n_last;
@@ -419,7 +420,7 @@ static int commit_layer(builder *b, stage_state *st, const char *key, const ib_l
 
 static char *explain_id(builder *b, stage_state *st, size_t idx)
 {
-	return xasprintf("%s\n%s\n%s\n%zu", b->o->context_dir ? b->o->context_dir : "",
+	return xasprintf("%s\n%s\n%s\n%zu", b->context,
 			 jstr(b->plan, "recipe"), st->name, idx);
 }
 
@@ -1000,7 +1001,7 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 	cleanup_free char *srcs = NULL, *created_by = NULL;
 	int rc = 0;
 	if (from_context) {
-		root = xstrdup(b->o->context_dir);
+		root = xstrdup(b->context);
 	} else if (jstr(from, "stage")) {
 		src = find_stage(b, jstr(from, "stage"));
 		if (!src || !src->built) {
@@ -1035,8 +1036,9 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 
 	copy_list l = {0};
 	rc = copy_collect(b, st, step, root, from_context, &l, err);
-	char cdigest[IB_DIGEST_BUFLEN];
-	if (rc == 0)
+	/* content from a stage or image is fixed by its key (from_key) */
+	char cdigest[IB_DIGEST_BUFLEN] = "from";
+	if (rc == 0 && from_context)
 		rc = copy_digest(b, &l, cdigest, err);
 	if (rc < 0) {
 		copy_list_free(&l);
@@ -1433,6 +1435,7 @@ static void builder_free(builder *b)
 	}
 	free(b->stages);
 	free(b->created);
+	free(b->context);
 	clear_last(b);
 	ib_cache_free(b->cache);
 }
@@ -1448,8 +1451,18 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 	char created[64];
 	format_created(created, sizeof(created), o->source_date_epoch);
 	b.created = xstrdup(created);
-	if (ib_cache_open(&b.cache, s, err) < 0)
+	char ctx[PATH_MAX];
+	if (!realpath(o->context_dir ? o->context_dir : ".", ctx)) {
+		int e = errno;
+		free(b.created);
+		return ib_error_set(err, e, "build context %s", o->context_dir);
+	}
+	b.context = xstrdup(ctx);
+	if (ib_cache_open(&b.cache, s, err) < 0) {
+		builder_free(&b);
 		return -1;
+	}
+	ib_cache_stat_scope(b.cache, b.context);
 	json_t *stages = json_object_get(plan, "stages");
 	b.n_stages = json_array_size(stages);
 	if (b.n_stages == 0) {

@@ -13,13 +13,25 @@
 #define IB_CACHE_ENTRY_MAX (1u << 20)
 #define IB_STAT_CACHE_MAX (256u << 20)
 
+/* One stat cache record.  On disk: "SIZE MTIME_NS INO HEX PATH\0" per
+ * entry (PATH last and NUL-terminated, so any byte but NUL may appear). */
+typedef struct stat_entry {
+	char *path; /* NULL = empty slot */
+	uint64_t size, mtime_ns, ino;
+	char digest[IB_DIGEST_BUFLEN];
+	bool used; /* looked up by this process: kept when the file is saved */
+} stat_entry;
+
 struct ib_cache {
 	char *dir;
 	char *steps_dir;
 	char *explain_dir;
 	char *stat_path;
-	json_t *stat; /* path -> [size, mtime_ns, ino, digest]; loaded lazily */
-	bool stat_dirty;
+	/* open-addressing hash table keyed by path; loaded lazily */
+	stat_entry *stat;
+	size_t stat_cap, stat_n;
+	bool stat_loaded, stat_dirty;
+	char **scopes; /* directories whose unused entries are dropped on save */
 };
 
 int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
@@ -28,7 +40,7 @@ int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
 	c->dir = ib_path_join(ib_store_root(store), "cache");
 	c->steps_dir = ib_path_join(c->dir, "steps");
 	c->explain_dir = ib_path_join(c->dir, "explain");
-	c->stat_path = ib_path_join(c->dir, "stat.json");
+	c->stat_path = ib_path_join(c->dir, "stat.bin");
 	if (ib_mkdir_p(c->steps_dir, 0700, err) < 0 || ib_mkdir_p(c->explain_dir, 0700, err) < 0) {
 		ib_cache_free(c);
 		return ib_error_wrap(err, "open step cache");
@@ -37,15 +49,49 @@ int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
 	return 0;
 }
 
+static void stat_table_free(ib_cache *c)
+{
+	for (size_t i = 0; i < c->stat_cap; i++)
+		free(c->stat[i].path);
+	free(c->stat);
+	c->stat = NULL;
+	c->stat_cap = c->stat_n = 0;
+	c->stat_loaded = c->stat_dirty = false;
+}
+
+static bool in_scope(ib_cache *c, const char *path)
+{
+	for (size_t i = 0; c->scopes && c->scopes[i]; i++) {
+		size_t n = strlen(c->scopes[i]);
+		if (!strncmp(path, c->scopes[i], n) && path[n] == '/')
+			return true;
+	}
+	return false;
+}
+
+/* Entries under a scope that this process did not look up are dropped, so
+ * files that left the context do not accumulate; others are kept. */
 static void stat_cache_save(ib_cache *c)
 {
-	if (!c->stat || !c->stat_dirty)
+	bool prune = false;
+	for (size_t i = 0; i < c->stat_cap && !prune; i++)
+		prune = c->stat[i].path && !c->stat[i].used && in_scope(c, c->stat[i].path);
+	if (!c->stat_dirty && !prune)
 		return;
-	size_t len = 0;
-	cleanup_free char *s = ib_json_dump_canonical(c->stat, &len);
+	ib_buf b = IB_BUF_INIT;
+	for (size_t i = 0; i < c->stat_cap; i++) {
+		stat_entry *e = &c->stat[i];
+		if (!e->path || (!e->used && in_scope(c, e->path)))
+			continue;
+		ib_buf_appendf(&b, "%llu %llu %llu %s ", (unsigned long long)e->size,
+			       (unsigned long long)e->mtime_ns, (unsigned long long)e->ino,
+			       ib_digest_hex(e->digest));
+		ib_buf_append(&b, e->path, strlen(e->path) + 1);
+	}
 	ib_error *err = NULL;
-	if (ib_write_file_atomic(c->stat_path, s, len, 0600, &err) < 0)
+	if (ib_write_file_atomic(c->stat_path, b.data ? b.data : "", b.len, 0600, &err) < 0)
 		ib_error_free(&err);
+	ib_buf_free(&b);
 	c->stat_dirty = false;
 }
 
@@ -54,7 +100,8 @@ void ib_cache_free(ib_cache *c)
 	if (!c)
 		return;
 	stat_cache_save(c);
-	json_decref(c->stat);
+	stat_table_free(c);
+	ib_strv_free(c->scopes);
 	free(c->dir);
 	free(c->steps_dir);
 	free(c->explain_dir);
@@ -148,19 +195,77 @@ int ib_cache_explain_put(ib_cache *c, const char *id, json_t *inputs, ib_error *
 	return write_json(p, inputs, err);
 }
 
+void ib_cache_stat_scope(ib_cache *c, const char *dir)
+{
+	ib_strv_push(&c->scopes, dir);
+}
+
+static uint64_t hash_path(const char *p)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	for (; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	return h;
+}
+
+/* The slot for path: its entry, or the empty slot where it would go. */
+static stat_entry *stat_slot(ib_cache *c, const char *path)
+{
+	size_t mask = c->stat_cap - 1;
+	for (size_t i = hash_path(path) & mask;; i = (i + 1) & mask)
+		if (!c->stat[i].path || !strcmp(c->stat[i].path, path))
+			return &c->stat[i];
+}
+
+static stat_entry *stat_insert(ib_cache *c, const char *path)
+{
+	if ((c->stat_n + 1) * 2 > c->stat_cap) {
+		stat_entry *old = c->stat;
+		size_t old_cap = c->stat_cap;
+		c->stat_cap = old_cap ? old_cap * 2 : 1024;
+		c->stat = xcalloc(c->stat_cap, sizeof(stat_entry));
+		for (size_t i = 0; i < old_cap; i++)
+			if (old[i].path)
+				*stat_slot(c, old[i].path) = old[i];
+		free(old);
+	}
+	stat_entry *e = stat_slot(c, path);
+	if (!e->path) {
+		e->path = xstrdup(path);
+		c->stat_n++;
+	}
+	return e;
+}
+
 static void stat_cache_load(ib_cache *c)
 {
-	if (c->stat)
+	if (c->stat_loaded)
 		return;
+	c->stat_loaded = true;
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
 	ib_error *err = NULL;
-	if (ib_read_file(c->stat_path, IB_STAT_CACHE_MAX, &buf, &len, &err) == 0)
-		c->stat = json_loadb(buf, len, 0, NULL);
-	ib_error_free(&err);
-	if (!json_is_object(c->stat)) {
-		json_decref(c->stat);
-		c->stat = json_object();
+	if (ib_read_file(c->stat_path, IB_STAT_CACHE_MAX, &buf, &len, &err) < 0) {
+		ib_error_free(&err);
+		return;
+	}
+	/* a malformed record ends the load: what was read before it stays */
+	for (char *p = buf, *end = buf + len; p < end;) {
+		char *nul = memchr(p, '\0', (size_t)(end - p));
+		if (!nul)
+			break;
+		unsigned long long size, mtime, ino;
+		char hex[65];
+		int off = 0;
+		if (sscanf(p, "%llu %llu %llu %64[0-9a-f] %n", &size, &mtime, &ino, hex, &off) != 4 ||
+		    off == 0 || strlen(hex) != 64 || p + off >= nul)
+			break;
+		stat_entry *e = stat_insert(c, p + off);
+		e->size = size;
+		e->mtime_ns = mtime;
+		e->ino = ino;
+		snprintf(e->digest, sizeof(e->digest), "sha256:%s", hex);
+		p = nul + 1;
 	}
 }
 
@@ -168,26 +273,25 @@ int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
 			 char out[IB_DIGEST_BUFLEN], ib_error **err)
 {
 	stat_cache_load(c);
-	json_int_t mtime_ns = (json_int_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-	json_t *e = json_object_get(c->stat, path);
-	if (json_is_array(e) && json_array_size(e) == 4 &&
-	    json_integer_value(json_array_get(e, 0)) == (json_int_t)st->st_size &&
-	    json_integer_value(json_array_get(e, 1)) == mtime_ns &&
-	    json_integer_value(json_array_get(e, 2)) == (json_int_t)st->st_ino) {
-		const char *d = json_string_value(json_array_get(e, 3));
-		if (ib_digest_validate(d, NULL) == 0) {
-			memcpy(out, d, IB_DIGEST_BUFLEN);
-			return 0;
-		}
+	uint64_t mtime_ns = (uint64_t)st->st_mtim.tv_sec * 1000000000ULL + (uint64_t)st->st_mtim.tv_nsec;
+	stat_entry *e = c->stat_cap ? stat_slot(c, path) : NULL;
+	if (e && e->path && e->size == (uint64_t)st->st_size && e->mtime_ns == mtime_ns &&
+	    e->ino == (uint64_t)st->st_ino) {
+		memcpy(out, e->digest, IB_DIGEST_BUFLEN);
+		e->used = true;
+		return 0;
 	}
 	cleanup_close int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return ib_error_set(err, errno, "open %s", path);
 	if (ib_digest_fd(out, fd, NULL, err) < 0)
 		return ib_error_wrap(err, "hash %s", path);
-	json_object_set_new(c->stat, path,
-			    json_pack("[IIIs]", (json_int_t)st->st_size, mtime_ns,
-				      (json_int_t)st->st_ino, out));
+	e = stat_insert(c, path);
+	e->size = (uint64_t)st->st_size;
+	e->mtime_ns = mtime_ns;
+	e->ino = (uint64_t)st->st_ino;
+	memcpy(e->digest, out, IB_DIGEST_BUFLEN);
+	e->used = true;
 	c->stat_dirty = true;
 	return 0;
 }
@@ -220,9 +324,7 @@ int ib_cache_referenced(ib_cache *c, char ***digests_out, char ***diff_ids_out, 
 
 int ib_cache_clear(ib_cache *c, ib_error **err)
 {
-	json_decref(c->stat);
-	c->stat = NULL;
-	c->stat_dirty = false;
+	stat_table_free(c);
 	if (ib_rm_rf(c->dir, err) < 0)
 		return ib_error_wrap(err, "clear cache");
 	if (ib_mkdir_p(c->steps_dir, 0700, err) < 0 || ib_mkdir_p(c->explain_dir, 0700, err) < 0)

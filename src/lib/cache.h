@@ -4,7 +4,7 @@
  *                       "diff_id", "size", "mediaType"}, "created_by"}
  *   explain/IDHEX.json  per recipe position: the inputs of the last run of a
  *                       step, so a miss can say which input changed
- *   stat.json           path -> [size, mtime_ns, inode, digest] of files whose
+ *   stat.bin            path -> size, mtime_ns, inode, digest of files whose
  *                       content was hashed, so unchanged files are not re-read
  *
  * Entries are written atomically; a torn or unreadable entry is a miss. */
@@ -42,6 +42,10 @@ bool ib_cache_explain_exists(ib_cache *c, const char *id);
  * stat cache when size, mtime and inode are unchanged. */
 int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
 			 char out[IB_DIGEST_BUFLEN], ib_error **err);
+
+/* Declare a directory (absolute) whose files this process hashes: on
+ * free, stat cache entries below it that were not looked up are dropped. */
+void ib_cache_stat_scope(ib_cache *c, const char *dir);
 
 /* Every blob digest and diff_id referenced by the step cache (for prune).
  * NULL-terminated vectors, caller frees with ib_strv_free. */

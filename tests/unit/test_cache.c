@@ -532,7 +532,7 @@ static void test_stat_cache_persists_across_reopen(void **state)
 {
 	fixture *f = *state;
 	cleanup_free char *p = ib_path_join(f->dir, "persist.txt");
-	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.json");
+	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.bin");
 	put_str(p, "content-A\n");
 	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
 	ib_digest_buffer(da, "content-A\n", 10);
@@ -562,7 +562,7 @@ static void test_stat_cache_persists_across_reopen(void **state)
 static void test_stat_cache_not_written_when_unused(void **state)
 {
 	fixture *f = *state;
-	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.json");
+	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.bin");
 	ib_cache_free(f->c);
 	f->c = NULL;
 	assert_false(ib_file_exists(stat_json));
@@ -573,13 +573,13 @@ static void test_stat_cache_not_written_when_unused(void **state)
 static void test_stat_cache_corrupt_file_is_ignored(void **state)
 {
 	fixture *f = *state;
-	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.json");
+	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.bin");
 	cleanup_free char *p = ib_path_join(f->dir, "f");
 	put_str(p, "data");
 	char want[IB_DIGEST_BUFLEN];
 	ib_digest_buffer(want, "data", 4);
 
-	static const char *junk[] = {"{\"torn", "[1,2,3]", "", "42"};
+	static const char *junk[] = {"12 34", "x y z w /p", "", "42 1 1 abc /f"};
 	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
 		ib_cache_free(f->c);
 		f->c = NULL;
@@ -590,19 +590,23 @@ static void test_stat_cache_corrupt_file_is_ignored(void **state)
 	}
 }
 
-/* Replace stat.json (with the cache closed) by one entry for path. */
+/* Replace stat.bin (with the cache closed) by one entry for path:
+ * "SIZE MTIME_NS INO HEX PATH\0"; digest may be any text, to test bad ones. */
 static void write_stat_entry(fixture *f, const char *path, const struct stat *st,
 			     const char *digest)
 {
 	ib_cache_free(f->c);
 	f->c = NULL;
-	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.json");
-	json_int_t mtime_ns = (json_int_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-	json_t *j = json_pack("{s:[I, I, I, s]}", path, (json_int_t)st->st_size, mtime_ns,
-			      (json_int_t)st->st_ino, digest);
-	assert_non_null(j);
-	assert_int_equal(json_dump_file(j, stat_json, JSON_COMPACT), 0);
-	json_decref(j);
+	cleanup_free char *stat_bin = ib_path_join(f->root, "cache/stat.bin");
+	unsigned long long mtime_ns =
+		(unsigned long long)st->st_mtim.tv_sec * 1000000000ULL + (unsigned long long)st->st_mtim.tv_nsec;
+	const char *hex = strncmp(digest, "sha256:", 7) == 0 ? digest + 7 : digest;
+	cleanup_free char *rec = xasprintf("%llu %llu %llu %s %s", (unsigned long long)st->st_size,
+					   mtime_ns, (unsigned long long)st->st_ino, hex, path);
+	FILE *fp = fopen(stat_bin, "w");
+	assert_non_null(fp);
+	assert_int_equal(fwrite(rec, 1, strlen(rec) + 1, fp), strlen(rec) + 1);
+	assert_int_equal(fclose(fp), 0);
 	ib_error *err = NULL;
 	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
 }
@@ -627,6 +631,47 @@ static void test_stat_cache_entry_with_bad_digest_is_rehashed(void **state)
 	expect_file_digest(f->c, p, want);
 	write_stat_entry(f, p, &st, "sha256:");
 	expect_file_digest(f->c, p, want);
+}
+
+static void test_stat_cache_scope_drops_unused_entries(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *scope = ib_path_join(f->dir, "ctx");
+	cleanup_free char *in_a = ib_path_join(scope, "a");
+	cleanup_free char *in_b = ib_path_join(scope, "b");
+	cleanup_free char *out = ib_path_join(f->dir, "outside");
+	ib_error *err = NULL;
+	must(ib_mkdir_p(scope, 0755, &err), &err, "mkdir");
+	put_str(in_a, "a");
+	put_str(in_b, "b");
+	put_str(out, "o");
+	struct stat sa, sb, so;
+	lstat_ok(in_a, &sa);
+	lstat_ok(in_b, &sb);
+	lstat_ok(out, &so);
+	char d[IB_DIGEST_BUFLEN], stale[IB_DIGEST_BUFLEN];
+	must(ib_cache_file_digest(f->c, in_a, &sa, d, &err), &err, "a");
+	must(ib_cache_file_digest(f->c, in_b, &sb, d, &err), &err, "b");
+	must(ib_cache_file_digest(f->c, out, &so, d, &err), &err, "outside");
+	ib_cache_free(f->c);
+	f->c = NULL;
+
+	/* second process: scope set, only "a" looked up */
+	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	ib_cache_stat_scope(f->c, scope);
+	must(ib_cache_file_digest(f->c, in_a, &sa, d, &err), &err, "a again");
+	ib_cache_free(f->c);
+	f->c = NULL;
+
+	/* third: prove which entries survived by changing content behind the
+	 * cache's back (same size and mtime): a cached entry returns the stale digest */
+	rewrite_keep_stat(in_b, "B", &sb);
+	rewrite_keep_stat(out, "O", &so);
+	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen 2");
+	ib_digest_buffer(stale, "o", 1);
+	expect_file_digest(f->c, out, stale); /* outside the scope: kept */
+	ib_digest_buffer(stale, "B", 1);
+	expect_file_digest(f->c, in_b, stale); /* dropped: hashed again */
 }
 
 static void test_file_digest_missing_file(void **state)
@@ -798,6 +843,7 @@ int main(void)
 	    T(test_file_digest_rehashes_after_mtime_change),
 	    T(test_file_digest_rehashes_after_size_change),
 	    T(test_file_digest_rehashes_after_inode_change),
+	    T(test_stat_cache_scope_drops_unused_entries),
 	    T(test_stat_cache_persists_across_reopen),
 	    T(test_stat_cache_not_written_when_unused),
 	    T(test_stat_cache_corrupt_file_is_ignored),
