@@ -2615,10 +2615,12 @@ static pline *pline_get(ib_transfer_printer *p, const char *what)
 /* "sha256:0123456789ab" */
 static void short_what(char *out, size_t n, const char *what)
 {
+	/* a digest shows its first 12 hex digits; a label is cut to fit */
+	int max = (int)n - 1;
 	if (!strncmp(what, "sha256:", 7))
-		snprintf(out, n, "%.19s", what);
+		snprintf(out, n, "%.*s", max < 19 ? max : 19, what);
 	else
-		snprintf(out, n, "%s", what);
+		snprintf(out, n, "%.*s", max, what);
 }
 
 static void draw(ib_transfer_printer *p, bool force)

@@ -858,7 +858,7 @@ static void sb_resolve_user(sb_ctx *c)
 	const char *u = c->user_part ? c->user_part : "0";
 	sb_pwq pq;
 	memset(&pq, 0, sizeof(pq));
-	uint32_t id;
+	uint32_t id = 0;
 	bool numeric = sb_parse_id(u, &id);
 	if (numeric)
 		pq.uid = id;
