@@ -322,6 +322,8 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		ro.tls_verify = g->tls_verify;
 		ro.authfile = g->authfile;
 		ro.debug = g->debug;
+		ro.progress = ib_progress_transfer_cb;
+		ro.payload = prog;
 		for (size_t i = 0; tags[i]; i++) {
 			char pushed[IB_DIGEST_BUFLEN];
 			ib_progress_info(prog, "pushing %s", tags[i]);

@@ -1197,6 +1197,8 @@ static int load_base_image(builder *b, json_t *stage, const char *ref, ib_image 
 	ro.tls_verify = b->o->tls_verify;
 	ro.authfile = b->o->authfile;
 	ro.platform = jstr(stage, "platform");
+	ro.progress = ib_progress_transfer_cb;
+	ro.payload = b->o->progress;
 	ib_descriptor d = {0};
 	ib_progress_info(b->o->progress, "pulling %s", ref);
 	r = ib_registry_pull(b->store, ref, &ro, &d, err);

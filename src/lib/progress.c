@@ -194,6 +194,11 @@ void ib_progress_bytes(ib_progress *p, int id, const char *what, uint64_t done, 
 	fflush(p->out);
 }
 
+void ib_progress_transfer_cb(const char *what, uint64_t done, uint64_t total, void *payload)
+{
+	ib_progress_bytes(payload, 0, what, done, total);
+}
+
 void ib_progress_info(ib_progress *p, const char *fmt, ...)
 {
 	if (p->quiet)

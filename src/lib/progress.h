@@ -34,6 +34,10 @@ void ib_progress_step_failed(ib_progress *p, int id, double seconds);
 void ib_progress_output(ib_progress *p, int id, const char *line, size_t len);
 /* Byte progress for a transfer or a layer commit; total may be 0 (unknown). */
 void ib_progress_bytes(ib_progress *p, int id, const char *what, uint64_t done, uint64_t total);
+/* Adapter with the registry's ib_transfer_progress_fn signature, for
+ * pulls and pushes shown as part of a build: payload = the ib_progress. */
+void ib_progress_transfer_cb(const char *what, uint64_t done, uint64_t total, void *payload);
+
 /* A free-form informational line. */
 void ib_progress_info(ib_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
