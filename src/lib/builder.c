@@ -43,6 +43,7 @@ typedef struct stage_state {
 	json_t *shell;        /* current shell argv (owned) */
 	bool built;
 	bool cmd_set;         /* cmd() seen in this stage (entrypoint keeps it) */
+	char *view_dir;       /* ROOT/tmp dir holding the view below */
 	char *mount_dir;      /* read-only merged view, mounted lazily */
 } stage_state;
 
@@ -357,6 +358,14 @@ static int ensure_unpacked(builder *b, layer_ref *l, ib_error **err)
 	return 0;
 }
 
+static int ensure_stage_unpacked(builder *b, stage_state *st, ib_error **err)
+{
+	for (size_t i = 0; i < st->n_layers; i++)
+		if (ensure_unpacked(b, &st->layers[i], err) < 0)
+			return -1;
+	return 0;
+}
+
 static void push_layer(stage_state *st, const ib_descriptor *d, const char *diff_id)
 {
 	st->layers = xrealloc(st->layers, (st->n_layers + 1) * sizeof(layer_ref));
@@ -536,9 +545,8 @@ static char **json_strv(json_t *arr)
 static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 		    const char *created_by, ib_error **err)
 {
-	for (size_t i = 0; i < st->n_layers; i++)
-		if (ensure_unpacked(b, &st->layers[i], err) < 0)
-			return -1;
+	if (ensure_stage_unpacked(b, st, err) < 0)
+		return -1;
 	cleanup_free char *tmp = ib_store_tmp_path(b->store, "run");
 	cleanup_free char *upper = ib_path_join(tmp, "upper");
 	cleanup_free char *work = ib_path_join(tmp, "work");
@@ -989,6 +997,7 @@ static json_t *copy_sources_json(const copy_list *l)
 }
 
 static int mount_stage_view(builder *b, stage_state *src, ib_error **err);
+static void release_view(stage_state *st);
 
 static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, const char *parent,
 		     json_t *extra, char key_out[IB_DIGEST_BUFLEN], bool *cached, ib_error **err)
@@ -1110,11 +1119,7 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 	copy_list_free(&l);
 done:
 	if (src == &tmpstage) {
-		if (tmpstage.mount_dir) {
-			umount2(tmpstage.mount_dir, MNT_DETACH);
-			rmdir(tmpstage.mount_dir);
-			free(tmpstage.mount_dir);
-		}
+		release_view(&tmpstage);
 		for (size_t i = 0; i < tmpstage.n_layers; i++)
 			ib_descriptor_clear(&tmpstage.layers[i].desc);
 		free(tmpstage.layers);
@@ -1124,15 +1129,30 @@ done:
 	return 0;
 }
 
+/* Unmount and remove a stage's read-only view, if it has one. */
+static void release_view(stage_state *st)
+{
+	if (st->mount_dir)
+		umount2(st->mount_dir, MNT_DETACH);
+	if (st->view_dir) {
+		ib_error *e = NULL;
+		if (ib_rm_rf(st->view_dir, &e) < 0)
+			ib_error_free(&e);
+	}
+	free(st->mount_dir);
+	free(st->view_dir);
+	st->mount_dir = st->view_dir = NULL;
+}
+
 /* A read-only merged view of a stage's layers (overlay, lower dirs only). */
 static int mount_stage_view(builder *b, stage_state *src, ib_error **err)
 {
 	if (src->mount_dir)
 		return 0;
-	for (size_t i = 0; i < src->n_layers; i++)
-		if (ensure_unpacked(b, &src->layers[i], err) < 0)
-			return -1;
-	cleanup_free char *dir = ib_store_tmp_path(b->store, "view");
+	if (ensure_stage_unpacked(b, src, err) < 0)
+		return -1;
+	char *dir = ib_store_tmp_path(b->store, "view");
+	src->view_dir = dir;
 	cleanup_free char *empty = ib_path_join(dir, "empty");
 	cleanup_free char *mnt = ib_path_join(dir, "root");
 	if (ib_mkdir_p(empty, 0755, err) < 0 || ib_mkdir_p(mnt, 0755, err) < 0)
@@ -1423,11 +1443,7 @@ static void builder_free(builder *b)
 {
 	for (size_t i = 0; i < b->n_stages; i++) {
 		stage_state *st = &b->stages[i];
-		if (st->mount_dir) {
-			umount2(st->mount_dir, MNT_DETACH);
-			rmdir(st->mount_dir);
-			free(st->mount_dir);
-		}
+		release_view(st);
 		for (size_t k = 0; k < st->n_layers; k++)
 			ib_descriptor_clear(&st->layers[k].desc);
 		free(st->layers);

@@ -214,6 +214,9 @@ LUA
 @test "multi-stage example builds, only the final stage ships" {
 	run "$IMGBUILD" build "$REPO_ROOT/examples/website/recipe.lua" -t localhost/website:latest --build-arg TITLE=Tested
 	[ "$status" -eq 0 ]
+	# the read-only views used by copy-from-stage are gone, on the host too
+	[ -z "$(ls -A "$IMGBUILD_ROOT/tmp")" ]
+	! grep -q "$IMGBUILD_ROOT" /proc/self/mountinfo
 	unpack_image localhost/website:latest "$T/web"
 	grep -q Tested "$T/web/rootfs/var/www/index.html"
 	[ ! -e "$T/web/rootfs/src" ]
