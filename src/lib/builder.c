@@ -1000,7 +1000,8 @@ static int mount_stage_view(builder *b, stage_state *src, ib_error **err);
 static void release_view(stage_state *st);
 
 static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, const char *parent,
-		     json_t *extra, char key_out[IB_DIGEST_BUFLEN], bool *cached, ib_error **err)
+		     json_t *extra, const char *label, char key_out[IB_DIGEST_BUFLEN], bool *cached,
+		     ib_error **err)
 {
 	json_t *from = json_object_get(step, "from");
 	cleanup_free char *root = NULL;
@@ -1070,6 +1071,7 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 				   extra, "sources", copy_sources_json(&l));
 		if (b->o->explain)
 			explain_miss(b, st, idx, inputs);
+		ib_progress_step_start(b->o->progress, b->step_no, label);
 		int64_t uid, gid;
 		rc = parse_owner(b, st, jstr(step, "owner"), &uid, &gid, err);
 		int32_t mode = -1;
@@ -1373,7 +1375,7 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 					json_decref(inputs);
 				}
 			} else {
-				rc = exec_copy(b, st, step, i, parent, extra, key, &cached, err);
+				rc = exec_copy(b, st, step, i, parent, extra, label, key, &cached, err);
 			}
 			double dt = mono_now() - t0;
 			if (rc < 0) {
@@ -1385,8 +1387,6 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 				b->steps_cached++;
 				ib_progress_step_cached(b->o->progress, b->step_no, label);
 			} else {
-				if (!strcmp(kind, "copy"))
-					ib_progress_step_start(b->o->progress, b->step_no, label);
 				b->steps_run++;
 				b->chain_missed = true;
 				ib_progress_step_done(b->o->progress, b->step_no, dt);

@@ -1,21 +1,36 @@
 #include "progress.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "util.h"
 
+/* The TTY view: a running step's line stays open and a ticker thread
+ * redraws it with the elapsed time; DONE/ERROR rewrite it in place.  When
+ * the step prints output, the line is closed and output scrolls below it.
+ * Every write in TTY mode holds `mu` (the ticker writes too). */
 struct ib_progress {
 	ib_progress_mode mode;
 	bool quiet;
 	FILE *out;
 	bool status_shown; /* TTY: a transient status line is on screen */
 	double last_bytes_update;
+	pthread_mutex_t mu;
+	pthread_t ticker;
+	bool ticker_started, stop;
+	int run_id;        /* running step, 0 = none */
+	char *run_label;   /* as shown (cut to the terminal width) */
+	double run_t0;
+	bool line_open;    /* the running step's line is the cursor's line */
 };
+
+static double now(void);
 
 int ib_progress_mode_parse(const char *s, ib_progress_mode *out)
 {
@@ -38,16 +53,69 @@ ib_progress *ib_progress_new(ib_progress_mode mode, bool quiet, FILE *out)
 								      : IB_PROGRESS_PLAIN;
 	p->mode = mode;
 	p->quiet = quiet;
+	pthread_mutex_init(&p->mu, NULL);
 	return p;
 }
 
 static void clear_status(ib_progress *p);
 
+static void lock(ib_progress *p)
+{
+	pthread_mutex_lock(&p->mu);
+}
+
+static void unlock(ib_progress *p)
+{
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* Close the running step's open line so the next write starts fresh. */
+static void close_line(ib_progress *p)
+{
+	if (p->line_open) {
+		fputc('\n', p->out);
+		p->line_open = false;
+	}
+}
+
+static void draw_running(ib_progress *p)
+{
+	fprintf(p->out, "\r\033[K\033[1m#%d %s\033[0m \033[33m%.1fs\033[0m", p->run_id,
+		p->run_label, now() - p->run_t0);
+	fflush(p->out);
+}
+
+static void *ticker_main(void *arg)
+{
+	ib_progress *p = arg;
+	for (;;) {
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+		lock(p);
+		if (p->stop) {
+			unlock(p);
+			return NULL;
+		}
+		if (p->line_open && p->run_id)
+			draw_running(p);
+		unlock(p);
+	}
+}
+
 void ib_progress_free(ib_progress *p)
 {
 	if (!p)
 		return;
+	if (p->ticker_started) {
+		lock(p);
+		p->stop = true;
+		unlock(p);
+		pthread_join(p->ticker, NULL);
+	}
+	close_line(p);
 	clear_status(p);
+	pthread_mutex_destroy(&p->mu);
+	free(p->run_label);
 	free(p);
 }
 
@@ -76,6 +144,51 @@ static void emit_json(ib_progress *p, json_t *ev)
 	fflush(p->out);
 }
 
+static int term_width(ib_progress *p)
+{
+	struct winsize ws;
+	if (ioctl(fileno(p->out), TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
+		return ws.ws_col;
+	return 80;
+}
+
+static void tty_step_event(ib_progress *p, int id, const char *state, const char *label,
+			   double secs)
+{
+	lock(p);
+	clear_status(p);
+	if (!strcmp(state, "running")) {
+		close_line(p);
+		free(p->run_label);
+		/* keep the line on one terminal row so \r can redraw it */
+		int max = term_width(p) - 16;
+		p->run_label = xasprintf("%.*s", max > 10 ? max : 10, label);
+		p->run_id = id;
+		p->run_t0 = now();
+		p->line_open = true;
+		draw_running(p);
+		if (!p->ticker_started &&
+		    pthread_create(&p->ticker, NULL, ticker_main, p) == 0)
+			p->ticker_started = true;
+	} else if (!strcmp(state, "cached")) {
+		close_line(p);
+		fprintf(p->out, "\033[36m#%d %s CACHED\033[0m\n", id, label);
+	} else {
+		bool ok = !strcmp(state, "done");
+		const char *color = ok ? "\033[32m" : "\033[31m";
+		const char *word = ok ? "DONE" : "ERROR";
+		if (p->line_open && p->run_id == id)
+			fprintf(p->out, "\r\033[K#%d %s %s%s %.1fs\033[0m\n", id, p->run_label, color,
+				word, secs);
+		else
+			fprintf(p->out, "%s#%d %s %.1fs\033[0m\n", color, id, word, secs);
+		p->line_open = false;
+		p->run_id = 0;
+	}
+	fflush(p->out);
+	unlock(p);
+}
+
 static void step_event(ib_progress *p, int id, const char *state, const char *label, double secs)
 {
 	if (p->quiet)
@@ -89,8 +202,12 @@ static void step_event(ib_progress *p, int id, const char *state, const char *la
 		emit_json(p, ev);
 		return;
 	}
-	clear_status(p);
 	bool tty = p->mode == IB_PROGRESS_TTY;
+	if (tty) {
+		tty_step_event(p, id, state, label, secs);
+		return;
+	}
+	clear_status(p);
 	const char *color = "", *reset = tty ? "\033[0m" : "";
 	if (tty) {
 		if (!strcmp(state, "cached"))
@@ -144,11 +261,17 @@ void ib_progress_output(ib_progress *p, int id, const char *line, size_t len)
 		emit_json(p, ev);
 		return;
 	}
-	clear_status(p);
-	if (p->mode == IB_PROGRESS_TTY)
+	if (p->mode == IB_PROGRESS_TTY) {
+		lock(p);
+		clear_status(p);
+		close_line(p);
 		fprintf(p->out, "\033[2m#%d\033[0m %.*s\n", id, (int)len, line);
-	else
-		fprintf(p->out, "#%d %.*s\n", id, (int)len, line);
+		fflush(p->out);
+		unlock(p);
+		return;
+	}
+	clear_status(p);
+	fprintf(p->out, "#%d %.*s\n", id, (int)len, line);
 	fflush(p->out);
 }
 
@@ -179,6 +302,8 @@ void ib_progress_bytes(ib_progress *p, int id, const char *what, uint64_t done, 
 	if (!final && t - p->last_bytes_update < 0.1)
 		return;
 	p->last_bytes_update = t;
+	lock(p);
+	close_line(p);
 	char d[32], tot[32];
 	ib_format_size(d, sizeof(d), done);
 	ib_format_size(tot, sizeof(tot), total);
@@ -192,6 +317,7 @@ void ib_progress_bytes(ib_progress *p, int id, const char *what, uint64_t done, 
 	if (final)
 		clear_status(p);
 	fflush(p->out);
+	unlock(p);
 }
 
 void ib_progress_transfer_cb(const char *what, uint64_t done, uint64_t total, void *payload)
@@ -211,7 +337,13 @@ void ib_progress_info(ib_progress *p, const char *fmt, ...)
 		emit_json(p, json_pack("{s:s, s:s}", "event", "info", "message", m));
 		return;
 	}
+	bool tty = p->mode == IB_PROGRESS_TTY;
+	if (tty)
+		lock(p);
 	clear_status(p);
+	close_line(p);
 	fprintf(p->out, "%s\n", m);
 	fflush(p->out);
+	if (tty)
+		unlock(p);
 }

@@ -366,6 +366,27 @@ static void test_tty_colours_and_clears_status_line(void **state)
 	cap_free(&c);
 }
 
+static void test_tty_running_line_is_rewritten_in_place(void **state)
+{
+	(void)state;
+	capture c;
+	cap_open(&c, IB_PROGRESS_TTY, false);
+	ib_progress_step_start(c.p, 1, "[s 1/2] RUN quiet");
+	ib_progress_step_done(c.p, 1, 0.25);
+	ib_progress_step_start(c.p, 2, "[s 2/2] RUN loud");
+	ib_progress_output(c.p, 2, "hello", 5);
+	ib_progress_step_failed(c.p, 2, 1.5);
+	const char *out = cap_close(&c);
+	/* a step without output: its running line becomes the DONE line */
+	assert_non_null(strstr(out, "\r\033[K#1 [s 1/2] RUN quiet \033[32mDONE 0.2s"));
+	/* output closes the running line first, then scrolls below it */
+	const char *o = strstr(out, "\033[2m#2\033[0m hello\n");
+	assert_non_null(o);
+	assert_true(o[-1] == '\n');
+	assert_non_null(strstr(o, "\033[31m#2 ERROR 1.5s"));
+	cap_free(&c);
+}
+
 static void test_auto_on_tty_is_tty(void **state)
 {
 	(void)state;
@@ -436,6 +457,7 @@ int main(void)
 	    cmocka_unit_test(test_json_bytes_throttled_but_final_always_sent),
 	    cmocka_unit_test(test_quiet_prints_nothing),
 	    cmocka_unit_test(test_tty_colours_and_clears_status_line),
+	    cmocka_unit_test(test_tty_running_line_is_rewritten_in_place),
 	    cmocka_unit_test(test_auto_on_tty_is_tty),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
