@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -999,6 +1001,145 @@ static json_t *copy_sources_json(const copy_list *l)
 static int mount_stage_view(builder *b, stage_state *src, ib_error **err);
 static void release_view(stage_state *st);
 
+/* Copy a regular file's bytes (in the kernel where possible). */
+static int copy_file_data(int in, int out)
+{
+	for (;;) {
+		ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+		if (n == 0)
+			return 0;
+		if (n > 0)
+			continue;
+		if (errno == EINTR)
+			continue;
+		if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+			return -1;
+		break;
+	}
+	char buf[1 << 16];
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return (int)n;
+		if (ib_write_all(out, buf, (size_t)n, NULL) < 0)
+			return -1;
+	}
+}
+
+/* The xattrs a layer keeps (layer.h): security.capability and user.*. */
+static void copy_xattrs(const char *src, const char *dst)
+{
+	char names[4096];
+	ssize_t n = llistxattr(src, names, sizeof(names));
+	for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1) {
+		const char *name = names + i;
+		if (strcmp(name, "security.capability") != 0 &&
+		    (strncmp(name, "user.", 5) != 0 || !strncmp(name, "user.overlay.", 13)))
+			continue;
+		char val[4096];
+		ssize_t v = lgetxattr(src, name, val, sizeof(val));
+		if (v >= 0)
+			lsetxattr(dst, name, val, (size_t)v, 0);
+	}
+}
+
+/* Write a copy step's entries straight into the unpacked layer directory,
+ * as ib_unpack would lay out its tar (same owners, modes, clamped mtimes),
+ * so the next run step finds its lower dir without decompressing and
+ * parsing the blob again.  Any failure just leaves the layer to be
+ * unpacked from its blob on demand. */
+static void materialize_copy(builder *b, const copy_list *l, const char *diff_id,
+			     const ib_layer_override *ov, bool owner_root)
+{
+	if (ib_store_layer_unpacked(b->store, diff_id) || l->n == 0)
+		return;
+	cleanup_free char *tmp = ib_store_tmp_path(b->store, "copy");
+	ib_error *e = NULL;
+	bool ok = ib_mkdir_p(tmp, 0755, &e) == 0;
+	int64_t epoch = b->o->source_date_epoch;
+	/* parents of the destination: 0755 root, like the layer's entries */
+	cleanup_free char *first = ib_path_join(tmp, l->items[0].dest);
+	char *slash = strrchr(first, '/');
+	if (ok && slash > first + strlen(tmp)) {
+		*slash = '\0';
+		ok = ib_mkdir_p(first, 0755, &e) == 0;
+	}
+	/* files with several links become hardlinks, as in the tar */
+	const copy_item **linked = xcalloc(l->n + 1, sizeof(*linked));
+	size_t n_linked = 0;
+	for (size_t i = 0; i < l->n && ok; i++) {
+		const copy_item *it = &l->items[i];
+		cleanup_free char *dst = ib_path_join(tmp, it->dest);
+		struct stat st = it->st;
+		if (*it->host && S_ISREG(st.st_mode) && st.st_nlink > 1) {
+			const copy_item *orig = NULL;
+			for (size_t k = 0; k < n_linked && !orig; k++)
+				if (linked[k]->st.st_dev == st.st_dev && linked[k]->st.st_ino == st.st_ino)
+					orig = linked[k];
+			if (orig) {
+				cleanup_free char *target = ib_path_join(tmp, orig->dest);
+				ok = link(target, dst) == 0;
+				continue;
+			}
+			linked[n_linked++] = it;
+		}
+		if (!*it->host)
+			st.st_mode = S_IFDIR | 0755;
+		uid_t uid = ov->uid >= 0 ? (uid_t)ov->uid : owner_root ? 0 : st.st_uid;
+		gid_t gid = ov->gid >= 0 ? (gid_t)ov->gid : owner_root ? 0 : st.st_gid;
+		mode_t perm = ov->mode >= 0 ? (mode_t)ov->mode : (st.st_mode & 07777);
+		int r = 0;
+		if (S_ISDIR(st.st_mode)) {
+			r = mkdir(dst, 0700) < 0 && errno != EEXIST ? -1 : 0;
+		} else if (S_ISREG(st.st_mode)) {
+			cleanup_close int in = open(it->host, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			cleanup_close int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+			r = in < 0 || out < 0 ? -1 : copy_file_data(in, out);
+		} else if (S_ISLNK(st.st_mode)) {
+			char target[PATH_MAX];
+			ssize_t n = readlink(it->host, target, sizeof(target) - 1);
+			if (n >= 0)
+				target[n] = '\0';
+			r = n < 0 ? -1 : symlink(target, dst);
+		} else if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+			r = mknod(dst, st.st_mode & S_IFMT, st.st_rdev);
+		} else {
+			continue; /* sockets are not in layers */
+		}
+		if (r == 0)
+			r = lchown(dst, uid, gid);
+		if (r == 0 && !S_ISLNK(st.st_mode))
+			r = chmod(dst, perm); /* after chown, which clears setuid */
+		if (r == 0 && *it->host)
+			copy_xattrs(it->host, dst);
+		if (r == 0 && !S_ISDIR(st.st_mode)) {
+			struct timespec ts[2] = {{0, UTIME_OMIT},
+						 {st.st_mtime < epoch ? st.st_mtime : epoch, 0}};
+			r = utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW);
+		}
+		ok = r == 0;
+	}
+	free(linked);
+	/* directory mtimes last, children first */
+	for (size_t i = l->n; i > 0 && ok; i--) {
+		const copy_item *it = &l->items[i - 1];
+		if (*it->host && !S_ISDIR(it->st.st_mode))
+			continue;
+		cleanup_free char *dst = ib_path_join(tmp, it->dest);
+		time_t m = *it->host && it->st.st_mtime < epoch ? it->st.st_mtime : epoch;
+		struct timespec ts[2] = {{0, UTIME_OMIT}, {m, 0}};
+		utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW);
+	}
+	cleanup_free char *dest = ib_store_layer_dir(b->store, diff_id);
+	if (ok && rename(tmp, dest) == 0)
+		return;
+	ib_error_free(&e);
+	if (ib_rm_rf(tmp, &e) < 0)
+		ib_error_free(&e);
+}
+
 static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, const char *parent,
 		     json_t *extra, const char *label, char key_out[IB_DIGEST_BUFLEN], bool *cached,
 		     ib_error **err)
@@ -1113,6 +1254,10 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 		ib_layer_writer_free(w);
 		if (rc == 0)
 			rc = commit_layer(b, st, key_out, &res, created_by, err);
+		if (rc == 0) {
+			ib_layer_override ov = {uid, gid, mode};
+			materialize_copy(b, &l, res.diff_id, &ov, from_context);
+		}
 		*cached = false;
 	}
 	if (rc == 0 && inputs)

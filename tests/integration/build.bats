@@ -156,6 +156,33 @@ PY
 	[[ "$output" == *reproducible* ]]
 }
 
+@test "a run step sees the same copied tree whether the copy layer was written directly or unpacked from its blob" {
+	mkdir -p "$T/mat/ctx/d/e"
+	echo a > "$T/mat/ctx/d/a"
+	ln "$T/mat/ctx/d/a" "$T/mat/ctx/d/e/hard"
+	ln -s ../a "$T/mat/ctx/d/e/sym"
+	chmod 4750 "$T/mat/ctx/d/a"
+	cat > "$T/mat/ctx/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+copy { "d/", "/opt/x/", owner = "7:8" }
+copy { "d/a", "/opt/y/a", mode = "0600" }
+run "cd /opt && find . | sort | while read f; do stat -c '%n %A %u:%g %h %Y' \"$f\"; done; readlink x/e/sym"
+LUA
+	run "$IMGBUILD" build "$T/mat/ctx/recipe.lua" --progress plain --no-cache
+	[ "$status" -eq 0 ]
+	direct=$(echo "$output" | grep '^#3 ' | grep -v -e RUN -e DONE)
+	# drop every unpacked layer: the copy layers now come from their blobs
+	rm -rf "$IMGBUILD_ROOT/layers"
+	run "$IMGBUILD" build "$T/mat/ctx/recipe.lua" --progress plain --no-cache
+	[ "$status" -eq 0 ]
+	unpacked=$(echo "$output" | grep '^#3 ' | grep -v -e RUN -e DONE)
+	echo "direct:"; echo "$direct"; echo "unpacked:"; echo "$unpacked"
+	[ -n "$direct" ]
+	[ "$direct" = "$unpacked" ]
+	[[ "$direct" == *"./x/a -rwsr-x--- 7:8 2 0"* ]]
+	[[ "$direct" == *"./y/a -rw------- 0:0 1 0"* ]]
+}
+
 @test "a failing run reports file:line, status and output; earlier steps stay cached" {
 	mkdir -p "$T/fail"
 	cat > "$T/fail/recipe.lua" <<'LUA'
