@@ -1,0 +1,255 @@
+# Registry figures for the reference benchmark; sourced by bench/run.sh at its
+# end (not run on its own).  Uses what run.sh set up: $IB, $W, $IMGBUILD_ROOT
+# (holding localhost/bench:latest), $BUILDAH (whose storage holds the same
+# image built by buildah), $BIG (recipe for a 1 GB single-file layer) and the
+# now/elapsed/ratio helpers.  See bench/README.md for what each figure means.
+#
+# Every push goes to a docker-registry started here, on a free 127.0.0.1 port,
+# with filesystem storage under $W.  Each push to an "empty registry" gets a
+# registry of its own, so no tool can skip or cross-mount a blob another run
+# uploaded.  Each figure is the median of $IB_BENCH_TRIALS runs (default 3),
+# imgbuild and the other tool taking turns.  The registries are stopped at the
+# end, and on any failure through an EXIT trap chained in front of run.sh's own.
+
+rb_trials=${IB_BENCH_TRIALS:-3}
+rb_dir=$W/registry
+rb_pids=()
+declare -gA rb_pid_of=()
+rb_port=
+
+if ! command -v docker-registry >/dev/null 2>&1; then
+	echo "registry figures skipped: docker-registry is not installed"
+	return 0
+fi
+if ! "$IB" push --help >/dev/null 2>&1; then
+	echo "registry figures skipped: this imgbuild has no push command"
+	return 0
+fi
+
+# Stop every registry started here (by the pids recorded at start).
+rb_stop_all() {
+	local pid
+	for pid in "${rb_pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${rb_pids[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rb_pids=()
+}
+
+# run.sh's EXIT trap (it removes $W) runs after ours, never instead of it.
+rb_prev_exit_trap() {
+	eval "set -- $(trap -p EXIT)"
+	printf '%s' "${3:-}"
+}
+rb_saved_trap=$(rb_prev_exit_trap)
+rb_on_exit() {
+	rb_stop_all
+	eval "$rb_saved_trap"
+}
+trap rb_on_exit EXIT
+
+# rb_fail MSG [LOG]: say what failed, show the log, stop the registries, exit.
+rb_fail() {
+	echo "bench/registry.sh: $1" >&2
+	[ -n "${2:-}" ] && [ -f "$2" ] && tail -n 30 "$2" >&2
+	rb_stop_all
+	exit 1
+}
+
+rb_free_port() {
+	/usr/bin/python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+# rb_start NAME: a fresh, empty registry in $rb_dir/NAME; its port -> $rb_port
+rb_start() {
+	local d=$rb_dir/$1 port pid n
+	port=$(rb_free_port)
+	rm -rf "$d"
+	mkdir -p "$d/data"
+	cat >"$d/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $d/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+  secret: imgbuild-bench-secret
+EOF
+	docker-registry serve "$d/config.yml" >"$d/log" 2>&1 &
+	pid=$!
+	rb_pids+=("$pid")
+	rb_pid_of[$1]=$pid
+	for n in $(seq 100); do
+		kill -0 "$pid" 2>/dev/null || rb_fail "registry $1 exited at start" "$d/log"
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			rb_port=$port
+			return 0
+		fi
+		sleep 0.1
+	done
+	rb_fail "registry $1 does not answer on 127.0.0.1:$port" "$d/log"
+}
+
+# rb_stop NAME: stop that registry and delete its storage
+rb_stop() {
+	local pid=${rb_pid_of[$1]} p keep=()
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	for p in "${rb_pids[@]}"; do
+		[ "$p" = "$pid" ] || keep+=("$p")
+	done
+	rb_pids=("${keep[@]}")
+	unset "rb_pid_of[$1]"
+	rm -rf "${rb_dir:?}/$1"
+}
+
+# rb_time VAR LOG CMD...: run CMD (stdout to LOG.out, stderr to LOG), wall
+# time in seconds -> VAR
+rb_time() {
+	local var=$1 log=$2 t
+	shift 2
+	t=$(now)
+	"$@" >"$log.out" 2>"$log" || rb_fail "failed: $*" "$log"
+	printf -v "$var" '%s' "$(elapsed "$t")"
+}
+
+# rb_mem SECVAR MBVAR LOG CMD...: run CMD under /usr/bin/time; wall seconds
+# and peak RSS in MB
+rb_mem() {
+	local svar=$1 mvar=$2 log=$3 s kb
+	shift 3
+	/usr/bin/time -f '%e %M' -o "$log.time" "$@" >"$log.out" 2>"$log" ||
+		rb_fail "failed: $*" "$log"
+	read -r s kb <"$log.time"
+	printf -v "$svar" '%.3f' "$s"
+	printf -v "$mvar" '%d' "$((kb / 1024))"
+}
+
+rb_median() {
+	printf '%s\n' "$@" | sort -g | sed -n "$((($# + 1) / 2))p"
+}
+
+# rb_check VALUE OP LIMIT UNIT: "OP LIMIT UNIT ok" or "... FAIL"
+rb_check() {
+	local ok
+	ok=$(echo "$1 $2 $3" | bc -l)
+	printf '%s %s%s %s' "$2" "$3" "$4" "$([ "$ok" = 1 ] && echo ok || echo FAIL)"
+}
+
+rb_ib_push=() rb_bh_push=() rb_ib_repush=() rb_bh_repush=() rb_ib_pull=() rb_sk_pull=()
+rb_logs=$rb_dir/logs
+mkdir -p "$rb_logs"
+
+echo "== registry: docker-registry $(docker-registry --version | awk '{print $3}') on 127.0.0.1," \
+	"median of $rb_trials runs; load average:$(uptime | sed 's/.*load average://')"
+
+# push to an empty registry; re-push of what the registry already has
+for rb_i in $(seq "$rb_trials"); do
+	rb_start ib-$rb_i
+	rb_ib_port=$rb_port
+	rb_time rb_s "$rb_logs/ib-push" $IB -q push localhost/bench:latest \
+		"127.0.0.1:$rb_ib_port/bench/ib:1"
+	rb_ib_push+=("$rb_s")
+	rb_pushed_digest=$(tail -n 1 "$rb_logs/ib-push.out")
+	rb_start bh-$rb_i
+	rb_bh_port=$rb_port
+	rb_time rb_s "$rb_logs/bh-push" $BUILDAH push -q --tls-verify=false localhost/bench:latest \
+		"docker://127.0.0.1:$rb_bh_port/bench/bh:1"
+	rb_bh_push+=("$rb_s")
+	rb_time rb_s "$rb_logs/ib-repush" $IB -q push localhost/bench:latest \
+		"127.0.0.1:$rb_ib_port/bench/ib:1"
+	rb_ib_repush+=("$rb_s")
+	rb_time rb_s "$rb_logs/bh-repush" $BUILDAH push -q --tls-verify=false localhost/bench:latest \
+		"docker://127.0.0.1:$rb_bh_port/bench/bh:1"
+	rb_bh_repush+=("$rb_s")
+	rb_ib_stored=$(du -sh "$rb_dir/ib-$rb_i/data" | cut -f1)
+	rb_bh_stored=$(du -sh "$rb_dir/bh-$rb_i/data" | cut -f1)
+	# keep the last pair: the pulls and the 1 GB layer use them
+	if [ "$rb_i" -lt "$rb_trials" ]; then
+		rb_stop ib-$rb_i
+		rb_stop bh-$rb_i
+	fi
+done
+
+# pull into an empty store: both tools fetch what imgbuild pushed
+rb_src=127.0.0.1:$rb_ib_port/bench/ib:1
+for rb_i in $(seq "$rb_trials"); do
+	rm -rf "$rb_dir/pullroot" "$rb_dir/skopeo-oci"
+	rb_time rb_s "$rb_logs/ib-pull" env IMGBUILD_ROOT="$rb_dir/pullroot" $IB -q pull "$rb_src"
+	rb_ib_pull+=("$rb_s")
+	rb_pulled_digest=$(tail -n 1 "$rb_logs/ib-pull.out")
+	[ "$rb_pulled_digest" = "$rb_pushed_digest" ] ||
+		rb_fail "pulled $rb_pulled_digest, pushed $rb_pushed_digest"
+	rb_time rb_s "$rb_logs/sk-pull" skopeo copy -q --src-tls-verify=false "docker://$rb_src" \
+		"oci:$rb_dir/skopeo-oci:bench"
+	rb_sk_pull+=("$rb_s")
+done
+rm -rf "$rb_dir/pullroot" "$rb_dir/skopeo-oci"
+
+# the 1 GB layer: wall time and peak RSS, pushing to and pulling from the
+# registries above (neither holds that blob yet)
+$IB -q build "$BIG/recipe.lua" -t localhost/big:latest >/dev/null
+skopeo copy -q "oci:$IMGBUILD_ROOT/oci:localhost/big:latest" \
+	"containers-storage:[overlay@$BUILDAH_ROOT/storage+$BUILDAH_ROOT/run]localhost/big:latest" \
+	>/dev/null
+rb_mem rb_ib_bigpush_s rb_ib_bigpush_mb "$rb_logs/ib-bigpush" $IB -q push localhost/big:latest \
+	"127.0.0.1:$rb_ib_port/bench/big:1"
+rb_mem rb_bh_bigpush_s rb_bh_bigpush_mb "$rb_logs/bh-bigpush" $BUILDAH push -q \
+	--tls-verify=false localhost/big:latest "docker://127.0.0.1:$rb_bh_port/bench/big:1"
+rm -rf "$rb_dir/pullroot" "$rb_dir/skopeo-oci"
+rb_mem rb_ib_bigpull_s rb_ib_bigpull_mb "$rb_logs/ib-bigpull" env \
+	IMGBUILD_ROOT="$rb_dir/pullroot" $IB -q pull "127.0.0.1:$rb_ib_port/bench/big:1"
+[ "$(tail -n 1 "$rb_logs/ib-bigpull.out")" = "$(tail -n 1 "$rb_logs/ib-bigpush.out")" ] ||
+	rb_fail "the 1 GB image pulled back is not the one pushed"
+rm -rf "$rb_dir/pullroot"
+rb_mem rb_sk_bigpull_s rb_sk_bigpull_mb "$rb_logs/sk-bigpull" skopeo copy -q \
+	--src-tls-verify=false "docker://127.0.0.1:$rb_ib_port/bench/big:1" \
+	"oci:$rb_dir/skopeo-oci:big"
+rm -rf "$rb_dir/pullroot" "$rb_dir/skopeo-oci"
+
+rb_stop_all
+if [ -n "$rb_saved_trap" ]; then
+	trap -- "$rb_saved_trap" EXIT
+else
+	trap - EXIT
+fi
+
+rb_row() { # LABEL IB OTHER UNIT TARGET
+	local r
+	r=$(ratio "$2" "$3")
+	if [ "$4" = s ]; then
+		printf '%-28s %9ss %9ss %8s  %s\n' "$1" "$2" "$3" "$r" "$5"
+	else
+		printf '%-28s %8sMB %8sMB %8s  %s\n' "$1" "$2" "$3" "$r" "$5"
+	fi
+}
+rb_s1=$(rb_median "${rb_ib_push[@]}") rb_s2=$(rb_median "${rb_bh_push[@]}")
+rb_s3=$(rb_median "${rb_ib_repush[@]}") rb_s4=$(rb_median "${rb_bh_repush[@]}")
+rb_s5=$(rb_median "${rb_ib_pull[@]}") rb_s6=$(rb_median "${rb_sk_pull[@]}")
+printf '%-28s %10s %10s %8s  %s\n' figure imgbuild buildah ratio target
+rb_row "push, empty registry" "$rb_s1" "$rb_s2" s \
+	"$(rb_check "$(ratio "$rb_s1" "$rb_s2")" '<=' 1.0 x)"
+rb_row "re-push, registry has it" "$rb_s3" "$rb_s4" s "$(rb_check "$rb_s3" '<' 0.2 ' s')"
+rb_row "pull, empty store (skopeo)" "$rb_s5" "$rb_s6" s \
+	"$(rb_check "$(ratio "$rb_s5" "$rb_s6")" '<=' 1.0 x)"
+rb_row "push 1 GB layer" "$rb_ib_bigpush_s" "$rb_bh_bigpush_s" s ""
+rb_row "pull 1 GB layer (skopeo)" "$rb_ib_bigpull_s" "$rb_sk_bigpull_s" s ""
+rb_row "peak RSS, push 1 GB layer" "$rb_ib_bigpush_mb" "$rb_bh_bigpush_mb" MB \
+	"$(rb_check "$rb_ib_bigpush_mb" '<=' 64 ' MB')"
+rb_row "peak RSS, pull 1 GB (skopeo)" "$rb_ib_bigpull_mb" "$rb_sk_bigpull_mb" MB \
+	"$(rb_check "$rb_ib_bigpull_mb" '<=' 64 ' MB')"
+echo "(skopeo) rows: the second column is skopeo copy docker:// -> oci:, not buildah"
+echo "registry storage after pushing the reference image: $rb_ib_stored (imgbuild)," \
+	"$rb_bh_stored (buildah)"
+echo "load average after:$(uptime | sed 's/.*load average://')"
