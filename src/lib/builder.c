@@ -988,13 +988,19 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 	return rc;
 }
 
-/* rel path -> content digest of every non-directory source (for --explain) */
+/* rel path -> "DIGEST MODE UID:GID" of every non-directory source: what
+ * --explain compares, and what tells materialize_copy a file is unchanged */
 static json_t *copy_sources_json(const copy_list *l)
 {
 	json_t *j = json_object();
-	for (size_t i = 0; i < l->n; i++)
-		if (*l->items[i].rel && !S_ISDIR(l->items[i].st.st_mode))
-			json_object_set_new(j, l->items[i].rel, json_string(l->items[i].content));
+	for (size_t i = 0; i < l->n; i++) {
+		const copy_item *it = &l->items[i];
+		if (!*it->rel || S_ISDIR(it->st.st_mode))
+			continue;
+		cleanup_free char *v = xasprintf("%s %o %u:%u", it->content, it->st.st_mode,
+						 it->st.st_uid, it->st.st_gid);
+		json_object_set_new(j, it->rel, json_string(v));
+	}
 	return j;
 }
 
@@ -1051,8 +1057,18 @@ static void copy_xattrs(const char *src, const char *dst)
  * parsing the blob again.  Any failure just leaves the layer to be
  * unpacked from its blob on demand. */
 static void materialize_copy(builder *b, const copy_list *l, const char *diff_id,
-			     const ib_layer_override *ov, bool owner_root)
+			     const ib_layer_override *ov, bool owner_root, json_t *sources,
+			     json_t *prev)
 {
+	/* The previous run of this same step (same definition, same epoch) left
+	 * an unpacked layer: its files whose source is unchanged are hardlinked
+	 * instead of copied.  Unpacked layers are never modified (overlay only
+	 * reads lower dirs), so sharing inodes between them is safe. */
+	cleanup_free char *prev_dir = NULL;
+	json_t *prev_sources = json_object_get(prev, "sources");
+	const char *prev_diff = json_string_value(json_object_get(prev, "diff_id"));
+	if (prev_diff && ib_store_layer_unpacked(b->store, prev_diff))
+		prev_dir = ib_store_layer_dir(b->store, prev_diff);
 	if (ib_store_layer_unpacked(b->store, diff_id) || l->n == 0)
 		return;
 	cleanup_free char *tmp = ib_store_tmp_path(b->store, "copy");
@@ -1073,6 +1089,15 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 		const copy_item *it = &l->items[i];
 		cleanup_free char *dst = ib_path_join(tmp, it->dest);
 		struct stat st = it->st;
+		if (prev_dir && *it->host && S_ISREG(st.st_mode)) {
+			json_t *was = json_object_get(prev_sources, it->rel);
+			json_t *now = json_object_get(sources, it->rel);
+			cleanup_free char *old = ib_path_join(prev_dir, it->dest);
+			struct stat ost;
+			if (was && now && json_equal(was, now) && lstat(old, &ost) == 0 &&
+			    S_ISREG(ost.st_mode) && link(old, dst) == 0)
+				continue;
+		}
 		if (*it->host && S_ISREG(st.st_mode) && st.st_nlink > 1) {
 			const copy_item *orig = NULL;
 			for (size_t k = 0; k < n_linked && !orig; k++)
@@ -1256,7 +1281,16 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 			rc = commit_layer(b, st, key_out, &res, created_by, err);
 		if (rc == 0) {
 			ib_layer_override ov = {uid, gid, mode};
-			materialize_copy(b, &l, res.diff_id, &ov, from_context);
+			cleanup_free char *id = explain_id(b, st, idx);
+			json_t *prev = ib_cache_explain_get(b->cache, id);
+			if (prev && (!json_equal(json_object_get(prev, "step"), step) ||
+				     !json_equal(json_object_get(json_object_get(prev, "extra"), "epoch"),
+						 json_object_get(extra, "epoch"))))
+				json_object_clear(prev);
+			materialize_copy(b, &l, res.diff_id, &ov, from_context,
+					 json_object_get(inputs, "sources"), prev);
+			json_decref(prev);
+			json_object_set_new(inputs, "diff_id", json_string(res.diff_id));
 		}
 		*cached = false;
 	}
@@ -1471,9 +1505,11 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 		const char *kind = jstr(step, "kind");
 		char parent[IB_DIGEST_BUFLEN];
 		memcpy(parent, st->key, IB_DIGEST_BUFLEN);
-		json_t *extra = json_pack("{s:s, s:i}", "compression",
+		/* the build timestamp clamps mtimes in layers: part of every key */
+		json_t *extra = json_pack("{s:s, s:i, s:I}", "compression",
 					  b->o->compression == IB_COMP_ZSTD ? "zstd" : "gzip",
-					  "compression_level", b->o->compression_level);
+					  "compression_level", b->o->compression_level, "epoch",
+					  (json_int_t)b->o->source_date_epoch);
 		int rc = 0;
 		if (!strcmp(kind, "run") || !strcmp(kind, "copy")) {
 			b->step_no++;

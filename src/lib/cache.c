@@ -11,6 +11,8 @@
 #include "util.h"
 
 #define IB_CACHE_ENTRY_MAX (1u << 20)
+/* explain records list every copied file: a large context makes them big */
+#define IB_EXPLAIN_ENTRY_MAX (256u << 20)
 #define IB_STAT_CACHE_MAX (256u << 20)
 
 /* One stat cache record.  On disk: "SIZE MTIME_NS INO HEX PATH\0" per
@@ -117,14 +119,14 @@ static char *key_path(const char *dir, const char *key)
 	return xasprintf("%s/%s.json", dir, ib_digest_hex(key));
 }
 
-static json_t *read_json(const char *path)
+static json_t *read_json(const char *path, size_t cap)
 {
 	if (!path)
 		return NULL;
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
 	ib_error *err = NULL;
-	if (ib_read_file(path, IB_CACHE_ENTRY_MAX, &buf, &len, &err) < 0) {
+	if (ib_read_file(path, cap, &buf, &len, &err) < 0) {
 		ib_error_free(&err);
 		return NULL;
 	}
@@ -146,7 +148,7 @@ static int write_json(const char *path, json_t *j, ib_error **err)
 json_t *ib_cache_step_get(ib_cache *c, const char *key)
 {
 	cleanup_free char *p = key_path(c->steps_dir, key);
-	json_t *j = read_json(p);
+	json_t *j = read_json(p, IB_CACHE_ENTRY_MAX);
 	if (!j)
 		return NULL;
 	/* An entry must name a valid layer, else it is a miss. */
@@ -180,7 +182,7 @@ static char *explain_path(ib_cache *c, const char *id)
 json_t *ib_cache_explain_get(ib_cache *c, const char *id)
 {
 	cleanup_free char *p = explain_path(c, id);
-	return read_json(p);
+	return read_json(p, IB_EXPLAIN_ENTRY_MAX);
 }
 
 bool ib_cache_explain_exists(ib_cache *c, const char *id)
