@@ -183,6 +183,35 @@ LUA
 	[[ "$direct" == *"./y/a -rw------- 0:0 1 0"* ]]
 }
 
+@test "after one file changes, the next run sees new and unchanged files right (unchanged ones shared between layers)" {
+	mkdir -p "$T/re/ctx/d"
+	for i in 1 2 3; do echo "v1-$i" > "$T/re/ctx/d/f$i"; done
+	cat > "$T/re/ctx/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+copy { "d/", "/d/" }
+run "cat /d/f1 /d/f2 /d/f3 | tr '\n' ' '"
+LUA
+	run "$IMGBUILD" build "$T/re/ctx/recipe.lua" --progress plain
+	[[ "$output" == *"#2 v1-1 v1-2 v1-3"* ]]
+	echo "v2-2" > "$T/re/ctx/d/f2"
+	run "$IMGBUILD" build "$T/re/ctx/recipe.lua" --progress plain
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"#2 v1-1 v2-2 v1-3"* ]]
+	# the two copy layers share the unchanged files' inodes
+	n=$(find "$IMGBUILD_ROOT/layers" -path '*/d/f1' -links 2 | wc -l)
+	[ "$n" -eq 2 ]
+}
+
+@test "the build timestamp is part of every step's cache key" {
+	d0=$("$IMGBUILD" -q build "$T/all/recipe.lua" --source-date-epoch 0)
+	run "$IMGBUILD" build "$T/all/recipe.lua" --source-date-epoch 1700000000 --progress plain --metadata-file "$T/m.json"
+	[ "$status" -eq 0 ]
+	d1=$(echo "$output" | tail -1)
+	[ "$d0" != "$d1" ]
+	! grep -q '"steps.cached": [1-9]' "$T/m.json"
+	"$IMGBUILD" inspect "$d1" | grep -q '"created": "2023-11-14T22:13:20Z"'
+}
+
 @test "a failing run reports file:line, status and output; earlier steps stay cached" {
 	mkdir -p "$T/fail"
 	cat > "$T/fail/recipe.lua" <<'LUA'
