@@ -33,25 +33,6 @@ static const char load_usage[] =
     "                     default when standard input is not a terminal)\n"
     "  -h, --help         this help\n";
 
-/* Match "-s VALUE", "--long VALUE", "--long=VALUE" (short may be NULL).
- * 1 with *out set, 0 no match, -1 value missing. */
-static int option_value(int argc, char **argv, int *i, const char *shrt, const char *lng,
-			const char **out)
-{
-	const char *a = argv[*i];
-	size_t n = strlen(lng);
-	if (!strncmp(a, lng, n) && a[n] == '=') {
-		*out = a + n + 1;
-		return 1;
-	}
-	if (strcmp(a, lng) != 0 && (!shrt || strcmp(a, shrt) != 0))
-		return 0;
-	if (*i + 1 >= argc)
-		return -1;
-	*out = argv[++*i];
-	return 1;
-}
-
 int ib_cmd_save(int argc, char **argv, ib_global *g)
 {
 	if (ib_cli_wants_help(argc, argv)) {
@@ -66,11 +47,13 @@ int ib_cmd_save(int argc, char **argv, ib_global *g)
 		int m;
 		if (!dashdash && !strcmp(a, "--")) {
 			dashdash = true;
-		} else if (!dashdash && (m = option_value(argc, argv, &i, "-o", "--output", &v))) {
+		} else if (!dashdash &&
+			   (m = ib_cli_option_value(argc, argv, &i, "-o", "--output", &v))) {
 			if (m < 0)
 				return ib_cli_usage_error("save", "%s needs a file name", a);
 			output = v;
-		} else if (!dashdash && (m = option_value(argc, argv, &i, NULL, "--format", &v))) {
+		} else if (!dashdash &&
+			   (m = ib_cli_option_value(argc, argv, &i, NULL, "--format", &v))) {
 			if (m < 0)
 				return ib_cli_usage_error("save", "--format needs a value");
 			format = v;
@@ -120,7 +103,7 @@ int ib_cmd_load(int argc, char **argv, ib_global *g)
 	const char *input = NULL;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = NULL;
-		int m = option_value(argc, argv, &i, "-i", "--input", &v);
+		int m = ib_cli_option_value(argc, argv, &i, "-i", "--input", &v);
 		if (m < 0)
 			return ib_cli_usage_error("load", "%s needs a file name", a);
 		if (m > 0)

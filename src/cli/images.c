@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli/commands.h"
 #include "ref.h"
@@ -51,48 +50,13 @@ static void split_reference(const char *full, char **name_out, char **tag_out)
 	ib_ref_free(r);
 }
 
-/* RFC 3339 ("2024-05-01T12:00:00.123Z", "...+02:00") to seconds. */
-static int parse_rfc3339(const char *s, time_t *out)
-{
-	struct tm tm;
-	memset(&tm, 0, sizeof(tm));
-	const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (!p)
-		return -1;
-	if (*p == '.')
-		for (p++; *p >= '0' && *p <= '9'; p++)
-			;
-	long off = 0;
-	if (*p == 'Z' || *p == 'z') {
-		p++;
-	} else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-		int h = (p[1] - '0') * 10 + (p[2] - '0');
-		int m = (p[4] - '0') * 10 + (p[5] - '0');
-		off = (h * 3600L + m * 60L) * (*p == '-' ? -1 : 1);
-		p += 6;
-	} else {
-		return -1;
-	}
-	if (*p)
-		return -1;
-	*out = timegm(&tm) - off;
-	return 0;
-}
-
 /* go-units HumanDuration, as docker prints CREATED. */
 static void human_since(char *out, size_t len, const char *created)
 {
-	time_t t;
-	if (!created || parse_rfc3339(created, &t) < 0) {
-		snprintf(out, len, "N/A");
+	long long s;
+	if (!ib_cli_age(created, &s, out, len))
 		return;
-	}
-	double secs = difftime(time(NULL), t);
-	if (secs < 0) {
-		snprintf(out, len, "in the future");
-		return;
-	}
-	long long s = (long long)secs, minutes = s / 60, hours = (s + 1800) / 3600;
+	long long minutes = s / 60, hours = (s + 1800) / 3600;
 	if (s < 1)
 		snprintf(out, len, "Less than a second ago");
 	else if (s == 1)
@@ -181,11 +145,8 @@ static void print_json(const row *rows, size_t n)
 static void print_table(const row *rows, size_t n)
 {
 	enum { NCOL = 5 };
-	static const char *head[NCOL] = {"NAME", "TAG", "DIGEST", "CREATED", "SIZE"};
-	char ***cells = xcalloc(n ? n : 1, sizeof(char **));
-	size_t w[NCOL];
-	for (int c = 0; c < NCOL; c++)
-		w[c] = strlen(head[c]);
+	static const char *const head[NCOL] = {"NAME", "TAG", "DIGEST", "CREATED", "SIZE"};
+	char **cells = xcalloc(n * NCOL + 1, sizeof(char *));
 	for (size_t i = 0; i < n; i++) {
 		char created[64], size[32];
 		human_since(created, sizeof(created), rows[i].created);
@@ -193,32 +154,14 @@ static void print_table(const row *rows, size_t n)
 			ib_format_size(size, sizeof(size), (uint64_t)rows[i].size);
 		else
 			snprintf(size, sizeof(size), "N/A");
-		cells[i] = xcalloc(NCOL, sizeof(char *));
-		cells[i][0] = xstrdup(rows[i].name);
-		cells[i][1] = xstrdup(rows[i].tag);
-		cells[i][2] = xstrndup(ib_digest_hex(rows[i].digest), 12);
-		cells[i][3] = xstrdup(created);
-		cells[i][4] = xstrdup(size);
-		for (int c = 0; c < NCOL; c++)
-			if (strlen(cells[i][c]) > w[c])
-				w[c] = strlen(cells[i][c]);
+		char **c = &cells[i * NCOL];
+		c[0] = xstrdup(rows[i].name);
+		c[1] = xstrdup(rows[i].tag);
+		c[2] = xstrndup(ib_digest_hex(rows[i].digest), 12);
+		c[3] = xstrdup(created);
+		c[4] = xstrdup(size);
 	}
-	for (int c = 0; c < NCOL; c++)
-		if (c < NCOL - 1)
-			printf("%-*s   ", (int)w[c], head[c]);
-		else
-			printf("%s\n", head[c]);
-	for (size_t i = 0; i < n; i++) {
-		for (int c = 0; c < NCOL; c++) {
-			if (c < NCOL - 1)
-				printf("%-*s   ", (int)w[c], cells[i][c]);
-			else
-				printf("%s\n", cells[i][c]);
-			free(cells[i][c]);
-		}
-		free(cells[i]);
-	}
-	free(cells);
+	ib_cli_print_table(head, NCOL, cells, n);
 }
 
 int ib_cmd_images(int argc, char **argv, ib_global *g)

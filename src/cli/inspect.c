@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli/commands.h"
 #include "ref.h"
@@ -58,6 +57,26 @@ static int single_ref(int argc, char **argv, const char *cmd, bool *no_trunc, co
 	return 0;
 }
 
+/* single_ref, then open the store and load the image REF names.  0 with
+ * *ref, *s and *img set (the caller frees the store and the image), else
+ * the exit status for the command (the error is printed). */
+static int open_image(int argc, char **argv, ib_global *g, const char *cmd, bool *no_trunc,
+		      const char **ref, ib_store **s, ib_image **img)
+{
+	int r = single_ref(argc, argv, cmd, no_trunc, ref);
+	if (r)
+		return r;
+	*s = ib_cli_open_store(g);
+	if (!*s)
+		return 1;
+	ib_error *err = NULL;
+	if (ib_store_image_load(*s, *ref, img, &err) < 0) {
+		ib_store_free(*s);
+		return ib_cli_fail(&err);
+	}
+	return 0;
+}
+
 /* Tags in the store that point at digest, plus wanted when it is a tag:
  * ib_store_image_load looks tags up first, so a tag named wanted is what
  * the image was resolved through (possibly via an index). */
@@ -88,20 +107,14 @@ int ib_cmd_inspect(int argc, char **argv, ib_global *g)
 		return 0;
 	}
 	const char *ref;
-	int r = single_ref(argc, argv, "inspect", NULL, &ref);
+	ib_store *s = NULL;
+	ib_image *img = NULL;
+	int r = open_image(argc, argv, g, "inspect", NULL, &ref, &s, &img);
 	if (r)
 		return r;
-	ib_store *s = ib_cli_open_store(g);
-	if (!s)
-		return 1;
-	ib_error *err = NULL;
-	ib_image *img = NULL;
-	if (ib_store_image_load(s, ref, &img, &err) < 0) {
-		ib_store_free(s);
-		return ib_cli_fail(&err);
-	}
 	json_t *manifest = json_loadb(img->manifest_raw, img->manifest_len, 0, NULL);
 	if (!manifest) {
+		ib_error *err = NULL;
 		ib_error_setc(&err, IB_EINVALID, "manifest %s is not valid JSON", img->desc.digest);
 		ib_image_free(img);
 		ib_store_free(s);
@@ -151,46 +164,13 @@ int ib_cmd_inspect(int argc, char **argv, ib_global *g)
 	return 0;
 }
 
-/* RFC 3339 to seconds; -1 when unparsable. */
-static int parse_rfc3339(const char *s, time_t *out)
-{
-	struct tm tm;
-	memset(&tm, 0, sizeof(tm));
-	const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (!p)
-		return -1;
-	if (*p == '.')
-		for (p++; *p >= '0' && *p <= '9'; p++)
-			;
-	long off = 0;
-	if (*p == 'Z' || *p == 'z') {
-		p++;
-	} else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-		int h = (p[1] - '0') * 10 + (p[2] - '0');
-		int m = (p[4] - '0') * 10 + (p[5] - '0');
-		off = (h * 3600L + m * 60L) * (*p == '-' ? -1 : 1);
-		p += 6;
-	} else {
-		return -1;
-	}
-	if (*p)
-		return -1;
-	*out = timegm(&tm) - off;
-	return 0;
-}
-
 /* "3 days ago", coarser than `images` (history rows are read side by side). */
 static void human_since(char *out, size_t len, const char *created)
 {
-	time_t t;
-	if (!created || parse_rfc3339(created, &t) < 0) {
-		snprintf(out, len, "N/A");
+	long long s;
+	if (!ib_cli_age(created, &s, out, len))
 		return;
-	}
-	long long s = (long long)difftime(time(NULL), t);
-	if (s < 0)
-		snprintf(out, len, "in the future");
-	else if (s < 60)
+	if (s < 60)
 		snprintf(out, len, "%lld seconds ago", s);
 	else if (s < 3600)
 		snprintf(out, len, "%lld minutes ago", s / 60);
@@ -205,10 +185,6 @@ static void human_since(char *out, size_t len, const char *created)
 	else
 		snprintf(out, len, "%lld years ago", s / 86400 / 365);
 }
-
-typedef struct hrow {
-	char *cells[5];
-} hrow;
 
 /* Single-line text: newlines and tabs become spaces; shortened to max
  * characters with "..." unless max is 0. */
@@ -235,23 +211,18 @@ int ib_cmd_history(int argc, char **argv, ib_global *g)
 	}
 	const char *ref;
 	bool no_trunc = false;
-	int r = single_ref(argc, argv, "history", &no_trunc, &ref);
+	ib_store *s = NULL;
+	ib_image *img = NULL;
+	int r = open_image(argc, argv, g, "history", &no_trunc, &ref, &s, &img);
 	if (r)
 		return r;
-	ib_store *s = ib_cli_open_store(g);
-	if (!s)
-		return 1;
-	ib_error *err = NULL;
-	ib_image *img = NULL;
-	r = ib_store_image_load(s, ref, &img, &err);
 	ib_store_free(s);
-	if (r < 0)
-		return ib_cli_fail(&err);
 
 	json_t *history = json_object_get(img->config, "history");
 	size_t nh = json_is_array(history) ? json_array_size(history) : 0;
 	size_t nl = img->manifest->n_layers;
-	hrow *rows = xcalloc(nh + nl + 1, sizeof(hrow));
+	enum { NCOL = 5 };
+	char **cells = xcalloc((nh + nl) * NCOL + 1, sizeof(char *));
 	size_t n = 0, layer = 0;
 	size_t trunc = no_trunc ? 0 : 60;
 	for (size_t i = 0; i < nh; i++) {
@@ -267,50 +238,29 @@ int ib_cmd_history(int argc, char **argv, ib_global *g)
 				       (uint64_t)img->manifest->layers[layer++].size);
 		else
 			snprintf(size, sizeof(size), "N/A");
-		rows[n].cells[0] = xasprintf("%zu", n);
-		rows[n].cells[1] = xstrdup(created);
-		rows[n].cells[2] =
-		    one_line(json_string_value(json_object_get(h, "created_by")), trunc);
-		rows[n].cells[3] = xstrdup(size);
-		rows[n].cells[4] =
-		    one_line(json_string_value(json_object_get(h, "comment")), trunc);
+		char **c = &cells[n * NCOL];
+		c[0] = xasprintf("%zu", n);
+		c[1] = xstrdup(created);
+		c[2] = one_line(json_string_value(json_object_get(h, "created_by")), trunc);
+		c[3] = xstrdup(size);
+		c[4] = one_line(json_string_value(json_object_get(h, "comment")), trunc);
 		n++;
 	}
 	/* Layers the history does not describe (images built without it). */
 	for (; layer < nl; layer++) {
 		char size[32];
 		ib_format_size(size, sizeof(size), (uint64_t)img->manifest->layers[layer].size);
-		rows[n].cells[0] = xasprintf("%zu", n);
-		rows[n].cells[1] = xstrdup("N/A");
-		rows[n].cells[2] = xstrdup("<missing>");
-		rows[n].cells[3] = xstrdup(size);
-		rows[n].cells[4] = xstrdup("");
+		char **c = &cells[n * NCOL];
+		c[0] = xasprintf("%zu", n);
+		c[1] = xstrdup("N/A");
+		c[2] = xstrdup("<missing>");
+		c[3] = xstrdup(size);
+		c[4] = xstrdup("");
 		n++;
 	}
 	ib_image_free(img);
 
-	static const char *head[5] = {"STEP", "CREATED", "CREATED BY", "SIZE", "COMMENT"};
-	size_t w[5];
-	for (int c = 0; c < 5; c++) {
-		w[c] = strlen(head[c]);
-		for (size_t i = 0; i < n; i++)
-			if (strlen(rows[i].cells[c]) > w[c])
-				w[c] = strlen(rows[i].cells[c]);
-	}
-	for (int c = 0; c < 5; c++)
-		if (c < 4)
-			printf("%-*s   ", (int)w[c], head[c]);
-		else
-			printf("%s\n", head[c]);
-	for (size_t i = 0; i < n; i++) {
-		for (int c = 0; c < 5; c++) {
-			if (c < 4)
-				printf("%-*s   ", (int)w[c], rows[i].cells[c]);
-			else
-				printf("%s\n", rows[i].cells[c]);
-			free(rows[i].cells[c]);
-		}
-	}
-	free(rows);
+	static const char *const head[NCOL] = {"STEP", "CREATED", "CREATED BY", "SIZE", "COMMENT"};
+	ib_cli_print_table(head, NCOL, cells, n);
 	return 0;
 }

@@ -31,14 +31,13 @@ int ib_cmd_pull(int argc, char **argv, ib_global *g)
 	bool dashdash = false;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
+		int m;
 		if (!dashdash && !strcmp(a, "--")) {
 			dashdash = true;
-		} else if (!dashdash && !strcmp(a, "--platform")) {
-			if (i + 1 >= argc)
+		} else if (!dashdash && (m = ib_cli_option_value(argc, argv, &i, NULL, "--platform",
+								 &platform))) {
+			if (m < 0)
 				return ib_cli_usage_error("pull", "--platform needs a value");
-			platform = argv[++i];
-		} else if (!dashdash && !strncmp(a, "--platform=", 11)) {
-			platform = a + 11;
 		} else if (!dashdash && a[0] == '-' && a[1]) {
 			return ib_cli_usage_error("pull", "unknown option '%s'", a);
 		} else if (!ref) {
@@ -66,13 +65,8 @@ int ib_cmd_pull(int argc, char **argv, ib_global *g)
 		return 1;
 	ib_transfer_printer *pr = ib_transfer_printer_new(stderr, "pulling", g->quiet);
 	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
-	o.tls_verify = g->tls_verify;
-	o.authfile = g->authfile;
-	o.debug = g->debug;
+	ib_cli_registry_options(&o, g, pr);
 	o.platform = platform;
-	o.progress = ib_transfer_printer_progress;
-	o.event = ib_transfer_printer_event;
-	o.payload = pr;
 	ib_descriptor desc = {0};
 	int r = ib_registry_pull(store, ref, &o, &desc, &err);
 	ib_transfer_printer_free(pr);

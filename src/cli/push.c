@@ -53,12 +53,7 @@ int ib_cmd_push(int argc, char **argv, ib_global *g)
 		return 1;
 	ib_transfer_printer *pr = ib_transfer_printer_new(stderr, "pushing", g->quiet);
 	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
-	o.tls_verify = g->tls_verify;
-	o.authfile = g->authfile;
-	o.debug = g->debug;
-	o.progress = ib_transfer_printer_progress;
-	o.event = ib_transfer_printer_event;
-	o.payload = pr;
+	ib_cli_registry_options(&o, g, pr);
 	const char *cs = getenv("IMGBUILD_PUSH_CHUNK_SIZE");
 	uint64_t chunk;
 	if (cs && *cs) {

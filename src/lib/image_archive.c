@@ -893,30 +893,39 @@ static int oci_blob(load_ctx *c, const ib_descriptor *d, const char **file_out, 
 	return 0;
 }
 
+/* oci_blob, then the blob read whole (at most cap bytes); what ("manifest",
+ * "index", "config") names it in a read error. */
+static int oci_blob_read(load_ctx *c, const ib_descriptor *d, size_t cap, const char *what,
+			 const char **file_out, char **buf_out, size_t *len_out, ib_error **err)
+{
+	int r = oci_blob(c, d, file_out, err);
+	if (r < 0)
+		return r;
+	r = ib_read_file(*file_out, cap, buf_out, len_out, err);
+	if (r < 0)
+		return wrapped(r, err, "%s %s", what, d->digest);
+	return 0;
+}
+
 static int validate_oci_manifest(load_ctx *c, const ib_descriptor *d, ib_error **err)
 {
 	const char *file;
-	int r = oci_blob(c, d, &file, err);
-	if (r < 0)
-		return r;
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
-	r = ib_read_file(file, IB_MAX_MANIFEST_SIZE, &buf, &len, err);
+	int r = oci_blob_read(c, d, IB_MAX_MANIFEST_SIZE, "manifest", &file, &buf, &len, err);
 	if (r < 0)
-		return wrapped(r, err, "manifest %s", d->digest);
+		return r;
 	ib_manifest *man = NULL;
 	r = ib_manifest_parse(&man, buf, len, err);
 	if (r < 0)
 		return wrapped(r, err, "manifest %s", d->digest);
 	const char *cfile;
+	cleanup_free char *cbuf = NULL;
+	size_t clen = 0;
 	json_t *config = NULL;
-	r = oci_blob(c, &man->config, &cfile, err);
+	r = oci_blob_read(c, &man->config, IB_MAX_CONFIG_SIZE, "config", &cfile, &cbuf, &clen, err);
 	if (r == 0) {
-		cleanup_free char *cbuf = NULL;
-		size_t clen = 0;
-		r = ib_read_file(cfile, IB_MAX_CONFIG_SIZE, &cbuf, &clen, err);
-		if (r == 0)
-			r = ib_config_parse(&config, cbuf, clen, err);
+		r = ib_config_parse(&config, cbuf, clen, err);
 		if (r < 0)
 			wrapped(r, err, "config %s", man->config.digest);
 	}
@@ -968,14 +977,11 @@ static int validate_oci_desc(load_ctx *c, const ib_descriptor *d, int depth, ib_
 		return ib_error_setc(err, IB_EINVALID, "image index %s is nested too deeply",
 				     d->digest);
 	const char *file;
-	int r = oci_blob(c, d, &file, err);
-	if (r < 0)
-		return r;
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
-	r = ib_read_file(file, IB_MAX_MANIFEST_SIZE, &buf, &len, err);
+	int r = oci_blob_read(c, d, IB_MAX_MANIFEST_SIZE, "index", &file, &buf, &len, err);
 	if (r < 0)
-		return wrapped(r, err, "index %s", d->digest);
+		return r;
 	ib_index *idx = NULL;
 	r = ib_index_parse(&idx, buf, len, err);
 	if (r < 0)
@@ -1229,23 +1235,19 @@ static int resolve_images(save_ctx *c, char *const *refs, size_t n_refs, ib_erro
 	return 0;
 }
 
-static void set_entry_common(struct archive_entry *e, const char *name, mode_t type, mode_t perm)
+/* Write the header of a member owned by root with mtime 0: a directory
+ * (0755), or a regular file (0644) of size bytes. */
+static int write_header(save_ctx *c, const char *name, bool is_dir, int64_t size, ib_error **err)
 {
+	struct archive_entry *e = archive_entry_new();
 	archive_entry_set_pathname(e, name);
-	archive_entry_set_filetype(e, type);
-	archive_entry_set_perm(e, perm);
+	archive_entry_set_filetype(e, is_dir ? AE_IFDIR : AE_IFREG);
+	archive_entry_set_perm(e, is_dir ? 0755 : 0644);
 	archive_entry_set_mtime(e, 0, 0);
 	archive_entry_set_uid(e, 0);
 	archive_entry_set_gid(e, 0);
-}
-
-static int write_dir(save_ctx *c, const char *name, ib_error **err)
-{
-	if (json_object_get(c->written, name))
-		return 0;
-	json_object_set_new(c->written, name, json_true());
-	struct archive_entry *e = archive_entry_new();
-	set_entry_common(e, name, AE_IFDIR, 0755);
+	if (!is_dir)
+		archive_entry_set_size(e, size);
 	int r = archive_write_header(c->a, e);
 	archive_entry_free(e);
 	if (r != ARCHIVE_OK)
@@ -1253,18 +1255,22 @@ static int write_dir(save_ctx *c, const char *name, ib_error **err)
 	return 0;
 }
 
+static int write_dir(save_ctx *c, const char *name, ib_error **err)
+{
+	if (json_object_get(c->written, name))
+		return 0;
+	json_object_set_new(c->written, name, json_true());
+	return write_header(c, name, true, 0, err);
+}
+
 static int write_buffer(save_ctx *c, const char *name, const void *data, size_t len, ib_error **err)
 {
 	if (json_object_get(c->written, name))
 		return 0;
 	json_object_set_new(c->written, name, json_true());
-	struct archive_entry *e = archive_entry_new();
-	set_entry_common(e, name, AE_IFREG, 0644);
-	archive_entry_set_size(e, (la_int64_t)len);
-	int r = archive_write_header(c->a, e);
-	archive_entry_free(e);
-	if (r != ARCHIVE_OK)
-		return ib_error_setc(err, IB_ERROR, "write archive: %s", aerr(c->a));
+	int r = write_header(c, name, false, (int64_t)len, err);
+	if (r < 0)
+		return r;
 	if (len > 0 && archive_write_data(c->a, data, len) != (la_ssize_t)len)
 		return ib_error_setc(err, IB_ERROR, "write archive: %s", aerr(c->a));
 	return 0;
@@ -1285,13 +1291,9 @@ static int write_blob(save_ctx *c, const char *name, const ib_descriptor *d, ib_
 		return ib_error_setc(err, IB_EDIGEST,
 				     "blob %s in the store has size %" PRId64 ", expected %" PRId64,
 				     d->digest, size, d->size);
-	struct archive_entry *e = archive_entry_new();
-	set_entry_common(e, name, AE_IFREG, 0644);
-	archive_entry_set_size(e, size);
-	r = archive_write_header(c->a, e);
-	archive_entry_free(e);
-	if (r != ARCHIVE_OK)
-		return ib_error_setc(err, IB_ERROR, "write archive: %s", aerr(c->a));
+	r = write_header(c, name, false, size, err);
+	if (r < 0)
+		return r;
 	cleanup_free char *buf = xmalloc(COPY_BUF);
 	ib_digest_ctx *ctx = ib_digest_new();
 	int64_t total = 0;

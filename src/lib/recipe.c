@@ -2185,12 +2185,10 @@ static void set_env_upvalue(lua_State *L, int fidx)
 		lua_pop(L, 1);
 }
 
-/* Load a module file (or embedded source) as a function on the stack,
- * running in the sandbox environment.  Syntax errors are raised. */
-static void load_chunk(lua_State *L, ib_eval *ctx, const char *data, size_t len,
-		       const char *display)
+/* Load Lua source text as a function on the stack, running in the sandbox
+ * environment.  Syntax errors are raised. */
+static void load_source(lua_State *L, const char *data, size_t len, const char *chunkname)
 {
-	const char *chunkname = chunk_register(L, ctx, display);
 	/* a "#!" first line is skipped but still counts as line 1 */
 	if (len && data[0] == '#') {
 		const char *nl = memchr(data, '\n', len);
@@ -2200,8 +2198,16 @@ static void load_chunk(lua_State *L, ib_eval *ctx, const char *data, size_t len,
 	}
 	if (luaL_loadbufferx(L, data, len, chunkname, "t") != LUA_OK)
 		lua_error(L);
-	lua_remove(L, -2); /* the chunk name */
 	set_env_upvalue(L, -1);
+}
+
+/* Load a module file (or embedded source) as a function on the stack, as
+ * load_source does. */
+static void load_chunk(lua_State *L, ib_eval *ctx, const char *data, size_t len,
+		       const char *display)
+{
+	load_source(L, data, len, chunk_register(L, ctx, display));
+	lua_remove(L, -2); /* the chunk name */
 }
 
 /* Find and load module `name`; pushes the function. Returns false when no
@@ -2640,18 +2646,8 @@ static int eval_main(lua_State *L)
 	}
 
 	/* the recipe itself is chunk 0 */
-	const char *chunkname = lua_pushfstring(L, "@%s", ctx->chunks[0].name);
-	const char *data = ctx->recipe_data;
-	size_t len = ctx->recipe_len;
-	if (len && data[0] == '#') {
-		const char *nl = memchr(data, '\n', len);
-		size_t skip = nl ? (size_t)(nl - data) : len;
-		data += skip;
-		len -= skip;
-	}
-	if (luaL_loadbufferx(L, data, len, chunkname, "t") != LUA_OK)
-		lua_error(L);
-	set_env_upvalue(L, -1);
+	load_source(L, ctx->recipe_data, ctx->recipe_len,
+		    lua_pushfstring(L, "@%s", ctx->chunks[0].name));
 	lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_INTERVAL);
 	lua_call(L, 0, 0);
 	lua_sethook(L, NULL, 0, 0);

@@ -240,6 +240,33 @@ static int sb_attach(int mfd, const char *target)
 			  MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_SYMLINKS);
 }
 
+/* A step on the filesystem context fs failed: log gets the filesystem's
+ * own explanation (may be ""), fs is closed, errno is kept; returns -1. */
+static int sb_fsfail(int fs, char *log, size_t loglen)
+{
+	int saved = errno;
+	ssize_t n = read(fs, log, loglen - 1);
+	log[n > 0 ? n : 0] = '\0';
+	if (n > 0 && log[n - 1] == '\n')
+		log[n - 1] = '\0';
+	close(fs);
+	errno = saved;
+	return -1;
+}
+
+/* Create the superblock of the configured context fs and return it as a
+ * detached mount; fs is closed.  On failure as sb_fsfail. */
+static int sb_fscreate(int fs, unsigned attrs, char *log, size_t loglen)
+{
+	if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		return sb_fsfail(fs, log, loglen);
+	int m = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
+	if (m < 0)
+		return sb_fsfail(fs, log, loglen);
+	close(fs);
+	return m;
+}
+
 /* A new detached superblock mount through the mount API.  On failure,
  * errno is kept and log gets the filesystem's own explanation (may be ""). */
 static int sb_fsmount(const char *fstype, const char *const *kv, unsigned attrs, char *log,
@@ -251,23 +278,8 @@ static int sb_fsmount(const char *fstype, const char *const *kv, unsigned attrs,
 		return -1;
 	for (size_t i = 0; kv && kv[i]; i += 2)
 		if (fsconfig(fs, FSCONFIG_SET_STRING, kv[i], kv[i + 1], 0) < 0)
-			goto fail;
-	if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-		goto fail;
-	int m = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
-	if (m < 0)
-		goto fail;
-	close(fs);
-	return m;
-fail:;
-	int saved = errno;
-	ssize_t n = read(fs, log, loglen - 1);
-	log[n > 0 ? n : 0] = '\0';
-	if (n > 0 && log[n - 1] == '\n')
-		log[n - 1] = '\0';
-	close(fs);
-	errno = saved;
-	return -1;
+			return sb_fsfail(fs, log, loglen);
+	return sb_fscreate(fs, attrs, log, loglen);
 }
 
 static void sb_record(sb_ctx *c, const char *path, bool is_dir)
@@ -395,14 +407,14 @@ static int sb_overlay_fsmount(sb_ctx *c, const sb_fds *f, char *log, size_t logl
 		snprintf(p, sizeof(p), "/proc/self/fd/%d",
 			 i < c->n_lowers ? c->lower_fds[i] : f->skel);
 		if (fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir+", p, 0) < 0)
-			goto fail;
+			return sb_fsfail(fs, log, loglen);
 	}
 	snprintf(p, sizeof(p), "/proc/self/fd/%d", f->upper);
 	if (fsconfig(fs, FSCONFIG_SET_STRING, "upperdir", p, 0) < 0)
-		goto fail;
+		return sb_fsfail(fs, log, loglen);
 	snprintf(p, sizeof(p), "/proc/self/fd/%d", f->work);
 	if (fsconfig(fs, FSCONFIG_SET_STRING, "workdir", p, 0) < 0)
-		goto fail;
+		return sb_fsfail(fs, log, loglen);
 	/* best effort, as with mount(2): kernels without an option keep the
 	 * behaviour we ask for anyway */
 	static const char *const extras[] = {"index",	     "off", "xino",	"off",
@@ -410,23 +422,8 @@ static int sb_overlay_fsmount(sb_ctx *c, const sb_fds *f, char *log, size_t logl
 	for (size_t i = 0; i < sizeof(extras) / sizeof(extras[0]); i += 2)
 		fsconfig(fs, FSCONFIG_SET_STRING, extras[i], extras[i + 1], 0);
 	if (c->rootless && fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
-		goto fail;
-	if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-		goto fail;
-	int m = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
-	if (m < 0)
-		goto fail;
-	close(fs);
-	return m;
-fail:;
-	int saved = errno;
-	ssize_t n = read(fs, log, loglen - 1);
-	log[n > 0 ? n : 0] = '\0';
-	if (n > 0 && log[n - 1] == '\n')
-		log[n - 1] = '\0';
-	close(fs);
-	errno = saved;
-	return -1;
+		return sb_fsfail(fs, log, loglen);
+	return sb_fscreate(fs, MOUNT_ATTR_NODEV, log, loglen);
 }
 
 static void sb_mount_overlay(sb_ctx *c, const sb_fds *f)
