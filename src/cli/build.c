@@ -319,9 +319,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	}
 	if (push) {
 		ib_registry_options ro = IB_REGISTRY_OPTIONS_INIT;
-		ro.tls_verify = g->tls_verify;
-		ro.authfile = g->authfile;
-		ro.debug = g->debug;
+		ib_cli_registry_options(&ro, g, NULL);
 		ro.progress = ib_progress_transfer_cb;
 		ro.payload = prog;
 		for (size_t i = 0; tags[i]; i++) {

@@ -29,25 +29,6 @@ static const char usage[] =
     "                            (default $SOURCE_DATE_EPOCH, else 0)\n"
     "  -h, --help                this help\n";
 
-/* "--name VALUE" or "--name=VALUE"; advances *i over a separate value. */
-static int option_value(int argc, char **argv, int *i, const char *name, const char **out)
-{
-	size_t n = strlen(name);
-	const char *a = argv[*i];
-	if (strncmp(a, name, n) != 0)
-		return 0;
-	if (a[n] == '=') {
-		*out = a + n + 1;
-		return 1;
-	}
-	if (a[n] != '\0')
-		return 0;
-	if (*i + 1 >= argc)
-		return -1;
-	*out = argv[++*i];
-	return 1;
-}
-
 static int parse_epoch(const char *s, const char *what, int64_t *out, ib_error **err)
 {
 	uint64_t v;
@@ -134,12 +115,12 @@ int ib_cmd_import(int argc, char **argv, ib_global *g)
 			dashdash = true;
 			continue;
 		}
-		if (!dashdash && (m = option_value(argc, argv, &i, "--compression", &v)) != 0) {
+		if (!dashdash && (m = ib_cli_option_value(argc, argv, &i, NULL, "--compression", &v)) != 0) {
 			if (m < 0)
 				return ib_cli_usage_error("import", "--compression needs a value");
 			comp = v;
 		} else if (!dashdash &&
-			   (m = option_value(argc, argv, &i, "--source-date-epoch", &v)) != 0) {
+			   (m = ib_cli_option_value(argc, argv, &i, NULL, "--source-date-epoch", &v)) != 0) {
 			if (m < 0)
 				return ib_cli_usage_error("import",
 							  "--source-date-epoch needs a value");

@@ -183,9 +183,7 @@ int ib_cmd_login(int argc, char **argv, ib_global *g)
 	{
 		ib_credentials creds = {user, pass};
 		ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
-		o.tls_verify = g->tls_verify;
-		o.authfile = g->authfile;
-		o.debug = g->debug;
+		ib_cli_registry_options(&o, g, NULL);
 		ib_error *err = NULL;
 		if (ib_registry_login_check(host, &creds, &o, &err) < 0) {
 			ib_error_wrap(&err, "login %s", host);

@@ -42,13 +42,6 @@ static int one_arg(int argc, char **argv, const char *cmd, const char *what, con
 	return 0;
 }
 
-static void options_from(ib_registry_options *o, const ib_global *g)
-{
-	o->tls_verify = g->tls_verify;
-	o->authfile = g->authfile;
-	o->debug = g->debug;
-}
-
 int ib_cmd_search(int argc, char **argv, ib_global *g)
 {
 	if (ib_cli_wants_help(argc, argv)) {
@@ -60,7 +53,7 @@ int ib_cmd_search(int argc, char **argv, ib_global *g)
 	if (rc)
 		return rc;
 	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
-	options_from(&o, g);
+	ib_cli_registry_options(&o, g, NULL);
 	ib_error *err = NULL;
 	cleanup_strv char **repos = NULL;
 	if (ib_registry_catalog(arg, &o, &repos, &err) < 0) {
@@ -86,7 +79,7 @@ int ib_cmd_tags(int argc, char **argv, ib_global *g)
 	if (rc)
 		return rc;
 	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
-	options_from(&o, g);
+	ib_cli_registry_options(&o, g, NULL);
 	ib_error *err = NULL;
 	cleanup_strv char **tags = NULL;
 	if (ib_registry_tags(arg, &o, &tags, &err) < 0) {
