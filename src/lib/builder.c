@@ -61,6 +61,7 @@ typedef struct builder {
 	bool chain_missed; /* an earlier step of this chain ran (for --explain) */
 	char *created;     /* RFC 3339 build timestamp */
 	char *context;     /* absolute, canonical build context */
+	uint64_t layer_total; /* expected tar size of the layer being written, 0 = unknown */
 	/* ring of the current step's last output lines */
 	char *last[LAST_LINES];
 	size_t n_last;
@@ -506,6 +507,13 @@ static void output_cb(const char *line, size_t len, void *payload)
 	b->last[b->n_last++] = xstrndup(line, len);
 }
 
+static void layer_progress(uint64_t tar_bytes, void *payload)
+{
+	builder *b = payload;
+	uint64_t total = b->layer_total > tar_bytes ? b->layer_total : 0;
+	ib_progress_bytes(b->o->progress, b->cur_id, "layer", tar_bytes, total);
+}
+
 static void clear_last(builder *b)
 {
 	for (size_t i = 0; i < b->n_last; i++)
@@ -637,8 +645,9 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 		goto out;
 	}
 	ib_layer_options lo = {b->o->compression, b->o->source_date_epoch, 0,
-				      b->o->compression_level};
+			       b->o->compression_level, layer_progress, b};
 	ib_layer_result res = {0};
+	b->layer_total = 0;
 	rc = ib_layer_from_upper(b->store, upper, NULL, &lo, &res, err);
 	if (rc < 0)
 		goto out;
@@ -1244,7 +1253,13 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 		if (jstr(step, "mode"))
 			mode = (int32_t)strtol(jstr(step, "mode"), NULL, 8);
 		ib_layer_options lo = {b->o->compression, b->o->source_date_epoch, 0,
-				      b->o->compression_level};
+				       b->o->compression_level, layer_progress, b};
+		/* tar size: a header per entry, contents padded to 512 bytes */
+		b->layer_total = 1024;
+		for (size_t i = 0; i < l.n; i++) {
+			uint64_t sz = S_ISREG(l.items[i].st.st_mode) ? (uint64_t)l.items[i].st.st_size : 0;
+			b->layer_total += 512 + (sz + 511) / 512 * 512;
+		}
 		ib_layer_writer *w = NULL;
 		if (rc == 0)
 			rc = ib_layer_writer_new(&w, b->store, &lo, err);

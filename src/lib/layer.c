@@ -262,6 +262,9 @@ struct pipe {
 	uint64_t entries;
 	int64_t sde;
 	unsigned char *buf;
+	uint64_t tar_bytes, reported;
+	void (*progress)(uint64_t tar_bytes, void *payload);
+	void *payload;
 };
 
 static int pipe_sink(const void *data, size_t len, void *payload)
@@ -278,6 +281,11 @@ static la_ssize_t pipe_tar_write(struct archive *a, void *payload, const void *b
 		return -1;
 	}
 	ib_digest_update(p->diff, buf, len);
+	p->tar_bytes += len;
+	if (p->progress && p->tar_bytes - p->reported >= (1u << 20)) {
+		p->reported = p->tar_bytes;
+		p->progress(p->tar_bytes, p->payload);
+	}
 	ib_error *e = NULL;
 	if (ib_compressor_write(p->comp, buf, len, &e) < 0) {
 		if (p->cb_err == NULL)
@@ -340,6 +348,8 @@ static int pipe_open(struct pipe *p, ib_store *store, const ib_layer_options *op
 {
 	memset(p, 0, sizeof(*p));
 	p->sde = opts->source_date_epoch;
+	p->progress = opts->progress;
+	p->payload = opts->payload;
 	int r = ib_blob_writer_new(&p->blob, store, err);
 	if (r < 0)
 		return r;
@@ -377,6 +387,8 @@ static int pipe_close(struct pipe *p, ib_layer_result *out, ib_error **err)
 {
 	if (archive_write_close(p->ar) != ARCHIVE_OK)
 		return pipe_error(p, err, "finish tar stream");
+	if (p->progress)
+		p->progress(p->tar_bytes, p->payload);
 	ib_error *ce = NULL;
 	int r = ib_compressor_finish(p->comp, &ce);
 	if (r < 0)

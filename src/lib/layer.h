@@ -41,10 +41,14 @@ typedef struct ib_layer_options {
 	int64_t source_date_epoch; /* every mtime clamped to at most this */
 	int threads;		   /* compressor threads, 0 = online cpus */
 	int level;		   /* compression level, 0 = the compressor's default */
+	/* Called as the tar stream grows (about every MiB, and at the end) with
+	 * the uncompressed bytes written so far; may be NULL. */
+	void (*progress)(uint64_t tar_bytes, void *payload);
+	void *payload;
 } ib_layer_options;
 #define IB_LAYER_OPTIONS_INIT                                                                      \
 	{                                                                                          \
-		IB_COMP_GZIP, 0, 0, 0                                                              \
+		IB_COMP_GZIP, 0, 0, 0, NULL, NULL                                                  \
 	}
 
 typedef struct ib_layer_result {

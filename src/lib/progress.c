@@ -28,6 +28,7 @@ struct ib_progress {
 	char *run_label;   /* as shown (cut to the terminal width) */
 	double run_t0;
 	bool line_open;    /* the running step's line is the cursor's line */
+	uint64_t run_done, run_total; /* bytes shown on the running line */
 };
 
 static double now(void);
@@ -82,6 +83,15 @@ static void draw_running(ib_progress *p)
 {
 	fprintf(p->out, "\r\033[K\033[1m#%d %s\033[0m \033[33m%.1fs\033[0m", p->run_id,
 		p->run_label, now() - p->run_t0);
+	if (p->run_done) {
+		char d[32], t[32];
+		ib_format_size(d, sizeof(d), p->run_done);
+		ib_format_size(t, sizeof(t), p->run_total);
+		if (p->run_total)
+			fprintf(p->out, " %s/%s", d, t);
+		else
+			fprintf(p->out, " %s", d);
+	}
 	fflush(p->out);
 }
 
@@ -161,10 +171,11 @@ static void tty_step_event(ib_progress *p, int id, const char *state, const char
 		close_line(p);
 		free(p->run_label);
 		/* keep the line on one terminal row so \r can redraw it */
-		int max = term_width(p) - 16;
+		int max = term_width(p) - 32;
 		p->run_label = xasprintf("%.*s", max > 10 ? max : 10, label);
 		p->run_id = id;
 		p->run_t0 = now();
+		p->run_done = p->run_total = 0;
 		p->line_open = true;
 		draw_running(p);
 		if (!p->ticker_started &&
@@ -303,6 +314,14 @@ void ib_progress_bytes(ib_progress *p, int id, const char *what, uint64_t done, 
 		return;
 	p->last_bytes_update = t;
 	lock(p);
+	if (p->line_open && p->run_id == id) {
+		/* the running step's own bytes: shown on its line */
+		p->run_done = done;
+		p->run_total = total;
+		draw_running(p);
+		unlock(p);
+		return;
+	}
 	close_line(p);
 	char d[32], tot[32];
 	ib_format_size(d, sizeof(d), done);
