@@ -7,28 +7,6 @@
 #include "cli/commands.h"
 #include "util.h"
 
-/* Commands are declared weak while the tree is being assembled so that a
- * missing one reports itself instead of failing the link. */
-#pragma weak ib_cmd_build
-#pragma weak ib_cmd_plan
-#pragma weak ib_cmd_images
-#pragma weak ib_cmd_inspect
-#pragma weak ib_cmd_history
-#pragma weak ib_cmd_tag
-#pragma weak ib_cmd_rmi
-#pragma weak ib_cmd_pull
-#pragma weak ib_cmd_push
-#pragma weak ib_cmd_login
-#pragma weak ib_cmd_logout
-#pragma weak ib_cmd_search
-#pragma weak ib_cmd_tags
-#pragma weak ib_cmd_save
-#pragma weak ib_cmd_load
-#pragma weak ib_cmd_import
-#pragma weak ib_cmd_diff
-#pragma weak ib_cmd_prune
-#pragma weak ib_cmd_verify
-
 static const struct {
 	const char *name;
 	ib_cmd_fn fn;
@@ -154,24 +132,13 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (!g.authfile) {
-		const char *env = getenv("REGISTRY_AUTH_FILE");
-		if (env && *env)
-			g.authfile = NULL; /* auth.c consults the environment itself */
-	}
 	const char *name = argv[i];
 	/* `imgbuild recipe.lua ...` is short for `imgbuild build recipe.lua ...` */
 	if (has_suffix(name, ".lua"))
-		return ib_cmd_build ? ib_cmd_build(argc - i + 1, argv + i - 1, &g)
-				    : (fprintf(stderr, "imgbuild: error: build is not available\n"), 1);
+		return ib_cmd_build(argc - i + 1, argv + i - 1, &g);
 	for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++) {
-		if (strcmp(commands[k].name, name) != 0)
-			continue;
-		if (!commands[k].fn) {
-			fprintf(stderr, "imgbuild: error: '%s' is not available in this build\n", name);
-			return 1;
-		}
-		return commands[k].fn(argc - i, argv + i, &g);
+		if (strcmp(commands[k].name, name) == 0)
+			return commands[k].fn(argc - i, argv + i, &g);
 	}
 	fprintf(stderr, "imgbuild: error: unknown command '%s' (see 'imgbuild --help')\n", name);
 	return 2;

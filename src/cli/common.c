@@ -7,7 +7,6 @@
 #include "cli/commands.h"
 #include "util.h"
 
-#pragma weak ib_store_open /* until store.c lands */
 
 ib_store *ib_cli_open_store(ib_global *g)
 {
