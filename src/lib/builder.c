@@ -1015,6 +1015,8 @@ static json_t *copy_sources_json(const copy_list *l)
 
 static int mount_stage_view(builder *b, stage_state *src, ib_error **err);
 static void release_view(stage_state *st);
+static int load_base_image(builder *b, json_t *stage, const char *ref, ib_image **out,
+			   ib_error **err);
 
 /* Copy a regular file's bytes (in the kernel where possible). */
 static int copy_file_data(int in, int out)
@@ -1198,8 +1200,10 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 	} else if (jstr(from, "image")) {
 		/* copy from an image: load (pulling if needed) into a temp stage */
 		ib_image *img = NULL;
-		if (ib_store_image_load(b->store, jstr(from, "image"), &img, err) < 0)
+		if (load_base_image(b, step, jstr(from, "image"), &img, err) < 0) {
+			ib_error_wrap(err, "copy from %s", jstr(from, "image"));
 			return recipe_error(b, step, err);
+		}
 		tmpstage.name = "copy-source";
 		tmpstage.n_layers = img->manifest->n_layers;
 		tmpstage.layers = xcalloc(tmpstage.n_layers + 1, sizeof(layer_ref));

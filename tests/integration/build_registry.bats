@@ -94,3 +94,20 @@ LUA
 	[[ "$last" == "imgbuild: error: $T/ctx/recipe.lua:1: from 127.0.0.1:$OPEN_PORT/base/missing:1: "* ]]
 	[[ "$last" == *"MANIFEST_UNKNOWN"* || "$last" == *"not found"* ]]
 }
+
+@test "copy from an image that is only in the registry pulls it first" {
+	cat > "$T/ctx/recipe.lua" <<LUA
+from "scratch"
+copy { from = "127.0.0.1:$OPEN_PORT/base/busybox:oci", "/bin/busybox", "/bin/busybox" }
+entrypoint { "/bin/busybox", "echo" }
+LUA
+	run --separate-stderr env IMGBUILD_ROOT="$T/cfi" "$IMGBUILD" build "$T/ctx/recipe.lua" -t localhost/copied:1 --progress plain
+	echo "$stderr"
+	[ "$status" -eq 0 ]
+	[[ "$stderr" == *"pulling 127.0.0.1:$OPEN_PORT/base/busybox:oci"* ]]
+	IMGBUILD_ROOT="$T/cfi" skopeo copy -q "oci:$T/cfi/oci:localhost/copied:1" \
+		"containers-storage:[vfs@$SUITE_TMP/pstore+$SUITE_TMP/prun]localhost/copied:1"
+	run pod run --rm --network none localhost/copied:1 from-a-copied-binary
+	[ "$status" -eq 0 ]
+	[[ "$output" == *from-a-copied-binary* ]]
+}
