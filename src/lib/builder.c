@@ -1158,6 +1158,19 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 		ok = r == 0;
 	}
 	free(linked);
+	/* parent directories of the destination carry the build timestamp */
+	if (ok && slash) {
+		size_t base = strlen(tmp);
+		for (char *q = first + strlen(first); q > first + base; q--) {
+			if (*q != '/' && *q != '\0')
+				continue;
+			char saved = *q;
+			*q = '\0';
+			struct timespec ts[2] = {{0, UTIME_OMIT}, {epoch, 0}};
+			utimensat(AT_FDCWD, first, ts, AT_SYMLINK_NOFOLLOW);
+			*q = saved;
+		}
+	}
 	/* directory mtimes last, children first */
 	for (size_t i = l->n; i > 0 && ok; i--) {
 		const copy_item *it = &l->items[i - 1];
