@@ -21,9 +21,10 @@ request path (with query); host (optional): a regular expression matched
 against the Host header; times: how often the rule fires (-1 = always).
 Actions:
   status   answer STATUS (with Retry-After when given) without forwarding
-  reset    GET/HEAD: forward, relay the headers and after_bytes of the body,
-           then reset the connection; with a request body (PUT/PATCH/POST):
-           read after_bytes of it, then reset
+  reset    GET/HEAD: forward, relay the headers and exactly after_bytes of
+           the body, wait until the client has them, then reset the
+           connection; with a request body (PUT/PATCH/POST): read
+           after_bytes of it, then reset
   corrupt  forward, but flip one byte of the response body (same length)
   delay    sleep "seconds", then forward
   redirect answer 307 with Location http://TO_HOST:PORT/same/path, where
@@ -36,6 +37,7 @@ Each request is logged as one line: METHOD PATH STATUS [RULE-ACTION]
 header, host= when the Host header is not 127.0.0.1:*.  Started and stopped by helpers/registry.bash.
 """
 import argparse
+import fcntl
 import http.client
 import json
 import os
@@ -43,6 +45,7 @@ import re
 import socket
 import struct
 import sys
+import termios
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -119,12 +122,33 @@ class Handler(BaseHTTPRequestHandler):
             with open(self.server.log_path, "a") as f:
                 f.write("%s %s %s%s\n" % (self.command, self.path, status, extra))
 
+    def drain(self, timeout=30.0):
+        """Wait (at most timeout seconds) until the client's TCP stack has
+        acknowledged everything written so far: TIOCOUTQ (alias SIOCOUTQ,
+        bytes not yet acknowledged by the peer) is 0.  A reset throws away
+        whatever is still queued for sending, so without this a client that
+        reads slowly (a loaded machine, a sanitizer build) gets only what
+        fitted in its receive window, often a quarter of after_bytes, and
+        how much depends on timing."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                queued = struct.unpack("i", fcntl.ioctl(self.connection.fileno(),
+                                                        termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            except OSError:
+                return
+            if queued <= 0:
+                return
+            time.sleep(0.005)
+
     def reset(self):
-        """Close the client connection with a TCP reset."""
+        """Close the client connection with a TCP reset, once the bytes
+        already written have reached the client."""
         try:
             self.wfile.flush()
         except OSError:
             pass
+        self.drain()
         try:
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                        struct.pack("ii", 1, 0))
