@@ -12,34 +12,35 @@ static const struct {
 	ib_cmd_fn fn;
 	const char *summary;
 } commands[] = {
-	{"build", ib_cmd_build, "Build an image from a Lua recipe"},
-	{"plan", ib_cmd_plan, "Evaluate a recipe and print its plan as JSON"},
-	{"images", ib_cmd_images, "List tagged images"},
-	{"inspect", ib_cmd_inspect, "Show an image's manifest, config and digests"},
-	{"history", ib_cmd_history, "Show the layers of an image"},
-	{"tag", ib_cmd_tag, "Add a tag to an image"},
-	{"rmi", ib_cmd_rmi, "Remove tags"},
-	{"pull", ib_cmd_pull, "Pull an image from a registry"},
-	{"push", ib_cmd_push, "Push an image to a registry"},
-	{"login", ib_cmd_login, "Store credentials for a registry"},
-	{"logout", ib_cmd_logout, "Remove credentials for a registry"},
-	{"search", ib_cmd_search, "List a registry's repositories"},
-	{"tags", ib_cmd_tags, "List a repository's tags"},
-	{"save", ib_cmd_save, "Write images to a docker or OCI archive"},
-	{"load", ib_cmd_load, "Load images from a docker or OCI archive"},
-	{"import", ib_cmd_import, "Create a one-layer image from a rootfs tarball"},
-	{"diff", ib_cmd_diff, "Show file differences between two images"},
-	{"prune", ib_cmd_prune, "Delete unreferenced blobs, layers and cache"},
-	{"verify", ib_cmd_verify, "Re-hash every blob in the store"},
-	{"version", ib_cmd_version, "Show the version"},
+    {"build", ib_cmd_build, "Build an image from a Lua recipe"},
+    {"plan", ib_cmd_plan, "Evaluate a recipe and print its plan as JSON"},
+    {"images", ib_cmd_images, "List tagged images"},
+    {"inspect", ib_cmd_inspect, "Show an image's manifest, config and digests"},
+    {"history", ib_cmd_history, "Show the layers of an image"},
+    {"tag", ib_cmd_tag, "Add a tag to an image"},
+    {"rmi", ib_cmd_rmi, "Remove tags"},
+    {"pull", ib_cmd_pull, "Pull an image from a registry"},
+    {"push", ib_cmd_push, "Push an image to a registry"},
+    {"login", ib_cmd_login, "Store credentials for a registry"},
+    {"logout", ib_cmd_logout, "Remove credentials for a registry"},
+    {"search", ib_cmd_search, "List a registry's repositories"},
+    {"tags", ib_cmd_tags, "List a repository's tags"},
+    {"save", ib_cmd_save, "Write images to a docker or OCI archive"},
+    {"load", ib_cmd_load, "Load images from a docker or OCI archive"},
+    {"import", ib_cmd_import, "Create a one-layer image from a rootfs tarball"},
+    {"diff", ib_cmd_diff, "Show file differences between two images"},
+    {"prune", ib_cmd_prune, "Delete unreferenced blobs, layers and cache"},
+    {"verify", ib_cmd_verify, "Re-hash every blob in the store"},
+    {"version", ib_cmd_version, "Show the version"},
 };
 
 static void usage(FILE *f)
 {
-	fputs("Usage: imgbuild [GLOBAL OPTIONS] COMMAND [ARGS]\n"
-	      "       imgbuild RECIPE.lua [BUILD OPTIONS]   (same as 'imgbuild build RECIPE.lua')\n\n"
-	      "Commands:\n",
-	      f);
+	fputs(
+	    "Usage: imgbuild [GLOBAL OPTIONS] COMMAND [ARGS]\n"
+	    "       imgbuild RECIPE.lua [BUILD OPTIONS]   (same as 'imgbuild build RECIPE.lua')\n\n"
+	    "Commands:\n",
+	    f);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
 	fputs("\nGlobal options:\n"
@@ -122,7 +123,10 @@ int main(int argc, char **argv)
 			printf("imgbuild version %s\n", IB_VERSION);
 			return 0;
 		} else if (a[0] == '-') {
-			fprintf(stderr, "imgbuild: error: unknown global option '%s' (see 'imgbuild --help')\n", a);
+			fprintf(
+			    stderr,
+			    "imgbuild: error: unknown global option '%s' (see 'imgbuild --help')\n",
+			    a);
 			return 2;
 		} else {
 			break;

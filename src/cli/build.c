@@ -14,29 +14,30 @@
 #include "util.h"
 
 static const char build_help[] =
-	"Usage: imgbuild build RECIPE.lua [OPTIONS]\n"
-	"       imgbuild RECIPE.lua [OPTIONS]\n\n"
-	"Build an image from a Lua recipe and print its digest.\n\n"
-	"Options:\n"
-	"  -t, --tag REF              tag the result (repeatable)\n"
-	"      --context DIR          build context (default: the recipe's directory)\n"
-	"      --build-arg K[=V]      value for arg(K); without =V, from $K (repeatable)\n"
-	"      --target STAGE         build up to this stage\n"
-	"      --no-cache             run every step\n"
-	"      --pull POLICY          missing (default), always, never\n"
-	"      --push                 push every tag after the build\n"
-	"      --compression ALG      gzip (default) or zstd\n"
-	"      --compression-level N  gzip 1-9 (default 1), zstd 1-19 (default 3)\n"
-	"      --network MODE         network of run steps: host (default) or none\n"
-	"      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else 0)\n"
-	"      --iidfile FILE         write the image digest to FILE\n"
-	"      --metadata-file FILE   write build metadata as JSON to FILE\n"
-	"      --progress MODE        auto, tty, plain or json\n"
-	"      --explain              say why each executed step missed the cache\n"
-	"      --check                rebuild without cache and report the first difference\n";
+    "Usage: imgbuild build RECIPE.lua [OPTIONS]\n"
+    "       imgbuild RECIPE.lua [OPTIONS]\n\n"
+    "Build an image from a Lua recipe and print its digest.\n\n"
+    "Options:\n"
+    "  -t, --tag REF              tag the result (repeatable)\n"
+    "      --context DIR          build context (default: the recipe's directory)\n"
+    "      --build-arg K[=V]      value for arg(K); without =V, from $K (repeatable)\n"
+    "      --target STAGE         build up to this stage\n"
+    "      --no-cache             run every step\n"
+    "      --pull POLICY          missing (default), always, never\n"
+    "      --push                 push every tag after the build\n"
+    "      --compression ALG      gzip (default) or zstd\n"
+    "      --compression-level N  gzip 1-9 (default 1), zstd 1-19 (default 3)\n"
+    "      --network MODE         network of run steps: host (default) or none\n"
+    "      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else 0)\n"
+    "      --iidfile FILE         write the image digest to FILE\n"
+    "      --metadata-file FILE   write build metadata as JSON to FILE\n"
+    "      --progress MODE        auto, tty, plain or json\n"
+    "      --explain              say why each executed step missed the cache\n"
+    "      --check                rebuild without cache and report the first difference\n";
 
-static const char plan_help[] = "Usage: imgbuild plan RECIPE.lua [--build-arg K=V]... [--context DIR]\n\n"
-				"Evaluate a recipe and print the resolved plan as JSON.\n";
+static const char plan_help[] =
+    "Usage: imgbuild plan RECIPE.lua [--build-arg K=V]... [--context DIR]\n\n"
+    "Evaluate a recipe and print the resolved plan as JSON.\n";
 
 static char *recipe_dir(const char *recipe)
 {
@@ -119,30 +120,45 @@ static int write_text(const char *path, const char *text)
 int ib_cmd_build(int argc, char **argv, ib_global *g)
 {
 	enum {
-		O_CONTEXT = 256, O_ARG, O_TARGET, O_NOCACHE, O_PULL, O_PUSH, O_COMP, O_NET, O_SDE,
-		O_IID, O_META, O_PROGRESS, O_EXPLAIN, O_CHECK, O_CACHE_FROM, O_CACHE_TO, O_LEVEL,
+		O_CONTEXT = 256,
+		O_ARG,
+		O_TARGET,
+		O_NOCACHE,
+		O_PULL,
+		O_PUSH,
+		O_COMP,
+		O_NET,
+		O_SDE,
+		O_IID,
+		O_META,
+		O_PROGRESS,
+		O_EXPLAIN,
+		O_CHECK,
+		O_CACHE_FROM,
+		O_CACHE_TO,
+		O_LEVEL,
 	};
 	static const struct option opts[] = {
-		{"tag", required_argument, NULL, 't'},
-		{"context", required_argument, NULL, O_CONTEXT},
-		{"build-arg", required_argument, NULL, O_ARG},
-		{"target", required_argument, NULL, O_TARGET},
-		{"no-cache", no_argument, NULL, O_NOCACHE},
-		{"pull", required_argument, NULL, O_PULL},
-		{"push", no_argument, NULL, O_PUSH},
-		{"compression", required_argument, NULL, O_COMP},
-		{"compression-level", required_argument, NULL, O_LEVEL},
-		{"network", required_argument, NULL, O_NET},
-		{"source-date-epoch", required_argument, NULL, O_SDE},
-		{"iidfile", required_argument, NULL, O_IID},
-		{"metadata-file", required_argument, NULL, O_META},
-		{"progress", required_argument, NULL, O_PROGRESS},
-		{"explain", no_argument, NULL, O_EXPLAIN},
-		{"check", no_argument, NULL, O_CHECK},
-		{"cache-from", required_argument, NULL, O_CACHE_FROM},
-		{"cache-to", required_argument, NULL, O_CACHE_TO},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"tag", required_argument, NULL, 't'},
+	    {"context", required_argument, NULL, O_CONTEXT},
+	    {"build-arg", required_argument, NULL, O_ARG},
+	    {"target", required_argument, NULL, O_TARGET},
+	    {"no-cache", no_argument, NULL, O_NOCACHE},
+	    {"pull", required_argument, NULL, O_PULL},
+	    {"push", no_argument, NULL, O_PUSH},
+	    {"compression", required_argument, NULL, O_COMP},
+	    {"compression-level", required_argument, NULL, O_LEVEL},
+	    {"network", required_argument, NULL, O_NET},
+	    {"source-date-epoch", required_argument, NULL, O_SDE},
+	    {"iidfile", required_argument, NULL, O_IID},
+	    {"metadata-file", required_argument, NULL, O_META},
+	    {"progress", required_argument, NULL, O_PROGRESS},
+	    {"explain", no_argument, NULL, O_EXPLAIN},
+	    {"check", no_argument, NULL, O_CHECK},
+	    {"cache-from", required_argument, NULL, O_CACHE_FROM},
+	    {"cache-to", required_argument, NULL, O_CACHE_TO},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	ib_build_options bo = IB_BUILD_OPTIONS_INIT;
 	cleanup_strv char **args = xcalloc(1, sizeof(char *));
@@ -165,8 +181,8 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 			}
 			if (ref->digest) {
 				ib_ref_free(ref);
-				return ib_cli_usage_error("build", "-t %s: a tag cannot contain a digest",
-							  optarg);
+				return ib_cli_usage_error(
+				    "build", "-t %s: a tag cannot contain a digest", optarg);
 			}
 			cleanup_free char *full = ib_ref_string(ref);
 			ib_strv_push(&tags, full);
@@ -186,8 +202,10 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 			bo.no_cache = true;
 			break;
 		case O_PULL:
-			if (strcmp(optarg, "missing") && strcmp(optarg, "always") && strcmp(optarg, "never"))
-				return ib_cli_usage_error("build", "--pull must be missing, always or never");
+			if (strcmp(optarg, "missing") && strcmp(optarg, "always") &&
+			    strcmp(optarg, "never"))
+				return ib_cli_usage_error(
+				    "build", "--pull must be missing, always or never");
 			bo.pull = optarg;
 			break;
 		case O_PUSH:
@@ -199,19 +217,22 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 			else if (!strcmp(optarg, "zstd"))
 				bo.compression = IB_COMP_ZSTD;
 			else
-				return ib_cli_usage_error("build", "--compression must be gzip or zstd");
+				return ib_cli_usage_error("build",
+							  "--compression must be gzip or zstd");
 			break;
 		case O_LEVEL: {
 			uint64_t v;
 			if (ib_parse_u64(optarg, &v) < 0 || v < 1 || v > 19)
-				return ib_cli_usage_error("build", "--compression-level must be 1-9 "
-								   "(gzip) or 1-19 (zstd)");
+				return ib_cli_usage_error("build",
+							  "--compression-level must be 1-9 "
+							  "(gzip) or 1-19 (zstd)");
 			bo.compression_level = (int)v;
 			break;
 		}
 		case O_NET:
 			if (strcmp(optarg, "host") && strcmp(optarg, "none"))
-				return ib_cli_usage_error("build", "--network must be host or none");
+				return ib_cli_usage_error("build",
+							  "--network must be host or none");
 			bo.network = optarg;
 			break;
 		case O_SDE:
@@ -225,8 +246,8 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 			break;
 		case O_PROGRESS:
 			if (ib_progress_mode_parse(optarg, &pmode) < 0)
-				return ib_cli_usage_error("build",
-							  "--progress must be auto, tty, plain or json");
+				return ib_cli_usage_error(
+				    "build", "--progress must be auto, tty, plain or json");
 			break;
 		case O_EXPLAIN:
 			bo.explain = true;
@@ -247,8 +268,9 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		}
 	}
 	if (optind != argc - 1)
-		return ib_cli_usage_error("build", optind >= argc ? "missing RECIPE argument"
-								  : "expected exactly one RECIPE argument");
+		return ib_cli_usage_error("build", optind >= argc
+						       ? "missing RECIPE argument"
+						       : "expected exactly one RECIPE argument");
 	if (bo.compression == IB_COMP_GZIP && bo.compression_level > 9)
 		return ib_cli_usage_error("build", "--compression-level for gzip must be 1-9");
 	if (push && ib_strv_len(tags) == 0)

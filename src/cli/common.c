@@ -7,7 +7,6 @@
 #include "cli/commands.h"
 #include "util.h"
 
-
 ib_store *ib_cli_open_store(ib_global *g)
 {
 	ib_store *s = NULL;

@@ -115,12 +115,13 @@ int ib_cmd_import(int argc, char **argv, ib_global *g)
 			dashdash = true;
 			continue;
 		}
-		if (!dashdash && (m = ib_cli_option_value(argc, argv, &i, NULL, "--compression", &v)) != 0) {
+		if (!dashdash &&
+		    (m = ib_cli_option_value(argc, argv, &i, NULL, "--compression", &v)) != 0) {
 			if (m < 0)
 				return ib_cli_usage_error("import", "--compression needs a value");
 			comp = v;
-		} else if (!dashdash &&
-			   (m = ib_cli_option_value(argc, argv, &i, NULL, "--source-date-epoch", &v)) != 0) {
+		} else if (!dashdash && (m = ib_cli_option_value(argc, argv, &i, NULL,
+								 "--source-date-epoch", &v)) != 0) {
 			if (m < 0)
 				return ib_cli_usage_error("import",
 							  "--source-date-epoch needs a value");

@@ -35,18 +35,18 @@ typedef struct layer_ref {
 } layer_ref;
 
 typedef struct stage_state {
-	json_t *plan;         /* borrowed: the plan's stage object */
+	json_t *plan; /* borrowed: the plan's stage object */
 	const char *name;
-	json_t *config;       /* image config being built (owned) */
+	json_t *config; /* image config being built (owned) */
 	layer_ref *layers;
 	size_t n_layers;
-	json_t *annotations;  /* manifest annotations (owned) */
+	json_t *annotations; /* manifest annotations (owned) */
 	char key[IB_DIGEST_BUFLEN];
-	json_t *shell;        /* current shell argv (owned) */
+	json_t *shell; /* current shell argv (owned) */
 	bool built;
-	bool cmd_set;         /* cmd() seen in this stage (entrypoint keeps it) */
-	char *view_dir;       /* ROOT/tmp dir holding the view below */
-	char *mount_dir;      /* read-only merged view, mounted lazily */
+	bool cmd_set;	 /* cmd() seen in this stage (entrypoint keeps it) */
+	char *view_dir;	 /* ROOT/tmp dir holding the view below */
+	char *mount_dir; /* read-only merged view, mounted lazily */
 } stage_state;
 
 typedef struct builder {
@@ -58,9 +58,9 @@ typedef struct builder {
 	size_t n_stages;
 	int step_no;
 	int steps_run, steps_cached;
-	bool chain_missed; /* an earlier step of this chain ran (for --explain) */
-	char *created;     /* RFC 3339 build timestamp */
-	char *context;     /* absolute, canonical build context */
+	bool chain_missed;    /* an earlier step of this chain ran (for --explain) */
+	char *created;	      /* RFC 3339 build timestamp */
+	char *context;	      /* absolute, canonical build context */
 	uint64_t layer_total; /* expected tar size of the layer being written, 0 = unknown */
 	/* ring of the current step's last output lines */
 	char *last[LAST_LINES];
@@ -124,8 +124,7 @@ static void env_set(json_t *env_arr, const char *k, const char *v)
 	size_t kl = strlen(k), i;
 	json_t *e;
 	cleanup_free char *kv = xasprintf("%s=%s", k, v);
-	json_array_foreach(env_arr, i, e)
-	{
+	json_array_foreach (env_arr, i, e) {
 		const char *s = json_string_value(e);
 		if (s && !strncmp(s, k, kl) && s[kl] == '=') {
 			json_array_set_new(env_arr, i, json_string(kv));
@@ -164,8 +163,7 @@ static char *argv_string(json_t *argv)
 	ib_buf buf = IB_BUF_INIT;
 	size_t i;
 	json_t *a;
-	json_array_foreach(argv, i, a)
-	{
+	json_array_foreach (argv, i, a) {
 		ib_buf_appendf(&buf, "%s%s", i ? " " : "", json_string_value(a));
 	}
 	return ib_buf_steal(&buf, NULL);
@@ -237,8 +235,7 @@ static int apply_config_step(builder *b, stage_state *st, json_t *step, const ch
 		json_t *arr = cfg_env(st);
 		ib_buf hb = IB_BUF_INIT;
 		ib_buf_append(&hb, "ENV", 3);
-		json_object_foreach(env, k, v)
-		{
+		json_object_foreach (env, k, v) {
 			env_set(arr, k, json_string_value(v));
 			ib_buf_appendf(&hb, " %s=%s", k, json_string_value(v));
 		}
@@ -273,10 +270,10 @@ static int apply_config_step(builder *b, stage_state *st, json_t *step, const ch
 		size_t i;
 		ib_buf hb = IB_BUF_INIT;
 		ib_buf_append(&hb, ex ? "EXPOSE" : "VOLUME", 6);
-		json_array_foreach(list, i, v)
-		{
+		json_array_foreach (list, i, v) {
 			const char *s = json_string_value(v);
-			cleanup_free char *p = ex && !strchr(s, '/') ? xasprintf("%s/tcp", s) : xstrdup(s);
+			cleanup_free char *p =
+			    ex && !strchr(s, '/') ? xasprintf("%s/tcp", s) : xstrdup(s);
 			json_object_set_new(set, p, json_object());
 			ib_buf_appendf(&hb, " %s", p);
 		}
@@ -290,8 +287,7 @@ static int apply_config_step(builder *b, stage_state *st, json_t *step, const ch
 		const char *k;
 		ib_buf hb = IB_BUF_INIT;
 		ib_buf_append(&hb, "LABEL", 5);
-		json_object_foreach(json_object_get(step, "labels"), k, v)
-		{
+		json_object_foreach (json_object_get(step, "labels"), k, v) {
 			json_object_set(labels, k, v);
 			ib_buf_appendf(&hb, " %s=%s", k, json_string_value(v));
 		}
@@ -432,8 +428,7 @@ static int commit_layer(builder *b, stage_state *st, const char *key, const ib_l
 
 static char *explain_id(builder *b, stage_state *st, size_t idx)
 {
-	return xasprintf("%s\n%s\n%s\n%zu", b->context,
-			 jstr(b->plan, "recipe"), st->name, idx);
+	return xasprintf("%s\n%s\n%s\n%zu", b->context, jstr(b->plan, "recipe"), st->name, idx);
 }
 
 static void explain_miss(builder *b, stage_state *st, size_t idx, json_t *inputs)
@@ -451,13 +446,14 @@ static void explain_miss(builder *b, stage_state *st, size_t idx, json_t *inputs
 		   !json_object_get(inputs, "sources")) {
 		ib_buf_appendf(&why, "its environment (env, user, workdir, shell or base) changed");
 	} else if (json_object_get(inputs, "sources") &&
-		   !json_equal(json_object_get(prev, "sources"), json_object_get(inputs, "sources"))) {
-		json_t *a = json_object_get(prev, "sources"), *bb = json_object_get(inputs, "sources");
+		   !json_equal(json_object_get(prev, "sources"),
+			       json_object_get(inputs, "sources"))) {
+		json_t *a = json_object_get(prev, "sources"),
+		       *bb = json_object_get(inputs, "sources");
 		const char *k;
 		json_t *v;
 		int n = 0;
-		json_object_foreach(bb, k, v)
-		{
+		json_object_foreach (bb, k, v) {
 			json_t *old = json_object_get(a, k);
 			if (!old || !json_equal(old, v)) {
 				if (n++ < 5)
@@ -465,8 +461,7 @@ static void explain_miss(builder *b, stage_state *st, size_t idx, json_t *inputs
 						       old ? "changed" : "added");
 			}
 		}
-		json_object_foreach(a, k, v)
-		{
+		json_object_foreach (a, k, v) {
 			if (!json_object_get(bb, k) && n++ < 5)
 				ib_buf_appendf(&why, "%s%s removed", n > 1 ? ", " : "", k);
 		}
@@ -474,11 +469,13 @@ static void explain_miss(builder *b, stage_state *st, size_t idx, json_t *inputs
 			ib_buf_appendf(&why, " (+%d more)", n - 5);
 		if (n == 0)
 			ib_buf_appendf(&why, "copy sources changed");
-	} else if (!json_equal(json_object_get(prev, "parent"), json_object_get(inputs, "parent"))) {
+	} else if (!json_equal(json_object_get(prev, "parent"),
+			       json_object_get(inputs, "parent"))) {
 		ib_buf_appendf(&why, b->chain_missed ? "an earlier step was rebuilt"
 						     : "the base image changed");
 	} else {
-		ib_buf_appendf(&why, "the cached layer was removed (prune) or the step is cache=false");
+		ib_buf_appendf(&why,
+			       "the cached layer was removed (prune) or the step is cache=false");
 	}
 	ib_progress_info(b->o->progress, "#%d cache miss: %s", b->step_no, why.data);
 	ib_buf_free(&why);
@@ -526,14 +523,12 @@ static char **effective_env(stage_state *st, json_t *step)
 	json_t *env = json_deep_copy(cfg_env(st));
 	const char *k;
 	json_t *v;
-	json_object_foreach(json_object_get(step, "env"), k, v)
-	{
+	json_object_foreach (json_object_get(step, "env"), k, v) {
 		env_set(env, k, json_string_value(v));
 	}
 	char **out = xcalloc(json_array_size(env) + 1, sizeof(char *));
 	size_t i;
-	json_array_foreach(env, i, v)
-	{
+	json_array_foreach (env, i, v) {
 		out[i] = xstrdup(json_string_value(v));
 	}
 	json_decref(env);
@@ -545,8 +540,7 @@ static char **json_strv(json_t *arr)
 	char **out = xcalloc(json_array_size(arr) + 1, sizeof(char *));
 	size_t i;
 	json_t *v;
-	json_array_foreach(arr, i, v)
-	{
+	json_array_foreach (arr, i, v) {
 		out[i] = xstrdup(json_string_value(v));
 	}
 	return out;
@@ -576,8 +570,7 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	size_t m = 0, i;
 	json_t *v;
 	int rc = 0;
-	json_array_foreach(cm, i, v)
-	{
+	json_array_foreach (cm, i, v) {
 		char d[IB_DIGEST_BUFLEN];
 		const char *target = json_string_value(v);
 		ib_digest_buffer(d, target, strlen(target));
@@ -588,8 +581,7 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 		mounts[m] = (ib_sandbox_mount){mount_src[m], target, false, false};
 		m++;
 	}
-	json_array_foreach(sec, i, v)
-	{
+	json_array_foreach (sec, i, v) {
 		mount_src[m] = xstrdup(jstr(v, "src"));
 		mounts[m] = (ib_sandbox_mount){mount_src[m], jstr(v, "target"), true, true};
 		m++;
@@ -602,8 +594,8 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	cleanup_free char *wdabs = wd ? image_path(st, wd) : NULL;
 	if (!wdabs)
 		wdabs = xstrdup(jstr(cfg(st), "WorkingDir") && *jstr(cfg(st), "WorkingDir")
-					? jstr(cfg(st), "WorkingDir")
-					: "/");
+				    ? jstr(cfg(st), "WorkingDir")
+				    : "/");
 	const char *net = jstr(step, "network");
 	if (!net || !strcmp(net, "default"))
 		net = b->o->network;
@@ -638,14 +630,15 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 		cleanup_free char *cmd = argv_string(json_object_get(step, "argv"));
 		if (so.timeout_sec && status == 137 && b->n_last &&
 		    !strncmp(b->last[b->n_last - 1], "timed out", 9))
-			rc = ib_error_setc(err, IB_ERROR, "run: %s: %s", b->last[b->n_last - 1], cmd);
+			rc = ib_error_setc(err, IB_ERROR, "run: %s: %s", b->last[b->n_last - 1],
+					   cmd);
 		else
 			rc = ib_error_setc(err, IB_ERROR, "run: command exited with status %d: %s",
 					   status, cmd);
 		goto out;
 	}
-	ib_layer_options lo = {b->o->compression, b->o->source_date_epoch, 0,
-			       b->o->compression_level, layer_progress, b};
+	ib_layer_options lo = {b->o->compression,	b->o->source_date_epoch, 0,
+			       b->o->compression_level, layer_progress,		 b};
 	ib_layer_result res = {0};
 	b->layer_total = 0;
 	rc = ib_layer_from_upper(b->store, upper, NULL, &lo, &res, err);
@@ -673,9 +666,9 @@ out:;
 /* ---- copy ---- */
 
 typedef struct copy_item {
-	char *dest;  /* archive path, relative ("usr/bin/x") */
-	char *host;  /* absolute host path */
-	char *rel;   /* path relative to the source root (for --explain) */
+	char *dest; /* archive path, relative ("usr/bin/x") */
+	char *host; /* absolute host path */
+	char *rel;  /* path relative to the source root (for --explain) */
 	struct stat st;
 	char content[IB_DIGEST_BUFLEN]; /* content digest, link target digest, ... */
 } copy_item;
@@ -713,8 +706,7 @@ static bool excluded(json_t *exclude, const char *rel)
 {
 	size_t i;
 	json_t *v;
-	json_array_foreach(exclude, i, v)
-	{
+	json_array_foreach (exclude, i, v) {
 		const char *pat = json_string_value(v);
 		if (fnmatch(pat, rel, FNM_PATHNAME | FNM_PERIOD) == 0)
 			return true;
@@ -747,7 +739,8 @@ static int walk_tree(copy_list *l, const char *host, const char *dest, const cha
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		cleanup_free char *h = ib_path_join(host, de->d_name);
-		cleanup_free char *dd = *dest ? ib_path_join(dest, de->d_name) : xstrdup(de->d_name);
+		cleanup_free char *dd =
+		    *dest ? ib_path_join(dest, de->d_name) : xstrdup(de->d_name);
 		cleanup_free char *rr = *rel ? ib_path_join(rel, de->d_name) : xstrdup(de->d_name);
 		if (excluded(exclude, rr))
 			continue;
@@ -794,7 +787,8 @@ static int expand_source(const char *root, const char *src, char ***out, ib_erro
 		if (r == 0) {
 			size_t rl = strlen(root);
 			for (size_t i = 0; i < g.gl_pathc; i++)
-				ib_strv_push(&res, g.gl_pathv[i] + rl + (root[rl - 1] == '/' ? 0 : 1));
+				ib_strv_push(&res,
+					     g.gl_pathv[i] + rl + (root[rl - 1] == '/' ? 0 : 1));
 			globfree(&g);
 		}
 		qsort(res, ib_strv_len(res), sizeof(char *),
@@ -827,8 +821,7 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 	char **all = xcalloc(1, sizeof(char *));
 	size_t i;
 	json_t *v;
-	json_array_foreach(sources, i, v)
-	{
+	json_array_foreach (sources, i, v) {
 		char **m = NULL;
 		if (expand_source(root, json_string_value(v), &m, err) < 0) {
 			ib_strv_free(all);
@@ -853,9 +846,9 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 			*strrchr(parent, '/') = '\0';
 			char pr[PATH_MAX];
 			if (!realpath(parent, pr) || !path_within(rootreal, pr)) {
-				rc = ib_error_setc(err, IB_EUNSAFE,
-						   "copy: source \"%s\" is outside the build context",
-						   rel);
+				rc = ib_error_setc(
+				    err, IB_EUNSAFE,
+				    "copy: source \"%s\" is outside the build context", rel);
 				break;
 			}
 		}
@@ -879,7 +872,8 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 			d = dest_is_dir ? (*dest_rel ? ib_path_join(dest_rel, base) : xstrdup(base))
 					: xstrdup(dest_rel);
 			if (!*d) {
-				rc = ib_error_setc(err, IB_EINVALID, "copy: cannot copy a file to /");
+				rc = ib_error_setc(err, IB_EINVALID,
+						   "copy: cannot copy a file to /");
 				break;
 			}
 			copy_list_add(l, d, host, rel, &sst);
@@ -891,8 +885,8 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 
 /* Find NAME in the stage's /etc/passwd (field 3 = uid, 4 = gid) or
  * /etc/group (field 3 = gid), reading the top-most layer that has the file. */
-static int lookup_id(builder *b, stage_state *st, const char *file, const char *name,
-		     int64_t *id, int64_t *gid, ib_error **err)
+static int lookup_id(builder *b, stage_state *st, const char *file, const char *name, int64_t *id,
+		     int64_t *gid, ib_error **err)
 {
 	for (size_t i = st->n_layers; i > 0; i--) {
 		layer_ref *l = &st->layers[i - 1];
@@ -987,9 +981,9 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 				 (unsigned long long)it->st.st_rdev);
 		}
 		cleanup_free char *line =
-			xasprintf("%s\t%o\t%u\t%u\t%lld\t%s\n", it->dest, it->st.st_mode,
-				  it->st.st_uid, it->st.st_gid,
-				  S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL, content);
+		    xasprintf("%s\t%o\t%u\t%u\t%lld\t%s\n", it->dest, it->st.st_mode, it->st.st_uid,
+			      it->st.st_gid,
+			      S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL, content);
 		ib_digest_update(c, line, strlen(line));
 	}
 	ib_digest_final(c, out);
@@ -1112,7 +1106,8 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 		if (*it->host && S_ISREG(st.st_mode) && st.st_nlink > 1) {
 			const copy_item *orig = NULL;
 			for (size_t k = 0; k < n_linked && !orig; k++)
-				if (linked[k]->st.st_dev == st.st_dev && linked[k]->st.st_ino == st.st_ino)
+				if (linked[k]->st.st_dev == st.st_dev &&
+				    linked[k]->st.st_ino == st.st_ino)
 					orig = linked[k];
 			if (orig) {
 				cleanup_free char *target = ib_path_join(tmp, orig->dest);
@@ -1131,7 +1126,8 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 			r = mkdir(dst, 0700) < 0 && errno != EEXIST ? -1 : 0;
 		} else if (S_ISREG(st.st_mode)) {
 			cleanup_close int in = open(it->host, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-			cleanup_close int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+			cleanup_close int out =
+			    open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 			r = in < 0 || out < 0 ? -1 : copy_file_data(in, out);
 		} else if (S_ISLNK(st.st_mode)) {
 			char target[PATH_MAX];
@@ -1205,7 +1201,8 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 	} else if (jstr(from, "stage")) {
 		src = find_stage(b, jstr(from, "stage"));
 		if (!src || !src->built) {
-			ib_error_setc(err, IB_EINVALID, "copy: stage \"%s\" is not built before this step",
+			ib_error_setc(err, IB_EINVALID,
+				      "copy: stage \"%s\" is not built before this step",
 				      jstr(from, "stage"));
 			return recipe_error(b, step, err);
 		}
@@ -1249,7 +1246,8 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 	json_object_set_new(extra, "content", json_string(cdigest));
 	step_key(key_out, parent, step, extra);
 	srcs = argv_string(json_object_get(step, "sources"));
-	created_by = xasprintf("COPY %s%s %s", from_context ? "" : "--from ", srcs, jstr(step, "dest"));
+	created_by =
+	    xasprintf("COPY %s%s %s", from_context ? "" : "--from ", srcs, jstr(step, "dest"));
 	json_t *inputs = NULL;
 	if (!b->o->no_cache && use_cached(b, st, key_out, created_by)) {
 		*cached = true;
@@ -1269,12 +1267,13 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 		int32_t mode = -1;
 		if (jstr(step, "mode"))
 			mode = (int32_t)strtol(jstr(step, "mode"), NULL, 8);
-		ib_layer_options lo = {b->o->compression, b->o->source_date_epoch, 0,
-				       b->o->compression_level, layer_progress, b};
+		ib_layer_options lo = {b->o->compression,	b->o->source_date_epoch, 0,
+				       b->o->compression_level, layer_progress,		 b};
 		/* tar size: a header per entry, contents padded to 512 bytes */
 		b->layer_total = 1024;
 		for (size_t i = 0; i < l.n; i++) {
-			uint64_t sz = S_ISREG(l.items[i].st.st_mode) ? (uint64_t)l.items[i].st.st_size : 0;
+			uint64_t sz =
+			    S_ISREG(l.items[i].st.st_mode) ? (uint64_t)l.items[i].st.st_size : 0;
 			b->layer_total += 512 + (sz + 511) / 512 * 512;
 		}
 		ib_layer_writer *w = NULL;
@@ -1297,9 +1296,9 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 			if (from_context && uid < 0)
 				ov.uid = ov.gid = 0;
 			if (!*it->host)
-				rc = ib_layer_writer_add_dir(w, it->dest, mode >= 0 ? (uint32_t)mode : 0755,
-							     ov.uid >= 0 ? ov.uid : 0,
-							     ov.gid >= 0 ? ov.gid : 0, err);
+				rc = ib_layer_writer_add_dir(
+				    w, it->dest, mode >= 0 ? (uint32_t)mode : 0755,
+				    ov.uid >= 0 ? ov.uid : 0, ov.gid >= 0 ? ov.gid : 0, err);
 			else
 				rc = ib_layer_writer_add_path(w, it->dest, it->host, &ov, err);
 		}
@@ -1315,9 +1314,10 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 			ib_layer_override ov = {uid, gid, mode};
 			cleanup_free char *id = explain_id(b, st, idx);
 			json_t *prev = ib_cache_explain_get(b->cache, id);
-			if (prev && (!json_equal(json_object_get(prev, "step"), step) ||
-				     !json_equal(json_object_get(json_object_get(prev, "extra"), "epoch"),
-						 json_object_get(extra, "epoch"))))
+			if (prev &&
+			    (!json_equal(json_object_get(prev, "step"), step) ||
+			     !json_equal(json_object_get(json_object_get(prev, "extra"), "epoch"),
+					 json_object_get(extra, "epoch"))))
 				json_object_clear(prev);
 			materialize_copy(b, &l, res.diff_id, &ov, from_context,
 					 json_object_get(inputs, "sources"), prev);
@@ -1436,8 +1436,9 @@ static int load_base_image(builder *b, json_t *stage, const char *ref, ib_image 
 	ib_progress_info(b->o->progress, "pulling %s", ref);
 	r = ib_registry_pull(b->store, ref, &ro, &d, err);
 	if (r < 0)
-		return strcmp(pull, "always") ? ib_error_wrap(err, "not in the store, and pulling it failed")
-					      : r;
+		return strcmp(pull, "always")
+			   ? ib_error_wrap(err, "not in the store, and pulling it failed")
+			   : r;
 	r = ib_store_image_load_digest(b->store, d.digest, out, err);
 	ib_descriptor_clear(&d);
 	return r;
@@ -1456,7 +1457,8 @@ static int init_stage(builder *b, stage_state *st, ib_error **err)
 	if (jstr(from, "stage")) {
 		stage_state *base = find_stage(b, jstr(from, "stage"));
 		if (!base || !base->built) {
-			ib_error_setc(err, IB_EINVALID, "stage \"%s\" must be defined before it is used",
+			ib_error_setc(err, IB_EINVALID,
+				      "stage \"%s\" must be defined before it is used",
 				      jstr(from, "stage"));
 			return recipe_error(b, st->plan, err);
 		}
@@ -1562,7 +1564,8 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 						json_object_get(cfg(st), "WorkingDir"));
 				json_object_set(extra, "shell", st->shell);
 				step_key(key, parent, step, extra);
-				cleanup_free char *cmdline = argv_string(json_object_get(step, "argv"));
+				cleanup_free char *cmdline =
+				    argv_string(json_object_get(step, "argv"));
 				cleanup_free char *created_by = xasprintf("RUN %s", cmdline);
 				bool can_cache = !b->o->no_cache &&
 						 !json_is_false(json_object_get(step, "cache"));
@@ -1570,15 +1573,16 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 					cached = true;
 					cleanup_free char *id = explain_id(b, st, i);
 					if (!ib_cache_explain_exists(b->cache, id)) {
-						json_t *inputs = json_pack("{s:s, s:O, s:O}", "parent",
-									   parent, "step", step, "extra",
-									   extra);
+						json_t *inputs =
+						    json_pack("{s:s, s:O, s:O}", "parent", parent,
+							      "step", step, "extra", extra);
 						explain_record(b, st, i, inputs);
 						json_decref(inputs);
 					}
 				} else {
-					json_t *inputs = json_pack("{s:s, s:O, s:O}", "parent", parent,
-								   "step", step, "extra", extra);
+					json_t *inputs =
+					    json_pack("{s:s, s:O, s:O}", "parent", parent, "step",
+						      step, "extra", extra);
 					if (b->o->explain)
 						explain_miss(b, st, i, inputs);
 					ib_progress_step_start(b->o->progress, b->step_no, label);
@@ -1588,7 +1592,8 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 					json_decref(inputs);
 				}
 			} else {
-				rc = exec_copy(b, st, step, i, parent, extra, label, key, &cached, err);
+				rc = exec_copy(b, st, step, i, parent, extra, label, key, &cached,
+					       err);
 			}
 			double dt = mono_now() - t0;
 			if (rc < 0) {
@@ -1635,8 +1640,7 @@ static void mark_needed(builder *b, size_t idx, bool *needed)
 	}
 	size_t i;
 	json_t *step;
-	json_array_foreach(json_object_get(st->plan, "steps"), i, step)
-	{
+	json_array_foreach (json_object_get(st->plan, "steps"), i, step) {
 		const char *s = jstr(json_object_get(step, "from"), "stage");
 		stage_state *d = s ? find_stage(b, s) : NULL;
 		if (d)
@@ -1795,11 +1799,12 @@ static int list_layer(ib_store *s, const char *digest, tar_entry_sum **out, size
 		const char *link = archive_entry_symlink(e);
 		if (!link)
 			link = archive_entry_hardlink(e);
-		v[n].meta = xasprintf("mode %o, owner %lld:%lld, size %lld, mtime %lld, link \"%s\", "
-				      "content %.19s",
-				      archive_entry_mode(e), (long long)archive_entry_uid(e),
-				      (long long)archive_entry_gid(e), (long long)archive_entry_size(e),
-				      (long long)archive_entry_mtime(e), link ? link : "", d);
+		v[n].meta =
+		    xasprintf("mode %o, owner %lld:%lld, size %lld, mtime %lld, link \"%s\", "
+			      "content %.19s",
+			      archive_entry_mode(e), (long long)archive_entry_uid(e),
+			      (long long)archive_entry_gid(e), (long long)archive_entry_size(e),
+			      (long long)archive_entry_mtime(e), link ? link : "", d);
 		n++;
 	}
 	archive_read_free(a);
@@ -1833,7 +1838,8 @@ int ib_build_compare(ib_store *s, const char *digest_a, const char *digest_b, ch
 	}
 	size_t na = a->manifest->n_layers, nb = bimg->manifest->n_layers;
 	for (size_t i = 0; i < na && i < nb && !*report; i++) {
-		const char *la = a->manifest->layers[i].digest, *lb = bimg->manifest->layers[i].digest;
+		const char *la = a->manifest->layers[i].digest,
+			   *lb = bimg->manifest->layers[i].digest;
 		if (!strcmp(la, lb))
 			continue;
 		tar_entry_sum *ea = NULL, *eb = NULL;
@@ -1852,17 +1858,19 @@ int ib_build_compare(ib_store *s, const char *digest_a, const char *digest_b, ch
 				break;
 			}
 			if (strcmp(ea[k].meta, eb[k].meta) != 0) {
-				*report = xasprintf("layer %zu differs at file \"%s\": %s vs %s", i + 1,
-						    ea[k].path, ea[k].meta, eb[k].meta);
+				*report = xasprintf("layer %zu differs at file \"%s\": %s vs %s",
+						    i + 1, ea[k].path, ea[k].meta, eb[k].meta);
 				break;
 			}
 		}
 		if (!*report && ca != cb)
-			*report = xasprintf("layer %zu differs: %zu vs %zu entries (first extra: \"%s\")",
-					    i + 1, ca, cb, k < ca ? ea[k].path : eb[k].path);
+			*report =
+			    xasprintf("layer %zu differs: %zu vs %zu entries (first extra: \"%s\")",
+				      i + 1, ca, cb, k < ca ? ea[k].path : eb[k].path);
 		if (!*report)
-			*report = xasprintf("layer %zu differs in its compressed bytes only (%s vs %s)",
-					    i + 1, la, lb);
+			*report =
+			    xasprintf("layer %zu differs in its compressed bytes only (%s vs %s)",
+				      i + 1, la, lb);
 		free_sums(ea, ca);
 		free_sums(eb, cb);
 	}
@@ -1870,8 +1878,9 @@ int ib_build_compare(ib_store *s, const char *digest_a, const char *digest_b, ch
 		if (na != nb)
 			*report = xasprintf("the builds have %zu and %zu layers", na, nb);
 		else
-			*report = xasprintf("the image configs differ (%s vs %s)",
-					    a->manifest->config.digest, bimg->manifest->config.digest);
+			*report =
+			    xasprintf("the image configs differ (%s vs %s)",
+				      a->manifest->config.digest, bimg->manifest->config.digest);
 	}
 	ib_image_free(a);
 	ib_image_free(bimg);

@@ -14,23 +14,26 @@
 #include "store.h"
 
 typedef struct ib_build_options {
-	const char *recipe_path;  /* for messages and --explain records */
-	const char *context_dir;  /* build context (copy sources) */
-	const char *target;       /* stage name, NULL = last stage */
-	char *const *tags;        /* full normalised references to tag, may be NULL */
-	bool no_cache;            /* run every step (results are still cached) */
-	const char *pull;         /* "missing" (default), "always", "never" */
+	const char *recipe_path; /* for messages and --explain records */
+	const char *context_dir; /* build context (copy sources) */
+	const char *target;	 /* stage name, NULL = last stage */
+	char *const *tags;	 /* full normalised references to tag, may be NULL */
+	bool no_cache;		 /* run every step (results are still cached) */
+	const char *pull;	 /* "missing" (default), "always", "never" */
 	ib_compression compression;
-	int compression_level;    /* 0 = default */
-	const char *network;      /* default network of run steps: "host" or "none" */
+	int compression_level; /* 0 = default */
+	const char *network;   /* default network of run steps: "host" or "none" */
 	int64_t source_date_epoch;
-	bool explain;             /* say why each executed step missed the cache */
-	bool tls_verify;          /* for base image pulls */
+	bool explain;	 /* say why each executed step missed the cache */
+	bool tls_verify; /* for base image pulls */
 	const char *authfile;
-	ib_progress *progress;    /* required */
+	ib_progress *progress; /* required */
 } ib_build_options;
-#define IB_BUILD_OPTIONS_INIT                                                                       \
-	{NULL, NULL, NULL, NULL, false, "missing", IB_COMP_GZIP, 0, "host", 0, false, true, NULL, NULL}
+#define IB_BUILD_OPTIONS_INIT                                                                      \
+	{                                                                                          \
+		NULL, NULL, NULL, NULL, false, "missing", IB_COMP_GZIP, 0, "host", 0, false, true, \
+		    NULL, NULL                                                                     \
+	}
 
 typedef struct ib_build_result {
 	ib_descriptor manifest; /* the image: digest, size, media type */

@@ -259,7 +259,8 @@ static void stat_cache_load(ib_cache *c)
 		unsigned long long size, mtime, ino;
 		char hex[65];
 		int off = 0;
-		if (sscanf(p, "%llu %llu %llu %64[0-9a-f] %n", &size, &mtime, &ino, hex, &off) != 4 ||
+		if (sscanf(p, "%llu %llu %llu %64[0-9a-f] %n", &size, &mtime, &ino, hex, &off) !=
+			4 ||
 		    off == 0 || strlen(hex) != 64 || p + off >= nul)
 			break;
 		stat_entry *e = stat_insert(c, p + off);
@@ -275,7 +276,8 @@ int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
 			 char out[IB_DIGEST_BUFLEN], ib_error **err)
 {
 	stat_cache_load(c);
-	uint64_t mtime_ns = (uint64_t)st->st_mtim.tv_sec * 1000000000ULL + (uint64_t)st->st_mtim.tv_nsec;
+	uint64_t mtime_ns =
+	    (uint64_t)st->st_mtim.tv_sec * 1000000000ULL + (uint64_t)st->st_mtim.tv_nsec;
 	stat_entry *e = c->stat_cap ? stat_slot(c, path) : NULL;
 	if (e && e->path && e->size == (uint64_t)st->st_size && e->mtime_ns == mtime_ns &&
 	    e->ino == (uint64_t)st->st_ino) {

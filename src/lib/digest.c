@@ -87,16 +87,19 @@ int ib_digest_validate(const char *s, ib_error **err)
 	if (!s)
 		return ib_error_setc(err, IB_EINVALID, "missing digest");
 	if (strncmp(s, "sha256:", 7) != 0)
-		return ib_error_setc(err, IB_EINVALID, "invalid digest \"%.80s\": only sha256 is supported", s);
+		return ib_error_setc(err, IB_EINVALID,
+				     "invalid digest \"%.80s\": only sha256 is supported", s);
 	const char *h = s + 7;
 	size_t n = 0;
 	for (; h[n]; n++) {
 		char ch = h[n];
 		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
-			return ib_error_setc(err, IB_EINVALID, "invalid digest \"%.80s\": not lower-case hex", s);
+			return ib_error_setc(err, IB_EINVALID,
+					     "invalid digest \"%.80s\": not lower-case hex", s);
 	}
 	if (n != 64)
-		return ib_error_setc(err, IB_EINVALID, "invalid digest \"%.80s\": want 64 hex digits, got %zu", s, n);
+		return ib_error_setc(err, IB_EINVALID,
+				     "invalid digest \"%.80s\": want 64 hex digits, got %zu", s, n);
 	return 0;
 }
 

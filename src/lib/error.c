@@ -7,8 +7,7 @@
 
 #include "util.h"
 
-static int error_vset(ib_error **err, int code, int errnum, const char *fmt,
-		      va_list ap)
+static int error_vset(ib_error **err, int code, int errnum, const char *fmt, va_list ap)
 {
 	if (err == NULL || *err != NULL)
 		return code;

@@ -8,16 +8,16 @@
 
 enum {
 	IB_OK = 0,
-	IB_ERROR = -1,     /* generic failure */
+	IB_ERROR = -1,	   /* generic failure */
 	IB_ENOTFOUND = -2, /* missing blob, tag, file, reference */
 	IB_EDIGEST = -3,   /* content does not match its digest or size */
 	IB_ETOOLARGE = -4, /* a cap was exceeded */
-	IB_EAUTH = -5,     /* registry refused our credentials */
+	IB_EAUTH = -5,	   /* registry refused our credentials */
 	IB_EINVALID = -6,  /* malformed input (reference, JSON, tar, recipe) */
 	IB_EUNSAFE = -7,   /* input tried to escape its root */
 	IB_EEXISTS = -8,
-	IB_ENET = -9,      /* transport failure after retries */
-	IB_EUSAGE = -10,   /* bad command line: exit status 2 */
+	IB_ENET = -9,	 /* transport failure after retries */
+	IB_EUSAGE = -10, /* bad command line: exit status 2 */
 };
 
 typedef struct ib_error {
@@ -31,16 +31,15 @@ typedef struct ib_error {
  * appended and ENOENT maps to IB_ENOTFOUND.  Returns the (negative) code so
  * that `return ib_error_set(err, errno, "open %s", path);` is one line. */
 int ib_error_set(ib_error **err, int errnum, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Same, with an explicit semantic code (IB_E*). */
 int ib_error_setc(ib_error **err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Prefix context: "CONTEXT: previous message".  Returns the error's code
  * (IB_ERROR if *err is NULL, after creating one from the context alone). */
-int ib_error_wrap(ib_error **err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+int ib_error_wrap(ib_error **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Free *err and set it to NULL; safe on NULL. */
 void ib_error_free(ib_error **err);

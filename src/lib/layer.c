@@ -355,8 +355,8 @@ static int pipe_open(struct pipe *p, ib_store *store, const ib_layer_options *op
 		return r;
 	p->diff = ib_digest_new();
 	p->buf = xmalloc(COPY_CHUNK);
-	r = ib_compressor_new(&p->comp, opts->compression, opts->threads, opts->level, pipe_sink,
-			      p, err);
+	r = ib_compressor_new(&p->comp, opts->compression, opts->threads, opts->level, pipe_sink, p,
+			      err);
 	if (r < 0)
 		goto fail;
 	p->ar = archive_write_new();

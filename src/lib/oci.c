@@ -126,8 +126,7 @@ static int get_annotations(json_t **out, json_t *parent, ib_error **err)
 		return ib_error_setc(err, IB_EINVALID, "annotations must be an object");
 	const char *k;
 	json_t *v;
-	json_object_foreach(a, k, v)
-	{
+	json_object_foreach (a, k, v) {
 		if (!json_is_string(v))
 			return ib_error_setc(err, IB_EINVALID,
 					     "annotations: value of \"%s\" must be a string", k);
@@ -230,8 +229,7 @@ static int descriptor_parse(ib_descriptor *d, json_t *j, ib_error **err)
 		d->urls = xcalloc(1, sizeof(char *));
 		size_t i;
 		json_t *u;
-		json_array_foreach(urls, i, u)
-		{
+		json_array_foreach (urls, i, u) {
 			if (!json_is_string(u) || json_string_length(u) == 0)
 				return ib_error_setc(err, IB_EINVALID,
 						     "urls[%zu] must be a non-empty string", i);
@@ -591,8 +589,7 @@ static int config_check(json_t *doc, ib_error **err)
 		return ib_error_setc(err, IB_EINVALID, "rootfs.diff_ids must be an array");
 	size_t i;
 	json_t *id;
-	json_array_foreach(ids, i, id)
-	{
+	json_array_foreach (ids, i, id) {
 		int r = json_is_string(id)
 			    ? ib_digest_validate(json_string_value(id), err)
 			    : ib_error_setc(err, IB_EINVALID, "diff_id must be a string");

@@ -33,9 +33,9 @@
 typedef enum { IB_COMP_NONE, IB_COMP_GZIP, IB_COMP_ZSTD } ib_compression;
 
 typedef struct ib_platform {
-	char *os;           /* "linux" */
+	char *os;	    /* "linux" */
 	char *architecture; /* "amd64" */
-	char *variant;      /* may be NULL */
+	char *variant;	    /* may be NULL */
 } ib_platform;
 
 typedef struct ib_descriptor {
@@ -44,7 +44,7 @@ typedef struct ib_descriptor {
 	int64_t size;
 	ib_platform platform; /* fields NULL when absent */
 	json_t *annotations;  /* object or NULL; owned */
-	char **urls;          /* NULL-terminated or NULL (foreign layers) */
+	char **urls;	      /* NULL-terminated or NULL (foreign layers) */
 } ib_descriptor;
 
 typedef struct ib_manifest {

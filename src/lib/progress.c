@@ -24,10 +24,10 @@ struct ib_progress {
 	pthread_mutex_t mu;
 	pthread_t ticker;
 	bool ticker_started, stop;
-	int run_id;        /* running step, 0 = none */
-	char *run_label;   /* as shown (cut to the terminal width) */
+	int run_id;	 /* running step, 0 = none */
+	char *run_label; /* as shown (cut to the terminal width) */
 	double run_t0;
-	bool line_open;    /* the running step's line is the cursor's line */
+	bool line_open;		      /* the running step's line is the cursor's line */
 	uint64_t run_done, run_total; /* bytes shown on the running line */
 };
 
@@ -178,8 +178,7 @@ static void tty_step_event(ib_progress *p, int id, const char *state, const char
 		p->run_done = p->run_total = 0;
 		p->line_open = true;
 		draw_running(p);
-		if (!p->ticker_started &&
-		    pthread_create(&p->ticker, NULL, ticker_main, p) == 0)
+		if (!p->ticker_started && pthread_create(&p->ticker, NULL, ticker_main, p) == 0)
 			p->ticker_started = true;
 	} else if (!strcmp(state, "cached")) {
 		close_line(p);
@@ -189,8 +188,8 @@ static void tty_step_event(ib_progress *p, int id, const char *state, const char
 		const char *color = ok ? "\033[32m" : "\033[31m";
 		const char *word = ok ? "DONE" : "ERROR";
 		if (p->line_open && p->run_id == id)
-			fprintf(p->out, "\r\033[K#%d %s %s%s %.1fs\033[0m\n", id, p->run_label, color,
-				word, secs);
+			fprintf(p->out, "\r\033[K#%d %s %s%s %.1fs\033[0m\n", id, p->run_label,
+				color, word, secs);
 		else
 			fprintf(p->out, "%s#%d %s %.1fs\033[0m\n", color, id, word, secs);
 		p->line_open = false;
@@ -205,7 +204,8 @@ static void step_event(ib_progress *p, int id, const char *state, const char *la
 	if (p->quiet)
 		return;
 	if (p->mode == IB_PROGRESS_JSON) {
-		json_t *ev = json_pack("{s:s, s:i, s:s}", "event", "step", "id", id, "state", state);
+		json_t *ev =
+		    json_pack("{s:s, s:i, s:s}", "event", "step", "id", id, "state", state);
 		if (label)
 			json_object_set_new(ev, "label", json_string(label));
 		if (secs >= 0)
@@ -266,9 +266,11 @@ void ib_progress_output(ib_progress *p, int id, const char *line, size_t len)
 	if (p->quiet)
 		return;
 	if (p->mode == IB_PROGRESS_JSON) {
-		json_t *ev = json_pack("{s:s, s:i, s:s%}", "event", "output", "id", id, "line", line, len);
+		json_t *ev =
+		    json_pack("{s:s, s:i, s:s%}", "event", "output", "id", id, "line", line, len);
 		if (!ev) /* not valid UTF-8: escape bytes */
-			ev = json_pack("{s:s, s:i, s:s}", "event", "output", "id", id, "line", "<binary>");
+			ev = json_pack("{s:s, s:i, s:s}", "event", "output", "id", id, "line",
+				       "<binary>");
 		emit_json(p, ev);
 		return;
 	}
@@ -296,9 +298,9 @@ void ib_progress_bytes(ib_progress *p, int id, const char *what, uint64_t done, 
 		if (!final && t - p->last_bytes_update < 0.5)
 			return;
 		p->last_bytes_update = t;
-		emit_json(p, json_pack("{s:s, s:i, s:s, s:I, s:I}", "event", "bytes", "id", id,
-				       "what", what, "done", (json_int_t)done, "total",
-				       (json_int_t)total));
+		emit_json(p,
+			  json_pack("{s:s, s:i, s:s, s:I, s:I}", "event", "bytes", "id", id, "what",
+				    what, "done", (json_int_t)done, "total", (json_int_t)total));
 		return;
 	}
 	if (p->mode == IB_PROGRESS_PLAIN) {

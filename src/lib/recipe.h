@@ -19,7 +19,10 @@ typedef struct ib_recipe_options {
 	 * (docker), or leaves K unset when $K is unset. */
 	char *const *build_args;
 } ib_recipe_options;
-#define IB_RECIPE_OPTIONS_INIT {NULL, NULL}
+#define IB_RECIPE_OPTIONS_INIT                                                                     \
+	{                                                                                          \
+		NULL, NULL                                                                         \
+	}
 
 /* Evaluate recipe_path into *plan_out (a new reference, caller decrefs;
  * NULL on failure).  Any recipe error (syntax, wrong type, unknown option,

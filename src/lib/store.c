@@ -1103,8 +1103,7 @@ static int find_by_prefix(ib_store *s, const char *hex_prefix, char out[IB_DIGES
 		const char *key;
 		json_t *v;
 		size_t k = 0;
-		json_object_foreach(found, key, v)
-		{
+		json_object_foreach (found, key, v) {
 			if (k++ == 3) {
 				ib_buf_appendf(&b, ", ...");
 				break;
@@ -1602,8 +1601,7 @@ int ib_store_verify(ib_store *s, ib_verify_cb cb, void *payload, ib_error **err)
 	if (r == 0) {
 		const char *key;
 		json_t *v;
-		json_object_foreach(w.missing, key, v)
-		{
+		json_object_foreach (w.missing, key, v) {
 			cleanup_free char *msg =
 			    xasprintf("missing (referenced by %s)", json_string_value(v));
 			problems++;

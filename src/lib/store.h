@@ -54,8 +54,8 @@ int ib_blob_writer_commit(ib_blob_writer *w, const char *expect_digest, int64_t 
 void ib_blob_writer_abort(ib_blob_writer *w);
 
 /* Store a buffer as a blob. */
-int ib_store_blob_put(ib_store *s, const void *data, size_t len,
-		      char digest_out[IB_DIGEST_BUFLEN], ib_error **err);
+int ib_store_blob_put(ib_store *s, const void *data, size_t len, char digest_out[IB_DIGEST_BUFLEN],
+		      ib_error **err);
 bool ib_store_blob_exists(ib_store *s, const char *digest);
 /* Path of a blob (whether or not it exists). Caller frees. */
 char *ib_store_blob_path(ib_store *s, const char *digest);
@@ -72,7 +72,7 @@ int ib_store_blob_verify(ib_store *s, const char *digest, ib_error **err);
 
 /* ---- tags (index.json) ---- */
 typedef struct ib_store_tag {
-	char *name; /* full normalised reference */
+	char *name;	    /* full normalised reference */
 	ib_descriptor desc; /* the manifest (or index) descriptor */
 } ib_store_tag;
 
@@ -89,10 +89,10 @@ int ib_store_tag_get(ib_store *s, const char *name, ib_descriptor *out, ib_error
 
 /* ---- images ---- */
 typedef struct ib_image {
-	ib_descriptor desc;   /* the manifest's descriptor */
+	ib_descriptor desc; /* the manifest's descriptor */
 	ib_manifest *manifest;
-	json_t *config;       /* parsed config, owned */
-	char *manifest_raw;   /* exact bytes of the manifest */
+	json_t *config;	    /* parsed config, owned */
+	char *manifest_raw; /* exact bytes of the manifest */
 	size_t manifest_len;
 } ib_image;
 
@@ -108,9 +108,8 @@ void ib_image_free(ib_image *img);
 /* Store config + manifest blobs for an image whose layer blobs are already
  * stored; fills *desc_out with the manifest descriptor (OCI media type
  * unless docker is true). */
-int ib_store_image_write(ib_store *s, json_t *config, const ib_descriptor *layers,
-			 size_t n_layers, json_t *annotations, ib_descriptor *desc_out,
-			 ib_error **err);
+int ib_store_image_write(ib_store *s, json_t *config, const ib_descriptor *layers, size_t n_layers,
+			 json_t *annotations, ib_descriptor *desc_out, ib_error **err);
 
 /* ---- unpacked layers ---- */
 /* ROOT/layers/HEX for a diff_id (whether or not it exists). Caller frees. */
@@ -125,7 +124,10 @@ typedef struct ib_prune_options {
 	char **keep_layers;
 	bool dry_run;
 } ib_prune_options;
-#define IB_PRUNE_OPTIONS_INIT {NULL, NULL, false}
+#define IB_PRUNE_OPTIONS_INIT                                                                      \
+	{                                                                                          \
+		NULL, NULL, false                                                                  \
+	}
 
 typedef struct ib_prune_stats {
 	uint64_t blobs_removed, bytes_removed, layers_removed, tmp_removed;
@@ -179,7 +181,6 @@ void ib_platform_from_machine(const char *machine, const char **arch, const char
 /* Index of the entry of idx that best matches os/arch/variant, or -1.  An
  * exact variant match wins over an entry without variant (arm64 images
  * usually omit "v8"); a different variant never matches. */
-int ib_platform_select(const ib_index *idx, const char *os, const char *arch,
-		       const char *variant);
+int ib_platform_select(const ib_index *idx, const char *os, const char *arch, const char *variant);
 
 #endif

@@ -53,12 +53,15 @@ typedef struct ib_unpack_options {
 	bool same_owner;    /* chown entries to the tar's uid/gid (default true when root) */
 } ib_unpack_options;
 
-#define IB_UNPACK_OPTIONS_INIT {IB_WHITEOUT_APPLY, 0, true}
+#define IB_UNPACK_OPTIONS_INIT                                                                     \
+	{                                                                                          \
+		IB_WHITEOUT_APPLY, 0, true                                                         \
+	}
 #define IB_UNPACK_DEFAULT_MAX_BYTES (UINT64_C(64) << 30)
 
 typedef struct ib_unpack_stats {
 	uint64_t entries; /* tar entries processed (whiteouts included) */
-	uint64_t bytes;   /* decompressed tar bytes read (headers and padding included) */
+	uint64_t bytes;	  /* decompressed tar bytes read (headers and padding included) */
 } ib_unpack_stats;
 
 /* Read a (gzip/zstd/uncompressed, auto-detected) tar stream from fd and apply

@@ -68,7 +68,10 @@ typedef struct ib_buf {
 	size_t cap; /* hard limit on len; 0 = unlimited */
 } ib_buf;
 
-#define IB_BUF_INIT {NULL, 0, 0, 0}
+#define IB_BUF_INIT                                                                                \
+	{                                                                                          \
+		NULL, 0, 0, 0                                                                      \
+	}
 void ib_buf_init(ib_buf *b, size_t cap);
 /* Returns IB_ETOOLARGE (and leaves b unchanged) when len would exceed cap. */
 int ib_buf_append(ib_buf *b, const void *data, size_t len);
@@ -86,7 +89,8 @@ int ib_read_fd(int fd, size_t cap, char **out, size_t *len_out, ib_error **err);
 /* write(2) all of buf, retrying on EINTR / short writes. */
 int ib_write_all(int fd, const void *buf, size_t len, ib_error **err);
 /* Write to PATH.tmp.PID, fsync, rename over path, fsync the directory. */
-int ib_write_file_atomic(const char *path, const void *buf, size_t len, mode_t mode, ib_error **err);
+int ib_write_file_atomic(const char *path, const void *buf, size_t len, mode_t mode,
+			 ib_error **err);
 /* mkdir -p with mode for created components. */
 int ib_mkdir_p(const char *path, mode_t mode, ib_error **err);
 /* rm -rf without following symlinks; a missing path is not an error. */

@@ -598,8 +598,8 @@ static void write_stat_entry(fixture *f, const char *path, const struct stat *st
 	ib_cache_free(f->c);
 	f->c = NULL;
 	cleanup_free char *stat_bin = ib_path_join(f->root, "cache/stat.bin");
-	unsigned long long mtime_ns =
-		(unsigned long long)st->st_mtim.tv_sec * 1000000000ULL + (unsigned long long)st->st_mtim.tv_nsec;
+	unsigned long long mtime_ns = (unsigned long long)st->st_mtim.tv_sec * 1000000000ULL +
+				      (unsigned long long)st->st_mtim.tv_nsec;
 	const char *hex = strncmp(digest, "sha256:", 7) == 0 ? digest + 7 : digest;
 	cleanup_free char *rec = xasprintf("%llu %llu %llu %s %s", (unsigned long long)st->st_size,
 					   mtime_ns, (unsigned long long)st->st_ino, hex, path);
