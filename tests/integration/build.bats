@@ -86,6 +86,9 @@ PY
 	[ "$(stat -c %u:%g "$R/home/app/named-owner")" = 1000:1000 ]
 	[ "$(cat "$R/run-only.txt")" = from-run-env ]
 	[ "$(cat "$R/shell.txt")" = shell-form ]
+	# a directory replaced by a file, and a file by a directory
+	[ -f "$R/swap1" ] && [ "$(cat "$R/swap1")" = now-a-file ]
+	[ -d "$R/swap2" ] && [ "$(cat "$R/swap2/child")" = child ]
 	# mount points of the sandbox never land in a layer
 	[ ! -e "$R/etc/resolv.conf" ] || [ -s "$R/etc/resolv.conf" ] || false
 }
