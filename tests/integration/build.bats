@@ -1,6 +1,8 @@
 #!/usr/bin/env bats
 # Recipes and the build engine: the real binary, checked with podman and umoci.
 
+bats_require_minimum_version 1.5.0
+
 load helpers/build
 
 setup_file() {
@@ -238,6 +240,20 @@ LUA
 		if gzip -t "$b" 2>/dev/null; then ! zcat "$b" | grep -qa "s3cr3t-value" || false; fi
 	done
 	! grep -rqa "s3cr3t-value" "$IMGBUILD_ROOT/cache" || false
+}
+
+@test "--progress json: one JSON event per line, stdout only the digest" {
+	run --separate-stderr "$IMGBUILD" build "$T/all/recipe.lua" --no-cache --progress json
+	[ "$status" -eq 0 ]
+	[[ "$output" == sha256:* ]]
+	[ "$(echo "$output" | wc -l)" -eq 1 ]
+	echo "$stderr" | python3 -c '
+import json, sys
+events = [json.loads(l) for l in sys.stdin if l.strip()]
+states = {(e["id"], e["state"]) for e in events if e["event"] == "step"}
+assert any(s == "running" for _, s in states) and any(s == "done" for _, s in states), states
+assert all("event" in e for e in events)
+'
 }
 
 @test "a failing run reports file:line, status and output; earlier steps stay cached" {
