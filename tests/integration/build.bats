@@ -256,6 +256,20 @@ assert all("event" in e for e in events)
 '
 }
 
+@test "--check names the first layer and file that differ when a step is not reproducible" {
+	mkdir -p "$T/nr"
+	cat > "$T/nr/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run "echo stable > /stable.txt"
+run "cat /proc/sys/kernel/random/uuid > /random.txt"
+LUA
+	run "$IMGBUILD" build "$T/nr/recipe.lua" --check --progress plain
+	echo "$output"
+	[ "$status" -eq 1 ]
+	last=$(echo "$output" | tail -1)
+	[[ "$last" == "imgbuild: error: not reproducible: layer "*"random.txt"* ]]
+}
+
 @test "a failing run reports file:line, status and output; earlier steps stay cached" {
 	mkdir -p "$T/fail"
 	cat > "$T/fail/recipe.lua" <<'LUA'
