@@ -77,6 +77,7 @@ int ib_cmd_plan(int argc, char **argv, ib_global *g)
 	const char *context = NULL;
 	int c;
 	optind = 1;
+	opterr = 0; /* one error line, ours */
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'a':
@@ -89,7 +90,8 @@ int ib_cmd_plan(int argc, char **argv, ib_global *g)
 			fputs(plan_help, stdout);
 			return 0;
 		default:
-			return ib_cli_usage_error("plan", "bad option");
+			return ib_cli_usage_error("plan", "unknown option or missing value: %s",
+						  argv[optind - 1]);
 		}
 	}
 	if (optind != argc - 1)
@@ -169,6 +171,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	const char *sde = getenv("SOURCE_DATE_EPOCH");
 	int c;
 	optind = 1;
+	opterr = 0; /* one error line, ours */
 	while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 't': {
@@ -264,7 +267,8 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 			fputs(build_help, stdout);
 			return 0;
 		default:
-			return ib_cli_usage_error("build", "bad option");
+			return ib_cli_usage_error("build", "unknown option or missing value: %s",
+						  argv[optind - 1]);
 		}
 	}
 	if (optind != argc - 1)

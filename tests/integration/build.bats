@@ -399,6 +399,12 @@ LUA
 	[[ "$output" == "imgbuild: error: "* ]]
 	run "$IMGBUILD" build "$T/all/recipe.lua" --pull sometimes
 	[ "$status" -eq 2 ]
+	run "$IMGBUILD" build "$T/all/recipe.lua" --bogus
+	[ "$status" -eq 2 ]
+	[ "$output" = "imgbuild: error: unknown option or missing value: --bogus (see 'imgbuild build --help')" ]
+	run "$IMGBUILD" plan "$T/all/recipe.lua" --target
+	[ "$status" -eq 2 ]
+	[ "$(echo "$output" | wc -l)" -eq 1 ]
 	run "$IMGBUILD" build "$T/all/recipe.lua" -t 'UPPER/Case'
 	[ "$status" -eq 2 ]
 }
