@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "progress.h"
 #include "registry.h"
 #include "store.h"
 

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "digest.h"
 #include "util.h"
 
 /* The TTY view: a running step's line stays open and a ticker thread
@@ -367,4 +368,138 @@ void ib_progress_info(ib_progress *p, const char *fmt, ...)
 	fflush(p->out);
 	if (tty)
 		unlock(p);
+}
+
+/* ---- transfers: one line per blob ---- */
+
+typedef struct pline {
+	char what[IB_DIGEST_BUFLEN];
+	uint64_t done, total;
+	double t0;
+	char state[24];
+} pline;
+
+struct ib_transfer_printer {
+	FILE *f;
+	bool tty, quiet;
+	char *verb;
+	pthread_mutex_t lock;
+	pline *v;
+	size_t n;
+	size_t drawn;
+	double last;
+};
+
+ib_transfer_printer *ib_transfer_printer_new(FILE *f, const char *verb, bool quiet)
+{
+	ib_transfer_printer *p = xcalloc(1, sizeof(*p));
+	p->f = f;
+	p->quiet = quiet;
+	p->tty = isatty(fileno(f)) == 1;
+	p->verb = xstrdup(verb);
+	pthread_mutex_init(&p->lock, NULL);
+	return p;
+}
+
+static pline *pline_get(ib_transfer_printer *p, const char *what)
+{
+	for (size_t i = 0; i < p->n; i++)
+		if (!strcmp(p->v[i].what, what))
+			return &p->v[i];
+	p->v = xrealloc(p->v, (p->n + 1) * sizeof(*p->v));
+	pline *l = &p->v[p->n++];
+	memset(l, 0, sizeof(*l));
+	snprintf(l->what, sizeof(l->what), "%s", what);
+	l->t0 = now();
+	return l;
+}
+
+/* "sha256:0123456789ab" */
+static void short_what(char *out, size_t n, const char *what)
+{
+	/* a digest shows its first 12 hex digits; a label is cut to fit */
+	int max = (int)n - 1;
+	if (!strncmp(what, "sha256:", 7))
+		snprintf(out, n, "%.*s", max < 19 ? max : 19, what);
+	else
+		snprintf(out, n, "%.*s", max, what);
+}
+
+static void draw(ib_transfer_printer *p, bool force)
+{
+	double t = now();
+	if (!force && t - p->last < 0.1)
+		return;
+	p->last = t;
+	if (p->drawn)
+		fprintf(p->f, "\033[%zuA", p->drawn);
+	for (size_t i = 0; i < p->n; i++) {
+		pline *l = &p->v[i];
+		char w[32], a[16], b[16], rate[16];
+		short_what(w, sizeof(w), l->what);
+		ib_format_size(a, sizeof(a), l->done);
+		ib_format_size(b, sizeof(b), l->total);
+		if (l->state[0]) {
+			fprintf(p->f, "\r\033[K%s %s: %s %s\n", p->verb, w, b, l->state);
+		} else {
+			double el = t - l->t0;
+			ib_format_size(rate, sizeof(rate),
+				       el > 0.05 ? (uint64_t)((double)l->done / el) : 0);
+			fprintf(p->f, "\r\033[K%s %s: %s / %s  %s/s\n", p->verb, w, a, b, rate);
+		}
+	}
+	p->drawn = p->n;
+	fflush(p->f);
+}
+
+void ib_transfer_printer_progress(const char *what, uint64_t done, uint64_t total, void *payload)
+{
+	ib_transfer_printer *p = payload;
+	if (!p || p->quiet || !p->tty)
+		return;
+	pthread_mutex_lock(&p->lock);
+	pline *l = pline_get(p, what);
+	l->done = done;
+	l->total = total;
+	draw(p, false);
+	pthread_mutex_unlock(&p->lock);
+}
+
+void ib_transfer_printer_event(const char *what, const char *state, uint64_t size, void *payload)
+{
+	ib_transfer_printer *p = payload;
+	if (!p || p->quiet)
+		return;
+	const char *text = !strcmp(state, "exists")    ? "already exists"
+			   : !strcmp(state, "mounted") ? "mounted from another repository"
+			   : !strcmp(state, "skipped") ? "skipped (foreign layer)"
+			   : !strcmp(state, "done")    ? "done"
+						       : state;
+	pthread_mutex_lock(&p->lock);
+	if (p->tty) {
+		pline *l = pline_get(p, what);
+		l->total = size;
+		l->done = size;
+		snprintf(l->state, sizeof(l->state), "%s", text);
+		draw(p, true);
+	} else {
+		char w[32], sz[16];
+		short_what(w, sizeof(w), what);
+		ib_format_size(sz, sizeof(sz), size);
+		fprintf(p->f, "%s %s %s %s\n", p->verb, w, sz, text);
+		fflush(p->f);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+void ib_transfer_printer_free(ib_transfer_printer *p)
+{
+	if (!p)
+		return;
+	if (p->tty && !p->quiet && p->n)
+		draw(p, true);
+	pthread_mutex_destroy(&p->lock);
+	free(p->v);
+	free(p->verb);
+	free(p);
 }

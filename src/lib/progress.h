@@ -41,4 +41,18 @@ void ib_progress_transfer_cb(const char *what, uint64_t done, uint64_t total, vo
 /* A free-form informational line. */
 void ib_progress_info(ib_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---- transfers (pull/push commands) ----
+ * Several blobs move at once, so this view is one line per blob rather than
+ * one per step. */
+typedef struct ib_transfer_printer ib_transfer_printer;
+/* verb: "pulling" / "pushing".  On a TTY (isatty(fileno(f))) one live line
+ * per blob with bytes and rate, redrawn in place; elsewhere one plain line
+ * per finished blob.  quiet: print nothing. */
+ib_transfer_printer *ib_transfer_printer_new(FILE *f, const char *verb, bool quiet);
+/* Finish the live view. Safe on NULL. */
+void ib_transfer_printer_free(ib_transfer_printer *p);
+/* Use as o->progress / o->event with o->payload = the printer. */
+void ib_transfer_printer_progress(const char *what, uint64_t done, uint64_t total, void *payload);
+void ib_transfer_printer_event(const char *what, const char *state, uint64_t size, void *payload);
+
 #endif

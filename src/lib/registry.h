@@ -146,16 +146,4 @@ char *ib_registry_resolve_url(const char *base, const char *rel);
 /* Parse "os/arch[/variant]"; IB_EINVALID on anything else. */
 int ib_registry_parse_platform(const char *s, ib_platform *out, ib_error **err);
 
-/* ---- console progress for the CLI commands ---- */
-typedef struct ib_transfer_printer ib_transfer_printer;
-/* verb: "pulling" / "pushing".  On a TTY (isatty(fileno(f))) one live line
- * per blob with bytes and rate, redrawn in place; elsewhere one plain line
- * per finished blob.  quiet: print nothing. */
-ib_transfer_printer *ib_transfer_printer_new(FILE *f, const char *verb, bool quiet);
-/* Finish the live view. Safe on NULL. */
-void ib_transfer_printer_free(ib_transfer_printer *p);
-/* Use as o->progress / o->event with o->payload = the printer. */
-void ib_transfer_printer_progress(const char *what, uint64_t done, uint64_t total, void *payload);
-void ib_transfer_printer_event(const char *what, const char *state, uint64_t size, void *payload);
-
 #endif

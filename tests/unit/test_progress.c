@@ -442,6 +442,41 @@ static void test_auto_on_tty_is_tty(void **state)
 	assert_null(strchr(b, '\033'));
 }
 
+/* ---- transfer printer (pull/push) ---- */
+
+static void test_printer_plain_lines_only_for_finished_blobs(void **state)
+{
+	(void)state;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	assert_non_null(f);
+	ib_transfer_printer *p = ib_transfer_printer_new(f, "pulling", false);
+	const char *d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	ib_transfer_printer_progress(d, 10, 12300000, p);
+	ib_transfer_printer_event(d, "done", 12300000, p);
+	ib_transfer_printer_event(d, "exists", 5, p);
+	ib_transfer_printer_free(p);
+	fclose(f);
+	assert_string_equal(buf, "pulling sha256:0123456789ab 12.3MB done\n"
+				 "pulling sha256:0123456789ab 5B already exists\n");
+	free(buf);
+}
+
+static void test_printer_quiet_prints_nothing(void **state)
+{
+	(void)state;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	ib_transfer_printer *p = ib_transfer_printer_new(f, "pushing", true);
+	ib_transfer_printer_event("sha256:00", "done", 1, p);
+	ib_transfer_printer_free(p);
+	fclose(f);
+	assert_int_equal(len, 0);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -459,6 +494,8 @@ int main(void)
 	    cmocka_unit_test(test_tty_colours_and_clears_status_line),
 	    cmocka_unit_test(test_tty_running_line_is_rewritten_in_place),
 	    cmocka_unit_test(test_auto_on_tty_is_tty),
+	    cmocka_unit_test(test_printer_plain_lines_only_for_finished_blobs),
+	    cmocka_unit_test(test_printer_quiet_prints_nothing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

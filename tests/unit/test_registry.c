@@ -161,41 +161,6 @@ static void test_parse_platform(void **state)
 	}
 }
 
-/* ---- console progress ---- */
-
-static void test_printer_plain_lines_only_for_finished_blobs(void **state)
-{
-	(void)state;
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	assert_non_null(f);
-	ib_transfer_printer *p = ib_transfer_printer_new(f, "pulling", false);
-	const char *d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-	ib_transfer_printer_progress(d, 10, 12300000, p);
-	ib_transfer_printer_event(d, "done", 12300000, p);
-	ib_transfer_printer_event(d, "exists", 5, p);
-	ib_transfer_printer_free(p);
-	fclose(f);
-	assert_string_equal(buf, "pulling sha256:0123456789ab 12.3MB done\n"
-				 "pulling sha256:0123456789ab 5B already exists\n");
-	free(buf);
-}
-
-static void test_printer_quiet_prints_nothing(void **state)
-{
-	(void)state;
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	ib_transfer_printer *p = ib_transfer_printer_new(f, "pushing", true);
-	ib_transfer_printer_event("sha256:00", "done", 1, p);
-	ib_transfer_printer_free(p);
-	fclose(f);
-	assert_int_equal(len, 0);
-	free(buf);
-}
-
 int main(void)
 {
 	curl_global_init(CURL_GLOBAL_ALL);
@@ -211,8 +176,6 @@ int main(void)
 	    cmocka_unit_test(test_same_origin_rejects_other_host_port_or_scheme),
 	    cmocka_unit_test(test_resolve_url_relative_and_absolute),
 	    cmocka_unit_test(test_parse_platform),
-	    cmocka_unit_test(test_printer_plain_lines_only_for_finished_blobs),
-	    cmocka_unit_test(test_printer_quiet_prints_nothing),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();
