@@ -750,6 +750,9 @@ static bool status_retryable(long st)
 	return st == 408 || st == 429 || st == 500 || st == 502 || st == 503 || st == 504;
 }
 
+/* How often a download that made progress may renew its retry budget. */
+#define RETRY_RENEWALS 64
+
 /* Wait before retry number attempt (0-based). */
 static void backoff(ib_registry_session *s, int attempt, const char *retry_after)
 {
@@ -1125,7 +1128,7 @@ static int handle_401(ib_registry_session *s, CURL *h, const char *method, http_
 static int do_request(ib_registry_session *s, CURL *h, http_req *req, http_resp *resp,
 		      ib_error **err)
 {
-	int attempt = 0, auth_rounds = 0;
+	int attempt = 0, auth_rounds = 0, renewals = 0;
 	cleanup_free char *scope = xstrdup(req->scope ? req->scope : s->scope ? s->scope : "");
 	cleanup_free char *fetched = NULL;
 	for (;;) {
@@ -1169,6 +1172,17 @@ static int do_request(ib_registry_session *s, CURL *h, http_req *req, http_resp 
 		if (resp->cc != CURLE_OK) {
 			if (resp->cc == CURLE_ABORTED_BY_CALLBACK && atomic_load(&s->cancel))
 				return ib_error_setc(err, IB_ERROR, "cancelled");
+			/* A download that got further before the connection broke
+			 * renews its retry budget (bounded: RETRY_RENEWALS times),
+			 * so a link that keeps dropping still finishes a large blob. */
+			if (req->sink && req->sink->prepare && renewals < RETRY_RENEWALS) {
+				int64_t before = req->range_from;
+				req->sink->prepare(req->sink->payload, req);
+				if (req->range_from > 0 && req->range_from > before) {
+					attempt = 0;
+					renewals++;
+				}
+			}
 			if (curl_retryable(resp->cc) && !req->no_retry &&
 			    attempt < s->o.max_retries) {
 				dbg(s, "%s %s failed: %s", req->method, resp->url,

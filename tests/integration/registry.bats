@@ -411,6 +411,21 @@ put_index() {
 	ib verify
 }
 
+@test "fault proxy: a link that drops every 100 KB still finishes (progress renews the retry budget)" {
+	make_image "127.0.0.1:$OPEN_PORT/dropping:1"
+	ib -q push "127.0.0.1:$OPEN_PORT/dropping:1"
+	export IMGBUILD_ROOT="$BATS_TEST_TMPDIR/root2"
+	faultproxy_rules FP '{"rules":[{"method":"GET","path":"/blobs/sha256:","action":"reset","after_bytes":100000,"times":-1}]}'
+	run --separate-stderr ib pull "127.0.0.1:$FP_PORT/dropping:1"
+	cp "$FP_LOG" "$BATS_TEST_TMPDIR/fp.log"
+	faultproxy_rules FP ''
+	[ "$status" -eq 0 ]
+	[ "$(last_line)" = "$DIGEST" ]
+	# more resets than the plain retry budget (5) allows
+	[ "$(grep -c ' reset \[reset\]' "$BATS_TEST_TMPDIR/fp.log")" -gt 5 ]
+	ib verify
+}
+
 @test "fault proxy: push survives resets mid-upload, 503s and 429 with Retry-After" {
 	needs skopeo
 	make_image "127.0.0.1:$FP_PORT/bumpy:1"
