@@ -1,7 +1,5 @@
 #include "builder.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -19,6 +17,7 @@
 
 #include "cache.h"
 #include "digest.h"
+#include "imgdiff.h"
 #include "layer.h"
 #include "plan.h"
 #include "ref.h"
@@ -1762,56 +1761,14 @@ void ib_build_result_clear(ib_build_result *r)
 /* ---- --check ---- */
 
 typedef struct tar_entry_sum {
-	char *path;
+	char *path; /* as written in the tar */
 	char *meta; /* type, mode, owner, size, link target, content digest */
 } tar_entry_sum;
 
-static int list_layer(ib_store *s, const char *digest, tar_entry_sum **out, size_t *n_out,
-		      ib_error **err)
-{
-	cleanup_close int fd = -1;
-	int64_t size;
-	if (ib_store_blob_open(s, digest, &fd, &size, err) < 0)
-		return -1;
-	struct archive *a = archive_read_new();
-	archive_read_support_filter_all(a);
-	archive_read_support_format_tar(a);
-	if (archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
-		ib_error_setc(err, IB_EINVALID, "layer %s: %s", digest, archive_error_string(a));
-		archive_read_free(a);
-		return -1;
-	}
-	tar_entry_sum *v = NULL;
-	size_t n = 0;
-	struct archive_entry *e;
-	int r;
-	char buf[65536];
-	while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
-		ib_digest_ctx *c = ib_digest_new();
-		la_ssize_t k;
-		while ((k = archive_read_data(a, buf, sizeof(buf))) > 0)
-			ib_digest_update(c, buf, (size_t)k);
-		char d[IB_DIGEST_BUFLEN];
-		ib_digest_final(c, d);
-		ib_digest_free(c);
-		v = xrealloc(v, (n + 1) * sizeof(*v));
-		v[n].path = xstrdup(archive_entry_pathname(e));
-		const char *link = archive_entry_symlink(e);
-		if (!link)
-			link = archive_entry_hardlink(e);
-		v[n].meta =
-		    xasprintf("mode %o, owner %lld:%lld, size %lld, mtime %lld, link \"%s\", "
-			      "content %.19s",
-			      archive_entry_mode(e), (long long)archive_entry_uid(e),
-			      (long long)archive_entry_gid(e), (long long)archive_entry_size(e),
-			      (long long)archive_entry_mtime(e), link ? link : "", d);
-		n++;
-	}
-	archive_read_free(a);
-	*out = v;
-	*n_out = n;
-	return 0;
-}
+typedef struct sum_list {
+	tar_entry_sum *v;
+	size_t n;
+} sum_list;
 
 static void free_sums(tar_entry_sum *v, size_t n)
 {
@@ -1820,6 +1777,37 @@ static void free_sums(tar_entry_sum *v, size_t n)
 		free(v[i].meta);
 	}
 	free(v);
+}
+
+static int sum_entry(const ib_layer_entry *e, void *payload, ib_error **err)
+{
+	(void)err;
+	sum_list *l = payload;
+	const char *link = e->symlink ? e->symlink : e->hardlink;
+	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+	l->v[l->n].path = xstrdup(e->raw_path);
+	l->v[l->n].meta =
+	    xasprintf("mode %o, owner %lld:%lld, size %lld, mtime %lld, link \"%s\", "
+		      "content %.19s",
+		      (unsigned)e->mode, (long long)e->uid, (long long)e->gid, (long long)e->size,
+		      (long long)e->mtime, link ? link : "", e->content);
+	l->n++;
+	return 0;
+}
+
+/* Every entry of one layer, in tar order. */
+static int list_layer(ib_store *s, const ib_descriptor *layer, tar_entry_sum **out, size_t *n_out,
+		      ib_error **err)
+{
+	sum_list l = {NULL, 0};
+	int r = ib_layer_walk(s, layer->digest, layer->size, sum_entry, &l, err);
+	if (r < 0) {
+		free_sums(l.v, l.n);
+		return r;
+	}
+	*out = l.v;
+	*n_out = l.n;
+	return 0;
 }
 
 int ib_build_compare(ib_store *s, const char *digest_a, const char *digest_b, char **report,
@@ -1844,9 +1832,11 @@ int ib_build_compare(ib_store *s, const char *digest_a, const char *digest_b, ch
 			continue;
 		tar_entry_sum *ea = NULL, *eb = NULL;
 		size_t ca = 0, cb = 0;
-		if (list_layer(s, la, &ea, &ca, err) < 0 || list_layer(s, lb, &eb, &cb, err) < 0) {
+		rc = list_layer(s, &a->manifest->layers[i], &ea, &ca, err);
+		if (rc == 0)
+			rc = list_layer(s, &bimg->manifest->layers[i], &eb, &cb, err);
+		if (rc < 0) {
 			free_sums(ea, ca);
-			rc = -1;
 			break;
 		}
 		size_t k = 0;

@@ -1,0 +1,385 @@
+#include "imgdiff.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "digest.h"
+#include "util.h"
+
+#define READ_BUF (1u << 18)
+
+/* ---- a store blob read through libarchive, re-hashed on the way ---- */
+
+typedef struct blob_reader {
+	int fd;
+	char *buf;
+	ib_digest_ctx *ctx;
+	int64_t total;
+} blob_reader;
+
+static la_ssize_t blob_read(struct archive *a, void *payload, const void **out)
+{
+	blob_reader *br = payload;
+	for (;;) {
+		ssize_t n = read(br->fd, br->buf, READ_BUF);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			archive_set_error(a, errno, "read: %s", strerror(errno));
+			return -1;
+		}
+		ib_digest_update(br->ctx, br->buf, (size_t)n);
+		br->total += n;
+		*out = br->buf;
+		return n;
+	}
+}
+
+/* Hash whatever libarchive did not read: padding after the end marker, or
+ * the rest of a tar it gave up on. */
+static int blob_drain(blob_reader *br, ib_error **err)
+{
+	for (;;) {
+		ssize_t n = read(br->fd, br->buf, READ_BUF);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return ib_error_set(err, errno, "read");
+		if (n == 0)
+			return 0;
+		ib_digest_update(br->ctx, br->buf, (size_t)n);
+		br->total += n;
+	}
+}
+
+/* "./a/b/" -> "a/b"; the root ("", ".", "./", "/") -> "". */
+static char *normalise_path(const char *raw)
+{
+	while (raw[0] == '.' && raw[1] == '/')
+		raw += 2;
+	while (*raw == '/')
+		raw++;
+	size_t n = strlen(raw);
+	while (n > 0 && raw[n - 1] == '/')
+		n--;
+	if (n == 1 && raw[0] == '.')
+		n = 0;
+	return xstrndup(raw, n);
+}
+
+static int hash_data(struct archive *a, char *buf, ib_digest_ctx *ctx, const char *path,
+		     char out[IB_DIGEST_BUFLEN], ib_error **err)
+{
+	ib_digest_reset(ctx);
+	for (;;) {
+		la_ssize_t n = archive_read_data(a, buf, READ_BUF);
+		if (n == 0)
+			break;
+		if (n < 0)
+			return ib_error_setc(err, IB_EINVALID, "read /%s: %s", path,
+					     archive_error_string(a) ? archive_error_string(a)
+								     : "error");
+		ib_digest_update(ctx, buf, (size_t)n);
+	}
+	ib_digest_final(ctx, out);
+	return 0;
+}
+
+int ib_layer_walk(ib_store *s, const char *blob_digest, int64_t expect_size, ib_layer_walk_fn cb,
+		  void *payload, ib_error **err)
+{
+	cleanup_close int fd = -1;
+	int64_t size = 0;
+	int r = ib_store_blob_open(s, blob_digest, &fd, &size, err);
+	if (r < 0) {
+		ib_error_wrap(err, "layer %s", blob_digest);
+		return r;
+	}
+	cleanup_free char *rbuf = xmalloc(READ_BUF);
+	cleanup_free char *dbuf = xmalloc(READ_BUF);
+	blob_reader br = {fd, rbuf, ib_digest_new(), 0};
+	ib_digest_ctx *content_ctx = ib_digest_new();
+	struct archive *a = archive_read_new();
+	archive_read_support_filter_all(a);
+	archive_read_support_format_tar(a);
+	archive_read_support_format_gnutar(a);
+	if (archive_read_open(a, &br, NULL, blob_read, NULL) != ARCHIVE_OK) {
+		r = ib_error_setc(err, IB_EINVALID, "%s", archive_error_string(a));
+		goto verify;
+	}
+	for (;;) {
+		struct archive_entry *ae;
+		int ar = archive_read_next_header(a, &ae);
+		if (ar == ARCHIVE_EOF)
+			break;
+		if (ar < ARCHIVE_WARN) {
+			r = ib_error_setc(err, IB_EINVALID, "not a valid tar archive: %s",
+					  archive_error_string(a));
+			goto verify;
+		}
+		const char *raw = archive_entry_pathname(ae);
+		if (!raw)
+			raw = "";
+		cleanup_free char *path = normalise_path(raw);
+		char content[IB_DIGEST_BUFLEN];
+		r = hash_data(a, dbuf, content_ctx, path, content, err);
+		if (r < 0)
+			goto verify;
+		ib_layer_entry e = {
+		    .path = path,
+		    .raw_path = raw,
+		    .mode = archive_entry_mode(ae),
+		    .uid = archive_entry_uid(ae),
+		    .gid = archive_entry_gid(ae),
+		    .size = archive_entry_size(ae),
+		    .mtime = archive_entry_mtime(ae),
+		    .rdev = archive_entry_rdev(ae),
+		    .symlink = archive_entry_symlink(ae),
+		    .hardlink = archive_entry_hardlink(ae),
+		    .content = content,
+		};
+		r = cb(&e, payload, err);
+		if (r < 0)
+			goto out;
+	}
+verify:
+	/* Also after a tar error: a blob that does not match its digest is
+	 * reported as corrupt, whatever libarchive made of it. */
+	{
+		int dr = blob_drain(&br, r < 0 ? NULL : err);
+		if (dr < 0) {
+			if (r == 0)
+				r = dr;
+			goto out;
+		}
+		char got[IB_DIGEST_BUFLEN];
+		ib_digest_final(br.ctx, got);
+		if (strcmp(got, blob_digest) != 0 ||
+		    (expect_size >= 0 && br.total != expect_size)) {
+			ib_error_free(err);
+			r = ib_error_setc(err, IB_EDIGEST, "blob %s in the store is corrupt",
+					  blob_digest);
+		}
+	}
+out:
+	if (r < 0)
+		ib_error_wrap(err, "layer %s", blob_digest);
+	archive_read_free(a);
+	ib_digest_free(br.ctx);
+	ib_digest_free(content_ctx);
+	return r;
+}
+
+/* ---- the flattened filesystem: a JSON object path -> signature ---- */
+
+/* Keys and values are set with the _nocheck calls: file names need not be
+ * UTF-8 and must not be dropped for it. */
+
+static bool is_dir_sig(json_t *v)
+{
+	const char *s = json_string_value(v);
+	return s && s[0] == 'd';
+}
+
+/* Remove every path strictly below dir ("" = everything). */
+static void remove_below(json_t *fs, const char *dir)
+{
+	size_t dl = strlen(dir);
+	void *it = json_object_iter(fs);
+	while (it) {
+		const char *key = json_object_iter_key(it);
+		/* The successor stays valid when key is deleted. */
+		void *next = json_object_iter_next(fs, it);
+		if (dl == 0 || (!strncmp(key, dir, dl) && key[dl] == '/'))
+			json_object_del(fs, key);
+		it = next;
+	}
+}
+
+/* What is compared: type, mode, owner and, by type, size and content
+ * digest, link target or device numbers. */
+static char *entry_sig(const ib_layer_entry *e, json_t *layer_adds, json_t *fs)
+{
+	unsigned perm = (unsigned)(e->mode & 07777);
+	int64_t uid = e->uid, gid = e->gid;
+	if (e->hardlink) {
+		cleanup_free char *target = normalise_path(e->hardlink);
+		json_t *t = target[0] ? json_object_get(layer_adds, target) : NULL;
+		if (!t && target[0])
+			t = json_object_get(fs, target);
+		/* A hardlink has its target's content and metadata. */
+		if (t)
+			return xstrdup(json_string_value(t));
+		return xasprintf("h %s", e->hardlink);
+	}
+	switch (e->mode & S_IFMT) {
+	case S_IFREG:
+		return xasprintf("f %04o %" PRId64 ":%" PRId64 " %" PRId64 " %s", perm, uid, gid,
+				 e->size, e->content);
+	case S_IFDIR:
+		return xasprintf("d %04o %" PRId64 ":%" PRId64, perm, uid, gid);
+	case S_IFLNK:
+		return xasprintf("l %04o %" PRId64 ":%" PRId64 " -> %s", perm, uid, gid,
+				 e->symlink ? e->symlink : "");
+	case S_IFCHR:
+	case S_IFBLK:
+		return xasprintf("%c %04o %" PRId64 ":%" PRId64 " %u,%u",
+				 (e->mode & S_IFMT) == S_IFCHR ? 'c' : 'b', perm, uid, gid,
+				 major(e->rdev), minor(e->rdev));
+	case S_IFIFO:
+		return xasprintf("p %04o %" PRId64 ":%" PRId64, perm, uid, gid);
+	default:
+		return xasprintf("? %04o %" PRId64 ":%" PRId64, perm, uid, gid);
+	}
+}
+
+/* One layer's entries, gathered while its blob is read and applied to fs
+ * only once the blob is known to be intact. */
+typedef struct layer_changes {
+	json_t *fs;	  /* borrowed: the filesystem below this layer */
+	json_t *adds;	  /* path -> signature */
+	char **whiteouts; /* paths removed (with everything below them) */
+	char **opaques;	  /* directories emptied ("" = the root) */
+} layer_changes;
+
+static int collect_entry(const ib_layer_entry *e, void *payload, ib_error **err)
+{
+	(void)err;
+	layer_changes *lc = payload;
+	if (!e->path[0])
+		return 0;
+	const char *slash = strrchr(e->path, '/');
+	const char *base = slash ? slash + 1 : e->path;
+	cleanup_free char *dir = slash ? xstrndup(e->path, (size_t)(slash - e->path)) : xstrdup("");
+	if (!strcmp(base, ".wh..wh..opq")) {
+		ib_strv_push(&lc->opaques, dir);
+	} else if (!strncmp(base, ".wh.", 4)) {
+		/* ".wh." alone names nothing (and must not empty the root). */
+		if (base[4]) {
+			cleanup_free char *victim =
+			    dir[0] ? xasprintf("%s/%s", dir, base + 4) : xstrdup(base + 4);
+			ib_strv_push(&lc->whiteouts, victim);
+		}
+	} else {
+		char *sig = entry_sig(e, lc->adds, lc->fs);
+		json_object_set_new_nocheck(lc->adds, e->path, json_string_nocheck(sig));
+		free(sig);
+	}
+	return 0;
+}
+
+static void apply_changes(layer_changes *lc)
+{
+	json_t *fs = lc->fs;
+	/* Deletions first: this layer's own entries are never hidden by its
+	 * whiteouts or opaque markers. */
+	for (char **p = lc->opaques; p && *p; p++)
+		remove_below(fs, *p);
+	for (char **p = lc->whiteouts; p && *p; p++) {
+		json_object_del(fs, *p);
+		remove_below(fs, *p);
+	}
+	for (void *it = json_object_iter(lc->adds); it; it = json_object_iter_next(lc->adds, it)) {
+		const char *key = json_object_iter_key(it);
+		json_t *v = json_object_iter_value(it);
+		json_t *old = json_object_get(fs, key);
+		/* A non-directory over a directory hides the directory's tree. */
+		if (old && is_dir_sig(old) && !is_dir_sig(v))
+			remove_below(fs, key);
+		json_object_set_nocheck(fs, key, v);
+	}
+}
+
+static int flatten(ib_store *s, const char *ref, json_t **out, ib_error **err)
+{
+	*out = NULL;
+	ib_image *img = NULL;
+	int r = ib_store_image_load(s, ref, &img, err);
+	if (r < 0)
+		return r;
+	json_t *fs = json_object();
+	for (size_t k = 0; r == 0 && k < img->manifest->n_layers; k++) {
+		const ib_descriptor *layer = &img->manifest->layers[k];
+		layer_changes lc = {fs, json_object(), NULL, NULL};
+		r = ib_layer_walk(s, layer->digest, layer->size, collect_entry, &lc, err);
+		if (r == 0)
+			apply_changes(&lc);
+		json_decref(lc.adds);
+		ib_strv_free(lc.whiteouts);
+		ib_strv_free(lc.opaques);
+	}
+	ib_image_free(img);
+	if (r < 0) {
+		json_decref(fs);
+		ib_error_wrap(err, "%s", ref);
+		return r;
+	}
+	*out = fs;
+	return 0;
+}
+
+static int diff_entry_cmp(const void *a, const void *b)
+{
+	return strcmp(((const ib_diff_entry *)a)->path, ((const ib_diff_entry *)b)->path);
+}
+
+int ib_image_diff(ib_store *s, const char *ref1, const char *ref2, ib_diff_entry **out,
+		  size_t *n_out, ib_error **err)
+{
+	*out = NULL;
+	*n_out = 0;
+	json_t *a = NULL, *b = NULL;
+	int r = flatten(s, ref1, &a, err);
+	if (r == 0)
+		r = flatten(s, ref2, &b, err);
+	if (r < 0) {
+		json_decref(a);
+		return r;
+	}
+	ib_diff_entry *v = NULL;
+	size_t n = 0, cap = json_object_size(a) + json_object_size(b);
+	if (cap)
+		v = xcalloc(cap, sizeof(*v));
+	for (void *it = json_object_iter(a); it; it = json_object_iter_next(a, it)) {
+		const char *key = json_object_iter_key(it);
+		json_t *w = json_object_get(b, key);
+		if (!w)
+			v[n++] = (ib_diff_entry){'D', xstrdup(key)};
+		else if (strcmp(json_string_value(json_object_iter_value(it)),
+				json_string_value(w)) != 0)
+			v[n++] = (ib_diff_entry){'C', xstrdup(key)};
+	}
+	for (void *it = json_object_iter(b); it; it = json_object_iter_next(b, it)) {
+		const char *key = json_object_iter_key(it);
+		if (!json_object_get(a, key))
+			v[n++] = (ib_diff_entry){'A', xstrdup(key)};
+	}
+	json_decref(a);
+	json_decref(b);
+	if (n == 0) {
+		free(v);
+		return 0;
+	}
+	qsort(v, n, sizeof(*v), diff_entry_cmp);
+	*out = v;
+	*n_out = n;
+	return 0;
+}
+
+void ib_diff_entries_free(ib_diff_entry *v, size_t n)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(v[i].path);
+	free(v);
+}
