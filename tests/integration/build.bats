@@ -270,6 +270,24 @@ LUA
 	[[ "$last" == "imgbuild: error: not reproducible: layer "*"random.txt"* ]]
 }
 
+@test "two builds at once in one store both succeed and leave a store verify accepts" {
+	cp -a "$REPO_ROOT/tests/fixtures/build/all" "$T/par"
+	echo "parallel" > "$T/par/files/par.txt"
+	"$IMGBUILD" -q build "$T/par/recipe.lua" --no-cache -t localhost/par:a > "$T/a.out" 2> "$T/a.err" &
+	pa=$!
+	"$IMGBUILD" -q build "$T/par/recipe.lua" --no-cache -t localhost/par:b > "$T/b.out" 2> "$T/b.err" &
+	pb=$!
+	wait $pa
+	wait $pb
+	cat "$T/a.err" "$T/b.err"
+	[ "$(cat "$T/a.out")" = "$(cat "$T/b.out")" ]
+	run "$IMGBUILD" verify
+	[ "$status" -eq 0 ]
+	run "$IMGBUILD" images
+	[[ "$output" == *"localhost/par"*"a"* ]]
+	[[ "$output" == *"localhost/par"*"b"* ]]
+}
+
 @test "a failing run reports file:line, status and output; earlier steps stay cached" {
 	mkdir -p "$T/fail"
 	cat > "$T/fail/recipe.lua" <<'LUA'
