@@ -288,6 +288,30 @@ LUA
 	[[ "$output" == *"localhost/par"*"b"* ]]
 }
 
+@test "kill -9 in the middle of a build leaves a store verify accepts, and the retry succeeds" {
+	mkdir -p "$T/kill"
+	head -c 300M /dev/urandom > "$T/kill/big.bin"
+	cat > "$T/kill/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+copy { "big.bin", "/big.bin" }
+run "wc -c < /big.bin"
+LUA
+	"$IMGBUILD" -q build "$T/kill/recipe.lua" -t localhost/killed:1 >/dev/null 2>&1 &
+	pid=$!
+	sleep 0.5
+	kill -9 "$pid"
+	wait "$pid" || true
+	run "$IMGBUILD" verify
+	[ "$status" -eq 0 ]
+	run "$IMGBUILD" images
+	[[ "$output" != *killed* ]]
+	run "$IMGBUILD" build "$T/kill/recipe.lua" -t localhost/killed:1 --progress plain
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"#2 314572800"* ]]
+	run "$IMGBUILD" verify
+	[ "$status" -eq 0 ]
+}
+
 @test "a failing run reports file:line, status and output; earlier steps stay cached" {
 	mkdir -p "$T/fail"
 	cat > "$T/fail/recipe.lua" <<'LUA'
