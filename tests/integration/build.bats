@@ -289,6 +289,9 @@ LUA
 }
 
 @test "kill -9 in the middle of a build leaves a store verify accepts, and the retry succeeds" {
+	# a store of its own: the killed build leaves temp files behind
+	export IMGBUILD_ROOT="$T/killroot"
+	"$IMGBUILD" -q build "$REPO_ROOT/recipes/busybox.lua" --context /bin -t localhost/busybox:latest >/dev/null
 	mkdir -p "$T/kill"
 	head -c 300M /dev/urandom > "$T/kill/big.bin"
 	cat > "$T/kill/recipe.lua" <<'LUA'
@@ -310,6 +313,9 @@ LUA
 	[[ "$output" == *"#2 314572800"* ]]
 	run "$IMGBUILD" verify
 	[ "$status" -eq 0 ]
+	# prune clears what the killed build left in the store's tmp
+	"$IMGBUILD" prune >/dev/null
+	[ -z "$(ls -A "$IMGBUILD_ROOT/tmp")" ]
 }
 
 @test "a failing run reports file:line, status and output; earlier steps stay cached" {
