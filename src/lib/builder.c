@@ -2,8 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
-#include <glob.h>
 #include <limits.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -19,6 +17,7 @@
 #include "digest.h"
 #include "imgdiff.h"
 #include "layer.h"
+#include "pathglob.h"
 #include "plan.h"
 #include "ref.h"
 #include "registry.h"
@@ -701,28 +700,27 @@ static void copy_list_free(copy_list *l)
 	free(l->items);
 }
 
+/* exclude= globs are relative to the source root, like the sources; a
+ * pattern without '/' also matches a base name at any depth ("*.o"), and a
+ * pattern that matches a directory excludes everything below it. */
 static bool excluded(json_t *exclude, const char *rel)
 {
 	size_t i;
 	json_t *v;
 	json_array_foreach (exclude, i, v) {
 		const char *pat = json_string_value(v);
-		if (fnmatch(pat, rel, FNM_PATHNAME | FNM_PERIOD) == 0)
-			return true;
-		/* a pattern matching a directory excludes everything below it */
-		size_t n = strlen(rel);
+		cleanup_free char *any_depth = strchr(pat, '/') ? NULL : xasprintf("**/%s", pat);
 		cleanup_free char *tmp = xstrdup(rel);
-		for (size_t k = n; k > 0; k--) {
-			if (tmp[k - 1] == '/') {
-				tmp[k - 1] = '\0';
-				if (fnmatch(pat, tmp, FNM_PATHNAME | FNM_PERIOD) == 0)
-					return true;
-			}
+		/* rel itself, then each of its parent directories */
+		for (size_t k = strlen(tmp);;) {
+			if (ib_glob_match(pat, tmp) || (any_depth && ib_glob_match(any_depth, tmp)))
+				return true;
+			while (k > 0 && tmp[k - 1] != '/')
+				k--;
+			if (k == 0)
+				break;
+			tmp[--k] = '\0';
 		}
-		/* "*.o" style patterns apply at any depth, like .dockerignore "**" */
-		const char *base = strrchr(rel, '/');
-		if (!strchr(pat, '/') && base && fnmatch(pat, base + 1, FNM_PERIOD) == 0)
-			return true;
 	}
 	return false;
 }
@@ -753,11 +751,6 @@ static int walk_tree(copy_list *l, const char *host, const char *dest, const cha
 	return 0;
 }
 
-static bool has_glob(const char *s)
-{
-	return strpbrk(s, "*?[") != NULL;
-}
-
 static bool path_within(const char *root_real, const char *p)
 {
 	size_t n = strlen(root_real);
@@ -776,23 +769,25 @@ static int expand_source(const char *root, const char *src, char ***out, ib_erro
 	size_t n = strlen(s);
 	while (n > 0 && s[n - 1] == '/')
 		s[--n] = '\0';
-	char **res = xcalloc(1, sizeof(char *));
+	for (const char *p = s; *p;) {
+		size_t len = strcspn(p, "/");
+		if (len == 2 && p[0] == '.' && p[1] == '.')
+			return ib_error_setc(err, IB_EUNSAFE, "copy: source \"%s\" leaves its root",
+					     src);
+		p += len;
+		while (*p == '/')
+			p++;
+	}
+	char **res = NULL;
 	if (*s == '\0' || !strcmp(s, ".")) {
+		res = xcalloc(1, sizeof(char *));
 		ib_strv_push(&res, "");
-	} else if (has_glob(s)) {
-		cleanup_free char *pat = ib_path_join(root, s);
-		glob_t g;
-		int r = glob(pat, GLOB_NOSORT, NULL, &g);
-		if (r == 0) {
-			size_t rl = strlen(root);
-			for (size_t i = 0; i < g.gl_pathc; i++)
-				ib_strv_push(&res,
-					     g.gl_pathv[i] + rl + (root[rl - 1] == '/' ? 0 : 1));
-			globfree(&g);
-		}
-		qsort(res, ib_strv_len(res), sizeof(char *),
-		      (int (*)(const void *, const void *))strcmp);
+	} else if (ib_glob_has_meta(s)) {
+		/* the same matcher the recipe used when it checked the source */
+		if (ib_glob(root, s, &res, err) < 0)
+			return ib_error_wrap(err, "copy: \"%s\"", src);
 	} else {
+		res = xcalloc(1, sizeof(char *));
 		ib_strv_push(&res, s);
 	}
 	if (ib_strv_len(res) == 0) {
@@ -805,7 +800,7 @@ static int expand_source(const char *root, const char *src, char ***out, ib_erro
 
 /* Collect what a copy step adds: items with archive paths. */
 static int copy_collect(builder *b, stage_state *st, json_t *step, const char *root,
-			bool check_escape, copy_list *l, ib_error **err)
+			bool from_context, copy_list *l, ib_error **err)
 {
 	(void)b;
 	json_t *sources = json_object_get(step, "sources");
@@ -839,15 +834,17 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 		if (*rel && excluded(exclude, rel))
 			continue;
 		cleanup_free char *host = *rel ? ib_path_join(root, rel) : xstrdup(root);
-		/* the parent of a source must resolve inside the root */
-		if (check_escape && *rel) {
+		/* the parent of a source must resolve inside the root: a symlink
+		 * in the context, or an absolute one in a stage, must not lead the
+		 * copy to host files */
+		if (*rel) {
 			cleanup_free char *parent = xstrdup(host);
 			*strrchr(parent, '/') = '\0';
 			char pr[PATH_MAX];
 			if (!realpath(parent, pr) || !path_within(rootreal, pr)) {
-				rc = ib_error_setc(
-				    err, IB_EUNSAFE,
-				    "copy: source \"%s\" is outside the build context", rel);
+				rc = ib_error_setc(err, IB_EUNSAFE,
+						   "copy: source \"%s\" is outside the %s", rel,
+						   from_context ? "build context" : "source image");
 				break;
 			}
 		}
@@ -962,6 +959,10 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 		copy_item *it = &l->items[i];
 		char *content = it->content;
 		content[0] = '\0';
+		/* the layer stores min(mtime, epoch): only an mtime below the
+		 * build timestamp can change it, so only that one is an input */
+		int64_t epoch = b->o->source_date_epoch;
+		int64_t clamped = it->st.st_mtime < epoch ? (int64_t)it->st.st_mtime : epoch;
 		if (!*it->host) {
 			snprintf(content, IB_DIGEST_BUFLEN, "dir");
 		} else if (S_ISREG(it->st.st_mode)) {
@@ -979,10 +980,10 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 			snprintf(content, IB_DIGEST_BUFLEN, "dev:%llu",
 				 (unsigned long long)it->st.st_rdev);
 		}
-		cleanup_free char *line =
-		    xasprintf("%s\t%o\t%u\t%u\t%lld\t%s\n", it->dest, it->st.st_mode, it->st.st_uid,
-			      it->st.st_gid,
-			      S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL, content);
+		cleanup_free char *line = xasprintf(
+		    "%s\t%o\t%u\t%u\t%lld\t%lld\t%s\n", it->dest, it->st.st_mode, it->st.st_uid,
+		    it->st.st_gid, S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL,
+		    (long long)clamped, content);
 		ib_digest_update(c, line, strlen(line));
 	}
 	ib_digest_final(c, out);

@@ -318,6 +318,40 @@ LUA
 	[ -z "$(ls -A "$IMGBUILD_ROOT/tmp")" ]
 }
 
+@test "copy from a stage never follows the stage's absolute symlinks to host files" {
+	mkdir -p "$T/esc"
+	echo host-only > "$SUITE_TMP/host-marker-esc"
+	cat > "$T/esc/recipe.lua" <<LUA
+local s = stage("s", "localhost/busybox:latest")
+run "ln -s $SUITE_TMP /evil"
+stage("f", "scratch")
+copy { from = s, "/evil/host-marker-esc", "/leak" }
+LUA
+	run "$IMGBUILD" build "$T/esc/recipe.lua" --progress plain -t localhost/esc:1
+	echo "$output"
+	[ "$status" -eq 1 ]
+	last=$(echo "$output" | tail -1)
+	[[ "$last" == "imgbuild: error: $T/esc/recipe.lua:4: copy: source \"evil/host-marker-esc\" is outside the source image"* ]]
+	run "$IMGBUILD" images
+	[[ "$output" != *"localhost/esc"* ]]
+}
+
+@test "copy globs match what the recipe matched: dot files, '**', never '.' or '..'" {
+	mkdir -p "$T/gl/ctx/s/x/y"
+	echo outside > "$T/gl/outside-secret.txt"
+	touch "$T/gl/ctx/.env" "$T/gl/ctx/s/a.c" "$T/gl/ctx/s/x/b.c" "$T/gl/ctx/s/x/y/c.c"
+	cat > "$T/gl/ctx/recipe.lua" <<'LUA'
+from "scratch"
+copy { ".*", "/dots/" }
+copy { "s/**/*.c", "/c/" }
+LUA
+	run "$IMGBUILD" build "$T/gl/ctx/recipe.lua" -t localhost/glob:1
+	[ "$status" -eq 0 ]
+	unpack_image localhost/glob:1 "$T/glb"
+	[ "$(ls -A "$T/glb/rootfs/dots")" = ".env" ]
+	[ "$(ls "$T/glb/rootfs/c" | tr '\n' ' ')" = "a.c b.c c.c " ]
+}
+
 @test "a failing run reports file:line, status and output; earlier steps stay cached" {
 	mkdir -p "$T/fail"
 	cat > "$T/fail/recipe.lua" <<'LUA'

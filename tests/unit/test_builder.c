@@ -1,0 +1,1420 @@
+/* Unit tests for builder.c: recipes written into a temporary directory are
+ * evaluated (ib_recipe_eval) and built (ib_build_run) into a temporary store
+ * with scratch bases and copy/config steps only, so nothing here needs root
+ * or the sandbox.  The image config, the manifest and the layer tars
+ * (ib_layer_walk) are checked, as are the step cache, --target, tags,
+ * reproducibility, ib_build_compare and the error messages.
+ *
+ * Layout of one fixture:  T/store (the store), T/w/ctx (build context and
+ * recipe.lua), T/w (something outside the context).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "builder.h"
+#include "digest.h"
+#include "imgdiff.h"
+#include "progress.h"
+#include "recipe.h"
+#include "store.h"
+#include "util.h"
+
+/* 2001-09-09T01:46:40Z: older than every file the tests create, so every
+ * mtime in a layer is clamped to it. */
+#define EPOCH 1000000000LL
+#define EPOCH_RFC3339 "2001-09-09T01:46:40Z"
+
+typedef struct fx {
+	char *tmp;    /* T */
+	char *work;   /* T/w */
+	char *ctx;    /* T/w/ctx: build context */
+	char *recipe; /* T/w/ctx/recipe.lua */
+	char *root;   /* T/store */
+	ib_store *store;
+	char *log;    /* progress output of the last build */
+	char *errmsg; /* error of the last failed build */
+	int errcode;  /* its code */
+} fx;
+
+/* What a test changes in ib_build_options. */
+typedef struct bopts {
+	const char *target;
+	char *const *tags;
+	bool no_cache;
+	bool explain;
+	int64_t epoch;
+	const char *pull;
+} bopts;
+#define BOPTS_INIT                                                                                 \
+	{                                                                                          \
+		NULL, NULL, false, false, EPOCH, "never"                                           \
+	}
+
+/* A layer entry as the tests keep it. */
+typedef struct entry {
+	char *path;
+	mode_t mode;
+	int64_t uid, gid, size, mtime;
+	char *symlink;
+	char content[IB_DIGEST_BUFLEN];
+} entry;
+
+typedef struct entries {
+	entry *v;
+	size_t n;
+} entries;
+
+/* ---- fixture ---- */
+
+static fx *fx_new(void)
+{
+	fx *f = xcalloc(1, sizeof(*f));
+	char tmpl[] = "/tmp/ib-test-builder-XXXXXX";
+	if (mkdtemp(tmpl) == NULL)
+		return NULL;
+	f->tmp = xstrdup(tmpl);
+	f->work = ib_path_join(f->tmp, "w");
+	f->ctx = ib_path_join(f->work, "ctx");
+	f->recipe = ib_path_join(f->ctx, "recipe.lua");
+	f->root = ib_path_join(f->tmp, "store");
+	ib_error *err = NULL;
+	if (ib_mkdir_p(f->ctx, 0755, &err) < 0 || ib_store_open(&f->store, f->root, &err) < 0) {
+		fprintf(stderr, "setup: %s\n", ib_error_msg(err));
+		ib_error_free(&err);
+		return NULL;
+	}
+	return f;
+}
+
+static void fx_free(fx *f)
+{
+	if (!f)
+		return;
+	ib_store_free(f->store);
+	ib_error *err = NULL;
+	if (ib_rm_rf(f->tmp, &err) < 0)
+		ib_error_free(&err);
+	free(f->tmp);
+	free(f->work);
+	free(f->ctx);
+	free(f->recipe);
+	free(f->root);
+	free(f->log);
+	free(f->errmsg);
+	free(f);
+}
+
+static int setup(void **state)
+{
+	fx *f = fx_new();
+	if (!f)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fx_free(*state);
+	return 0;
+}
+
+/* ---- context and recipe ---- */
+
+static char *ctx_path(fx *f, const char *rel)
+{
+	return ib_path_join(f->ctx, rel);
+}
+
+/* Write a file under dir (parents created 0755) with mode 0644. */
+static void put_in(const char *dir, const char *rel, const char *data)
+{
+	cleanup_free char *p = ib_path_join(dir, rel);
+	cleanup_free char *parent = xstrdup(p);
+	*strrchr(parent, '/') = '\0';
+	ib_error *err = NULL;
+	if (ib_mkdir_p(parent, 0755, &err) < 0 ||
+	    ib_write_file_atomic(p, data, strlen(data), 0644, &err) < 0)
+		fail_msg("write %s: %s", p, ib_error_msg(err));
+	assert_int_equal(chmod(p, 0644), 0);
+}
+
+static void put(fx *f, const char *rel, const char *data)
+{
+	put_in(f->ctx, rel, data);
+}
+
+static void put_symlink(fx *f, const char *rel, const char *target)
+{
+	cleanup_free char *p = ctx_path(f, rel);
+	assert_int_equal(symlink(target, p), 0);
+}
+
+static void remove_ctx(fx *f, const char *rel)
+{
+	cleanup_free char *p = ctx_path(f, rel);
+	assert_int_equal(unlink(p), 0);
+}
+
+static void set_mtime(fx *f, const char *rel, time_t t)
+{
+	cleanup_free char *p = ctx_path(f, rel);
+	struct timespec ts[2] = {{t, 0}, {t, 0}};
+	assert_int_equal(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0);
+}
+
+static void write_recipe(fx *f, const char *text)
+{
+	ib_error *err = NULL;
+	if (ib_write_file_atomic(f->recipe, text, strlen(text), 0644, &err) < 0)
+		fail_msg("write recipe: %s", ib_error_msg(err));
+}
+
+/* ---- building ---- */
+
+static json_t *eval_plan(fx *f)
+{
+	ib_recipe_options ro = IB_RECIPE_OPTIONS_INIT;
+	ro.context_dir = f->ctx;
+	json_t *plan = NULL;
+	ib_error *err = NULL;
+	if (ib_recipe_eval(&plan, f->recipe, &ro, &err) < 0)
+		fail_msg("recipe: %s", ib_error_msg(err));
+	assert_non_null(plan);
+	return plan;
+}
+
+/* Build plan; the progress output lands in f->log, a failure's message and
+ * code in f->errmsg / f->errcode.  Returns ib_build_run's result. */
+static int run_plan(fx *f, json_t *plan, const bopts *bo, ib_build_result *res)
+{
+	bopts dflt = BOPTS_INIT;
+	if (!bo)
+		bo = &dflt;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	assert_non_null(m);
+	ib_progress *p = ib_progress_new(IB_PROGRESS_PLAIN, false, m);
+	ib_build_options o = IB_BUILD_OPTIONS_INIT;
+	o.recipe_path = f->recipe;
+	o.context_dir = f->ctx;
+	o.target = bo->target;
+	o.tags = bo->tags;
+	o.no_cache = bo->no_cache;
+	o.explain = bo->explain;
+	o.source_date_epoch = bo->epoch;
+	o.pull = bo->pull;
+	o.progress = p;
+	ib_error *err = NULL;
+	int rc = ib_build_run(f->store, plan, &o, res, &err);
+	free(f->errmsg);
+	f->errmsg = NULL;
+	f->errcode = 0;
+	if (rc < 0) {
+		f->errmsg = xstrdup(ib_error_msg(err));
+		f->errcode = err ? err->code : 0;
+		ib_error_free(&err);
+	}
+	ib_progress_free(p);
+	fclose(m);
+	free(f->log);
+	f->log = buf;
+	return rc;
+}
+
+static int build(fx *f, const bopts *bo, ib_build_result *res)
+{
+	json_t *plan = eval_plan(f);
+	int rc = run_plan(f, plan, bo, res);
+	json_decref(plan);
+	return rc;
+}
+
+/* Build and fail the test on error; res must be cleared by the caller. */
+static void build_ok(fx *f, const bopts *bo, ib_build_result *res)
+{
+	if (build(f, bo, res) < 0)
+		fail_msg("build: %s\n--- output ---\n%s", f->errmsg, f->log);
+}
+
+/* Build, keep only the manifest digest. */
+static void build_digest(fx *f, const bopts *bo, char out[IB_DIGEST_BUFLEN], int *run, int *cached)
+{
+	ib_build_result res;
+	build_ok(f, bo, &res);
+	memcpy(out, res.manifest.digest, IB_DIGEST_BUFLEN);
+	if (run)
+		*run = res.steps_run;
+	if (cached)
+		*cached = res.steps_cached;
+	ib_build_result_clear(&res);
+}
+
+/* ---- inspecting images ---- */
+
+static ib_image *load_image(fx *f, const char *ref)
+{
+	ib_image *img = NULL;
+	ib_error *err = NULL;
+	if (ib_store_image_load(f->store, ref, &img, &err) < 0)
+		fail_msg("load %s: %s", ref, ib_error_msg(err));
+	return img;
+}
+
+/* The image's "config" object (never NULL). */
+static json_t *config_of(ib_image *img)
+{
+	json_t *c = json_object_get(img->config, "config");
+	assert_true(json_is_object(c));
+	return c;
+}
+
+static const char *config_str(ib_image *img, const char *key)
+{
+	return json_string_value(json_object_get(config_of(img), key));
+}
+
+static int collect_cb(const ib_layer_entry *e, void *payload, ib_error **err)
+{
+	(void)err;
+	entries *l = payload;
+	l->v = xrealloc(l->v, (l->n + 1) * sizeof(entry));
+	entry *x = &l->v[l->n++];
+	memset(x, 0, sizeof(*x));
+	x->path = xstrdup(e->path);
+	x->mode = e->mode;
+	x->uid = e->uid;
+	x->gid = e->gid;
+	x->size = e->size;
+	x->mtime = e->mtime;
+	x->symlink = e->symlink ? xstrdup(e->symlink) : NULL;
+	snprintf(x->content, sizeof(x->content), "%s", e->content ? e->content : "");
+	return 0;
+}
+
+static void entries_free(entries *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->v[i].path);
+		free(l->v[i].symlink);
+	}
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+/* Entries of layer idx of the image with manifest digest `digest`. */
+static void layer_entries(fx *f, const char *digest, size_t idx, entries *out)
+{
+	ib_image *img = load_image(f, digest);
+	if (idx >= img->manifest->n_layers)
+		fail_msg("image has %zu layers, wanted layer %zu", img->manifest->n_layers, idx);
+	memset(out, 0, sizeof(*out));
+	ib_error *err = NULL;
+	const ib_descriptor *d = &img->manifest->layers[idx];
+	if (ib_layer_walk(f->store, d->digest, d->size, collect_cb, out, &err) < 0)
+		fail_msg("walk: %s", ib_error_msg(err));
+	ib_image_free(img);
+}
+
+static const entry *find_entry(const entries *l, const char *path)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (!strcmp(l->v[i].path, path))
+			return &l->v[i];
+	return NULL;
+}
+
+static const entry *must_find(const entries *l, const char *path)
+{
+	const entry *e = find_entry(l, path);
+	if (!e) {
+		for (size_t i = 0; i < l->n; i++)
+			print_message("  entry: %s\n", l->v[i].path);
+		fail_msg("no entry \"%s\" in the layer", path);
+	}
+	return e;
+}
+
+static void assert_file_content(const entry *e, const char *data)
+{
+	char want[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(want, data, strlen(data));
+	assert_true(S_ISREG(e->mode));
+	assert_string_equal(e->content, want);
+}
+
+static size_t count_layers(fx *f, const char *digest)
+{
+	ib_image *img = load_image(f, digest);
+	size_t n = img->manifest->n_layers;
+	ib_image_free(img);
+	return n;
+}
+
+/* ==== config steps ==== */
+
+static void test_env_later_value_overrides_earlier(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"env { A = '1', B = '2' }\n"
+			"env { A = '3' }\n");
+	ib_build_result res;
+	build_ok(f, NULL, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	json_t *env = json_object_get(config_of(img), "Env");
+	assert_true(json_is_array(env));
+	assert_int_equal(json_array_size(env), 2);
+	assert_string_equal(json_string_value(json_array_get(env, 0)), "A=3");
+	assert_string_equal(json_string_value(json_array_get(env, 1)), "B=2");
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+}
+
+static void test_workdir_relative_resolves_against_previous(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"workdir '/app'\n"
+			"workdir 'sub'\n"
+			"workdir '../lib/./x'\n");
+	ib_build_result res;
+	build_ok(f, NULL, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	assert_string_equal(config_str(img, "WorkingDir"), "/app/lib/x");
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+}
+
+static void test_user_is_set(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"user 'app'\n"
+			"user '1000:1000'\n");
+	ib_build_result res;
+	build_ok(f, NULL, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	assert_string_equal(config_str(img, "User"), "1000:1000");
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+}
+
+static void test_entrypoint_drops_cmd_inherited_from_base_stage(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "local base = stage('base', 'scratch')\n"
+			"cmd { '--from-base' }\n"
+			"stage('final', base)\n"
+			"entrypoint { '/bin/app', '-v' }\n");
+	ib_build_result res;
+	build_ok(f, NULL, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	json_t *ep = json_object_get(config_of(img), "Entrypoint");
+	assert_int_equal(json_array_size(ep), 2);
+	assert_string_equal(json_string_value(json_array_get(ep, 0)), "/bin/app");
+	assert_string_equal(json_string_value(json_array_get(ep, 1)), "-v");
+	json_t *cmd = json_object_get(config_of(img), "Cmd");
+	assert_true(cmd == NULL || json_is_null(cmd) || json_array_size(cmd) == 0);
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+}
+
+static void test_entrypoint_keeps_cmd_set_in_same_stage(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "local base = stage('base', 'scratch')\n"
+			"cmd { '--from-base' }\n"
+			"stage('final', base)\n"
+			"cmd { '--loud' }\n"
+			"entrypoint { '/bin/app' }\n");
+	ib_build_result res;
+	build_ok(f, NULL, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	json_t *cmd = json_object_get(config_of(img), "Cmd");
+	assert_int_equal(json_array_size(cmd), 1);
+	assert_string_equal(json_string_value(json_array_get(cmd, 0)), "--loud");
+	json_t *ep = json_object_get(config_of(img), "Entrypoint");
+	assert_int_equal(json_array_size(ep), 1);
+	assert_string_equal(json_string_value(json_array_get(ep, 0)), "/bin/app");
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+}
+
+static void test_expose_bare_port_becomes_tcp(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"expose('80', '53/udp')\n");
+	ib_build_result res;
+	build_ok(f, NULL, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	json_t *ports = json_object_get(config_of(img), "ExposedPorts");
+	assert_int_equal(json_object_size(ports), 2);
+	assert_true(json_is_object(json_object_get(ports, "80/tcp")));
+	assert_true(json_is_object(json_object_get(ports, "53/udp")));
+	assert_null(json_object_get(ports, "80"));
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+}
+
+static void test_volume_paths_are_set(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"volume('/data')\n"
+			"volume('/srv/cache')\n");
+	ib_build_result res;
+	build_ok(f, NULL, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	json_t *vols = json_object_get(config_of(img), "Volumes");
+	assert_int_equal(json_object_size(vols), 2);
+	assert_true(json_is_object(json_object_get(vols, "/data")));
+	assert_true(json_is_object(json_object_get(vols, "/srv/cache")));
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+}
+
+static void test_label_is_inherited_from_base_stage(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "local base = stage('base', 'scratch')\n"
+			"label { a = '1', b = 'old' }\n"
+			"stage('final', base)\n"
+			"label { b = 'new', c = '3' }\n");
+	ib_build_result res;
+	build_ok(f, NULL, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	json_t *labels = json_object_get(config_of(img), "Labels");
+	assert_int_equal(json_object_size(labels), 3);
+	assert_string_equal(json_string_value(json_object_get(labels, "a")), "1");
+	assert_string_equal(json_string_value(json_object_get(labels, "b")), "new");
+	assert_string_equal(json_string_value(json_object_get(labels, "c")), "3");
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+}
+
+static void test_stopsignal_is_set(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"stopsignal 'SIGQUIT'\n");
+	ib_build_result res;
+	build_ok(f, NULL, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	assert_string_equal(config_str(img, "StopSignal"), "SIGQUIT");
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+}
+
+static void test_healthcheck_durations_are_nanoseconds(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"healthcheck { test = { 'CMD', '/bin/check', '-q' }, interval = '30s',\n"
+			"              timeout = '1m30s', start_period = '5s', retries = 3 }\n");
+	ib_build_result res;
+	build_ok(f, NULL, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	json_t *hc = json_object_get(config_of(img), "Healthcheck");
+	assert_true(json_is_object(hc));
+	json_t *test = json_object_get(hc, "Test");
+	assert_int_equal(json_array_size(test), 3);
+	assert_string_equal(json_string_value(json_array_get(test, 0)), "CMD");
+	assert_string_equal(json_string_value(json_array_get(test, 1)), "/bin/check");
+	assert_int_equal(json_integer_value(json_object_get(hc, "Interval")), 30000000000LL);
+	assert_int_equal(json_integer_value(json_object_get(hc, "Timeout")), 90000000000LL);
+	assert_int_equal(json_integer_value(json_object_get(hc, "StartPeriod")), 5000000000LL);
+	assert_int_equal(json_integer_value(json_object_get(hc, "Retries")), 3);
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+}
+
+static void test_annotations_end_up_in_the_manifest(void **state)
+{
+	fx *f = *state;
+	write_recipe(f,
+		     "stage('final', 'scratch')\n"
+		     "annotation { ['org.opencontainers.image.source'] = 'https://x.test/app' }\n"
+		     "annotation { ['org.example.team'] = 'blue' }\n");
+	char *tags[] = {"localhost/bt/annotated:1", NULL};
+	bopts bo = BOPTS_INIT;
+	bo.tags = tags;
+	ib_build_result res;
+	build_ok(f, &bo, &res);
+	ib_build_result_clear(&res);
+	ib_image *img = load_image(f, "localhost/bt/annotated:1");
+	json_t *a = img->manifest->annotations;
+	assert_true(json_is_object(a));
+	assert_string_equal(
+	    json_string_value(json_object_get(a, "org.opencontainers.image.source")),
+	    "https://x.test/app");
+	assert_string_equal(json_string_value(json_object_get(a, "org.example.team")), "blue");
+	/* manifest-only: not a label */
+	assert_null(json_object_get(json_object_get(config_of(img), "Labels"), "org.example.team"));
+	ib_image_free(img);
+}
+
+static void test_history_has_one_entry_per_step(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	put(f, "b.txt", "b\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'a.txt', '/a.txt' }\n"
+			"env { K = 'v' }\n"
+			"workdir '/w'\n"
+			"copy { 'b.txt', 'b.txt' }\n"
+			"user '7'\n");
+	ib_build_result res;
+	build_ok(f, NULL, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	json_t *h = json_object_get(img->config, "history");
+	assert_int_equal(json_array_size(h), 5);
+	static const bool empty[] = {false, true, true, false, true};
+	for (size_t i = 0; i < 5; i++) {
+		json_t *e = json_array_get(h, i);
+		assert_string_equal(json_string_value(json_object_get(e, "created")),
+				    EPOCH_RFC3339);
+		assert_int_equal(json_is_true(json_object_get(e, "empty_layer")), empty[i]);
+		assert_non_null(json_string_value(json_object_get(e, "created_by")));
+	}
+	assert_non_null(strstr(
+	    json_string_value(json_object_get(json_array_get(h, 0), "created_by")), "a.txt"));
+	assert_non_null(
+	    strstr(json_string_value(json_object_get(json_array_get(h, 1), "created_by")), "K=v"));
+	/* one layer per copy, in order, matching the non-empty history entries */
+	assert_int_equal(img->manifest->n_layers, 2);
+	assert_int_equal(
+	    json_array_size(json_object_get(json_object_get(img->config, "rootfs"), "diff_ids")),
+	    2);
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+}
+
+static void test_created_is_rfc3339_of_source_date_epoch(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"env { A = '1' }\n");
+	ib_build_result res;
+	build_ok(f, NULL, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	assert_string_equal(json_string_value(json_object_get(img->config, "created")),
+			    EPOCH_RFC3339);
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+
+	bopts bo = BOPTS_INIT;
+	bo.epoch = 0;
+	build_ok(f, &bo, &res);
+	img = load_image(f, res.manifest.digest);
+	assert_string_equal(json_string_value(json_object_get(img->config, "created")),
+			    "1970-01-01T00:00:00Z");
+	ib_image_free(img);
+	ib_build_result_clear(&res);
+}
+
+/* ==== copy semantics ==== */
+
+static void test_copy_file_to_file(void **state)
+{
+	fx *f = *state;
+	put(f, "app.conf", "key = value\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'app.conf', '/etc/myapp.conf' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	const entry *e = must_find(&l, "etc/myapp.conf");
+	assert_file_content(e, "key = value\n");
+	assert_int_equal(e->mode & 07777, 0644);
+	assert_null(find_entry(&l, "etc/myapp.conf/app.conf"));
+	assert_null(find_entry(&l, "etc/app.conf"));
+	entries_free(&l);
+}
+
+static void test_copy_file_into_dir_with_trailing_slash(void **state)
+{
+	fx *f = *state;
+	put(f, "app.conf", "conf\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'app.conf', '/etc/myapp/' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	assert_file_content(must_find(&l, "etc/myapp/app.conf"), "conf\n");
+	assert_true(S_ISDIR(must_find(&l, "etc/myapp")->mode));
+	entries_free(&l);
+}
+
+static void test_copy_directory_copies_its_contents(void **state)
+{
+	fx *f = *state;
+	put(f, "src/main.c", "int main;\n");
+	put(f, "src/lib/util.c", "int util;\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'src/', '/app/' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	assert_true(S_ISDIR(must_find(&l, "app")->mode));
+	assert_file_content(must_find(&l, "app/main.c"), "int main;\n");
+	assert_true(S_ISDIR(must_find(&l, "app/lib")->mode));
+	assert_file_content(must_find(&l, "app/lib/util.c"), "int util;\n");
+	assert_null(find_entry(&l, "app/src"));
+	assert_null(find_entry(&l, "app/src/main.c"));
+	entries_free(&l);
+}
+
+static void test_copy_glob_selects_matching_files(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	put(f, "b.txt", "b\n");
+	put(f, "c.md", "c\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { '*.txt', '/g/' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	assert_file_content(must_find(&l, "g/a.txt"), "a\n");
+	assert_file_content(must_find(&l, "g/b.txt"), "b\n");
+	assert_null(find_entry(&l, "g/c.md"));
+	assert_null(find_entry(&l, "g/recipe.lua"));
+	entries_free(&l);
+}
+
+static void test_copy_exclude_star_pattern_matches_at_any_depth(void **state)
+{
+	fx *f = *state;
+	put(f, "src/main.c", "c\n");
+	put(f, "src/main.o", "o\n");
+	put(f, "src/deep/er/x.o", "o\n");
+	put(f, "src/deep/er/x.c", "c\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'src/', '/app/', exclude = { '*.o' } }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	must_find(&l, "app/main.c");
+	must_find(&l, "app/deep/er/x.c");
+	assert_null(find_entry(&l, "app/main.o"));
+	assert_null(find_entry(&l, "app/deep/er/x.o"));
+	entries_free(&l);
+}
+
+static void test_copy_exclude_directory_drops_everything_below_it(void **state)
+{
+	fx *f = *state;
+	put(f, "src/keep.c", "c\n");
+	put(f, "src/gen/out.c", "generated\n");
+	put(f, "src/gen/more/x.c", "generated\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'src/', '/app/', exclude = { 'src/gen' } }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	must_find(&l, "app/keep.c");
+	assert_null(find_entry(&l, "app/gen"));
+	assert_null(find_entry(&l, "app/gen/out.c"));
+	assert_null(find_entry(&l, "app/gen/more/x.c"));
+	entries_free(&l);
+}
+
+static void test_copy_owner_numeric_override(void **state)
+{
+	fx *f = *state;
+	put(f, "d/a.txt", "a\n");
+	put(f, "d/sub/b.txt", "b\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'd/', '/opt/app/', owner = '1000:1001' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	static const char *const paths[] = {"opt/app", "opt/app/a.txt", "opt/app/sub",
+					    "opt/app/sub/b.txt"};
+	for (size_t i = 0; i < 4; i++) {
+		const entry *e = must_find(&l, paths[i]);
+		assert_int_equal(e->uid, 1000);
+		assert_int_equal(e->gid, 1001);
+	}
+	/* a parent the copy created is not the copy's: it stays root's */
+	assert_int_equal(must_find(&l, "opt")->uid, 0);
+	entries_free(&l);
+}
+
+static void test_copy_owner_uid_alone_sets_gid_too(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'a.txt', '/a.txt', owner = '4242' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	const entry *e = must_find(&l, "a.txt");
+	assert_int_equal(e->uid, 4242);
+	assert_int_equal(e->gid, 4242);
+	entries_free(&l);
+}
+
+static void test_copy_mode_override(void **state)
+{
+	fx *f = *state;
+	put(f, "bin/tool", "#!/bin/sh\n");
+	put(f, "bin/other", "#!/bin/sh\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'bin/', '/usr/local/bin/', mode = '0750' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	assert_int_equal(must_find(&l, "usr/local/bin/tool")->mode & 07777, 0750);
+	assert_int_equal(must_find(&l, "usr/local/bin/other")->mode & 07777, 0750);
+	assert_true(S_ISREG(must_find(&l, "usr/local/bin/tool")->mode));
+	/* the parents the copy created keep 0755 */
+	assert_int_equal(must_find(&l, "usr/local")->mode & 07777, 0755);
+	entries_free(&l);
+}
+
+static void test_copy_context_files_become_root_owned(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	cleanup_free char *p = ctx_path(f, "a.txt");
+	/* as root, give the file a foreign owner; otherwise it is ours (!= 0) */
+	if (geteuid() == 0)
+		assert_int_equal(lchown(p, 4321, 4322), 0);
+	struct stat st;
+	assert_int_equal(lstat(p, &st), 0);
+	assert_int_not_equal(st.st_uid, 0);
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'a.txt', '/a.txt' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	const entry *e = must_find(&l, "a.txt");
+	assert_int_equal(e->uid, 0);
+	assert_int_equal(e->gid, 0);
+	entries_free(&l);
+}
+
+static void test_copy_creates_parent_dirs_as_0755_root(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'a.txt', '/x/y/z/a.txt', owner = '5:6', mode = '0600' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	static const char *const parents[] = {"x", "x/y", "x/y/z"};
+	for (size_t i = 0; i < 3; i++) {
+		const entry *e = must_find(&l, parents[i]);
+		assert_true(S_ISDIR(e->mode));
+		assert_int_equal(e->mode & 07777, 0755);
+		assert_int_equal(e->uid, 0);
+		assert_int_equal(e->gid, 0);
+		assert_int_equal(e->mtime, EPOCH);
+	}
+	const entry *e = must_find(&l, "x/y/z/a.txt");
+	assert_int_equal(e->uid, 5);
+	assert_int_equal(e->mode & 07777, 0600);
+	assert_int_equal(l.n, 4);
+	entries_free(&l);
+}
+
+static void test_copy_symlink_is_copied_as_symlink(void **state)
+{
+	fx *f = *state;
+	put(f, "d/target.txt", "t\n");
+	put_symlink(f, "d/link", "target.txt");
+	put_symlink(f, "top", "d/target.txt");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'd/', '/app/' }\n"
+			"copy { 'top', '/top' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	const entry *e = must_find(&l, "app/link");
+	assert_true(S_ISLNK(e->mode));
+	assert_string_equal(e->symlink, "target.txt");
+	entries_free(&l);
+	layer_entries(f, digest, 1, &l);
+	e = must_find(&l, "top");
+	assert_true(S_ISLNK(e->mode));
+	assert_string_equal(e->symlink, "d/target.txt");
+	assert_int_equal(e->size, 0);
+	entries_free(&l);
+}
+
+/* ---- copy: known bugs ---- */
+
+static void test_copy_glob_doublestar_matches_any_depth(void **state)
+{
+	fx *f = *state;
+	put(f, "s/a.c", "a\n");
+	put(f, "s/x/b.c", "b\n");
+	put(f, "s/x/y/c.c", "c\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 's/**/*.c', '/out/' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	must_find(&l, "out/a.c");
+	must_find(&l, "out/b.c");
+	must_find(&l, "out/c.c");
+	entries_free(&l);
+}
+
+static void test_copy_glob_star_matches_dot_files(void **state)
+{
+	fx *f = *state;
+	put(f, "d/.env", "SECRET=0\n");
+	put(f, "d/a.txt", "a\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'd/*', '/all/' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	must_find(&l, "all/a.txt");
+	must_find(&l, "all/.env");
+	entries_free(&l);
+}
+
+static void test_copy_glob_dot_star_stays_inside_context(void **state)
+{
+	fx *f = *state;
+	put(f, ".env", "A=1\n");
+	put_in(f->work, "outside-secret.txt", "do not ship me\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { '.*', '/dots/' }\n");
+	ib_build_result res;
+	int rc = build(f, NULL, &res);
+	if (rc < 0) {
+		/* refusing is acceptable; leaking is not */
+		print_message("build refused: %s\n", f->errmsg);
+		return;
+	}
+	entries l;
+	layer_entries(f, res.manifest.digest, 0, &l);
+	ib_build_result_clear(&res);
+	char secret[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(secret, "do not ship me\n", 15);
+	for (size_t i = 0; i < l.n; i++) {
+		if (strstr(l.v[i].path, "outside-secret") || !strcmp(l.v[i].content, secret))
+			fail_msg("file from outside the context in the layer: %s", l.v[i].path);
+	}
+	must_find(&l, "dots/.env");
+	assert_null(find_entry(&l, "dots/recipe.lua"));
+	entries_free(&l);
+}
+
+static void test_copy_glob_in_context_whose_path_has_glob_characters(void **state)
+{
+	fx *f = *state;
+	/* a context directory named "ctx[1]" */
+	cleanup_free char *ctx = ib_path_join(f->work, "ctx[1]");
+	free(f->recipe);
+	f->recipe = ib_path_join(ctx, "recipe.lua");
+	free(f->ctx);
+	f->ctx = steal_pointer(&ctx);
+	put(f, "a.txt", "a\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { '*.txt', '/g/' }\n");
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, digest, NULL, NULL);
+	entries l;
+	layer_entries(f, digest, 0, &l);
+	assert_file_content(must_find(&l, "g/a.txt"), "a\n");
+	entries_free(&l);
+}
+
+/* ==== cache ==== */
+
+#define THREE_COPIES                                                                               \
+	"stage('final', 'scratch')\n"                                                              \
+	"copy { 'a.txt', '/a.txt' }\n"                                                             \
+	"env { X = '1' }\n"                                                                        \
+	"copy { 'b.txt', '/b.txt' }\n"                                                             \
+	"copy { 'c.txt', '/c.txt' }\n"
+
+static void three_copies(fx *f)
+{
+	put(f, "a.txt", "a\n");
+	put(f, "b.txt", "b\n");
+	put(f, "c.txt", "c\n");
+	write_recipe(f, THREE_COPIES);
+}
+
+static void test_cache_second_identical_build_runs_nothing(void **state)
+{
+	fx *f = *state;
+	three_copies(f);
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	int run = -1, cached = -1;
+	build_digest(f, NULL, d1, &run, &cached);
+	assert_int_equal(run, 3);
+	assert_int_equal(cached, 0);
+	build_digest(f, NULL, d2, &run, &cached);
+	assert_int_equal(run, 0);
+	assert_int_equal(cached, 3);
+	assert_string_equal(d1, d2);
+	assert_non_null(strstr(f->log, "CACHED"));
+	assert_null(strstr(f->log, "DONE"));
+}
+
+static void test_cache_changed_file_reruns_its_copy_and_later_ones(void **state)
+{
+	fx *f = *state;
+	three_copies(f);
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	int run = -1, cached = -1;
+	build_digest(f, NULL, d1, NULL, NULL);
+	put(f, "b.txt", "B changed\n");
+	build_digest(f, NULL, d2, &run, &cached);
+	assert_int_equal(cached, 1);
+	assert_int_equal(run, 2);
+	assert_string_not_equal(d1, d2);
+	/* the first copy is the cached one */
+	assert_non_null(strstr(f->log, "#1 [final 1/4] COPY a.txt /a.txt CACHED"));
+	assert_null(strstr(f->log, "COPY b.txt /b.txt CACHED"));
+	assert_null(strstr(f->log, "COPY c.txt /c.txt CACHED"));
+	ib_image *a = load_image(f, d1), *b = load_image(f, d2);
+	assert_string_equal(a->manifest->layers[0].digest, b->manifest->layers[0].digest);
+	assert_string_not_equal(a->manifest->layers[1].digest, b->manifest->layers[1].digest);
+	ib_image_free(a);
+	ib_image_free(b);
+}
+
+static void test_cache_mtime_change_keeps_hit(void **state)
+{
+	fx *f = *state;
+	three_copies(f);
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	int run = -1, cached = -1;
+	build_digest(f, NULL, d1, NULL, NULL);
+	/* newer and different: after EPOCH, so the layer clamps it anyway */
+	set_mtime(f, "b.txt", (time_t)EPOCH + 123456);
+	set_mtime(f, "c.txt", time(NULL) + 3600);
+	build_digest(f, NULL, d2, &run, &cached);
+	assert_int_equal(run, 0);
+	assert_int_equal(cached, 3);
+	assert_string_equal(d1, d2);
+}
+
+static void test_cache_hit_matches_fresh_build_when_mtime_predates_epoch(void **state)
+{
+	fx *f = *state;
+	three_copies(f);
+	set_mtime(f, "b.txt", (time_t)EPOCH - 1000);
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN], d3[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, d1, NULL, NULL);
+	set_mtime(f, "b.txt", (time_t)EPOCH - 2000);
+	build_digest(f, NULL, d2, NULL, NULL);
+	bopts bo = BOPTS_INIT;
+	bo.no_cache = true;
+	build_digest(f, &bo, d3, NULL, NULL);
+	/* whether or not the touch is a hit, cached and fresh must agree */
+	assert_string_equal(d2, d3);
+}
+
+static void test_cache_different_epoch_misses_every_step(void **state)
+{
+	fx *f = *state;
+	three_copies(f);
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	int run = -1, cached = -1;
+	build_digest(f, NULL, d1, NULL, NULL);
+	bopts bo = BOPTS_INIT;
+	bo.epoch = EPOCH + 1;
+	build_digest(f, &bo, d2, &run, &cached);
+	assert_int_equal(run, 3);
+	assert_int_equal(cached, 0);
+	assert_string_not_equal(d1, d2);
+}
+
+static void test_cache_no_cache_runs_all_with_same_digest(void **state)
+{
+	fx *f = *state;
+	three_copies(f);
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	int run = -1, cached = -1;
+	build_digest(f, NULL, d1, NULL, NULL);
+	bopts bo = BOPTS_INIT;
+	bo.no_cache = true;
+	build_digest(f, &bo, d2, &run, &cached);
+	assert_int_equal(run, 3);
+	assert_int_equal(cached, 0);
+	assert_string_equal(d1, d2);
+	assert_null(strstr(f->log, "CACHED"));
+}
+
+static void test_cache_explain_names_the_changed_file(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	put(f, "src/one.txt", "1\n");
+	put(f, "src/two.txt", "2\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'a.txt', '/a.txt' }\n"
+			"copy { 'src/', '/src/' }\n");
+	bopts bo = BOPTS_INIT;
+	bo.explain = true;
+	char d[IB_DIGEST_BUFLEN];
+	build_digest(f, &bo, d, NULL, NULL);
+	put(f, "src/two.txt", "two\n");
+	int run = -1;
+	build_digest(f, &bo, d, &run, NULL);
+	assert_int_equal(run, 1);
+	const char *m = strstr(f->log, "cache miss:");
+	if (!m)
+		fail_msg("no 'cache miss:' line in:\n%s", f->log);
+	const char *eol = strchr(m, '\n');
+	cleanup_free char *line = xstrndup(m, eol ? (size_t)(eol - m) : strlen(m));
+	assert_non_null(strstr(line, "src/two.txt changed"));
+	assert_null(strstr(line, "one.txt"));
+	assert_null(strstr(f->log, "a.txt changed"));
+}
+
+/* ==== --target ==== */
+
+static void test_target_builds_and_tags_only_up_to_that_stage(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	put(f, "later.txt", "l\n");
+	write_recipe(f, "stage('first', 'scratch')\n"
+			"copy { 'a.txt', '/a.txt' }\n"
+			"label { stage = 'first' }\n"
+			"stage('second', 'scratch')\n"
+			"copy { 'later.txt', '/later.txt' }\n");
+	json_t *plan = eval_plan(f);
+	/* building the later stage would now fail */
+	remove_ctx(f, "later.txt");
+	char *tags[] = {"localhost/bt/target:1", NULL};
+	bopts bo = BOPTS_INIT;
+	bo.target = "first";
+	bo.tags = tags;
+	ib_build_result res;
+	int rc = run_plan(f, plan, &bo, &res);
+	json_decref(plan);
+	if (rc < 0)
+		fail_msg("build: %s", f->errmsg);
+	assert_int_equal(res.steps_run, 1);
+	assert_null(strstr(f->log, "[second"));
+	ib_descriptor d = {0};
+	ib_error *err = NULL;
+	if (ib_store_tag_get(f->store, "localhost/bt/target:1", &d, &err) < 0)
+		fail_msg("tag: %s", ib_error_msg(err));
+	assert_string_equal(d.digest, res.manifest.digest);
+	ib_descriptor_clear(&d);
+	ib_image *img = load_image(f, "localhost/bt/target:1");
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(config_of(img), "Labels"), "stage")),
+	    "first");
+	ib_image_free(img);
+	entries l;
+	layer_entries(f, res.manifest.digest, 0, &l);
+	must_find(&l, "a.txt");
+	assert_null(find_entry(&l, "later.txt"));
+	entries_free(&l);
+	assert_int_equal(count_layers(f, res.manifest.digest), 1);
+	ib_build_result_clear(&res);
+}
+
+/* ==== tags ==== */
+
+static void test_tags_sets_every_tag(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'a.txt', '/a.txt' }\n");
+	char *tags[] = {"localhost/bt/app:1.0", "localhost/bt/app:latest",
+			"registry.example.com/team/app:1", NULL};
+	bopts bo = BOPTS_INIT;
+	bo.tags = tags;
+	ib_build_result res;
+	build_ok(f, &bo, &res);
+	for (size_t i = 0; tags[i]; i++) {
+		ib_descriptor d = {0};
+		ib_error *err = NULL;
+		if (ib_store_tag_get(f->store, tags[i], &d, &err) < 0)
+			fail_msg("tag %s: %s", tags[i], ib_error_msg(err));
+		assert_string_equal(d.digest, res.manifest.digest);
+		assert_int_equal(d.size, res.manifest.size);
+		ib_descriptor_clear(&d);
+	}
+	ib_build_result_clear(&res);
+}
+
+static char *read_index(fx *f)
+{
+	cleanup_free char *p = ib_path_join(ib_store_layout_dir(f->store), "index.json");
+	char *data = NULL;
+	ib_error *err = NULL;
+	if (ib_read_file(p, 1 << 20, &data, NULL, &err) < 0)
+		fail_msg("read index: %s", ib_error_msg(err));
+	return data;
+}
+
+static void test_retagging_same_image_leaves_index_unchanged(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'a.txt', '/a.txt' }\n");
+	char *tags[] = {"localhost/bt/same:1", "localhost/bt/same:2", NULL};
+	bopts bo = BOPTS_INIT;
+	bo.tags = tags;
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	build_digest(f, &bo, d1, NULL, NULL);
+	cleanup_free char *before = read_index(f);
+	build_digest(f, &bo, d2, NULL, NULL);
+	cleanup_free char *after = read_index(f);
+	assert_string_equal(d1, d2);
+	assert_string_equal(before, after);
+	assert_non_null(strstr(after, d1));
+}
+
+/* ==== reproducibility ==== */
+
+static void repro_context(fx *f)
+{
+	put(f, "src/main.c", "int main(void) { return 0; }\n");
+	put(f, "src/lib/a.h", "#define A 1\n");
+	put_symlink(f, "src/lib/alias.h", "a.h");
+	put(f, "conf/app.conf", "x = 1\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'src/', '/usr/src/app/' }\n"
+			"copy { 'conf/app.conf', '/etc/app.conf', mode = '0600' }\n"
+			"env { A = '1' }\n"
+			"entrypoint { '/app' }\n");
+}
+
+static void test_same_recipe_elsewhere_gives_same_digest(void **state)
+{
+	fx *f = *state;
+	repro_context(f);
+	fx *g = fx_new();
+	assert_non_null(g);
+	/* created at another time, in another order */
+	put(g, "conf/app.conf", "x = 1\n");
+	put(g, "src/lib/a.h", "#define A 1\n");
+	sleep(1);
+	repro_context(g);
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, d1, NULL, NULL);
+	build_digest(g, NULL, d2, NULL, NULL);
+	assert_string_not_equal(f->ctx, g->ctx);
+	assert_string_equal(d1, d2);
+	fx_free(g);
+}
+
+/* ==== ib_build_compare ==== */
+
+static void test_compare_identical_digests_gives_no_report(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'a.txt', '/a.txt' }\n");
+	char d[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, d, NULL, NULL);
+	char *report = (char *)"unset";
+	ib_error *err = NULL;
+	assert_int_equal(ib_build_compare(f->store, d, d, &report, &err), 0);
+	assert_null(report);
+}
+
+static void test_compare_names_the_first_differing_file(void **state)
+{
+	fx *f = *state;
+	put(f, "src/a.txt", "same\n");
+	put(f, "src/b.txt", "one\n");
+	put(f, "src/c.txt", "three\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'src/', '/app/' }\n");
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	build_digest(f, NULL, d1, NULL, NULL);
+	put(f, "src/b.txt", "two\n");
+	put(f, "src/c.txt", "four\n");
+	build_digest(f, NULL, d2, NULL, NULL);
+	assert_string_not_equal(d1, d2);
+	cleanup_free char *report = NULL;
+	ib_error *err = NULL;
+	if (ib_build_compare(f->store, d1, d2, &report, &err) < 0)
+		fail_msg("compare: %s", ib_error_msg(err));
+	assert_non_null(report);
+	assert_non_null(strstr(report, "app/b.txt"));
+	assert_null(strstr(report, "app/c.txt"));
+	assert_null(strstr(report, "app/a.txt"));
+}
+
+/* ==== errors ==== */
+
+static void test_copy_source_vanished_fails_with_recipe_line(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	put(f, "gone.txt", "g\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'a.txt', '/a.txt' }\n"
+			"\n"
+			"copy { 'gone.txt', '/gone.txt' }\n");
+	json_t *plan = eval_plan(f);
+	remove_ctx(f, "gone.txt");
+	char *tags[] = {"localhost/bt/failed:1", NULL};
+	bopts bo = BOPTS_INIT;
+	bo.tags = tags;
+	ib_build_result res;
+	assert_true(run_plan(f, plan, &bo, &res) < 0);
+	json_decref(plan);
+	cleanup_free char *prefix = xasprintf("%s:4:", f->recipe);
+	if (strncmp(f->errmsg, prefix, strlen(prefix)) != 0)
+		fail_msg("error \"%s\" does not start with \"%s\"", f->errmsg, prefix);
+	assert_non_null(strstr(f->errmsg, "gone.txt"));
+	assert_non_null(strstr(f->log, "ERROR"));
+}
+
+static void test_failed_build_tags_nothing_and_keeps_earlier_steps(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	put(f, "gone.txt", "g\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'a.txt', '/a.txt' }\n"
+			"copy { 'gone.txt', '/gone.txt' }\n");
+	json_t *plan = eval_plan(f);
+	remove_ctx(f, "gone.txt");
+	char *tags[] = {"localhost/bt/failed:1", NULL};
+	bopts bo = BOPTS_INIT;
+	bo.tags = tags;
+	ib_build_result res;
+	assert_true(run_plan(f, plan, &bo, &res) < 0);
+	ib_descriptor d = {0};
+	ib_error *err = NULL;
+	assert_int_equal(ib_store_tag_get(f->store, "localhost/bt/failed:1", &d, &err),
+			 IB_ENOTFOUND);
+	ib_error_free(&err);
+	/* the source is back: the first step comes from the cache */
+	put(f, "gone.txt", "g\n");
+	assert_int_equal(run_plan(f, plan, &bo, &res), 0);
+	json_decref(plan);
+	assert_int_equal(res.steps_cached, 1);
+	assert_int_equal(res.steps_run, 1);
+	ib_build_result_clear(&res);
+}
+
+static void test_missing_base_image_with_pull_never_is_not_found(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "-- a base that is not in the store\n"
+			"stage('final', 'localhost/bt/no-such-image:1')\n"
+			"env { A = '1' }\n");
+	ib_build_result res;
+	bopts bo = BOPTS_INIT;
+	bo.pull = "never";
+	assert_true(build(f, &bo, &res) < 0);
+	assert_int_equal(f->errcode, IB_ENOTFOUND);
+	cleanup_free char *prefix = xasprintf("%s:2:", f->recipe);
+	if (strncmp(f->errmsg, prefix, strlen(prefix)) != 0)
+		fail_msg("error \"%s\" does not start with \"%s\"", f->errmsg, prefix);
+	assert_non_null(strstr(f->errmsg, "localhost/bt/no-such-image:1"));
+}
+
+static void test_unknown_target_is_refused(void **state)
+{
+	fx *f = *state;
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"env { A = '1' }\n");
+	bopts bo = BOPTS_INIT;
+	bo.target = "nope";
+	ib_build_result res;
+	assert_true(build(f, &bo, &res) < 0);
+	assert_non_null(strstr(f->errmsg, "nope"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+	    T(test_env_later_value_overrides_earlier),
+	    T(test_workdir_relative_resolves_against_previous),
+	    T(test_user_is_set),
+	    T(test_entrypoint_drops_cmd_inherited_from_base_stage),
+	    T(test_entrypoint_keeps_cmd_set_in_same_stage),
+	    T(test_expose_bare_port_becomes_tcp),
+	    T(test_volume_paths_are_set),
+	    T(test_label_is_inherited_from_base_stage),
+	    T(test_stopsignal_is_set),
+	    T(test_healthcheck_durations_are_nanoseconds),
+	    T(test_annotations_end_up_in_the_manifest),
+	    T(test_history_has_one_entry_per_step),
+	    T(test_created_is_rfc3339_of_source_date_epoch),
+	    T(test_copy_file_to_file),
+	    T(test_copy_file_into_dir_with_trailing_slash),
+	    T(test_copy_directory_copies_its_contents),
+	    T(test_copy_glob_selects_matching_files),
+	    T(test_copy_exclude_star_pattern_matches_at_any_depth),
+	    T(test_copy_exclude_directory_drops_everything_below_it),
+	    T(test_copy_owner_numeric_override),
+	    T(test_copy_owner_uid_alone_sets_gid_too),
+	    T(test_copy_mode_override),
+	    T(test_copy_context_files_become_root_owned),
+	    T(test_copy_creates_parent_dirs_as_0755_root),
+	    T(test_copy_symlink_is_copied_as_symlink),
+	    T(test_copy_glob_doublestar_matches_any_depth),
+	    T(test_copy_glob_star_matches_dot_files),
+	    T(test_copy_glob_dot_star_stays_inside_context),
+	    T(test_copy_glob_in_context_whose_path_has_glob_characters),
+	    T(test_cache_second_identical_build_runs_nothing),
+	    T(test_cache_changed_file_reruns_its_copy_and_later_ones),
+	    T(test_cache_mtime_change_keeps_hit),
+	    T(test_cache_hit_matches_fresh_build_when_mtime_predates_epoch),
+	    T(test_cache_different_epoch_misses_every_step),
+	    T(test_cache_no_cache_runs_all_with_same_digest),
+	    T(test_cache_explain_names_the_changed_file),
+	    T(test_target_builds_and_tags_only_up_to_that_stage),
+	    T(test_tags_sets_every_tag),
+	    T(test_retagging_same_image_leaves_index_unchanged),
+	    T(test_same_recipe_elsewhere_gives_same_digest),
+	    T(test_compare_identical_digests_gives_no_report),
+	    T(test_compare_names_the_first_differing_file),
+	    T(test_copy_source_vanished_fails_with_recipe_line),
+	    T(test_failed_build_tags_nothing_and_keeps_earlier_steps),
+	    T(test_missing_base_image_with_pull_never_is_not_found),
+	    T(test_unknown_target_is_refused),
+#undef T
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

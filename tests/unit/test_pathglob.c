@@ -1,0 +1,137 @@
+/* Unit tests for pathglob.c: ib_glob over a temporary tree and
+ * ib_glob_match on path strings. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pathglob.h"
+#include "util.h"
+
+static char *root;
+
+static void put(const char *rel)
+{
+	cleanup_free char *p = ib_path_join(root, rel);
+	cleanup_free char *dir = xstrdup(p);
+	*strrchr(dir, '/') = '\0';
+	assert_int_equal(ib_mkdir_p(dir, 0755, NULL), 0);
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	fclose(f);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	char tmpl[] = "/tmp/ib-test-pathglob-XXXXXX";
+	assert_non_null(mkdtemp(tmpl));
+	root = xstrdup(tmpl);
+	put("a.c");
+	put(".hidden.c");
+	put("s/b.c");
+	put("s/x/c.c");
+	put("s/x/y/d.c");
+	put("s/x/y/e.h");
+	cleanup_free char *outside = ib_path_join(root, "s/link");
+	assert_int_equal(symlink("/etc", outside), 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	assert_int_equal(ib_rm_rf(root, NULL), 0);
+	free(root);
+	return 0;
+}
+
+static char *joined(const char *pattern)
+{
+	char **m = NULL;
+	ib_error *err = NULL;
+	assert_int_equal(ib_glob(root, pattern, &m, &err), 0);
+	ib_buf b = IB_BUF_INIT;
+	for (size_t i = 0; m[i]; i++)
+		ib_buf_appendf(&b, "%s%s", i ? " " : "", m[i]);
+	ib_strv_free(m);
+	return ib_buf_steal(&b, NULL);
+}
+
+static void test_star_matches_dot_files_but_never_dot_or_dotdot(void **state)
+{
+	(void)state;
+	cleanup_free char *all = joined("*.c");
+	assert_string_equal(all, ".hidden.c a.c");
+	cleanup_free char *dots = joined(".*");
+	assert_string_equal(dots, ".hidden.c");
+}
+
+static void test_doublestar_spans_any_depth(void **state)
+{
+	(void)state;
+	cleanup_free char *m = joined("s/**/*.c");
+	assert_string_equal(m, "s/b.c s/x/c.c s/x/y/d.c");
+}
+
+static void test_symlinks_are_matched_not_followed(void **state)
+{
+	(void)state;
+	cleanup_free char *m = joined("s/*");
+	assert_string_equal(m, "s/b.c s/link s/x");
+	cleanup_free char *through = joined("s/link/*");
+	assert_string_equal(through, "");
+}
+
+static void test_trailing_slash_matches_directories_only(void **state)
+{
+	(void)state;
+	cleanup_free char *m = joined("s/*/");
+	assert_string_equal(m, "s/x");
+}
+
+static void test_dotdot_and_absolute_patterns_are_refused(void **state)
+{
+	(void)state;
+	char **m = NULL;
+	ib_error *err = NULL;
+	assert_int_equal(ib_glob(root, "../*", &m, &err), IB_EUNSAFE);
+	ib_error_free(&err);
+	assert_int_equal(ib_glob(root, "/etc/*", &m, &err), IB_EINVALID);
+	ib_error_free(&err);
+	assert_null(m);
+}
+
+static void test_match_segments_and_doublestar(void **state)
+{
+	(void)state;
+	assert_true(ib_glob_match("*.c", "a.c"));
+	assert_false(ib_glob_match("*.c", "s/b.c"));
+	assert_true(ib_glob_match("**/*.c", "s/x/c.c"));
+	assert_true(ib_glob_match("**/*.c", "a.c"));
+	assert_true(ib_glob_match("s/**", "s/x/y/e.h"));
+	assert_false(ib_glob_match("s/*/e.h", "s/x/y/e.h"));
+	assert_true(ib_glob_match("./s//b.c", "s/b.c"));
+	assert_true(ib_glob_match("*", ".hidden.c"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_star_matches_dot_files_but_never_dot_or_dotdot),
+	    cmocka_unit_test(test_doublestar_spans_any_depth),
+	    cmocka_unit_test(test_symlinks_are_matched_not_followed),
+	    cmocka_unit_test(test_trailing_slash_matches_directories_only),
+	    cmocka_unit_test(test_dotdot_and_absolute_patterns_are_refused),
+	    cmocka_unit_test(test_match_segments_and_doublestar),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
