@@ -6,7 +6,9 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -889,13 +891,22 @@ static int lookup_id(builder *b, stage_state *st, const char *file, const char *
 		if (ensure_unpacked(b, l, err) < 0)
 			return -1;
 		cleanup_free char *dir = ib_store_layer_dir(b->store, l->diff_id);
-		cleanup_free char *path = ib_path_join(dir, file);
+		/* read the file inside the layer only: a symlinked /etc in an
+		 * image must not lead to the host's passwd */
+		cleanup_close int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 		struct stat sb;
-		if (lstat(path, &sb) < 0)
+		if (dfd < 0 || fstatat(dfd, file, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
 		if (!S_ISREG(sb.st_mode))
 			break; /* a whiteout or something odd hides lower copies */
-		cleanup_fclose FILE *f = fopen(path, "re");
+		struct open_how how = {.flags = O_RDONLY | O_CLOEXEC,
+				       .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
+		int fd = (int)syscall(SYS_openat2, dfd, file, &how, sizeof(how));
+		if (fd < 0)
+			break;
+		cleanup_fclose FILE *f = fdopen(fd, "re");
+		if (!f)
+			close(fd);
 		char line[1024];
 		while (f && fgets(line, sizeof(line), f)) {
 			char *fields[4] = {NULL};
@@ -951,12 +962,56 @@ static int parse_owner(builder *b, stage_state *st, const char *s, int64_t *uid,
 }
 
 /* Hash the collected items (content, modes, owners, link targets). */
+static int cmp_cstr(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The xattrs a layer keeps (security.capability, user.* but user.overlay.*),
+ * as "name=value" lines in name order, folded into a hash. */
+static void xattrs_feed(ib_digest_ctx *c, const char *path)
+{
+	char names[4096];
+	ssize_t n = llistxattr(path, names, sizeof(names));
+	if (n <= 0)
+		return;
+	char **kept = xcalloc(1, sizeof(char *));
+	for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1) {
+		const char *name = names + i;
+		if (!strcmp(name, "security.capability") ||
+		    (!strncmp(name, "user.", 5) && strncmp(name, "user.overlay.", 13) != 0))
+			ib_strv_push(&kept, name);
+	}
+	qsort(kept, ib_strv_len(kept), sizeof(char *), cmp_cstr);
+	for (size_t k = 0; kept[k]; k++) {
+		char val[4096];
+		ssize_t v = lgetxattr(path, kept[k], val, sizeof(val));
+		ib_digest_update(c, kept[k], strlen(kept[k]) + 1);
+		if (v > 0)
+			ib_digest_update(c, val, (size_t)v);
+		ib_digest_update(c, "\n", 1);
+	}
+	ib_strv_free(kept);
+}
+
 static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_error **err)
 {
 	ib_digest_ctx *c = ib_digest_new();
+	/* hardlinks: a later name of an inode is hashed as a link to the first */
+	const copy_item **linked = xcalloc(l->n + 1, sizeof(*linked));
+	size_t n_linked = 0;
 	int rc = 0;
 	for (size_t i = 0; i < l->n && rc == 0; i++) {
 		copy_item *it = &l->items[i];
+		const char *link_to = "";
+		if (*it->host && S_ISREG(it->st.st_mode) && it->st.st_nlink > 1) {
+			for (size_t k = 0; k < n_linked && !*link_to; k++)
+				if (linked[k]->st.st_dev == it->st.st_dev &&
+				    linked[k]->st.st_ino == it->st.st_ino)
+					link_to = linked[k]->dest;
+			if (!*link_to)
+				linked[n_linked++] = it;
+		}
 		char *content = it->content;
 		content[0] = '\0';
 		/* the layer stores min(mtime, epoch): only an mtime below the
@@ -981,11 +1036,14 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 				 (unsigned long long)it->st.st_rdev);
 		}
 		cleanup_free char *line = xasprintf(
-		    "%s\t%o\t%u\t%u\t%lld\t%lld\t%s\n", it->dest, it->st.st_mode, it->st.st_uid,
+		    "%s\t%o\t%u\t%u\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode, it->st.st_uid,
 		    it->st.st_gid, S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL,
-		    (long long)clamped, content);
+		    (long long)clamped, content, link_to);
 		ib_digest_update(c, line, strlen(line));
+		if (*it->host)
+			xattrs_feed(c, it->host);
 	}
+	free(linked);
 	ib_digest_final(c, out);
 	ib_digest_free(c);
 	return rc;
@@ -1056,6 +1114,58 @@ static void copy_xattrs(const char *src, const char *dst)
 	}
 }
 
+typedef struct dest_ent {
+	const char *path;
+	bool is_dir;
+} dest_ent;
+
+static int cmp_dest(const void *a, const void *b)
+{
+	return strcmp(((const dest_ent *)a)->path, ((const dest_ent *)b)->path);
+}
+
+/* True when every destination is written once and no destination lies
+ * below another one that is not a directory.  Anything else (a symlink
+ * "x" and a directory "x/" from two sources, say) is left to the tar's
+ * last-entry-wins rules and the safe unpacker: writing it by path here
+ * could follow the symlink out of the store. */
+static bool dests_are_a_tree(const copy_list *l)
+{
+	dest_ent *v = xcalloc(l->n + 1, sizeof(*v));
+	for (size_t i = 0; i < l->n; i++)
+		v[i] = (dest_ent){l->items[i].dest,
+				  !*l->items[i].host || S_ISDIR(l->items[i].st.st_mode)};
+	qsort(v, l->n, sizeof(*v), cmp_dest);
+	bool ok = true;
+	for (size_t i = 1; i < l->n && ok; i++)
+		ok = strcmp(v[i - 1].path, v[i].path) != 0;
+	for (size_t i = 0; i < l->n && ok; i++) {
+		cleanup_free char *anc = xstrdup(v[i].path);
+		for (char *sl = strrchr(anc, '/'); sl && ok; sl = strrchr(anc, '/')) {
+			*sl = '\0';
+			dest_ent key = {anc, false};
+			dest_ent *hit = bsearch(&key, v, l->n, sizeof(*v), cmp_dest);
+			ok = !hit || hit->is_dir;
+		}
+	}
+	free(v);
+	return ok;
+}
+
+/* The previous layer's copy of dest, when it is a regular file reached
+ * without any symlink: only then may it be hardlinked into the new layer. */
+static char *prev_file(const char *prev_real, const char *dest)
+{
+	char *old = ib_path_join(prev_real, dest);
+	char real[PATH_MAX];
+	struct stat st;
+	if (realpath(old, real) && !strcmp(real, old) && lstat(old, &st) == 0 &&
+	    S_ISREG(st.st_mode))
+		return old;
+	free(old);
+	return NULL;
+}
+
 /* Write a copy step's entries straight into the unpacked layer directory,
  * as ib_unpack would lay out its tar (same owners, modes, clamped mtimes),
  * so the next run step finds its lower dir without decompressing and
@@ -1069,12 +1179,16 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 	 * an unpacked layer: its files whose source is unchanged are hardlinked
 	 * instead of copied.  Unpacked layers are never modified (overlay only
 	 * reads lower dirs), so sharing inodes between them is safe. */
-	cleanup_free char *prev_dir = NULL;
+	char prev_real[PATH_MAX];
+	const char *prev_dir = NULL;
 	json_t *prev_sources = json_object_get(prev, "sources");
 	const char *prev_diff = json_string_value(json_object_get(prev, "diff_id"));
-	if (prev_diff && ib_store_layer_unpacked(b->store, prev_diff))
-		prev_dir = ib_store_layer_dir(b->store, prev_diff);
-	if (ib_store_layer_unpacked(b->store, diff_id) || l->n == 0)
+	if (prev_diff && ib_store_layer_unpacked(b->store, prev_diff)) {
+		cleanup_free char *d = ib_store_layer_dir(b->store, prev_diff);
+		if (realpath(d, prev_real))
+			prev_dir = prev_real;
+	}
+	if (ib_store_layer_unpacked(b->store, diff_id) || l->n == 0 || !dests_are_a_tree(l))
 		return;
 	cleanup_free char *tmp = ib_store_tmp_path(b->store, "copy");
 	ib_error *e = NULL;
@@ -1097,10 +1211,10 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 		if (prev_dir && *it->host && S_ISREG(st.st_mode)) {
 			json_t *was = json_object_get(prev_sources, it->rel);
 			json_t *now = json_object_get(sources, it->rel);
-			cleanup_free char *old = ib_path_join(prev_dir, it->dest);
-			struct stat ost;
-			if (was && now && json_equal(was, now) && lstat(old, &ost) == 0 &&
-			    S_ISREG(ost.st_mode) && link(old, dst) == 0)
+			cleanup_free char *old = was && now && json_equal(was, now)
+						     ? prev_file(prev_dir, it->dest)
+						     : NULL;
+			if (old && link(old, dst) == 0)
 				continue;
 		}
 		if (*it->host && S_ISREG(st.st_mode) && st.st_nlink > 1) {
@@ -1123,11 +1237,14 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 		mode_t perm = ov->mode >= 0 ? (mode_t)ov->mode : (st.st_mode & 07777);
 		int r = 0;
 		if (S_ISDIR(st.st_mode)) {
+			struct stat dstat;
 			r = mkdir(dst, 0700) < 0 && errno != EEXIST ? -1 : 0;
+			if (r == 0 && (lstat(dst, &dstat) < 0 || !S_ISDIR(dstat.st_mode)))
+				r = -1; /* never chmod/chown through something else */
 		} else if (S_ISREG(st.st_mode)) {
 			cleanup_close int in = open(it->host, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 			cleanup_close int out =
-			    open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+			    open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 			r = in < 0 || out < 0 ? -1 : copy_file_data(in, out);
 		} else if (S_ISLNK(st.st_mode)) {
 			char target[PATH_MAX];

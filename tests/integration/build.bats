@@ -352,6 +352,58 @@ LUA
 	[ "$(ls "$T/glb/rootfs/c" | tr '\n' ' ')" = "a.c b.c c.c " ]
 }
 
+@test "a symlink and a directory of the same name in one copy never lead the copy out of the store" {
+	mkdir -p "$T/sx/ctx/d1" "$T/sx/ctx/d2/x" "$T/sx/victim"
+	chmod 700 "$T/sx/victim"
+	echo hi > "$T/sx/ctx/d2/x/evil"
+	ln -s "$T/sx/victim" "$T/sx/ctx/d1/x"
+	cat > "$T/sx/ctx/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+copy { "d1", "d2", "/dst/" }
+run "ls -la /dst/x/ | grep -c evil"
+LUA
+	run "$IMGBUILD" build "$T/sx/ctx/recipe.lua" --progress plain -t localhost/sx:1
+	[ "$status" -eq 0 ]
+	[ -z "$(ls -A "$T/sx/victim")" ]
+	[ "$(stat -c %a "$T/sx/victim")" = 700 ]
+	# the run step saw the same tree as the layer: x is a directory with evil
+	[[ "$output" == *"#2 1"* ]]
+}
+
+@test "owner names are read from the image, never through a symlink to the host" {
+	mkdir -p "$T/on/ctx" "$T/on/hostetc"
+	printf 'secretuser:x:4242:4343::/:/bin/sh\n' > "$T/on/hostetc/passwd"
+	ln -s "$T/on/hostetc" "$T/on/ctx/etc"
+	echo ok > "$T/on/ctx/f"
+	cat > "$T/on/ctx/recipe.lua" <<'LUA'
+from "scratch"
+copy { "etc", "/etc" }
+copy { "f", "/f", owner = "secretuser" }
+LUA
+	run "$IMGBUILD" build "$T/on/ctx/recipe.lua" --progress plain
+	[ "$status" -eq 1 ]
+	[[ "$output" == *'recipe.lua:3: copy: no user "secretuser"'* ]]
+}
+
+@test "xattrs and hardlinks of copied files are part of the cache key" {
+	mkdir -p "$T/xa/ctx/d"
+	echo a > "$T/xa/ctx/d/a"
+	echo a > "$T/xa/ctx/d/b"
+	printf 'from "scratch"\ncopy { "d", "/d/" }\n' > "$T/xa/ctx/recipe.lua"
+	d1=$("$IMGBUILD" -q build "$T/xa/ctx/recipe.lua")
+	python3 -c 'import os, sys; os.setxattr(sys.argv[1], "user.note", b"hello")' "$T/xa/ctx/d/a"
+	d2=$("$IMGBUILD" -q build "$T/xa/ctx/recipe.lua")
+	d3=$("$IMGBUILD" -q build "$T/xa/ctx/recipe.lua" --no-cache)
+	[ "$d1" != "$d2" ]
+	[ "$d2" = "$d3" ]
+	rm "$T/xa/ctx/d/b"
+	ln "$T/xa/ctx/d/a" "$T/xa/ctx/d/b"
+	d4=$("$IMGBUILD" -q build "$T/xa/ctx/recipe.lua")
+	d5=$("$IMGBUILD" -q build "$T/xa/ctx/recipe.lua" --no-cache)
+	[ "$d4" != "$d3" ]
+	[ "$d4" = "$d5" ]
+}
+
 @test "a failing run reports file:line, status and output; earlier steps stay cached" {
 	mkdir -p "$T/fail"
 	cat > "$T/fail/recipe.lua" <<'LUA'
