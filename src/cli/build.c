@@ -28,6 +28,8 @@ static const char build_help[] =
     "      --compression ALG      gzip (default) or zstd\n"
     "      --compression-level N  gzip 1-9 (default 1), zstd 1-19 (default 3)\n"
     "      --network MODE         network of run steps: host (default) or none\n"
+    "      --secret id=ID,src=PATH  source of the run{secrets} ID (else the recipe's\n"
+    "                             src, which must lie inside the build context)\n"
     "      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else 0)\n"
     "      --iidfile FILE         write the image digest to FILE\n"
     "      --metadata-file FILE   write build metadata as JSON to FILE\n"
@@ -139,6 +141,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		O_CACHE_FROM,
 		O_CACHE_TO,
 		O_LEVEL,
+		O_SECRET,
 	};
 	static const struct option opts[] = {
 	    {"tag", required_argument, NULL, 't'},
@@ -150,6 +153,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	    {"push", no_argument, NULL, O_PUSH},
 	    {"compression", required_argument, NULL, O_COMP},
 	    {"compression-level", required_argument, NULL, O_LEVEL},
+	    {"secret", required_argument, NULL, O_SECRET},
 	    {"network", required_argument, NULL, O_NET},
 	    {"source-date-epoch", required_argument, NULL, O_SDE},
 	    {"iidfile", required_argument, NULL, O_IID},
@@ -165,6 +169,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	ib_build_options bo = IB_BUILD_OPTIONS_INIT;
 	cleanup_strv char **args = xcalloc(1, sizeof(char *));
 	cleanup_strv char **tags = xcalloc(1, sizeof(char *));
+	cleanup_strv char **secrets = xcalloc(1, sizeof(char *));
 	const char *context = NULL, *iidfile = NULL, *metafile = NULL;
 	bool push = false, check = false;
 	ib_progress_mode pmode = IB_PROGRESS_AUTO;
@@ -230,6 +235,28 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 							  "--compression-level must be 1-9 "
 							  "(gzip) or 1-19 (zstd)");
 			bo.compression_level = (int)v;
+			break;
+		}
+		case O_SECRET: {
+			/* id=ID,src=PATH (docker/buildah syntax) */
+			cleanup_free char *dup = xstrdup(optarg);
+			const char *id = NULL, *src = NULL;
+			for (char *tok = dup, *next; tok; tok = next) {
+				next = strchr(tok, ',');
+				if (next)
+					*next++ = '\0';
+				if (!strncmp(tok, "id=", 3))
+					id = tok + 3;
+				else if (!strncmp(tok, "src=", 4) || !strncmp(tok, "source=", 7))
+					src = strchr(tok, '=') + 1;
+				else
+					return ib_cli_usage_error(
+					    "build", "--secret %s: unknown field", optarg);
+			}
+			if (!id || !*id || !src || !*src)
+				return ib_cli_usage_error("build", "--secret wants id=ID,src=PATH");
+			cleanup_free char *kv = xasprintf("%s=%s", id, src);
+			ib_strv_push(&secrets, kv);
 			break;
 		}
 		case O_NET:
@@ -306,6 +333,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	bo.recipe_path = recipe;
 	bo.context_dir = ctx;
 	bo.tags = tags;
+	bo.secrets = secrets;
 	bo.tls_verify = g->tls_verify;
 	bo.authfile = g->authfile;
 	bo.progress = prog;

@@ -518,6 +518,34 @@ static void clear_last(builder *b)
 	b->n_last = 0;
 }
 
+/* Where a secret's bytes come from: --secret id=ID,src=PATH on the command
+ * line (the person running the build decides), else the recipe's src,
+ * which must be a file inside the build context: a recipe alone never
+ * reads arbitrary host files into a build. */
+static int secret_source(builder *b, const char *id, const char *src, char **out, ib_error **err)
+{
+	size_t idlen = strlen(id);
+	for (size_t i = 0; b->o->secrets && b->o->secrets[i]; i++) {
+		const char *s = b->o->secrets[i];
+		if (!strncmp(s, id, idlen) && s[idlen] == '=') {
+			*out = xstrdup(s + idlen + 1);
+			return 0;
+		}
+	}
+	cleanup_free char *p = src[0] == '/' ? xstrdup(src) : ib_path_join(b->context, src);
+	char real[PATH_MAX];
+	size_t n = strlen(b->context);
+	if (!realpath(p, real))
+		return ib_error_set(err, errno, "run: secret \"%s\": %s", id, src);
+	if (strncmp(real, b->context, n) != 0 || real[n] != '/')
+		return ib_error_setc(err, IB_EUNSAFE,
+				     "run: secret \"%s\": %s is outside the build context; pass it "
+				     "with --secret id=%s,src=PATH",
+				     id, src, id);
+	*out = xstrdup(real);
+	return 0;
+}
+
 static char **effective_env(stage_state *st, json_t *step)
 {
 	json_t *env = json_deep_copy(cfg_env(st));
@@ -582,8 +610,10 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 		m++;
 	}
 	json_array_foreach (sec, i, v) {
-		mount_src[m] = xstrdup(jstr(v, "src"));
-		mounts[m] = (ib_sandbox_mount){mount_src[m], jstr(v, "target"), true, true};
+		if (rc == 0)
+			rc = secret_source(b, jstr(v, "id"), jstr(v, "src"), &mount_src[m], err);
+		mounts[m] = (ib_sandbox_mount){mount_src[m] ? mount_src[m] : "", jstr(v, "target"),
+					       true, true};
 		m++;
 	}
 

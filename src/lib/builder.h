@@ -27,12 +27,15 @@ typedef struct ib_build_options {
 	bool explain;	 /* say why each executed step missed the cache */
 	bool tls_verify; /* for base image pulls */
 	const char *authfile;
+	/* "ID=PATH" sources for run{secrets=...} given on the command line;
+	 * NULL-terminated, may be NULL */
+	char *const *secrets;
 	ib_progress *progress; /* required */
 } ib_build_options;
 #define IB_BUILD_OPTIONS_INIT                                                                      \
 	{                                                                                          \
 		NULL, NULL, NULL, NULL, false, "missing", IB_COMP_GZIP, 0, "host", 0, false, true, \
-		    NULL, NULL                                                                     \
+		    NULL, NULL, NULL                                                               \
 	}
 
 typedef struct ib_build_result {

@@ -404,6 +404,21 @@ LUA
 	[ "$d4" = "$d5" ]
 }
 
+@test "a recipe cannot make a secret of a host file outside the context; --secret can" {
+	mkdir -p "$T/hs/ctx"
+	echo "host-secret" > "$T/hs/outside.txt"
+	cat > "$T/hs/ctx/recipe.lua" <<LUA
+from "localhost/busybox:latest"
+run { "/bin/sh", "-c", "wc -c < /run/secrets/s", secrets = { { id = "s", src = "$T/hs/outside.txt" } } }
+LUA
+	run "$IMGBUILD" build "$T/hs/ctx/recipe.lua" --progress plain
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"recipe.lua:2: run: secret \"s\": $T/hs/outside.txt is outside the build context; pass it with --secret id=s,src=PATH"* ]]
+	run "$IMGBUILD" build "$T/hs/ctx/recipe.lua" --progress plain --secret "id=s,src=$T/hs/outside.txt"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"#1 12"* ]]
+}
+
 @test "a failing run reports file:line, status and output; earlier steps stay cached" {
 	mkdir -p "$T/fail"
 	cat > "$T/fail/recipe.lua" <<'LUA'
