@@ -703,9 +703,21 @@ typedef struct copy_item {
 	char content[IB_DIGEST_BUFLEN]; /* content digest, link target digest, ... */
 } copy_item;
 
+/* A directory on the way to (or at) the destination: written into the
+ * layer with the image's own metadata when it exists, 0755 root otherwise. */
+typedef struct parent_dir {
+	char *path;
+	uint32_t mode;
+	int64_t uid, gid;
+	bool created; /* not in the image */
+} parent_dir;
+
 typedef struct copy_list {
 	copy_item *items;
 	size_t n, alloc;
+	parent_dir *parents; /* shallowest first */
+	size_t n_parents;
+	bool last_is_dest; /* the last parent is the destination directory */
 } copy_list;
 
 static void copy_list_add(copy_list *l, const char *dest, const char *host, const char *rel,
@@ -730,6 +742,145 @@ static void copy_list_free(copy_list *l)
 		free(l->items[i].rel);
 	}
 	free(l->items);
+	for (size_t i = 0; i < l->n_parents; i++)
+		free(l->parents[i].path);
+	free(l->parents);
+}
+
+/* One layer's entry for rel: 1 found (*st, and *target for a symlink), 0 not
+ * in this layer, -1 deleted by this layer (an overlay whiteout).  Nothing
+ * is resolved through a symlink inside the layer directory. */
+static int layer_entry(const char *layer_dir, const char *rel, struct stat *st, char *target,
+		       size_t tlen)
+{
+	cleanup_close int root = open(layer_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return 0;
+	cleanup_free char *parent = xstrdup(rel);
+	char *slash = strrchr(parent, '/');
+	const char *base = slash ? rel + (slash - parent) + 1 : rel;
+	cleanup_close int pfd = -1;
+	if (slash) {
+		*slash = '\0';
+		struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+				       .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
+		pfd = (int)syscall(SYS_openat2, root, parent, &how, sizeof(how));
+		if (pfd < 0)
+			return 0;
+	}
+	int dfd = slash ? pfd : root;
+	if (fstatat(dfd, base, st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	if (S_ISCHR(st->st_mode) && st->st_rdev == 0)
+		return -1;
+	if (S_ISLNK(st->st_mode)) {
+		ssize_t n = readlinkat(dfd, base, target, tlen - 1);
+		if (n < 0)
+			return 0;
+		target[n] = '\0';
+	}
+	return 1;
+}
+
+/* What the stage's filesystem holds at rel (top-most layer wins). */
+static int image_entry(builder *b, stage_state *st, const char *rel, struct stat *out, char *target,
+		       size_t tlen, ib_error **err)
+{
+	for (size_t i = st->n_layers; i > 0; i--) {
+		layer_ref *l = &st->layers[i - 1];
+		if (ensure_unpacked(b, l, err) < 0)
+			return -1;
+		cleanup_free char *dir = ib_store_layer_dir(b->store, l->diff_id);
+		int r = layer_entry(dir, rel, out, target, tlen);
+		if (r != 0)
+			return r > 0 ? 1 : 0;
+	}
+	return 0;
+}
+
+/* Metadata of parent i: a destination directory the copy creates gets the
+ * copy's owner and mode overrides, like the files in it. */
+static void parent_meta(const copy_list *l, size_t i, const ib_layer_override *ov, uint32_t *mode,
+			int64_t *uid, int64_t *gid)
+{
+	const parent_dir *pd = &l->parents[i];
+	bool own = l->last_is_dest && i + 1 == l->n_parents && pd->created;
+	*mode = own && ov->mode >= 0 ? (uint32_t)ov->mode : pd->mode;
+	*uid = own && ov->uid >= 0 ? ov->uid : pd->uid;
+	*gid = own && ov->gid >= 0 ? ov->gid : pd->gid;
+}
+
+static void add_parent(copy_list *l, const char *path, const struct stat *st)
+{
+	l->parents = xrealloc(l->parents, (l->n_parents + 1) * sizeof(parent_dir));
+	parent_dir *p = &l->parents[l->n_parents++];
+	p->path = xstrdup(path);
+	p->created = st == NULL;
+	p->mode = st ? (uint32_t)(st->st_mode & 07777) : 0755;
+	p->uid = st ? (int64_t)st->st_uid : 0;
+	p->gid = st ? (int64_t)st->st_gid : 0;
+}
+
+/* Resolve the destination in the stage's filesystem the way docker does:
+ * symlinks on the way are followed inside the image (usrmerge's /bin ->
+ * usr/bin stays a symlink), existing directories keep their metadata (a
+ * 1777 /tmp stays 1777).  With whole, the last component is resolved too
+ * (a directory destination).  *out is the resolved relative path; every
+ * directory on the way (and the destination itself with whole) is recorded
+ * in l->parents. */
+static int resolve_dest(builder *b, stage_state *st, const char *dest, bool whole, copy_list *l,
+			char **out, ib_error **err)
+{
+	cleanup_free char *path = xstrdup(dest);
+	for (int hops = 0;; hops++) {
+		if (hops > 40)
+			return ib_error_setc(err, IB_EINVALID,
+					     "copy: destination /%s: too many symlinks", dest);
+		for (size_t i = 0; i < l->n_parents; i++)
+			free(l->parents[i].path);
+		l->n_parents = 0;
+		cleanup_free char *cur = xstrdup("");
+		char *jump = NULL;
+		const char *p = path;
+		while (*p) {
+			size_t n = strcspn(p, "/");
+			const char *rest = p + n + (p[n] == '/');
+			bool last = *rest == '\0';
+			if (last && !whole)
+				break;
+			cleanup_free char *cand =
+			    *cur ? xasprintf("%s/%.*s", cur, (int)n, p) : xstrndup(p, n);
+			struct stat sb;
+			char target[PATH_MAX];
+			int r = image_entry(b, st, cand, &sb, target, sizeof(target), err);
+			if (r < 0)
+				return -1;
+			if (r == 1 && S_ISLNK(sb.st_mode)) {
+				cleanup_free char *joined =
+				    target[0] == '/' ? xasprintf("%s/%s", target, rest)
+						     : xasprintf("/%s/%s/%s", cur, target, rest);
+				jump = clean_path(joined);
+				break;
+			}
+			if (r == 1 && !S_ISDIR(sb.st_mode))
+				return ib_error_setc(
+				    err, IB_EINVALID,
+				    "copy: destination /%s: /%s is not a directory", dest, cand);
+			add_parent(l, cand, r == 1 ? &sb : NULL);
+			free(cur);
+			cur = steal_pointer(&cand);
+			p = rest;
+		}
+		if (jump) {
+			free(path);
+			path = xstrdup(jump[0] == '/' ? jump + 1 : jump);
+			free(jump);
+			continue;
+		}
+		*out = whole || !*p ? steal_pointer(&cur)
+				    : (*cur ? xasprintf("%s/%s", cur, p) : xstrdup(p));
+		return 0;
+	}
 }
 
 /* exclude= globs are relative to the source root, like the sources; a
@@ -834,7 +985,6 @@ static int expand_source(const char *root, const char *src, char ***out, ib_erro
 static int copy_collect(builder *b, stage_state *st, json_t *step, const char *root,
 			bool from_context, copy_list *l, ib_error **err)
 {
-	(void)b;
 	json_t *sources = json_object_get(step, "sources");
 	json_t *exclude = json_object_get(step, "exclude");
 	const char *dest_in = jstr(step, "dest");
@@ -859,7 +1009,21 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 	}
 	if (ib_strv_len(all) > 1)
 		dest_is_dir = true;
-	const char *dest_rel = dest_abs + 1; /* strip "/" */
+	/* a single directory source also puts its contents into dest */
+	bool whole = dest_is_dir;
+	if (!whole && all[0]) {
+		cleanup_free char *h = *all[0] ? ib_path_join(root, all[0]) : xstrdup(root);
+		struct stat sb;
+		whole = lstat(h, &sb) == 0 && S_ISDIR(sb.st_mode);
+	}
+	cleanup_free char *dest_resolved = NULL;
+	l->last_is_dest = whole;
+	if (*(dest_abs + 1) &&
+	    resolve_dest(b, st, dest_abs + 1, whole, l, &dest_resolved, err) < 0) {
+		ib_strv_free(all);
+		return -1;
+	}
+	const char *dest_rel = dest_resolved ? dest_resolved : "";
 	int rc = 0;
 	for (size_t k = 0; all[k] && rc == 0; k++) {
 		const char *rel = all[k];
@@ -886,12 +1050,7 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 			break;
 		}
 		if (S_ISDIR(sst.st_mode)) {
-			/* directory: its contents go into dest */
-			if (*dest_rel) {
-				struct stat dst = sst;
-				dst.st_mode = S_IFDIR | 0755;
-				copy_list_add(l, dest_rel, "", "", &dst);
-			}
+			/* directory: its contents go into dest (recorded in l->parents) */
 			rc = walk_tree(l, host, dest_rel, rel, exclude, err);
 		} else {
 			cleanup_free char *d = NULL;
@@ -1224,12 +1383,16 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 	ib_error *e = NULL;
 	bool ok = ib_mkdir_p(tmp, 0755, &e) == 0;
 	int64_t epoch = b->o->source_date_epoch;
-	/* parents of the destination: 0755 root, like the layer's entries */
-	cleanup_free char *first = ib_path_join(tmp, l->items[0].dest);
-	char *slash = strrchr(first, '/');
-	if (ok && slash > first + strlen(tmp)) {
-		*slash = '\0';
-		ok = ib_mkdir_p(first, 0755, &e) == 0;
+	/* directories on the way, with the metadata the layer gives them */
+	for (size_t i = 0; i < l->n_parents && ok; i++) {
+		cleanup_free char *d = ib_path_join(tmp, l->parents[i].path);
+		uint32_t m;
+		int64_t u, g;
+		parent_meta(l, i, ov, &m, &u, &g);
+		struct stat ds;
+		ok = (mkdir(d, 0700) == 0 || errno == EEXIST) && lstat(d, &ds) == 0 &&
+		     S_ISDIR(ds.st_mode) && lchown(d, (uid_t)u, (gid_t)g) == 0 &&
+		     chmod(d, (mode_t)m) == 0;
 	}
 	/* files with several links become hardlinks, as in the tar */
 	const copy_item **linked = xcalloc(l->n + 1, sizeof(*linked));
@@ -1301,18 +1464,11 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 		ok = r == 0;
 	}
 	free(linked);
-	/* parent directories of the destination carry the build timestamp */
-	if (ok && slash) {
-		size_t base = strlen(tmp);
-		for (char *q = first + strlen(first); q > first + base; q--) {
-			if (*q != '/' && *q != '\0')
-				continue;
-			char saved = *q;
-			*q = '\0';
-			struct timespec ts[2] = {{0, UTIME_OMIT}, {epoch, 0}};
-			utimensat(AT_FDCWD, first, ts, AT_SYMLINK_NOFOLLOW);
-			*q = saved;
-		}
+	/* directories on the way carry the build timestamp, deepest first */
+	for (size_t i = l->n_parents; i > 0 && ok; i--) {
+		cleanup_free char *d = ib_path_join(tmp, l->parents[i - 1].path);
+		struct timespec ts[2] = {{0, UTIME_OMIT}, {epoch, 0}};
+		utimensat(AT_FDCWD, d, ts, AT_SYMLINK_NOFOLLOW);
 	}
 	/* directory mtimes last, children first */
 	for (size_t i = l->n; i > 0 && ok; i--) {
@@ -1426,14 +1582,13 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 		ib_layer_writer *w = NULL;
 		if (rc == 0)
 			rc = ib_layer_writer_new(&w, b->store, &lo, err);
-		/* parent directories of the destination */
-		if (rc == 0 && l.n > 0) {
-			cleanup_free char *d = xstrdup(l.items[0].dest);
-			for (char *p = strchr(d, '/'); p && rc == 0; p = strchr(p + 1, '/')) {
-				*p = '\0';
-				rc = ib_layer_writer_add_dir(w, d, 0755, 0, 0, err);
-				*p = '/';
-			}
+		/* directories on the way: the image's metadata, or new ones */
+		ib_layer_override pov = {uid, gid, mode};
+		for (size_t i = 0; rc == 0 && i < l.n_parents; i++) {
+			uint32_t m;
+			int64_t u, g;
+			parent_meta(&l, i, &pov, &m, &u, &g);
+			rc = ib_layer_writer_add_dir(w, l.parents[i].path, m, u, g, err);
 		}
 		for (size_t i = 0; i < l.n && rc == 0; i++) {
 			copy_item *it = &l.items[i];

@@ -419,6 +419,36 @@ LUA
 	[[ "$output" == *"#1 12"* ]]
 }
 
+@test "copy destinations follow the image's symlinks and keep its existing directories' metadata" {
+	mkdir -p "$T/usr/ctx/d"
+	echo x > "$T/usr/ctx/x"
+	echo y > "$T/usr/ctx/d/y"
+	cat > "$T/usr/ctx/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run "mkdir -p /usr/lib2 && ln -s usr/lib2 /lib2 && ln -s /usr/lib2 /abs2 && mkdir -m 0750 /keep && chown 7:8 /keep"
+copy { "x", "/tmp/x" }
+copy { "x", "/lib2/x" }
+copy { "d/", "/abs2/" }
+copy { "x", "/keep/x" }
+copy { "d/", "/newdir/", owner = "5:6" }
+run "stat -c '%n %A %u:%g' /tmp /lib2 /usr/lib2/x /usr/lib2/y /keep /newdir /newdir/y | tr '\n' ';'"
+LUA
+	run "$IMGBUILD" build "$T/usr/ctx/recipe.lua" --progress plain -t localhost/usr:1
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"/tmp drwxrwxrwt 0:0;"* ]]
+	[[ "$output" == *"/lib2 lrwxrwxrwx 0:0;"* ]]
+	[[ "$output" == *"/usr/lib2/x -rw-r--r-- 0:0;"* ]]
+	[[ "$output" == *"/usr/lib2/y -rw-r--r-- 0:0;"* ]]
+	[[ "$output" == *"/keep drwxr-x--- 7:8;"* ]]
+	[[ "$output" == *"/newdir drwxr-xr-x 5:6;/newdir/y -rw-r--r-- 5:6;"* ]]
+	# the image itself, read by umoci, agrees
+	unpack_image localhost/usr:1 "$T/usrb"
+	[ -L "$T/usrb/rootfs/lib2" ]
+	[ "$(stat -c %a "$T/usrb/rootfs/tmp")" = 1777 ]
+	[ "$(cat "$T/usrb/rootfs/usr/lib2/y")" = y ]
+}
+
 @test "a failing run reports file:line, status and output; earlier steps stay cached" {
 	mkdir -p "$T/fail"
 	cat > "$T/fail/recipe.lua" <<'LUA'
