@@ -1157,13 +1157,17 @@ static int cmp_cstr(const void *a, const void *b)
 }
 
 /* The xattrs a layer keeps (security.capability, user.* but user.overlay.*),
- * as "name=value" lines in name order, folded into a hash. */
-static void xattrs_feed(ib_digest_ctx *c, const char *path)
+ * as "name=value" lines in name order, hashed. */
+static void xattrs_digest(const char *path, char out[IB_DIGEST_BUFLEN])
 {
+	ib_digest_ctx *c = ib_digest_new();
 	char names[4096];
 	ssize_t n = llistxattr(path, names, sizeof(names));
-	if (n <= 0)
+	if (n <= 0) {
+		ib_digest_final(c, out);
+		ib_digest_free(c);
 		return;
+	}
 	char **kept = xcalloc(1, sizeof(char *));
 	for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1) {
 		const char *name = names + i;
@@ -1181,6 +1185,8 @@ static void xattrs_feed(ib_digest_ctx *c, const char *path)
 		ib_digest_update(c, "\n", 1);
 	}
 	ib_strv_free(kept);
+	ib_digest_final(c, out);
+	ib_digest_free(c);
 }
 
 static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_error **err)
@@ -1229,8 +1235,15 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 		    it->st.st_gid, S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL,
 		    (long long)clamped, content, link_to);
 		ib_digest_update(c, line, strlen(line));
-		if (*it->host)
-			xattrs_feed(c, it->host);
+		if (*it->host) {
+			char xd[IB_DIGEST_BUFLEN];
+			if (S_ISREG(it->st.st_mode))
+				ib_cache_file_xattrs(b->cache, it->host, &it->st, xattrs_digest,
+						     xd);
+			else
+				xattrs_digest(it->host, xd);
+			ib_digest_update(c, xd, strlen(xd));
+		}
 	}
 	free(linked);
 	ib_digest_final(c, out);

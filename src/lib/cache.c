@@ -16,12 +16,16 @@
 #define IB_STAT_CACHE_MAX (256u << 20)
 
 /* One stat cache record.  On disk: "SIZE MTIME_NS INO HEX PATH\0" per
- * entry (PATH last and NUL-terminated, so any byte but NUL may appear). */
+ * entry (PATH last and NUL-terminated, so any byte but NUL may appear),
+ * optionally followed by "X CTIME_NS HEX\0": the digest of the file's
+ * xattrs, valid while its ctime (which any xattr change moves) holds. */
 typedef struct stat_entry {
 	char *path; /* NULL = empty slot */
 	uint64_t size, mtime_ns, ino;
 	char digest[IB_DIGEST_BUFLEN];
-	bool used; /* looked up by this process: kept when the file is saved */
+	uint64_t ctime_ns;
+	char xattrs[IB_DIGEST_BUFLEN]; /* "" = not known */
+	bool used;		       /* looked up by this process: kept when the file is saved */
 } stat_entry;
 
 struct ib_cache {
@@ -89,6 +93,11 @@ static void stat_cache_save(ib_cache *c)
 			       (unsigned long long)e->mtime_ns, (unsigned long long)e->ino,
 			       ib_digest_hex(e->digest));
 		ib_buf_append(&b, e->path, strlen(e->path) + 1);
+		if (e->xattrs[0]) {
+			ib_buf_appendf(&b, "X %llu %s", (unsigned long long)e->ctime_ns,
+				       ib_digest_hex(e->xattrs));
+			ib_buf_append(&b, "", 1);
+		}
 	}
 	ib_error *err = NULL;
 	if (ib_write_file_atomic(c->stat_path, b.data ? b.data : "", b.len, 0600, &err) < 0)
@@ -269,6 +278,15 @@ static void stat_cache_load(ib_cache *c)
 		e->ino = ino;
 		snprintf(e->digest, sizeof(e->digest), "sha256:%s", hex);
 		p = nul + 1;
+		/* optional xattr record of the entry just read */
+		unsigned long long ctime;
+		char *xnul = p < end ? memchr(p, '\0', (size_t)(end - p)) : NULL;
+		if (xnul && p[0] == 'X' && p[1] == ' ' &&
+		    sscanf(p, "X %llu %64[0-9a-f]", &ctime, hex) == 2 && strlen(hex) == 64) {
+			e->ctime_ns = ctime;
+			snprintf(e->xattrs, sizeof(e->xattrs), "sha256:%s", hex);
+			p = xnul + 1;
+		}
 	}
 }
 
@@ -295,9 +313,28 @@ int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
 	e->mtime_ns = mtime_ns;
 	e->ino = (uint64_t)st->st_ino;
 	memcpy(e->digest, out, IB_DIGEST_BUFLEN);
+	e->xattrs[0] = '\0';
 	e->used = true;
 	c->stat_dirty = true;
 	return 0;
+}
+
+void ib_cache_file_xattrs(ib_cache *c, const char *path, const struct stat *st,
+			  ib_xattr_digest_fn compute, char out[IB_DIGEST_BUFLEN])
+{
+	uint64_t ctime_ns =
+	    (uint64_t)st->st_ctim.tv_sec * 1000000000ULL + (uint64_t)st->st_ctim.tv_nsec;
+	stat_entry *e = c->stat_cap ? stat_slot(c, path) : NULL;
+	if (e && e->path && e->xattrs[0] && e->ctime_ns == ctime_ns) {
+		memcpy(out, e->xattrs, IB_DIGEST_BUFLEN);
+		return;
+	}
+	compute(path, out);
+	if (e && e->path) {
+		e->ctime_ns = ctime_ns;
+		memcpy(e->xattrs, out, IB_DIGEST_BUFLEN);
+		c->stat_dirty = true;
+	}
 }
 
 int ib_cache_referenced(ib_cache *c, char ***digests_out, char ***diff_ids_out, ib_error **err)

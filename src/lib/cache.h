@@ -47,6 +47,14 @@ int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
  * free, stat cache entries below it that were not looked up are dropped. */
 void ib_cache_stat_scope(ib_cache *c, const char *dir);
 
+/* Digest of the xattrs a layer keeps for the file at path, remembered with
+ * the file's ctime (an xattr change moves it) next to its stat cache entry;
+ * compute(path, out) is called on a miss.  Call after ib_cache_file_digest
+ * for the same path and stat. */
+typedef void (*ib_xattr_digest_fn)(const char *path, char out[IB_DIGEST_BUFLEN]);
+void ib_cache_file_xattrs(ib_cache *c, const char *path, const struct stat *st,
+			  ib_xattr_digest_fn compute, char out[IB_DIGEST_BUFLEN]);
+
 /* Every blob digest and diff_id referenced by the step cache (for prune).
  * NULL-terminated vectors, caller frees with ib_strv_free. */
 int ib_cache_referenced(ib_cache *c, char ***digests_out, char ***diff_ids_out, ib_error **err);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -674,6 +675,45 @@ static void test_stat_cache_scope_drops_unused_entries(void **state)
 	expect_file_digest(f->c, in_b, stale); /* dropped: hashed again */
 }
 
+static int xattr_calls;
+
+static void fake_xattrs(const char *path, char out[IB_DIGEST_BUFLEN])
+{
+	xattr_calls++;
+	ib_digest_buffer(out, path, strlen(path));
+}
+
+static void test_file_xattrs_remembered_until_ctime_moves(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *p = ib_path_join(f->dir, "xa.txt");
+	put_str(p, "x");
+	struct stat st;
+	lstat_ok(p, &st);
+	char d[IB_DIGEST_BUFLEN], x1[IB_DIGEST_BUFLEN], x2[IB_DIGEST_BUFLEN];
+	ib_error *err = NULL;
+	xattr_calls = 0;
+	must(ib_cache_file_digest(f->c, p, &st, d, &err), &err, "digest");
+	ib_cache_file_xattrs(f->c, p, &st, fake_xattrs, x1);
+	assert_int_equal(xattr_calls, 1);
+	/* persisted: a new handle does not compute again */
+	ib_cache_free(f->c);
+	f->c = NULL;
+	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	must(ib_cache_file_digest(f->c, p, &st, d, &err), &err, "digest 2");
+	ib_cache_file_xattrs(f->c, p, &st, fake_xattrs, x2);
+	assert_int_equal(xattr_calls, 1);
+	assert_string_equal(x1, x2);
+	/* a metadata change moves ctime: computed again */
+	struct timespec pause = {0, 20 * 1000 * 1000};
+	nanosleep(&pause, NULL);
+	assert_int_equal(chmod(p, 0600), 0);
+	lstat_ok(p, &st);
+	must(ib_cache_file_digest(f->c, p, &st, d, &err), &err, "digest 3");
+	ib_cache_file_xattrs(f->c, p, &st, fake_xattrs, x2);
+	assert_int_equal(xattr_calls, 2);
+}
+
 static void test_file_digest_missing_file(void **state)
 {
 	fixture *f = *state;
@@ -848,6 +888,7 @@ int main(void)
 	    T(test_stat_cache_not_written_when_unused),
 	    T(test_stat_cache_corrupt_file_is_ignored),
 	    T(test_stat_cache_entry_with_bad_digest_is_rehashed),
+	    T(test_file_xattrs_remembered_until_ctime_moves),
 	    T(test_file_digest_missing_file),
 	    T(test_file_digest_refuses_symlink),
 	    T(test_referenced_lists_layer_digests),
