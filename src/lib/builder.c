@@ -518,6 +518,13 @@ static void clear_last(builder *b)
 	b->n_last = 0;
 }
 
+static bool path_within(const char *root_real, const char *p)
+{
+	size_t n = strlen(root_real);
+	return !strcmp(root_real, "/") ||
+	       (!strncmp(p, root_real, n) && (p[n] == '\0' || p[n] == '/'));
+}
+
 /* Where a secret's bytes come from: --secret id=ID,src=PATH on the command
  * line (the person running the build decides), else the recipe's src,
  * which must be a file inside the build context: a recipe alone never
@@ -534,10 +541,9 @@ static int secret_source(builder *b, const char *id, const char *src, char **out
 	}
 	cleanup_free char *p = src[0] == '/' ? xstrdup(src) : ib_path_join(b->context, src);
 	char real[PATH_MAX];
-	size_t n = strlen(b->context);
 	if (!realpath(p, real))
 		return ib_error_set(err, errno, "run: secret \"%s\": %s", id, src);
-	if (strncmp(real, b->context, n) != 0 || real[n] != '/')
+	if (!path_within(b->context, real) || !strcmp(real, b->context))
 		return ib_error_setc(err, IB_EUNSAFE,
 				     "run: secret \"%s\": %s is outside the build context; pass it "
 				     "with --secret id=%s,src=PATH",
@@ -934,13 +940,6 @@ static int walk_tree(copy_list *l, const char *host, const char *dest, const cha
 	return 0;
 }
 
-static bool path_within(const char *root_real, const char *p)
-{
-	size_t n = strlen(root_real);
-	return !strcmp(root_real, "/") ||
-	       (!strncmp(p, root_real, n) && (p[n] == '\0' || p[n] == '/'));
-}
-
 /* Expand a copy source into (rel path) matches under root. */
 static int expand_source(const char *root, const char *src, char ***out, ib_error **err)
 {
@@ -1156,7 +1155,7 @@ static int cmp_cstr(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The xattrs a layer keeps (security.capability, user.* but user.overlay.*),
+/* The xattrs a layer keeps (ib_layer_keeps_xattr),
  * as "name=value" lines in name order, hashed. */
 static void xattrs_digest(const char *path, char out[IB_DIGEST_BUFLEN])
 {
@@ -1171,8 +1170,7 @@ static void xattrs_digest(const char *path, char out[IB_DIGEST_BUFLEN])
 	char **kept = xcalloc(1, sizeof(char *));
 	for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1) {
 		const char *name = names + i;
-		if (!strcmp(name, "security.capability") ||
-		    (!strncmp(name, "user.", 5) && strncmp(name, "user.overlay.", 13) != 0))
+		if (ib_layer_keeps_xattr(name))
 			ib_strv_push(&kept, name);
 	}
 	qsort(kept, ib_strv_len(kept), sizeof(char *), cmp_cstr);
@@ -1189,6 +1187,20 @@ static void xattrs_digest(const char *path, char out[IB_DIGEST_BUFLEN])
 	ib_digest_free(c);
 }
 
+/* Hardlinks, as the tar writes them: for a regular file with several links,
+ * the earlier item of the same inode, or NULL (then it is recorded in
+ * linked, which holds at most one item per inode). */
+static const copy_item *first_link(const copy_item **linked, size_t *n_linked, const copy_item *it)
+{
+	if (!*it->host || !S_ISREG(it->st.st_mode) || it->st.st_nlink < 2)
+		return NULL;
+	for (size_t k = 0; k < *n_linked; k++)
+		if (linked[k]->st.st_dev == it->st.st_dev && linked[k]->st.st_ino == it->st.st_ino)
+			return linked[k];
+	linked[(*n_linked)++] = it;
+	return NULL;
+}
+
 static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_error **err)
 {
 	ib_digest_ctx *c = ib_digest_new();
@@ -1198,15 +1210,8 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 	int rc = 0;
 	for (size_t i = 0; i < l->n && rc == 0; i++) {
 		copy_item *it = &l->items[i];
-		const char *link_to = "";
-		if (*it->host && S_ISREG(it->st.st_mode) && it->st.st_nlink > 1) {
-			for (size_t k = 0; k < n_linked && !*link_to; k++)
-				if (linked[k]->st.st_dev == it->st.st_dev &&
-				    linked[k]->st.st_ino == it->st.st_ino)
-					link_to = linked[k]->dest;
-			if (!*link_to)
-				linked[n_linked++] = it;
-		}
+		const copy_item *orig = first_link(linked, &n_linked, it);
+		const char *link_to = orig ? orig->dest : "";
 		char *content = it->content;
 		content[0] = '\0';
 		/* the layer stores min(mtime, epoch): only an mtime below the
@@ -1299,15 +1304,14 @@ static int copy_file_data(int in, int out)
 	}
 }
 
-/* The xattrs a layer keeps (layer.h): security.capability and user.*. */
+/* The xattrs a layer keeps (ib_layer_keeps_xattr). */
 static void copy_xattrs(const char *src, const char *dst)
 {
 	char names[4096];
 	ssize_t n = llistxattr(src, names, sizeof(names));
 	for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1) {
 		const char *name = names + i;
-		if (strcmp(name, "security.capability") != 0 &&
-		    (strncmp(name, "user.", 5) != 0 || !strncmp(name, "user.overlay.", 13)))
+		if (!ib_layer_keeps_xattr(name))
 			continue;
 		char val[4096];
 		ssize_t v = lgetxattr(src, name, val, sizeof(val));
@@ -1423,18 +1427,11 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 			if (old && link(old, dst) == 0)
 				continue;
 		}
-		if (*it->host && S_ISREG(st.st_mode) && st.st_nlink > 1) {
-			const copy_item *orig = NULL;
-			for (size_t k = 0; k < n_linked && !orig; k++)
-				if (linked[k]->st.st_dev == st.st_dev &&
-				    linked[k]->st.st_ino == st.st_ino)
-					orig = linked[k];
-			if (orig) {
-				cleanup_free char *target = ib_path_join(tmp, orig->dest);
-				ok = link(target, dst) == 0;
-				continue;
-			}
-			linked[n_linked++] = it;
+		const copy_item *orig = first_link(linked, &n_linked, it);
+		if (orig) {
+			cleanup_free char *target = ib_path_join(tmp, orig->dest);
+			ok = link(target, dst) == 0;
+			continue;
 		}
 		if (!*it->host)
 			st.st_mode = S_IFDIR | 0755;

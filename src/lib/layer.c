@@ -104,7 +104,7 @@ static int path_cmp(const char *a, const char *b)
 
 /* ---- xattrs ---- */
 
-static bool keep_xattr(const char *name)
+bool ib_layer_keeps_xattr(const char *name)
 {
 	if (strcmp(name, "security.capability") == 0)
 		return true;
@@ -183,7 +183,7 @@ static int host_xattrs(int fd, const char *path, struct archive_entry *ae, ib_er
 	int ret = 0;
 	for (ssize_t off = 0; off < n; off += (ssize_t)strlen(list + off) + 1) {
 		const char *name = list + off;
-		if (!keep_xattr(name))
+		if (!ib_layer_keeps_xattr(name))
 			continue;
 		void *val = NULL;
 		ssize_t vn;
@@ -969,7 +969,7 @@ static void import_xattrs(struct archive_entry *in, struct archive_entry *ae)
 	const void *value;
 	size_t size;
 	while (archive_entry_xattr_next(in, &name, &value, &size) == ARCHIVE_OK) {
-		if (name == NULL || !keep_xattr(name))
+		if (name == NULL || !ib_layer_keeps_xattr(name))
 			continue;
 		void *v = xmalloc(size ? size : 1);
 		if (size)

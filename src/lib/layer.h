@@ -69,6 +69,11 @@ typedef struct ib_layer_override {
 		-1, -1, -1                                                                         \
 	}
 
+/* Whether a layer keeps an xattr of this name: security.capability and
+ * user.* (but user.overlay.*); overlay bookkeeping, SELinux labels and the
+ * like describe the host, not the image. */
+bool ib_layer_keeps_xattr(const char *name);
+
 typedef struct ib_layer_writer ib_layer_writer;
 
 /* The store is borrowed and must outlive the writer. */
