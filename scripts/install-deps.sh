@@ -9,7 +9,7 @@ PKGS=(
   zlib1g-dev libzstd-dev libcmocka-dev
   bats docker-registry skopeo umoci podman runc buildah
   busybox-static linux-libc-dev python3 python3-jwt openssl apache2-utils
-  zstd file time
+  zstd file time bc parallel
 )
 
 missing=()

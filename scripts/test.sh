@@ -5,17 +5,28 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-deps.sh || exit 1
+# phase NAME START: print how long a phase took (seconds since START).
+phase_start() { date +%s.%N; }
+phase_end() { printf 'phase %-12s %7.1fs\n' "$1" "$(echo "$(date +%s.%N) - $2" | bc -l)"; }
+phases=()
 
+t=$(phase_start)
+bash scripts/install-deps.sh || exit 1
+phases+=("$(phase_end deps "$t")")
+
+t=$(phase_start)
 cmake --preset asan >/dev/null || exit 1
 cmake --build --preset asan -j"$(nproc)" || exit 1
+phases+=("$(phase_end build "$t")")
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
+t=$(phase_start)
 unit_ok=0
-ctest --preset asan -j2 2>&1 | tee build-asan/unit.log || unit_ok=1
-# ctest closes with "100% tests passed, 0 tests failed out of 16"
+ctest --preset asan -j"$(nproc)" 2>&1 | tee build-asan/unit.log || unit_ok=1
+phases+=("$(phase_end unit "$t")")
+# ctest closes with "100% tests passed, 0 tests failed out of N"
 summary=$(grep -E 'tests failed out of [0-9]+' build-asan/unit.log | tail -1)
 unit_total=$(echo "$summary" | sed -nE 's/.* out of ([0-9]+).*/\1/p')
 unit_failed=$(echo "$summary" | sed -nE 's/.* ([0-9]+) tests failed.*/\1/p')
@@ -23,8 +34,13 @@ unit_total=${unit_total:-0}
 unit_passed=$(( unit_total - ${unit_failed:-$unit_total} ))
 
 export IMGBUILD="$PWD/build-asan/imgbuild"
+# The suites run side by side (each has its own store, registries and
+# podman storage); the cases inside one file share state and stay in order.
+t=$(phase_start)
 bats_ok=0
-bats --tap tests/integration 2>&1 | tee build-asan/integration.log || bats_ok=1
+bats --tap --jobs "${IB_TEST_JOBS:-$(nproc)}" --no-parallelize-within-files tests/integration 2>&1 |
+	tee build-asan/integration.log || bats_ok=1
+phases+=("$(phase_end integration "$t")")
 b_pass=$(grep -c '^ok ' build-asan/integration.log || true)
 b_fail=$(grep -c '^not ok ' build-asan/integration.log || true)
 b_skip=$(grep -c '^ok .*# skip' build-asan/integration.log || true)
@@ -32,6 +48,7 @@ b_skip=$(grep -c '^ok .*# skip' build-asan/integration.log || true)
 passed=$(( ${unit_passed:-0} + b_pass - b_skip ))
 failed=$(( ${unit_total:-0} - ${unit_passed:-0} + b_fail ))
 echo
+printf '%s\n' "${phases[@]}"
 echo "unit: ${unit_passed:-0}/${unit_total:-0} passed; integration: $((b_pass - b_skip)) passed, $b_fail failed, $b_skip skipped"
 echo "$passed passed, $failed failed, $b_skip skipped"
 [ "$unit_ok" = 0 ] && [ "$bats_ok" = 0 ] && [ "$failed" = 0 ]
