@@ -14,7 +14,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
-#include "registry.h"
+#include "registry_internal.h"
 #include "util.h"
 
 /* ---- Link ---- */
