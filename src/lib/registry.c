@@ -53,6 +53,7 @@ void ib_registry_report_event(ib_registry_session *s, const char *what, const ch
 	s->o.event(what, state, size, s->o.payload);
 	pthread_mutex_unlock(&s->cb_lock);
 }
+
 /* ------------------------------------------------------------------ */
 /* session setup                                                       */
 
@@ -85,11 +86,7 @@ static int ping(ib_registry_session *s, ib_error **err)
 	for (size_t i = 0; i < n; i++) {
 		free(s->base);
 		s->base = xasprintf("%s://%s", schemes[i], s->host);
-		http_req req = {.method = "GET",
-				.url = "/v2/",
-				.no_auth = true,
-				.no_retry = true,
-				.range_from = -1};
+		http_req req = {.method = "GET", .url = "/v2/", .no_auth = true, .no_retry = true};
 		r = ib_registry_request(s, s->h, &req, &resp, err);
 		if (r < 0 && !resp.cb_err) {
 			bool mismatch = !strcmp(schemes[i], "http")
@@ -246,7 +243,7 @@ int ib_registry_blob_head(ib_registry_session *s, CURL *h, const char *digest, i
 			  ib_error **err)
 {
 	cleanup_free char *url = xasprintf("/v2/%s/blobs/%s", s->name, digest);
-	http_req req = {.method = "HEAD", .url = url, .range_from = -1};
+	http_req req = {.method = "HEAD", .url = url};
 	http_resp resp;
 	ib_registry_resp_init(&resp);
 	int r = ib_registry_request(s, h, &req, &resp, err);
@@ -327,7 +324,7 @@ static int dl_write(void *p, const char *data, size_t len, ib_error **err)
 static void dl_prepare(void *p, http_req *req)
 {
 	download *d = p;
-	req->range_from = d->written > 0 ? d->written : -1;
+	req->range_from = d->written;
 }
 
 int ib_registry_blob_download(ib_registry_session *s, CURL *h, ib_store *store, const char *digest,
@@ -344,7 +341,7 @@ int ib_registry_blob_download(ib_registry_session *s, CURL *h, ib_store *store, 
 		return r;
 	cleanup_free char *url = xasprintf("/v2/%s/blobs/%s", s->name, digest);
 	sink sk = {dl_begin, dl_write, dl_prepare, &d};
-	http_req req = {.method = "GET", .url = url, .sink = &sk, .range_from = -1};
+	http_req req = {.method = "GET", .url = url, .sink = &sk};
 	http_resp resp;
 	ib_registry_resp_init(&resp);
 	for (int short_reads = 0;;) {
@@ -400,11 +397,7 @@ static int start_upload(ib_registry_session *s, CURL *h, const char *digest, con
 		cleanup_free char *url = xasprintf("%s?mount=%s&from=%s", uploads, digest, from);
 		cleanup_free char *from_scope = ib_auth_scope_repository(mount_from, false);
 		cleanup_free char *scope = ib_auth_scope_merge(s->scope, from_scope);
-		http_req req = {.method = "POST",
-				.url = url,
-				.scope = scope,
-				.no_retry = true,
-				.range_from = -1};
+		http_req req = {.method = "POST", .url = url, .scope = scope, .no_retry = true};
 		r = ib_registry_request(s, h, &req, &resp, err);
 		if (r == 0 && resp.status == 201) {
 			ib_registry_resp_free(&resp);
@@ -417,8 +410,7 @@ static int start_upload(ib_registry_session *s, CURL *h, const char *digest, con
 			r = ib_registry_http_error(s, "POST", &resp, err);
 		}
 	} else {
-		http_req req = {
-		    .method = "POST", .url = uploads, .no_retry = true, .range_from = -1};
+		http_req req = {.method = "POST", .url = uploads, .no_retry = true};
 		r = ib_registry_request(s, h, &req, &resp, err);
 		if (r == 0 && (resp.status != 202 || !resp.location))
 			r = ib_registry_http_error(s, "POST", &resp, err);
@@ -454,8 +446,7 @@ static int send_upload(ib_registry_session *s, CURL *h, int fd, const char *dige
 				.url = url,
 				.body = &body,
 				.content_type = "application/octet-stream",
-				.no_retry = true,
-				.range_from = -1};
+				.no_retry = true};
 		r = ib_registry_request(s, h, &req, &resp, err);
 	} else {
 		for (int64_t off = 0; off < size;) {
@@ -469,8 +460,7 @@ static int send_upload(ib_registry_session *s, CURL *h, int fd, const char *dige
 					.body = &body,
 					.content_type = "application/octet-stream",
 					.extra_header = crange,
-					.no_retry = true,
-					.range_from = -1};
+					.no_retry = true};
 			r = ib_registry_request(s, h, &req, &resp, err);
 			if (r < 0)
 				break;
@@ -489,8 +479,7 @@ static int send_upload(ib_registry_session *s, CURL *h, int fd, const char *dige
 		}
 		if (r == 0 && !strcmp(method, "PUT")) {
 			cleanup_free char *url = with_query(loc, dq);
-			http_req req = {
-			    .method = "PUT", .url = url, .no_retry = true, .range_from = -1};
+			http_req req = {.method = "PUT", .url = url, .no_retry = true};
 			r = ib_registry_request(s, h, &req, &resp, err);
 		}
 	}
@@ -592,8 +581,7 @@ int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char
 	cleanup_free char *url = xasprintf("/v2/%s/manifests/%s", s->name, reference);
 	ib_buf body;
 	ib_buf_init(&body, IB_MAX_MANIFEST_SIZE);
-	http_req req = {
-	    .method = "GET", .url = url, .accept = manifest_accept, .out = &body, .range_from = -1};
+	http_req req = {.method = "GET", .url = url, .accept = manifest_accept, .out = &body};
 	http_resp resp;
 	ib_registry_resp_init(&resp);
 	int r = ib_registry_request(s, s->h, &req, &resp, err);
@@ -645,8 +633,7 @@ int ib_registry_manifest_put(ib_registry_session *s, const char *reference, cons
 		reference = d;
 	cleanup_free char *url = xasprintf("/v2/%s/manifests/%s", s->name, reference);
 	body_src b = {.mem = body, .fd = -1, .len = (int64_t)len};
-	http_req req = {
-	    .method = "PUT", .url = url, .body = &b, .content_type = media_type, .range_from = -1};
+	http_req req = {.method = "PUT", .url = url, .body = &b, .content_type = media_type};
 	http_resp resp;
 	ib_registry_resp_init(&resp);
 	int r = ib_registry_request(s, s->h, &req, &resp, err);
@@ -680,8 +667,7 @@ static int get_pages(ib_registry_session *s, const char *first, const char *fiel
 		http_req req = {.method = "GET",
 				.url = url,
 				.out = &body,
-				.accept = "Accept: application/json",
-				.range_from = -1};
+				.accept = "Accept: application/json"};
 		http_resp resp;
 		ib_registry_resp_init(&resp);
 		r = ib_registry_request(s, s->h, &req, &resp, err);
@@ -803,7 +789,7 @@ int ib_registry_login_check(const char *host, const ib_credentials *creds,
 		ib_registry_session_free(s);
 		return 0;
 	}
-	http_req req = {.method = "GET", .url = "/v2/", .range_from = -1};
+	http_req req = {.method = "GET", .url = "/v2/"};
 	http_resp resp;
 	ib_registry_resp_init(&resp);
 	r = ib_registry_request(s, s->h, &req, &resp, err);

@@ -94,8 +94,7 @@ static int fetch_token(ib_registry_session *s, CURL *h, const char *scope, ib_er
 			.accept = "Accept: application/json",
 			.no_auth = true,
 			.auth_header = auth,
-			.auth_origin = url,
-			.range_from = -1};
+			.auth_origin = url};
 	http_resp resp;
 	ib_registry_resp_init(&resp);
 	ib_registry_debug(s, "requesting a token for scope \"%s\"%s", scope ? scope : "",

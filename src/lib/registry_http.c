@@ -219,7 +219,6 @@ void ib_registry_resp_free(http_resp *r)
 }
 
 typedef struct xfer {
-	ib_registry_session *s;
 	http_req *req;
 	http_resp *resp;
 	bool began;
@@ -425,7 +424,7 @@ static void perform_once(ib_registry_session *s, CURL *h, http_req *req, const c
 			 const char *url, const char *auth, bool with_body, http_resp *resp)
 {
 	curl_easy_reset(h);
-	xfer x = {s, req, resp, false};
+	xfer x = {req, resp, false};
 	body_src empty = {.fd = -1};
 	struct curl_slist *hl = NULL;
 	if (auth) {

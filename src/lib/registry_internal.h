@@ -137,8 +137,8 @@ struct http_req {
 	body_src *body;
 	ib_buf *out; /* 2xx body (NULL = discard) */
 	sink *sink;
-	int64_t range_from;
-	bool no_retry; /* the caller retries (uploads) */
+	int64_t range_from; /* > 0: ask for the bytes from here on (Range) */
+	bool no_retry;	    /* the caller retries (uploads) */
 	bool no_auth;
 	const char *auth_header; /* explicit Authorization (token realm) */
 	const char *auth_origin; /* where auth_header may go */
