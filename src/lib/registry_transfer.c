@@ -221,8 +221,12 @@ static bool config_media_type_ok(const char *mt)
 	return !mt || !strcmp(mt, IB_MT_OCI_CONFIG) || !strcmp(mt, IB_MT_DOCKER_CONFIG);
 }
 
-static int pull_with_session(ib_registry_session *s, ib_store *st, const char *tagname,
-			     const char *reference, ib_descriptor *desc_out, ib_error **err)
+/* GET reference and, when it is an index, the manifest it lists for the
+ * wanted platform.  *body_out, *ctype_out: the image manifest (caller
+ * frees); *desc: its descriptor (caller clears, also on failure). */
+static int fetch_image_manifest(ib_registry_session *s, const char *reference, char **body_out,
+				size_t *len_out, char **ctype_out, ib_descriptor *desc,
+				ib_error **err)
 {
 	cleanup_free char *body = NULL;
 	cleanup_free char *ctype = NULL;
@@ -235,70 +239,65 @@ static int pull_with_session(ib_registry_session *s, ib_store *st, const char *t
 	r = ib_oci_is_index(body, len, &is_index, err);
 	if (r < 0)
 		return ib_error_wrap(err, "manifest %s", digest);
-	ib_descriptor desc = {0};
-	if (is_index) {
-		ib_index *idx = NULL;
-		r = ib_index_parse(&idx, body, len, err);
-		if (r < 0)
-			return ib_error_wrap(err, "index %s", digest);
-		const ib_descriptor *m = NULL;
-		r = choose_platform(s, idx, reference, &m, err);
-		if (r == 0) {
-			ib_descriptor_copy(&desc, m);
-			ib_registry_debug(s, "index %s: using %s for %s/%s", digest, desc.digest,
-					  desc.platform.os, desc.platform.architecture);
-		}
-		ib_index_free(idx);
-		if (r < 0)
-			return r;
-		free(body);
-		free(ctype);
-		body = NULL;
-		ctype = NULL;
-		char d2[IB_DIGEST_BUFLEN];
-		r = ib_registry_manifest_get(s, desc.digest, &body, &len, &ctype, d2, err);
-		if (r == 0 && desc.size >= 0 && (int64_t)len != desc.size)
-			r = ib_error_setc(err, IB_EDIGEST,
-					  "manifest %s has %zu bytes, the index says %" PRId64,
-					  desc.digest, len, desc.size);
-		if (r == 0) {
-			r = ib_oci_is_index(body, len, &is_index, err);
-			if (r == 0 && is_index)
-				r = ib_error_setc(err, IB_EINVALID,
-						  "nested index %s is not supported", desc.digest);
-		}
-		if (r < 0) {
-			ib_descriptor_clear(&desc);
-			return r;
-		}
-	} else {
-		memcpy(desc.digest, digest, IB_DIGEST_BUFLEN);
-		desc.size = (int64_t)len;
+	if (!is_index) {
+		memcpy(desc->digest, digest, IB_DIGEST_BUFLEN);
+		desc->size = (int64_t)len;
+		*body_out = steal_pointer(&body);
+		*len_out = len;
+		*ctype_out = steal_pointer(&ctype);
+		return 0;
 	}
-	ib_manifest *m = NULL;
-	r = ib_manifest_parse(&m, body, len, err);
-	if (r < 0) {
-		ib_error_wrap(err, "manifest %s", desc.digest);
-		ib_descriptor_clear(&desc);
+	ib_index *idx = NULL;
+	r = ib_index_parse(&idx, body, len, err);
+	if (r < 0)
+		return ib_error_wrap(err, "index %s", digest);
+	const ib_descriptor *m = NULL;
+	r = choose_platform(s, idx, reference, &m, err);
+	if (r == 0) {
+		ib_descriptor_copy(desc, m);
+		ib_registry_debug(s, "index %s: using %s for %s/%s", digest, desc->digest,
+				  desc->platform.os, desc->platform.architecture);
+	}
+	ib_index_free(idx);
+	if (r < 0)
 		return r;
-	}
-	free(desc.media_type);
-	desc.media_type = xstrdup(m->media_type ? m->media_type
-				  : ctype	? ctype
-						: IB_MT_OCI_MANIFEST);
-	job *jobs = xcalloc(m->n_layers + 1, sizeof(job));
+	free(body);
+	free(ctype);
+	body = NULL;
+	ctype = NULL;
+	char d2[IB_DIGEST_BUFLEN];
+	r = ib_registry_manifest_get(s, desc->digest, &body, &len, &ctype, d2, err);
+	if (r < 0)
+		return r;
+	if (desc->size >= 0 && (int64_t)len != desc->size)
+		return ib_error_setc(err, IB_EDIGEST,
+				     "manifest %s has %zu bytes, the index says %" PRId64,
+				     desc->digest, len, desc->size);
+	r = ib_oci_is_index(body, len, &is_index, err);
+	if (r == 0 && is_index)
+		r = ib_error_setc(err, IB_EINVALID, "nested index %s is not supported",
+				  desc->digest);
+	if (r < 0)
+		return r;
+	*body_out = steal_pointer(&body);
+	*len_out = len;
+	*ctype_out = steal_pointer(&ctype);
+	return 0;
+}
+
+/* The blobs to download for manifest m (config first, no duplicates).
+ * jobs has room for every layer and the config. */
+static int pull_jobs(ib_registry_session *s, ib_store *st, const ib_manifest *m,
+		     const char *manifest_digest, job *jobs, size_t *nj_out, ib_error **err)
+{
 	size_t nj = 0;
-	if (!config_media_type_ok(m->config.media_type)) {
-		r = ib_error_setc(err, IB_EINVALID,
-				  "%s is not a container image (config media type %s)", desc.digest,
-				  m->config.media_type);
-		goto out;
-	}
-	if (m->config.size < 0 || m->config.size > (int64_t)IB_MAX_CONFIG_SIZE) {
-		r = ib_error_setc(err, IB_ETOOLARGE, "config %s: %" PRId64 " bytes exceeds %u",
-				  m->config.digest, m->config.size, IB_MAX_CONFIG_SIZE);
-		goto out;
-	}
+	if (!config_media_type_ok(m->config.media_type))
+		return ib_error_setc(err, IB_EINVALID,
+				     "%s is not a container image (config media type %s)",
+				     manifest_digest, m->config.media_type);
+	if (m->config.size < 0 || m->config.size > (int64_t)IB_MAX_CONFIG_SIZE)
+		return ib_error_setc(err, IB_ETOOLARGE, "config %s: %" PRId64 " bytes exceeds %u",
+				     m->config.digest, m->config.size, IB_MAX_CONFIG_SIZE);
 	jobs[nj++] = (job){m->config.digest, m->config.size, NULL};
 	for (size_t i = 0; i < m->n_layers; i++) {
 		const ib_descriptor *l = &m->layers[i];
@@ -308,72 +307,98 @@ static int pull_with_session(ib_registry_session *s, ib_store *st, const char *t
 				dup = true;
 		if (dup)
 			continue;
-		if (is_foreign(l)) {
-			/* only from the registry itself, never from the listed URLs */
-			bool have = ib_store_blob_exists(st, l->digest);
-			if (!have && ib_registry_blob_head(s, s->h, l->digest, NULL, NULL) != 0) {
-				r = ib_error_setc(
-				    err, IB_ENOTFOUND,
-				    "foreign layer %s is not available from %s; "
-				    "imgbuild does not fetch layers from external URLs",
-				    l->digest, s->host);
-				goto out;
-			}
-		}
+		/* a foreign layer only from the registry itself, never from its URLs */
+		if (is_foreign(l) && !ib_store_blob_exists(st, l->digest) &&
+		    ib_registry_blob_head(s, s->h, l->digest, NULL, NULL) != 0)
+			return ib_error_setc(err, IB_ENOTFOUND,
+					     "foreign layer %s is not available from %s; "
+					     "imgbuild does not fetch layers from external URLs",
+					     l->digest, s->host);
 		jobs[nj++] = (job){l->digest, l->size, NULL};
 	}
-	r = run_jobs(s, st, false, jobs, nj, err);
+	*nj_out = nj;
+	return 0;
+}
+
+/* The downloaded config must be an image config matching the layers; it
+ * gives desc its platform when the index did not. */
+static int check_config(ib_store *st, const ib_manifest *m, ib_descriptor *desc, ib_error **err)
+{
+	cleanup_free char *cbuf = NULL;
+	size_t clen = 0;
+	json_t *cfg = NULL;
+	int r = ib_store_blob_read(st, m->config.digest, IB_MAX_CONFIG_SIZE, &cbuf, &clen, err);
+	if (r == 0)
+		r = ib_config_parse(&cfg, cbuf, clen, err);
+	if (r == 0 && ib_config_n_diff_ids(cfg) != m->n_layers)
+		r = ib_error_setc(err, IB_EINVALID, "config %s lists %zu layers, the manifest %zu",
+				  m->config.digest, ib_config_n_diff_ids(cfg), m->n_layers);
+	if (r == 0 && !desc->platform.os) {
+		const char *os = json_string_value(json_object_get(cfg, "os"));
+		const char *arch = json_string_value(json_object_get(cfg, "architecture"));
+		const char *var = json_string_value(json_object_get(cfg, "variant"));
+		desc->platform.os = os ? xstrdup(os) : NULL;
+		desc->platform.architecture = arch ? xstrdup(arch) : NULL;
+		desc->platform.variant = var ? xstrdup(var) : NULL;
+	}
+	json_decref(cfg);
+	return r < 0 ? ib_error_wrap(err, "config") : 0;
+}
+
+/* Store the manifest bytes and tag them. */
+static int store_manifest(ib_store *st, const char *tagname, const char *body, size_t len,
+			  ib_descriptor *desc, ib_error **err)
+{
+	char stored[IB_DIGEST_BUFLEN];
+	int r = ib_store_blob_put(st, body, len, stored, err);
+	if (r < 0)
+		return r;
+	if (strcmp(stored, desc->digest) != 0)
+		return ib_error_setc(err, IB_EDIGEST, "stored manifest as %s, expected %s", stored,
+				     desc->digest);
+	/* drop fields the tag descriptor should not carry over from the index */
+	json_decref(desc->annotations);
+	desc->annotations = NULL;
+	ib_strv_free(desc->urls);
+	desc->urls = NULL;
+	return tagname ? ib_store_tag_set(st, tagname, desc, err) : 0;
+}
+
+static int pull_with_session(ib_registry_session *s, ib_store *st, const char *tagname,
+			     const char *reference, ib_descriptor *desc_out, ib_error **err)
+{
+	cleanup_free char *body = NULL;
+	cleanup_free char *ctype = NULL;
+	size_t len = 0;
+	ib_descriptor desc = {0};
+	ib_manifest *m = NULL;
+	job *jobs = NULL;
+	size_t nj = 0;
+	int r = fetch_image_manifest(s, reference, &body, &len, &ctype, &desc, err);
 	if (r < 0)
 		goto out;
-	{
-		/* the config must be an image config matching the layers */
-		cleanup_free char *cbuf = NULL;
-		size_t clen = 0;
-		json_t *cfg = NULL;
-		r = ib_store_blob_read(st, m->config.digest, IB_MAX_CONFIG_SIZE, &cbuf, &clen, err);
-		if (r == 0)
-			r = ib_config_parse(&cfg, cbuf, clen, err);
-		if (r == 0 && ib_config_n_diff_ids(cfg) != m->n_layers)
-			r = ib_error_setc(err, IB_EINVALID,
-					  "config %s lists %zu layers, the manifest %zu",
-					  m->config.digest, ib_config_n_diff_ids(cfg), m->n_layers);
-		if (r == 0 && !desc.platform.os) {
-			const char *os = json_string_value(json_object_get(cfg, "os"));
-			const char *arch = json_string_value(json_object_get(cfg, "architecture"));
-			const char *var = json_string_value(json_object_get(cfg, "variant"));
-			desc.platform.os = os ? xstrdup(os) : NULL;
-			desc.platform.architecture = arch ? xstrdup(arch) : NULL;
-			desc.platform.variant = var ? xstrdup(var) : NULL;
-		}
-		json_decref(cfg);
-		if (r < 0) {
-			ib_error_wrap(err, "config");
-			goto out;
-		}
+	r = ib_manifest_parse(&m, body, len, err);
+	if (r < 0) {
+		ib_error_wrap(err, "manifest %s", desc.digest);
+		goto out;
 	}
-	{
-		char stored[IB_DIGEST_BUFLEN];
-		r = ib_store_blob_put(st, body, len, stored, err);
-		if (r == 0 && strcmp(stored, desc.digest) != 0)
-			r = ib_error_setc(err, IB_EDIGEST, "stored manifest as %s, expected %s",
-					  stored, desc.digest);
-		if (r < 0)
-			goto out;
-	}
-	/* drop fields the tag descriptor should not carry over from the index */
-	json_decref(desc.annotations);
-	desc.annotations = NULL;
-	ib_strv_free(desc.urls);
-	desc.urls = NULL;
-	if (tagname) {
-		r = ib_store_tag_set(st, tagname, &desc, err);
-		if (r < 0)
-			goto out;
-	}
+	free(desc.media_type);
+	desc.media_type = xstrdup(m->media_type ? m->media_type
+				  : ctype	? ctype
+						: IB_MT_OCI_MANIFEST);
+	jobs = xcalloc(m->n_layers + 1, sizeof(job));
+	r = pull_jobs(s, st, m, desc.digest, jobs, &nj, err);
+	if (r == 0)
+		r = run_jobs(s, st, false, jobs, nj, err);
+	if (r == 0)
+		r = check_config(st, m, &desc, err);
+	if (r == 0)
+		r = store_manifest(st, tagname, body, len, &desc, err);
+	if (r < 0)
+		goto out;
 	record_blobs(s, st, NULL, jobs, nj);
-	if (desc_out) {
+	if (desc_out)
 		ib_descriptor_copy(desc_out, &desc);
-	}
 out:
 	free(jobs);
 	ib_manifest_free(m);
