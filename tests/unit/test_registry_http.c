@@ -533,6 +533,167 @@ static void test_upload_in_chunks_and_by_mount(void **state)
 	tu_http_stop(srv);
 }
 
+/* ---- pull through the whole stack ---- */
+
+typedef struct content {
+	char path[256];
+	char *body;
+	const char *type;
+} content;
+
+typedef struct contentsrv {
+	content items[16];
+	size_t n;
+} contentsrv;
+
+static void content_handler(const tu_http_request *req, tu_http_response *resp, void *payload)
+{
+	contentsrv *c = payload;
+	if (!strcmp(req->target, "/v2/"))
+		return;
+	for (size_t i = 0; i < c->n; i++) {
+		if (strcmp(req->target, c->items[i].path) != 0)
+			continue;
+		tu_http_set_body(resp, c->items[i].body, (size_t)-1);
+		if (c->items[i].type)
+			tu_http_add_header(resp, "Content-Type: %s", c->items[i].type);
+		return;
+	}
+	resp->status = 404;
+	tu_http_set_body(resp, "{\"errors\":[{\"code\":\"MANIFEST_UNKNOWN\"}]}", (size_t)-1);
+}
+
+/* Serve body at /v2/REPO/KIND/DIGEST (and at /v2/REPO/KIND/alias when
+ * given); out gets the digest. */
+static void serve(contentsrv *c, const char *kind, const char *alias, const char *type, char *body,
+		  char out[IB_DIGEST_BUFLEN])
+{
+	char d[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(d, body, strlen(body));
+	if (out)
+		memcpy(out, d, IB_DIGEST_BUFLEN);
+	for (int k = 0; k < (alias ? 2 : 1); k++) {
+		content *it = &c->items[c->n++];
+		snprintf(it->path, sizeof(it->path), "/v2/" REPO "/%s/%s", kind, k ? alias : d);
+		it->body = k ? xstrdup(body) : body;
+		it->type = type;
+	}
+}
+
+/* An image for arch whose config lists n_diff_ids layers (1 is right). */
+static void serve_image(contentsrv *c, const char *arch, int n_diff_ids,
+			char manifest[IB_DIGEST_BUFLEN], size_t *manifest_len)
+{
+	char layer[IB_DIGEST_BUFLEN], config[IB_DIGEST_BUFLEN];
+	char *lbody = xasprintf("layer for %s", arch);
+	serve(c, "blobs", NULL, NULL, lbody, layer);
+	char *cbody = xasprintf("{\"architecture\":\"%s\",\"os\":\"linux\",\"rootfs\":{\"type\":"
+				"\"layers\",\"diff_ids\":[\"%s\"%s%s%s]}}",
+				arch, layer, n_diff_ids > 1 ? ",\"" : "",
+				n_diff_ids > 1 ? layer : "", n_diff_ids > 1 ? "\"" : "");
+	serve(c, "blobs", NULL, NULL, cbody, config);
+	char *mbody =
+	    xasprintf("{\"schemaVersion\":2,\"mediaType\":\"" IB_MT_OCI_MANIFEST
+		      "\",\"config\":{\"mediaType\":\"" IB_MT_OCI_CONFIG
+		      "\",\"digest\":\"%s\",\"size\":%zu},\"layers\":[{\"mediaType\":\"application/"
+		      "vnd.oci.image.layer.v1.tar\",\"digest\":\"%s\",\"size\":%zu}]}",
+		      config, strlen(cbody), layer, strlen(lbody));
+	*manifest_len = strlen(mbody);
+	serve(c, "manifests", NULL, IB_MT_OCI_MANIFEST, mbody, manifest);
+}
+
+static void pull_index(int arm_diff_ids, contentsrv *c, char amd[IB_DIGEST_BUFLEN],
+		       char arm[IB_DIGEST_BUFLEN], tu_http **srv_out)
+{
+	size_t amd_len, arm_len;
+	serve_image(c, "amd64", 1, amd, &amd_len);
+	serve_image(c, "arm64", arm_diff_ids, arm, &arm_len);
+	char *index =
+	    xasprintf("{\"schemaVersion\":2,\"mediaType\":\"" IB_MT_OCI_INDEX "\",\"manifests\":["
+		      "{\"mediaType\":\"" IB_MT_OCI_MANIFEST "\",\"digest\":\"%s\",\"size\":%zu,"
+		      "\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\"}},"
+		      "{\"mediaType\":\"" IB_MT_OCI_MANIFEST "\",\"digest\":\"%s\",\"size\":%zu,"
+		      "\"platform\":{\"os\":\"linux\",\"architecture\":\"arm64\"}}]}",
+		      amd, amd_len, arm, arm_len);
+	serve(c, "manifests", "latest", IB_MT_OCI_INDEX, index, NULL);
+	*srv_out = tu_http_start(content_handler, c);
+}
+
+static void content_free(contentsrv *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		free(c->items[i].body);
+}
+
+static void test_pull_resolves_the_index_to_the_platform_and_tags(void **state)
+{
+	(void)state;
+	cleanup_free char *root = tu_tmpdir();
+	ib_store *st = NULL;
+	ib_error *err = NULL;
+	assert_int_equal(ib_store_open(&st, root, &err), 0);
+	contentsrv c = {0};
+	char amd[IB_DIGEST_BUFLEN], arm[IB_DIGEST_BUFLEN];
+	tu_http *srv = NULL;
+	pull_index(1, &c, amd, arm, &srv);
+	cleanup_free char *ref = xasprintf("%s/" REPO, tu_http_host(srv));
+	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
+	o.platform = "linux/arm64";
+	ib_descriptor d = {0};
+	int r = ib_registry_pull(st, ref, &o, &d, &err);
+	if (r < 0)
+		fail_msg("pull: %s", ib_error_msg(err));
+	assert_string_equal(d.digest, arm);
+	assert_string_equal(d.platform.architecture, "arm64");
+	ib_descriptor_clear(&d);
+	ib_store_tag *tags = NULL;
+	size_t n = 0;
+	assert_int_equal(ib_store_tags(st, &tags, &n, &err), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(tags[0].desc.digest, arm);
+	ib_store_tags_free(tags, n);
+	/* the amd64 image was not fetched */
+	cleanup_free char *log = tu_http_log(srv);
+	assert_null(strstr(log, amd));
+	ib_store_free(st);
+	ib_rm_rf(root, NULL);
+	tu_http_stop(srv);
+	content_free(&c);
+}
+
+static void test_pull_of_an_inconsistent_image_tags_nothing(void **state)
+{
+	(void)state;
+	cleanup_free char *root = tu_tmpdir();
+	ib_store *st = NULL;
+	ib_error *err = NULL;
+	assert_int_equal(ib_store_open(&st, root, &err), 0);
+	contentsrv c = {0};
+	char amd[IB_DIGEST_BUFLEN], arm[IB_DIGEST_BUFLEN];
+	tu_http *srv = NULL;
+	pull_index(2, &c, amd, arm, &srv);
+	cleanup_free char *ref = xasprintf("%s/" REPO, tu_http_host(srv));
+	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
+	o.platform = "linux/arm64";
+	assert_int_equal(ib_registry_pull(st, ref, &o, NULL, &err), IB_EINVALID);
+	assert_non_null(strstr(ib_error_msg(err), "lists 2 layers, the manifest 1"));
+	ib_error_free(&err);
+	ib_store_tag *tags = NULL;
+	size_t n = 0;
+	assert_int_equal(ib_store_tags(st, &tags, &n, &err), 0);
+	assert_int_equal(n, 0);
+	ib_store_tags_free(tags, n);
+	/* a platform the index lacks names those it has */
+	o.platform = "linux/s390x";
+	assert_int_equal(ib_registry_pull(st, ref, &o, NULL, &err), IB_ENOTFOUND);
+	assert_non_null(strstr(ib_error_msg(err), "available: linux/amd64, linux/arm64"));
+	ib_error_free(&err);
+	ib_store_free(st);
+	ib_rm_rf(root, NULL);
+	tu_http_stop(srv);
+	content_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -548,6 +709,8 @@ int main(void)
 	    cmocka_unit_test(test_download_resumes_with_range_after_a_drop),
 	    cmocka_unit_test(test_download_restarts_when_range_is_ignored),
 	    cmocka_unit_test(test_upload_in_chunks_and_by_mount),
+	    cmocka_unit_test(test_pull_resolves_the_index_to_the_platform_and_tags),
+	    cmocka_unit_test(test_pull_of_an_inconsistent_image_tags_nothing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
