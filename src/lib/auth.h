@@ -1,7 +1,7 @@
 /* Registry credentials (SPEC §5) and the pieces of the registry
  * authentication protocol that need no network: auth file lookup and
  * writing, credential helpers, WWW-Authenticate parsing, token responses
- * and scope strings.  registry.c drives the protocol with these.
+ * and scope strings.  registry_auth.c drives the protocol with these.
  *
  * Auth files are docker-compatible JSON:
  *   {"auths": {"HOST": {"auth": base64("user:pass")} | {"username":..,"password":..}},

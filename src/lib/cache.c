@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,6 +15,10 @@
 /* explain records list every copied file: a large context makes them big */
 #define IB_EXPLAIN_ENTRY_MAX (256u << 20)
 #define IB_STAT_CACHE_MAX (256u << 20)
+/* blob locations: a few repositories per blob, the recently used blobs */
+#define BLOB_RECORDS_MAX (64u << 20)
+#define BLOB_RECORD_MAX_DIGESTS 20000
+#define BLOB_RECORD_MAX_REPOS 8
 
 /* One stat cache record.  On disk: "SIZE MTIME_NS INO HEX PATH\0" per
  * entry (PATH last and NUL-terminated, so any byte but NUL may appear),
@@ -38,6 +43,8 @@ struct ib_cache {
 	size_t stat_cap, stat_n;
 	bool stat_loaded, stat_dirty;
 	char **scopes; /* directories whose unused entries are dropped on save */
+	ib_store *store;
+	json_t *blob_records; /* registry-blobs.json, loaded by the first lookup */
 };
 
 int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
@@ -47,6 +54,7 @@ int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
 	c->steps_dir = ib_path_join(c->dir, "steps");
 	c->explain_dir = ib_path_join(c->dir, "explain");
 	c->stat_path = ib_path_join(c->dir, "stat.bin");
+	c->store = store;
 	if (ib_mkdir_p(c->steps_dir, 0700, err) < 0 || ib_mkdir_p(c->explain_dir, 0700, err) < 0) {
 		ib_cache_free(c);
 		return ib_error_wrap(err, "open step cache");
@@ -117,6 +125,7 @@ void ib_cache_free(ib_cache *c)
 	free(c->steps_dir);
 	free(c->explain_dir);
 	free(c->stat_path);
+	json_decref(c->blob_records);
 	free(c);
 }
 
@@ -366,9 +375,125 @@ int ib_cache_referenced(ib_cache *c, char ***digests_out, char ***diff_ids_out, 
 int ib_cache_clear(ib_cache *c, ib_error **err)
 {
 	stat_table_free(c);
+	json_decref(c->blob_records);
+	c->blob_records = NULL;
 	if (ib_rm_rf(c->dir, err) < 0)
 		return ib_error_wrap(err, "clear cache");
 	if (ib_mkdir_p(c->steps_dir, 0700, err) < 0 || ib_mkdir_p(c->explain_dir, 0700, err) < 0)
 		return ib_error_wrap(err, "clear cache");
 	return 0;
+}
+
+/* ---- where blobs were seen on registries ---- */
+
+static char *blob_records_path(ib_cache *c)
+{
+	return ib_path_join(c->dir, "registry-blobs.json");
+}
+
+static json_t *blob_records_read(ib_cache *c)
+{
+	cleanup_free char *p = blob_records_path(c);
+	json_t *j = read_json(p, BLOB_RECORDS_MAX);
+	return j ? j : json_object();
+}
+
+/* Replace the records under the lock the caller holds; the in-memory copy
+ * follows. */
+static int blob_records_write(ib_cache *c, json_t *j, ib_error **err)
+{
+	cleanup_free char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (!text)
+		return ib_error_setc(err, IB_ERROR, "encode blob locations");
+	cleanup_free char *p = blob_records_path(c);
+	int r = ib_write_file_atomic(p, text, strlen(text), 0644, err);
+	if (r < 0)
+		return r;
+	json_decref(c->blob_records);
+	c->blob_records = json_incref(j);
+	return 0;
+}
+
+static int blob_records_lock(ib_cache *c, ib_error **err)
+{
+	cleanup_free char *lp = ib_path_join(c->dir, "registry-blobs.lock");
+	return ib_lock_file(lp, LOCK_EX, err);
+}
+
+int ib_cache_blob_seen(ib_cache *c, const char *repository, char *const *digests, ib_error **err)
+{
+	cleanup_close int lfd = blob_records_lock(c, err);
+	if (lfd < 0)
+		return lfd;
+	json_t *j = blob_records_read(c);
+	for (size_t i = 0; digests[i]; i++) {
+		json_t *a = json_object_get(j, digests[i]);
+		if (!json_is_array(a)) {
+			a = json_array();
+			json_object_set_new(j, digests[i], a);
+		}
+		size_t k;
+		json_t *e;
+		json_array_foreach (a, k, e) {
+			if (json_is_string(e) && !strcmp(json_string_value(e), repository)) {
+				json_array_remove(a, k);
+				break;
+			}
+		}
+		json_array_insert_new(a, 0, json_string(repository));
+		while (json_array_size(a) > BLOB_RECORD_MAX_REPOS)
+			json_array_remove(a, json_array_size(a) - 1);
+		/* keep the most recently used digests at the end */
+		json_incref(a);
+		json_object_del(j, digests[i]);
+		json_object_set_new(j, digests[i], a);
+	}
+	while (json_object_size(j) > BLOB_RECORD_MAX_DIGESTS)
+		json_object_del(j, json_object_iter_key(json_object_iter(j)));
+	int r = blob_records_write(c, j, err);
+	json_decref(j);
+	return r < 0 ? ib_error_wrap(err, "record blob locations") : 0;
+}
+
+char *ib_cache_blob_where(ib_cache *c, const char *digest, const char *domain,
+			  const char *except_repository)
+{
+	if (!c->blob_records)
+		c->blob_records = blob_records_read(c);
+	json_t *a = json_object_get(c->blob_records, digest);
+	size_t dl = strlen(domain);
+	size_t i;
+	json_t *e;
+	json_array_foreach (a, i, e) {
+		const char *r = json_string_value(e);
+		if (r && !strncmp(r, domain, dl) && r[dl] == '/' &&
+		    (!except_repository || strcmp(r, except_repository) != 0))
+			return xstrdup(r + dl + 1);
+	}
+	return NULL;
+}
+
+int ib_cache_blob_records_prune(ib_cache *c, ib_error **err)
+{
+	/* where the records lived before they moved under the cache */
+	const char *legacy[] = {"registry-blobs.json", "registry-blobs.lock"};
+	for (size_t i = 0; i < sizeof(legacy) / sizeof(legacy[0]); i++) {
+		cleanup_free char *p = ib_path_join(ib_store_root(c->store), legacy[i]);
+		if (unlink(p) < 0 && errno != ENOENT)
+			return ib_error_set(err, errno, "remove %s", p);
+	}
+	cleanup_close int lfd = blob_records_lock(c, err);
+	if (lfd < 0)
+		return lfd;
+	json_t *j = blob_records_read(c);
+	size_t before = json_object_size(j);
+	const char *digest;
+	json_t *v, *tmp;
+	json_object_foreach_safe (j, tmp, digest, v) {
+		if (!json_is_array(v) || !ib_store_blob_exists(c->store, digest))
+			json_object_del(j, digest);
+	}
+	int r = json_object_size(j) == before ? 0 : blob_records_write(c, j, err);
+	json_decref(j);
+	return r < 0 ? ib_error_wrap(err, "prune blob locations") : 0;
 }

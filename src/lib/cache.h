@@ -1,4 +1,5 @@
-/* The step cache and the stat cache, under ROOT/cache:
+/* The step cache, the stat cache and the registry blob locations, under
+ * ROOT/cache:
  *
  *   steps/KEYHEX.json   one per cached step: {"key", "layer": {"digest",
  *                       "diff_id", "size", "mediaType"}, "created_by"}
@@ -6,6 +7,10 @@
  *                       step, so a miss can say which input changed
  *   stat.bin            path -> size, mtime_ns, inode, digest of files whose
  *                       content was hashed, so unchanged files are not re-read
+ *   registry-blobs.json {"sha256:...": ["host/repo", ...]}: repositories of
+ *                       registries known to hold a blob (from pulls and
+ *                       pushes), most recent first; push mounts from them
+ *   registry-blobs.lock serialises registry-blobs.json updates
  *
  * Entries are written atomically; a torn or unreadable entry is a miss. */
 #ifndef IB_CACHE_H
@@ -60,5 +65,21 @@ void ib_cache_file_xattrs(ib_cache *c, const char *path, const struct stat *st,
 int ib_cache_referenced(ib_cache *c, char ***digests_out, char ***diff_ids_out, ib_error **err);
 /* Remove the whole step cache (prune --all). */
 int ib_cache_clear(ib_cache *c, ib_error **err);
+
+/* ---- blob locations (registry-blobs.json) ----
+ * At most 8 repositories per blob and 20000 blobs, the least recently
+ * seen dropped first.  Losing them only costs cross-repository mounts. */
+
+/* Record that repository ("host/path") holds each of digests
+ * (NULL-terminated), under registry-blobs.lock. */
+int ib_cache_blob_seen(ib_cache *c, const char *repository, char *const *digests, ib_error **err);
+/* The path (without the host) of a repository on domain other than
+ * except_repository ("host/path", may be NULL) known to hold digest, or
+ * NULL.  The records are read once per handle.  Caller frees. */
+char *ib_cache_blob_where(ib_cache *c, const char *digest, const char *domain,
+			  const char *except_repository);
+/* Drop the records of blobs the store no longer has (call after
+ * ib_store_prune) and the files older versions kept in ROOT. */
+int ib_cache_blob_records_prune(ib_cache *c, ib_error **err);
 
 #endif

@@ -1,6 +1,6 @@
-/* OCI distribution client (SPEC §5): pull, push, catalog and tags over
- * libcurl, plus a small session API for single blobs and manifests (the
- * builder's remote cache uses it).
+/* OCI distribution client (SPEC §5): pull, push, catalog, tags and the
+ * login check over libcurl.  The implementation is a family of files around
+ * registry_internal.h (transport, authentication, primitives, transfers).
  *
  * Transport: HTTPS with the system CAs (SSL_CERT_FILE / SSL_CERT_DIR
  * honoured).  Loopback registries are probed with plain HTTP first and
@@ -22,8 +22,6 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <time.h>
 
 #include "auth.h"
 #include "digest.h"
@@ -46,17 +44,19 @@ typedef struct ib_registry_options {
 	bool tls_verify;      /* false = don't verify TLS and allow plain http */
 	const char *authfile; /* NULL = SPEC §5 lookup order */
 	bool debug;	      /* log requests to stderr (never credentials or tokens) */
-	int max_retries;      /* default 5 */
-	int64_t chunk_size;   /* push: single PUT up to this size, chunked PATCH above */
-	int parallel;	      /* concurrent blob transfers, default 3 */
+	int max_retries;      /* 0 = default (5), < 0 = none */
+	int64_t chunk_size;   /* push: single PUT up to this size, chunked PATCH
+				 above; 0 = default (64 MiB) */
+	int parallel;	      /* concurrent blob transfers, 0 = default (3) */
 	const char *platform; /* "os/arch[/variant]" or NULL = host */
 	ib_transfer_progress_fn progress;
 	void *payload; /* for progress and event */
 	ib_transfer_event_fn event;
 } ib_registry_options;
+/* Every field not named is zero, which means its default. */
 #define IB_REGISTRY_OPTIONS_INIT                                                                   \
 	{                                                                                          \
-		true, NULL, false, 5, 64 << 20, 3, NULL, NULL, NULL, NULL                          \
+		.tls_verify = true                                                                 \
 	}
 
 /* Pull ref into the store and tag it (tag = the full normalised ref).  An
@@ -94,55 +94,6 @@ int ib_registry_tags(const char *repo_ref, const ib_registry_options *o, char **
 int ib_registry_login_check(const char *host, const ib_credentials *creds,
 			    const ib_registry_options *o, ib_error **err);
 
-/* ---- sessions: one repository of one registry ---- */
-typedef struct ib_registry_session ib_registry_session;
-
-/* Connect to the registry of ref (its tag/digest is ignored), probing the
- * scheme and the authentication it wants.  push = ask for push access.
- * o is copied.  A session is used by one thread at a time. */
-int ib_registry_session_new(ib_registry_session **out, const char *ref, bool push,
-			    const ib_registry_options *o, ib_error **err);
-void ib_registry_session_free(ib_registry_session *s);
-/* "host/name" of the session's repository (borrowed). */
-const char *ib_registry_session_repository(const ib_registry_session *s);
-
-/* 0 when the registry has the blob (*size_out, may be NULL, gets its
- * size), IB_ENOTFOUND when not, another negative code on failure. */
-int ib_registry_blob_exists(ib_registry_session *s, const char *digest, int64_t *size_out,
-			    ib_error **err);
-/* Download a blob into the store, verified (digest, and size when >= 0).
- * A blob already in the store is not fetched. */
-int ib_registry_blob_get(ib_registry_session *s, ib_store *store, const char *digest, int64_t size,
-			 ib_error **err);
-/* Upload a stored blob unless the registry has it (then nothing is sent). */
-int ib_registry_blob_put(ib_registry_session *s, ib_store *store, const char *digest,
-			 ib_error **err);
-/* GET a manifest or index by tag or digest (NULL = the session ref's
- * digest, else tag).  Bodies over IB_MAX_MANIFEST_SIZE are refused; by
- * digest the bytes are verified.  All outputs are optional (NULL); *body_out
- * and *media_type_out are owned by the caller. */
-int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char **body_out,
-			     size_t *len_out, char **media_type_out,
-			     char digest_out[IB_DIGEST_BUFLEN], ib_error **err);
-/* PUT body as a manifest (reference = tag or digest; NULL = the session
- * ref's tag, else the body's digest) with the given media type, and check
- * the registry's Docker-Content-Digest.  digest_out may be NULL. */
-int ib_registry_manifest_put(ib_registry_session *s, const char *reference, const char *media_type,
-			     const void *body, size_t len, char digest_out[IB_DIGEST_BUFLEN],
-			     ib_error **err);
-
-/* ---- helpers (exposed for tests) ---- */
-/* Target of the rel="next" link in a Link header value; *url_out NULL when
- * there is none.  Caller frees. */
-int ib_registry_parse_link_next(const char *value, char **url_out, ib_error **err);
-/* Retry-After as seconds from now: delta-seconds or an HTTP date; -1 when
- * unparsable; past dates give 0. */
-int64_t ib_registry_parse_retry_after(const char *value, time_t now);
-/* True when both absolute URLs have the same scheme, host and port
- * (default ports made explicit; host compared case-insensitively). */
-bool ib_registry_same_origin(const char *a, const char *b);
-/* Resolve a (possibly relative) URL against base. NULL when invalid. */
-char *ib_registry_resolve_url(const char *base, const char *rel);
 /* Parse "os/arch[/variant]"; IB_EINVALID on anything else. */
 int ib_registry_parse_platform(const char *s, ib_platform *out, ib_error **err);
 

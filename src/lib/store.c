@@ -79,15 +79,6 @@ static bool valid_digest(const char *digest)
 	return digest && ib_digest_validate(digest, NULL) == 0;
 }
 
-static int flock_retry(int fd, int op)
-{
-	int r;
-	do
-		r = flock(fd, op);
-	while (r < 0 && errno == EINTR);
-	return r;
-}
-
 static const char *desc_ref_name(const ib_descriptor *d)
 {
 	if (!d->annotations)
@@ -185,7 +176,7 @@ int ib_store_open(ib_store **out, const char *root, ib_error **err)
 		ib_store_free(s);
 		return r;
 	}
-	if (flock_retry(s->gc_fd, LOCK_SH) < 0) {
+	if (ib_flock(s->gc_fd, LOCK_SH) < 0) {
 		int r = ib_error_set(err, errno, "lock %s", gc_path);
 		ib_store_free(s);
 		return r;
@@ -563,7 +554,7 @@ static int index_update(ib_store *s, index_edit_fn fn, void *payload, ib_error *
 	cleanup_close int lock = open(s->index_lock, O_RDWR | O_CREAT | O_CLOEXEC, FILE_MODE);
 	if (lock < 0)
 		return ib_error_set(err, errno, "open %s", s->index_lock);
-	if (flock_retry(lock, LOCK_EX) < 0)
+	if (ib_flock(lock, LOCK_EX) < 0)
 		return ib_error_set(err, errno, "lock %s", s->index_lock);
 	ib_index *idx = NULL;
 	int r = read_index(s, &idx, err);
@@ -1528,7 +1519,7 @@ int ib_store_prune(ib_store *s, const ib_prune_options *opts, ib_prune_stats *st
 	 * every other store user to close theirs.  Nothing of ours is in
 	 * flight in between.  Another handle open in this same process would
 	 * deadlock us, so callers prune with their only handle. */
-	if (flock_retry(s->gc_fd, LOCK_UN) < 0 || flock_retry(s->gc_fd, LOCK_EX) < 0)
+	if (ib_flock(s->gc_fd, LOCK_UN) < 0 || ib_flock(s->gc_fd, LOCK_EX) < 0)
 		return ib_error_set(err, errno, "lock %s/gc.lock", s->root);
 
 	struct walk w;
@@ -1543,7 +1534,7 @@ int ib_store_prune(ib_store *s, const ib_prune_options *opts, ib_prune_stats *st
 		r = prune_dir_entries(s->tmp, NULL, NULL, opts->dry_run, &st.tmp_removed, err);
 	walk_free(&w);
 
-	if (flock_retry(s->gc_fd, LOCK_SH) < 0 && r == 0)
+	if (ib_flock(s->gc_fd, LOCK_SH) < 0 && r == 0)
 		r = ib_error_set(err, errno, "lock %s/gc.lock", s->root);
 	if (stats)
 		*stats = st;

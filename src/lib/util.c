@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -355,6 +356,25 @@ bool ib_file_exists(const char *path)
 {
 	struct stat st;
 	return lstat(path, &st) == 0;
+}
+
+int ib_flock(int fd, int op)
+{
+	int r;
+	do
+		r = flock(fd, op);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
+int ib_lock_file(const char *path, int op, ib_error **err)
+{
+	cleanup_close int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return ib_error_set(err, errno, "open %s", path);
+	if (ib_flock(fd, op) < 0)
+		return ib_error_set(err, errno, "lock %s", path);
+	return ib_steal_fd(&fd);
 }
 
 void ib_hex_encode(char *out, const unsigned char *in, size_t n)

@@ -100,6 +100,14 @@ int ib_fsync_dir(const char *dir, ib_error **err);
 char *ib_path_join(const char *a, const char *b);
 bool ib_file_exists(const char *path);
 
+/* ---- locks: flock(2) on lock files, released on close ---- */
+/* flock(fd, op), retried on EINTR.  0, or -1 with errno. */
+int ib_flock(int fd, int op);
+/* Open (creating, mode 0644) the lock file path and flock it with op
+ * (LOCK_SH or LOCK_EX), waiting.  Returns the fd that holds the lock (close
+ * it to unlock) or a negative error. */
+int ib_lock_file(const char *path, int op, ib_error **err);
+
 /* Hex encode n bytes into out (2n+1 bytes). */
 void ib_hex_encode(char *out, const unsigned char *in, size_t n);
 

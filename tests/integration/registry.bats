@@ -146,6 +146,23 @@ needs() {
 	not grep -E '^(PATCH|PUT) /v2/dst/app/blobs/' "$FP_LOG"
 }
 
+@test "push mounts from a repository an earlier push recorded; the record lives in the cache" {
+	make_image "local/recorded:1"
+	ib -q push "local/recorded:1" "127.0.0.1:$FP_PORT/rec/first:1"
+	[ -f "$IMGBUILD_ROOT/cache/registry-blobs.json" ]
+	[ ! -e "$IMGBUILD_ROOT/registry-blobs.json" ]
+	grep -q "127.0.0.1:$FP_PORT/rec/first" "$IMGBUILD_ROOT/cache/registry-blobs.json"
+	faultproxy_rules FP ''
+	# the source is not on the registry: only the record knows rec/first
+	run --separate-stderr ib push "local/recorded:1" "127.0.0.1:$FP_PORT/rec/second:1"
+	[ "$status" -eq 0 ]
+	[ "$(last_line)" = "$DIGEST" ]
+	[ "$(grep -c -E '^POST /v2/rec/second/blobs/uploads/\?mount=sha256:[0-9a-f]{64}&from=rec%2Ffirst 201$' "$FP_LOG")" -eq 2 ]
+	not grep -E '^(PATCH|PUT) /v2/rec/second/blobs/' "$FP_LOG"
+	run ib verify
+	[ "$status" -eq 0 ]
+}
+
 @test "push in chunks (PATCH + PUT) gives the same digest" {
 	needs skopeo
 	make_image "127.0.0.1:$FP_PORT/chunked:1"

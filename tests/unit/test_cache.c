@@ -864,6 +864,77 @@ static void test_clear_leaves_store_blobs_alone(void **state)
 	assert_true(ib_store_blob_exists(f->s, dg));
 }
 
+/* ---- blob locations (registry-blobs.json) ---- */
+
+static void test_blob_where_names_another_repository_of_the_registry(void **state)
+{
+	fixture *f = *state;
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	digest_of(d1, "one");
+	digest_of(d2, "two");
+	char *digests[] = {d1, NULL};
+	ib_error *err = NULL;
+	must(ib_cache_blob_seen(f->c, "reg:5000/team/a", digests, &err), &err, "seen");
+	cleanup_free char *w = ib_cache_blob_where(f->c, d1, "reg:5000", "reg:5000/b");
+	assert_string_equal(w, "team/a");
+	/* not the repository itself, not another registry, not another blob */
+	assert_null(ib_cache_blob_where(f->c, d1, "reg:5000", "reg:5000/team/a"));
+	assert_null(ib_cache_blob_where(f->c, d1, "reg", NULL));
+	assert_null(ib_cache_blob_where(f->c, d2, "reg:5000", NULL));
+
+	/* the most recent repository first, and it lasts across a reopen */
+	must(ib_cache_blob_seen(f->c, "reg:5000/c", digests, &err), &err, "seen");
+	ib_cache_free(f->c);
+	f->c = NULL;
+	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	cleanup_free char *w2 = ib_cache_blob_where(f->c, d1, "reg:5000", "reg:5000/b");
+	assert_string_equal(w2, "c");
+	cleanup_free char *path = xasprintf("%s/cache/registry-blobs.json", f->root);
+	assert_true(ib_file_exists(path));
+}
+
+static void test_blob_records_prune_keeps_only_blobs_in_the_store(void **state)
+{
+	fixture *f = *state;
+	char kept[IB_DIGEST_BUFLEN], gone[IB_DIGEST_BUFLEN];
+	ib_error *err = NULL;
+	must(ib_store_blob_put(f->s, "blob", 4, kept, &err), &err, "blob put");
+	digest_of(gone, "not in the store");
+	char *digests[] = {kept, gone, NULL};
+	must(ib_cache_blob_seen(f->c, "reg/a", digests, &err), &err, "seen");
+	/* files older versions kept in the store root */
+	cleanup_free char *legacy = xasprintf("%s/registry-blobs.json", f->root);
+	cleanup_free char *legacy_lock = xasprintf("%s/registry-blobs.lock", f->root);
+	must(ib_write_file_atomic(legacy, "{}", 2, 0644, &err), &err, "legacy");
+	must(ib_write_file_atomic(legacy_lock, "", 0, 0644, &err), &err, "legacy lock");
+
+	must(ib_cache_blob_records_prune(f->c, &err), &err, "prune");
+	assert_false(ib_file_exists(legacy));
+	assert_false(ib_file_exists(legacy_lock));
+	cleanup_free char *w = ib_cache_blob_where(f->c, kept, "reg", NULL);
+	assert_string_equal(w, "a");
+	assert_null(ib_cache_blob_where(f->c, gone, "reg", NULL));
+	/* and on disk, for the next process */
+	ib_cache_free(f->c);
+	f->c = NULL;
+	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	assert_null(ib_cache_blob_where(f->c, gone, "reg", NULL));
+	cleanup_free char *w2 = ib_cache_blob_where(f->c, kept, "reg", NULL);
+	assert_string_equal(w2, "a");
+}
+
+static void test_clear_drops_blob_locations(void **state)
+{
+	fixture *f = *state;
+	char d[IB_DIGEST_BUFLEN];
+	digest_of(d, "one");
+	char *digests[] = {d, NULL};
+	ib_error *err = NULL;
+	must(ib_cache_blob_seen(f->c, "reg/a", digests, &err), &err, "seen");
+	must(ib_cache_clear(f->c, &err), &err, "clear");
+	assert_null(ib_cache_blob_where(f->c, d, "reg", NULL));
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -895,6 +966,9 @@ int main(void)
 	    T(test_referenced_empty_cache),
 	    T(test_clear_empties_everything),
 	    T(test_clear_leaves_store_blobs_alone),
+	    T(test_blob_where_names_another_repository_of_the_registry),
+	    T(test_blob_records_prune_keeps_only_blobs_in_the_store),
+	    T(test_clear_drops_blob_locations),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);

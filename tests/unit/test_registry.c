@@ -1,7 +1,8 @@
-/* Unit tests for the parts of registry.c that need no network: Link
- * pagination, Retry-After, the origin check that keeps credentials from
- * other hosts, URL resolution for Location headers, platform strings and
- * the console progress printer. */
+/* Unit tests for the registry client's helpers that need no network
+ * (registry_http.c, registry_transfer.c): Link pagination, Retry-After,
+ * the origin check that keeps credentials from other hosts, URL
+ * resolution for Location headers and platform strings.  Requests against
+ * a fake registry are in test_registry_http.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +15,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
-#include "registry.h"
+#include "registry_internal.h"
 #include "util.h"
 
 /* ---- Link ---- */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -881,10 +882,33 @@ static void test_parse_u64_rejects_leading_space(void **state)
 	}
 }
 
+static void test_lock_file_excludes_other_holders_until_closed(void **state)
+{
+	char *dir = *state;
+	cleanup_free char *path = ib_path_join(dir, "x.lock");
+	ib_error *err = NULL;
+	int fd = ib_lock_file(path, LOCK_EX, &err);
+	assert_true(fd >= 0);
+	assert_null(err);
+	int other = open(path, O_RDWR | O_CLOEXEC);
+	assert_true(other >= 0);
+	assert_int_equal(ib_flock(other, LOCK_EX | LOCK_NB), -1);
+	assert_int_equal(errno, EWOULDBLOCK);
+	close(fd);
+	assert_int_equal(ib_flock(other, LOCK_SH | LOCK_NB), 0);
+	close(other);
+	/* a lock file in a missing directory is an error naming it */
+	cleanup_free char *bad = ib_path_join(dir, "missing/x.lock");
+	assert_true(ib_lock_file(bad, LOCK_SH, &err) < 0);
+	assert_non_null(strstr(ib_error_msg(err), "missing/x.lock"));
+	ib_error_free(&err);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_tmp, teardown_tmp)
 	const struct CMUnitTest tests[] = {
+	    T(test_lock_file_excludes_other_holders_until_closed),
 	    cmocka_unit_test(test_cleanup_close_closes_fd),
 	    cmocka_unit_test(test_cleanup_close_ignores_negative_fd),
 	    cmocka_unit_test(test_cleanup_close_preserves_errno),

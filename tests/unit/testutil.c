@@ -1,0 +1,295 @@
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define REQUEST_CAP (64u << 20)
+
+struct tu_http {
+	int lfd;
+	int wake[2];
+	char host[32];
+	pthread_t thread;
+	tu_http_handler handler;
+	void *payload;
+	pthread_mutex_t lock;
+	ib_buf log;
+	size_t count;
+};
+
+char *tu_http_header(const tu_http_request *r, const char *name)
+{
+	size_t n = strlen(name);
+	for (const char *l = r->headers; l && *l;) {
+		const char *end = strstr(l, "\r\n");
+		if (!end)
+			break;
+		if ((size_t)(end - l) > n && !strncasecmp(l, name, n) && l[n] == ':') {
+			const char *v = l + n + 1;
+			while (*v == ' ' || *v == '\t')
+				v++;
+			return xstrndup(v, (size_t)(end - v));
+		}
+		l = end + 2;
+	}
+	return NULL;
+}
+
+void tu_http_add_header(tu_http_response *r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *line = xvasprintf(fmt, ap);
+	va_end(ap);
+	char *all = xasprintf("%s%s\r\n", r->headers ? r->headers : "", line);
+	free(line);
+	free(r->headers);
+	r->headers = all;
+}
+
+void tu_http_set_body(tu_http_response *r, const void *data, size_t len)
+{
+	if (len == (size_t)-1)
+		len = strlen(data);
+	free(r->body);
+	r->body = xmalloc(len + 1);
+	memcpy(r->body, data, len);
+	r->body[len] = '\0';
+	r->body_len = len;
+}
+
+static bool send_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	while (n) {
+		ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		c += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+/* Read one request; false on EOF or garbage. */
+static bool read_request(int fd, tu_http_request *req)
+{
+	ib_buf b;
+	ib_buf_init(&b, REQUEST_CAP);
+	char chunk[65536];
+	char *end = NULL;
+	while (!(end = b.data ? strstr(b.data, "\r\n\r\n") : NULL)) {
+		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || ib_buf_append(&b, chunk, (size_t)n) < 0) {
+			ib_buf_free(&b);
+			return false;
+		}
+	}
+	size_t head_len = (size_t)(end - b.data) + 4;
+	char *line_end = strstr(b.data, "\r\n");
+	if (sscanf(b.data, "%15s %4095s", req->method, req->target) != 2) {
+		ib_buf_free(&b);
+		return false;
+	}
+	req->headers = xstrndup(line_end + 2, head_len - (size_t)(line_end + 2 - b.data));
+	char *cl = tu_http_header(req, "Content-Length");
+	size_t want = cl ? strtoul(cl, NULL, 10) : 0;
+	free(cl);
+	while (b.len - head_len < want) {
+		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || ib_buf_append(&b, chunk, (size_t)n) < 0) {
+			ib_buf_free(&b);
+			return false;
+		}
+	}
+	req->body_len = want;
+	req->body = xmalloc(want + 1);
+	memcpy(req->body, b.data + head_len, want);
+	req->body[want] = '\0';
+	ib_buf_free(&b);
+	return true;
+}
+
+static const char *reason(int st)
+{
+	switch (st) {
+	case 200:
+		return "OK";
+	case 201:
+		return "Created";
+	case 202:
+		return "Accepted";
+	case 206:
+		return "Partial Content";
+	case 307:
+		return "Temporary Redirect";
+	case 401:
+		return "Unauthorized";
+	case 404:
+		return "Not Found";
+	case 429:
+		return "Too Many Requests";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Status";
+	}
+}
+
+static void serve(tu_http *h, int fd)
+{
+	tu_http_request req = {0};
+	if (!read_request(fd, &req))
+		return;
+	tu_http_response resp = {.drop_after = -1};
+	h->handler(&req, &resp, h->payload);
+	if (!resp.status)
+		resp.status = 200;
+	const char *body = resp.body ? resp.body : "";
+	size_t len = resp.body_len;
+	int status = resp.status;
+	cleanup_free char *crange = NULL;
+	char *range = tu_http_header(&req, "Range");
+	uint64_t from = 0;
+	if (resp.ranges && status == 200 && range &&
+	    sscanf(range, "bytes=%" SCNu64 "-", &from) == 1 && from < len) {
+		status = 206;
+		crange =
+		    xasprintf("Content-Range: bytes %" PRIu64 "-%zu/%zu\r\n", from, len - 1, len);
+		body += from;
+		len -= (size_t)from;
+	}
+	free(range);
+	pthread_mutex_lock(&h->lock);
+	ib_buf_appendf(&h->log, "%s %s %d\n", req.method, req.target, resp.hang_up ? 0 : status);
+	h->count++;
+	pthread_mutex_unlock(&h->lock);
+	if (!resp.hang_up) {
+		bool head = !strcmp(req.method, "HEAD");
+		cleanup_free char *hdr = xasprintf(
+		    "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\nConnection: close\r\n%s%s\r\n",
+		    status, reason(status), len, crange ? crange : "",
+		    resp.headers ? resp.headers : "");
+		size_t send_len = head ? 0 : len;
+		if (resp.drop_after >= 0 && (size_t)resp.drop_after < send_len)
+			send_len = (size_t)resp.drop_after;
+		if (send_all(fd, hdr, strlen(hdr)))
+			send_all(fd, body, send_len);
+	}
+	free(req.headers);
+	free(req.body);
+	free(resp.headers);
+	free(resp.body);
+}
+
+static void *accept_loop(void *p)
+{
+	tu_http *h = p;
+	for (;;) {
+		struct pollfd pf[2] = {{h->lfd, POLLIN, 0}, {h->wake[0], POLLIN, 0}};
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return NULL;
+		}
+		if (pf[1].revents)
+			return NULL;
+		int fd = accept4(h->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		serve(h, fd);
+		/* let the client see the end of the answer, then close */
+		shutdown(fd, SHUT_WR);
+		close(fd);
+	}
+}
+
+tu_http *tu_http_start(tu_http_handler handler, void *payload)
+{
+	tu_http *h = xcalloc(1, sizeof(*h));
+	h->handler = handler;
+	h->payload = payload;
+	pthread_mutex_init(&h->lock, NULL);
+	ib_buf_init(&h->log, 0);
+	h->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t al = sizeof(a);
+	if (h->lfd < 0 || bind(h->lfd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    listen(h->lfd, 64) < 0 || getsockname(h->lfd, (struct sockaddr *)&a, &al) < 0 ||
+	    pipe2(h->wake, O_CLOEXEC) < 0) {
+		perror("tu_http_start");
+		abort();
+	}
+	snprintf(h->host, sizeof(h->host), "127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+	if (pthread_create(&h->thread, NULL, accept_loop, h) != 0)
+		abort();
+	return h;
+}
+
+const char *tu_http_host(const tu_http *h)
+{
+	return h->host;
+}
+
+char *tu_http_log(tu_http *h)
+{
+	pthread_mutex_lock(&h->lock);
+	char *r = xstrdup(h->log.data ? h->log.data : "");
+	pthread_mutex_unlock(&h->lock);
+	return r;
+}
+
+size_t tu_http_count(tu_http *h)
+{
+	pthread_mutex_lock(&h->lock);
+	size_t n = h->count;
+	pthread_mutex_unlock(&h->lock);
+	return n;
+}
+
+void tu_http_stop(tu_http *h)
+{
+	if (!h)
+		return;
+	if (write(h->wake[1], "x", 1) < 0)
+		abort();
+	pthread_join(h->thread, NULL);
+	close(h->lfd);
+	close(h->wake[0]);
+	close(h->wake[1]);
+	ib_buf_free(&h->log);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
+char *tu_tmpdir(void)
+{
+	const char *base = getenv("TMPDIR");
+	char *t = xasprintf("%s/ib-unit-XXXXXX", base && *base ? base : "/tmp");
+	if (!mkdtemp(t)) {
+		perror("mkdtemp");
+		abort();
+	}
+	return t;
+}
