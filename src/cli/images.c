@@ -28,8 +28,7 @@ typedef struct row {
 	int64_t size;  /* -1 when the image could not be read */
 } row;
 
-/* docker's FamiliarName: "docker.io/library/x" -> "x", "docker.io/u/x" ->
- * "u/x", anything else keeps its registry. */
+/* Familiar repository name and tag (ref.c's rule) of a stored name. */
 static void split_reference(const char *full, char **name_out, char **tag_out)
 {
 	ib_ref *r = NULL;
@@ -38,14 +37,7 @@ static void split_reference(const char *full, char **name_out, char **tag_out)
 		*tag_out = xstrdup("<none>");
 		return;
 	}
-	const char *p = r->path;
-	if (!strcmp(r->domain, "docker.io")) {
-		if (!strncmp(p, "library/", 8) && !strchr(p + 8, '/'))
-			p += 8;
-		*name_out = xstrdup(p);
-	} else {
-		*name_out = xasprintf("%s/%s", r->domain, p);
-	}
+	*name_out = ib_ref_familiar_name(r);
 	*tag_out = xstrdup(r->tag ? r->tag : "<none>");
 	ib_ref_free(r);
 }

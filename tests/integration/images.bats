@@ -295,6 +295,24 @@ registry.example.com/team/app:2 $d" ]
 	[ "$output" = "store OK: 0 blobs verified" ]
 }
 
+@test "a docker.io name whose first component looks like a host keeps docker.io/ and round-trips" {
+	d=$(import_busybox docker.io/example.com/app:1)
+	"$IMGBUILD" tag docker.io/example.com/app:1 docker.io/team/app:2
+	run "$IMGBUILD" images --json
+	[ "$status" -eq 0 ]
+	names=$(echo "$output" | json_get '" ".join(sorted(r["name"] + ":" + r["tag"] for r in j))')
+	[ "$names" = "docker.io/example.com/app:1 team/app:2" ]
+	run "$IMGBUILD" images
+	assert_output_contains "docker.io/example.com/app"
+	run "$IMGBUILD" rmi docker.io/example.com/app:1 team/app:2
+	[ "$status" -eq 0 ]
+	assert_output_contains "Untagged: docker.io/example.com/app:1"
+	assert_output_contains "Untagged: team/app:2"
+	run tags_snapshot
+	[ -z "$output" ]
+	[ -n "$d" ]
+}
+
 @test "rmi by manifest digest removes every tag of the image" {
 	d=$(import_busybox bb:1)
 	"$IMGBUILD" tag bb:1 bb:2
