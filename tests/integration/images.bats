@@ -214,6 +214,29 @@ EOF
 
 # ---------------------------------------------------------------- images / inspect / history
 
+@test "import: a layer path longer than PATH_MAX is refused with one clear line, nothing tagged" {
+	import_busybox bb:1 >/dev/null
+	run tags_snapshot
+	before=$output
+	python3 - "$T/long.tar" <<'EOF'
+import io, sys, tarfile
+name = "/".join(["d" * 99] * 50) + "e"  # 5000 bytes
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+    ok = tarfile.TarInfo("ok")
+    ok.size = 2
+    t.addfile(ok, io.BytesIO(b"ok"))
+    deep = tarfile.TarInfo(name)
+    deep.size = 4
+    t.addfile(deep, io.BytesIO(b"deep"))
+EOF
+	run "$IMGBUILD" import "$T/long.tar" long:1
+	assert_error 1
+	assert_output_contains 'layer path "dddddddd'
+	assert_output_contains 'is 5000 bytes long'
+	run tags_snapshot
+	[ "$output" = "$before" ]
+}
+
 @test "images --json: name, tag, full digest, created, size; sorted by name then tag" {
 	import_busybox zeta:1 >/dev/null
 	import_busybox alpha:2 >/dev/null
