@@ -158,19 +158,19 @@ static void print_table(const row *rows, size_t n)
 
 int ib_cmd_images(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(usage, stdout);
-		return 0;
-	}
+	enum { O_JSON = 256 };
+	static const struct option opts[] = {{"json", no_argument, NULL, O_JSON},
+					     {NULL, 0, NULL, 0}};
+	static const ib_cli_cmd cmd = {.name = "images", .help = usage, .longopts = opts};
 	bool as_json = false;
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--json"))
-			as_json = true;
-		else if (argv[i][0] == '-')
-			return ib_cli_usage_error("images", "unknown option '%s'", argv[i]);
-		else
-			return ib_cli_usage_error("images", "unexpected argument '%s'", argv[i]);
-	}
+	ib_cli_parser p;
+	ib_cli_begin(&p, &cmd, argc, argv, g);
+	while (ib_cli_next(&p) == O_JSON)
+		as_json = true;
+	if (p.exit >= 0)
+		return p.exit;
+	if (optind < argc)
+		return ib_cli_usage_error("images", "unexpected argument '%s'", argv[optind]);
 	ib_store *s = ib_cli_open_store(g);
 	if (!s)
 		return 1;
