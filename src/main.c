@@ -1,4 +1,5 @@
 /* Argument parsing of the global options and dispatch only. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,25 +44,27 @@ static void usage(FILE *f)
 	    f);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
-	fputs("\nGlobal options:\n"
-	      "  --root DIR             store location (env IMGBUILD_ROOT)\n"
-	      "  --authfile FILE        registry credentials file\n"
-	      "  --tls-verify=false     do not verify registry TLS certificates\n"
-	      "  -q, --quiet            less output\n"
-	      "  --debug                more output\n"
-	      "  -h, --help             this help; 'imgbuild COMMAND --help' for a command\n",
+	fputc('\n', f);
+	ib_cli_print_global_help(f);
+	fputs("  -h, --help             this help; 'imgbuild COMMAND --help' for a command\n"
+	      "  --version              the version\n",
 	      f);
 }
 
 int ib_cmd_version(int argc, char **argv, ib_global *g)
 {
-	(void)g;
-	if (ib_cli_wants_help(argc, argv)) {
-		puts("Usage: imgbuild version\n\nPrint the version of imgbuild.");
-		return 0;
-	}
-	if (argc > 1)
-		return ib_cli_usage_error("version", "unexpected argument '%s'", argv[1]);
+	static const ib_cli_cmd cmd = {
+	    .name = "version",
+	    .help = "Usage: imgbuild version\n\nPrint the version of imgbuild.\n",
+	};
+	ib_cli_parser p;
+	ib_cli_begin(&p, &cmd, argc, argv, g);
+	while (ib_cli_next(&p) != -1)
+		;
+	if (p.exit >= 0)
+		return p.exit;
+	if (optind < argc)
+		return ib_cli_usage_error("version", "unexpected argument '%s'", argv[optind]);
 	printf("imgbuild version %s\n", IB_VERSION);
 	return 0;
 }
@@ -91,47 +94,27 @@ static bool has_suffix(const char *s, const char *suffix)
 
 int main(int argc, char **argv)
 {
+	enum { O_VERSION = 1 };
+	static const struct option opts[] = {{"version", no_argument, NULL, O_VERSION},
+					     {NULL, 0, NULL, 0}};
+	static const ib_cli_cmd top = {.longopts = opts, .in_order = true};
 	ib_global g = {.root = default_root(), .tls_verify = true};
-	int i = 1;
-	for (; i < argc; i++) {
-		const char *a = argv[i];
-		if (!strcmp(a, "--root") || !strcmp(a, "--authfile")) {
-			if (i + 1 >= argc) {
-				fprintf(stderr, "imgbuild: error: %s needs a value\n", a);
-				return 2;
-			}
-			if (!strcmp(a, "--root"))
-				g.root = argv[++i];
-			else
-				g.authfile = argv[++i];
-		} else if (!strncmp(a, "--root=", 7)) {
-			g.root = a + 7;
-		} else if (!strncmp(a, "--authfile=", 11)) {
-			g.authfile = a + 11;
-		} else if (!strcmp(a, "--tls-verify=false")) {
-			g.tls_verify = false;
-		} else if (!strcmp(a, "--tls-verify") || !strcmp(a, "--tls-verify=true")) {
-			g.tls_verify = true;
-		} else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-			g.quiet = true;
-		} else if (!strcmp(a, "--debug")) {
-			g.debug = true;
-		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+	ib_cli_parser p;
+	ib_cli_begin(&p, &top, argc, argv, &g);
+	int c;
+	while ((c = ib_cli_next(&p)) != -1) {
+		if (c == 'h') {
 			usage(stdout);
 			return 0;
-		} else if (!strcmp(a, "--version")) {
+		}
+		if (c == O_VERSION) {
 			printf("imgbuild version %s\n", IB_VERSION);
 			return 0;
-		} else if (a[0] == '-') {
-			fprintf(
-			    stderr,
-			    "imgbuild: error: unknown global option '%s' (see 'imgbuild --help')\n",
-			    a);
-			return 2;
-		} else {
-			break;
 		}
 	}
+	if (p.exit >= 0)
+		return p.exit;
+	int i = optind;
 	if (i >= argc) {
 		usage(stderr);
 		return 2;
@@ -144,6 +127,5 @@ int main(int argc, char **argv)
 		if (strcmp(commands[k].name, name) == 0)
 			return commands[k].fn(argc - i, argv + i, &g);
 	}
-	fprintf(stderr, "imgbuild: error: unknown command '%s' (see 'imgbuild --help')\n", name);
-	return 2;
+	return ib_cli_usage_error(NULL, "unknown command '%s'", name);
 }

@@ -35,34 +35,27 @@ static const char load_usage[] =
 
 int ib_cmd_save(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(save_usage, stdout);
-		return 0;
-	}
+	enum { O_FORMAT = 256 };
+	static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
+					     {"format", required_argument, NULL, O_FORMAT},
+					     {NULL, 0, NULL, 0}};
+	static const ib_cli_cmd cmd = {
+	    .name = "save", .help = save_usage, .shortopts = "o:", .longopts = opts};
 	const char *output = NULL, *format = NULL;
-	cleanup_strv char **refs = NULL;
-	bool dashdash = false;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = NULL;
-		int m;
-		if (!dashdash && !strcmp(a, "--")) {
-			dashdash = true;
-		} else if (!dashdash &&
-			   (m = ib_cli_option_value(argc, argv, &i, "-o", "--output", &v))) {
-			if (m < 0)
-				return ib_cli_usage_error("save", "%s needs a file name", a);
-			output = v;
-		} else if (!dashdash &&
-			   (m = ib_cli_option_value(argc, argv, &i, NULL, "--format", &v))) {
-			if (m < 0)
-				return ib_cli_usage_error("save", "--format needs a value");
-			format = v;
-		} else if (!dashdash && a[0] == '-' && a[1]) {
-			return ib_cli_usage_error("save", "unknown option '%s'", a);
-		} else {
-			ib_strv_push(&refs, a);
-		}
+	ib_cli_parser p;
+	ib_cli_begin(&p, &cmd, argc, argv, g);
+	int c;
+	while ((c = ib_cli_next(&p)) != -1) {
+		if (c == 'o')
+			output = optarg;
+		else if (c == O_FORMAT)
+			format = optarg;
 	}
+	if (p.exit >= 0)
+		return p.exit;
+	cleanup_strv char **refs = NULL;
+	for (int i = optind; i < argc; i++)
+		ib_strv_push(&refs, argv[i]);
 	ib_archive_format fmt = IB_ARCHIVE_DOCKER;
 	if (format && !strcmp(format, "oci"))
 		fmt = IB_ARCHIVE_OCI;
@@ -78,11 +71,8 @@ int ib_cmd_save(int argc, char **argv, ib_global *g)
 		return ib_cli_usage_error("save", "empty output file name");
 	if (!refs || !refs[0])
 		return ib_cli_usage_error("save", "missing image reference");
-	if (!strcmp(output, "-") && isatty(STDOUT_FILENO)) {
-		ib_error *err = NULL;
-		ib_error_setc(&err, IB_EINVALID, "refusing to write an archive to a terminal");
-		return ib_cli_fail(&err);
-	}
+	if (!strcmp(output, "-") && isatty(STDOUT_FILENO))
+		return ib_cli_failf(IB_EINVALID, "refusing to write an archive to a terminal");
 	ib_store *s = ib_cli_open_store(g);
 	if (!s)
 		return 1;
@@ -96,24 +86,20 @@ int ib_cmd_save(int argc, char **argv, ib_global *g)
 
 int ib_cmd_load(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(load_usage, stdout);
-		return 0;
-	}
+	static const struct option opts[] = {{"input", required_argument, NULL, 'i'},
+					     {NULL, 0, NULL, 0}};
+	static const ib_cli_cmd cmd = {
+	    .name = "load", .help = load_usage, .shortopts = "i:", .longopts = opts};
 	const char *input = NULL;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = NULL;
-		int m = ib_cli_option_value(argc, argv, &i, "-i", "--input", &v);
-		if (m < 0)
-			return ib_cli_usage_error("load", "%s needs a file name", a);
-		if (m > 0)
-			input = v;
-		else if (a[0] == '-' && a[1])
-			return ib_cli_usage_error("load", "unknown option '%s'", a);
-		else
-			return ib_cli_usage_error("load", "unexpected argument '%s' (use -i FILE)",
-						  a);
-	}
+	ib_cli_parser p;
+	ib_cli_begin(&p, &cmd, argc, argv, g);
+	while (ib_cli_next(&p) == 'i')
+		input = optarg;
+	if (p.exit >= 0)
+		return p.exit;
+	if (optind < argc)
+		return ib_cli_usage_error("load", "unexpected argument '%s' (use -i FILE)",
+					  argv[optind]);
 	if (!input) {
 		if (isatty(STDIN_FILENO))
 			return ib_cli_usage_error("load", "missing -i FILE");

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "builder.h"
+#include "compress.h"
 #include "cli/commands.h"
 #include "recipe.h"
 #include "ref.h"
@@ -35,11 +36,16 @@ static const char build_help[] =
     "      --metadata-file FILE   write build metadata as JSON to FILE\n"
     "      --progress MODE        auto, tty, plain or json\n"
     "      --explain              say why each executed step missed the cache\n"
-    "      --check                rebuild without cache and report the first difference\n";
+    "      --check                rebuild without cache and report the first difference\n"
+    "  -h, --help                 this help\n";
 
 static const char plan_help[] =
     "Usage: imgbuild plan RECIPE.lua [--build-arg K=V]... [--context DIR]\n\n"
-    "Evaluate a recipe and print the resolved plan as JSON.\n";
+    "Evaluate a recipe and print the resolved plan as JSON.\n\n"
+    "Options:\n"
+    "      --build-arg K[=V]      value for arg(K) (repeatable)\n"
+    "      --context DIR          build context (default: the recipe's directory)\n"
+    "  -h, --help                 this help\n";
 
 static char *recipe_dir(const char *recipe)
 {
@@ -61,41 +67,39 @@ static int eval_recipe(json_t **plan, const char *recipe, const char *context, c
 static int check_context(const char *context)
 {
 	struct stat st;
-	if (stat(context, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "imgbuild: error: build context %s is not a directory\n", context);
-		return 1;
-	}
+	if (stat(context, &st) < 0 || !S_ISDIR(st.st_mode))
+		return ib_cli_failf(IB_EINVALID, "build context %s is not a directory", context);
 	return 0;
+}
+
+/* A library parse error of an option value as a usage error (exit 2). */
+static int usage_fail(const char *opt, ib_error **err)
+{
+	ib_error_wrap(err, "%s", opt);
+	ib_error_set_code(err, IB_EUSAGE);
+	return ib_cli_fail(err);
 }
 
 int ib_cmd_plan(int argc, char **argv, ib_global *g)
 {
-	(void)g;
-	static const struct option opts[] = {{"build-arg", required_argument, NULL, 'a'},
-					     {"context", required_argument, NULL, 'c'},
-					     {"help", no_argument, NULL, 'h'},
+	enum { O_ARG = 256, O_CONTEXT };
+	static const struct option opts[] = {{"build-arg", required_argument, NULL, O_ARG},
+					     {"context", required_argument, NULL, O_CONTEXT},
 					     {NULL, 0, NULL, 0}};
+	static const ib_cli_cmd cmd = {.name = "plan", .help = plan_help, .longopts = opts};
 	cleanup_strv char **args = xcalloc(1, sizeof(char *));
 	const char *context = NULL;
+	ib_cli_parser p;
+	ib_cli_begin(&p, &cmd, argc, argv, g);
 	int c;
-	optind = 1;
-	opterr = 0; /* one error line, ours */
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'a':
+	while ((c = ib_cli_next(&p)) != -1) {
+		if (c == O_ARG)
 			ib_strv_push(&args, optarg);
-			break;
-		case 'c':
+		else if (c == O_CONTEXT)
 			context = optarg;
-			break;
-		case 'h':
-			fputs(plan_help, stdout);
-			return 0;
-		default:
-			return ib_cli_usage_error("plan", "unknown option or missing value: %s",
-						  argv[optind - 1]);
-		}
 	}
+	if (p.exit >= 0)
+		return p.exit;
 	if (optind != argc - 1)
 		return ib_cli_usage_error("plan", "expected exactly one RECIPE argument");
 	const char *recipe = argv[optind];
@@ -121,7 +125,63 @@ static int write_text(const char *path, const char *text)
 	return 0;
 }
 
-int ib_cmd_build(int argc, char **argv, ib_global *g)
+/* What `imgbuild build` was asked to do. */
+typedef struct build_args {
+	ib_build_options bo;
+	char **args, **tags, **secrets;
+	const char *recipe, *context, *iidfile, *metafile;
+	bool push, check;
+	ib_progress_mode pmode;
+} build_args;
+
+static void build_args_clear(build_args *a)
+{
+	ib_strv_free(a->args);
+	ib_strv_free(a->tags);
+	ib_strv_free(a->secrets);
+}
+
+static int add_tag(build_args *a, const char *arg)
+{
+	ib_ref *ref = NULL;
+	ib_error *err = NULL;
+	if (ib_ref_parse(&ref, arg, &err) < 0)
+		return usage_fail("-t", &err);
+	if (ref->digest) {
+		ib_ref_free(ref);
+		return ib_cli_usage_error("build", "-t %s: a tag cannot contain a digest", arg);
+	}
+	cleanup_free char *full = ib_ref_string(ref);
+	ib_strv_push(&a->tags, full);
+	ib_ref_free(ref);
+	return 0;
+}
+
+/* --secret id=ID,src=PATH (docker/buildah syntax) -> "ID=PATH" */
+static int add_secret(build_args *a, const char *arg)
+{
+	cleanup_free char *dup = xstrdup(arg);
+	const char *id = NULL, *src = NULL;
+	for (char *tok = dup, *next; tok; tok = next) {
+		next = strchr(tok, ',');
+		if (next)
+			*next++ = '\0';
+		if (!strncmp(tok, "id=", 3))
+			id = tok + 3;
+		else if (!strncmp(tok, "src=", 4) || !strncmp(tok, "source=", 7))
+			src = strchr(tok, '=') + 1;
+		else
+			return ib_cli_usage_error("build", "--secret %s: unknown field", arg);
+	}
+	if (!id || !*id || !src || !*src)
+		return ib_cli_usage_error("build", "--secret wants id=ID,src=PATH");
+	cleanup_free char *kv = xasprintf("%s=%s", id, src);
+	ib_strv_push(&a->secrets, kv);
+	return 0;
+}
+
+/* Fill *a from the command line: -1, or the exit status (help, usage). */
+static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 {
 	enum {
 		O_CONTEXT = 256,
@@ -131,6 +191,8 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		O_PULL,
 		O_PUSH,
 		O_COMP,
+		O_LEVEL,
+		O_SECRET,
 		O_NET,
 		O_SDE,
 		O_IID,
@@ -140,8 +202,6 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		O_CHECK,
 		O_CACHE_FROM,
 		O_CACHE_TO,
-		O_LEVEL,
-		O_SECRET,
 	};
 	static const struct option opts[] = {
 	    {"tag", required_argument, NULL, 't'},
@@ -163,257 +223,219 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	    {"check", no_argument, NULL, O_CHECK},
 	    {"cache-from", required_argument, NULL, O_CACHE_FROM},
 	    {"cache-to", required_argument, NULL, O_CACHE_TO},
-	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	ib_build_options bo = IB_BUILD_OPTIONS_INIT;
-	cleanup_strv char **args = xcalloc(1, sizeof(char *));
-	cleanup_strv char **tags = xcalloc(1, sizeof(char *));
-	cleanup_strv char **secrets = xcalloc(1, sizeof(char *));
-	const char *context = NULL, *iidfile = NULL, *metafile = NULL;
-	bool push = false, check = false;
-	ib_progress_mode pmode = IB_PROGRESS_AUTO;
-	const char *sde = getenv("SOURCE_DATE_EPOCH");
+	static const ib_cli_cmd cmd = {
+	    .name = "build", .help = build_help, .shortopts = "t:", .longopts = opts};
+	const char *comp = NULL, *level = NULL, *sde = NULL;
+	ib_error *err = NULL;
+	int r = 0;
+	ib_cli_parser p;
+	ib_cli_begin(&p, &cmd, argc, argv, g);
 	int c;
-	optind = 1;
-	opterr = 0; /* one error line, ours */
-	while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
+	while (r == 0 && (c = ib_cli_next(&p)) != -1) {
 		switch (c) {
-		case 't': {
-			ib_ref *ref = NULL;
-			ib_error *err = NULL;
-			if (ib_ref_parse(&ref, optarg, &err) < 0) {
-				ib_error_wrap(&err, "-t");
-				err->code = IB_EUSAGE;
-				return ib_cli_fail(&err);
-			}
-			if (ref->digest) {
-				ib_ref_free(ref);
-				return ib_cli_usage_error(
-				    "build", "-t %s: a tag cannot contain a digest", optarg);
-			}
-			cleanup_free char *full = ib_ref_string(ref);
-			ib_strv_push(&tags, full);
-			ib_ref_free(ref);
+		case 't':
+			r = add_tag(a, optarg);
 			break;
-		}
 		case O_CONTEXT:
-			context = optarg;
+			a->context = optarg;
 			break;
 		case O_ARG:
-			ib_strv_push(&args, optarg);
+			ib_strv_push(&a->args, optarg);
 			break;
 		case O_TARGET:
-			bo.target = optarg;
+			a->bo.target = optarg;
 			break;
 		case O_NOCACHE:
-			bo.no_cache = true;
+			a->bo.no_cache = true;
 			break;
 		case O_PULL:
 			if (strcmp(optarg, "missing") && strcmp(optarg, "always") &&
 			    strcmp(optarg, "never"))
-				return ib_cli_usage_error(
-				    "build", "--pull must be missing, always or never");
-			bo.pull = optarg;
+				r = ib_cli_bad_value(&p, "--pull must be missing, always or never");
+			a->bo.pull = optarg;
 			break;
 		case O_PUSH:
-			push = true;
+			a->push = true;
 			break;
 		case O_COMP:
-			if (!strcmp(optarg, "gzip"))
-				bo.compression = IB_COMP_GZIP;
-			else if (!strcmp(optarg, "zstd"))
-				bo.compression = IB_COMP_ZSTD;
-			else
-				return ib_cli_usage_error("build",
-							  "--compression must be gzip or zstd");
+			comp = optarg;
 			break;
-		case O_LEVEL: {
-			uint64_t v;
-			if (ib_parse_u64(optarg, &v) < 0 || v < 1 || v > 19)
-				return ib_cli_usage_error("build",
-							  "--compression-level must be 1-9 "
-							  "(gzip) or 1-19 (zstd)");
-			bo.compression_level = (int)v;
+		case O_LEVEL:
+			level = optarg;
 			break;
-		}
-		case O_SECRET: {
-			/* id=ID,src=PATH (docker/buildah syntax) */
-			cleanup_free char *dup = xstrdup(optarg);
-			const char *id = NULL, *src = NULL;
-			for (char *tok = dup, *next; tok; tok = next) {
-				next = strchr(tok, ',');
-				if (next)
-					*next++ = '\0';
-				if (!strncmp(tok, "id=", 3))
-					id = tok + 3;
-				else if (!strncmp(tok, "src=", 4) || !strncmp(tok, "source=", 7))
-					src = strchr(tok, '=') + 1;
-				else
-					return ib_cli_usage_error(
-					    "build", "--secret %s: unknown field", optarg);
-			}
-			if (!id || !*id || !src || !*src)
-				return ib_cli_usage_error("build", "--secret wants id=ID,src=PATH");
-			cleanup_free char *kv = xasprintf("%s=%s", id, src);
-			ib_strv_push(&secrets, kv);
+		case O_SECRET:
+			r = add_secret(a, optarg);
 			break;
-		}
 		case O_NET:
 			if (strcmp(optarg, "host") && strcmp(optarg, "none"))
-				return ib_cli_usage_error("build",
-							  "--network must be host or none");
-			bo.network = optarg;
+				r = ib_cli_bad_value(&p, "--network must be host or none");
+			a->bo.network = optarg;
 			break;
 		case O_SDE:
 			sde = optarg;
 			break;
 		case O_IID:
-			iidfile = optarg;
+			a->iidfile = optarg;
 			break;
 		case O_META:
-			metafile = optarg;
+			a->metafile = optarg;
 			break;
 		case O_PROGRESS:
-			if (ib_progress_mode_parse(optarg, &pmode) < 0)
-				return ib_cli_usage_error(
-				    "build", "--progress must be auto, tty, plain or json");
+			if (ib_progress_mode_parse(optarg, &a->pmode) < 0)
+				r = ib_cli_bad_value(&p,
+						     "--progress must be auto, tty, plain or json");
 			break;
 		case O_EXPLAIN:
-			bo.explain = true;
+			a->bo.explain = true;
 			break;
 		case O_CHECK:
-			check = true;
+			a->check = true;
 			break;
 		case O_CACHE_FROM:
 		case O_CACHE_TO:
-			fprintf(stderr, "imgbuild: error: --cache-from/--cache-to (registry cache) "
-					"are not supported by this version\n");
-			return 1;
-		case 'h':
-			fputs(build_help, stdout);
-			return 0;
-		default:
-			return ib_cli_usage_error("build", "unknown option or missing value: %s",
-						  argv[optind - 1]);
+			r = ib_cli_failf(IB_ERROR, "--cache-from/--cache-to (registry cache) are "
+						   "not supported by this version");
+			break;
 		}
 	}
+	if (r)
+		return r;
+	if (p.exit >= 0)
+		return p.exit;
 	if (optind != argc - 1)
 		return ib_cli_usage_error("build", optind >= argc
 						       ? "missing RECIPE argument"
 						       : "expected exactly one RECIPE argument");
-	if (bo.compression == IB_COMP_GZIP && bo.compression_level > 9)
-		return ib_cli_usage_error("build", "--compression-level for gzip must be 1-9");
-	if (push && ib_strv_len(tags) == 0)
+	a->recipe = argv[optind];
+	if (ib_compression_parse(comp, level, &a->bo.compression, &a->bo.compression_level,
+				 &err) < 0)
+		return usage_fail(level ? "--compression-level" : "--compression", &err);
+	if (a->push && ib_strv_len(a->tags) == 0)
 		return ib_cli_usage_error("build", "--push needs at least one -t REF");
-	if (sde && *sde) {
-		uint64_t v;
-		if (ib_parse_u64(sde, &v) < 0 || v > INT64_MAX / 2)
-			return ib_cli_usage_error("build", "invalid source date epoch \"%s\"", sde);
-		bo.source_date_epoch = (int64_t)v;
-	}
-	const char *recipe = argv[optind];
-	cleanup_free char *ctx = context ? xstrdup(context) : recipe_dir(recipe);
-	if (check_context(ctx))
-		return 1;
+	if (ib_parse_source_date_epoch(sde, &a->bo.source_date_epoch, &err) < 0)
+		return usage_fail("--source-date-epoch", &err);
+	return -1;
+}
 
-	/* Evaluate the whole recipe before anything runs. */
-	json_t *plan = NULL;
-	int r = eval_recipe(&plan, recipe, ctx, args);
-	if (r)
+/* --check: build again without the cache; 0 when both images are the same. */
+static int run_check(ib_store *store, json_t *plan, const ib_build_options *bo,
+		     const ib_build_result *res, ib_progress *prog)
+{
+	ib_build_options bo2 = *bo;
+	bo2.no_cache = true;
+	bo2.tags = NULL;
+	bo2.explain = false;
+	ib_build_result res2 = {0};
+	ib_error *err = NULL;
+	ib_progress_info(prog, "--check: rebuilding without cache");
+	if (ib_build_run(store, plan, &bo2, &res2, &err) < 0)
+		return ib_cli_fail(&err);
+	char *report = NULL;
+	int r = ib_build_compare(store, res->manifest.digest, res2.manifest.digest, &report, &err);
+	ib_build_result_clear(&res2);
+	if (r < 0)
+		return ib_cli_fail(&err);
+	if (report) {
+		r = ib_cli_failf(IB_ERROR, "not reproducible: %s", report);
+		free(report);
 		return r;
+	}
+	ib_progress_info(prog, "--check: reproducible (%s)", res->manifest.digest);
+	return 0;
+}
 
+/* --push: every tag to its registry, which must then hold the built digest. */
+static int push_tags(ib_store *store, char **tags, const char *digest, ib_global *g,
+		     ib_progress *prog)
+{
+	ib_registry_options ro = IB_REGISTRY_OPTIONS_INIT;
+	ib_cli_registry_options(&ro, g, NULL);
+	ro.progress = ib_progress_transfer_cb;
+	ro.payload = prog;
+	ib_error *err = NULL;
+	for (size_t i = 0; tags[i]; i++) {
+		char pushed[IB_DIGEST_BUFLEN];
+		ib_progress_info(prog, "pushing %s", tags[i]);
+		if (ib_registry_push(store, tags[i], NULL, &ro, pushed, &err) < 0)
+			return ib_cli_fail(&err);
+		if (strcmp(pushed, digest) != 0)
+			return ib_cli_failf(IB_EDIGEST, "push %s: registry holds %s, built %s",
+					    tags[i], pushed, digest);
+	}
+	return 0;
+}
+
+/* --metadata-file: buildx's keys for the result. */
+static int write_metadata(const char *path, char **tags, const ib_build_result *res)
+{
+	json_t *names = json_array();
+	for (size_t i = 0; tags[i]; i++)
+		json_array_append_new(names, json_string(tags[i]));
+	json_t *m = json_pack("{s:s, s:s, s:o, s:i, s:i}", "containerimage.digest",
+			      res->manifest.digest, "containerimage.config.digest",
+			      res->config_digest, "image.names", names, "steps.run", res->steps_run,
+			      "steps.cached", res->steps_cached);
+	char *s = json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(m);
+	int rc = write_text(path, s);
+	free(s);
+	return rc;
+}
+
+int ib_cmd_build(int argc, char **argv, ib_global *g)
+{
+	build_args a = {.bo = IB_BUILD_OPTIONS_INIT, .pmode = IB_PROGRESS_AUTO};
+	a.args = xcalloc(1, sizeof(char *));
+	a.tags = xcalloc(1, sizeof(char *));
+	a.secrets = xcalloc(1, sizeof(char *));
+	int rc = parse_build_args(&a, argc, argv, g);
+	if (rc >= 0) {
+		build_args_clear(&a);
+		return rc;
+	}
+	cleanup_free char *ctx = a.context ? xstrdup(a.context) : recipe_dir(a.recipe);
+	json_t *plan = NULL;
+	/* Evaluate the whole recipe before anything runs. */
+	if ((rc = check_context(ctx)) != 0 || (rc = eval_recipe(&plan, a.recipe, ctx, a.args))) {
+		build_args_clear(&a);
+		return rc;
+	}
 	ib_build_prepare_process();
 	ib_store *store = ib_cli_open_store(g);
 	if (!store) {
 		json_decref(plan);
+		build_args_clear(&a);
 		return 1;
 	}
-	ib_progress *prog = ib_progress_new(pmode, g->quiet, stderr);
-	bo.recipe_path = recipe;
-	bo.context_dir = ctx;
-	bo.tags = tags;
-	bo.secrets = secrets;
-	bo.tls_verify = g->tls_verify;
-	bo.authfile = g->authfile;
-	bo.progress = prog;
+	ib_progress *prog = ib_progress_new(a.pmode, g->quiet, stderr);
+	ib_build_options *bo = &a.bo;
+	bo->recipe_path = a.recipe;
+	bo->context_dir = ctx;
+	bo->tags = a.tags;
+	bo->secrets = a.secrets;
+	bo->tls_verify = g->tls_verify;
+	bo->authfile = g->authfile;
+	bo->progress = prog;
 	ib_build_result res = {0};
 	ib_error *err = NULL;
-	int rc = 0;
-	if (ib_build_run(store, plan, &bo, &res, &err) < 0) {
+	if (ib_build_run(store, plan, bo, &res, &err) < 0)
 		rc = ib_cli_fail(&err);
-		goto out;
-	}
-	if (check) {
-		ib_build_options bo2 = bo;
-		bo2.no_cache = true;
-		bo2.tags = NULL;
-		bo2.explain = false;
-		ib_build_result res2 = {0};
-		ib_progress_info(prog, "--check: rebuilding without cache");
-		if (ib_build_run(store, plan, &bo2, &res2, &err) < 0) {
-			rc = ib_cli_fail(&err);
-			goto out;
-		}
-		char *report = NULL;
-		if (ib_build_compare(store, res.manifest.digest, res2.manifest.digest, &report,
-				     &err) < 0) {
-			ib_build_result_clear(&res2);
-			rc = ib_cli_fail(&err);
-			goto out;
-		}
-		ib_build_result_clear(&res2);
-		if (report) {
-			fprintf(stderr, "imgbuild: error: not reproducible: %s\n", report);
-			free(report);
-			rc = 1;
-			goto out;
-		}
-		ib_progress_info(prog, "--check: reproducible (%s)", res.manifest.digest);
-	}
-	if (push) {
-		ib_registry_options ro = IB_REGISTRY_OPTIONS_INIT;
-		ib_cli_registry_options(&ro, g, NULL);
-		ro.progress = ib_progress_transfer_cb;
-		ro.payload = prog;
-		for (size_t i = 0; tags[i]; i++) {
-			char pushed[IB_DIGEST_BUFLEN];
-			ib_progress_info(prog, "pushing %s", tags[i]);
-			if (ib_registry_push(store, tags[i], NULL, &ro, pushed, &err) < 0) {
-				rc = ib_cli_fail(&err);
-				goto out;
-			}
-			if (strcmp(pushed, res.manifest.digest) != 0) {
-				fprintf(stderr,
-					"imgbuild: error: push %s: registry holds %s, built %s\n",
-					tags[i], pushed, res.manifest.digest);
-				rc = 1;
-				goto out;
-			}
-		}
-	}
-	if (iidfile && (rc = write_text(iidfile, res.manifest.digest)) != 0)
-		goto out;
-	if (metafile) {
-		json_t *names = json_array();
-		for (size_t i = 0; tags[i]; i++)
-			json_array_append_new(names, json_string(tags[i]));
-		json_t *m = json_pack("{s:s, s:s, s:o, s:i, s:i}", "containerimage.digest",
-				      res.manifest.digest, "containerimage.config.digest",
-				      res.config_digest, "image.names", names, "steps.run",
-				      res.steps_run, "steps.cached", res.steps_cached);
-		char *s = json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);
-		json_decref(m);
-		rc = write_text(metafile, s);
-		free(s);
-		if (rc)
-			goto out;
-	}
-	printf("%s\n", res.manifest.digest);
-out:
+	if (rc == 0 && a.check)
+		rc = run_check(store, plan, bo, &res, prog);
+	if (rc == 0 && a.push)
+		rc = push_tags(store, a.tags, res.manifest.digest, g, prog);
+	if (rc == 0 && a.iidfile)
+		rc = write_text(a.iidfile, res.manifest.digest);
+	if (rc == 0 && a.metafile)
+		rc = write_metadata(a.metafile, a.tags, &res);
+	if (rc == 0)
+		printf("%s\n", res.manifest.digest);
 	ib_build_result_clear(&res);
 	ib_progress_free(prog);
 	ib_store_free(store);
 	json_decref(plan);
+	build_args_clear(&a);
 	return rc;
 }

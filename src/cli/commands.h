@@ -6,7 +6,9 @@
 #define IB_CLI_COMMANDS_H
 
 #include <stdbool.h>
+#include <getopt.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "error.h"
@@ -47,21 +49,59 @@ int ib_cmd_version(int argc, char **argv, ib_global *g);
 
 /* ---- helpers shared by the commands (cli/common.c) ---- */
 
+/* Option values (getopt_long `val`) below this are free for the commands;
+ * the global options use values from here up. */
+#define IB_CLI_GLOBAL_BASE 0x1000
+
+/* One command's command line: its help text (printed for -h/--help, then
+ * the global options), its own short options in getopt syntax ("t:") and
+ * its own long options ({0}-terminated, may be NULL).  The global options
+ * (--root, --authfile, --tls-verify, -q/--quiet, --debug) and -h/--help are
+ * merged in by the parser, so every command accepts them after its name. */
+typedef struct ib_cli_cmd {
+	const char *name; /* "build"; NULL for imgbuild itself */
+	const char *help; /* NULL: -h/--help is returned as 'h' */
+	const char *shortopts;
+	const struct option *longopts;
+	bool in_order; /* stop at the first operand (else operands and options mix) */
+} ib_cli_cmd;
+
+typedef struct ib_cli_parser {
+	const ib_cli_cmd *cmd;
+	ib_global *g;
+	int argc;
+	char **argv;
+	int exit; /* after the last ib_cli_next: -1 parse on, else the exit status */
+	struct option opts[64];
+	char shorts[64];
+} ib_cli_parser;
+
+/* Start parsing argv (argv[0] is the command name).  Then call ib_cli_next
+ * until it returns -1; if p->exit >= 0 afterwards (help printed, or a usage
+ * error printed) return it, else the operands are argv[optind..argc). */
+void ib_cli_begin(ib_cli_parser *p, const ib_cli_cmd *cmd, int argc, char **argv, ib_global *g);
+/* The next option of the command itself (its `val`, optarg set), or -1. */
+int ib_cli_next(ib_cli_parser *p);
+/* ib_cli_begin and ib_cli_next for a command with no options of its own:
+ * -1 with the operands in argv[optind..argc), else the exit status. */
+int ib_cli_parse_plain(const ib_cli_cmd *cmd, int argc, char **argv, ib_global *g);
+/* The usage error for an option value of the command: prints it, returns 2. */
+int ib_cli_bad_value(const ib_cli_parser *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Print the global options section of the help. */
+void ib_cli_print_global_help(FILE *f);
+
 /* Open the store at g->root; prints the error and returns NULL on failure. */
 ib_store *ib_cli_open_store(ib_global *g);
 /* Print "imgbuild: error: ..." for err, free it, return 1 (or 2 for
  * IB_EUSAGE). */
 int ib_cli_fail(ib_error **err);
-/* Print a usage error ("imgbuild: error: MSG\nSee 'imgbuild CMD --help'.")
- * and return 2. */
+/* Print "imgbuild: error: MSG" (a new error with code, IB_E*) and return
+ * what ib_cli_fail returns for it: 2 for IB_EUSAGE, else 1. */
+int ib_cli_failf(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Print a usage error ("imgbuild: error: MSG (see 'imgbuild CMD --help')",
+ * cmd may be NULL) and return 2. */
 int ib_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* True when argv contains -h/--help; then the command prints its help. */
-bool ib_cli_wants_help(int argc, char **argv);
-/* Match argv[*i] against an option with a value: "-s VALUE" (shrt may be
- * NULL), "--long VALUE" or "--long=VALUE".  1 with *out set (and *i moved
- * past a separate value), 0 no match, -1 the value is missing. */
-int ib_cli_option_value(int argc, char **argv, int *i, const char *shrt, const char *lng,
-			const char **out);
 
 /* RFC 3339 ("2024-05-01T12:00:00.123Z", "...+02:00") to seconds since the
  * epoch; -1 (and *out untouched) when s is not one. */

@@ -1,3 +1,4 @@
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,42 +27,178 @@ int ib_cli_fail(ib_error **err)
 	return code == IB_EUSAGE ? 2 : 1;
 }
 
-int ib_cli_usage_error(const char *cmd, const char *fmt, ...)
+int ib_cli_failf(int code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
 	cleanup_free char *m = xvasprintf(fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "imgbuild: error: %s (see 'imgbuild %s --help')\n", m, cmd);
-	return 2;
+	ib_error *err = NULL;
+	ib_error_setc(&err, code, "%s", m);
+	return ib_cli_fail(&err);
 }
 
-bool ib_cli_wants_help(int argc, char **argv)
+static int usage_errorv(const char *cmd, const char *fmt, va_list ap)
 {
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--"))
-			return false;
-		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
-			return true;
-	}
-	return false;
+	cleanup_free char *m = xvasprintf(fmt, ap);
+	if (cmd)
+		return ib_cli_failf(IB_EUSAGE, "%s (see 'imgbuild %s --help')", m, cmd);
+	return ib_cli_failf(IB_EUSAGE, "%s (see 'imgbuild --help')", m);
 }
 
-int ib_cli_option_value(int argc, char **argv, int *i, const char *shrt, const char *lng,
-			const char **out)
+int ib_cli_usage_error(const char *cmd, const char *fmt, ...)
 {
-	const char *a = argv[*i];
-	size_t n = strlen(lng);
-	if (!strncmp(a, lng, n) && a[n] == '=') {
-		*out = a + n + 1;
-		return 1;
+	va_list ap;
+	va_start(ap, fmt);
+	int r = usage_errorv(cmd, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* ---- the command line: one getopt_long loop for every command ---- */
+
+enum {
+	G_ROOT = IB_CLI_GLOBAL_BASE,
+	G_AUTHFILE,
+	G_TLS_VERIFY,
+	G_DEBUG,
+	G_QUIET = 'q',
+	G_HELP = 'h',
+};
+
+/* The global options: one table for imgbuild itself and every command, and
+ * for their --help. */
+static const struct global_opt {
+	struct option opt;
+	const char *shown;
+	const char *help;
+} global_opts[] = {
+    {{"root", required_argument, NULL, G_ROOT}, "--root DIR", "store location (env IMGBUILD_ROOT)"},
+    {{"authfile", required_argument, NULL, G_AUTHFILE},
+     "--authfile FILE",
+     "registry credentials file"},
+    {{"tls-verify", optional_argument, NULL, G_TLS_VERIFY},
+     "--tls-verify=false",
+     "do not verify registry TLS certificates"},
+    {{"quiet", no_argument, NULL, G_QUIET}, "-q, --quiet", "less output"},
+    {{"debug", no_argument, NULL, G_DEBUG}, "--debug", "more output"},
+};
+#define N_GLOBAL (sizeof(global_opts) / sizeof(global_opts[0]))
+
+void ib_cli_print_global_help(FILE *f)
+{
+	fputs("Global options (before or after the command):\n", f);
+	for (size_t i = 0; i < N_GLOBAL; i++)
+		fprintf(f, "  %-22s %s\n", global_opts[i].shown, global_opts[i].help);
+}
+
+void ib_cli_begin(ib_cli_parser *p, const ib_cli_cmd *cmd, int argc, char **argv, ib_global *g)
+{
+	memset(p, 0, sizeof(*p));
+	p->cmd = cmd;
+	p->g = g;
+	p->argc = argc;
+	p->argv = argv;
+	p->exit = -1;
+	/* '+': stop at the first operand; ':': a missing value is told apart */
+	snprintf(p->shorts, sizeof(p->shorts), "%s:hq%s", cmd->in_order ? "+" : "",
+		 cmd->shortopts ? cmd->shortopts : "");
+	size_t n = 0;
+	for (const struct option *o = cmd->longopts; o && o->name; o++) {
+		if (n + N_GLOBAL + 2 > sizeof(p->opts) / sizeof(p->opts[0]))
+			abort(); /* a programming error: grow opts */
+		p->opts[n++] = *o;
 	}
-	if (strcmp(a, lng) != 0 && (!shrt || strcmp(a, shrt) != 0))
+	for (size_t i = 0; i < N_GLOBAL; i++)
+		p->opts[n++] = global_opts[i].opt;
+	p->opts[n++] = (struct option){"help", no_argument, NULL, G_HELP};
+	p->opts[n] = (struct option){NULL, 0, NULL, 0};
+	optind = 0; /* full re-initialisation: each command parses afresh */
+	opterr = 0; /* one error line, ours */
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+	if (!strcmp(s, "true") || !strcmp(s, "1") || !strcmp(s, "yes")) {
+		*out = true;
 		return 0;
-	if (*i + 1 >= argc)
-		return -1;
-	*out = argv[++*i];
-	return 1;
+	}
+	if (!strcmp(s, "false") || !strcmp(s, "0") || !strcmp(s, "no")) {
+		*out = false;
+		return 0;
+	}
+	return -1;
+}
+
+int ib_cli_bad_value(const ib_cli_parser *p, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = usage_errorv(p->cmd->name, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int ib_cli_parse_plain(const ib_cli_cmd *cmd, int argc, char **argv, ib_global *g)
+{
+	ib_cli_parser p;
+	ib_cli_begin(&p, cmd, argc, argv, g);
+	while (ib_cli_next(&p) != -1)
+		;
+	return p.exit;
+}
+
+int ib_cli_next(ib_cli_parser *p)
+{
+	for (;;) {
+		int c = getopt_long(p->argc, p->argv, p->shorts, p->opts, NULL);
+		switch (c) {
+		case -1:
+			return -1;
+		case G_ROOT:
+			p->g->root = optarg;
+			break;
+		case G_AUTHFILE:
+			p->g->authfile = optarg;
+			break;
+		case G_TLS_VERIFY:
+			if (!optarg)
+				p->g->tls_verify = true;
+			else if (parse_bool(optarg, &p->g->tls_verify) < 0) {
+				p->exit = ib_cli_bad_value(p, "--tls-verify must be true or false");
+				return -1;
+			}
+			break;
+		case G_QUIET:
+			p->g->quiet = true;
+			break;
+		case G_DEBUG:
+			p->g->debug = true;
+			break;
+		case G_HELP:
+			if (!p->cmd->help)
+				return c;
+			fputs(p->cmd->help, stdout);
+			putchar('\n');
+			ib_cli_print_global_help(stdout);
+			p->exit = 0;
+			return -1;
+		case ':':
+			p->exit = ib_cli_bad_value(p, "%s needs a value", p->argv[optind - 1]);
+			return -1;
+		case '?': {
+			const char *a = p->argv[optind - 1];
+			if (optopt > 0 && optopt < 128 && strncmp(a, "--", 2) != 0)
+				p->exit = ib_cli_bad_value(p, "unknown option or missing value: -%c",
+							   optopt);
+			else
+				p->exit = ib_cli_bad_value(p, "unknown option or missing value: %s", a);
+			return -1;
+		}
+		default:
+			return c;
+		}
+	}
 }
 
 int ib_cli_parse_rfc3339(const char *s, time_t *out)

@@ -21,21 +21,15 @@ static const char usage[] =
 
 int ib_cmd_diff(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(usage, stdout);
-		return 0;
-	}
-	const char *refs[2];
-	int n = 0;
-	for (int i = 1; i < argc; i++) {
-		if (argv[i][0] == '-' && argv[i][1])
-			return ib_cli_usage_error("diff", "unknown option '%s'", argv[i]);
-		if (n == 2)
-			return ib_cli_usage_error("diff", "unexpected argument '%s'", argv[i]);
-		refs[n++] = argv[i];
-	}
-	if (n != 2)
+	static const ib_cli_cmd cmd = {.name = "diff", .help = usage};
+	int rc = ib_cli_parse_plain(&cmd, argc, argv, g);
+	if (rc >= 0)
+		return rc;
+	if (argc - optind > 2)
+		return ib_cli_usage_error("diff", "unexpected argument '%s'", argv[optind + 2]);
+	if (argc - optind != 2)
 		return ib_cli_usage_error("diff", "expected two image references");
+	const char *refs[2] = {argv[optind], argv[optind + 1]};
 	ib_store *s = ib_cli_open_store(g);
 	if (!s)
 		return 1;

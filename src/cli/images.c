@@ -28,8 +28,7 @@ typedef struct row {
 	int64_t size;  /* -1 when the image could not be read */
 } row;
 
-/* docker's FamiliarName: "docker.io/library/x" -> "x", "docker.io/u/x" ->
- * "u/x", anything else keeps its registry. */
+/* Familiar repository name and tag (ref.c's rule) of a stored name. */
 static void split_reference(const char *full, char **name_out, char **tag_out)
 {
 	ib_ref *r = NULL;
@@ -38,14 +37,7 @@ static void split_reference(const char *full, char **name_out, char **tag_out)
 		*tag_out = xstrdup("<none>");
 		return;
 	}
-	const char *p = r->path;
-	if (!strcmp(r->domain, "docker.io")) {
-		if (!strncmp(p, "library/", 8) && !strchr(p + 8, '/'))
-			p += 8;
-		*name_out = xstrdup(p);
-	} else {
-		*name_out = xasprintf("%s/%s", r->domain, p);
-	}
+	*name_out = ib_ref_familiar_name(r);
 	*tag_out = xstrdup(r->tag ? r->tag : "<none>");
 	ib_ref_free(r);
 }
@@ -166,19 +158,19 @@ static void print_table(const row *rows, size_t n)
 
 int ib_cmd_images(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(usage, stdout);
-		return 0;
-	}
+	enum { O_JSON = 256 };
+	static const struct option opts[] = {{"json", no_argument, NULL, O_JSON},
+					     {NULL, 0, NULL, 0}};
+	static const ib_cli_cmd cmd = {.name = "images", .help = usage, .longopts = opts};
 	bool as_json = false;
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--json"))
-			as_json = true;
-		else if (argv[i][0] == '-')
-			return ib_cli_usage_error("images", "unknown option '%s'", argv[i]);
-		else
-			return ib_cli_usage_error("images", "unexpected argument '%s'", argv[i]);
-	}
+	ib_cli_parser p;
+	ib_cli_begin(&p, &cmd, argc, argv, g);
+	while (ib_cli_next(&p) == O_JSON)
+		as_json = true;
+	if (p.exit >= 0)
+		return p.exit;
+	if (optind < argc)
+		return ib_cli_usage_error("images", "unexpected argument '%s'", argv[optind]);
 	ib_store *s = ib_cli_open_store(g);
 	if (!s)
 		return 1;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "compress.h"
 #include "layer.h"
 #include "ref.h"
 #include "util.h"
@@ -25,49 +26,19 @@ static const char usage[] =
     "\n"
     "Options:\n"
     "  --compression gzip|zstd   layer compression (default gzip)\n"
+    "  --compression-level N     gzip 1-9 (default 1), zstd 1-19 (default 3)\n"
     "  --source-date-epoch N     timestamp for the config and the mtime clamp\n"
     "                            (default $SOURCE_DATE_EPOCH, else 0)\n"
     "  -h, --help                this help\n";
-
-static int parse_epoch(const char *s, const char *what, int64_t *out, ib_error **err)
-{
-	uint64_t v;
-	if (ib_parse_u64(s, &v) < 0 || v > (uint64_t)INT64_MAX / 2)
-		return ib_error_setc(err, IB_EINVALID, "%s: '%s' is not a number of seconds", what,
-				     s);
-	*out = (int64_t)v;
-	return 0;
-}
 
 static json_t *import_config(int64_t epoch, const char *diff_id)
 {
 	const char *os, *arch, *variant;
 	ib_host_platform(&os, &arch, &variant);
 	char created[64];
-	time_t t = (time_t)epoch;
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
-
-	json_t *c = json_object();
-	json_object_set_new(c, "architecture", json_string(arch));
-	json_object_set_new(c, "os", json_string(os));
-	if (variant)
-		json_object_set_new(c, "variant", json_string(variant));
-	json_object_set_new(c, "created", json_string(created));
-	json_object_set_new(c, "config", json_object());
-	json_t *rootfs = json_object();
-	json_object_set_new(rootfs, "type", json_string("layers"));
-	json_t *ids = json_array();
-	json_array_append_new(ids, json_string(diff_id));
-	json_object_set_new(rootfs, "diff_ids", ids);
-	json_object_set_new(c, "rootfs", rootfs);
-	json_t *h = json_object();
-	json_object_set_new(h, "created", json_string(created));
-	json_object_set_new(h, "created_by", json_string("imgbuild import"));
-	json_t *history = json_array();
-	json_array_append_new(history, h);
-	json_object_set_new(c, "history", history);
+	ib_format_rfc3339(created, sizeof(created), epoch);
+	json_t *c = ib_config_new(os, arch, variant, created);
+	ib_config_add_history(c, diff_id, created, "imgbuild import");
 	return c;
 }
 
@@ -96,72 +67,56 @@ static int do_import(ib_store *s, int fd, const char *src, const char *full,
 	return r;
 }
 
+/* A library parse error of an option value as a usage error (exit 2). */
+static int usage_fail(const char *opt, ib_error **err)
+{
+	ib_error_wrap(err, "%s", opt);
+	ib_error_set_code(err, IB_EUSAGE);
+	return ib_cli_fail(err);
+}
+
 int ib_cmd_import(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(usage, stdout);
-		return 0;
+	enum { O_COMP = 256, O_LEVEL, O_SDE };
+	static const struct option opts[] = {
+	    {"compression", required_argument, NULL, O_COMP},
+	    {"compression-level", required_argument, NULL, O_LEVEL},
+	    {"source-date-epoch", required_argument, NULL, O_SDE},
+	    {NULL, 0, NULL, 0},
+	};
+	static const ib_cli_cmd cmd = {.name = "import", .help = usage, .longopts = opts};
+	ib_layer_options opts_l = IB_LAYER_OPTIONS_INIT;
+	const char *epoch_arg = NULL, *comp = NULL, *level = NULL;
+	ib_cli_parser p;
+	ib_cli_begin(&p, &cmd, argc, argv, g);
+	int c;
+	while ((c = ib_cli_next(&p)) != -1) {
+		if (c == O_COMP)
+			comp = optarg;
+		else if (c == O_LEVEL)
+			level = optarg;
+		else if (c == O_SDE)
+			epoch_arg = optarg;
 	}
-	ib_layer_options opts = IB_LAYER_OPTIONS_INIT;
-	const char *epoch_arg = NULL, *comp = NULL;
-	const char *pos[2] = {NULL, NULL};
-	int npos = 0;
-	bool dashdash = false;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		const char *v = NULL;
-		int m;
-		if (!dashdash && !strcmp(a, "--")) {
-			dashdash = true;
-			continue;
-		}
-		if (!dashdash &&
-		    (m = ib_cli_option_value(argc, argv, &i, NULL, "--compression", &v)) != 0) {
-			if (m < 0)
-				return ib_cli_usage_error("import", "--compression needs a value");
-			comp = v;
-		} else if (!dashdash && (m = ib_cli_option_value(argc, argv, &i, NULL,
-								 "--source-date-epoch", &v)) != 0) {
-			if (m < 0)
-				return ib_cli_usage_error("import",
-							  "--source-date-epoch needs a value");
-			epoch_arg = v;
-		} else if (!dashdash && a[0] == '-' && a[1]) {
-			return ib_cli_usage_error("import", "unknown option '%s'", a);
-		} else if (npos < 2) {
-			pos[npos++] = a;
-		} else {
-			return ib_cli_usage_error("import", "unexpected argument '%s'", a);
-		}
-	}
-	if (npos != 2)
+	if (p.exit >= 0)
+		return p.exit;
+	if (argc - optind > 2)
+		return ib_cli_usage_error("import", "unexpected argument '%s'", argv[optind + 2]);
+	if (argc - optind != 2)
 		return ib_cli_usage_error("import", "expected ROOTFS and REF");
-	if (comp && !strcmp(comp, "gzip"))
-		opts.compression = IB_COMP_GZIP;
-	else if (comp && !strcmp(comp, "zstd"))
-		opts.compression = IB_COMP_ZSTD;
-	else if (comp)
-		return ib_cli_usage_error("import", "--compression must be gzip or zstd, not '%s'",
-					  comp);
+	const char *pos[2] = {argv[optind], argv[optind + 1]};
 	ib_error *err = NULL;
-	opts.source_date_epoch = 0;
-	const char *env = getenv("SOURCE_DATE_EPOCH");
-	if (epoch_arg) {
-		if (parse_epoch(epoch_arg, "--source-date-epoch", &opts.source_date_epoch, &err) <
-		    0)
-			return ib_cli_fail(&err);
-	} else if (env && *env) {
-		if (parse_epoch(env, "SOURCE_DATE_EPOCH", &opts.source_date_epoch, &err) < 0)
-			return ib_cli_fail(&err);
-	}
+	if (ib_compression_parse(comp, level, &opts_l.compression, &opts_l.level, &err) < 0)
+		return usage_fail(level ? "--compression-level" : "--compression", &err);
+	if (ib_parse_source_date_epoch(epoch_arg, &opts_l.source_date_epoch, &err) < 0)
+		return epoch_arg ? usage_fail("--source-date-epoch", &err) : ib_cli_fail(&err);
 
 	ib_ref *ref = NULL;
 	if (ib_ref_parse(&ref, pos[1], &err) < 0)
 		return ib_cli_fail(&err);
 	if (ref->digest || !ref->tag) {
 		ib_ref_free(ref);
-		ib_error_setc(&err, IB_EINVALID, "\"%s\" must be NAME[:TAG], not a digest", pos[1]);
-		return ib_cli_fail(&err);
+		return ib_cli_failf(IB_EINVALID, "\"%s\" must be NAME[:TAG], not a digest", pos[1]);
 	}
 	cleanup_free char *full = ib_ref_string(ref);
 	ib_ref_free(ref);
@@ -182,15 +137,13 @@ int ib_cmd_import(int argc, char **argv, ib_global *g)
 			ib_error_set(&err, errno, "open %s", src);
 			return ib_cli_fail(&err);
 		}
-		if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-			ib_error_setc(&err, IB_EINVALID, "%s is a directory, not a tarball", src);
-			return ib_cli_fail(&err);
-		}
+		if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+			return ib_cli_failf(IB_EINVALID, "%s is a directory, not a tarball", src);
 	}
 	ib_store *s = ib_cli_open_store(g);
 	if (!s)
 		return 1;
-	int r = do_import(s, fd, src, full, &opts, &err);
+	int r = do_import(s, fd, src, full, &opts_l, &err);
 	ib_store_free(s);
 	if (r < 0)
 		return ib_cli_fail(&err);

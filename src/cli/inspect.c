@@ -30,41 +30,42 @@ static const char history_usage[] =
     "  --no-trunc  do not shorten the CREATED BY column\n"
     "  -h, --help  this help\n";
 
-/* One positional REF, no options except those listed in flags. */
-static int single_ref(int argc, char **argv, const char *cmd, bool *no_trunc, const char **ref)
+/* One positional REF; history also takes --no-trunc.  -1 to go on, else
+ * the exit status. */
+static int single_ref(int argc, char **argv, ib_global *g, const char *cmd, bool *no_trunc,
+		      const char **ref)
 {
+	enum { O_NO_TRUNC = 256 };
+	static const struct option history_opts[] = {{"no-trunc", no_argument, NULL, O_NO_TRUNC},
+						     {NULL, 0, NULL, 0}};
+	const ib_cli_cmd c = {.name = cmd,
+			      .help = no_trunc ? history_usage : inspect_usage,
+			      .longopts = no_trunc ? history_opts : NULL};
 	*ref = NULL;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (no_trunc && !strcmp(a, "--no-trunc")) {
+	ib_cli_parser p;
+	ib_cli_begin(&p, &c, argc, argv, g);
+	int o;
+	while ((o = ib_cli_next(&p)) != -1)
+		if (o == O_NO_TRUNC)
 			*no_trunc = true;
-		} else if (!strcmp(a, "--")) {
-			if (i + 1 < argc && !*ref)
-				*ref = argv[++i];
-			if (i + 1 < argc)
-				return ib_cli_usage_error(cmd, "unexpected argument '%s'",
-							  argv[i + 1]);
-		} else if (a[0] == '-' && a[1]) {
-			return ib_cli_usage_error(cmd, "unknown option '%s'", a);
-		} else if (*ref) {
-			return ib_cli_usage_error(cmd, "unexpected argument '%s'", a);
-		} else {
-			*ref = a;
-		}
-	}
-	if (!*ref)
+	if (p.exit >= 0)
+		return p.exit;
+	if (optind >= argc)
 		return ib_cli_usage_error(cmd, "missing image reference");
-	return 0;
+	if (optind + 1 < argc)
+		return ib_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+	*ref = argv[optind];
+	return -1;
 }
 
-/* single_ref, then open the store and load the image REF names.  0 with
+/* single_ref, then open the store and load the image REF names.  -1 with
  * *ref, *s and *img set (the caller frees the store and the image), else
- * the exit status for the command (the error is printed). */
+ * the exit status for the command (help printed, or the error). */
 static int open_image(int argc, char **argv, ib_global *g, const char *cmd, bool *no_trunc,
 		      const char **ref, ib_store **s, ib_image **img)
 {
-	int r = single_ref(argc, argv, cmd, no_trunc, ref);
-	if (r)
+	int r = single_ref(argc, argv, g, cmd, no_trunc, ref);
+	if (r >= 0)
 		return r;
 	*s = ib_cli_open_store(g);
 	if (!*s)
@@ -74,7 +75,7 @@ static int open_image(int argc, char **argv, ib_global *g, const char *cmd, bool
 		ib_store_free(*s);
 		return ib_cli_fail(&err);
 	}
-	return 0;
+	return -1;
 }
 
 /* Tags in the store that point at digest, plus wanted when it is a tag:
@@ -102,15 +103,11 @@ static json_t *tags_for(ib_store *s, const char *digest, const char *wanted, boo
 
 int ib_cmd_inspect(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(inspect_usage, stdout);
-		return 0;
-	}
 	const char *ref;
 	ib_store *s = NULL;
 	ib_image *img = NULL;
 	int r = open_image(argc, argv, g, "inspect", NULL, &ref, &s, &img);
-	if (r)
+	if (r >= 0)
 		return r;
 	json_t *manifest = json_loadb(img->manifest_raw, img->manifest_len, 0, NULL);
 	if (!manifest) {
@@ -205,16 +202,12 @@ static char *one_line(const char *s, size_t max)
 
 int ib_cmd_history(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(history_usage, stdout);
-		return 0;
-	}
 	const char *ref;
 	bool no_trunc = false;
 	ib_store *s = NULL;
 	ib_image *img = NULL;
 	int r = open_image(argc, argv, g, "history", &no_trunc, &ref, &s, &img);
-	if (r)
+	if (r >= 0)
 		return r;
 	ib_store_free(s);
 

@@ -83,64 +83,55 @@ static char *prompt_line(const char *prompt, bool echo)
 	return line;
 }
 
+/* The command line of login: -1, or the exit status (help, usage error). */
+static int parse_login(int argc, char **argv, ib_global *g, const char **host, char **user,
+		       char **pass, bool *pass_stdin)
+{
+	enum { O_PASS_STDIN = 256 };
+	static const struct option opts[] = {{"username", required_argument, NULL, 'u'},
+					     {"password", required_argument, NULL, 'p'},
+					     {"password-stdin", no_argument, NULL, O_PASS_STDIN},
+					     {NULL, 0, NULL, 0}};
+	static const ib_cli_cmd cmd = {
+	    .name = "login", .help = login_usage, .shortopts = "u:p:", .longopts = opts};
+	ib_cli_parser p;
+	ib_cli_begin(&p, &cmd, argc, argv, g);
+	int c;
+	while ((c = ib_cli_next(&p)) != -1) {
+		if (c == 'u') {
+			free(*user);
+			*user = xstrdup(optarg);
+		} else if (c == 'p') {
+			wipe_free(*pass);
+			*pass = xstrdup(optarg);
+		} else if (c == O_PASS_STDIN) {
+			*pass_stdin = true;
+		}
+	}
+	if (p.exit >= 0)
+		return p.exit;
+	if (optind >= argc)
+		return ib_cli_usage_error("login", "missing registry host");
+	if (optind + 1 < argc)
+		return ib_cli_usage_error("login", "unexpected argument '%s'", argv[optind + 1]);
+	*host = argv[optind];
+	if (*pass_stdin && *pass)
+		return ib_cli_usage_error("login",
+					  "--password and --password-stdin exclude each other");
+	if (*pass_stdin && !*user)
+		return ib_cli_usage_error("login", "--password-stdin needs --username");
+	return -1;
+}
+
 int ib_cmd_login(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(login_usage, stdout);
-		return 0;
-	}
 	const char *host = NULL;
 	char *user = NULL, *pass = NULL;
-	bool pass_stdin = false, pass_arg = false;
-	int rc = 2;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		const char *val = NULL;
-		if (!strcmp(a, "-u") || !strcmp(a, "--username") || !strcmp(a, "-p") ||
-		    !strcmp(a, "--password")) {
-			if (i + 1 >= argc) {
-				ib_cli_usage_error("login", "%s needs a value", a);
-				goto out;
-			}
-			val = argv[++i];
-		} else if (!strncmp(a, "--username=", 11)) {
-			val = a + 11;
-			a = "--username";
-		} else if (!strncmp(a, "--password=", 11)) {
-			val = a + 11;
-			a = "--password";
-		}
-		if (val && (!strcmp(a, "-u") || !strcmp(a, "--username"))) {
-			free(user);
-			user = xstrdup(val);
-		} else if (val) {
-			wipe_free(pass);
-			pass = xstrdup(val);
-			pass_arg = true;
-		} else if (!strcmp(a, "--password-stdin")) {
-			pass_stdin = true;
-		} else if (a[0] == '-' && a[1]) {
-			ib_cli_usage_error("login", "unknown option '%s'", a);
-			goto out;
-		} else if (!host) {
-			host = a;
-		} else {
-			ib_cli_usage_error("login", "unexpected argument '%s'", a);
-			goto out;
-		}
-	}
-	if (!host) {
-		ib_cli_usage_error("login", "missing registry host");
+	bool pass_stdin = false;
+	int rc = parse_login(argc, argv, g, &host, &user, &pass, &pass_stdin);
+	bool pass_arg = pass != NULL;
+	if (rc >= 0)
 		goto out;
-	}
-	if (pass_stdin && pass_arg) {
-		ib_cli_usage_error("login", "--password and --password-stdin exclude each other");
-		goto out;
-	}
-	if (pass_stdin && !user) {
-		ib_cli_usage_error("login", "--password-stdin needs --username");
-		goto out;
-	}
 	rc = 1;
 	if (pass_arg)
 		fputs("WARNING! Using --password on the command line is insecure. "
@@ -157,10 +148,10 @@ int ib_cmd_login(int argc, char **argv, ib_global *g)
 		chomp(pass);
 	} else if (!pass) {
 		if (!isatty(STDIN_FILENO)) {
-			fprintf(stderr,
-				"imgbuild: error: login %s: cannot ask for a password: stdin "
-				"is not a terminal (use --password-stdin)\n",
-				host);
+			rc = ib_cli_failf(IB_ERROR,
+					  "login %s: cannot ask for a password: stdin is not a "
+					  "terminal (use --password-stdin)",
+					  host);
 			goto out;
 		}
 		if (!user) {
@@ -173,11 +164,11 @@ int ib_cmd_login(int argc, char **argv, ib_global *g)
 			goto out;
 	}
 	if (!user || !*user) {
-		fprintf(stderr, "imgbuild: error: login %s: empty user name\n", host);
+		rc = ib_cli_failf(IB_EINVALID, "login %s: empty user name", host);
 		goto out;
 	}
 	if (!*pass) {
-		fprintf(stderr, "imgbuild: error: login %s: empty password\n", host);
+		rc = ib_cli_failf(IB_EINVALID, "login %s: empty password", host);
 		goto out;
 	}
 	{
@@ -209,20 +200,15 @@ out:
 
 int ib_cmd_logout(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(logout_usage, stdout);
-		return 0;
-	}
-	const char *host = NULL;
-	for (int i = 1; i < argc; i++) {
-		if (argv[i][0] == '-' && argv[i][1])
-			return ib_cli_usage_error("logout", "unknown option '%s'", argv[i]);
-		if (host)
-			return ib_cli_usage_error("logout", "unexpected argument '%s'", argv[i]);
-		host = argv[i];
-	}
-	if (!host)
+	static const ib_cli_cmd cmd = {.name = "logout", .help = logout_usage};
+	int rc = ib_cli_parse_plain(&cmd, argc, argv, g);
+	if (rc >= 0)
+		return rc;
+	if (optind >= argc)
 		return ib_cli_usage_error("logout", "missing registry host");
+	if (optind + 1 < argc)
+		return ib_cli_usage_error("logout", "unexpected argument '%s'", argv[optind + 1]);
+	const char *host = argv[optind];
 	cleanup_free char *path = ib_auth_login_file(g->authfile);
 	ib_error *err = NULL;
 	if (ib_auth_remove(path, host, &err) < 0) {

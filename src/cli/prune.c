@@ -23,7 +23,7 @@ static const char prune_usage[] =
     "builds stay cached.\n"
     "\n"
     "Options:\n"
-    "  --all                 also drop the whole step cache (and its layers)\n"
+    "  -a, --all             also drop the whole step cache (and its layers)\n"
     "  --keep-storage SIZE   keep at most SIZE (e.g. 500MB, 10GB, 1GiB) of\n"
     "                        cache-only layers, the most recently used first;\n"
     "                        older cache entries are dropped\n"
@@ -84,112 +84,37 @@ static int parse_size(const char *s, uint64_t *out)
 	return -1;
 }
 
-typedef struct cache_entry {
-	char *path;
-	time_t mtime;
-	uint64_t size;
-} cache_entry;
-
-static int entry_newer_first(const void *a, const void *b)
-{
-	const cache_entry *x = a, *y = b;
-	if (x->mtime != y->mtime)
-		return x->mtime > y->mtime ? -1 : 1;
-	return strcmp(x->path, y->path);
-}
-
-/* The bytes a step cache entry costs: its layer blob's size in the store
- * (0 when it names no layer or the blob is gone). */
-static uint64_t entry_cost(ib_store *s, const char *file)
-{
-	cleanup_free char *buf = NULL;
-	size_t len = 0;
-	if (ib_read_file(file, 1 << 20, &buf, &len, NULL) < 0)
-		return 0;
-	json_auto_t *j = json_loadb(buf, len, 0, NULL);
-	const char *digest =
-	    json_string_value(json_object_get(json_object_get(j, "layer"), "digest"));
-	if (!digest || ib_digest_validate(digest, NULL) < 0)
-		return 0;
-	cleanup_free char *path = ib_store_blob_path(s, digest);
-	struct stat st;
-	return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
-}
-
-/* --keep-storage: walk ROOT/cache/steps (layout in cache.h) newest first and
- * drop the entries beyond the budget; a missing entry is a cache miss. */
-static int trim_cache(ib_store *s, uint64_t budget, size_t *dropped, ib_error **err)
-{
-	*dropped = 0;
-	cleanup_free char *dir = xasprintf("%s/cache/steps", ib_store_root(s));
-	cleanup_dir DIR *d = opendir(dir);
-	if (!d) {
-		if (errno == ENOENT)
-			return 0;
-		return ib_error_set(err, errno, "open %s", dir);
-	}
-	cache_entry *v = NULL;
-	size_t n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		size_t l = strlen(de->d_name);
-		if (l < 6 || strcmp(de->d_name + l - 5, ".json") != 0)
-			continue;
-		char *path = ib_path_join(dir, de->d_name);
-		struct stat st;
-		if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
-			free(path);
-			continue;
-		}
-		v = xrealloc(v, (n + 1) * sizeof(*v));
-		v[n].path = path;
-		v[n].mtime = st.st_mtime;
-		v[n].size = entry_cost(s, path);
-		n++;
-	}
-	if (n > 0)
-		qsort(v, n, sizeof(*v), entry_newer_first);
-	uint64_t used = 0;
-	int r = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (r == 0 && used + v[i].size > budget) {
-			if (unlink(v[i].path) < 0 && errno != ENOENT)
-				r = ib_error_set(err, errno, "remove %s", v[i].path);
-			else
-				(*dropped)++;
-		} else {
-			used += v[i].size;
-		}
-		free(v[i].path);
-	}
-	free(v);
-	return r;
-}
-
 static int do_prune(ib_store *s, bool all, bool have_budget, uint64_t budget, ib_error **err)
 {
 	size_t dropped = 0;
-	if (!all && have_budget && trim_cache(s, budget, &dropped, err) < 0)
-		return ib_error_wrap(err, "prune the step cache");
 	ib_cache *cache = NULL;
 	int r = ib_cache_open(&cache, s, err);
 	if (r < 0)
 		return r;
+	if (!all && have_budget && ib_cache_trim(cache, s, budget, &dropped, err) < 0) {
+		ib_cache_free(cache);
+		return ib_error_wrap(err, "prune the step cache");
+	}
 	cleanup_strv char **digests = NULL;
 	cleanup_strv char **diff_ids = NULL;
 	if (all)
 		r = ib_cache_clear(cache, err);
 	else
 		r = ib_cache_referenced(cache, &digests, &diff_ids, err);
-	ib_cache_free(cache);
-	if (r < 0)
+	if (r < 0) {
+		ib_cache_free(cache);
 		return r;
+	}
 	ib_prune_options opts = IB_PRUNE_OPTIONS_INIT;
 	opts.keep_digests = digests;
 	opts.keep_layers = diff_ids;
 	ib_prune_stats stats;
 	memset(&stats, 0, sizeof(stats));
 	r = ib_store_prune(s, &opts, &stats, err);
+	/* blob locations of blobs the store no longer has are useless for mounts */
+	if (r == 0 && !all)
+		r = ib_cache_blob_records_prune(cache, err);
+	ib_cache_free(cache);
 	if (r < 0)
 		return r;
 	char freed[32];
@@ -204,34 +129,31 @@ static int do_prune(ib_store *s, bool all, bool have_budget, uint64_t budget, ib
 
 int ib_cmd_prune(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(prune_usage, stdout);
-		return 0;
-	}
+	enum { O_KEEP = 256 };
+	static const struct option opts[] = {{"all", no_argument, NULL, 'a'},
+					     {"keep-storage", required_argument, NULL, O_KEEP},
+					     {NULL, 0, NULL, 0}};
+	static const ib_cli_cmd cmd = {
+	    .name = "prune", .help = prune_usage, .shortopts = "a", .longopts = opts};
 	bool all = false, have_budget = false;
 	uint64_t budget = 0;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = NULL;
-		if (!strcmp(a, "--all") || !strcmp(a, "-a")) {
+	ib_cli_parser p;
+	ib_cli_begin(&p, &cmd, argc, argv, g);
+	int c;
+	while ((c = ib_cli_next(&p)) != -1) {
+		if (c == 'a') {
 			all = true;
-			continue;
+		} else if (c == O_KEEP) {
+			if (parse_size(optarg, &budget) < 0)
+				return ib_cli_bad_value(&p, "invalid size '%s' (e.g. 500MB, 10GB)",
+							optarg);
+			have_budget = true;
 		}
-		if (!strncmp(a, "--keep-storage=", 15)) {
-			v = a + 15;
-		} else if (!strcmp(a, "--keep-storage")) {
-			if (i + 1 >= argc)
-				return ib_cli_usage_error("prune", "--keep-storage needs a size");
-			v = argv[++i];
-		} else if (a[0] == '-') {
-			return ib_cli_usage_error("prune", "unknown option '%s'", a);
-		} else {
-			return ib_cli_usage_error("prune", "unexpected argument '%s'", a);
-		}
-		if (parse_size(v, &budget) < 0)
-			return ib_cli_usage_error("prune", "invalid size '%s' (e.g. 500MB, 10GB)",
-						  v);
-		have_budget = true;
 	}
+	if (p.exit >= 0)
+		return p.exit;
+	if (optind < argc)
+		return ib_cli_usage_error("prune", "unexpected argument '%s'", argv[optind]);
 	ib_store *s = ib_cli_open_store(g);
 	if (!s)
 		return 1;
@@ -265,12 +187,12 @@ static size_t count_blobs(ib_store *s)
 
 int ib_cmd_verify(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(verify_usage, stdout);
-		return 0;
-	}
-	if (argc > 1)
-		return ib_cli_usage_error("verify", "unexpected argument '%s'", argv[1]);
+	static const ib_cli_cmd cmd = {.name = "verify", .help = verify_usage};
+	int rc = ib_cli_parse_plain(&cmd, argc, argv, g);
+	if (rc >= 0)
+		return rc;
+	if (optind < argc)
+		return ib_cli_usage_error("verify", "unexpected argument '%s'", argv[optind]);
 	ib_store *s = ib_cli_open_store(g);
 	if (!s)
 		return 1;
@@ -280,11 +202,9 @@ int ib_cmd_verify(int argc, char **argv, ib_global *g)
 	ib_store_free(s);
 	if (r < 0)
 		return ib_cli_fail(&err);
-	if (r > 0) {
-		ib_error_setc(&err, IB_EDIGEST, "store verification failed: %d problem%s", r,
-			      r == 1 ? "" : "s");
-		return ib_cli_fail(&err);
-	}
+	if (r > 0)
+		return ib_cli_failf(IB_EDIGEST, "store verification failed: %d problem%s", r,
+				    r == 1 ? "" : "s");
 	printf("store OK: %zu blobs verified\n", n);
 	return 0;
 }

@@ -17,37 +17,26 @@ static const char pull_usage[] =
     "\n"
     "Options:\n"
     "  --platform P   os/arch[/variant], e.g. linux/arm64 (default: the host)\n"
-    "  -h, --help     this help\n"
-    "\n"
-    "Global options used: --root, --authfile, --tls-verify=false, -q, --debug.\n";
+    "  -h, --help     this help\n";
 
 int ib_cmd_pull(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(pull_usage, stdout);
-		return 0;
-	}
-	const char *ref = NULL, *platform = NULL;
-	bool dashdash = false;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		int m;
-		if (!dashdash && !strcmp(a, "--")) {
-			dashdash = true;
-		} else if (!dashdash && (m = ib_cli_option_value(argc, argv, &i, NULL, "--platform",
-								 &platform))) {
-			if (m < 0)
-				return ib_cli_usage_error("pull", "--platform needs a value");
-		} else if (!dashdash && a[0] == '-' && a[1]) {
-			return ib_cli_usage_error("pull", "unknown option '%s'", a);
-		} else if (!ref) {
-			ref = a;
-		} else {
-			return ib_cli_usage_error("pull", "unexpected argument '%s'", a);
-		}
-	}
-	if (!ref)
+	enum { O_PLATFORM = 256 };
+	static const struct option opts[] = {{"platform", required_argument, NULL, O_PLATFORM},
+					     {NULL, 0, NULL, 0}};
+	static const ib_cli_cmd cmd = {.name = "pull", .help = pull_usage, .longopts = opts};
+	const char *platform = NULL;
+	ib_cli_parser cp;
+	ib_cli_begin(&cp, &cmd, argc, argv, g);
+	while (ib_cli_next(&cp) == O_PLATFORM)
+		platform = optarg;
+	if (cp.exit >= 0)
+		return cp.exit;
+	if (optind >= argc)
 		return ib_cli_usage_error("pull", "missing image reference");
+	if (optind + 1 < argc)
+		return ib_cli_usage_error("pull", "unexpected argument '%s'", argv[optind + 1]);
+	const char *ref = argv[optind];
 	ib_error *err = NULL;
 	if (platform) {
 		ib_platform p;

@@ -20,34 +20,20 @@ static const char push_usage[] =
     "Options:\n"
     "  -h, --help   this help\n"
     "\n"
-    "Global options used: --root, --authfile, --tls-verify=false, -q, --debug.\n"
-    "\n"
     "Environment: IMGBUILD_PUSH_CHUNK_SIZE=BYTES uploads blobs larger than BYTES\n"
     "in chunks of that size (default 64 MiB).\n";
 
 int ib_cmd_push(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(push_usage, stdout);
-		return 0;
-	}
-	const char *src = NULL, *dest = NULL;
-	bool dashdash = false;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (!dashdash && !strcmp(a, "--"))
-			dashdash = true;
-		else if (!dashdash && a[0] == '-' && a[1])
-			return ib_cli_usage_error("push", "unknown option '%s'", a);
-		else if (!src)
-			src = a;
-		else if (!dest)
-			dest = a;
-		else
-			return ib_cli_usage_error("push", "unexpected argument '%s'", a);
-	}
-	if (!src)
+	static const ib_cli_cmd cmd = {.name = "push", .help = push_usage};
+	int rc = ib_cli_parse_plain(&cmd, argc, argv, g);
+	if (rc >= 0)
+		return rc;
+	if (optind >= argc)
 		return ib_cli_usage_error("push", "missing image reference");
+	if (argc - optind > 2)
+		return ib_cli_usage_error("push", "unexpected argument '%s'", argv[optind + 2]);
+	const char *src = argv[optind], *dest = argc - optind == 2 ? argv[optind + 1] : NULL;
 	ib_store *store = ib_cli_open_store(g);
 	if (!store)
 		return 1;
@@ -60,9 +46,7 @@ int ib_cmd_push(int argc, char **argv, ib_global *g)
 		if (ib_parse_u64(cs, &chunk) < 0 || chunk == 0 || chunk > INT64_MAX) {
 			ib_transfer_printer_free(pr);
 			ib_store_free(store);
-			fprintf(stderr, "imgbuild: error: invalid IMGBUILD_PUSH_CHUNK_SIZE '%s'\n",
-				cs);
-			return 2;
+			return ib_cli_failf(IB_EUSAGE, "invalid IMGBUILD_PUSH_CHUNK_SIZE '%s'", cs);
 		}
 		o.chunk_size = (int64_t)chunk;
 	}

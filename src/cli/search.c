@@ -27,30 +27,27 @@ static const char tags_usage[] =
     "Options:\n"
     "  -h, --help   this help\n";
 
-static int one_arg(int argc, char **argv, const char *cmd, const char *what, const char **out)
+static int one_arg(int argc, char **argv, ib_global *g, const ib_cli_cmd *cmd, const char *what,
+		   const char **out)
 {
 	*out = NULL;
-	for (int i = 1; i < argc; i++) {
-		if (argv[i][0] == '-' && argv[i][1])
-			return ib_cli_usage_error(cmd, "unknown option '%s'", argv[i]);
-		if (*out)
-			return ib_cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
-		*out = argv[i];
-	}
-	if (!*out)
-		return ib_cli_usage_error(cmd, "missing %s", what);
-	return 0;
+	int rc = ib_cli_parse_plain(cmd, argc, argv, g);
+	if (rc >= 0)
+		return rc;
+	if (optind >= argc)
+		return ib_cli_usage_error(cmd->name, "missing %s", what);
+	if (optind + 1 < argc)
+		return ib_cli_usage_error(cmd->name, "unexpected argument '%s'", argv[optind + 1]);
+	*out = argv[optind];
+	return -1;
 }
 
 int ib_cmd_search(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(search_usage, stdout);
-		return 0;
-	}
+	static const ib_cli_cmd cmd = {.name = "search", .help = search_usage};
 	const char *arg;
-	int rc = one_arg(argc, argv, "search", "registry host", &arg);
-	if (rc)
+	int rc = one_arg(argc, argv, g, &cmd, "registry host", &arg);
+	if (rc >= 0)
 		return rc;
 	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
 	ib_cli_registry_options(&o, g, NULL);
@@ -70,13 +67,10 @@ int ib_cmd_search(int argc, char **argv, ib_global *g)
 
 int ib_cmd_tags(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(tags_usage, stdout);
-		return 0;
-	}
+	static const ib_cli_cmd cmd = {.name = "tags", .help = tags_usage};
 	const char *arg;
-	int rc = one_arg(argc, argv, "tags", "repository", &arg);
-	if (rc)
+	int rc = one_arg(argc, argv, g, &cmd, "repository", &arg);
+	if (rc >= 0)
 		return rc;
 	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
 	ib_cli_registry_options(&o, g, NULL);

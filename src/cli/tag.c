@@ -27,23 +27,15 @@ static const char rmi_usage[] =
     "Options:\n"
     "  -h, --help this help\n";
 
-/* Collect positional arguments; any option is a usage error. */
-static int positional(int argc, char **argv, const char *cmd, char ***out)
+/* Collect the operands: -1, or the exit status (help, usage error). */
+static int positional(int argc, char **argv, ib_global *g, const ib_cli_cmd *cmd, char ***out)
 {
-	bool dashdash = false;
-	for (int i = 1; i < argc; i++) {
-		if (!dashdash && !strcmp(argv[i], "--")) {
-			dashdash = true;
-			continue;
-		}
-		if (!dashdash && argv[i][0] == '-' && argv[i][1]) {
-			ib_strv_free(*out);
-			*out = NULL;
-			return ib_cli_usage_error(cmd, "unknown option '%s'", argv[i]);
-		}
+	int rc = ib_cli_parse_plain(cmd, argc, argv, g);
+	if (rc >= 0)
+		return rc;
+	for (int i = optind; i < argc; i++)
 		ib_strv_push(out, argv[i]);
-	}
-	return 0;
+	return -1;
 }
 
 /* The exact descriptor a tag points at (index or manifest), else the
@@ -68,13 +60,10 @@ static int resolve_source(ib_store *s, const char *ref, ib_descriptor *out, ib_e
 
 int ib_cmd_tag(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(tag_usage, stdout);
-		return 0;
-	}
+	static const ib_cli_cmd cmd = {.name = "tag", .help = tag_usage};
 	cleanup_strv char **args = NULL;
-	int r = positional(argc, argv, "tag", &args);
-	if (r)
+	int r = positional(argc, argv, g, &cmd, &args);
+	if (r >= 0)
 		return r;
 	size_t n = ib_strv_len(args);
 	if (n != 2)
@@ -216,13 +205,10 @@ static int rmi_one(ib_store *s, const char *arg, ib_error **err)
 
 int ib_cmd_rmi(int argc, char **argv, ib_global *g)
 {
-	if (ib_cli_wants_help(argc, argv)) {
-		fputs(rmi_usage, stdout);
-		return 0;
-	}
+	static const ib_cli_cmd cmd = {.name = "rmi", .help = rmi_usage};
 	cleanup_strv char **args = NULL;
-	int r = positional(argc, argv, "rmi", &args);
-	if (r)
+	int r = positional(argc, argv, g, &cmd, &args);
+	if (r >= 0)
 		return r;
 	if (!args || !args[0])
 		return ib_cli_usage_error("rmi", "missing image reference");

@@ -6,6 +6,7 @@
 #include <sys/file.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "oci.h"
@@ -496,4 +497,79 @@ int ib_cache_blob_records_prune(ib_cache *c, ib_error **err)
 	int r = json_object_size(j) == before ? 0 : blob_records_write(c, j, err);
 	json_decref(j);
 	return r < 0 ? ib_error_wrap(err, "prune blob locations") : 0;
+}
+
+typedef struct trim_entry {
+	char *path;
+	time_t mtime;
+	uint64_t size;
+} trim_entry;
+
+static int trim_newer_first(const void *a, const void *b)
+{
+	const trim_entry *x = a, *y = b;
+	if (x->mtime != y->mtime)
+		return x->mtime > y->mtime ? -1 : 1;
+	return strcmp(x->path, y->path);
+}
+
+/* The bytes a step entry costs: its layer blob's size in the store (0 when
+ * it names no layer or the blob is gone). */
+static uint64_t trim_cost(ib_store *s, const char *file)
+{
+	json_auto_t *j = read_json(file, IB_CACHE_ENTRY_MAX);
+	const char *digest =
+	    json_string_value(json_object_get(json_object_get(j, "layer"), "digest"));
+	if (!digest || ib_digest_validate(digest, NULL) < 0)
+		return 0;
+	cleanup_free char *path = ib_store_blob_path(s, digest);
+	struct stat st;
+	return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+int ib_cache_trim(ib_cache *c, ib_store *store, uint64_t budget, size_t *dropped, ib_error **err)
+{
+	*dropped = 0;
+	cleanup_dir DIR *d = opendir(c->steps_dir);
+	if (!d) {
+		if (errno == ENOENT)
+			return 0;
+		return ib_error_set(err, errno, "open %s", c->steps_dir);
+	}
+	trim_entry *v = NULL;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		size_t l = strlen(de->d_name);
+		if (l < 6 || strcmp(de->d_name + l - 5, ".json") != 0)
+			continue;
+		char *path = ib_path_join(c->steps_dir, de->d_name);
+		struct stat st;
+		if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+			free(path);
+			continue;
+		}
+		v = xrealloc(v, (n + 1) * sizeof(*v));
+		v[n].path = path;
+		v[n].mtime = st.st_mtime;
+		v[n].size = trim_cost(store, path);
+		n++;
+	}
+	if (n > 0)
+		qsort(v, n, sizeof(*v), trim_newer_first);
+	uint64_t used = 0;
+	int r = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (r == 0 && used + v[i].size > budget) {
+			if (unlink(v[i].path) < 0 && errno != ENOENT)
+				r = ib_error_set(err, errno, "remove %s", v[i].path);
+			else
+				(*dropped)++;
+		} else {
+			used += v[i].size;
+		}
+		free(v[i].path);
+	}
+	free(v);
+	return r;
 }

@@ -63,6 +63,10 @@ void ib_cache_file_xattrs(ib_cache *c, const char *path, const struct stat *st,
 /* Every blob digest and diff_id referenced by the step cache (for prune).
  * NULL-terminated vectors, caller frees with ib_strv_free. */
 int ib_cache_referenced(ib_cache *c, char ***digests_out, char ***diff_ids_out, ib_error **err);
+/* Keep the step cache entries whose layers (blob sizes in store) fit in
+ * budget bytes, the most recently used first, and delete the others (a
+ * deleted entry is a cache miss).  *dropped: how many were deleted. */
+int ib_cache_trim(ib_cache *c, ib_store *store, uint64_t budget, size_t *dropped, ib_error **err);
 /* Remove the whole step cache (prune --all). */
 int ib_cache_clear(ib_cache *c, ib_error **err);
 

@@ -523,3 +523,26 @@ void ib_compressor_free(ib_compressor *c)
 	free(c->zout);
 	free(c);
 }
+
+int ib_compression_parse(const char *name, const char *level, ib_compression *alg, int *lvl,
+			 ib_error **err)
+{
+	if (!name || !strcmp(name, "gzip"))
+		*alg = IB_COMP_GZIP;
+	else if (!strcmp(name, "zstd"))
+		*alg = IB_COMP_ZSTD;
+	else
+		return ib_error_setc(err, IB_EINVALID,
+				     "compression must be gzip or zstd, not '%s'", name);
+	*lvl = 0;
+	if (!level)
+		return 0;
+	uint64_t v;
+	uint64_t max = *alg == IB_COMP_GZIP ? 9 : 19;
+	if (ib_parse_u64(level, &v) < 0 || v < 1 || v > max)
+		return ib_error_setc(err, IB_EINVALID,
+				     "compression level for %s must be 1-%u, not '%s'",
+				     *alg == IB_COMP_GZIP ? "gzip" : "zstd", (unsigned)max, level);
+	*lvl = (int)v;
+	return 0;
+}

@@ -62,6 +62,12 @@ int ib_compressor_finish(ib_compressor *c, ib_error **err);
  * finish (pending output is dropped). */
 void ib_compressor_free(ib_compressor *c);
 
+/* Parse a user's choice: name "gzip" or "zstd" (NULL: gzip) and level
+ * "1".."9" for gzip, "1".."19" for zstd (NULL: 0, the default).
+ * IB_EINVALID with a one-line message otherwise. */
+int ib_compression_parse(const char *name, const char *level, ib_compression *alg, int *lvl,
+			 ib_error **err);
+
 /* Number of CPUs this process may run on (>= 1). */
 int ib_compress_online_cpus(void);
 

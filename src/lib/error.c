@@ -9,8 +9,17 @@
 
 static int error_vset(ib_error **err, int code, int errnum, const char *fmt, va_list ap)
 {
-	if (err == NULL || *err != NULL)
+	if (err == NULL)
 		return code;
+	if (*err != NULL) {
+		/* The first error wins: it is the cause, what follows is fallout. */
+#ifndef NDEBUG
+		cleanup_free char *dropped = xvasprintf(fmt, ap);
+		fprintf(stderr, "imgbuild: debug: second error dropped (first: %s): %s\n",
+			(*err)->msg, dropped);
+#endif
+		return (*err)->code;
+	}
 	ib_error *e = xcalloc(1, sizeof(*e));
 	char *msg = xvasprintf(fmt, ap);
 	if (errnum != 0) {
@@ -62,6 +71,14 @@ int ib_error_wrap(ib_error **err, const char *fmt, ...)
 	free((*err)->msg);
 	(*err)->msg = full;
 	return (*err)->code;
+}
+
+int ib_error_set_code(ib_error **err, int code)
+{
+	if (err == NULL || *err == NULL)
+		return code;
+	(*err)->code = code;
+	return code;
 }
 
 void ib_error_free(ib_error **err)

@@ -29,7 +29,9 @@ typedef struct ib_error {
 /* Set *err (if err is non-NULL and *err is NULL) to a new error.
  * errnum is an errno value or 0; when non-zero ": strerror(errnum)" is
  * appended and ENOENT maps to IB_ENOTFOUND.  Returns the (negative) code so
- * that `return ib_error_set(err, errno, "open %s", path);` is one line. */
+ * that `return ib_error_set(err, errno, "open %s", path);` is one line.
+ * The first error wins: when *err is already set it is kept and its code
+ * is returned (debug builds say on stderr which message was dropped). */
 int ib_error_set(ib_error **err, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -40,6 +42,10 @@ int ib_error_setc(ib_error **err, int code, const char *fmt, ...)
 /* Prefix context: "CONTEXT: previous message".  Returns the error's code
  * (IB_ERROR if *err is NULL, after creating one from the context alone). */
 int ib_error_wrap(ib_error **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Change the code of *err (e.g. to IB_EUSAGE for a bad command-line value)
+ * and return it; with no error set only returns code. */
+int ib_error_set_code(ib_error **err, int code);
 
 /* Free *err and set it to NULL; safe on NULL. */
 void ib_error_free(ib_error **err);

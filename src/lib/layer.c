@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "compress.h"
+#include "unpack.h"
 #include "util.h"
 
 #define COPY_CHUNK (256u << 10)
@@ -1004,6 +1005,8 @@ static int import_entry(struct pipe *p, struct archive *in, struct archive_entry
 		return ib_error_setc(err, IB_EINVALID, "tar entry without a name");
 	cleanup_free char *path = NULL;
 	int r = norm_path(raw, &path, err);
+	if (r == 0)
+		r = ib_unpack_check_path(path, err);
 	if (r < 0)
 		return r;
 	if (path[0] == '\0')

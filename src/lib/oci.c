@@ -633,3 +633,36 @@ const char *ib_config_diff_id(json_t *config, size_t i)
 {
 	return json_string_value(json_array_get(config_diff_ids(config), i));
 }
+
+json_t *ib_config_new(const char *os, const char *arch, const char *variant, const char *created)
+{
+	json_t *c = json_pack("{s:s, s:s, s:{}, s:{s:s, s:[]}, s:[]}", "architecture", arch, "os",
+			      os, "config", "rootfs", "type", "layers", "diff_ids", "history");
+	if (variant)
+		json_object_set_new(c, "variant", json_string(variant));
+	if (created)
+		json_object_set_new(c, "created", json_string(created));
+	return c;
+}
+
+void ib_config_add_history(json_t *config, const char *diff_id, const char *created,
+			   const char *created_by)
+{
+	json_t *h = json_object();
+	if (created)
+		json_object_set_new(h, "created", json_string(created));
+	if (created_by)
+		json_object_set_new(h, "created_by", json_string(created_by));
+	if (diff_id) {
+		json_t *rootfs = json_object_get(config, "rootfs");
+		json_array_append_new(json_object_get(rootfs, "diff_ids"), json_string(diff_id));
+	} else {
+		json_object_set_new(h, "empty_layer", json_true());
+	}
+	json_t *history = json_object_get(config, "history");
+	if (!json_is_array(history)) {
+		history = json_array();
+		json_object_set_new(config, "history", history);
+	}
+	json_array_append_new(history, h);
+}

@@ -94,6 +94,15 @@ int ib_layer_compression(const char *media_type, ib_compression *out, ib_error *
 int ib_config_parse(json_t **out, const char *buf, size_t len, ib_error **err);
 /* Deterministic serialisation (sorted keys, compact). Caller frees. */
 char *ib_config_serialize(json_t *config, size_t *len_out);
+/* A new config without layers: platform os/arch[/variant] (variant may be
+ * NULL), "config": {}, rootfs {type "layers", diff_ids []}, "history": [];
+ * with created non-NULL also "created". */
+json_t *ib_config_new(const char *os, const char *arch, const char *variant, const char *created);
+/* Append a history entry {created, created_by} (both may be NULL) and, for
+ * a layer (diff_id non-NULL), its diff_id; else the entry is an
+ * "empty_layer". */
+void ib_config_add_history(json_t *config, const char *diff_id, const char *created,
+			   const char *created_by);
 /* Number of diff_ids and the i-th one (borrowed). */
 size_t ib_config_n_diff_ids(json_t *config);
 const char *ib_config_diff_id(json_t *config, size_t i);

@@ -298,16 +298,27 @@ char *ib_ref_string(const ib_ref *ref)
 	return with_suffixes(name, ref);
 }
 
-char *ib_ref_familiar(const ib_ref *ref)
+char *ib_ref_familiar_name(const ib_ref *ref)
 {
 	if (strcmp(ref->domain, DEFAULT_DOMAIN) != 0)
-		return ib_ref_string(ref);
+		return ib_ref_name(ref);
 	const char *path = ref->path;
+	/* "docker.io/example.com/app" keeps its domain: without it the first
+	 * component would be read as a registry host. */
+	const char *slash = strchr(path, '/');
+	if (slash && looks_like_domain(path, (size_t)(slash - path)))
+		return ib_ref_name(ref);
 	size_t plen = strlen(OFFICIAL_PREFIX);
 	/* "library/x" -> "x", but "library/x/y" stays as it is, like docker. */
 	if (strncmp(path, OFFICIAL_PREFIX, plen) == 0 && !strchr(path + plen, '/'))
 		path += plen;
-	return with_suffixes(path, ref);
+	return xstrdup(path);
+}
+
+char *ib_ref_familiar(const ib_ref *ref)
+{
+	cleanup_free char *name = ib_ref_familiar_name(ref);
+	return with_suffixes(name, ref);
 }
 
 const char *ib_ref_registry_host(const ib_ref *ref)

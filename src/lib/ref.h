@@ -28,8 +28,14 @@ void ib_ref_free(ib_ref *ref);
  * "host/x:t@sha256:..." .  Caller frees. */
 char *ib_ref_string(const ib_ref *ref);
 /* Familiar short form, as docker prints it: "alpine:latest",
- * "team/app:1.4" for docker.io, full form elsewhere. Caller frees. */
+ * "team/app:1.4" for docker.io, full form elsewhere.  "docker.io/" is
+ * dropped only when the rest cannot be read as naming another registry
+ * (its first component has no '.' or ':' and is not "localhost"), so the
+ * short form always parses back to the same reference. Caller frees. */
 char *ib_ref_familiar(const ib_ref *ref);
+/* The same without tag or digest: "alpine", "team/app", "quay.io/x/y".
+ * Caller frees. */
+char *ib_ref_familiar_name(const ib_ref *ref);
 /* "domain/path" without tag or digest. Caller frees. */
 char *ib_ref_name(const ib_ref *ref);
 /* Host to connect to: "registry-1.docker.io" for docker.io, else domain. */

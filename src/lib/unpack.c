@@ -13,6 +13,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <locale.h>
 #include <stdlib.h>
@@ -190,6 +191,30 @@ static int normalize_name(const char *what, const char *name, char **out, ib_err
 			p++;
 	}
 	*out = ib_buf_steal(&b, NULL);
+	return 0;
+}
+
+int ib_unpack_check_path(const char *path, ib_error **err)
+{
+	size_t len = strlen(path), longest = 0;
+	for (const char *p = path; *p;) {
+		size_t n = strcspn(p, "/");
+		if (n > longest)
+			longest = n;
+		p += n;
+		if (*p == '/')
+			p++;
+	}
+	if (len + 2 > PATH_MAX)
+		return ib_error_setc(err, IB_EINVALID,
+				     "layer path \"%.64s...\" is %zu bytes long, over the limit "
+				     "of %d",
+				     path, len, PATH_MAX - 2);
+	if (longest > NAME_MAX)
+		return ib_error_setc(err, IB_EINVALID,
+				     "layer path \"%.64s...\" has a name of %zu bytes, over the "
+				     "limit of %d",
+				     path, longest, NAME_MAX);
 	return 0;
 }
 
@@ -948,6 +973,8 @@ static int unpack_entry(unpacker *u, struct archive_entry *e, ib_error **err)
 	const char *raw = archive_entry_pathname(e);
 	cleanup_free char *path = NULL;
 	int r = normalize_name("path", raw, &path, err);
+	if (r == 0)
+		r = ib_unpack_check_path(path, err);
 	if (r < 0)
 		return r;
 	if (!*path)

@@ -80,4 +80,10 @@ int ib_unpack_fd(int fd, const char *dest_dir, const ib_unpack_options *opts,
 int ib_unpack_archive(struct archive *a, const char *dest_dir, const ib_unpack_options *opts,
 		      ib_unpack_stats *stats, ib_error **err);
 
+/* Refuse (IB_EINVALID, naming the start of the path) a normalised layer
+ * path ("a/b/c") that no file system could hold: "/" + path over PATH_MAX
+ * or a component over NAME_MAX.  Layers are checked by every reader (import,
+ * load, unpack) so that such an image is never tagged. */
+int ib_unpack_check_path(const char *path, ib_error **err);
+
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 void ib_cleanup_freep(void *p)
@@ -420,4 +421,31 @@ int ib_parse_u64(const char *s, uint64_t *out)
 		return IB_EINVALID;
 	*out = v;
 	return 0;
+}
+
+int ib_parse_source_date_epoch(const char *s, int64_t *out, ib_error **err)
+{
+	const char *what = "source date epoch";
+	if (!s) {
+		s = getenv("SOURCE_DATE_EPOCH");
+		what = "SOURCE_DATE_EPOCH";
+	}
+	if (!s || !*s) {
+		*out = 0;
+		return 0;
+	}
+	uint64_t v;
+	if (ib_parse_u64(s, &v) < 0 || v > (uint64_t)INT64_MAX / 2)
+		return ib_error_setc(err, IB_EINVALID, "invalid %s \"%s\": not a number of seconds",
+				     what, s);
+	*out = (int64_t)v;
+	return 0;
+}
+
+void ib_format_rfc3339(char *out, size_t len, int64_t epoch)
+{
+	time_t t = (time_t)epoch;
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }

@@ -116,5 +116,12 @@ void ib_format_size(char *out, size_t outlen, uint64_t bytes);
 
 /* Parse an unsigned decimal; rejects trailing junk and overflow. */
 int ib_parse_u64(const char *s, uint64_t *out);
+/* A build timestamp in seconds since the epoch (SOURCE_DATE_EPOCH,
+ * --source-date-epoch): digits only, at most INT64_MAX / 2.  s NULL:
+ * $SOURCE_DATE_EPOCH; that or s empty or unset: 0.  IB_EINVALID
+ * naming the value (and the variable when it came from there). */
+int ib_parse_source_date_epoch(const char *s, int64_t *out, ib_error **err);
+/* "2024-05-01T12:00:00Z" (RFC 3339, UTC) for seconds since the epoch. */
+void ib_format_rfc3339(char *out, size_t len, int64_t epoch);
 
 #endif

@@ -214,6 +214,29 @@ EOF
 
 # ---------------------------------------------------------------- images / inspect / history
 
+@test "import: a layer path longer than PATH_MAX is refused with one clear line, nothing tagged" {
+	import_busybox bb:1 >/dev/null
+	run tags_snapshot
+	before=$output
+	python3 - "$T/long.tar" <<'EOF'
+import io, sys, tarfile
+name = "/".join(["d" * 99] * 50) + "e"  # 5000 bytes
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+    ok = tarfile.TarInfo("ok")
+    ok.size = 2
+    t.addfile(ok, io.BytesIO(b"ok"))
+    deep = tarfile.TarInfo(name)
+    deep.size = 4
+    t.addfile(deep, io.BytesIO(b"deep"))
+EOF
+	run "$IMGBUILD" import "$T/long.tar" long:1
+	assert_error 1
+	assert_output_contains 'layer path "dddddddd'
+	assert_output_contains 'is 5000 bytes long'
+	run tags_snapshot
+	[ "$output" = "$before" ]
+}
+
 @test "images --json: name, tag, full digest, created, size; sorted by name then tag" {
 	import_busybox zeta:1 >/dev/null
 	import_busybox alpha:2 >/dev/null
@@ -293,6 +316,24 @@ registry.example.com/team/app:2 $d" ]
 	run "$IMGBUILD" verify
 	[ "$status" -eq 0 ]
 	[ "$output" = "store OK: 0 blobs verified" ]
+}
+
+@test "a docker.io name whose first component looks like a host keeps docker.io/ and round-trips" {
+	d=$(import_busybox docker.io/example.com/app:1)
+	"$IMGBUILD" tag docker.io/example.com/app:1 docker.io/team/app:2
+	run "$IMGBUILD" images --json
+	[ "$status" -eq 0 ]
+	names=$(echo "$output" | json_get '" ".join(sorted(r["name"] + ":" + r["tag"] for r in j))')
+	[ "$names" = "docker.io/example.com/app:1 team/app:2" ]
+	run "$IMGBUILD" images
+	assert_output_contains "docker.io/example.com/app"
+	run "$IMGBUILD" rmi docker.io/example.com/app:1 team/app:2
+	[ "$status" -eq 0 ]
+	assert_output_contains "Untagged: docker.io/example.com/app:1"
+	assert_output_contains "Untagged: team/app:2"
+	run tags_snapshot
+	[ -z "$output" ]
+	[ -n "$d" ]
 }
 
 @test "rmi by manifest digest removes every tag of the image" {

@@ -935,6 +935,58 @@ static void test_clear_drops_blob_locations(void **state)
 	assert_null(ib_cache_blob_where(f->c, d, "reg", NULL));
 }
 
+/* Entry file of key with its mtime set to t. */
+static void age_entry(const fixture *f, const char *key, time_t t)
+{
+	cleanup_free char *p = xasprintf("%s/cache/steps/%s.json", f->root, key + 7);
+	struct timespec ts[2] = {{t, 0}, {t, 0}};
+	assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+}
+
+static void test_trim_keeps_newest_within_budget(void **state)
+{
+	fixture *f = *state;
+	ib_error *err = NULL;
+	char small[IB_DIGEST_BUFLEN], big[IB_DIGEST_BUFLEN], d[IB_DIGEST_BUFLEN];
+	char kn[IB_DIGEST_BUFLEN], ko[IB_DIGEST_BUFLEN], km[IB_DIGEST_BUFLEN];
+	char buf[300];
+	memset(buf, 'x', sizeof(buf));
+	must(ib_store_blob_put(f->s, buf, 100, small, &err), &err, "blob 100");
+	must(ib_store_blob_put(f->s, buf, 300, big, &err), &err, "blob 300");
+	digest_of(d, "d");
+	digest_of(kn, "newest");
+	digest_of(ko, "oldest");
+	digest_of(km, "middle");
+	json_t *en = make_entry(kn, small, d, 100);
+	json_t *em = make_entry(km, big, d, 300);
+	json_t *eo = make_entry(ko, small, d, 100);
+	must(ib_cache_step_put(f->c, kn, en, &err), &err, "put newest");
+	must(ib_cache_step_put(f->c, km, em, &err), &err, "put middle");
+	must(ib_cache_step_put(f->c, ko, eo, &err), &err, "put oldest");
+	json_decref(en);
+	json_decref(em);
+	json_decref(eo);
+	age_entry(f, kn, 3000);
+	age_entry(f, km, 2000);
+	age_entry(f, ko, 1000);
+	/* 250 bytes: the newest (100) fits, the middle one (300) does not, the
+	 * oldest (100) still fits after it */
+	size_t dropped = 0;
+	must(ib_cache_trim(f->c, f->s, 250, &dropped, &err), &err, "trim");
+	assert_int_equal(dropped, 1);
+	json_t *j = ib_cache_step_get(f->c, kn);
+	assert_non_null(j);
+	json_decref(j);
+	assert_null(ib_cache_step_get(f->c, km));
+	j = ib_cache_step_get(f->c, ko);
+	assert_non_null(j);
+	json_decref(j);
+	/* budget 0 drops everything that costs bytes */
+	must(ib_cache_trim(f->c, f->s, 0, &dropped, &err), &err, "trim 0");
+	assert_int_equal(dropped, 2);
+	assert_null(ib_cache_step_get(f->c, kn));
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -969,6 +1021,7 @@ int main(void)
 	    T(test_blob_where_names_another_repository_of_the_registry),
 	    T(test_blob_records_prune_keeps_only_blobs_in_the_store),
 	    T(test_clear_drops_blob_locations),
+	    T(test_trim_keeps_newest_within_budget),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -389,6 +389,30 @@ static void test_online_cpus_positive(void **state)
 	assert_true(ib_compress_online_cpus() >= 1);
 }
 
+static void test_compression_parse(void **state)
+{
+	(void)state;
+	ib_compression alg = IB_COMP_NONE;
+	int lvl = -1;
+	ib_error *err = NULL;
+	assert_int_equal(ib_compression_parse(NULL, NULL, &alg, &lvl, &err), 0);
+	assert_int_equal(alg, IB_COMP_GZIP);
+	assert_int_equal(lvl, 0);
+	assert_int_equal(ib_compression_parse("zstd", "19", &alg, &lvl, &err), 0);
+	assert_int_equal(alg, IB_COMP_ZSTD);
+	assert_int_equal(lvl, 19);
+	assert_int_equal(ib_compression_parse("gzip", "9", &alg, &lvl, &err), 0);
+	assert_int_equal(lvl, 9);
+	assert_int_equal(ib_compression_parse("gzip", "10", &alg, &lvl, &err), IB_EINVALID);
+	assert_non_null(strstr(err->msg, "gzip must be 1-9"));
+	ib_error_free(&err);
+	assert_int_equal(ib_compression_parse("zstd", "0", &alg, &lvl, NULL), IB_EINVALID);
+	assert_int_equal(ib_compression_parse("zstd", "20", &alg, &lvl, NULL), IB_EINVALID);
+	assert_int_equal(ib_compression_parse("lz4", NULL, &alg, &lvl, &err), IB_EINVALID);
+	assert_non_null(strstr(err->msg, "'lz4'"));
+	ib_error_free(&err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -407,6 +431,7 @@ int main(void)
 	    cmocka_unit_test(test_free_without_finish),
 	    cmocka_unit_test(test_bad_level_is_rejected),
 	    cmocka_unit_test(test_online_cpus_positive),
+	    cmocka_unit_test(test_compression_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

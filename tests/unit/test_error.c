@@ -54,6 +54,19 @@ static void test_set_other_errno_appends_strerror(void **state)
 	ib_error_free(&err);
 }
 
+static void test_set_code_changes_the_code(void **state)
+{
+	(void)state;
+	ib_error *err = NULL;
+	assert_int_equal(ib_error_set_code(&err, IB_EUSAGE), IB_EUSAGE);
+	assert_null(err);
+	ib_error_setc(&err, IB_EINVALID, "bad");
+	assert_int_equal(ib_error_set_code(&err, IB_EUSAGE), IB_EUSAGE);
+	assert_int_equal(err->code, IB_EUSAGE);
+	assert_string_equal(err->msg, "bad");
+	ib_error_free(&err);
+}
+
 static void test_set_with_null_err_only_returns_code(void **state)
 {
 	(void)state;
@@ -69,13 +82,13 @@ static void test_first_error_wins(void **state)
 	ib_error_setc(&err, IB_EDIGEST, "first");
 	ib_error *same = err;
 	int r = ib_error_set(&err, ENOENT, "second");
-	/* the return value is the new code, but the stored error is unchanged */
-	assert_int_equal(r, IB_ENOTFOUND);
+	/* the stored error and its code are unchanged and returned */
+	assert_int_equal(r, IB_EDIGEST);
 	assert_ptr_equal(err, same);
 	assert_int_equal(err->code, IB_EDIGEST);
 	assert_string_equal(err->msg, "first");
 	r = ib_error_setc(&err, IB_EAUTH, "third");
-	assert_int_equal(r, IB_EAUTH);
+	assert_int_equal(r, IB_EDIGEST);
 	assert_string_equal(err->msg, "first");
 	ib_error_free(&err);
 }
@@ -243,6 +256,7 @@ int main(void)
 	    cmocka_unit_test(test_long_message_is_not_truncated),
 	    cmocka_unit_test(test_print_is_one_line),
 	    cmocka_unit_test(test_print_null_error),
+	    cmocka_unit_test(test_set_code_changes_the_code),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -937,6 +937,36 @@ static void test_json_dump_canonical(void **state)
 	json_decref(j);
 }
 
+static void test_config_new_and_history(void **state)
+{
+	(void)state;
+	json_t *c = ib_config_new("linux", "arm64", "v8", "1970-01-01T00:00:00Z");
+	ib_config_add_history(c, "sha256:" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+			      "1970-01-01T00:00:00Z", "imgbuild import");
+	ib_config_add_history(c, NULL, NULL, "label");
+	char *s = ib_config_serialize(c, NULL);
+	assert_string_equal(
+	    s, "{\"architecture\":\"arm64\",\"config\":{},\"created\":\"1970-01-01T00:00:00Z\","
+	       "\"history\":[{\"created\":\"1970-01-01T00:00:00Z\",\"created_by\":\"imgbuild "
+	       "import\"},{\"created_by\":\"label\",\"empty_layer\":true}],\"os\":\"linux\","
+	       "\"rootfs\":{\"diff_ids\":[\"sha256:"
+	       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"],\"type\":"
+	       "\"layers\"},\"variant\":\"v8\"}");
+	/* what it builds is a valid config */
+	json_t *back = NULL;
+	assert_int_equal(ib_config_parse(&back, s, strlen(s), NULL), 0);
+	assert_int_equal(ib_config_n_diff_ids(back), 1);
+	json_decref(back);
+	free(s);
+	json_decref(c);
+	/* no variant, no created */
+	c = ib_config_new("linux", "amd64", NULL, NULL);
+	assert_null(json_object_get(c, "variant"));
+	assert_null(json_object_get(c, "created"));
+	assert_int_equal(ib_config_n_diff_ids(c), 0);
+	json_decref(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -992,6 +1022,7 @@ int main(void)
 	    cmocka_unit_test(test_config_too_large),
 	    cmocka_unit_test(test_config_serialize_deterministic),
 	    cmocka_unit_test(test_json_dump_canonical),
+	    cmocka_unit_test(test_config_new_and_history),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

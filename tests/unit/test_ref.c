@@ -345,6 +345,10 @@ static void test_familiar_forms(void **state)
 	    {"x@" DIGEST, "x@" DIGEST},
 	    {"localhost:5000/a/b:t", "localhost:5000/a/b:t"},
 	    {"quay.io/library/x", "quay.io/library/x:latest"},
+	    /* the first component would name a registry: the domain stays */
+	    {"docker.io/example.com/app:1", "docker.io/example.com/app:1"},
+	    {"docker.io/localhost/app", "docker.io/localhost/app:latest"},
+	    {"docker.io/a.b", "a.b:latest"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		cleanup_free char *f = familiar_of(cases[i][0]);
@@ -358,6 +362,7 @@ static void test_round_trips(void **state)
 	static const char *inputs[] = {
 	    "alpine",	    "alpine:3.20",	   "team/app:1.4", "localhost:5000/a/b:t",
 	    "[::1]:5000/x", "host.io/x:t@" DIGEST, "x@" DIGEST,	   "library/x/y",
+	    "docker.io/example.com/app:1", "docker.io/localhost/app", "docker.io/library/a.b",
 	};
 	for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
 		cleanup_free char *full = string_of(inputs[i]);
@@ -366,6 +371,23 @@ static void test_round_trips(void **state)
 		cleanup_free char *fam = familiar_of(full);
 		cleanup_free char *full3 = string_of(fam);
 		assert_string_equal(full, full3);
+	}
+}
+
+static void test_familiar_name(void **state)
+{
+	(void)state;
+	static const char *cases[][2] = {
+	    {"alpine:3", "alpine"},
+	    {"team/app:1", "team/app"},
+	    {"docker.io/example.com/app:1", "docker.io/example.com/app"},
+	    {"localhost:5000/a/b@" DIGEST, "localhost:5000/a/b"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ib_ref *ref = parse_ok(cases[i][0]);
+		cleanup_free char *n = ib_ref_familiar_name(ref);
+		ib_ref_free(ref);
+		assert_string_equal(n, cases[i][1]);
 	}
 }
 
@@ -449,6 +471,7 @@ int main(void)
 	    cmocka_unit_test(test_name_has_no_tag_or_digest),
 	    cmocka_unit_test(test_familiar_forms),
 	    cmocka_unit_test(test_round_trips),
+	    cmocka_unit_test(test_familiar_name),
 	    cmocka_unit_test(test_familiarize),
 	    cmocka_unit_test(test_registry_host),
 	    cmocka_unit_test(test_loopback),

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <locale.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -417,6 +418,42 @@ static void test_empty_name_rejected(void **state)
 
 /* The symlink's target does not exist inside the root, so the write fails
  * rather than following it to the real victim. */
+static void test_path_over_path_max_rejected(void **state)
+{
+	fixture *f = *state;
+	/* 50 directories of 99 bytes: 5000 bytes, every name within NAME_MAX */
+	char *name = xcalloc(1, 5001);
+	for (size_t i = 0; i < 5000; i++)
+		name[i] = (i % 100 == 50) ? '/' : 'd';
+	struct archive *a = tw_open(f);
+	tw_file(a, "ok", 0644, "fine");
+	tw_file(a, name, 0644, "deep");
+	tw_close(a);
+	free(name);
+	ib_error *err = NULL;
+	expect_error(unpack(f, &err), &err, IB_EINVALID, "is 5000 bytes long");
+}
+
+static void test_check_path_limits(void **state)
+{
+	(void)state;
+	char *p = xcalloc(1, PATH_MAX + 1);
+	for (size_t i = 0; i < PATH_MAX - 2; i++)
+		p[i] = (i % 100 == 99) ? '/' : 'p';
+	assert_int_equal(ib_unpack_check_path(p, NULL), 0);
+	p[PATH_MAX - 2] = 'p'; /* "/" + path + NUL now needs PATH_MAX + 1 */
+	ib_error *err = NULL;
+	assert_int_equal(ib_unpack_check_path(p, &err), IB_EINVALID);
+	assert_non_null(strstr(err->msg, "layer path \"pppp"));
+	ib_error_free(&err);
+	memset(p, 'n', NAME_MAX + 1);
+	p[NAME_MAX + 1] = '\0';
+	assert_int_equal(ib_unpack_check_path(p, NULL), IB_EINVALID);
+	p[NAME_MAX] = '\0';
+	assert_int_equal(ib_unpack_check_path(p, NULL), 0);
+	free(p);
+}
+
 static void test_symlink_escape_absolute_write_fails(void **state)
 {
 	fixture *f = *state;
@@ -1482,6 +1519,8 @@ int main(void)
 	    T(test_dotdot_trailing_component_rejected),
 	    T(test_absolute_name_rejected),
 	    T(test_empty_name_rejected),
+	    T(test_path_over_path_max_rejected),
+	    cmocka_unit_test(test_check_path_limits),
 	    T(test_symlink_escape_absolute_write_fails),
 	    T(test_symlink_escape_absolute_resolves_in_root),
 	    T(test_symlink_escape_relative_write_fails),

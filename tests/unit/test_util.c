@@ -904,6 +904,46 @@ static void test_lock_file_excludes_other_holders_until_closed(void **state)
 	ib_error_free(&err);
 }
 
+static void test_parse_source_date_epoch(void **state)
+{
+	(void)state;
+	int64_t v = -1;
+	ib_error *err = NULL;
+	unsetenv("SOURCE_DATE_EPOCH");
+	assert_int_equal(ib_parse_source_date_epoch(NULL, &v, &err), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(ib_parse_source_date_epoch("1700000000", &v, &err), 0);
+	assert_int_equal(v, 1700000000);
+	setenv("SOURCE_DATE_EPOCH", "42", 1);
+	assert_int_equal(ib_parse_source_date_epoch(NULL, &v, &err), 0);
+	assert_int_equal(v, 42);
+	/* an explicit value wins over the variable, an empty one means 0 */
+	assert_int_equal(ib_parse_source_date_epoch("7", &v, &err), 0);
+	assert_int_equal(v, 7);
+	assert_int_equal(ib_parse_source_date_epoch("", &v, &err), 0);
+	assert_int_equal(v, 0);
+	setenv("SOURCE_DATE_EPOCH", "soon", 1);
+	assert_int_equal(ib_parse_source_date_epoch(NULL, &v, &err), IB_EINVALID);
+	assert_non_null(strstr(err->msg, "SOURCE_DATE_EPOCH \"soon\""));
+	ib_error_free(&err);
+	unsetenv("SOURCE_DATE_EPOCH");
+	assert_int_equal(ib_parse_source_date_epoch("-1", &v, &err), IB_EINVALID);
+	ib_error_free(&err);
+	assert_int_equal(ib_parse_source_date_epoch("9223372036854775807", &v, &err), IB_EINVALID);
+	ib_error_free(&err);
+	assert_int_equal(ib_parse_source_date_epoch("12x", &v, NULL), IB_EINVALID);
+}
+
+static void test_format_rfc3339(void **state)
+{
+	(void)state;
+	char buf[64];
+	ib_format_rfc3339(buf, sizeof(buf), 0);
+	assert_string_equal(buf, "1970-01-01T00:00:00Z");
+	ib_format_rfc3339(buf, sizeof(buf), 1700000000);
+	assert_string_equal(buf, "2023-11-14T22:13:20Z");
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_tmp, teardown_tmp)
@@ -954,6 +994,8 @@ int main(void)
 	    cmocka_unit_test(test_parse_u64_accepts_decimal),
 	    cmocka_unit_test(test_parse_u64_rejects_junk_sign_and_overflow),
 	    cmocka_unit_test(test_parse_u64_rejects_leading_space),
+	    cmocka_unit_test(test_parse_source_date_epoch),
+	    cmocka_unit_test(test_format_rfc3339),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);
