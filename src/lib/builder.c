@@ -43,6 +43,7 @@ typedef struct stage_state {
 	json_t *annotations; /* manifest annotations (owned) */
 	char key[IB_DIGEST_BUFLEN];
 	json_t *shell; /* current shell argv (owned) */
+	json_t *env_index; /* Env name -> position in config.Env (owned) */
 	bool built;
 	bool cmd_set;	 /* cmd() seen in this stage (entrypoint keeps it) */
 	char *view_dir;	 /* ROOT/tmp dir holding the view below */
@@ -119,11 +120,35 @@ static json_t *cfg(stage_state *st)
 	return c;
 }
 
-static void env_set(json_t *env_arr, const char *k, const char *v)
+/* Set K=V in an Env array.  index, when given, maps each name in env_arr
+ * to its position (built on first use), so a stage with many env steps
+ * stays linear instead of scanning the whole array for every name. */
+static void env_set(json_t *env_arr, json_t *index, const char *k, const char *v)
 {
 	size_t kl = strlen(k), i;
 	json_t *e;
 	cleanup_free char *kv = xasprintf("%s=%s", k, v);
+	if (index) {
+		if (json_object_size(index) == 0) {
+			json_array_foreach (env_arr, i, e) {
+				const char *s = json_string_value(e);
+				const char *eq = s ? strchr(s, '=') : NULL;
+				/* the first of duplicate names wins, as in the scan */
+				if (eq && !json_object_getn(index, s, (size_t)(eq - s)))
+					json_object_setn_new(index, s, (size_t)(eq - s),
+							     json_integer((json_int_t)i));
+			}
+		}
+		json_t *pos = json_object_get(index, k);
+		if (pos) {
+			json_array_set_new(env_arr, (size_t)json_integer_value(pos),
+					   json_string(kv));
+			return;
+		}
+		json_object_set_new(index, k, json_integer((json_int_t)json_array_size(env_arr)));
+		json_array_append_new(env_arr, json_string(kv));
+		return;
+	}
 	json_array_foreach (env_arr, i, e) {
 		const char *s = json_string_value(e);
 		if (s && !strncmp(s, k, kl) && s[kl] == '=') {
@@ -236,7 +261,7 @@ static int apply_config_step(builder *b, stage_state *st, json_t *step, const ch
 		ib_buf hb = IB_BUF_INIT;
 		ib_buf_append(&hb, "ENV", 3);
 		json_object_foreach (env, k, v) {
-			env_set(arr, k, json_string_value(v));
+			env_set(arr, st->env_index, k, json_string_value(v));
 			ib_buf_appendf(&hb, " %s=%s", k, json_string_value(v));
 		}
 		hist = ib_buf_steal(&hb, NULL);
@@ -363,6 +388,25 @@ static int ensure_stage_unpacked(builder *b, stage_state *st, ib_error **err)
 		if (ensure_unpacked(b, &st->layers[i], err) < 0)
 			return -1;
 	return 0;
+}
+
+/* The stage's unpacked layer dirs, top-most first, each diff_id once.
+ * Overlay refuses a lower dir given twice (ELOOP), and a second, deeper
+ * copy of a layer changes nothing: every path it has, whiteouts and opaque
+ * dirs included, the upper copy has too and shadows it. */
+static char **lower_dirs(builder *b, stage_state *st)
+{
+	char **out = xcalloc(st->n_layers + 1, sizeof(char *));
+	size_t n = 0;
+	for (size_t i = st->n_layers; i > 0; i--) {
+		const char *id = st->layers[i - 1].diff_id;
+		bool seen = false;
+		for (size_t k = st->n_layers; k > i && !seen; k--)
+			seen = !strcmp(st->layers[k - 1].diff_id, id);
+		if (!seen)
+			out[n++] = ib_store_layer_dir(b->store, id);
+	}
+	return out;
 }
 
 static void push_layer(stage_state *st, const ib_descriptor *d, const char *diff_id)
@@ -558,7 +602,7 @@ static char **effective_env(stage_state *st, json_t *step)
 	const char *k;
 	json_t *v;
 	json_object_foreach (json_object_get(step, "env"), k, v) {
-		env_set(env, k, json_string_value(v));
+		env_set(env, NULL, k, json_string_value(v));
 	}
 	char **out = xcalloc(json_array_size(env) + 1, sizeof(char *));
 	size_t i;
@@ -590,9 +634,7 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	cleanup_free char *work = ib_path_join(tmp, "work");
 	if (ib_mkdir_p(upper, 0755, err) < 0 || ib_mkdir_p(work, 0755, err) < 0)
 		return -1;
-	char **lowers = xcalloc(st->n_layers + 1, sizeof(char *));
-	for (size_t i = 0; i < st->n_layers; i++)
-		lowers[i] = ib_store_layer_dir(b->store, st->layers[st->n_layers - 1 - i].diff_id);
+	char **lowers = lower_dirs(b, st);
 	cleanup_strv char **argv = json_strv(json_object_get(step, "argv"));
 	cleanup_strv char **env = effective_env(st, step);
 
@@ -1685,10 +1727,9 @@ static int mount_stage_view(builder *b, stage_state *src, ib_error **err)
 	/* overlay needs two lower dirs when there is no upper dir */
 	ib_buf opt = IB_BUF_INIT;
 	ib_buf_append(&opt, "lowerdir=", 9);
-	for (size_t i = src->n_layers; i > 0; i--) {
-		cleanup_free char *l = ib_store_layer_dir(b->store, src->layers[i - 1].diff_id);
-		ib_buf_appendf(&opt, "%s:", l);
-	}
+	cleanup_strv char **lowers = lower_dirs(b, src);
+	for (size_t i = 0; lowers[i]; i++)
+		ib_buf_appendf(&opt, "%s:", lowers[i]);
 	ib_buf_appendf(&opt, "%s", empty);
 	if (src->n_layers == 0) {
 		src->mount_dir = xstrdup(empty);
@@ -1760,6 +1801,7 @@ static int init_stage(builder *b, stage_state *st, ib_error **err)
 {
 	json_t *from = json_object_get(st->plan, "from");
 	st->annotations = json_object();
+	st->env_index = json_object();
 	st->shell = json_pack("[ss]", "/bin/sh", "-c");
 	if (json_is_true(json_object_get(from, "scratch"))) {
 		st->config = empty_config();
@@ -1978,6 +2020,7 @@ static void builder_free(builder *b)
 		free(st->layers);
 		json_decref(st->config);
 		json_decref(st->annotations);
+		json_decref(st->env_index);
 		json_decref(st->shell);
 	}
 	free(b->stages);

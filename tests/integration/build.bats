@@ -587,3 +587,41 @@ LUA
 	run "$IMGBUILD" build "$T/all/recipe.lua" -t 'UPPER/Case'
 	[ "$status" -eq 2 ]
 }
+
+@test "identical no-op run steps stack the same layer twice: run and copy-from-stage still work" {
+	mkdir -p "$T/noop"
+	cat > "$T/noop/recipe.lua" <<'LUA'
+stage("a", "localhost/busybox:latest")
+run { "true" }
+run { "true" }
+run { "true" }
+run "echo ok > /ok"
+from "localhost/busybox:latest"
+copy { "/ok", "/ok", from = "a" }
+run "cat /ok"
+LUA
+	run "$IMGBUILD" build "$T/noop/recipe.lua" --progress plain
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" != *"Too many levels"* ]]
+	[[ "$output" == *"#6 ok"* ]]
+}
+
+@test "100,000 env steps build in linear time" {
+	mkdir -p "$T/many"
+	cat > "$T/many/recipe.lua" <<'LUA'
+from "scratch"
+for i = 1, 100000 do env { ["V" .. i] = tostring(i) } end
+env { V1 = "again" }
+LUA
+	run timeout 60 "$IMGBUILD" -q build "$T/many/recipe.lua" -t localhost/many:1
+	[ "$status" -eq 0 ]
+	# read the config from the layout: it is larger than inspect reads
+	python3 - "$IMGBUILD_ROOT/oci" "$output" <<'PY'
+import json, sys
+blob = lambda d: open(sys.argv[1] + "/blobs/sha256/" + d.split(":")[1], "rb").read()
+env = json.loads(blob(json.loads(blob(sys.argv[2]))["config"]["digest"]))["config"]["Env"]
+assert len(env) == 100000, len(env)
+assert env[0] == "V1=again" and env[-1] == "V100000=100000", (env[0], env[-1])
+PY
+}
