@@ -1191,40 +1191,22 @@ static int parse_owner(builder *b, stage_state *st, const char *s, int64_t *uid,
 	return 0;
 }
 
-/* Hash the collected items (content, modes, owners, link targets). */
-static int cmp_cstr(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The xattrs a layer keeps (ib_layer_keeps_xattr),
- * as "name=value" lines in name order, hashed. */
+/* The xattrs a layer keeps, hashed as "name\0value\n" in name order.
+ * Unreadable xattrs hash as none: the layer writer then fails on them. */
 static void xattrs_digest(const char *path, char out[IB_DIGEST_BUFLEN])
 {
 	ib_digest_ctx *c = ib_digest_new();
-	char names[4096];
-	ssize_t n = llistxattr(path, names, sizeof(names));
-	if (n <= 0) {
-		ib_digest_final(c, out);
-		ib_digest_free(c);
-		return;
-	}
-	char **kept = xcalloc(1, sizeof(char *));
-	for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1) {
-		const char *name = names + i;
-		if (ib_layer_keeps_xattr(name))
-			ib_strv_push(&kept, name);
-	}
-	qsort(kept, ib_strv_len(kept), sizeof(char *), cmp_cstr);
-	for (size_t k = 0; kept[k]; k++) {
-		char val[4096];
-		ssize_t v = lgetxattr(path, kept[k], val, sizeof(val));
-		ib_digest_update(c, kept[k], strlen(kept[k]) + 1);
-		if (v > 0)
-			ib_digest_update(c, val, (size_t)v);
+	ib_xattr *xs = NULL;
+	size_t n = 0;
+	ib_error *e = NULL;
+	if (ib_layer_xattrs_read(-1, path, &xs, &n, &e) < 0)
+		ib_error_free(&e);
+	for (size_t k = 0; k < n; k++) {
+		ib_digest_update(c, xs[k].name, strlen(xs[k].name) + 1);
+		ib_digest_update(c, xs[k].value, xs[k].size);
 		ib_digest_update(c, "\n", 1);
 	}
-	ib_strv_free(kept);
+	ib_layer_xattrs_free(xs, n);
 	ib_digest_final(c, out);
 	ib_digest_free(c);
 }
@@ -1346,20 +1328,17 @@ static int copy_file_data(int in, int out)
 	}
 }
 
-/* The xattrs a layer keeps (ib_layer_keeps_xattr). */
+/* The xattrs a layer keeps (ib_layer_keeps_xattr), best effort. */
 static void copy_xattrs(const char *src, const char *dst)
 {
-	char names[4096];
-	ssize_t n = llistxattr(src, names, sizeof(names));
-	for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1) {
-		const char *name = names + i;
-		if (!ib_layer_keeps_xattr(name))
-			continue;
-		char val[4096];
-		ssize_t v = lgetxattr(src, name, val, sizeof(val));
-		if (v >= 0)
-			lsetxattr(dst, name, val, (size_t)v, 0);
-	}
+	ib_xattr *xs = NULL;
+	size_t n = 0;
+	ib_error *e = NULL;
+	if (ib_layer_xattrs_read(-1, src, &xs, &n, &e) < 0)
+		ib_error_free(&e);
+	for (size_t k = 0; k < n; k++)
+		lsetxattr(dst, xs[k].name, xs[k].value, xs[k].size, 0);
+	ib_layer_xattrs_free(xs, n);
 }
 
 typedef struct dest_ent {

@@ -74,6 +74,21 @@ typedef struct ib_layer_override {
  * like describe the host, not the image. */
 bool ib_layer_keeps_xattr(const char *name);
 
+/* One extended attribute: name and value (size bytes, not terminated). */
+typedef struct ib_xattr {
+	char *name;
+	void *value;
+	size_t size;
+} ib_xattr;
+
+/* The xattrs a layer keeps (ib_layer_keeps_xattr) of fd, or of path (not
+ * followed) when fd < 0, sorted by name, values of any size: the one reader
+ * the layer writer, the copy step's cache key and its unpacked copy share.
+ * A file system without xattrs gives none.  *out (free with
+ * ib_layer_xattrs_free) is NULL and *n_out 0 on failure. */
+int ib_layer_xattrs_read(int fd, const char *path, ib_xattr **out, size_t *n_out, ib_error **err);
+void ib_layer_xattrs_free(ib_xattr *xs, size_t n);
+
 typedef struct ib_layer_writer ib_layer_writer;
 
 /* The store is borrowed and must outlive the writer. */

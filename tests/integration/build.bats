@@ -625,3 +625,20 @@ assert len(env) == 100000, len(env)
 assert env[0] == "V1=again" and env[-1] == "V100000=100000", (env[0], env[-1])
 PY
 }
+
+@test "a change to a kept xattr larger than 4 KiB changes the copy step's key" {
+	mkdir -p "$T/bx/ctx"
+	mount -t tmpfs tmpfs "$T/bx/ctx" || skip "cannot mount a tmpfs"
+	echo a > "$T/bx/ctx/f"
+	printf 'from "scratch"\ncopy { "f", "/f" }\n' > "$T/bx/ctx/recipe.lua"
+	setx() { python3 -c 'import os, sys; os.setxattr(sys.argv[1], "user.big", b"x" * 5999 + sys.argv[2].encode())' "$T/bx/ctx/f" "$1"; }
+	setx 1
+	d1=$("$IMGBUILD" -q build "$T/bx/ctx/recipe.lua" || true)
+	setx 2
+	d2=$("$IMGBUILD" -q build "$T/bx/ctx/recipe.lua" || true)
+	d3=$("$IMGBUILD" -q build "$T/bx/ctx/recipe.lua" --no-cache || true)
+	umount "$T/bx/ctx"
+	[ -n "$d1" ] && [ -n "$d2" ]
+	[ "$d1" != "$d2" ]
+	[ "$d2" = "$d3" ]
+}
