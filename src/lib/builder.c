@@ -687,6 +687,7 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	so.user = user && *user ? user : NULL;
 	so.workdir = wdabs;
 	so.network = net;
+	/* at most IB_PLAN_MAX_TIMEOUT (ib_plan_validate): the unsigned holds it */
 	so.timeout_sec = (unsigned)json_integer_value(json_object_get(step, "timeout"));
 	so.mounts = mounts;
 	so.n_mounts = m;
@@ -1598,9 +1599,7 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 		ib_progress_step_start(b->o->progress, b->step_no, label);
 		int64_t uid, gid;
 		rc = parse_owner(b, st, jstr(step, "owner"), &uid, &gid, err);
-		int32_t mode = -1;
-		if (jstr(step, "mode"))
-			mode = (int32_t)strtol(jstr(step, "mode"), NULL, 8);
+		int32_t mode = ib_plan_mode_parse(jstr(step, "mode")); /* -1: null */
 		ib_layer_options lo = {b->o->compression,	b->o->source_date_epoch, 0,
 				       b->o->compression_level, layer_progress,		 b};
 		/* tar size: a header per entry, contents padded to 512 bytes */
@@ -2012,6 +2011,9 @@ static void builder_free(builder *b)
 int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_result *result,
 		 ib_error **err)
 {
+	memset(result, 0, sizeof(*result));
+	if (ib_plan_validate(plan, err) < 0)
+		return ib_error_wrap(err, "%s", o->recipe_path ? o->recipe_path : "plan");
 	builder b = {0};
 	b.store = s;
 	b.o = o;

@@ -642,3 +642,19 @@ PY
 	[ "$d1" != "$d2" ]
 	[ "$d2" = "$d3" ]
 }
+
+@test "a run timeout beyond what the sandbox can hold is refused, not truncated to 1 s" {
+	mkdir -p "$T/tb"
+	cat > "$T/tb/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run { "/bin/sh", "-c", "sleep 2; echo slept", timeout = 4294967297 }
+LUA
+	run "$IMGBUILD" build "$T/tb/recipe.lua" --progress plain
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"recipe.lua:2: run: option 'timeout' must be a whole number of seconds from 0 to 4294967295"* ]]
+	[[ "$output" != *"timed out"* ]]
+	sed -i 's/4294967297/4294967295/' "$T/tb/recipe.lua"
+	run "$IMGBUILD" build "$T/tb/recipe.lua" --progress plain
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"slept"* ]]
+}
