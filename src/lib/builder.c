@@ -555,6 +555,15 @@ static void layer_progress(uint64_t tar_bytes, void *payload)
 	ib_progress_bytes(b->o->progress, b->cur_id, "layer", tar_bytes, total);
 }
 
+static ib_layer_options layer_options(builder *b)
+{
+	return (ib_layer_options){.compression = b->o->compression,
+				  .source_date_epoch = b->o->source_date_epoch,
+				  .level = b->o->compression_level,
+				  .progress = layer_progress,
+				  .payload = b};
+}
+
 static void clear_last(builder *b)
 {
 	for (size_t i = 0; i < b->n_last; i++)
@@ -654,14 +663,16 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 		mount_src[m] = ib_path_join(ib_store_root(b->store), rel);
 		if (rc == 0)
 			rc = ib_mkdir_p(mount_src[m], 0755, err);
-		mounts[m] = (ib_sandbox_mount){mount_src[m], target, false, false};
+		mounts[m] = (ib_sandbox_mount){.source = mount_src[m], .target = target};
 		m++;
 	}
 	json_array_foreach (sec, i, v) {
 		if (rc == 0)
 			rc = secret_source(b, jstr(v, "id"), jstr(v, "src"), &mount_src[m], err);
-		mounts[m] = (ib_sandbox_mount){mount_src[m] ? mount_src[m] : "", jstr(v, "target"),
-					       true, true};
+		mounts[m] = (ib_sandbox_mount){.source = mount_src[m] ? mount_src[m] : "",
+					       .target = jstr(v, "target"),
+					       .readonly = true,
+					       .is_file = true};
 		m++;
 	}
 
@@ -676,7 +687,7 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 				    : "/");
 	const char *net = jstr(step, "network");
 	if (!net || !strcmp(net, "default"))
-		net = b->o->network;
+		net = b->o->network ? b->o->network : "host";
 
 	ib_sandbox_options so = IB_SANDBOX_OPTIONS_INIT;
 	so.lower_dirs = lowers;
@@ -716,8 +727,7 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 					   status, cmd);
 		goto out;
 	}
-	ib_layer_options lo = {b->o->compression,	b->o->source_date_epoch, 0,
-			       b->o->compression_level, layer_progress,		 b};
+	ib_layer_options lo = layer_options(b);
 	ib_layer_result res = {0};
 	b->layer_total = 0;
 	rc = ib_layer_from_upper(b->store, upper, NULL, &lo, &res, err);
@@ -1600,8 +1610,7 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 		int64_t uid, gid;
 		rc = parse_owner(b, st, jstr(step, "owner"), &uid, &gid, err);
 		int32_t mode = ib_plan_mode_parse(jstr(step, "mode")); /* -1: null */
-		ib_layer_options lo = {b->o->compression,	b->o->source_date_epoch, 0,
-				       b->o->compression_level, layer_progress,		 b};
+		ib_layer_options lo = layer_options(b);
 		/* tar size: a header per entry, contents padded to 512 bytes */
 		b->layer_total = 1024;
 		for (size_t i = 0; i < l.n; i++) {
@@ -1613,7 +1622,7 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 		if (rc == 0)
 			rc = ib_layer_writer_new(&w, b->store, &lo, err);
 		/* directories on the way: the image's metadata, or new ones */
-		ib_layer_override pov = {uid, gid, mode};
+		ib_layer_override pov = {.uid = uid, .gid = gid, .mode = mode};
 		for (size_t i = 0; rc == 0 && i < l.n_parents; i++) {
 			uint32_t m;
 			int64_t u, g;
@@ -1624,7 +1633,7 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 			copy_item *it = &l.items[i];
 			/* context files belong to root unless owner= says otherwise;
 			 * files from a stage keep their owner (docker semantics) */
-			ib_layer_override ov = {uid, gid, mode};
+			ib_layer_override ov = {.uid = uid, .gid = gid, .mode = mode};
 			if (from_context && uid < 0)
 				ov.uid = ov.gid = 0;
 			if (!*it->host)
@@ -1643,7 +1652,7 @@ static int exec_copy(builder *b, stage_state *st, json_t *step, size_t idx, cons
 		if (rc == 0)
 			rc = commit_layer(b, st, key_out, &res, created_by, err);
 		if (rc == 0) {
-			ib_layer_override ov = {uid, gid, mode};
+			ib_layer_override ov = {.uid = uid, .gid = gid, .mode = mode};
 			cleanup_free char *id = explain_id(b, st, idx);
 			json_t *prev = ib_cache_explain_get(b->cache, id);
 			if (prev &&

@@ -48,7 +48,7 @@ typedef struct ib_layer_options {
 } ib_layer_options;
 #define IB_LAYER_OPTIONS_INIT                                                                      \
 	{                                                                                          \
-		IB_COMP_GZIP, 0, 0, 0, NULL, NULL                                                  \
+		.compression = IB_COMP_GZIP,                                                       \
 	}
 
 typedef struct ib_layer_result {
@@ -66,7 +66,7 @@ typedef struct ib_layer_override {
 } ib_layer_override;
 #define IB_LAYER_OVERRIDE_INIT                                                                     \
 	{                                                                                          \
-		-1, -1, -1                                                                         \
+		.uid = -1, .gid = -1, .mode = -1,                                                  \
 	}
 
 /* Whether a layer keeps an xattr of this name: security.capability and
