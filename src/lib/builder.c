@@ -19,6 +19,7 @@
 #include "digest.h"
 #include "imgdiff.h"
 #include "layer.h"
+#include "passwd.h"
 #include "pathglob.h"
 #include "plan.h"
 #include "ref.h"
@@ -28,6 +29,7 @@
 #include "util.h"
 
 #define LAST_LINES 15
+#define PASSWD_READ_MAX ((size_t)16 << 20) /* an image's /etc/passwd or /etc/group */
 
 typedef struct layer_ref {
 	ib_descriptor desc;
@@ -1142,32 +1144,18 @@ static int lookup_id(builder *b, stage_state *st, const char *file, const char *
 			break; /* a whiteout or something odd hides lower copies */
 		struct open_how how = {.flags = O_RDONLY | O_CLOEXEC,
 				       .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
-		int fd = (int)syscall(SYS_openat2, dfd, file, &how, sizeof(how));
+		cleanup_close int fd = (int)syscall(SYS_openat2, dfd, file, &how, sizeof(how));
 		if (fd < 0)
 			break;
-		cleanup_fclose FILE *f = fdopen(fd, "re");
-		if (!f)
-			close(fd);
-		char line[1024];
-		while (f && fgets(line, sizeof(line), f)) {
-			char *fields[4] = {NULL};
-			char *p = line;
-			for (int k = 0; k < 4 && p; k++) {
-				fields[k] = p;
-				p = strchr(p, ':');
-				if (p)
-					*p++ = '\0';
-			}
-			uint64_t v;
-			if (!fields[0] || strcmp(fields[0], name) != 0 || !fields[2] ||
-			    ib_parse_u64(fields[2], &v) < 0)
-				continue;
-			*id = (int64_t)v;
-			if (gid && fields[3]) {
-				fields[3][strcspn(fields[3], ":\n")] = '\0';
-				if (ib_parse_u64(fields[3], &v) == 0)
-					*gid = (int64_t)v;
-			}
+		cleanup_free char *data = NULL;
+		size_t len = 0;
+		if (ib_read_fd(fd, PASSWD_READ_MAX, &data, &len, err) < 0)
+			return ib_error_wrap(err, "copy: read the image's /%s", file);
+		uint32_t v, g;
+		if (ib_passwd_find(data, len, name, &v, gid ? &g : NULL)) {
+			*id = v;
+			if (gid)
+				*gid = g;
 			return 0;
 		}
 		break;

@@ -372,3 +372,15 @@ int ib_cache_clear(ib_cache *c, ib_error **err)
 		return ib_error_wrap(err, "clear cache");
 	return 0;
 }
+
+int ib_cache_mount_dir(ib_cache *c, const char *target, char **out, ib_error **err)
+{
+	char d[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(d, target, strlen(target));
+	cleanup_free char *rel = xasprintf("mounts/%.16s", ib_digest_hex(d));
+	cleanup_free char *dir = ib_path_join(c->dir, rel);
+	if (ib_mkdir_p(dir, 0755, err) < 0)
+		return -1;
+	*out = steal_pointer(&dir);
+	return 0;
+}

@@ -61,4 +61,10 @@ int ib_cache_referenced(ib_cache *c, char ***digests_out, char ***diff_ids_out, 
 /* Remove the whole step cache (prune --all). */
 int ib_cache_clear(ib_cache *c, ib_error **err);
 
+/* ROOT/cache/mounts/ID for a run step's cache mount at target (an
+ * absolute path in the image), created if missing: the same target shares
+ * one directory across builds and is removed with the cache.  *out is the
+ * caller's. */
+int ib_cache_mount_dir(ib_cache *c, const char *target, char **out, ib_error **err);
+
 #endif
