@@ -362,7 +362,6 @@ static int ensure_unpacked(builder *b, layer_ref *l, ib_error **err)
 {
 	if (ib_store_layer_unpacked(b->store, l->diff_id))
 		return 0;
-	cleanup_free char *dest = ib_store_layer_dir(b->store, l->diff_id);
 	cleanup_free char *tmp = ib_store_tmp_path(b->store, "unpack");
 	if (ib_mkdir_p(tmp, 0755, err) < 0)
 		return -1;
@@ -374,8 +373,8 @@ static int ensure_unpacked(builder *b, layer_ref *l, ib_error **err)
 		uo.whiteouts = IB_WHITEOUT_OVERLAY;
 		r = ib_unpack_fd(fd, tmp, &uo, NULL, err);
 	}
-	if (r == 0 && rename(tmp, dest) < 0 && errno != ENOTEMPTY && errno != EEXIST)
-		r = ib_error_set(err, errno, "rename %s", dest);
+	if (r == 0)
+		r = ib_store_layer_install(b->store, tmp, l->diff_id, err);
 	ib_error *e2 = NULL;
 	ib_rm_rf(tmp, &e2);
 	ib_error_free(&e2);
@@ -658,13 +657,9 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	json_t *v;
 	int rc = 0;
 	json_array_foreach (cm, i, v) {
-		char d[IB_DIGEST_BUFLEN];
 		const char *target = json_string_value(v);
-		ib_digest_buffer(d, target, strlen(target));
-		cleanup_free char *rel = xasprintf("cache/mounts/%.16s", ib_digest_hex(d));
-		mount_src[m] = ib_path_join(ib_store_root(b->store), rel);
 		if (rc == 0)
-			rc = ib_mkdir_p(mount_src[m], 0755, err);
+			rc = ib_cache_mount_dir(b->cache, target, &mount_src[m], err);
 		mounts[m] = (ib_sandbox_mount){.source = mount_src[m], .target = target};
 		m++;
 	}
@@ -707,7 +702,6 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	so.output = output_cb;
 	so.payload = b;
 	int status = 0;
-	cleanup_free char *ldir = NULL;
 	clear_last(b);
 	if (rc == 0)
 		rc = ib_sandbox_run(&so, &status, err);
@@ -737,13 +731,9 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 		goto out;
 	/* The upper dir is this layer in overlay format: keep it as the
 	 * unpacked copy so the next run step needs no extraction. */
-	ldir = ib_store_layer_dir(b->store, res.diff_id);
-	if (!ib_file_exists(ldir) && rename(upper, ldir) < 0 && errno != ENOTEMPTY &&
-	    errno != EEXIST) {
-		rc = ib_error_set(err, errno, "rename %s", ldir);
-		goto out;
-	}
-	rc = commit_layer(b, st, key, &res, created_by, err);
+	rc = ib_store_layer_install(b->store, upper, res.diff_id, err);
+	if (rc == 0)
+		rc = commit_layer(b, st, key, &res, created_by, err);
 out:;
 	ib_error *e2 = NULL;
 	ib_rm_rf(tmp, &e2);
@@ -1510,8 +1500,9 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 		struct timespec ts[2] = {{0, UTIME_OMIT}, {m, 0}};
 		utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW);
 	}
-	cleanup_free char *dest = ib_store_layer_dir(b->store, diff_id);
-	if (ok && rename(tmp, dest) == 0)
+	ib_error_free(&e);
+	if (ok && ib_store_layer_install(b->store, tmp, diff_id, &e) == 0 &&
+	    !ib_file_exists(tmp))
 		return;
 	ib_error_free(&e);
 	if (ib_rm_rf(tmp, &e) < 0)
