@@ -250,108 +250,177 @@ static char *image_path(stage_state *st, const char *p)
 	return clean_path(joined);
 }
 
-/* Apply a config-only step. */
-static int apply_config_step(builder *b, stage_state *st, json_t *step, const char *kind,
-			     ib_error **err)
+/* Config-only steps: one handler per kind.  Each changes the image config
+ * (or the stage) and returns the history line, or NULL for none. */
+typedef char *(*config_handler)(stage_state *st, json_t *step, json_t *c);
+
+static char *config_env(stage_state *st, json_t *step, json_t *c)
 {
-	json_t *c = cfg(st);
-	cleanup_free char *hist = NULL;
-	if (!strcmp(kind, "env")) {
-		json_t *env = json_object_get(step, "env"), *v;
-		const char *k;
-		json_t *arr = cfg_env(st);
-		ib_buf hb = IB_BUF_INIT;
-		ib_buf_append(&hb, "ENV", 3);
-		json_object_foreach (env, k, v) {
-			env_set(arr, st->env_index, k, json_string_value(v));
-			ib_buf_appendf(&hb, " %s=%s", k, json_string_value(v));
-		}
-		hist = ib_buf_steal(&hb, NULL);
-	} else if (!strcmp(kind, "workdir")) {
-		cleanup_free char *p = image_path(st, jstr(step, "path"));
-		json_object_set_new(c, "WorkingDir", json_string(p));
-		hist = xasprintf("WORKDIR %s", p);
-	} else if (!strcmp(kind, "user")) {
-		json_object_set_new(c, "User", json_string(jstr(step, "user")));
-		hist = xasprintf("USER %s", jstr(step, "user"));
-	} else if (!strcmp(kind, "entrypoint") || !strcmp(kind, "cmd")) {
-		bool ep = !strcmp(kind, "entrypoint");
-		json_t *argv = json_object_get(step, "argv");
-		json_object_set(c, ep ? "Entrypoint" : "Cmd", argv);
-		/* Docker: a new entrypoint drops a CMD inherited from the base. */
-		if (ep && !st->cmd_set)
-			json_object_del(c, "Cmd");
-		if (!ep)
-			st->cmd_set = true;
-		cleanup_free char *s = argv_string(argv);
-		hist = xasprintf("%s %s", ep ? "ENTRYPOINT" : "CMD", s);
-	} else if (!strcmp(kind, "expose") || !strcmp(kind, "volume")) {
-		bool ex = !strcmp(kind, "expose");
-		const char *field = ex ? "ExposedPorts" : "Volumes";
-		json_t *set = json_object_get(c, field);
-		if (!json_is_object(set)) {
-			set = json_object();
-			json_object_set_new(c, field, set);
-		}
-		json_t *list = json_object_get(step, ex ? "ports" : "paths"), *v;
-		size_t i;
-		ib_buf hb = IB_BUF_INIT;
-		ib_buf_append(&hb, ex ? "EXPOSE" : "VOLUME", 6);
-		json_array_foreach (list, i, v) {
-			const char *s = json_string_value(v);
-			cleanup_free char *p =
-			    ex && !strchr(s, '/') ? xasprintf("%s/tcp", s) : xstrdup(s);
-			json_object_set_new(set, p, json_object());
-			ib_buf_appendf(&hb, " %s", p);
-		}
-		hist = ib_buf_steal(&hb, NULL);
-	} else if (!strcmp(kind, "label")) {
-		json_t *labels = json_object_get(c, "Labels"), *v;
-		if (!json_is_object(labels)) {
-			labels = json_object();
-			json_object_set_new(c, "Labels", labels);
-		}
-		const char *k;
-		ib_buf hb = IB_BUF_INIT;
-		ib_buf_append(&hb, "LABEL", 5);
-		json_object_foreach (json_object_get(step, "labels"), k, v) {
-			json_object_set(labels, k, v);
-			ib_buf_appendf(&hb, " %s=%s", k, json_string_value(v));
-		}
-		hist = ib_buf_steal(&hb, NULL);
-	} else if (!strcmp(kind, "annotation")) {
-		json_object_update(st->annotations, json_object_get(step, "annotations"));
-		return 0; /* manifest-only: no history entry */
-	} else if (!strcmp(kind, "stopsignal")) {
-		json_object_set_new(c, "StopSignal", json_string(jstr(step, "signal")));
-		hist = xasprintf("STOPSIGNAL %s", jstr(step, "signal"));
-	} else if (!strcmp(kind, "healthcheck")) {
-		json_t *hc = json_object();
-		json_object_set(hc, "Test", json_object_get(step, "test"));
-		static const struct {
-			const char *plan, *oci;
-		} fields[] = {{"interval", "Interval"},
-			      {"timeout", "Timeout"},
-			      {"start_period", "StartPeriod"},
-			      {"retries", "Retries"}};
-		for (size_t i = 0; i < 4; i++) {
-			json_t *v = json_object_get(step, fields[i].plan);
-			if (json_is_integer(v) && json_integer_value(v) > 0)
-				json_object_set(hc, fields[i].oci, v);
-		}
-		json_object_set_new(c, "Healthcheck", hc);
-		cleanup_free char *s = argv_string(json_object_get(step, "test"));
-		hist = xasprintf("HEALTHCHECK %s", s);
-	} else if (!strcmp(kind, "shell")) {
-		json_decref(st->shell);
-		st->shell = json_deep_copy(json_object_get(step, "argv"));
-		cleanup_free char *s = argv_string(st->shell);
-		hist = xasprintf("SHELL %s", s);
-	} else {
-		ib_error_setc(err, IB_EINVALID, "unknown step kind '%s'", kind);
+	(void)c;
+	json_t *arr = cfg_env(st), *v;
+	const char *k;
+	ib_buf hb = IB_BUF_INIT;
+	ib_buf_append(&hb, "ENV", 3);
+	json_object_foreach (json_object_get(step, "env"), k, v) {
+		env_set(arr, st->env_index, k, json_string_value(v));
+		ib_buf_appendf(&hb, " %s=%s", k, json_string_value(v));
+	}
+	return ib_buf_steal(&hb, NULL);
+}
+
+static char *config_workdir(stage_state *st, json_t *step, json_t *c)
+{
+	cleanup_free char *p = image_path(st, jstr(step, "path"));
+	json_object_set_new(c, "WorkingDir", json_string(p));
+	return xasprintf("WORKDIR %s", p);
+}
+
+static char *config_user(stage_state *st, json_t *step, json_t *c)
+{
+	(void)st;
+	json_object_set_new(c, "User", json_string(jstr(step, "user")));
+	return xasprintf("USER %s", jstr(step, "user"));
+}
+
+static char *config_entrypoint(stage_state *st, json_t *step, json_t *c)
+{
+	json_t *argv = json_object_get(step, "argv");
+	json_object_set(c, "Entrypoint", argv);
+	/* Docker: a new entrypoint drops a CMD inherited from the base. */
+	if (!st->cmd_set)
+		json_object_del(c, "Cmd");
+	cleanup_free char *s = argv_string(argv);
+	return xasprintf("ENTRYPOINT %s", s);
+}
+
+static char *config_cmd(stage_state *st, json_t *step, json_t *c)
+{
+	json_t *argv = json_object_get(step, "argv");
+	json_object_set(c, "Cmd", argv);
+	st->cmd_set = true;
+	cleanup_free char *s = argv_string(argv);
+	return xasprintf("CMD %s", s);
+}
+
+/* expose and volume: names into a set-like object of the config */
+static char *add_to_set(json_t *c, const char *field, json_t *list, const char *what, bool ports)
+{
+	json_t *set = json_object_get(c, field), *v;
+	if (!json_is_object(set)) {
+		set = json_object();
+		json_object_set_new(c, field, set);
+	}
+	size_t i;
+	ib_buf hb = IB_BUF_INIT;
+	ib_buf_appendf(&hb, "%s", what);
+	json_array_foreach (list, i, v) {
+		const char *s = json_string_value(v);
+		cleanup_free char *p = ports && !strchr(s, '/') ? xasprintf("%s/tcp", s) : xstrdup(s);
+		json_object_set_new(set, p, json_object());
+		ib_buf_appendf(&hb, " %s", p);
+	}
+	return ib_buf_steal(&hb, NULL);
+}
+
+static char *config_expose(stage_state *st, json_t *step, json_t *c)
+{
+	(void)st;
+	return add_to_set(c, "ExposedPorts", json_object_get(step, "ports"), "EXPOSE", true);
+}
+
+static char *config_volume(stage_state *st, json_t *step, json_t *c)
+{
+	(void)st;
+	return add_to_set(c, "Volumes", json_object_get(step, "paths"), "VOLUME", false);
+}
+
+static char *config_label(stage_state *st, json_t *step, json_t *c)
+{
+	(void)st;
+	json_t *labels = json_object_get(c, "Labels"), *v;
+	if (!json_is_object(labels)) {
+		labels = json_object();
+		json_object_set_new(c, "Labels", labels);
+	}
+	const char *k;
+	ib_buf hb = IB_BUF_INIT;
+	ib_buf_append(&hb, "LABEL", 5);
+	json_object_foreach (json_object_get(step, "labels"), k, v) {
+		json_object_set(labels, k, v);
+		ib_buf_appendf(&hb, " %s=%s", k, json_string_value(v));
+	}
+	return ib_buf_steal(&hb, NULL);
+}
+
+static char *config_annotation(stage_state *st, json_t *step, json_t *c)
+{
+	(void)c;
+	json_object_update(st->annotations, json_object_get(step, "annotations"));
+	return NULL; /* manifest-only: no history entry */
+}
+
+static char *config_stopsignal(stage_state *st, json_t *step, json_t *c)
+{
+	(void)st;
+	json_object_set_new(c, "StopSignal", json_string(jstr(step, "signal")));
+	return xasprintf("STOPSIGNAL %s", jstr(step, "signal"));
+}
+
+static char *config_healthcheck(stage_state *st, json_t *step, json_t *c)
+{
+	(void)st;
+	json_t *hc = json_object();
+	json_object_set(hc, "Test", json_object_get(step, "test"));
+	static const struct {
+		const char *plan, *oci;
+	} fields[] = {{"interval", "Interval"},
+		      {"timeout", "Timeout"},
+		      {"start_period", "StartPeriod"},
+		      {"retries", "Retries"}};
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		json_t *v = json_object_get(step, fields[i].plan);
+		if (json_is_integer(v) && json_integer_value(v) > 0)
+			json_object_set(hc, fields[i].oci, v);
+	}
+	json_object_set_new(c, "Healthcheck", hc);
+	cleanup_free char *s = argv_string(json_object_get(step, "test"));
+	return xasprintf("HEALTHCHECK %s", s);
+}
+
+static char *config_shell(stage_state *st, json_t *step, json_t *c)
+{
+	(void)c;
+	json_decref(st->shell);
+	st->shell = json_deep_copy(json_object_get(step, "argv"));
+	cleanup_free char *s = argv_string(st->shell);
+	return xasprintf("SHELL %s", s);
+}
+
+static const config_handler config_handlers[IB_STEP_KIND_COUNT] = {
+    [IB_STEP_ENV] = config_env,
+    [IB_STEP_WORKDIR] = config_workdir,
+    [IB_STEP_USER] = config_user,
+    [IB_STEP_ENTRYPOINT] = config_entrypoint,
+    [IB_STEP_CMD] = config_cmd,
+    [IB_STEP_EXPOSE] = config_expose,
+    [IB_STEP_VOLUME] = config_volume,
+    [IB_STEP_LABEL] = config_label,
+    [IB_STEP_ANNOTATION] = config_annotation,
+    [IB_STEP_STOPSIGNAL] = config_stopsignal,
+    [IB_STEP_HEALTHCHECK] = config_healthcheck,
+    [IB_STEP_SHELL] = config_shell,
+};
+
+/* Apply a config-only step (kind from ib_plan_step_kind_of). */
+static int apply_config_step(builder *b, stage_state *st, json_t *step, int kind, ib_error **err)
+{
+	if (kind < 0 || kind >= IB_STEP_KIND_COUNT || !config_handlers[kind]) {
+		ib_error_setc(err, IB_EINVALID, "unknown step kind '%s'", jstr(step, "kind"));
 		return recipe_error(b, step, err);
 	}
-	add_history(b, st, hist, true);
+	cleanup_free char *hist = config_handlers[kind](st, step, cfg(st));
+	if (hist)
+		add_history(b, st, hist, true);
 	return 0;
 }
 
@@ -742,6 +811,48 @@ out:;
 	if (rc < 0)
 		return recipe_error(b, step, err);
 	return 0;
+}
+
+/* A run step: its key (the step, plus the env, user, workdir and shell it
+ * runs with), then the cache or the sandbox. */
+static int run_step(builder *b, stage_state *st, json_t *step, size_t idx, const char *parent,
+		    json_t *extra, const char *label, char key_out[IB_DIGEST_BUFLEN], bool *cached,
+		    ib_error **err)
+{
+	cleanup_strv char **env = effective_env(st, step);
+	json_t *envj = json_array();
+	for (size_t k = 0; env[k]; k++)
+		json_array_append_new(envj, json_string(env[k]));
+	json_object_set_new(extra, "env", envj);
+	json_object_set(extra, "user", json_object_get(cfg(st), "User"));
+	json_object_set(extra, "workdir", json_object_get(cfg(st), "WorkingDir"));
+	json_object_set(extra, "shell", st->shell);
+	step_key(key_out, parent, step, extra);
+	cleanup_free char *cmdline = argv_string(json_object_get(step, "argv"));
+	cleanup_free char *created_by = xasprintf("RUN %s", cmdline);
+	bool can_cache = !b->o->no_cache && !json_is_false(json_object_get(step, "cache"));
+	json_t *inputs = NULL;
+	int rc = 0;
+	*cached = false;
+	if (can_cache && use_cached(b, st, key_out, created_by)) {
+		*cached = true;
+		/* a hit keeps the existing record; write one only where none is */
+		cleanup_free char *id = explain_id(b, st, idx);
+		if (!ib_cache_explain_exists(b->cache, id))
+			inputs = json_pack("{s:s, s:O, s:O}", "parent", parent, "step", step,
+					   "extra", extra);
+	} else {
+		inputs = json_pack("{s:s, s:O, s:O}", "parent", parent, "step", step, "extra",
+				   extra);
+		if (b->o->explain)
+			explain_miss(b, st, idx, inputs);
+		ib_progress_step_start(b->o->progress, b->step_no, label);
+		rc = exec_run(b, st, step, key_out, created_by, err);
+	}
+	if (rc == 0 && inputs)
+		explain_record(b, st, idx, inputs);
+	json_decref(inputs);
+	return rc;
 }
 
 /* ---- copy ---- */
@@ -1832,7 +1943,7 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 	b->chain_missed = false;
 	for (size_t i = 0; i < n; i++) {
 		json_t *step = json_array_get(steps, i);
-		const char *kind = jstr(step, "kind");
+		int kind = ib_plan_step_kind_of(step); /* known: ib_plan_validate */
 		char parent[IB_DIGEST_BUFLEN];
 		memcpy(parent, st->key, IB_DIGEST_BUFLEN);
 		/* the build timestamp clamps mtimes in layers: part of every key */
@@ -1841,56 +1952,19 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 					  "compression_level", b->o->compression_level, "epoch",
 					  (json_int_t)b->o->source_date_epoch);
 		int rc = 0;
-		if (!strcmp(kind, "run") || !strcmp(kind, "copy")) {
+		if (kind == IB_STEP_RUN || kind == IB_STEP_COPY) {
 			b->step_no++;
 			cleanup_free char *label = step_label(st, i, n, step);
 			double t0 = mono_now();
 			bool cached = false;
 			char key[IB_DIGEST_BUFLEN];
 			b->cur_id = b->step_no;
-			if (!strcmp(kind, "run")) {
-				/* env, user, workdir and shell are part of the run's input */
-				cleanup_strv char **env = effective_env(st, step);
-				json_t *envj = json_array();
-				for (size_t k = 0; env[k]; k++)
-					json_array_append_new(envj, json_string(env[k]));
-				json_object_set_new(extra, "env", envj);
-				json_object_set(extra, "user", json_object_get(cfg(st), "User"));
-				json_object_set(extra, "workdir",
-						json_object_get(cfg(st), "WorkingDir"));
-				json_object_set(extra, "shell", st->shell);
-				step_key(key, parent, step, extra);
-				cleanup_free char *cmdline =
-				    argv_string(json_object_get(step, "argv"));
-				cleanup_free char *created_by = xasprintf("RUN %s", cmdline);
-				bool can_cache = !b->o->no_cache &&
-						 !json_is_false(json_object_get(step, "cache"));
-				if (can_cache && use_cached(b, st, key, created_by)) {
-					cached = true;
-					cleanup_free char *id = explain_id(b, st, i);
-					if (!ib_cache_explain_exists(b->cache, id)) {
-						json_t *inputs =
-						    json_pack("{s:s, s:O, s:O}", "parent", parent,
-							      "step", step, "extra", extra);
-						explain_record(b, st, i, inputs);
-						json_decref(inputs);
-					}
-				} else {
-					json_t *inputs =
-					    json_pack("{s:s, s:O, s:O}", "parent", parent, "step",
-						      step, "extra", extra);
-					if (b->o->explain)
-						explain_miss(b, st, i, inputs);
-					ib_progress_step_start(b->o->progress, b->step_no, label);
-					rc = exec_run(b, st, step, key, created_by, err);
-					if (rc == 0)
-						explain_record(b, st, i, inputs);
-					json_decref(inputs);
-				}
-			} else {
+			if (kind == IB_STEP_RUN)
+				rc = run_step(b, st, step, i, parent, extra, label, key, &cached,
+					      err);
+			else
 				rc = exec_copy(b, st, step, i, parent, extra, label, key, &cached,
 					       err);
-			}
 			double dt = mono_now() - t0;
 			if (rc < 0) {
 				ib_progress_step_failed(b->o->progress, b->step_no, dt);
