@@ -48,7 +48,8 @@ bool ib_plan_valid_owner(const char *s)
 	const char *colon = strchr(s, ':');
 	if (!colon)
 		return ib_plan_valid_id_part(s, strlen(s));
-	return ib_plan_valid_id_part(s, (size_t)(colon - s)) && ib_plan_valid_id_part(colon + 1, strlen(colon + 1));
+	return ib_plan_valid_id_part(s, (size_t)(colon - s)) &&
+	       ib_plan_valid_id_part(colon + 1, strlen(colon + 1));
 }
 
 bool ib_plan_valid_stage_name(const char *s)
@@ -472,10 +473,9 @@ static int check_step(json_t *step, size_t si, size_t i, ib_error **err)
 	for (size_t f = 0; f < MAX_FIELDS && rules[kind][f].name; f++) {
 		const char *want = rules[kind][f].check(json_object_get(step, rules[kind][f].name));
 		if (want)
-			return ib_error_setc(err, IB_EINVALID,
-					     "plan: line %lld: %s: '%s' must be %s",
-					     (long long)json_integer_value(line), kname,
-					     rules[kind][f].name, want);
+			return ib_error_setc(
+			    err, IB_EINVALID, "plan: line %lld: %s: '%s' must be %s",
+			    (long long)json_integer_value(line), kname, rules[kind][f].name, want);
 	}
 	return 0;
 }
@@ -484,10 +484,9 @@ int ib_plan_validate(json_t *plan, ib_error **err)
 {
 	json_t *version = json_object_get(plan, "version");
 	if (!json_is_integer(version) || json_integer_value(version) != IB_PLAN_VERSION)
-		return ib_error_setc(err, IB_EINVALID,
-				     "plan: version %s, this imgbuild reads version %d",
-				     json_is_integer(version) ? "is not supported" : "missing",
-				     IB_PLAN_VERSION);
+		return ib_error_setc(
+		    err, IB_EINVALID, "plan: version %s, this imgbuild reads version %d",
+		    json_is_integer(version) ? "is not supported" : "missing", IB_PLAN_VERSION);
 	json_t *stages = json_object_get(plan, "stages");
 	if (!json_is_array(stages))
 		return ib_error_setc(err, IB_EINVALID, "plan: 'stages' must be an array");

@@ -98,7 +98,7 @@
 #define IB_PLAN_MAX_TIMEOUT 4294967295LL /* run timeout, s: the sandbox's unsigned */
 #define IB_PLAN_MODE_MAX 07777		 /* copy mode: permission bits */
 #define IB_PLAN_PORT_MAX 65535
-#define IB_PLAN_SIGNAL_MAX 64	  /* a stop signal given as a number */
+#define IB_PLAN_SIGNAL_MAX 64 /* a stop signal given as a number */
 #define IB_PLAN_STAGE_NAME_MAX 128
 #define IB_PLAN_ID_MAX 256 /* a user or group name or number */
 
@@ -149,8 +149,7 @@ bool ib_plan_valid_identifier(const char *s);
 bool ib_plan_valid_platform(const char *s);
 /* "N", "N/proto", "N-M[/proto]" -> a port range and "tcp", "udp" or
  * "sctp" (*proto_out is static); false when invalid. */
-bool ib_plan_port_parse(const char *s, unsigned *lo_out, unsigned *hi_out,
-			const char **proto_out);
+bool ib_plan_port_parse(const char *s, unsigned *lo_out, unsigned *hi_out, const char **proto_out);
 /* "SIGTERM", "TERM", "SIGRTMIN+3", "9". */
 bool ib_plan_valid_signal(const char *s);
 /* Go-style duration ("1m30s", "500ms", "1.5h") -> ns; false when invalid

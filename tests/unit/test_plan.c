@@ -29,11 +29,12 @@ static json_t *plan_with(const char *step)
 }
 
 #define RUN_FIELDS                                                                                 \
-	"\"kind\": \"run\", \"line\": 7, \"argv\": [\"true\"], \"shell_form\": false, "          \
-	"\"network\": \"default\", \"env\": {}, \"user\": null, \"workdir\": null, "              \
+	"\"kind\": \"run\", \"line\": 7, \"argv\": [\"true\"], \"shell_form\": false, "            \
+	"\"network\": \"default\", \"env\": {}, \"user\": null, \"workdir\": null, "               \
 	"\"cache_mounts\": [], \"secrets\": [], \"cache\": true"
 #define COPY_FIELDS                                                                                \
-	"\"kind\": \"copy\", \"line\": 8, \"sources\": [\"a\"], \"dest\": \"/a\", \"from\": null, " \
+	"\"kind\": \"copy\", \"line\": 8, \"sources\": [\"a\"], \"dest\": \"/a\", \"from\": "      \
+	"null, "                                                                                   \
 	"\"owner\": null, \"exclude\": []"
 
 /* Validate; NULL when valid, else the message (caller frees). */
@@ -87,8 +88,9 @@ static void test_timeout_range(void **state)
 {
 	(void)state;
 	/* was accepted and became a 1-second timeout (unsigned truncation) */
-	expect_error(plan_with("{" RUN_FIELDS ", \"timeout\": 4294967297}"),
-		     "line 7: run: 'timeout' must be a whole number of seconds from 0 to 4294967295");
+	expect_error(
+	    plan_with("{" RUN_FIELDS ", \"timeout\": 4294967297}"),
+	    "line 7: run: 'timeout' must be a whole number of seconds from 0 to 4294967295");
 	expect_error(plan_with("{" RUN_FIELDS ", \"timeout\": -1}"), "'timeout'");
 	expect_error(plan_with("{" RUN_FIELDS ", \"timeout\": 1.5}"), "'timeout'");
 	assert_null(check(plan_with("{" RUN_FIELDS ", \"timeout\": 4294967295}")));
