@@ -92,7 +92,6 @@ char *build_argv_string(json_t *argv)
 	return ib_buf_steal(&buf, NULL);
 }
 
-/* Absolute path in the image: relative paths resolve against the workdir. */
 /* Lexically clean an absolute path: no "." or ".." components, no repeated
  * slashes; a trailing slash (meaning "a directory") is kept. */
 char *build_clean_path(const char *p)
