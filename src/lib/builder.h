@@ -19,10 +19,10 @@ typedef struct ib_build_options {
 	const char *target;	 /* stage name, NULL = last stage */
 	char *const *tags;	 /* full normalised references to tag, may be NULL */
 	bool no_cache;		 /* run every step (results are still cached) */
-	const char *pull;	 /* "missing" (default), "always", "never" */
+	const char *pull;	 /* "missing" (default, also NULL), "always", "never" */
 	ib_compression compression;
 	int compression_level; /* 0 = default */
-	const char *network;   /* default network of run steps: "host" or "none" */
+	const char *network;   /* default network of run steps: "host" (NULL) or "none" */
 	int64_t source_date_epoch;
 	bool explain;	 /* say why each executed step missed the cache */
 	bool tls_verify; /* for base image pulls */
@@ -32,10 +32,12 @@ typedef struct ib_build_options {
 	char *const *secrets;
 	ib_progress *progress; /* required */
 } ib_build_options;
+/* Zero is the default for every field but these; NULL pull means
+ * "missing", NULL network "host". */
 #define IB_BUILD_OPTIONS_INIT                                                                      \
 	{                                                                                          \
-		NULL, NULL, NULL, NULL, false, "missing", IB_COMP_GZIP, 0, "host", 0, false, true, \
-		    NULL, NULL, NULL                                                               \
+		.pull = "missing", .compression = IB_COMP_GZIP, .network = "host",                 \
+		.tls_verify = true,                                                                \
 	}
 
 typedef struct ib_build_result {

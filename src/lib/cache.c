@@ -573,3 +573,15 @@ int ib_cache_trim(ib_cache *c, ib_store *store, uint64_t budget, size_t *dropped
 	free(v);
 	return r;
 }
+
+int ib_cache_mount_dir(ib_cache *c, const char *target, char **out, ib_error **err)
+{
+	char d[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(d, target, strlen(target));
+	cleanup_free char *rel = xasprintf("mounts/%.16s", ib_digest_hex(d));
+	cleanup_free char *dir = ib_path_join(c->dir, rel);
+	if (ib_mkdir_p(dir, 0755, err) < 0)
+		return -1;
+	*out = steal_pointer(&dir);
+	return 0;
+}

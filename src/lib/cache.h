@@ -86,4 +86,10 @@ char *ib_cache_blob_where(ib_cache *c, const char *digest, const char *domain,
  * ib_store_prune) and the files older versions kept in ROOT. */
 int ib_cache_blob_records_prune(ib_cache *c, ib_error **err);
 
+/* ROOT/cache/mounts/ID for a run step's cache mount at target (an
+ * absolute path in the image), created if missing: the same target shares
+ * one directory across builds and is removed with the cache.  *out is the
+ * caller's. */
+int ib_cache_mount_dir(ib_cache *c, const char *target, char **out, ib_error **err);
+
 #endif

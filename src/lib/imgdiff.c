@@ -383,3 +383,122 @@ void ib_diff_entries_free(ib_diff_entry *v, size_t n)
 		free(v[i].path);
 	free(v);
 }
+
+/* ---- first difference (build --check) ---- */
+
+typedef struct tar_entry_sum {
+	char *path; /* as written in the tar */
+	char *meta; /* type, mode, owner, size, link target, content digest */
+} tar_entry_sum;
+
+typedef struct sum_list {
+	tar_entry_sum *v;
+	size_t n;
+} sum_list;
+
+static void free_sums(tar_entry_sum *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].path);
+		free(v[i].meta);
+	}
+	free(v);
+}
+
+static int sum_entry(const ib_layer_entry *e, void *payload, ib_error **err)
+{
+	(void)err;
+	sum_list *l = payload;
+	const char *link = e->symlink ? e->symlink : e->hardlink;
+	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+	l->v[l->n].path = xstrdup(e->raw_path);
+	l->v[l->n].meta =
+	    xasprintf("mode %o, owner %lld:%lld, size %lld, mtime %lld, link \"%s\", "
+		      "content %.19s",
+		      (unsigned)e->mode, (long long)e->uid, (long long)e->gid, (long long)e->size,
+		      (long long)e->mtime, link ? link : "", e->content);
+	l->n++;
+	return 0;
+}
+
+/* Every entry of one layer, in tar order. */
+static int list_layer(ib_store *s, const ib_descriptor *layer, tar_entry_sum **out, size_t *n_out,
+		      ib_error **err)
+{
+	sum_list l = {NULL, 0};
+	int r = ib_layer_walk(s, layer->digest, layer->size, sum_entry, &l, err);
+	if (r < 0) {
+		free_sums(l.v, l.n);
+		return r;
+	}
+	*out = l.v;
+	*n_out = l.n;
+	return 0;
+}
+
+int ib_image_first_difference(ib_store *s, const char *digest_a, const char *digest_b,
+			      char **report, ib_error **err)
+{
+	*report = NULL;
+	if (!strcmp(digest_a, digest_b))
+		return 0;
+	ib_image *a = NULL, *bimg = NULL;
+	int rc = ib_store_image_load_digest(s, digest_a, &a, err);
+	if (rc == 0)
+		rc = ib_store_image_load_digest(s, digest_b, &bimg, err);
+	if (rc < 0) {
+		ib_image_free(a);
+		return rc;
+	}
+	size_t na = a->manifest->n_layers, nb = bimg->manifest->n_layers;
+	for (size_t i = 0; i < na && i < nb && !*report; i++) {
+		const char *la = a->manifest->layers[i].digest,
+			   *lb = bimg->manifest->layers[i].digest;
+		if (!strcmp(la, lb))
+			continue;
+		tar_entry_sum *ea = NULL, *eb = NULL;
+		size_t ca = 0, cb = 0;
+		rc = list_layer(s, &a->manifest->layers[i], &ea, &ca, err);
+		if (rc == 0)
+			rc = list_layer(s, &bimg->manifest->layers[i], &eb, &cb, err);
+		if (rc < 0) {
+			free_sums(ea, ca);
+			break;
+		}
+		size_t k = 0;
+		for (; k < ca && k < cb; k++) {
+			if (strcmp(ea[k].path, eb[k].path) != 0) {
+				*report = xasprintf("layer %zu differs: entry %zu is \"%s\" in one "
+						    "build and \"%s\" in the other",
+						    i + 1, k + 1, ea[k].path, eb[k].path);
+				break;
+			}
+			if (strcmp(ea[k].meta, eb[k].meta) != 0) {
+				*report = xasprintf("layer %zu differs at file \"%s\": %s vs %s",
+						    i + 1, ea[k].path, ea[k].meta, eb[k].meta);
+				break;
+			}
+		}
+		if (!*report && ca != cb)
+			*report =
+			    xasprintf("layer %zu differs: %zu vs %zu entries (first extra: \"%s\")",
+				      i + 1, ca, cb, k < ca ? ea[k].path : eb[k].path);
+		if (!*report)
+			*report =
+			    xasprintf("layer %zu differs in its compressed bytes only (%s vs %s)",
+				      i + 1, la, lb);
+		free_sums(ea, ca);
+		free_sums(eb, cb);
+	}
+	if (rc == 0 && !*report) {
+		if (na != nb)
+			*report = xasprintf("the builds have %zu and %zu layers", na, nb);
+		else
+			*report =
+			    xasprintf("the image configs differ (%s vs %s)",
+				      a->manifest->config.digest, bimg->manifest->config.digest);
+	}
+	ib_image_free(a);
+	ib_image_free(bimg);
+	return rc;
+}

@@ -76,4 +76,10 @@ int ib_image_diff(ib_store *s, const char *ref1, const char *ref2, ib_diff_entry
 /* Free the array and its paths.  Safe on NULL. */
 void ib_diff_entries_free(ib_diff_entry *v, size_t n);
 
+/* Compare two stored images layer by layer, tar entry by tar entry (build
+ * --check); *report (caller frees) gets a one-paragraph description of the
+ * first difference, NULL when the images are identical. */
+int ib_image_first_difference(ib_store *s, const char *digest_a, const char *digest_b,
+			      char **report, ib_error **err);
+
 #endif

@@ -112,28 +112,12 @@ bool ib_layer_keeps_xattr(const char *name)
 	return strncmp(name, "user.", 5) == 0 && strncmp(name, "user.overlay.", 13) != 0;
 }
 
-struct xattr {
-	char *name;
-	void *value;
-	size_t size;
-};
-
 static int xattr_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct xattr *)a)->name, ((const struct xattr *)b)->name);
+	return strcmp(((const ib_xattr *)a)->name, ((const ib_xattr *)b)->name);
 }
 
-/* libarchive prepends each xattr to its list and writes the list in
- * order, so adding them in descending order writes them ascending. */
-static void add_xattrs_sorted(struct archive_entry *ae, struct xattr *xs, size_t n)
-{
-	if (n > 1)
-		qsort(xs, n, sizeof(*xs), xattr_cmp);
-	for (size_t i = n; i > 0; i--)
-		archive_entry_xattr_add_entry(ae, xs[i - 1].name, xs[i - 1].value, xs[i - 1].size);
-}
-
-static void free_xattrs(struct xattr *xs, size_t n)
+void ib_layer_xattrs_free(ib_xattr *xs, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		free(xs[i].name);
@@ -157,11 +141,13 @@ static bool xattr_unsupported(int e)
 	return e == ENOTSUP || e == ENOSYS;
 }
 
-/* Read the kept xattrs of fd (when >= 0) or of path (not followed). */
-static int host_xattrs(int fd, const char *path, struct archive_entry *ae, ib_error **err)
+int ib_layer_xattrs_read(int fd, const char *path, ib_xattr **out, size_t *n_out, ib_error **err)
 {
+	*out = NULL;
+	*n_out = 0;
 	cleanup_free char *list = NULL;
 	ssize_t n;
+	/* sizes are asked first, never guessed: a list or value may be large */
 	for (;;) {
 		n = do_listxattr(fd, path, NULL, 0);
 		if (n < 0 && xattr_unsupported(errno))
@@ -179,9 +165,8 @@ static int host_xattrs(int fd, const char *path, struct archive_entry *ae, ib_er
 			return ib_error_set(err, errno, "list xattrs of %s", path);
 	}
 
-	struct xattr *xs = NULL;
+	ib_xattr *xs = NULL;
 	size_t nx = 0;
-	int ret = 0;
 	for (ssize_t off = 0; off < n; off += (ssize_t)strlen(list + off) + 1) {
 		const char *name = list + off;
 		if (!ib_layer_keeps_xattr(name))
@@ -199,19 +184,36 @@ static int host_xattrs(int fd, const char *path, struct archive_entry *ae, ib_er
 				break;
 		}
 		if (vn < 0) {
+			int e = errno;
 			free(val);
-			if (errno == ENODATA) /* removed meanwhile */
+			if (e == ENODATA) /* removed meanwhile */
 				continue;
-			ret = ib_error_set(err, errno, "read xattr %s of %s", name, path);
-			break;
+			ib_layer_xattrs_free(xs, nx);
+			return ib_error_set(err, e, "read xattr %s of %s", name, path);
 		}
 		xs = xrealloc(xs, (nx + 1) * sizeof(*xs));
-		xs[nx++] = (struct xattr){xstrdup(name), val, (size_t)vn};
+		xs[nx++] = (ib_xattr){xstrdup(name), val, (size_t)vn};
 	}
-	if (ret == 0)
-		add_xattrs_sorted(ae, xs, nx);
-	free_xattrs(xs, nx);
-	return ret;
+	if (nx > 1)
+		qsort(xs, nx, sizeof(*xs), xattr_cmp);
+	*out = xs;
+	*n_out = nx;
+	return 0;
+}
+
+/* Read the kept xattrs of fd (when >= 0) or of path (not followed) into
+ * the entry.  libarchive prepends each xattr to its list and writes the
+ * list in order, so adding them in descending order writes them ascending. */
+static int host_xattrs(int fd, const char *path, struct archive_entry *ae, ib_error **err)
+{
+	ib_xattr *xs = NULL;
+	size_t nx = 0;
+	if (ib_layer_xattrs_read(fd, path, &xs, &nx, err) < 0)
+		return -1;
+	for (size_t i = nx; i > 0; i--)
+		archive_entry_xattr_add_entry(ae, xs[i - 1].name, xs[i - 1].value, xs[i - 1].size);
+	ib_layer_xattrs_free(xs, nx);
+	return 0;
 }
 
 /* ---- locales ----
@@ -963,7 +965,7 @@ int ib_layer_from_upper(ib_store *store, const char *upper_dir, char *const *ski
 
 static void import_xattrs(struct archive_entry *in, struct archive_entry *ae)
 {
-	struct xattr *xs = NULL;
+	ib_xattr *xs = NULL;
 	size_t nx = 0;
 	archive_entry_xattr_reset(in);
 	const char *name;
@@ -976,10 +978,14 @@ static void import_xattrs(struct archive_entry *in, struct archive_entry *ae)
 		if (size)
 			memcpy(v, value, size);
 		xs = xrealloc(xs, (nx + 1) * sizeof(*xs));
-		xs[nx++] = (struct xattr){xstrdup(name), v, size};
+		xs[nx++] = (ib_xattr){xstrdup(name), v, size};
 	}
-	add_xattrs_sorted(ae, xs, nx);
-	free_xattrs(xs, nx);
+	/* sorted, then added in descending order: written ascending */
+	if (nx > 1)
+		qsort(xs, nx, sizeof(*xs), xattr_cmp);
+	for (size_t i = nx; i > 0; i--)
+		archive_entry_xattr_add_entry(ae, xs[i - 1].name, xs[i - 1].value, xs[i - 1].size);
+	ib_layer_xattrs_free(xs, nx);
 }
 
 /* Raw name bytes of an entry read from the input: only under the C locale

@@ -48,7 +48,7 @@ typedef struct ib_layer_options {
 } ib_layer_options;
 #define IB_LAYER_OPTIONS_INIT                                                                      \
 	{                                                                                          \
-		IB_COMP_GZIP, 0, 0, 0, NULL, NULL                                                  \
+		.compression = IB_COMP_GZIP,                                                       \
 	}
 
 typedef struct ib_layer_result {
@@ -66,13 +66,28 @@ typedef struct ib_layer_override {
 } ib_layer_override;
 #define IB_LAYER_OVERRIDE_INIT                                                                     \
 	{                                                                                          \
-		-1, -1, -1                                                                         \
+		.uid = -1, .gid = -1, .mode = -1,                                                  \
 	}
 
 /* Whether a layer keeps an xattr of this name: security.capability and
  * user.* (but user.overlay.*); overlay bookkeeping, SELinux labels and the
  * like describe the host, not the image. */
 bool ib_layer_keeps_xattr(const char *name);
+
+/* One extended attribute: name and value (size bytes, not terminated). */
+typedef struct ib_xattr {
+	char *name;
+	void *value;
+	size_t size;
+} ib_xattr;
+
+/* The xattrs a layer keeps (ib_layer_keeps_xattr) of fd, or of path (not
+ * followed) when fd < 0, sorted by name, values of any size: the one reader
+ * the layer writer, the copy step's cache key and its unpacked copy share.
+ * A file system without xattrs gives none.  *out (free with
+ * ib_layer_xattrs_free) is NULL and *n_out 0 on failure. */
+int ib_layer_xattrs_read(int fd, const char *path, ib_xattr **out, size_t *n_out, ib_error **err);
+void ib_layer_xattrs_free(ib_xattr *xs, size_t n);
 
 typedef struct ib_layer_writer ib_layer_writer;
 

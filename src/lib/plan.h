@@ -85,7 +85,75 @@
 #define IB_PLAN_H
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
 
 #define IB_PLAN_VERSION 1
+
+/* Limits both sides of the seam use: the recipe refuses what the builder
+ * could not honour. */
+#define IB_PLAN_MAX_TIMEOUT 4294967295LL /* run timeout, s: the sandbox's unsigned */
+#define IB_PLAN_MODE_MAX 07777		 /* copy mode: permission bits */
+#define IB_PLAN_PORT_MAX 65535
+#define IB_PLAN_SIGNAL_MAX 64 /* a stop signal given as a number */
+#define IB_PLAN_STAGE_NAME_MAX 128
+#define IB_PLAN_ID_MAX 256 /* a user or group name or number */
+
+typedef enum ib_plan_step_kind {
+	IB_STEP_RUN,
+	IB_STEP_COPY,
+	IB_STEP_ENV,
+	IB_STEP_WORKDIR,
+	IB_STEP_USER,
+	IB_STEP_ENTRYPOINT,
+	IB_STEP_CMD,
+	IB_STEP_EXPOSE,
+	IB_STEP_VOLUME,
+	IB_STEP_LABEL,
+	IB_STEP_ANNOTATION,
+	IB_STEP_STOPSIGNAL,
+	IB_STEP_HEALTHCHECK,
+	IB_STEP_SHELL,
+	IB_STEP_KIND_COUNT
+} ib_plan_step_kind;
+
+/* A step's kind from its "kind" string (NULL allowed); -1 when unknown. */
+int ib_plan_step_kind_of(json_t *step);
+
+/* Check a plan once, before anything runs: its version, its stages and
+ * every step's fields (types, and the ranges above).  After a 0 return
+ * the builder may read every field this header documents without checking
+ * it again.  On failure *err says which stage, step (with its recipe line)
+ * and field is wrong. */
+int ib_plan_validate(json_t *plan, ib_error **err);
+
+/* A copy mode: exactly 4 octal digits, at most IB_PLAN_MODE_MAX; -1 when
+ * invalid. */
+int32_t ib_plan_mode_parse(const char *s);
+
+/* Pure validators shared by the recipe (which reports errors with the Lua
+ * context) and ib_plan_validate. */
+/* A user or group: a number, or a name [A-Za-z_][A-Za-z0-9_.-]*[$]. */
+bool ib_plan_valid_id_part(const char *s, size_t len);
+/* "user", "uid", "user:group", "uid:gid". */
+bool ib_plan_valid_owner(const char *s);
+/* A letter, then letters, digits, '_', '.', '-'; at most
+ * IB_PLAN_STAGE_NAME_MAX bytes. */
+bool ib_plan_valid_stage_name(const char *s);
+/* A C identifier (build args). */
+bool ib_plan_valid_identifier(const char *s);
+/* "os/arch[/variant]", lower case letters, digits, '_', '.', '-'. */
+bool ib_plan_valid_platform(const char *s);
+/* "N", "N/proto", "N-M[/proto]" -> a port range and "tcp", "udp" or
+ * "sctp" (*proto_out is static); false when invalid. */
+bool ib_plan_port_parse(const char *s, unsigned *lo_out, unsigned *hi_out, const char **proto_out);
+/* "SIGTERM", "TERM", "SIGRTMIN+3", "9". */
+bool ib_plan_valid_signal(const char *s);
+/* Go-style duration ("1m30s", "500ms", "1.5h") -> ns; false when invalid
+ * or beyond INT64_MAX ns. */
+bool ib_plan_parse_duration(const char *s, int64_t *out);
 
 #endif

@@ -36,6 +36,7 @@
 #include "embedded.h"
 #include "ref.h"
 #include "pathglob.h"
+#include "plan.h"
 #include "util.h"
 
 #define RECIPE_MAX_BYTES ((size_t)16 << 20) /* a recipe or module file */
@@ -45,7 +46,6 @@
 #define HOOK_MAX_CALLS 1000		    /* => 10^9 instructions */
 #define MAX_SYMLINKS 40
 #define SHORT_CHUNKNAME_MAX 50 /* below LUA_IDSIZE with room */
-#define STAGE_NAME_MAX 128
 
 #define STAGE_MT "imgbuild.stage"
 #define EMBEDDED_PREFIX "[imgbuild]/"
@@ -295,208 +295,6 @@ static bool is_digit(char c)
 static bool is_alpha(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-/* A user or group: a number, or a name [A-Za-z_][A-Za-z0-9_.-]*[$]. */
-static bool valid_id_part(const char *s, size_t len)
-{
-	if (len == 0 || len > 256)
-		return false;
-	bool digits = true;
-	for (size_t i = 0; i < len; i++)
-		digits = digits && is_digit(s[i]);
-	if (digits)
-		return true;
-	if (!is_alpha(s[0]) && s[0] != '_')
-		return false;
-	for (size_t i = 1; i < len; i++) {
-		char c = s[i];
-		if (is_alpha(c) || is_digit(c) || c == '_' || c == '.' || c == '-')
-			continue;
-		if (c == '$' && i == len - 1)
-			continue;
-		return false;
-	}
-	return true;
-}
-
-/* "user", "uid", "user:group", "uid:gid". */
-static bool valid_owner(const char *s)
-{
-	const char *colon = strchr(s, ':');
-	if (!colon)
-		return valid_id_part(s, strlen(s));
-	return valid_id_part(s, (size_t)(colon - s)) && valid_id_part(colon + 1, strlen(colon + 1));
-}
-
-static bool valid_stage_name(const char *s)
-{
-	size_t n = strlen(s);
-	if (n == 0 || n > STAGE_NAME_MAX || !is_alpha(s[0]))
-		return false;
-	for (size_t i = 1; i < n; i++)
-		if (!is_alpha(s[i]) && !is_digit(s[i]) && !strchr("_.-", s[i]))
-			return false;
-	return true;
-}
-
-static bool valid_identifier(const char *s)
-{
-	if (!is_alpha(s[0]) && s[0] != '_')
-		return false;
-	for (const char *p = s + 1; *p; p++)
-		if (!is_alpha(*p) && !is_digit(*p) && *p != '_')
-			return false;
-	return true;
-}
-
-/* "os/arch[/variant]", lower case letters, digits, '_', '.', '-'. */
-static bool valid_platform(const char *s)
-{
-	int parts = 1;
-	size_t partlen = 0;
-	for (const char *p = s; *p; p++) {
-		if (*p == '/') {
-			if (partlen == 0)
-				return false;
-			parts++;
-			partlen = 0;
-			continue;
-		}
-		if (!((*p >= 'a' && *p <= 'z') || is_digit(*p) || strchr("_.-", *p)))
-			return false;
-		partlen++;
-	}
-	return partlen > 0 && parts >= 2 && parts <= 3;
-}
-
-/* Parse "N", "N/proto", "N-M[/proto]" into a port range and a lower-case
- * protocol; false when invalid. */
-static bool port_parse(const char *s, unsigned *lo_out, unsigned *hi_out, const char **proto_out)
-{
-	uint64_t lo = 0, hi = 0;
-	const char *p = s;
-	size_t n = strspn(p, "0123456789");
-	if (n == 0 || n > 5)
-		return false;
-	char num[8];
-	memcpy(num, p, n);
-	num[n] = 0;
-	if (ib_parse_u64(num, &lo) < 0 || lo < 1 || lo > 65535)
-		return false;
-	p += n;
-	hi = lo;
-	if (*p == '-') {
-		p++;
-		n = strspn(p, "0123456789");
-		if (n == 0 || n > 5)
-			return false;
-		memcpy(num, p, n);
-		num[n] = 0;
-		if (ib_parse_u64(num, &hi) < 0 || hi < lo || hi > 65535)
-			return false;
-		p += n;
-	}
-	*proto_out = "tcp";
-	if (*p == '/') {
-		p++;
-		if (!strcasecmp(p, "tcp"))
-			*proto_out = "tcp";
-		else if (!strcasecmp(p, "udp"))
-			*proto_out = "udp";
-		else if (!strcasecmp(p, "sctp"))
-			*proto_out = "sctp";
-		else
-			return false;
-	} else if (*p) {
-		return false;
-	}
-	*lo_out = (unsigned)lo;
-	*hi_out = (unsigned)hi;
-	return true;
-}
-
-/* "SIGTERM", "TERM", "SIGRTMIN+3", "9". */
-static bool valid_signal(const char *s)
-{
-	if (!*s)
-		return false;
-	if (is_digit(s[0])) {
-		uint64_t v;
-		return ib_parse_u64(s, &v) == 0 && v >= 1 && v <= 64;
-	}
-	for (const char *p = s; *p; p++)
-		if (!((*p >= 'A' && *p <= 'Z') || is_digit(*p) || *p == '+' || *p == '-'))
-			return false;
-	return true;
-}
-
-/* Go-style duration ("1m30s", "500ms", "1.5h") -> ns. */
-static bool parse_duration(const char *s, int64_t *out)
-{
-	static const struct {
-		const char *unit;
-		int64_t ns;
-	} units[] = {
-	    {"ns", 1},
-	    {"us", 1000},
-	    {"\xc2\xb5s", 1000},
-	    {"\xce\xbcs", 1000},
-	    {"ms", 1000000},
-	    {"s", 1000000000},
-	    {"m", 60LL * 1000000000},
-	    {"h", 3600LL * 1000000000},
-	};
-	if (!strcmp(s, "0")) {
-		*out = 0;
-		return true;
-	}
-	if (!*s)
-		return false;
-	int64_t total = 0;
-	const char *p = s;
-	while (*p) {
-		uint64_t ip = 0, frac = 0, scale = 1;
-		bool any = false;
-		while (is_digit(*p)) {
-			if (ip > (uint64_t)INT64_MAX / 10)
-				return false;
-			ip = ip * 10 + (uint64_t)(*p++ - '0');
-			any = true;
-		}
-		if (*p == '.') {
-			p++;
-			while (is_digit(*p)) {
-				if (scale < 1000000000000000000ULL) {
-					frac = frac * 10 + (uint64_t)(*p - '0');
-					scale *= 10;
-				}
-				p++;
-				any = true;
-			}
-		}
-		if (!any)
-			return false;
-		size_t ulen = 0;
-		while (p[ulen] && !is_digit(p[ulen]) && p[ulen] != '.')
-			ulen++;
-		int64_t mult = 0;
-		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-			if (strlen(units[i].unit) == ulen && !strncmp(p, units[i].unit, ulen))
-				mult = units[i].ns;
-		if (!mult)
-			return false;
-		p += ulen;
-		if (ip > (uint64_t)(INT64_MAX / mult))
-			return false;
-		int64_t v = (int64_t)ip * mult;
-		v += (int64_t)((long double)frac * (long double)mult / (long double)scale);
-		if (v < 0 || total > INT64_MAX - v)
-			return false;
-		total += v;
-	}
-	*out = total;
-	return true;
 }
 
 /* Lexically clean a path: "a/./b/../c" -> "a/c", "/.." -> "/", "" -> ".";
@@ -985,7 +783,7 @@ static void parse_base(lua_State *L, ib_eval *ctx, int idx, const char *fn, base
 				 fn, n);
 		if (opt_push(L, idx, "platform") != LUA_TNIL) {
 			b->platform = want_string(L, -1, fn, "option 'platform'");
-			if (!valid_platform(b->platform))
+			if (!ib_plan_valid_platform(b->platform))
 				api_fail(L,
 					 "%s: option 'platform' must look like \"linux/amd64\" or "
 					 "\"linux/arm64/v8\", got '%s'",
@@ -1183,7 +981,7 @@ static int api_stage(lua_State *L)
 	if (top < 1 || top > 2)
 		api_fail(L, "stage: expected stage(name, ref)");
 	const char *name = want_string(L, 1, "stage", "name");
-	if (!valid_stage_name(name))
+	if (!ib_plan_valid_stage_name(name))
 		api_fail(L,
 			 "stage: invalid name '%s' (letters, digits, '_', '.', '-'; starting "
 			 "with a letter)",
@@ -1312,7 +1110,7 @@ static int api_copy(lua_State *L)
 			    "copy: option 'mode' must be an octal string like \"0644\", got '%s'",
 			    m);
 		unsigned long v = strtoul(m, NULL, 8);
-		if (v > 07777)
+		if (v > IB_PLAN_MODE_MAX)
 			api_fail(L, "copy: option 'mode' %s is out of range (at most 07777)", m);
 		char buf[8];
 		snprintf(buf, sizeof(buf), "%04lo", v);
@@ -1328,7 +1126,7 @@ static int api_copy(lua_State *L)
 			api_fail(L,
 				 "copy: option 'owner' must be \"uid[:gid]\" or \"user[:group]\"");
 		const char *o = want_scalar(L, -1, "copy", "option 'owner'");
-		if (!valid_owner(o))
+		if (!ib_plan_valid_owner(o))
 			api_fail(L,
 				 "copy: option 'owner' must be \"uid[:gid]\" or \"user[:group]\", "
 				 "got '%s'",
@@ -1519,16 +1317,18 @@ static int api_run(lua_State *L)
 				api_fail(L, "run: option 'timeout' must be a number, got %s",
 					 type_name(L, -1));
 			lua_Number v = lua_tonumber(L, -1);
-			if (!(v >= 0) || v > 1e12 || v != (lua_Number)(int64_t)v)
+			if (!(v >= 0) || v > (lua_Number)IB_PLAN_MAX_TIMEOUT ||
+			    v != (lua_Number)(int64_t)v)
 				api_fail(L,
 					 "run: option 'timeout' must be a whole number of seconds "
-					 ">= 0");
+					 "from 0 to %I",
+					 (lua_Integer)IB_PLAN_MAX_TIMEOUT);
 			timeout = (json_int_t)v;
 		}
 		lua_pop(L, 1);
 		if ((t = opt_push(L, 1, "user")) != LUA_TNIL) {
 			const char *u = want_scalar(L, -1, "run", "option 'user'");
-			if (!valid_owner(u))
+			if (!ib_plan_valid_owner(u))
 				api_fail(L,
 					 "run: option 'user' must be \"user[:group]\" or "
 					 "\"uid[:gid]\", got '%s'",
@@ -1601,7 +1401,7 @@ static int api_user(lua_State *L)
 	if (lua_type(L, 1) == LUA_TNUMBER && (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 0))
 		api_fail(L, "user: expected \"user[:group]\" or \"uid[:gid]\"");
 	const char *u = want_scalar(L, 1, "user", "user");
-	if (!valid_owner(u))
+	if (!ib_plan_valid_owner(u))
 		api_fail(L, "user: expected \"user[:group]\" or \"uid[:gid]\", got '%s'", u);
 	json_t *step = new_step(L, ctx, "user");
 	json_object_set_new(step, "user", json_string(u));
@@ -1682,7 +1482,7 @@ static int api_expose(lua_State *L)
 		const char *p = want_scalar(L, -1, "expose", "port");
 		unsigned lo, hi;
 		const char *proto;
-		if (!port_parse(p, &lo, &hi, &proto))
+		if (!ib_plan_port_parse(p, &lo, &hi, &proto))
 			api_fail(L,
 				 "expose: invalid port '%s' (expected N, N/tcp, N/udp or N-M/proto "
 				 "with 1 <= N <= 65535)",
@@ -1755,7 +1555,7 @@ static int api_stopsignal(lua_State *L)
 	size_t si = api_target(L, ctx, "stopsignal");
 	want_one_arg(L, "stopsignal", "a signal name or number");
 	const char *s = want_scalar(L, 1, "stopsignal", "signal");
-	if (!valid_signal(s))
+	if (!ib_plan_valid_signal(s))
 		api_fail(L, "stopsignal: invalid signal '%s' (e.g. \"SIGTERM\", \"TERM\" or 15)",
 			 s);
 	json_t *step = new_step(L, ctx, "stopsignal");
@@ -1776,7 +1576,7 @@ static json_int_t duration_opt(lua_State *L, int t, const char *name)
 	} else if (ty == LUA_TSTRING) {
 		const char *s = lua_tostring(L, -1);
 		int64_t ns;
-		if (!parse_duration(s, &ns))
+		if (!ib_plan_parse_duration(s, &ns))
 			api_fail(L,
 				 "healthcheck: option '%s' must be a duration like \"30s\" or "
 				 "\"1m30s\", got '%s'",
@@ -1885,7 +1685,7 @@ static int api_arg(lua_State *L)
 	if (top < 1 || top > 2)
 		api_fail(L, "arg: expected arg(name [, default])");
 	const char *name = want_string(L, 1, "arg", "name");
-	if (!valid_identifier(name))
+	if (!ib_plan_valid_identifier(name))
 		api_fail(L, "arg: invalid name '%s' (letters, digits and '_')", name);
 	const char *def = NULL;
 	if (top == 2 && !lua_isnil(L, 2))
@@ -2579,7 +2379,7 @@ static int parse_build_args(ib_eval *ctx, char *const *args, ib_error **err)
 		const char *v = eq ? eq + 1 : getenv(name);
 		ctx->barg_values[ctx->nbargs] = v ? xstrdup(v) : NULL;
 		ctx->nbargs++;
-		if (!valid_identifier(name))
+		if (!ib_plan_valid_identifier(name))
 			return ib_error_setc(err, IB_EUSAGE,
 					     "--build-arg '%s': expected NAME=VALUE with NAME made "
 					     "of letters, digits and '_'",

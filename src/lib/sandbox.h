@@ -105,4 +105,17 @@ typedef struct ib_sandbox_options {
  * retained or freed; upper_dir is left in place either way. */
 int ib_sandbox_run(const ib_sandbox_options *opts, int *exit_status, ib_error **err);
 
+/* ---- read-only views (sandbox_view.c) ---- */
+
+/* Mount a read-only overlay of lowers (top-most first, NULL-terminated;
+ * none is fine) under dir, which the caller owns and removes after
+ * ib_sandbox_view_unmount.  *mount_out (caller frees) is the merged root. */
+int ib_sandbox_view_mount(char *const *lowers, const char *dir, char **mount_out, ib_error **err);
+/* Detach a view's mount; NULL or a path that is not a mount is a no-op. */
+void ib_sandbox_view_unmount(const char *mount_dir);
+/* A private mount namespace for the calling process, so views never show
+ * on the host.  Call before any thread starts; non-fatal when unavailable
+ * (not root). */
+void ib_sandbox_prepare_process(void);
+
 #endif

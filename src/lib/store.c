@@ -1282,6 +1282,16 @@ bool ib_store_layer_unpacked(ib_store *s, const char *diff_id)
 	return lstat(dir, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+int ib_store_layer_install(ib_store *s, const char *dir, const char *diff_id, ib_error **err)
+{
+	cleanup_free char *dest = ib_store_layer_dir(s, diff_id);
+	if (ib_store_layer_unpacked(s, diff_id))
+		return 0;
+	if (rename(dir, dest) < 0 && errno != ENOTEMPTY && errno != EEXIST)
+		return ib_error_set(err, errno, "rename %s", dest);
+	return 0;
+}
+
 /* ------------------------------------------------------ reachability walk */
 
 /* Everything reachable from index.json: manifests, indexes and their

@@ -116,6 +116,11 @@ int ib_store_image_write(ib_store *s, json_t *config, const ib_descriptor *layer
 /* ROOT/layers/HEX for a diff_id (whether or not it exists). Caller frees. */
 char *ib_store_layer_dir(ib_store *s, const char *diff_id);
 bool ib_store_layer_unpacked(ib_store *s, const char *diff_id);
+/* Move dir, a layer unpacked in overlay format under ROOT/tmp (same file
+ * system), into place as ROOT/layers/HEX.  When that layer is already
+ * there (another build won) nothing moves and dir is the caller's to
+ * remove, as it is on failure. */
+int ib_store_layer_install(ib_store *s, const char *dir, const char *diff_id, ib_error **err);
 
 /* ---- maintenance ---- */
 typedef struct ib_prune_options {

@@ -587,3 +587,74 @@ LUA
 	run "$IMGBUILD" build "$T/all/recipe.lua" -t 'UPPER/Case'
 	[ "$status" -eq 2 ]
 }
+
+@test "identical no-op run steps stack the same layer twice: run and copy-from-stage still work" {
+	mkdir -p "$T/noop"
+	cat > "$T/noop/recipe.lua" <<'LUA'
+stage("a", "localhost/busybox:latest")
+run { "true" }
+run { "true" }
+run { "true" }
+run "echo ok > /ok"
+from "localhost/busybox:latest"
+copy { "/ok", "/ok", from = "a" }
+run "cat /ok"
+LUA
+	run "$IMGBUILD" build "$T/noop/recipe.lua" --progress plain
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" != *"Too many levels"* ]]
+	[[ "$output" == *"#6 ok"* ]]
+}
+
+@test "100,000 env steps build in linear time" {
+	mkdir -p "$T/many"
+	cat > "$T/many/recipe.lua" <<'LUA'
+from "scratch"
+for i = 1, 100000 do env { ["V" .. i] = tostring(i) } end
+env { V1 = "again" }
+LUA
+	run timeout 60 "$IMGBUILD" -q build "$T/many/recipe.lua" -t localhost/many:1
+	[ "$status" -eq 0 ]
+	# read the config from the layout: it is larger than inspect reads
+	python3 - "$IMGBUILD_ROOT/oci" "$output" <<'PY'
+import json, sys
+blob = lambda d: open(sys.argv[1] + "/blobs/sha256/" + d.split(":")[1], "rb").read()
+env = json.loads(blob(json.loads(blob(sys.argv[2]))["config"]["digest"]))["config"]["Env"]
+assert len(env) == 100000, len(env)
+assert env[0] == "V1=again" and env[-1] == "V100000=100000", (env[0], env[-1])
+PY
+}
+
+@test "a change to a kept xattr larger than 4 KiB changes the copy step's key" {
+	mkdir -p "$T/bx/ctx"
+	mount -t tmpfs tmpfs "$T/bx/ctx" || skip "cannot mount a tmpfs"
+	echo a > "$T/bx/ctx/f"
+	printf 'from "scratch"\ncopy { "f", "/f" }\n' > "$T/bx/ctx/recipe.lua"
+	setx() { python3 -c 'import os, sys; os.setxattr(sys.argv[1], "user.big", b"x" * 5999 + sys.argv[2].encode())' "$T/bx/ctx/f" "$1"; }
+	setx 1
+	d1=$("$IMGBUILD" -q build "$T/bx/ctx/recipe.lua" || true)
+	setx 2
+	d2=$("$IMGBUILD" -q build "$T/bx/ctx/recipe.lua" || true)
+	d3=$("$IMGBUILD" -q build "$T/bx/ctx/recipe.lua" --no-cache || true)
+	umount "$T/bx/ctx"
+	[ -n "$d1" ] && [ -n "$d2" ]
+	[ "$d1" != "$d2" ]
+	[ "$d2" = "$d3" ]
+}
+
+@test "a run timeout beyond what the sandbox can hold is refused, not truncated to 1 s" {
+	mkdir -p "$T/tb"
+	cat > "$T/tb/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run { "/bin/sh", "-c", "sleep 2; echo slept", timeout = 4294967297 }
+LUA
+	run "$IMGBUILD" build "$T/tb/recipe.lua" --progress plain
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"recipe.lua:2: run: option 'timeout' must be a whole number of seconds from 0 to 4294967295"* ]]
+	[[ "$output" != *"timed out"* ]]
+	sed -i 's/4294967297/4294967295/' "$T/tb/recipe.lua"
+	run "$IMGBUILD" build "$T/tb/recipe.lua" --progress plain
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"slept"* ]]
+}

@@ -1151,6 +1151,42 @@ static void test_import_of_layer_is_identity(void **state)
 	assert_int_equal(again.entries, res.entries);
 }
 
+/* Values larger than any fixed buffer are read whole, kept names only,
+ * sorted (tmpfs: user xattrs of any size up to 64 KiB). */
+static void test_xattrs_read_whole_large_values_sorted(void **state)
+{
+	(void)state;
+	char tmpl[] = "/dev/shm/ib-test-xattr-XXXXXX";
+	int fd = mkstemp(tmpl);
+	if (fd < 0)
+		skip();
+	char big[6000];
+	memset(big, 'x', sizeof(big));
+	big[sizeof(big) - 1] = '2';
+	if (fsetxattr(fd, "user.zz", big, sizeof(big), 0) < 0) {
+		close(fd);
+		unlink(tmpl);
+		skip(); /* no user xattrs on this tmpfs */
+	}
+	assert_int_equal(fsetxattr(fd, "user.aa", "v", 1, 0), 0);
+	assert_int_equal(fsetxattr(fd, "user.overlay.x", "y", 1, 0), 0);
+	ib_xattr *xs = NULL;
+	size_t n = 0;
+	ib_error *err = NULL;
+	for (int by_path = 0; by_path < 2; by_path++) {
+		assert_int_equal(ib_layer_xattrs_read(by_path ? -1 : fd, tmpl, &xs, &n, &err), 0);
+		assert_int_equal(n, 2);
+		assert_string_equal(xs[0].name, "user.aa");
+		assert_int_equal(xs[0].size, 1);
+		assert_string_equal(xs[1].name, "user.zz");
+		assert_int_equal(xs[1].size, sizeof(big));
+		assert_memory_equal(xs[1].value, big, sizeof(big));
+		ib_layer_xattrs_free(xs, n);
+	}
+	close(fd);
+	unlink(tmpl);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1188,6 +1224,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_import_rejects_dotdot, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_import_rejects_garbage, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_import_of_layer_is_identity, setup, teardown),
+	    cmocka_unit_test(test_xattrs_read_whole_large_values_sorted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

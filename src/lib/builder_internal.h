@@ -1,0 +1,146 @@
+/* Private to the builder family: builder.c (orchestration, cache policy,
+ * stages), build_config.c (config-only steps), build_run.c (run steps),
+ * build_copy.c (copy steps) and build_explain.c (--explain).  Functions
+ * that fail return 0 or a negative IB_E* with *err set; steps report
+ * errors with their recipe line (build_recipe_error). */
+#ifndef IB_BUILDER_INTERNAL_H
+#define IB_BUILDER_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "builder.h"
+#include "cache.h"
+#include "layer.h"
+#include "store.h"
+
+#define LAST_LINES 15
+
+typedef struct layer_ref {
+	ib_descriptor desc;
+	char diff_id[IB_DIGEST_BUFLEN];
+} layer_ref;
+
+typedef struct stage_state {
+	json_t *plan; /* borrowed: the plan's stage object */
+	const char *name;
+	json_t *config; /* image config being built (owned) */
+	layer_ref *layers;
+	size_t n_layers;
+	json_t *annotations; /* manifest annotations (owned) */
+	char key[IB_DIGEST_BUFLEN];
+	json_t *shell;	   /* current shell argv (owned) */
+	json_t *env_index; /* Env name -> position in config.Env (owned) */
+	bool built;
+	bool cmd_set;	 /* cmd() seen in this stage (entrypoint keeps it) */
+	char *view_dir;	 /* ROOT/tmp dir holding the view below */
+	char *mount_dir; /* read-only merged view, mounted lazily */
+} stage_state;
+
+typedef struct builder {
+	ib_store *store;
+	ib_cache *cache;
+	const ib_build_options *o;
+	json_t *plan;
+	stage_state *stages;
+	size_t n_stages;
+	int step_no;
+	int steps_run, steps_cached;
+	bool chain_missed;    /* an earlier step of this chain ran (for --explain) */
+	char *created;	      /* RFC 3339 build timestamp */
+	char *context;	      /* absolute, canonical build context */
+	uint64_t layer_total; /* expected tar size of the layer being written, 0 = unknown */
+	/* ring of the current step's last output lines */
+	char *last[LAST_LINES];
+	size_t n_last;
+	int cur_id;
+} builder;
+
+static inline const char *jstr(json_t *o, const char *k)
+{
+	return json_string_value(json_object_get(o, k));
+}
+
+/* ---- builder.c ---- */
+
+/* A step's cache key: the parent key, the step (without its line) and the
+ * inputs in extra, canonical JSON. */
+void build_step_key(char out[IB_DIGEST_BUFLEN], const char *parent, json_t *step, json_t *extra);
+/* Wrap *err with "RECIPE:LINE" of step (or stage); returns the code. */
+int build_recipe_error(builder *b, json_t *step, ib_error **err);
+/* The stage named name, or NULL. */
+stage_state *build_find_stage(builder *b, const char *name);
+/* Unpack a layer (or every layer of a stage) under ROOT/layers when it
+ * is not there yet. */
+int build_ensure_unpacked(builder *b, layer_ref *l, ib_error **err);
+int build_ensure_stage_unpacked(builder *b, stage_state *st, ib_error **err);
+/* The stage's layer dirs, top-most first, each diff_id once
+ * (NULL-terminated, caller frees with ib_strv_free). */
+char **build_lower_dirs(builder *b, stage_state *st);
+/* On a cache hit whose blob is still stored, push its layer and history
+ * entry onto the stage and return true. */
+bool build_use_cached(builder *b, stage_state *st, const char *key, const char *created_by);
+/* Push a written layer onto the stage and record it in the step cache. */
+int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_layer_result *r,
+		       const char *created_by, ib_error **err);
+/* Layer writer options of this build (compression, epoch, progress). */
+ib_layer_options build_layer_options(builder *b);
+/* A stage's read-only merged view for copy{from=}: mounted once, on
+ * first use; released (unmounted, removed) with the builder. */
+void build_release_view(stage_state *st);
+int build_mount_stage_view(builder *b, stage_state *src, ib_error **err);
+/* Load ref from the store, pulling it as the stage's pull policy says;
+ * *out is the caller's (ib_image_free). */
+int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image **out,
+			  ib_error **err);
+
+/* ---- build_config.c ---- */
+
+/* The stage's image config "config" object (created when missing). */
+json_t *build_cfg(stage_state *st);
+/* Set K=V in an Env array; index (may be NULL) maps names to positions. */
+void build_env_set(json_t *env_arr, json_t *index, const char *k, const char *v);
+/* config.Env (created when missing). */
+json_t *build_cfg_env(stage_state *st);
+/* Append a history entry; empty marks a step without a layer. */
+void build_add_history(builder *b, stage_state *st, const char *created_by, bool empty);
+/* The strings of argv joined by spaces; caller frees. */
+char *build_argv_string(json_t *argv);
+/* Lexically clean an absolute path (a trailing "/" kept); caller frees. */
+char *build_clean_path(const char *p);
+/* Absolute path in the image: relative paths resolve against the
+ * workdir; caller frees. */
+char *build_image_path(stage_state *st, const char *p);
+/* Apply a config-only step of the given kind (ib_plan_step_kind). */
+int build_config_step(builder *b, stage_state *st, json_t *step, int kind, ib_error **err);
+
+/* ---- build_run.c ---- */
+
+/* Forget the ring of the current step's last output lines. */
+void build_clear_last(builder *b);
+/* Whether p (canonical) is root_real or below it. */
+bool build_path_within(const char *root_real, const char *p);
+/* Run and copy steps: the key into key_out, then a cache hit (*cached)
+ * or the step executed and committed.  extra holds the build-wide key
+ * inputs and gets the step's own. */
+int build_run_step(builder *b, stage_state *st, json_t *step, size_t idx, const char *parent,
+		   json_t *extra, const char *label, char key_out[IB_DIGEST_BUFLEN], bool *cached,
+		   ib_error **err);
+
+/* ---- build_copy.c ---- */
+
+int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const char *parent,
+		    json_t *extra, const char *label, char key_out[IB_DIGEST_BUFLEN], bool *cached,
+		    ib_error **err);
+
+/* ---- build_explain.c ---- */
+
+/* Where a step's --explain record is kept (caller frees); say why a step
+ * missed the cache; record its inputs for the next build. */
+char *build_explain_id(builder *b, stage_state *st, size_t idx);
+void build_explain_miss(builder *b, stage_state *st, size_t idx, json_t *inputs);
+void build_explain_record(builder *b, stage_state *st, size_t idx, json_t *inputs);
+
+#endif
