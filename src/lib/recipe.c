@@ -40,9 +40,9 @@
 
 #define RECIPE_MAX_BYTES ((size_t)16 << 20) /* a recipe or module file */
 #define CONTEXT_READ_MAX ((size_t)64 << 20) /* context.read() */
-#define LUA_MEM_LIMIT ((size_t)1 << 30)	    /* whole Lua heap */
+#define LUA_MEM_LIMIT ((size_t)512 << 20) /* Lua heap + plan */
 #define HOOK_INTERVAL 1000000		    /* VM instructions per count hook */
-#define HOOK_MAX_CALLS 1000		    /* => 10^9 instructions */
+#define HOOK_MAX_CALLS 200		    /* => 2 * 10^8 instructions */
 #define MAX_SYMLINKS 40
 #define SHORT_CHUNKNAME_MAX 50 /* below LUA_IDSIZE with room */
 #define STAGE_NAME_MAX 128
@@ -57,6 +57,7 @@ static char LOADING_KEY; /* sentinel for modules being loaded */
 static char STAGES_KEY;	 /* stage index + 1 -> stage userdata */
 static char ARGS_KEY;	 /* arg name -> default (false for nil) */
 static char OBJID_KEY;	 /* object -> deterministic id (weak keys) */
+static char CAP_KEY;	 /* the instruction cap message, once hit */
 
 typedef struct stage_state {
 	char *name;
@@ -103,8 +104,12 @@ typedef struct ib_eval {
 	arena_item *arena;
 	size_t narena, aarena;
 
-	size_t mem_used;
+	lua_State *L;
+	size_t mem_used;     /* Lua heap */
+	size_t plan_bytes;   /* plan and stage state kept across API calls */
+	size_t plan_pending; /* strings of the API call under way */
 	unsigned hook_calls;
+	bool cap_hit; /* the instruction cap was hit: nothing may catch it */
 	lua_Integer next_objid;
 } ib_eval;
 
@@ -2333,6 +2338,81 @@ static const luaL_Reg context_api[] = {
 /* ------------------------------------------------------------------ */
 /* evaluation                                                          */
 
+/* The instruction cap cannot be caught.  Lua's pcall/xpcall would turn the
+ * hook's error into a return value, and a recipe looping around pcall()
+ * would run forever.  So once the cap is hit: the message is kept in the
+ * registry, the hook fires before every instruction and raises it again, the
+ * sandbox's pcall/xpcall raise it again instead of returning it, and an
+ * xpcall message handler is not run (it would run with hooks disabled when
+ * the error comes from the hook).  No coroutine library is offered, so the
+ * main thread is the only one.  The evaluation unwinds to the top. */
+static _Noreturn void raise_cap(lua_State *L)
+{
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &CAP_KEY);
+	lua_error(L);
+	__builtin_unreachable();
+}
+
+static void count_hook(lua_State *L, lua_Debug *ar)
+{
+	(void)ar;
+	ib_eval *ctx = get_ctx(L);
+	if (ctx->cap_hit)
+		raise_cap(L);
+	if (++ctx->hook_calls < HOOK_MAX_CALLS)
+		return;
+	push_where(L, 0);
+	lua_pushfstring(L, "recipe evaluation exceeded %d million instructions (endless loop?)",
+			HOOK_MAX_CALLS * (HOOK_INTERVAL / 1000000));
+	lua_concat(L, 2);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &CAP_KEY);
+	ctx->cap_hit = true;
+	lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+	raise_cap(L);
+}
+
+/* pcall(f, ...) that lets the instruction cap through. */
+static int sb_pcall(lua_State *L)
+{
+	luaL_checkany(L, 1);
+	int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+	if (get_ctx(L)->cap_hit)
+		raise_cap(L);
+	lua_pushboolean(L, status == LUA_OK);
+	lua_insert(L, 1);
+	return lua_gettop(L);
+}
+
+/* Message handler of sb_xpcall: the recipe's handler (upvalue 1), unless
+ * the cap was hit. */
+static int sb_xpcall_handler(lua_State *L)
+{
+	if (get_ctx(L)->cap_hit)
+		raise_cap(L);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, 1);
+	return 1;
+}
+
+/* xpcall(f, msgh, ...) that lets the instruction cap through. */
+static int sb_xpcall(lua_State *L)
+{
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_pushvalue(L, 2);
+	lua_pushcclosure(L, sb_xpcall_handler, 1);
+	lua_replace(L, 2);
+	lua_pushvalue(L, 1); /* -> handler, f, args... */
+	lua_copy(L, 2, 1);
+	lua_replace(L, 2);
+	int status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 1);
+	if (get_ctx(L)->cap_hit)
+		raise_cap(L);
+	lua_pushboolean(L, status == LUA_OK);
+	lua_replace(L, 1);
+	return lua_gettop(L);
+}
+
 static void copy_field(lua_State *L, int from, int to, const char *name)
 {
 	lua_getfield(L, from, name);
@@ -2342,8 +2422,9 @@ static void copy_field(lua_State *L, int from, int to, const char *name)
 static void build_env(lua_State *L)
 {
 	static const char *const base_names[] = {
-	    "assert", "error",	"getmetatable", "ipairs",   "next", "pcall",  "rawequal", "rawget",
-	    "rawlen", "rawset", "select",	"tonumber", "type", "xpcall", "_VERSION", NULL,
+	    "assert", "error",	"getmetatable", "ipairs", "next",     "rawequal",
+	    "rawget", "rawlen", "rawset",	"select", "tonumber", "type",
+	    "_VERSION", NULL,
 	};
 	luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
 	luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
@@ -2366,6 +2447,10 @@ static void build_env(lua_State *L)
 	lua_setfield(L, env, "print");
 	lua_pushcfunction(L, sb_load);
 	lua_setfield(L, env, "load");
+	lua_pushcfunction(L, sb_pcall);
+	lua_setfield(L, env, "pcall");
+	lua_pushcfunction(L, sb_xpcall);
+	lua_setfield(L, env, "xpcall");
 	lua_getfield(L, g, "setmetatable");
 	lua_pushcclosure(L, sb_setmetatable, 1);
 	lua_setfield(L, env, "setmetatable");
@@ -2429,19 +2514,6 @@ static void build_env(lua_State *L)
 	lua_setmetatable(L, -2);
 	lua_rawsetp(L, LUA_REGISTRYINDEX, &OBJID_KEY);
 	lua_settop(L, g - 1);
-}
-
-static void count_hook(lua_State *L, lua_Debug *ar)
-{
-	(void)ar;
-	ib_eval *ctx = get_ctx(L);
-	if (++ctx->hook_calls < HOOK_MAX_CALLS)
-		return;
-	push_where(L, 0);
-	lua_pushfstring(L, "recipe evaluation exceeded %d million instructions (endless loop?)",
-			HOOK_MAX_CALLS);
-	lua_concat(L, 2);
-	lua_error(L);
 }
 
 static _Noreturn void fail_at_line(lua_State *L, ib_eval *ctx, int line, const char *fmt, ...)
