@@ -144,6 +144,7 @@ static void arena_release(ib_eval *ctx)
 	ctx->narena = 0;
 	if (ctx->scratch)
 		json_array_clear(ctx->scratch);
+	ctx->plan_pending = 0;
 }
 
 static void free_error_item(void *p)
@@ -287,6 +288,103 @@ static bool has_location(const ib_eval *ctx, const char *msg)
 		}
 	}
 	return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* what the plan holds                                                 */
+
+/* Bytes charged per JSON value on top of its text (measured: a jansson
+ * value, its object slot and malloc overhead; a run step is about 2.5 KB). */
+#define PLAN_VALUE_COST 160
+
+/* The plan lives outside the Lua heap but counts against the same limit,
+ * or a recipe could make it as large as it likes (a 100 MB string given to
+ * label{} 30 times).  Bytes of the API call under way are pending: they are
+ * freed with the scratch when the call fails.  Bytes kept (committed steps,
+ * stage state) stay charged. */
+static void plan_charge(ib_eval *ctx, const char *fn, size_t bytes, bool keep)
+{
+	size_t used = ctx->mem_used + ctx->plan_bytes + ctx->plan_pending;
+	if (used > LUA_MEM_LIMIT || bytes > LUA_MEM_LIMIT - used)
+		api_fail(ctx->L, "%s: the plan and the Lua heap exceed the memory limit (%d MiB)",
+			 fn, (int)(LUA_MEM_LIMIT >> 20));
+	if (keep)
+		ctx->plan_bytes += bytes;
+	else
+		ctx->plan_pending += bytes;
+}
+
+/* Memory held by a JSON value (shared parts counted each time). */
+static size_t json_cost(json_t *v)
+{
+	size_t c = PLAN_VALUE_COST;
+	if (json_is_string(v))
+		return c + json_string_length(v);
+	if (json_is_array(v)) {
+		size_t i;
+		json_t *e;
+		json_array_foreach(v, i, e) c += json_cost(e);
+	} else if (json_is_object(v)) {
+		const char *k;
+		json_t *e;
+		json_object_foreach(v, k, e) c += strlen(k) + json_cost(e);
+	}
+	return c;
+}
+
+/* Well-formed UTF-8: shortest forms, no surrogates, at most U+10FFFF. */
+static bool utf8_valid(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	while (p < end) {
+		unsigned c = *p++, cp, min;
+		size_t more;
+		if (c < 0x80)
+			continue;
+		if ((c & 0xe0) == 0xc0) {
+			more = 1, cp = c & 0x1f, min = 0x80;
+		} else if ((c & 0xf0) == 0xe0) {
+			more = 2, cp = c & 0x0f, min = 0x800;
+		} else if ((c & 0xf8) == 0xf0) {
+			more = 3, cp = c & 0x07, min = 0x10000;
+		} else {
+			return false;
+		}
+		if ((size_t)(end - p) < more)
+			return false;
+		for (size_t i = 0; i < more; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (p[i] & 0x3f);
+		}
+		p += more;
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+	}
+	return true;
+}
+
+/* Check text from the recipe that goes into the plan: JSON carries UTF-8
+ * only (jansson refuses anything else), so invalid UTF-8 is a recipe error,
+ * never a dropped argument; its bytes are charged as pending. */
+static void plan_text_check(ib_eval *ctx, const char *fn, const char *what, const char *s)
+{
+	size_t len = strlen(s);
+	if (!utf8_valid(s, len))
+		api_fail(ctx->L, "%s: %s: invalid UTF-8", fn, what);
+	plan_charge(ctx, fn, len + PLAN_VALUE_COST, false);
+}
+
+/* A JSON string for the plan from text of the recipe (checked as above). */
+static json_t *plan_string(ib_eval *ctx, const char *fn, const char *what, const char *s)
+{
+	plan_text_check(ctx, fn, what, s);
+	json_t *j = json_string(s);
+	if (!j) {
+		fputs("imgbuild: error: out of memory\n", stderr);
+		abort();
+	}
+	return j;
 }
 
 /* ------------------------------------------------------------------ */
@@ -883,7 +981,7 @@ static json_t *strings_array(lua_State *L, ib_eval *ctx, int t, lua_Integer n, c
 		pos_push(L, t, i, fn);
 		lua_pushfstring(L, "%s %I", what, i);
 		const char *s = want_string(L, -2, fn, lua_tostring(L, -1));
-		json_array_append_new(a, json_string(s));
+		json_array_append_new(a, plan_string(ctx, fn, lua_tostring(L, -1), s));
 		lua_pop(L, 2);
 	}
 	return a;
@@ -900,13 +998,14 @@ static json_t *string_map(lua_State *L, ib_eval *ctx, int t, const char *fn, boo
 		const char *k = keys[i].s;
 		if (strlen(k) != keys[i].len || !*k)
 			api_fail(L, "%s: names must be non-empty strings without NUL bytes", fn);
+		plan_text_check(ctx, fn, "name", k);
 		if (env_names && strchr(k, '='))
 			api_fail(L, "%s: variable name '%s' must not contain '='", fn, k);
 		lua_pushlstring(L, keys[i].s, keys[i].len);
 		lua_rawget(L, t);
 		lua_pushfstring(L, "value of '%s'", k);
 		const char *v = want_scalar(L, -2, fn, lua_tostring(L, -1));
-		json_object_set_new(o, k, json_string(v));
+		json_object_set_new(o, k, plan_string(ctx, fn, lua_tostring(L, -1), v));
 		lua_pop(L, 2);
 	}
 	lua_pop(L, 1);
@@ -1105,6 +1204,8 @@ static json_t *new_step(lua_State *L, ib_eval *ctx, const char *kind)
 
 static void commit_step(ib_eval *ctx, size_t si, json_t *step)
 {
+	ctx->plan_pending = 0;
+	plan_charge(ctx, json_string_value(json_object_get(step, "kind")), json_cost(step), true);
 	json_array_append(json_object_get(ctx->stages[si].obj, "steps"), step);
 }
 
@@ -1124,8 +1225,9 @@ static json_t *command_argv(lua_State *L, ib_eval *ctx, size_t si, const char *f
 		const char *s = want_string(L, 1, fn, "command");
 		if (!s[strspn(s, " \t\r\n")])
 			api_fail(L, "%s: empty command", fn);
+		plan_charge(ctx, fn, json_cost(ctx->stages[si].shell), false);
 		json_t *a = anchor(ctx, json_deep_copy(ctx->stages[si].shell));
-		json_array_append_new(a, json_string(s));
+		json_array_append_new(a, plan_string(ctx, fn, "command", s));
 		*shell_form = true;
 		return a;
 	}
@@ -1177,6 +1279,8 @@ static int api_from(lua_State *L)
 		si = stage_new(ctx, name, recipe_line(L));
 	}
 	stage_set_base(ctx, si, &b);
+	plan_charge(ctx, "from", json_cost(ctx->stages[si].obj) + json_cost(ctx->stages[si].shell),
+		    true);
 	push_stage(L, si);
 	return 1;
 }
@@ -1204,6 +1308,8 @@ static int api_stage(lua_State *L)
 	size_t si = stage_new(ctx, name, recipe_line(L));
 	if (with_base)
 		stage_set_base(ctx, si, &b);
+	plan_charge(ctx, "stage", json_cost(ctx->stages[si].obj) + json_cost(ctx->stages[si].shell),
+		    true);
 	push_stage(L, si);
 	return 1;
 }
@@ -1254,8 +1360,9 @@ static int api_copy(lua_State *L)
 	json_t *exclude = anchor(ctx, json_array());
 	int t = opt_push(L, 1, "exclude");
 	if (t == LUA_TSTRING) {
-		json_array_append_new(
-		    exclude, json_string(want_nonempty(L, -1, "copy", "option 'exclude'")));
+		json_array_append_new(exclude,
+				      plan_string(ctx, "copy", "option 'exclude'",
+						  want_nonempty(L, -1, "copy", "option 'exclude'")));
 	} else if (t == LUA_TTABLE) {
 		lua_Integer ne = check_table(L, -1, "copy: option 'exclude'", NULL);
 		exclude =
@@ -1351,7 +1458,8 @@ static int api_copy(lua_State *L)
 		lua_pushfstring(L, "source %I", i);
 		const char *src = want_nonempty(L, -2, "copy", lua_tostring(L, -1));
 		if (from) {
-			json_array_append_new(sources, json_string(src));
+			json_array_append_new(sources,
+					      plan_string(ctx, "copy", lua_tostring(L, -1), src));
 			entries++;
 		} else {
 			if (src[0] == '/')
@@ -1368,7 +1476,8 @@ static int api_copy(lua_State *L)
 			if (src[strlen(src) - 1] == '/' && strcmp(clean, ".") &&
 			    clean[cl - 1] != '/')
 				clean = arena_own(ctx, xasprintf("%s/", clean), free);
-			json_array_append_new(sources, json_string(clean));
+			json_array_append_new(sources,
+					      plan_string(ctx, "copy", lua_tostring(L, -1), clean));
 		}
 		lua_pop(L, 2);
 	}
@@ -1381,7 +1490,7 @@ static int api_copy(lua_State *L)
 	lua_pop(L, 1);
 
 	json_object_set(step, "sources", sources);
-	json_object_set_new(step, "dest", json_string(rdest));
+	json_object_set_new(step, "dest", plan_string(ctx, "copy", "destination", rdest));
 	json_object_set(step, "from", from ? from : json_null());
 	json_object_set(step, "exclude", exclude);
 	commit_step(ctx, si, step);
@@ -1442,6 +1551,8 @@ static json_t *parse_secrets(lua_State *L, ib_eval *ctx, int t)
 		} else {
 			tgt = arena_own(ctx, xasprintf("/run/secrets/%s", id), free);
 		}
+		plan_text_check(ctx, "run: secret", "option 'src'", src);
+		plan_text_check(ctx, "run: secret", "option 'target'", tgt);
 		json_array_append_new(
 		    a, json_pack("{s:s, s:s, s:s}", "id", id, "src", src, "target", tgt));
 		lua_settop(L, e - 1);
@@ -1493,7 +1604,8 @@ static int api_run(lua_State *L)
 					api_fail(
 					    L, "run: cache mount '%s' must be an absolute path", p);
 				json_array_append_new(
-				    mounts, json_string(arena_own(ctx, path_clean(p), free)));
+				    mounts, plan_string(ctx, "run", "cache mount",
+							arena_own(ctx, path_clean(p), free)));
 				lua_pop(L, 1);
 			}
 		}
@@ -1544,7 +1656,8 @@ static int api_run(lua_State *L)
 		json_object_set_new(step, "user", user);
 		if ((t = opt_push(L, 1, "workdir")) != LUA_TNIL) {
 			const char *w = want_nonempty(L, -1, "run", "option 'workdir'");
-			workdir = json_string(
+			workdir = plan_string(
+			    ctx, "run", "option 'workdir'",
 			    arena_own(ctx, path_resolve(ctx->stages[si].workdir, w, false), free));
 		}
 		lua_pop(L, 1);
@@ -1590,7 +1703,7 @@ static int api_workdir(lua_State *L)
 	const char *p = want_nonempty(L, 1, "workdir", "path");
 	char *resolved = arena_own(ctx, path_resolve(ctx->stages[si].workdir, p, false), free);
 	json_t *step = new_step(L, ctx, "workdir");
-	json_object_set_new(step, "path", json_string(resolved));
+	json_object_set_new(step, "path", plan_string(ctx, "workdir", "path", resolved));
 	commit_step(ctx, si, step);
 	/* a relative result means the base image's workdir is unknown here */
 	free(ctx->stages[si].workdir);
@@ -1651,6 +1764,7 @@ static int api_shell(lua_State *L)
 	json_t *step = new_step(L, ctx, "shell");
 	json_object_set(step, "argv", argv);
 	commit_step(ctx, si, step);
+	plan_charge(ctx, "shell", json_cost(argv), true);
 	json_decref(ctx->stages[si].shell);
 	ctx->stages[si].shell = json_deep_copy(argv);
 	return 0;
@@ -1719,7 +1833,8 @@ static int api_volume(lua_State *L)
 		const char *p = want_nonempty(L, -1, "volume", "path");
 		if (p[0] != '/')
 			api_fail(L, "volume: path '%s' must be absolute", p);
-		json_array_append_new(paths, json_string(arena_own(ctx, path_clean(p), free)));
+		json_array_append_new(
+		    paths, plan_string(ctx, "volume", "path", arena_own(ctx, path_clean(p), free)));
 		lua_pop(L, 1);
 	}
 	json_t *step = new_step(L, ctx, "volume");
@@ -1836,6 +1951,7 @@ static int api_healthcheck(lua_State *L)
 			const char *s = want_string(L, ti, "healthcheck", "option 'test'");
 			if (!s[strspn(s, " \t\r\n")])
 				api_fail(L, "healthcheck: option 'test' is an empty command");
+			plan_text_check(ctx, "healthcheck", "option 'test'", s);
 			test = anchor(ctx, json_pack("[s,s]", "CMD-SHELL", s));
 		} else if (t == LUA_TTABLE) {
 			lua_Integer n = check_table(L, ti, "healthcheck: option 'test'", NULL);
@@ -1921,6 +2037,9 @@ static int api_arg(lua_State *L)
 			break;
 		}
 	}
+	if (val && !utf8_valid(val, strlen(val)))
+		api_fail(L, "arg: value of '%s': invalid UTF-8", name);
+	plan_charge(ctx, "arg", strlen(name) + (val ? strlen(val) : 0) + PLAN_VALUE_COST, true);
 	json_object_set_new(ctx->args_json, name, val ? json_string(val) : json_null());
 	if (val)
 		lua_pushstring(L, val);
@@ -2600,7 +2719,8 @@ static void *eval_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		ctx->mem_used -= osize;
 		return NULL;
 	}
-	if (nsize > osize && nsize - osize > LUA_MEM_LIMIT - ctx->mem_used)
+	size_t used = ctx->mem_used + ctx->plan_bytes + ctx->plan_pending;
+	if (nsize > osize && (used > LUA_MEM_LIMIT || nsize - osize > LUA_MEM_LIMIT - used))
 		return NULL;
 	void *p = realloc(ptr, nsize);
 	if (!p)
@@ -2705,6 +2825,12 @@ int ib_recipe_eval(json_t **plan_out, const char *recipe_path, const ib_recipe_o
 	if ((rc = parse_build_args(&ctx, opts->build_args, err)) < 0)
 		goto out;
 
+	const char *base = slash ? slash + 1 : recipe_path;
+	if (!utf8_valid(base, strlen(base))) {
+		rc = ib_error_setc(err, IB_EINVALID, "%s: the recipe's file name is not valid UTF-8",
+				   recipe_path);
+		goto out;
+	}
 	ctx.scratch = json_array();
 	ctx.plan = json_pack("{s:i, s:s, s:{}, s:[]}", "version", IB_PLAN_VERSION, "recipe",
 			     slash ? slash + 1 : recipe_path, "args", "stages");
@@ -2717,6 +2843,7 @@ int ib_recipe_eval(json_t **plan_out, const char *recipe_path, const ib_recipe_o
 		goto out;
 	}
 	*(ib_eval **)lua_getextraspace(L) = &ctx;
+	ctx.L = L;
 
 	/* chunk 0 is the recipe; registered before anything can fail */
 	ctx.chunks = xcalloc(1, sizeof(*ctx.chunks));

@@ -556,7 +556,7 @@ static void test_sandbox_memory_is_capped(void **state)
 	assert_null(plan);
 	/* a failed allocation leaves no stack to point at: FILE only */
 	assert_string_equal(msg,
-			    "recipe.lua: recipe evaluation ran out of memory (limit 1024 MiB)");
+			    "recipe.lua: recipe evaluation ran out of memory (limit 512 MiB)");
 }
 
 static void test_pcall_caught_error_leaves_no_partial_step(void **state)
