@@ -2180,14 +2180,43 @@ static bool find_module(lua_State *L, ib_eval *ctx, const char *name)
 		char *path = arena_own(
 		    ctx, *ctx->recipe_dir ? ib_path_join(ctx->recipe_dir, file) : xstrdup(file),
 		    free);
+		/* symlinks are followed only inside the recipe's directory,
+		 * as context.read does inside the build context */
+		const char *root = *ctx->recipe_dir ? ctx->recipe_dir : ".";
+		char *resolved = NULL;
 		struct stat st;
-		if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		ib_error *e = NULL;
+		if (ctx_resolve(root, file, true, &resolved, &st, &e) < 0) {
+			if (e->code == IB_ENOTFOUND) {
+				ib_error_free(&e);
+				continue;
+			}
+			if (e->code == IB_EUNSAFE) {
+				ib_error_free(&e);
+				api_fail(L,
+					 "require: module '%s': %s leads outside the recipe's "
+					 "directory (a symlink)",
+					 name, path);
+			}
+			raise_ib(L, &e, "require");
+		}
+		arena_own(ctx, resolved, free);
+		if (!S_ISREG(st.st_mode))
 			continue;
 		char *data = NULL;
 		size_t len = 0;
-		ib_error *e = NULL;
-		if (ib_read_file(path, RECIPE_MAX_BYTES, &data, &len, &e) < 0)
+		int fd = open(arena_own(ctx, ib_path_join(root, resolved), free),
+			      O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0) {
+			ib_error_set(&e, errno, "open %s", path);
 			raise_ib(L, &e, "require");
+		}
+		int rc = ib_read_fd(fd, RECIPE_MAX_BYTES, &data, &len, &e);
+		close(fd);
+		if (rc < 0) {
+			ib_error_wrap(&e, "read %s", path);
+			raise_ib(L, &e, "require");
+		}
 		arena_own(ctx, data, free);
 		load_chunk(L, ctx, data, len, path);
 		return true;
