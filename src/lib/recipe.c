@@ -2430,6 +2430,194 @@ static int sb_load(lua_State *L)
 }
 
 /* ------------------------------------------------------------------ */
+/* a budget for pattern matching                                       */
+
+/* Lua's pattern matcher backtracks without limit, in C where the
+ * instruction cap does not see it: string.rep("a", 30000):find(
+ * string.rep("a*", 6) .. "b") would run for ages.  So string.find, match,
+ * gmatch and gsub are wrapped: before the real function runs, an upper bound
+ * of its work is computed from the pattern and the subject's length n, and a
+ * call whose bound exceeds MATCH_BUDGET steps is refused with the recipe's
+ * line.  Everything the real function does is then bounded; gsub's
+ * replacement functions are Lua code, under the instruction cap.
+ *
+ * The bound follows the matcher's search tree.  Only a quantified single
+ * character item chooses: x*, x+ and x- a length, x? one of two;
+ * captures, %f, %b and back-references do not.  The lengths chosen before
+ * an item cover consecutive pieces of the subject, so with b length choices
+ * before it an item is reached at most C(n+b, b) times from one start
+ * position and C(n+b+1, b+1) times summed over all start positions (find,
+ * match, gmatch and gsub try each start position at most once; an anchored
+ * pattern only the first), times 2 per choice of an x?.  Reaching an item
+ * costs one step, or n+1 for a greedy expansion, %b or a back-reference.
+ *
+ * A quantified item whose rest always matches (the end of the pattern,
+ * captures, x* x- x?, or .* .- followed by items that match the empty
+ * string at the end) does not choose: its first try succeeds, or x+ fails
+ * at once.  Its greedy scan happens in a successful match only, and the
+ * matches of gmatch/gsub do not overlap, so these scans add up to n+1 per
+ * call.  With that, "[^\n]+" costs about 3n and "^%s*(.-)%s*$" about 2n^2,
+ * which is what they can cost; ("a*"):rep(6) .. "b" costs C(n+7, 7). */
+#define MATCH_BUDGET 1e9
+
+enum { PI_SINGLE, PI_OPEN, PI_CLOSE, PI_POSCAP, PI_SCAN, PI_FRONTIER, PI_END };
+
+typedef struct pat_item {
+	unsigned char kind;
+	char quant; /* 0 or one of "*+-?" (PI_SINGLE) */
+	bool dot;   /* the item is "." (any character) */
+} pat_item;
+
+/* Index after the set "[...]" that starts at p[i]; m when it is not closed
+ * (the matcher raises that). */
+static size_t set_end(const char *p, size_t m, size_t i)
+{
+	i++;
+	if (i < m && p[i] == '^')
+		i++;
+	do {
+		if (i >= m)
+			return m;
+		if (p[i++] == '%' && i < m)
+			i++;
+	} while (i < m && p[i] != ']');
+	return i < m ? i + 1 : m;
+}
+
+/* C(n+b, b), stopping early once far above the budget. */
+static double choose(double n, int b)
+{
+	double r = 1;
+	for (int i = 1; i <= b && r <= MATCH_BUDGET * 1e3; i++)
+		r = r * (n + i) / i;
+	return r;
+}
+
+/* Upper bound of the matching steps of pattern p (m bytes) on a subject of
+ * n bytes, see above.  The item arrays live in a userdata that is pushed
+ * and popped. */
+static double pattern_cost(lua_State *L, const char *p, size_t m, size_t n_subject,
+			   bool may_anchor)
+{
+	double n = (double)n_subject;
+	if (!memchr(p, 0, m) && !strpbrk(p, "^$*+?.([%-"))
+		return (n + 1) * ((double)m + 1); /* a plain search */
+	bool anchored = may_anchor && m && p[0] == '^';
+	size_t i = anchored ? 1 : 0, k = 0;
+	pat_item *it = lua_newuserdatauv(L, (m + 1) * (sizeof(pat_item) + 2), 0);
+	bool *as = (bool *)(it + m + 1), *ae = as + m + 1;
+	while (i < m) {
+		pat_item t = {PI_SINGLE, 0, false};
+		char c = p[i];
+		if (c == '(') {
+			t.kind = i + 1 < m && p[i + 1] == ')' ? PI_POSCAP : PI_OPEN;
+			i += t.kind == PI_POSCAP ? 2 : 1;
+		} else if (c == ')') {
+			t.kind = PI_CLOSE;
+			i++;
+		} else if (c == '$' && i + 1 == m) {
+			t.kind = PI_END;
+			i++;
+		} else if (c == '%' && i + 1 < m && p[i + 1] == 'b') {
+			t.kind = PI_SCAN;
+			i = i + 4 < m ? i + 4 : m;
+		} else if (c == '%' && i + 1 < m && p[i + 1] == 'f') {
+			t.kind = PI_FRONTIER;
+			i += 2;
+			if (i < m && p[i] == '[')
+				i = set_end(p, m, i);
+		} else if (c == '%' && i + 1 < m && p[i + 1] >= '0' && p[i + 1] <= '9') {
+			t.kind = PI_SCAN;
+			i += 2;
+		} else {
+			if (c == '[')
+				i = set_end(p, m, i);
+			else if (c == '%' && i + 1 < m)
+				i += 2;
+			else
+				i++;
+			t.dot = c == '.';
+			if (i < m && memchr("*+-?", p[i], 4)) {
+				t.quant = p[i];
+				i++;
+			}
+		}
+		it[k++] = t;
+	}
+	/* ae[j]: items j.. can match the empty string at the end of the
+	 * subject; as[j]: they match from any position */
+	as[k] = ae[k] = true;
+	for (size_t j = k; j-- > 0;) {
+		const pat_item *t = &it[j];
+		switch (t->kind) {
+		case PI_OPEN:
+		case PI_CLOSE:
+		case PI_POSCAP:
+			ae[j] = ae[j + 1];
+			as[j] = as[j + 1];
+			break;
+		case PI_END:
+			ae[j] = ae[j + 1];
+			as[j] = false;
+			break;
+		case PI_SINGLE: {
+			bool optional = t->quant && t->quant != '+';
+			ae[j] = optional && ae[j + 1];
+			as[j] = optional && (as[j + 1] || (t->dot && t->quant != '?' && ae[j + 1]));
+			break;
+		}
+		default:
+			ae[j] = as[j] = false;
+			break;
+		}
+	}
+	double total = 0, twos = 1;
+	int b = 0;
+	for (size_t j = 0; j <= k && total <= MATCH_BUDGET; j++) {
+		double reached = (anchored ? choose(n, b) : choose(n, b + 1)) * twos;
+		double step = 1;
+		if (j < k && it[j].kind == PI_SCAN)
+			step = n + 1;
+		if (j < k && it[j].quant) {
+			bool greedy = it[j].quant == '*' || it[j].quant == '+';
+			if (as[j + 1])
+				total += greedy ? n + 1 : 0;
+			else if (it[j].quant == '?')
+				twos *= 2;
+			else if (++b, greedy)
+				step = n + 1;
+		}
+		total += reached * step;
+	}
+	lua_pop(L, 1);
+	return total;
+}
+
+/* string.find/match/gmatch/gsub (upvalue 1) with the budget above; upvalue
+ * 2 is the name, upvalue 3 true for find (which has a plain flag). */
+static int sb_pattern(lua_State *L)
+{
+	size_t n, m;
+	luaL_checklstring(L, 1, &n);
+	const char *p = luaL_checklstring(L, 2, &m);
+	const char *fn = lua_tostring(L, lua_upvalueindex(2));
+	double cost;
+	if (lua_toboolean(L, lua_upvalueindex(3)) && lua_toboolean(L, 4))
+		cost = ((double)n + 1) * ((double)m + 1);
+	else
+		cost = pattern_cost(L, p, m, n, strcmp(fn, "string.gmatch") != 0);
+	if (cost > MATCH_BUDGET)
+		api_fail(L,
+			 "%s: pattern too expensive for a subject of %I bytes (its worst case "
+			 "exceeds %d million matching steps)",
+			 fn, (lua_Integer)n, (int)(MATCH_BUDGET / 1e6));
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+	return lua_gettop(L);
+}
+
+/* ------------------------------------------------------------------ */
 /* stage objects                                                       */
 
 static int stage_index(lua_State *L)
@@ -2608,6 +2796,14 @@ static void build_env(lua_State *L)
 	lua_getfield(L, -1, "format");
 	lua_pushcclosure(L, sb_format, 1);
 	lua_setfield(L, -2, "format");
+	static const char *const matchers[] = {"find", "match", "gmatch", "gsub", NULL};
+	for (size_t i = 0; matchers[i]; i++) {
+		lua_getfield(L, -1, matchers[i]);
+		lua_pushfstring(L, "string.%s", matchers[i]);
+		lua_pushboolean(L, i == 0);
+		lua_pushcclosure(L, sb_pattern, 3);
+		lua_setfield(L, -2, matchers[i]);
+	}
 	lua_setfield(L, env, LUA_STRLIBNAME);
 	lua_getfield(L, g, LUA_MATHLIBNAME);
 	lua_pushnil(L);
