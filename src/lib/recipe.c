@@ -40,7 +40,7 @@
 
 #define RECIPE_MAX_BYTES ((size_t)16 << 20) /* a recipe or module file */
 #define CONTEXT_READ_MAX ((size_t)64 << 20) /* context.read() */
-#define LUA_MEM_LIMIT ((size_t)512 << 20) /* Lua heap + plan */
+#define LUA_MEM_LIMIT ((size_t)512 << 20)   /* Lua heap + plan */
 #define HOOK_INTERVAL 1000000		    /* VM instructions per count hook */
 #define HOOK_MAX_CALLS 200		    /* => 2 * 10^8 instructions */
 #define MAX_SYMLINKS 40
@@ -323,11 +323,13 @@ static size_t json_cost(json_t *v)
 	if (json_is_array(v)) {
 		size_t i;
 		json_t *e;
-		json_array_foreach(v, i, e) c += json_cost(e);
+		json_array_foreach (v, i, e)
+			c += json_cost(e);
 	} else if (json_is_object(v)) {
 		const char *k;
 		json_t *e;
-		json_object_foreach(v, k, e) c += strlen(k) + json_cost(e);
+		json_object_foreach (v, k, e)
+			c += strlen(k) + json_cost(e);
 	}
 	return c;
 }
@@ -1360,9 +1362,9 @@ static int api_copy(lua_State *L)
 	json_t *exclude = anchor(ctx, json_array());
 	int t = opt_push(L, 1, "exclude");
 	if (t == LUA_TSTRING) {
-		json_array_append_new(exclude,
-				      plan_string(ctx, "copy", "option 'exclude'",
-						  want_nonempty(L, -1, "copy", "option 'exclude'")));
+		json_array_append_new(
+		    exclude, plan_string(ctx, "copy", "option 'exclude'",
+					 want_nonempty(L, -1, "copy", "option 'exclude'")));
 	} else if (t == LUA_TTABLE) {
 		lua_Integer ne = check_table(L, -1, "copy: option 'exclude'", NULL);
 		exclude =
@@ -2496,8 +2498,7 @@ static double choose(double n, int b)
 /* Upper bound of the matching steps of pattern p (m bytes) on a subject of
  * n bytes, see above.  The item arrays live in a userdata that is pushed
  * and popped. */
-static double pattern_cost(lua_State *L, const char *p, size_t m, size_t n_subject,
-			   bool may_anchor)
+static double pattern_cost(lua_State *L, const char *p, size_t m, size_t n_subject, bool may_anchor)
 {
 	double n = (double)n_subject;
 	if (!memchr(p, 0, m) && !strpbrk(p, "^$*+?.([%-"))
@@ -2758,9 +2759,8 @@ static void copy_field(lua_State *L, int from, int to, const char *name)
 static void build_env(lua_State *L)
 {
 	static const char *const base_names[] = {
-	    "assert", "error",	"getmetatable", "ipairs", "next",     "rawequal",
-	    "rawget", "rawlen", "rawset",	"select", "tonumber", "type",
-	    "_VERSION", NULL,
+	    "assert", "error",	"getmetatable", "ipairs",   "next", "rawequal", "rawget",
+	    "rawlen", "rawset", "select",	"tonumber", "type", "_VERSION", NULL,
 	};
 	luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
 	luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
@@ -3052,8 +3052,8 @@ int ib_recipe_eval(json_t **plan_out, const char *recipe_path, const ib_recipe_o
 
 	const char *base = slash ? slash + 1 : recipe_path;
 	if (!utf8_valid(base, strlen(base))) {
-		rc = ib_error_setc(err, IB_EINVALID, "%s: the recipe's file name is not valid UTF-8",
-				   recipe_path);
+		rc = ib_error_setc(err, IB_EINVALID,
+				   "%s: the recipe's file name is not valid UTF-8", recipe_path);
 		goto out;
 	}
 	ctx.scratch = json_array();

@@ -556,8 +556,7 @@ static void test_sandbox_memory_is_capped(void **state)
 	assert_non_null(msg);
 	assert_null(plan);
 	/* a failed allocation leaves no stack to point at: FILE only */
-	assert_string_equal(msg,
-			    "recipe.lua: recipe evaluation ran out of memory (limit 512 MiB)");
+	assert_string_equal(msg, "recipe.lua: recipe evaluation ran out of memory (limit 512 MiB)");
 }
 
 static void test_pcall_caught_error_leaves_no_partial_step(void **state)
@@ -718,22 +717,24 @@ static void test_instruction_cap_cannot_be_caught(void **state)
 		       "label { e = tostring(e) }\n",
 		       2, cap, 60);
 	/* nested pcalls, a to-be-closed variable, pcall as a __close method */
-	expect_failure("from 'scratch'\n"
-		       "local function inner()\n"
-		       "  local x <close> = setmetatable({}, { __close = function() while true do end "
-		       "end })\n"
-		       "  while true do end\n"
-		       "end\n"
-		       "for i = 1, 1000 do pcall(pcall, pcall, inner) end\n"
-		       "label { done = 'yes' }\n",
-		       4, cap, 60);
-	expect_failure("from 'scratch'\n"
-		       "local spin = setmetatable({}, { __call = function() while true do end end })\n"
-		       "for i = 1, 1000 do\n"
-		       "  local x <close> = setmetatable({}, { __close = pcall })\n"
-		       "  pcall(spin)\n"
-		       "end\n",
-		       2, cap, 60);
+	expect_failure(
+	    "from 'scratch'\n"
+	    "local function inner()\n"
+	    "  local x <close> = setmetatable({}, { __close = function() while true do end "
+	    "end })\n"
+	    "  while true do end\n"
+	    "end\n"
+	    "for i = 1, 1000 do pcall(pcall, pcall, inner) end\n"
+	    "label { done = 'yes' }\n",
+	    4, cap, 60);
+	expect_failure(
+	    "from 'scratch'\n"
+	    "local spin = setmetatable({}, { __call = function() while true do end end })\n"
+	    "for i = 1, 1000 do\n"
+	    "  local x <close> = setmetatable({}, { __close = pcall })\n"
+	    "  pcall(spin)\n"
+	    "end\n",
+	    2, cap, 60);
 }
 
 static void test_pcall_and_xpcall_keep_their_results(void **state)
@@ -811,7 +812,7 @@ static void test_pattern_matching_is_bounded(void **state)
 	if (msg)
 		fail_msg("%s", msg);
 	assert_string_equal(label(plan, 0, 0, "r"), "hello world|50000|200000|key,value|2|x;y;z|2|"
-						     "6|3,5|x|1000000|899999|6|x,x,x");
+						    "6|3,5|x|1000000|899999|6|x,x,x");
 	assert_string_equal(label(plan, 0, 1, "q"), "'it'\\''s'");
 	assert_string_equal(label(plan, 0, 1, "j"), "'a b' c");
 	assert_string_equal(label(plan, 0, 1, "b"), "x.so");
@@ -915,6 +916,17 @@ static void test_invalid_utf8_is_an_error(void **state)
 	assert_json(json_object_get(step_at(plan, 0, 0), "argv"),
 		    "[\"echo\",\"caf\xc3\xa9 \xf0\x9f\x90\xb3\"]");
 	json_decref(plan);
+
+	/* the plan records the recipe's file name: it must be UTF-8 too */
+	tmpdir t;
+	tmp_make(&t);
+	cleanup_free char *path = tmp_write(t.path, "caf\xe9.lua", "from 'scratch'\n");
+	free(msg);
+	msg = NULL;
+	assert_true(eval_path(path, NULL, NULL, &plan, &msg) < 0);
+	cleanup_free char *want = xasprintf("%s: the recipe's file name is not valid UTF-8", path);
+	assert_string_equal(msg, want);
+	tmp_remove(&t);
 }
 
 static void test_require_refuses_symlinks_leaving_the_recipe_dir(void **state)
@@ -943,9 +955,10 @@ static void test_require_refuses_symlinks_leaving_the_recipe_dir(void **state)
 	json_t *plan = NULL;
 	cleanup_free char *msg = NULL;
 	assert_true(eval_path(path, NULL, NULL, &plan, &msg) < 0);
-	cleanup_free char *expect = xasprintf("%s/r/recipe.lua:6: require: module 'lib.etc': %s/r/lib/etc.lua "
-					      "leads outside the recipe's directory",
-					      t.path, t.path);
+	cleanup_free char *expect =
+	    xasprintf("%s/r/recipe.lua:6: require: module 'lib.etc': %s/r/lib/etc.lua "
+		      "leads outside the recipe's directory",
+		      t.path, t.path);
 	if (strncmp(msg, expect, strlen(expect)))
 		fail_msg("got '%s', want '%s'", msg, expect);
 
