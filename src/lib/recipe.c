@@ -41,9 +41,9 @@
 
 #define RECIPE_MAX_BYTES ((size_t)16 << 20) /* a recipe or module file */
 #define CONTEXT_READ_MAX ((size_t)64 << 20) /* context.read() */
-#define LUA_MEM_LIMIT ((size_t)1 << 30)	    /* whole Lua heap */
+#define LUA_MEM_LIMIT ((size_t)512 << 20)   /* Lua heap + plan */
 #define HOOK_INTERVAL 1000000		    /* VM instructions per count hook */
-#define HOOK_MAX_CALLS 1000		    /* => 10^9 instructions */
+#define HOOK_MAX_CALLS 200		    /* => 2 * 10^8 instructions */
 #define MAX_SYMLINKS 40
 #define SHORT_CHUNKNAME_MAX 50 /* below LUA_IDSIZE with room */
 
@@ -57,6 +57,7 @@ static char LOADING_KEY; /* sentinel for modules being loaded */
 static char STAGES_KEY;	 /* stage index + 1 -> stage userdata */
 static char ARGS_KEY;	 /* arg name -> default (false for nil) */
 static char OBJID_KEY;	 /* object -> deterministic id (weak keys) */
+static char CAP_KEY;	 /* the instruction cap message, once hit */
 
 typedef struct stage_state {
 	char *name;
@@ -103,8 +104,12 @@ typedef struct ib_eval {
 	arena_item *arena;
 	size_t narena, aarena;
 
-	size_t mem_used;
+	lua_State *L;
+	size_t mem_used;     /* Lua heap */
+	size_t plan_bytes;   /* plan and stage state kept across API calls */
+	size_t plan_pending; /* strings of the API call under way */
 	unsigned hook_calls;
+	bool cap_hit; /* the instruction cap was hit: nothing may catch it */
 	lua_Integer next_objid;
 } ib_eval;
 
@@ -139,6 +144,7 @@ static void arena_release(ib_eval *ctx)
 	ctx->narena = 0;
 	if (ctx->scratch)
 		json_array_clear(ctx->scratch);
+	ctx->plan_pending = 0;
 }
 
 static void free_error_item(void *p)
@@ -282,6 +288,105 @@ static bool has_location(const ib_eval *ctx, const char *msg)
 		}
 	}
 	return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* what the plan holds                                                 */
+
+/* Bytes charged per JSON value on top of its text (measured: a jansson
+ * value, its object slot and malloc overhead; a run step is about 2.5 KB). */
+#define PLAN_VALUE_COST 160
+
+/* The plan lives outside the Lua heap but counts against the same limit,
+ * or a recipe could make it as large as it likes (a 100 MB string given to
+ * label{} 30 times).  Bytes of the API call under way are pending: they are
+ * freed with the scratch when the call fails.  Bytes kept (committed steps,
+ * stage state) stay charged. */
+static void plan_charge(ib_eval *ctx, const char *fn, size_t bytes, bool keep)
+{
+	size_t used = ctx->mem_used + ctx->plan_bytes + ctx->plan_pending;
+	if (used > LUA_MEM_LIMIT || bytes > LUA_MEM_LIMIT - used)
+		api_fail(ctx->L, "%s: the plan and the Lua heap exceed the memory limit (%d MiB)",
+			 fn, (int)(LUA_MEM_LIMIT >> 20));
+	if (keep)
+		ctx->plan_bytes += bytes;
+	else
+		ctx->plan_pending += bytes;
+}
+
+/* Memory held by a JSON value (shared parts counted each time). */
+static size_t json_cost(json_t *v)
+{
+	size_t c = PLAN_VALUE_COST;
+	if (json_is_string(v))
+		return c + json_string_length(v);
+	if (json_is_array(v)) {
+		size_t i;
+		json_t *e;
+		json_array_foreach (v, i, e)
+			c += json_cost(e);
+	} else if (json_is_object(v)) {
+		const char *k;
+		json_t *e;
+		json_object_foreach (v, k, e)
+			c += strlen(k) + json_cost(e);
+	}
+	return c;
+}
+
+/* Well-formed UTF-8: shortest forms, no surrogates, at most U+10FFFF. */
+static bool utf8_valid(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	while (p < end) {
+		unsigned c = *p++, cp, min;
+		size_t more;
+		if (c < 0x80)
+			continue;
+		if ((c & 0xe0) == 0xc0) {
+			more = 1, cp = c & 0x1f, min = 0x80;
+		} else if ((c & 0xf0) == 0xe0) {
+			more = 2, cp = c & 0x0f, min = 0x800;
+		} else if ((c & 0xf8) == 0xf0) {
+			more = 3, cp = c & 0x07, min = 0x10000;
+		} else {
+			return false;
+		}
+		if ((size_t)(end - p) < more)
+			return false;
+		for (size_t i = 0; i < more; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (p[i] & 0x3f);
+		}
+		p += more;
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+	}
+	return true;
+}
+
+/* Check text from the recipe that goes into the plan: JSON carries UTF-8
+ * only (jansson refuses anything else), so invalid UTF-8 is a recipe error,
+ * never a dropped argument; its bytes are charged as pending. */
+static void plan_text_check(ib_eval *ctx, const char *fn, const char *what, const char *s)
+{
+	size_t len = strlen(s);
+	if (!utf8_valid(s, len))
+		api_fail(ctx->L, "%s: %s: invalid UTF-8", fn, what);
+	plan_charge(ctx, fn, len + PLAN_VALUE_COST, false);
+}
+
+/* A JSON string for the plan from text of the recipe (checked as above). */
+static json_t *plan_string(ib_eval *ctx, const char *fn, const char *what, const char *s)
+{
+	plan_text_check(ctx, fn, what, s);
+	json_t *j = json_string(s);
+	if (!j) {
+		fputs("imgbuild: error: out of memory\n", stderr);
+		abort();
+	}
+	return j;
 }
 
 /* ------------------------------------------------------------------ */
@@ -676,7 +781,7 @@ static json_t *strings_array(lua_State *L, ib_eval *ctx, int t, lua_Integer n, c
 		pos_push(L, t, i, fn);
 		lua_pushfstring(L, "%s %I", what, i);
 		const char *s = want_string(L, -2, fn, lua_tostring(L, -1));
-		json_array_append_new(a, json_string(s));
+		json_array_append_new(a, plan_string(ctx, fn, lua_tostring(L, -1), s));
 		lua_pop(L, 2);
 	}
 	return a;
@@ -693,13 +798,14 @@ static json_t *string_map(lua_State *L, ib_eval *ctx, int t, const char *fn, boo
 		const char *k = keys[i].s;
 		if (strlen(k) != keys[i].len || !*k)
 			api_fail(L, "%s: names must be non-empty strings without NUL bytes", fn);
+		plan_text_check(ctx, fn, "name", k);
 		if (env_names && strchr(k, '='))
 			api_fail(L, "%s: variable name '%s' must not contain '='", fn, k);
 		lua_pushlstring(L, keys[i].s, keys[i].len);
 		lua_rawget(L, t);
 		lua_pushfstring(L, "value of '%s'", k);
 		const char *v = want_scalar(L, -2, fn, lua_tostring(L, -1));
-		json_object_set_new(o, k, json_string(v));
+		json_object_set_new(o, k, plan_string(ctx, fn, lua_tostring(L, -1), v));
 		lua_pop(L, 2);
 	}
 	lua_pop(L, 1);
@@ -898,6 +1004,8 @@ static json_t *new_step(lua_State *L, ib_eval *ctx, const char *kind)
 
 static void commit_step(ib_eval *ctx, size_t si, json_t *step)
 {
+	ctx->plan_pending = 0;
+	plan_charge(ctx, json_string_value(json_object_get(step, "kind")), json_cost(step), true);
 	json_array_append(json_object_get(ctx->stages[si].obj, "steps"), step);
 }
 
@@ -917,8 +1025,9 @@ static json_t *command_argv(lua_State *L, ib_eval *ctx, size_t si, const char *f
 		const char *s = want_string(L, 1, fn, "command");
 		if (!s[strspn(s, " \t\r\n")])
 			api_fail(L, "%s: empty command", fn);
+		plan_charge(ctx, fn, json_cost(ctx->stages[si].shell), false);
 		json_t *a = anchor(ctx, json_deep_copy(ctx->stages[si].shell));
-		json_array_append_new(a, json_string(s));
+		json_array_append_new(a, plan_string(ctx, fn, "command", s));
 		*shell_form = true;
 		return a;
 	}
@@ -970,6 +1079,8 @@ static int api_from(lua_State *L)
 		si = stage_new(ctx, name, recipe_line(L));
 	}
 	stage_set_base(ctx, si, &b);
+	plan_charge(ctx, "from", json_cost(ctx->stages[si].obj) + json_cost(ctx->stages[si].shell),
+		    true);
 	push_stage(L, si);
 	return 1;
 }
@@ -997,6 +1108,8 @@ static int api_stage(lua_State *L)
 	size_t si = stage_new(ctx, name, recipe_line(L));
 	if (with_base)
 		stage_set_base(ctx, si, &b);
+	plan_charge(ctx, "stage", json_cost(ctx->stages[si].obj) + json_cost(ctx->stages[si].shell),
+		    true);
 	push_stage(L, si);
 	return 1;
 }
@@ -1048,7 +1161,8 @@ static int api_copy(lua_State *L)
 	int t = opt_push(L, 1, "exclude");
 	if (t == LUA_TSTRING) {
 		json_array_append_new(
-		    exclude, json_string(want_nonempty(L, -1, "copy", "option 'exclude'")));
+		    exclude, plan_string(ctx, "copy", "option 'exclude'",
+					 want_nonempty(L, -1, "copy", "option 'exclude'")));
 	} else if (t == LUA_TTABLE) {
 		lua_Integer ne = check_table(L, -1, "copy: option 'exclude'", NULL);
 		exclude =
@@ -1144,7 +1258,8 @@ static int api_copy(lua_State *L)
 		lua_pushfstring(L, "source %I", i);
 		const char *src = want_nonempty(L, -2, "copy", lua_tostring(L, -1));
 		if (from) {
-			json_array_append_new(sources, json_string(src));
+			json_array_append_new(sources,
+					      plan_string(ctx, "copy", lua_tostring(L, -1), src));
 			entries++;
 		} else {
 			if (src[0] == '/')
@@ -1161,7 +1276,8 @@ static int api_copy(lua_State *L)
 			if (src[strlen(src) - 1] == '/' && strcmp(clean, ".") &&
 			    clean[cl - 1] != '/')
 				clean = arena_own(ctx, xasprintf("%s/", clean), free);
-			json_array_append_new(sources, json_string(clean));
+			json_array_append_new(sources,
+					      plan_string(ctx, "copy", lua_tostring(L, -1), clean));
 		}
 		lua_pop(L, 2);
 	}
@@ -1174,7 +1290,7 @@ static int api_copy(lua_State *L)
 	lua_pop(L, 1);
 
 	json_object_set(step, "sources", sources);
-	json_object_set_new(step, "dest", json_string(rdest));
+	json_object_set_new(step, "dest", plan_string(ctx, "copy", "destination", rdest));
 	json_object_set(step, "from", from ? from : json_null());
 	json_object_set(step, "exclude", exclude);
 	commit_step(ctx, si, step);
@@ -1235,6 +1351,8 @@ static json_t *parse_secrets(lua_State *L, ib_eval *ctx, int t)
 		} else {
 			tgt = arena_own(ctx, xasprintf("/run/secrets/%s", id), free);
 		}
+		plan_text_check(ctx, "run: secret", "option 'src'", src);
+		plan_text_check(ctx, "run: secret", "option 'target'", tgt);
 		json_array_append_new(
 		    a, json_pack("{s:s, s:s, s:s}", "id", id, "src", src, "target", tgt));
 		lua_settop(L, e - 1);
@@ -1286,7 +1404,8 @@ static int api_run(lua_State *L)
 					api_fail(
 					    L, "run: cache mount '%s' must be an absolute path", p);
 				json_array_append_new(
-				    mounts, json_string(arena_own(ctx, path_clean(p), free)));
+				    mounts, plan_string(ctx, "run", "cache mount",
+							arena_own(ctx, path_clean(p), free)));
 				lua_pop(L, 1);
 			}
 		}
@@ -1339,7 +1458,8 @@ static int api_run(lua_State *L)
 		json_object_set_new(step, "user", user);
 		if ((t = opt_push(L, 1, "workdir")) != LUA_TNIL) {
 			const char *w = want_nonempty(L, -1, "run", "option 'workdir'");
-			workdir = json_string(
+			workdir = plan_string(
+			    ctx, "run", "option 'workdir'",
 			    arena_own(ctx, path_resolve(ctx->stages[si].workdir, w, false), free));
 		}
 		lua_pop(L, 1);
@@ -1385,7 +1505,7 @@ static int api_workdir(lua_State *L)
 	const char *p = want_nonempty(L, 1, "workdir", "path");
 	char *resolved = arena_own(ctx, path_resolve(ctx->stages[si].workdir, p, false), free);
 	json_t *step = new_step(L, ctx, "workdir");
-	json_object_set_new(step, "path", json_string(resolved));
+	json_object_set_new(step, "path", plan_string(ctx, "workdir", "path", resolved));
 	commit_step(ctx, si, step);
 	/* a relative result means the base image's workdir is unknown here */
 	free(ctx->stages[si].workdir);
@@ -1446,6 +1566,7 @@ static int api_shell(lua_State *L)
 	json_t *step = new_step(L, ctx, "shell");
 	json_object_set(step, "argv", argv);
 	commit_step(ctx, si, step);
+	plan_charge(ctx, "shell", json_cost(argv), true);
 	json_decref(ctx->stages[si].shell);
 	ctx->stages[si].shell = json_deep_copy(argv);
 	return 0;
@@ -1514,7 +1635,8 @@ static int api_volume(lua_State *L)
 		const char *p = want_nonempty(L, -1, "volume", "path");
 		if (p[0] != '/')
 			api_fail(L, "volume: path '%s' must be absolute", p);
-		json_array_append_new(paths, json_string(arena_own(ctx, path_clean(p), free)));
+		json_array_append_new(
+		    paths, plan_string(ctx, "volume", "path", arena_own(ctx, path_clean(p), free)));
 		lua_pop(L, 1);
 	}
 	json_t *step = new_step(L, ctx, "volume");
@@ -1631,6 +1753,7 @@ static int api_healthcheck(lua_State *L)
 			const char *s = want_string(L, ti, "healthcheck", "option 'test'");
 			if (!s[strspn(s, " \t\r\n")])
 				api_fail(L, "healthcheck: option 'test' is an empty command");
+			plan_text_check(ctx, "healthcheck", "option 'test'", s);
 			test = anchor(ctx, json_pack("[s,s]", "CMD-SHELL", s));
 		} else if (t == LUA_TTABLE) {
 			lua_Integer n = check_table(L, ti, "healthcheck: option 'test'", NULL);
@@ -1716,6 +1839,9 @@ static int api_arg(lua_State *L)
 			break;
 		}
 	}
+	if (val && !utf8_valid(val, strlen(val)))
+		api_fail(L, "arg: value of '%s': invalid UTF-8", name);
+	plan_charge(ctx, "arg", strlen(name) + (val ? strlen(val) : 0) + PLAN_VALUE_COST, true);
 	json_object_set_new(ctx->args_json, name, val ? json_string(val) : json_null());
 	if (val)
 		lua_pushstring(L, val);
@@ -1856,14 +1982,43 @@ static bool find_module(lua_State *L, ib_eval *ctx, const char *name)
 		char *path = arena_own(
 		    ctx, *ctx->recipe_dir ? ib_path_join(ctx->recipe_dir, file) : xstrdup(file),
 		    free);
+		/* symlinks are followed only inside the recipe's directory,
+		 * as context.read does inside the build context */
+		const char *root = *ctx->recipe_dir ? ctx->recipe_dir : ".";
+		char *resolved = NULL;
 		struct stat st;
-		if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		ib_error *e = NULL;
+		if (ctx_resolve(root, file, true, &resolved, &st, &e) < 0) {
+			if (e->code == IB_ENOTFOUND) {
+				ib_error_free(&e);
+				continue;
+			}
+			if (e->code == IB_EUNSAFE) {
+				ib_error_free(&e);
+				api_fail(L,
+					 "require: module '%s': %s leads outside the recipe's "
+					 "directory (a symlink)",
+					 name, path);
+			}
+			raise_ib(L, &e, "require");
+		}
+		arena_own(ctx, resolved, free);
+		if (!S_ISREG(st.st_mode))
 			continue;
 		char *data = NULL;
 		size_t len = 0;
-		ib_error *e = NULL;
-		if (ib_read_file(path, RECIPE_MAX_BYTES, &data, &len, &e) < 0)
+		int fd = open(arena_own(ctx, ib_path_join(root, resolved), free),
+			      O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0) {
+			ib_error_set(&e, errno, "open %s", path);
 			raise_ib(L, &e, "require");
+		}
+		int rc = ib_read_fd(fd, RECIPE_MAX_BYTES, &data, &len, &e);
+		close(fd);
+		if (rc < 0) {
+			ib_error_wrap(&e, "read %s", path);
+			raise_ib(L, &e, "require");
+		}
 		arena_own(ctx, data, free);
 		load_chunk(L, ctx, data, len, path);
 		return true;
@@ -2077,6 +2232,193 @@ static int sb_load(lua_State *L)
 }
 
 /* ------------------------------------------------------------------ */
+/* a budget for pattern matching                                       */
+
+/* Lua's pattern matcher backtracks without limit, in C where the
+ * instruction cap does not see it: string.rep("a", 30000):find(
+ * string.rep("a*", 6) .. "b") would run for ages.  So string.find, match,
+ * gmatch and gsub are wrapped: before the real function runs, an upper bound
+ * of its work is computed from the pattern and the subject's length n, and a
+ * call whose bound exceeds MATCH_BUDGET steps is refused with the recipe's
+ * line.  Everything the real function does is then bounded; gsub's
+ * replacement functions are Lua code, under the instruction cap.
+ *
+ * The bound follows the matcher's search tree.  Only a quantified single
+ * character item chooses: x*, x+ and x- a length, x? one of two;
+ * captures, %f, %b and back-references do not.  The lengths chosen before
+ * an item cover consecutive pieces of the subject, so with b length choices
+ * before it an item is reached at most C(n+b, b) times from one start
+ * position and C(n+b+1, b+1) times summed over all start positions (find,
+ * match, gmatch and gsub try each start position at most once; an anchored
+ * pattern only the first), times 2 per choice of an x?.  Reaching an item
+ * costs one step, or n+1 for a greedy expansion, %b or a back-reference.
+ *
+ * A quantified item whose rest always matches (the end of the pattern,
+ * captures, x* x- x?, or .* .- followed by items that match the empty
+ * string at the end) does not choose: its first try succeeds, or x+ fails
+ * at once.  Its greedy scan happens in a successful match only, and the
+ * matches of gmatch/gsub do not overlap, so these scans add up to n+1 per
+ * call.  With that, "[^\n]+" costs about 3n and "^%s*(.-)%s*$" about 2n^2,
+ * which is what they can cost; ("a*"):rep(6) .. "b" costs C(n+7, 7). */
+#define MATCH_BUDGET 1e9
+
+enum { PI_SINGLE, PI_OPEN, PI_CLOSE, PI_POSCAP, PI_SCAN, PI_FRONTIER, PI_END };
+
+typedef struct pat_item {
+	unsigned char kind;
+	char quant; /* 0 or one of "*+-?" (PI_SINGLE) */
+	bool dot;   /* the item is "." (any character) */
+} pat_item;
+
+/* Index after the set "[...]" that starts at p[i]; m when it is not closed
+ * (the matcher raises that). */
+static size_t set_end(const char *p, size_t m, size_t i)
+{
+	i++;
+	if (i < m && p[i] == '^')
+		i++;
+	do {
+		if (i >= m)
+			return m;
+		if (p[i++] == '%' && i < m)
+			i++;
+	} while (i < m && p[i] != ']');
+	return i < m ? i + 1 : m;
+}
+
+/* C(n+b, b), stopping early once far above the budget. */
+static double choose(double n, int b)
+{
+	double r = 1;
+	for (int i = 1; i <= b && r <= MATCH_BUDGET * 1e3; i++)
+		r = r * (n + i) / i;
+	return r;
+}
+
+/* Upper bound of the matching steps of pattern p (m bytes) on a subject of
+ * n bytes, see above.  The item arrays live in a userdata that is pushed
+ * and popped. */
+static double pattern_cost(lua_State *L, const char *p, size_t m, size_t n_subject, bool may_anchor)
+{
+	double n = (double)n_subject;
+	if (!memchr(p, 0, m) && !strpbrk(p, "^$*+?.([%-"))
+		return (n + 1) * ((double)m + 1); /* a plain search */
+	bool anchored = may_anchor && m && p[0] == '^';
+	size_t i = anchored ? 1 : 0, k = 0;
+	pat_item *it = lua_newuserdatauv(L, (m + 1) * (sizeof(pat_item) + 2), 0);
+	bool *as = (bool *)(it + m + 1), *ae = as + m + 1;
+	while (i < m) {
+		pat_item t = {PI_SINGLE, 0, false};
+		char c = p[i];
+		if (c == '(') {
+			t.kind = i + 1 < m && p[i + 1] == ')' ? PI_POSCAP : PI_OPEN;
+			i += t.kind == PI_POSCAP ? 2 : 1;
+		} else if (c == ')') {
+			t.kind = PI_CLOSE;
+			i++;
+		} else if (c == '$' && i + 1 == m) {
+			t.kind = PI_END;
+			i++;
+		} else if (c == '%' && i + 1 < m && p[i + 1] == 'b') {
+			t.kind = PI_SCAN;
+			i = i + 4 < m ? i + 4 : m;
+		} else if (c == '%' && i + 1 < m && p[i + 1] == 'f') {
+			t.kind = PI_FRONTIER;
+			i += 2;
+			if (i < m && p[i] == '[')
+				i = set_end(p, m, i);
+		} else if (c == '%' && i + 1 < m && p[i + 1] >= '0' && p[i + 1] <= '9') {
+			t.kind = PI_SCAN;
+			i += 2;
+		} else {
+			if (c == '[')
+				i = set_end(p, m, i);
+			else if (c == '%' && i + 1 < m)
+				i += 2;
+			else
+				i++;
+			t.dot = c == '.';
+			if (i < m && memchr("*+-?", p[i], 4)) {
+				t.quant = p[i];
+				i++;
+			}
+		}
+		it[k++] = t;
+	}
+	/* ae[j]: items j.. can match the empty string at the end of the
+	 * subject; as[j]: they match from any position */
+	as[k] = ae[k] = true;
+	for (size_t j = k; j-- > 0;) {
+		const pat_item *t = &it[j];
+		switch (t->kind) {
+		case PI_OPEN:
+		case PI_CLOSE:
+		case PI_POSCAP:
+			ae[j] = ae[j + 1];
+			as[j] = as[j + 1];
+			break;
+		case PI_END:
+			ae[j] = ae[j + 1];
+			as[j] = false;
+			break;
+		case PI_SINGLE: {
+			bool optional = t->quant && t->quant != '+';
+			ae[j] = optional && ae[j + 1];
+			as[j] = optional && (as[j + 1] || (t->dot && t->quant != '?' && ae[j + 1]));
+			break;
+		}
+		default:
+			ae[j] = as[j] = false;
+			break;
+		}
+	}
+	double total = 0, twos = 1;
+	int b = 0;
+	for (size_t j = 0; j <= k && total <= MATCH_BUDGET; j++) {
+		double reached = (anchored ? choose(n, b) : choose(n, b + 1)) * twos;
+		double step = 1;
+		if (j < k && it[j].kind == PI_SCAN)
+			step = n + 1;
+		if (j < k && it[j].quant) {
+			bool greedy = it[j].quant == '*' || it[j].quant == '+';
+			if (as[j + 1])
+				total += greedy ? n + 1 : 0;
+			else if (it[j].quant == '?')
+				twos *= 2;
+			else if (++b, greedy)
+				step = n + 1;
+		}
+		total += reached * step;
+	}
+	lua_pop(L, 1);
+	return total;
+}
+
+/* string.find/match/gmatch/gsub (upvalue 1) with the budget above; upvalue
+ * 2 is the name, upvalue 3 true for find (which has a plain flag). */
+static int sb_pattern(lua_State *L)
+{
+	size_t n, m;
+	luaL_checklstring(L, 1, &n);
+	const char *p = luaL_checklstring(L, 2, &m);
+	const char *fn = lua_tostring(L, lua_upvalueindex(2));
+	double cost;
+	if (lua_toboolean(L, lua_upvalueindex(3)) && lua_toboolean(L, 4))
+		cost = ((double)n + 1) * ((double)m + 1);
+	else
+		cost = pattern_cost(L, p, m, n, strcmp(fn, "string.gmatch") != 0);
+	if (cost > MATCH_BUDGET)
+		api_fail(L,
+			 "%s: pattern too expensive for a subject of %I bytes (its worst case "
+			 "exceeds %d million matching steps)",
+			 fn, (lua_Integer)n, (int)(MATCH_BUDGET / 1e6));
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+	return lua_gettop(L);
+}
+
+/* ------------------------------------------------------------------ */
 /* stage objects                                                       */
 
 static int stage_index(lua_State *L)
@@ -2133,6 +2475,81 @@ static const luaL_Reg context_api[] = {
 /* ------------------------------------------------------------------ */
 /* evaluation                                                          */
 
+/* The instruction cap cannot be caught.  Lua's pcall/xpcall would turn the
+ * hook's error into a return value, and a recipe looping around pcall()
+ * would run forever.  So once the cap is hit: the message is kept in the
+ * registry, the hook fires before every instruction and raises it again, the
+ * sandbox's pcall/xpcall raise it again instead of returning it, and an
+ * xpcall message handler is not run (it would run with hooks disabled when
+ * the error comes from the hook).  No coroutine library is offered, so the
+ * main thread is the only one.  The evaluation unwinds to the top. */
+static _Noreturn void raise_cap(lua_State *L)
+{
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &CAP_KEY);
+	lua_error(L);
+	__builtin_unreachable();
+}
+
+static void count_hook(lua_State *L, lua_Debug *ar)
+{
+	(void)ar;
+	ib_eval *ctx = get_ctx(L);
+	if (ctx->cap_hit)
+		raise_cap(L);
+	if (++ctx->hook_calls < HOOK_MAX_CALLS)
+		return;
+	push_where(L, 0);
+	lua_pushfstring(L, "recipe evaluation exceeded %d million instructions (endless loop?)",
+			HOOK_MAX_CALLS * (HOOK_INTERVAL / 1000000));
+	lua_concat(L, 2);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &CAP_KEY);
+	ctx->cap_hit = true;
+	lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+	raise_cap(L);
+}
+
+/* pcall(f, ...) that lets the instruction cap through. */
+static int sb_pcall(lua_State *L)
+{
+	luaL_checkany(L, 1);
+	int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+	if (get_ctx(L)->cap_hit)
+		raise_cap(L);
+	lua_pushboolean(L, status == LUA_OK);
+	lua_insert(L, 1);
+	return lua_gettop(L);
+}
+
+/* Message handler of sb_xpcall: the recipe's handler (upvalue 1), unless
+ * the cap was hit. */
+static int sb_xpcall_handler(lua_State *L)
+{
+	if (get_ctx(L)->cap_hit)
+		raise_cap(L);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, 1);
+	return 1;
+}
+
+/* xpcall(f, msgh, ...) that lets the instruction cap through. */
+static int sb_xpcall(lua_State *L)
+{
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_pushvalue(L, 2);
+	lua_pushcclosure(L, sb_xpcall_handler, 1);
+	lua_replace(L, 2);
+	lua_pushvalue(L, 1); /* -> handler, f, args... */
+	lua_copy(L, 2, 1);
+	lua_replace(L, 2);
+	int status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 1);
+	if (get_ctx(L)->cap_hit)
+		raise_cap(L);
+	lua_pushboolean(L, status == LUA_OK);
+	lua_replace(L, 1);
+	return lua_gettop(L);
+}
+
 static void copy_field(lua_State *L, int from, int to, const char *name)
 {
 	lua_getfield(L, from, name);
@@ -2142,8 +2559,8 @@ static void copy_field(lua_State *L, int from, int to, const char *name)
 static void build_env(lua_State *L)
 {
 	static const char *const base_names[] = {
-	    "assert", "error",	"getmetatable", "ipairs",   "next", "pcall",  "rawequal", "rawget",
-	    "rawlen", "rawset", "select",	"tonumber", "type", "xpcall", "_VERSION", NULL,
+	    "assert", "error",	"getmetatable", "ipairs",   "next", "rawequal", "rawget",
+	    "rawlen", "rawset", "select",	"tonumber", "type", "_VERSION", NULL,
 	};
 	luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
 	luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
@@ -2166,6 +2583,10 @@ static void build_env(lua_State *L)
 	lua_setfield(L, env, "print");
 	lua_pushcfunction(L, sb_load);
 	lua_setfield(L, env, "load");
+	lua_pushcfunction(L, sb_pcall);
+	lua_setfield(L, env, "pcall");
+	lua_pushcfunction(L, sb_xpcall);
+	lua_setfield(L, env, "xpcall");
 	lua_getfield(L, g, "setmetatable");
 	lua_pushcclosure(L, sb_setmetatable, 1);
 	lua_setfield(L, env, "setmetatable");
@@ -2175,6 +2596,14 @@ static void build_env(lua_State *L)
 	lua_getfield(L, -1, "format");
 	lua_pushcclosure(L, sb_format, 1);
 	lua_setfield(L, -2, "format");
+	static const char *const matchers[] = {"find", "match", "gmatch", "gsub", NULL};
+	for (size_t i = 0; matchers[i]; i++) {
+		lua_getfield(L, -1, matchers[i]);
+		lua_pushfstring(L, "string.%s", matchers[i]);
+		lua_pushboolean(L, i == 0);
+		lua_pushcclosure(L, sb_pattern, 3);
+		lua_setfield(L, -2, matchers[i]);
+	}
 	lua_setfield(L, env, LUA_STRLIBNAME);
 	lua_getfield(L, g, LUA_MATHLIBNAME);
 	lua_pushnil(L);
@@ -2229,19 +2658,6 @@ static void build_env(lua_State *L)
 	lua_setmetatable(L, -2);
 	lua_rawsetp(L, LUA_REGISTRYINDEX, &OBJID_KEY);
 	lua_settop(L, g - 1);
-}
-
-static void count_hook(lua_State *L, lua_Debug *ar)
-{
-	(void)ar;
-	ib_eval *ctx = get_ctx(L);
-	if (++ctx->hook_calls < HOOK_MAX_CALLS)
-		return;
-	push_where(L, 0);
-	lua_pushfstring(L, "recipe evaluation exceeded %d million instructions (endless loop?)",
-			HOOK_MAX_CALLS);
-	lua_concat(L, 2);
-	lua_error(L);
 }
 
 static _Noreturn void fail_at_line(lua_State *L, ib_eval *ctx, int line, const char *fmt, ...)
@@ -2328,7 +2744,8 @@ static void *eval_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		ctx->mem_used -= osize;
 		return NULL;
 	}
-	if (nsize > osize && nsize - osize > LUA_MEM_LIMIT - ctx->mem_used)
+	size_t used = ctx->mem_used + ctx->plan_bytes + ctx->plan_pending;
+	if (nsize > osize && (used > LUA_MEM_LIMIT || nsize - osize > LUA_MEM_LIMIT - used))
 		return NULL;
 	void *p = realloc(ptr, nsize);
 	if (!p)
@@ -2433,6 +2850,12 @@ int ib_recipe_eval(json_t **plan_out, const char *recipe_path, const ib_recipe_o
 	if ((rc = parse_build_args(&ctx, opts->build_args, err)) < 0)
 		goto out;
 
+	const char *base = slash ? slash + 1 : recipe_path;
+	if (!utf8_valid(base, strlen(base))) {
+		rc = ib_error_setc(err, IB_EINVALID,
+				   "%s: the recipe's file name is not valid UTF-8", recipe_path);
+		goto out;
+	}
 	ctx.scratch = json_array();
 	ctx.plan = json_pack("{s:i, s:s, s:{}, s:[]}", "version", IB_PLAN_VERSION, "recipe",
 			     slash ? slash + 1 : recipe_path, "args", "stages");
@@ -2445,6 +2868,7 @@ int ib_recipe_eval(json_t **plan_out, const char *recipe_path, const ib_recipe_o
 		goto out;
 	}
 	*(ib_eval **)lua_getextraspace(L) = &ctx;
+	ctx.L = L;
 
 	/* chunk 0 is the recipe; registered before anything can fail */
 	ctx.chunks = xcalloc(1, sizeof(*ctx.chunks));

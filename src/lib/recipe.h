@@ -29,7 +29,9 @@ typedef struct ib_recipe_options {
  * missing copy source, no from, a Lua runtime error, no stage at all) is
  * IB_EINVALID with a one-line message that starts with "FILE:LINE: ", FILE
  * being recipe_path as given or the path of the required module the error
- * is in.  Exception: running out of the 1 GiB Lua heap gives "FILE: ...".
+ * is in; the instruction cap, an oversized plan, a too expensive pattern
+ * and invalid UTF-8 in the plan are such errors too.  Exception: running
+ * out of the Lua heap (512 MiB shared with the plan) gives "FILE: ...".
  * An unreadable recipe gives the read error; a build arg with an invalid
  * name IB_EUSAGE; a missing context directory the stat error.
  * print() in a recipe writes to stderr, never stdout. */

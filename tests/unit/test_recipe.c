@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -555,8 +556,7 @@ static void test_sandbox_memory_is_capped(void **state)
 	assert_non_null(msg);
 	assert_null(plan);
 	/* a failed allocation leaves no stack to point at: FILE only */
-	assert_string_equal(msg,
-			    "recipe.lua: recipe evaluation ran out of memory (limit 1024 MiB)");
+	assert_string_equal(msg, "recipe.lua: recipe evaluation ran out of memory (limit 512 MiB)");
 }
 
 static void test_pcall_caught_error_leaves_no_partial_step(void **state)
@@ -672,6 +672,316 @@ static void test_long_recipe_path_is_not_truncated(void **state)
 	tmp_remove(&t);
 }
 
+/* ---- limits: nothing a recipe does stalls or crashes the evaluation ---- */
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Evaluate `content`; it must fail with a message that starts with
+ * "recipe.lua:LINE: " and contains `sub`, within `seconds`. */
+static void expect_failure(const char *content, int line, const char *sub, double seconds)
+{
+	json_t *plan = NULL;
+	double t0 = now_seconds();
+	cleanup_free char *msg = eval_text(content, &plan);
+	double took = now_seconds() - t0;
+	if (!msg)
+		fail_msg("evaluated without error: %s", content);
+	cleanup_free char *where = xasprintf("recipe.lua:%d: ", line);
+	if (strncmp(msg, where, strlen(where)) || !strstr(msg, sub))
+		fail_msg("got '%s', want '%s...%s'", msg, where, sub);
+	if (took > seconds)
+		fail_msg("took %.1f s (at most %.0f): %s", took, seconds, content);
+	assert_null(plan);
+}
+
+static void test_instruction_cap_cannot_be_caught(void **state)
+{
+	(void)state;
+	static const char cap[] = "recipe evaluation exceeded 200 million instructions";
+	expect_failure("from 'scratch'\n"
+		       "while true do pcall(function() while true do end end) end\n",
+		       2, cap, 60);
+	/* a message handler that loops, or that would swallow the error */
+	expect_failure("from 'scratch'\n"
+		       "local function spin() while true do end end\n"
+		       "while true do xpcall(function() while true do end end, spin) end\n",
+		       3, cap, 60);
+	expect_failure("from 'scratch'\n"
+		       "local ok, e = xpcall(function() while true do end end,\n"
+		       "                     function(m) return 'swallowed' end)\n"
+		       "label { e = tostring(e) }\n",
+		       2, cap, 60);
+	/* nested pcalls, a to-be-closed variable, pcall as a __close method */
+	expect_failure(
+	    "from 'scratch'\n"
+	    "local function inner()\n"
+	    "  local x <close> = setmetatable({}, { __close = function() while true do end "
+	    "end })\n"
+	    "  while true do end\n"
+	    "end\n"
+	    "for i = 1, 1000 do pcall(pcall, pcall, inner) end\n"
+	    "label { done = 'yes' }\n",
+	    4, cap, 60);
+	expect_failure(
+	    "from 'scratch'\n"
+	    "local spin = setmetatable({}, { __call = function() while true do end end })\n"
+	    "for i = 1, 1000 do\n"
+	    "  local x <close> = setmetatable({}, { __close = pcall })\n"
+	    "  pcall(spin)\n"
+	    "end\n",
+	    2, cap, 60);
+}
+
+static void test_pcall_and_xpcall_keep_their_results(void **state)
+{
+	(void)state;
+	json_t *plan = NULL;
+	cleanup_free char *msg =
+	    eval_text("from 'scratch'\n"
+		      "local a, b, c = pcall(function(x, y) return x, y end, 1, 2)\n"
+		      "local d, e = pcall(error, { code = 7 })\n"
+		      "local f, g = xpcall(function() error('boom') end,\n"
+		      "                    function(m) return 'handled: ' .. m:sub(-18) end)\n"
+		      "local h, i, j = xpcall(function(x) return x, 5 end, print, 4)\n"
+		      "local k, l = pcall(string.rep)\n"
+		      "label { r = table.concat({ tostring(a), b, c, tostring(d), e.code,\n"
+		      "        tostring(f), g, tostring(h), i, j, tostring(k) }, ' '),\n"
+		      "        l = l }\n",
+		      &plan);
+	if (msg)
+		fail_msg("%s", msg);
+	assert_string_equal(label(plan, 0, 0, "r"),
+			    "true 1 2 false 7 false handled: recipe.lua:4: boom true 4 5 false");
+	assert_non_null(strstr(label(plan, 0, 0, "l"), "bad argument #1 to"));
+	json_decref(plan);
+}
+
+static void test_pattern_matching_is_bounded(void **state)
+{
+	(void)state;
+	expect_failure("from 'scratch'\n"
+		       "local s = string.rep('a', 30000)\n"
+		       "local r = s:find(string.rep('a*', 6) .. 'b')\n",
+		       3, "string.find: pattern too expensive for a subject of 30000 bytes", 10);
+	expect_failure("from 'scratch'\n"
+		       "for w in string.rep('x', 1000000):gmatch('([^\\n]*)\\n') do end\n",
+		       2, "string.gmatch: pattern too expensive", 10);
+	expect_failure("from 'scratch'\n"
+		       "local s = string.rep(' ', 100000) .. 'x'\n"
+		       "local t = s:gsub('%s+$', '')\n",
+		       3, "string.gsub: pattern too expensive", 10);
+	expect_failure("from 'scratch'\n"
+		       "local s = string.rep('a', 1 << 20)\n"
+		       "local r = s:find(string.rep('a', 1 << 18) .. 'b', 1, true)\n",
+		       3, "string.find: pattern too expensive", 10);
+	expect_failure("from 'scratch'\n"
+		       "local s = string.rep('a', 3000)\n"
+		       "local r = s:match('^(a-)(a-)(a-)%1b')\n",
+		       3, "string.match: pattern too expensive", 10);
+
+	/* ordinary patterns keep working, also on large subjects */
+	json_t *plan = NULL;
+	cleanup_free char *msg = eval_text(
+	    "from 'scratch'\n"
+	    "local function trim(s) return (s:match('^%s*(.-)%s*$')) end\n"
+	    "local text = string.rep('line of text here\\n', 50000)\n"
+	    "local n = 0\n"
+	    "for l in text:gmatch('[^\\n]+') do n = n + 1 end\n"
+	    "local words = string.rep('word ', 200000)\n"
+	    "local t = {\n"
+	    "  trim('   hello world   '), n, select(2, words:gsub('word', 'w')),\n"
+	    "  table.concat({ ('key=value'):match('^(%w+)=(%w*)$') }, ','),\n"
+	    "  ('a.b.c'):find('.', 1, true), (('x,y,z'):gsub(',', ';')),\n"
+	    "  ('f(a(b)c)'):find('%b()'), ('THE (quick) fox'):find('%f[%a]%a+', 5),\n"
+	    "  table.concat({ ('hello'):match('()ll()') }, ','),\n"
+	    "  trim(string.rep(' ', 5000) .. 'x' .. string.rep(' ', 5000)),\n"
+	    "  #(words:gsub('%s+', ' ')), #(text:gsub('\\n$', '')),\n"
+	    "  string.format('%q', 'a\\nb'):len(), ('x'):rep(3, ','),\n"
+	    "}\n"
+	    "label { r = table.concat(t, '|') }\n"
+	    "local sh, path = require 'sh', require 'path'\n"
+	    "label { q = sh.quote(\"it's\"), j = sh.join { 'a b', 'c' },\n"
+	    "        b = path.basename('/usr/lib/x.so/'), d = path.dirname('/usr/lib/x.so'),\n"
+	    "        e = path.ext('a/b.tar.gz'), p = path.join('/a/', 'b', 'c') }\n",
+	    &plan);
+	if (msg)
+		fail_msg("%s", msg);
+	assert_string_equal(label(plan, 0, 0, "r"), "hello world|50000|200000|key,value|2|x;y;z|2|"
+						    "6|3,5|x|1000000|899999|6|x,x,x");
+	assert_string_equal(label(plan, 0, 1, "q"), "'it'\\''s'");
+	assert_string_equal(label(plan, 0, 1, "j"), "'a b' c");
+	assert_string_equal(label(plan, 0, 1, "b"), "x.so");
+	assert_string_equal(label(plan, 0, 1, "d"), "/usr/lib");
+	assert_string_equal(label(plan, 0, 1, "e"), ".gz");
+	assert_string_equal(label(plan, 0, 1, "p"), "/a/b/c");
+	json_decref(plan);
+
+	/* the example recipes still evaluate */
+	static const char *const examples[] = {"hello", "website"};
+	for (size_t i = 0; i < 2; i++) {
+		cleanup_free char *p =
+		    xasprintf("%s/examples/%s/recipe.lua", source_dir(), examples[i]);
+		cleanup_free char *m = NULL;
+		if (eval_path(p, NULL, NULL, &plan, &m) < 0)
+			fail_msg("%s: %s", p, m);
+		json_decref(plan);
+	}
+}
+
+static void test_plan_counts_against_the_memory_limit(void **state)
+{
+	(void)state;
+	static const char over[] = "the plan and the Lua heap exceed the memory limit (512 MiB)";
+	/* 30 labels of 100 MB */
+	expect_failure("from 'scratch'\n"
+		       "local big = string.rep('x', 100 * 1024 * 1024)\n"
+		       "for i = 1, 30 do\n"
+		       "  label { ['l' .. i] = big }\n"
+		       "end\n",
+		       4, over, 60);
+	/* a large shell copied into every run */
+	expect_failure("from 'scratch'\n"
+		       "shell { string.rep('s', 10 * 1024 * 1024), '-c' }\n"
+		       "for i = 1, 100 do\n"
+		       "  run 'true'\n"
+		       "end\n",
+		       4, over, 60);
+	/* many small steps */
+	expect_failure("from 'scratch'\n"
+		       "for i = 1, 10000000 do\n"
+		       "  run { 'true' }\n"
+		       "end\n",
+		       3, over, 60);
+	/* a step whose strings fail is not charged: pcall in a loop is fine */
+	json_t *plan = NULL;
+	cleanup_free char *msg =
+	    eval_text("from 'scratch'\n"
+		      "local big = string.rep('x', 100 * 1024 * 1024)\n"
+		      "for i = 1, 30 do pcall(run, { big, bogus = true }) end\n"
+		      "label { ok = 'yes' }\n",
+		      &plan);
+	if (msg)
+		fail_msg("%s", msg);
+	assert_string_equal(label(plan, 0, 0, "ok"), "yes");
+	json_decref(plan);
+}
+
+static void test_invalid_utf8_is_an_error(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *code;
+		const char *want;
+	} cases[] = {
+	    {"run { '/bin/sh', '-c', 'rm -rf /data/caf\\233/x' }", "run: argv entry 3"},
+	    {"run 'echo caf\\233'", "run: command"},
+	    {"healthcheck { test = '\\255' }", "healthcheck: option 'test'"},
+	    {"healthcheck { test = { 'CMD', '\\255' } }", "healthcheck: option 'test': entry 2"},
+	    {"label { ['caf\\233'] = 'x' }", "label: name"},
+	    {"label { k = 'caf\\233' }", "label: value of 'k'"},
+	    {"annotation { k = '\\192\\128' }", "annotation: value of 'k'"},
+	    {"env { K = '\\237\\160\\128' }", "env: value of 'K'"},
+	    {"workdir '/caf\\233'", "workdir: path"},
+	    {"volume('/caf\\233')", "volume: path"},
+	    {"cmd { 'caf\\233' }", "cmd: argv entry 1"},
+	    {"entrypoint 'caf\\233'", "entrypoint: command"},
+	    {"shell { '/bin/caf\\233' }", "shell: entry 1"},
+	    {"run { 'x', workdir = '/caf\\233' }", "run: option 'workdir'"},
+	    {"run { 'x', cache_mounts = { '/caf\\233' } }", "run: cache mount"},
+	    {"run { 'x', env = { K = '\\255' } }", "run: option 'env': value of 'K'"},
+	    {"run { 'x', secrets = { { id = 'a', src = '/caf\\233' } } }",
+	     "run: secret: option 'src'"},
+	    {"copy { from = 'localhost/img', '/caf\\233', '/' }", "copy: source 1"},
+	    {"copy { from = 'localhost/img', '/a', '/caf\\233' }", "copy: destination"},
+	    {"copy { from = 'localhost/img', '/a', '/', exclude = '\\255' }",
+	     "copy: option 'exclude'"},
+	    {"local v = arg('V', '\\255')", "arg: value of 'V'"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cleanup_free char *code = xasprintf("from 'scratch'\n%s\n", cases[i].code);
+		cleanup_free char *want = xasprintf("%s: invalid UTF-8", cases[i].want);
+		expect_failure(code, 2, want, 30);
+	}
+	/* valid UTF-8 passes unchanged */
+	json_t *plan = NULL;
+	cleanup_free char *msg = eval_text(
+	    "from 'scratch'\nrun { 'echo', 'caf\\195\\169 \\240\\159\\144\\179' }\n", &plan);
+	if (msg)
+		fail_msg("%s", msg);
+	assert_json(json_object_get(step_at(plan, 0, 0), "argv"),
+		    "[\"echo\",\"caf\xc3\xa9 \xf0\x9f\x90\xb3\"]");
+	json_decref(plan);
+
+	/* the plan records the recipe's file name: it must be UTF-8 too */
+	tmpdir t;
+	tmp_make(&t);
+	cleanup_free char *path = tmp_write(t.path, "caf\xe9.lua", "from 'scratch'\n");
+	free(msg);
+	msg = NULL;
+	assert_true(eval_path(path, NULL, NULL, &plan, &msg) < 0);
+	cleanup_free char *want = xasprintf("%s: the recipe's file name is not valid UTF-8", path);
+	assert_string_equal(msg, want);
+	tmp_remove(&t);
+}
+
+static void test_require_refuses_symlinks_leaving_the_recipe_dir(void **state)
+{
+	(void)state;
+	tmpdir t;
+	tmp_make(&t);
+	cleanup_free char *outside = tmp_write(t.path, "outside/secret.lua", "return 'secret'\n");
+	cleanup_free char *inside = tmp_write(t.path, "r/lib/real.lua", "return 'inside'\n");
+	cleanup_free char *abs_link = ib_path_join(t.path, "r/lib/etc.lua");
+	cleanup_free char *rel_link = ib_path_join(t.path, "r/lib/up.lua");
+	cleanup_free char *dir_link = ib_path_join(t.path, "r/far");
+	cleanup_free char *ok_link = ib_path_join(t.path, "r/lib/alias.lua");
+	assert_int_equal(symlink("/etc/os-release", abs_link), 0);
+	assert_int_equal(symlink("../../outside/secret.lua", rel_link), 0);
+	assert_int_equal(symlink("../outside", dir_link), 0);
+	assert_int_equal(symlink("real.lua", ok_link), 0);
+	cleanup_free char *path =
+	    tmp_write(t.path, "r/recipe.lua",
+		      "from 'scratch'\n"
+		      "label { alias = require 'lib.alias',\n"
+		      "        etc = tostring((pcall(require, 'lib.etc'))),\n"
+		      "        up = tostring((pcall(require, 'lib.up'))),\n"
+		      "        far = tostring((pcall(require, 'far.secret'))) }\n"
+		      "require 'lib.etc'\n");
+	json_t *plan = NULL;
+	cleanup_free char *msg = NULL;
+	assert_true(eval_path(path, NULL, NULL, &plan, &msg) < 0);
+	cleanup_free char *expect =
+	    xasprintf("%s/r/recipe.lua:6: require: module 'lib.etc': %s/r/lib/etc.lua "
+		      "leads outside the recipe's directory",
+		      t.path, t.path);
+	if (strncmp(msg, expect, strlen(expect)))
+		fail_msg("got '%s', want '%s'", msg, expect);
+
+	/* without the last line: the caught errors, the alias works */
+	cleanup_free char *path2 =
+	    tmp_write(t.path, "r/recipe2.lua",
+		      "from 'scratch'\n"
+		      "label { alias = require 'lib.alias',\n"
+		      "        etc = tostring((pcall(require, 'lib.etc'))),\n"
+		      "        up = tostring((pcall(require, 'lib.up'))),\n"
+		      "        far = tostring((pcall(require, 'far.secret'))) }\n");
+	free(msg);
+	msg = NULL;
+	if (eval_path(path2, NULL, NULL, &plan, &msg) < 0)
+		fail_msg("%s", msg);
+	assert_string_equal(label(plan, 0, 0, "alias"), "inside");
+	assert_string_equal(label(plan, 0, 0, "etc"), "false");
+	assert_string_equal(label(plan, 0, 0, "up"), "false");
+	assert_string_equal(label(plan, 0, 0, "far"), "false");
+	json_decref(plan);
+	tmp_remove(&t);
+}
+
 /* ---- broken recipes ---- */
 
 static int cmp_names(const void *a, const void *b)
@@ -769,6 +1079,12 @@ int main(void)
 	    cmocka_unit_test(test_context_read_glob_exists),
 	    cmocka_unit_test(test_context_symlinks_stay_inside),
 	    cmocka_unit_test(test_long_recipe_path_is_not_truncated),
+	    cmocka_unit_test(test_instruction_cap_cannot_be_caught),
+	    cmocka_unit_test(test_pcall_and_xpcall_keep_their_results),
+	    cmocka_unit_test(test_pattern_matching_is_bounded),
+	    cmocka_unit_test(test_plan_counts_against_the_memory_limit),
+	    cmocka_unit_test(test_invalid_utf8_is_an_error),
+	    cmocka_unit_test(test_require_refuses_symlinks_leaving_the_recipe_dir),
 	    cmocka_unit_test(test_broken_recipes_report_file_and_line),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
