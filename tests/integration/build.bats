@@ -597,6 +597,14 @@ LUA
 	d4=$(IMGBUILD_COMPRESS_THREADS=4 "$IMGBUILD" -q build "$T/gz/recipe.lua" --no-cache -t localhost/gz:4)
 	[ -n "$d1" ]
 	[ "$d1" = "$d4" ]
+	# the cache key holds the effective level: the default is level 6, and
+	# level 1 is another layer
+	run "$IMGBUILD" build "$T/gz/recipe.lua" --compression-level 6 --progress plain
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"COPY"*CACHED* ]]
+	[ "$(echo "$output" | tail -1)" = "$d1" ]
+	d_l1=$("$IMGBUILD" -q build "$T/gz/recipe.lua" --compression-level 1)
+	[ "$d_l1" != "$d1" ]
 	layer=$("$IMGBUILD" inspect localhost/gz:1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["Manifest"]["layers"][-1]["digest"].split(":")[1])')
 	blob="$IMGBUILD_ROOT/oci/blobs/sha256/$layer"
 	gzip -t "$blob"
