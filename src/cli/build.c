@@ -27,7 +27,7 @@ static const char build_help[] =
     "      --pull POLICY          missing (default), always, never\n"
     "      --push                 push every tag after the build\n"
     "      --compression ALG      gzip (default) or zstd\n"
-    "      --compression-level N  gzip 1-9 (default 1), zstd 1-19 (default 3)\n"
+    "      --compression-level N  gzip 1-9 (default 6), zstd 1-19 (default 3)\n"
     "      --network MODE         network of run steps: host (default) or none\n"
     "      --secret id=ID,src=PATH  source of the run{secrets} ID (else the recipe's\n"
     "                             src, which must lie inside the build context)\n"
