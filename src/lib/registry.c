@@ -234,8 +234,10 @@ int ib_registry_tls_trust(const char *domain, char **pem_out, size_t *len_out, c
 		ib_buf_append(&b, "\n", 1);
 	}
 	ib_error_free(&e);
-	for (size_t i = 0; r == 0 && (i == 0 ? extra != NULL : cas[i - 1] != NULL); i++) {
+	for (size_t i = 0; r == 0 && (i == 0 || cas[i - 1]); i++) {
 		const char *f = i == 0 ? extra : cas[i - 1];
+		if (!f)
+			continue;
 		free(text);
 		text = NULL;
 		r = ib_read_file(f, 16u << 20, &text, &len, err);
