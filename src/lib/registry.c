@@ -1096,6 +1096,56 @@ int ib_registry_tags(const char *repo_ref, const ib_registry_options *o, char **
 	return r;
 }
 
+int ib_registry_pull_search(ib_store *st, const char *refstr, const ib_registry_options *o,
+			    ib_descriptor *desc_out, ib_error **err)
+{
+	if (!ib_regconf_unqualified(refstr))
+		return 1;
+	ib_regconf *c = NULL;
+	int r = ib_regconf_load(&c, err);
+	if (r < 0)
+		return r;
+	if (!c->search) {
+		ib_regconf_free(c); /* not configured: docker.io, as always */
+		return 1;
+	}
+	if (!c->search[0]) {
+		r = ib_error_setc(err, IB_ENOTFOUND,
+				  "%s names no registry and unqualified-search-registries is empty"
+				  " (%s)",
+				  refstr, c->search_source);
+		ib_regconf_free(c);
+		return r;
+	}
+	ib_buf tried;
+	ib_buf_init(&tried, 0);
+	r = IB_ENOTFOUND;
+	for (size_t i = 0; c->search[i]; i++) {
+		cleanup_free char *cand = xasprintf("%s/%s", c->search[i], refstr);
+		ib_error *e = NULL;
+		if (ib_regconf_unqualified(cand)) {
+			ib_error_setc(&e, IB_EINVALID, "not a registry name (%s)", c->search_source);
+			r = IB_EINVALID;
+		} else {
+			r = ib_registry_pull(st, cand, o, desc_out, &e);
+		}
+		if (r == 0) {
+			ib_error_free(&e);
+			break;
+		}
+		ib_buf_appendf(&tried, "%s%s: %s", tried.len ? "; " : "", c->search[i],
+			       ib_error_msg(e));
+		ib_error_free(&e);
+	}
+	if (r < 0)
+		ib_error_setc(err, r == IB_EAUTH || r == IB_ENET ? r : IB_ENOTFOUND,
+			      "%s is in none of the unqualified-search-registries (%s): %s", refstr,
+			      c->search_source, tried.data);
+	ib_buf_free(&tried);
+	ib_regconf_free(c);
+	return r;
+}
+
 int ib_registry_login_check(const char *host, const ib_credentials *creds,
 			    const ib_registry_options *o, ib_error **err)
 {

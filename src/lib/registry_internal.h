@@ -229,6 +229,13 @@ char *ib_registry_url_escape(const char *s);
 
 /* ---- distribution primitives (registry.c) ---- */
 
+/* unqualified-search-registries: when refstr names no registry and
+ * registries.conf lists search registries, pull from the first of them
+ * that has the image (tagged with the full name found there).  Returns 1
+ * when this does not apply: the caller pulls refstr as it is. */
+int ib_registry_pull_search(ib_store *st, const char *refstr, const ib_registry_options *o,
+			    ib_descriptor *desc_out, ib_error **err);
+
 /* HEAD a blob of the session's repository: 0 when present (*size_out, may
  * be NULL, gets its length), IB_ENOTFOUND (no error set) when absent. */
 int ib_registry_blob_head(ib_registry_session *s, CURL *h, const char *digest, int64_t *size_out,

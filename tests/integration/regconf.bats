@@ -315,3 +315,25 @@ pull_fresh() {
 	[[ "$stderr" == *"$LAN_HOSTPORT: registry speaks plain HTTP"* ]]
 	[[ "$stderr" != *"http://$LAN_HOSTPORT/v2/nv/app/manifests"* ]]
 }
+
+@test "unqualified-search-registries: a short name is looked for in each, in order" {
+	local conf="$BATS_TEST_TMPDIR/registries.conf"
+	printf 'unqualified-search-registries = ["%s", "127.0.0.1:%s"]\n' \
+		"$LOOP_NAME:$LOOP_PORT" "$MIR_PORT" >"$conf"
+	make_image "127.0.0.1:$MIR_PORT/searchme:1"
+	ib -q push "127.0.0.1:$MIR_PORT/searchme:1"
+	export IMGBUILD_REGISTRIES_CONF="$conf"
+	export IMGBUILD_ROOT="$BATS_TEST_TMPDIR/r5"
+	run --separate-stderr ib pull searchme:1
+	[ "$status" -eq 0 ]
+	[ "$(last_line)" = "$DIGEST" ]
+	run ib images
+	[[ "$output" == *"127.0.0.1:$MIR_PORT/searchme"* ]]
+	run --separate-stderr ib pull nowhere:1
+	[ "$status" -ne 0 ]
+	[[ "$stderr" == *"nowhere:1 is in none of the unqualified-search-registries ($conf:1)"* ]]
+	[[ "$stderr" == *"$LOOP_NAME:$LOOP_PORT: "*"127.0.0.1:$MIR_PORT: "* ]]
+	# qualified names are not searched
+	run --separate-stderr ib pull "127.0.0.1:$MIR_PORT/searchme:1"
+	[ "$status" -eq 0 ]
+}
