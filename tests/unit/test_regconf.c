@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -548,6 +549,74 @@ static void test_plain_http_text(void **state)
 	ib_registry_resp_free(&r);
 }
 
+/* Mutated registries.conf files load or fail with FILE:LINE, never worse. */
+static void test_fuzz_conf(void **state)
+{
+	(void)state;
+	static const char seed[] = "unqualified-search-registries = ['a.io', \"b.io:5000\"]\n"
+				   "[[registry]]\n"
+				   "prefix = '*.w.test'\n"
+				   "blocked = true\n"
+				   "[[registry]]\n"
+				   "prefix = 'example.com/foo'\n"
+				   "location = 'internal:5000/bar'\n"
+				   "mirror-by-digest-only = false\n"
+				   "[[registry.mirror]]\n"
+				   "location = 'm.local/x'\n"
+				   "insecure = true\n"
+				   "[registries.insecure]\n"
+				   "registries = ['old.test']\n";
+	static const char dict[] = "[]{}=\"'.,#\n*/:_-0123456789abcdeftruefalse";
+	uint64_t x = 0x2545f4914f6cdd1dull;
+	cleanup_free char *path = ib_path_join(tmp, "fuzz.conf");
+	cleanup_free char *prefix = xasprintf("%s:", path);
+	char buf[sizeof(seed) + 64];
+	for (int iter = 0; iter < 3000; iter++) {
+		size_t len = sizeof(seed) - 1;
+		memcpy(buf, seed, len);
+		int nmut = 1 + (int)(iter % 4);
+		for (int m = 0; m < nmut; m++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			size_t pos = x % len;
+			char c = dict[(x >> 32) % (sizeof(dict) - 1)];
+			if ((x >> 20) % 3 == 0 && len + 1 < sizeof(buf)) {
+				memmove(buf + pos + 1, buf + pos, len - pos);
+				buf[pos] = c;
+				len++;
+			} else if ((x >> 20) % 3 == 1 && len > 1) {
+				memmove(buf + pos, buf + pos + 1, len - pos - 1);
+				len--;
+			} else {
+				buf[pos] = c;
+			}
+		}
+		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		assert_true(fd >= 0);
+		assert_int_equal(ib_write_all(fd, buf, len, NULL), 0);
+		close(fd);
+		ib_regconf *c = NULL;
+		ib_error *err = NULL;
+		int r = ib_regconf_load_from(&c, path, NULL, NULL, &err);
+		if (r == 0) {
+			ib_regconf_endpoint *e = NULL;
+			size_t n = 0;
+			if (ib_regconf_endpoints(c, "example.com", "foo/app", true, true, &e, &n,
+						 NULL) == 0)
+				ib_regconf_endpoints_free(e, n);
+			(void)ib_regconf_find(c, "x.w.test/a");
+			(void)ib_regconf_insecure_name(c, "m.local");
+			ib_regconf_free(c);
+			continue;
+		}
+		assert_int_equal(r, IB_EINVALID);
+		if (strncmp(ib_error_msg(err), prefix, strlen(prefix)) != 0)
+			fail_msg("error without FILE:LINE: %s", ib_error_msg(err));
+		ib_error_free(&err);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -561,6 +630,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_session_mirrors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_session_blocked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_plain_http_text, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fuzz_conf, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
