@@ -76,8 +76,7 @@ static int get_string(const char *file, const ib_toml *t, const char *key, const
 	return 0;
 }
 
-static int get_bool(const char *file, const ib_toml *t, const char *key, bool *out,
-		    ib_error **err)
+static int get_bool(const char *file, const ib_toml *t, const char *key, bool *out, ib_error **err)
 {
 	const ib_toml *v = ib_toml_get(t, key);
 	if (!v)
@@ -124,9 +123,8 @@ static int check_location(const char *file, const ib_toml *at, const char *what,
 		return conf_error(err, file, at, m);
 	}
 	if (s[0] == '*' && (!allow_wildcard || s[1] != '.' || strchr(s, '/') || !s[2])) {
-		cleanup_free char *m =
-		    xasprintf("invalid %s \"%s\" (a wildcard is \"*.domain\", without a path)",
-			      what, s);
+		cleanup_free char *m = xasprintf(
+		    "invalid %s \"%s\" (a wildcard is \"*.domain\", without a path)", what, s);
 		return conf_error(err, file, at, m);
 	}
 	return 0;
@@ -279,16 +277,16 @@ static int read_conf(ib_regconf *c, const char *file, ib_error **err)
 		ib_strv_free(c->search);
 		c->search = steal_pointer(&search);
 		free(c->search_source);
-		c->search_source =
-		    xasprintf("%s:%d", file,
-			      ib_toml_line(ib_toml_get(t, "unqualified-search-registries")));
+		c->search_source = xasprintf(
+		    "%s:%d", file, ib_toml_line(ib_toml_get(t, "unqualified-search-registries")));
 		for (size_t i = 0; r == 0 && c->search[i]; i++)
 			r = check_location(file, ib_toml_get(t, "unqualified-search-registries"),
 					   "search registry", c->search[i], false, err);
 	}
 	const ib_toml *regs = ib_toml_get(t, "registry");
 	if (r == 0 && regs && ib_toml_type_of(regs) != IB_TOML_ARRAY)
-		r = conf_error(err, file, regs, "registry must be an array of tables ([[registry]])");
+		r = conf_error(err, file, regs,
+			       "registry must be an array of tables ([[registry]])");
 	for (size_t i = 0; r == 0 && i < ib_toml_len(regs); i++)
 		r = parse_registry(c, file, ib_toml_at(regs, i, NULL), err);
 	const ib_toml *v1 = ib_toml_get(t, "registries");
@@ -424,8 +422,8 @@ static int read_daemon_json(ib_regconf *c, const char *file, ib_error **err)
 		const char *s = json_string_value(v);
 		if (!s || !*s) {
 			json_decref(j);
-			return ib_error_setc(err, IB_EINVALID, "%s: registry-mirrors must hold URLs",
-					     file);
+			return ib_error_setc(err, IB_EINVALID,
+					     "%s: registry-mirrors must hold URLs", file);
 		}
 		bool http = !strncasecmp(s, "http://", 7);
 		const char *p = strstr(s, "://");
@@ -540,7 +538,8 @@ const ib_regconf_registry *ib_regconf_find(const ib_regconf *c, const char *name
 		size_t l = prefix_match(&c->regs[i], name);
 		if (!l)
 			continue;
-		if (l > best_len || (l == best_len && best && best->wildcard && !c->regs[i].wildcard)) {
+		if (l > best_len ||
+		    (l == best_len && best && best->wildcard && !c->regs[i].wildcard)) {
 			best = &c->regs[i];
 			best_len = l;
 		}
@@ -552,8 +551,9 @@ int ib_regconf_check_blocked(const ib_regconf *c, const char *name, ib_error **e
 {
 	const ib_regconf_registry *r = ib_regconf_find(c, name);
 	if (r && r->blocked)
-		return ib_error_setc(err, IB_ERROR, "%s is blocked by the registry configuration (%s)",
-				     name, r->source);
+		return ib_error_setc(err, IB_ERROR,
+				     "%s is blocked by the registry configuration (%s)", name,
+				     r->source);
 	return 0;
 }
 
@@ -652,8 +652,9 @@ int ib_regconf_endpoints(const ib_regconf *c, const char *domain, const char *pa
 	cleanup_free char *name = xasprintf("%s/%s", domain, path);
 	const ib_regconf_registry *r = ib_regconf_find(c, name);
 	if (r && r->blocked)
-		return ib_error_setc(err, IB_ERROR, "%s is blocked by the registry configuration (%s)",
-				     name, r->source);
+		return ib_error_setc(err, IB_ERROR,
+				     "%s is blocked by the registry configuration (%s)", name,
+				     r->source);
 	ib_regconf_endpoint *v = NULL;
 	size_t n = 0;
 	const char *rest = path;
@@ -704,8 +705,7 @@ void ib_regconf_endpoints_free(ib_regconf_endpoint *e, size_t n)
 /* ------------------------------------------------------------------ */
 /* certs.d                                                             */
 
-int ib_regconf_certs(const char *domain, char ***ca_files, char **cert, char **key,
-		     ib_error **err)
+int ib_regconf_certs(const char *domain, char ***ca_files, char **cert, char **key, ib_error **err)
 {
 	*ca_files = xcalloc(1, sizeof(char *));
 	*cert = *key = NULL;

@@ -105,8 +105,7 @@ bool ib_regconf_insecure_addr(const ib_regconf *c, const struct sockaddr *sa);
 /* certs.d for domain ("host[:port]"): *ca_files = the *.crt files (a
  * NULL-terminated list, possibly empty), *cert / *key = the first client
  * pair or NULL.  Caller frees. */
-int ib_regconf_certs(const char *domain, char ***ca_files, char **cert, char **key,
-		     ib_error **err);
+int ib_regconf_certs(const char *domain, char ***ca_files, char **cert, char **key, ib_error **err);
 
 /* The domain part of an unqualified reference ("app:1" or "team/app"):
  * true when s names no registry (its first component has no '.' or ':'

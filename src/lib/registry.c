@@ -6,10 +6,10 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -258,6 +258,7 @@ int ib_registry_tls_trust(const char *domain, char **pem_out, size_t *len_out, c
 	*pem_out = ib_buf_steal(&b, len_out);
 	return 0;
 }
+
 /* True when host (no port) resolves into 127.0.0.0/8 or to ::1, like
  * docker; *cidr_insecure when an address is in daemon.json's insecure
  * CIDRs. */

@@ -462,8 +462,8 @@ static int parse_number(parser *ps, ib_toml **out)
 {
 	int line = ps->line;
 	const char *s = ps->p;
-	while (!at_end(ps) && (is_bare((unsigned char)*ps->p) || *ps->p == '+' || *ps->p == '.' ||
-			       *ps->p == ':'))
+	while (!at_end(ps) &&
+	       (is_bare((unsigned char)*ps->p) || *ps->p == '+' || *ps->p == '.' || *ps->p == ':'))
 		ps->p++;
 	size_t n = (size_t)(ps->p - s);
 	if (n == 0)

@@ -66,23 +66,22 @@ static void test_prefix_matching(void **state)
 {
 	(void)state;
 	cleanup_free char *conf = write_tmp(
-	    "registries.conf",
-	    "unqualified-search-registries = ['quay.io', \"docker.io\"]\n"
-	    "short-name-mode = 'enforcing'\n"
-	    "[[registry]]\n"
-	    "location = 'example.com'\n"
-	    "insecure = true\n"
-	    "[[registry]]\n"
-	    "prefix = 'example.com/foo'\n"
-	    "location = 'internal:5000/bar'\n"
-	    "[[registry.mirror]]\n"
-	    "location = 'mirror.local/m'\n"
-	    "insecure = true\n"
-	    "[[registry]]\n"
-	    "prefix = '*.wild.test'\n"
-	    "blocked = true\n"
-	    "[[registry]]\n"
-	    "location = 'exact.wild.test'\n");
+	    "registries.conf", "unqualified-search-registries = ['quay.io', \"docker.io\"]\n"
+			       "short-name-mode = 'enforcing'\n"
+			       "[[registry]]\n"
+			       "location = 'example.com'\n"
+			       "insecure = true\n"
+			       "[[registry]]\n"
+			       "prefix = 'example.com/foo'\n"
+			       "location = 'internal:5000/bar'\n"
+			       "[[registry.mirror]]\n"
+			       "location = 'mirror.local/m'\n"
+			       "insecure = true\n"
+			       "[[registry]]\n"
+			       "prefix = '*.wild.test'\n"
+			       "blocked = true\n"
+			       "[[registry]]\n"
+			       "location = 'exact.wild.test'\n");
 	ib_regconf *c = load_ok(conf, NULL, NULL);
 	assert_int_equal(ib_strv_len(c->search), 2);
 	assert_string_equal(c->search[0], "quay.io");
@@ -128,15 +127,16 @@ static void test_endpoints(void **state)
 						      "mirror-by-digest-only = true\n"
 						      "[[registry.mirror]]\n"
 						      "location = 'dmirror.test'\n");
-	cleanup_free char *dj = write_tmp(
-	    "daemon.json", "{\"registry-mirrors\": [\"http://10.1.2.3:5000/\", \"https://hub.mirror\"],"
-			   " \"insecure-registries\": [\"lan.host:5000\", \"10.0.0.0/8\", \"fd00::/8\"],"
-			   " \"debug\": true}");
+	cleanup_free char *dj =
+	    write_tmp("daemon.json",
+		      "{\"registry-mirrors\": [\"http://10.1.2.3:5000/\", \"https://hub.mirror\"],"
+		      " \"insecure-registries\": [\"lan.host:5000\", \"10.0.0.0/8\", \"fd00::/8\"],"
+		      " \"debug\": true}");
 	ib_regconf *c = load_ok(conf, NULL, dj);
 	ib_regconf_endpoint *e = NULL;
 	size_t n = 0;
-	assert_int_equal(ib_regconf_endpoints(c, "example.com", "foo/img", true, false, &e, &n, NULL),
-			 0);
+	assert_int_equal(
+	    ib_regconf_endpoints(c, "example.com", "foo/img", true, false, &e, &n, NULL), 0);
 	assert_int_equal(n, 3);
 	assert_string_equal(e[0].domain, "m0.local");
 	assert_string_equal(e[0].path, "mirror-for-foo/img");
@@ -149,8 +149,8 @@ static void test_endpoints(void **state)
 	assert_false(e[2].mirror);
 	ib_regconf_endpoints_free(e, n);
 	/* pushes go to the location only */
-	assert_int_equal(ib_regconf_endpoints(c, "example.com", "foo/a/b", false, false, &e, &n, NULL),
-			 0);
+	assert_int_equal(
+	    ib_regconf_endpoints(c, "example.com", "foo/a/b", false, false, &e, &n, NULL), 0);
 	assert_int_equal(n, 1);
 	assert_string_equal(e[0].path, "bar/a/b");
 	ib_regconf_endpoints_free(e, n);
@@ -198,20 +198,21 @@ static void test_endpoints(void **state)
 static void test_dropins(void **state)
 {
 	(void)state;
-	cleanup_free char *conf = write_tmp("main.conf", "unqualified-search-registries = ['a.io']\n"
-							 "[[registry]]\n"
-							 "location = 'one.test'\n"
-							 "insecure = true\n"
-							 "[[registry]]\n"
-							 "location = 'two.test'\n");
+	cleanup_free char *conf =
+	    write_tmp("main.conf", "unqualified-search-registries = ['a.io']\n"
+				   "[[registry]]\n"
+				   "location = 'one.test'\n"
+				   "insecure = true\n"
+				   "[[registry]]\n"
+				   "location = 'two.test'\n");
 	cleanup_free char *d2 = write_tmp("d/20-second.conf", "[[registry]]\n"
 							      "location = 'one.test'\n"
 							      "blocked = true\n");
-	cleanup_free char *d1 = write_tmp("d/10-first.conf",
-					  "unqualified-search-registries = ['b.io', 'c.io']\n"
-					  "[[registry]]\n"
-					  "location = 'one.test'\n"
-					  "insecure = false\n");
+	cleanup_free char *d1 =
+	    write_tmp("d/10-first.conf", "unqualified-search-registries = ['b.io', 'c.io']\n"
+					 "[[registry]]\n"
+					 "location = 'one.test'\n"
+					 "insecure = false\n");
 	cleanup_free char *ignored = write_tmp("d/30-not-conf.txt", "this is not TOML [[[");
 	cleanup_free char *dir = ib_path_join(tmp, "d");
 	ib_regconf *c = load_ok(conf, dir, NULL);
@@ -431,7 +432,8 @@ static void handler(const tu_http_request *req, tu_http_response *resp, void *pa
 		return;
 	}
 	if (strstr(req->target, "/manifests/") && st->has_manifest) {
-		tu_http_add_header(resp, "Content-Type: application/vnd.oci.image.manifest.v1+json");
+		tu_http_add_header(resp,
+				   "Content-Type: application/vnd.oci.image.manifest.v1+json");
 		tu_http_set_body(resp, MANIFEST, (size_t)-1);
 		return;
 	}

@@ -145,8 +145,8 @@ static void test_tables_and_arrays(void **state)
 	assert_string_equal(str_at(t, "dotted.key.here"), "v");
 	assert_string_equal(str_at(t, "dotted.key.other"), "w");
 	assert_string_equal(str_at(t, "server.name"), "s");
-	assert_int_equal(ib_toml_int(ib_toml_get(ib_toml_get(ib_toml_get(t, "server"), "sub"), "x")),
-			 1);
+	assert_int_equal(
+	    ib_toml_int(ib_toml_get(ib_toml_get(ib_toml_get(t, "server"), "sub"), "x")), 1);
 	const ib_toml *items = ib_toml_get(t, "item");
 	assert_int_equal(ib_toml_len(items), 2);
 	assert_int_equal(ib_toml_int(ib_toml_get(ib_toml_at(items, 1, NULL), "n")), 2);
@@ -383,7 +383,8 @@ static void test_fuzz(void **state)
 		size_t len = rnd() % 64;
 		char *d = xmalloc(len ? len : 1);
 		for (size_t i = 0; i < len; i++)
-			d[i] = (rnd() % 2) ? dict[rnd() % (sizeof(dict) - 1)] : (char)(rnd() & 0xff);
+			d[i] =
+			    (rnd() % 2) ? dict[rnd() % (sizeof(dict) - 1)] : (char)(rnd() & 0xff);
 		fuzz_one(d, len);
 		free(d);
 	}
@@ -393,9 +394,9 @@ static void test_fuzz(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_scalars),	    cmocka_unit_test(test_multiline_strings),
+	    cmocka_unit_test(test_scalars),	      cmocka_unit_test(test_multiline_strings),
 	    cmocka_unit_test(test_tables_and_arrays), cmocka_unit_test(test_real_world),
-	    cmocka_unit_test(test_malformed),	    cmocka_unit_test(test_fuzz),
+	    cmocka_unit_test(test_malformed),	      cmocka_unit_test(test_fuzz),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
