@@ -216,16 +216,23 @@ int ib_registry_tls_trust(const char *domain, char **pem_out, size_t *len_out, c
 	int r = ib_regconf_certs(domain, &cas, cert_out, key_out, err);
 	if (r < 0)
 		return r;
+	const char *sys = default_ca_file();
 	const char *extra = getenv("SSL_CERT_FILE");
-	if (extra && !*extra)
+	if (extra && *extra) {
+		/* naming the system bundle itself adds nothing */
+		cleanup_free char *a = realpath(extra, NULL);
+		cleanup_free char *b = realpath(sys, NULL);
+		if (a && b && !strcmp(a, b))
+			extra = NULL;
+	} else {
 		extra = NULL;
+	}
 	if (!cas[0] && !extra)
 		return 0;
 	ib_buf b;
 	ib_buf_init(&b, 0);
 	/* libcurl's CAINFO (and CAINFO_BLOB) replace the system bundle: put
 	 * it first so that the additions add */
-	const char *sys = default_ca_file();
 	cleanup_free char *text = NULL;
 	size_t len = 0;
 	ib_error *e = NULL;
@@ -470,6 +477,14 @@ static int session_open(ib_registry_session **out, const char *domain, const cha
 	if (!s->h) {
 		ib_registry_session_free(s);
 		return ib_error_setc(err, IB_ERROR, "cannot initialise libcurl");
+	}
+	if (s->o.debug && conf->files[0]) {
+		ib_buf b;
+		ib_buf_init(&b, 0);
+		for (size_t i = 0; conf->files[i]; i++)
+			ib_buf_appendf(&b, "%s%s", i ? ", " : "", conf->files[i]);
+		ib_registry_debug(s, "registry configuration: %s", b.data);
+		ib_buf_free(&b);
 	}
 	r = connect_from(s, 0, err);
 	if (r < 0) {

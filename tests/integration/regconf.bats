@@ -30,6 +30,26 @@ regconf_cleanup_etc() {
 	return 0
 }
 
+# The /etc directories the suite may create; those that did not exist
+# before are removed again (when empty) by teardown_file.
+ETC_DIRS="/etc/containers/registries.conf.d /etc/containers/certs.d /etc/docker/certs.d /etc/docker"
+
+regconf_note_etc_dirs() {
+	local d
+	NEW_ETC_DIRS=""
+	for d in $ETC_DIRS; do
+		[ -e "$d" ] || NEW_ETC_DIRS="$NEW_ETC_DIRS $d"
+	done
+	export NEW_ETC_DIRS
+}
+
+regconf_remove_new_etc_dirs() {
+	local d
+	for d in ${NEW_ETC_DIRS:-}; do
+		rmdir "$d" 2>/dev/null || true
+	done
+}
+
 regconf_cleanup_hosts() {
 	if grep -q "$MARK" /etc/hosts 2>/dev/null; then
 		local keep
@@ -68,6 +88,7 @@ setup_file() {
 	[ -x "$IMGBUILD" ] || skip "needs the imgbuild binary at $IMGBUILD (build it first)"
 	export IMGBUILD MARK
 	reg_tmp
+	regconf_note_etc_dirs
 
 	LAN_IP=""
 	local a
@@ -119,6 +140,7 @@ setup_file() {
 
 teardown_file() {
 	regconf_cleanup_etc
+	regconf_remove_new_etc_dirs
 	regconf_cleanup_hosts
 	reg_stop_all
 }

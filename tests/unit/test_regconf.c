@@ -405,6 +405,13 @@ static void test_certs_d(void **state)
 		assert_memory_equal(pem, sys, sl);
 	}
 	free(pem);
+	/* SSL_CERT_FILE naming the system bundle adds nothing */
+	setenv("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt", 1);
+	if (sys) {
+		assert_int_equal(ib_registry_tls_trust("none.test", &pem, &len, &cert, &key, NULL),
+				 0);
+		assert_null(pem);
+	}
 	cleanup_free char *missing = ib_path_join(tmp, "missing.pem");
 	setenv("SSL_CERT_FILE", missing, 1);
 	ib_error *err = NULL;
