@@ -657,6 +657,7 @@ LUA
 	run "$IMGBUILD" build "$T/tb/recipe.lua" --progress plain
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"slept"* ]]
+}
 
 @test "gzip layers: same digest with 1 and 4 compression threads; gzip, tar, umoci and podman read the members" {
 	mkdir -p "$T/gz"
