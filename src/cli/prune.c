@@ -263,6 +263,12 @@ static size_t count_blobs(ib_store *s)
 	return n;
 }
 
+static void report_permissions(const char *path, const char *problem, void *payload)
+{
+	(void)payload;
+	fprintf(stderr, "warning: %s: %s\n", path, problem);
+}
+
 int ib_cmd_verify(int argc, char **argv, ib_global *g)
 {
 	if (ib_cli_wants_help(argc, argv)) {
@@ -274,6 +280,7 @@ int ib_cmd_verify(int argc, char **argv, ib_global *g)
 	ib_store *s = ib_cli_open_store(g);
 	if (!s)
 		return 1;
+	ib_store_check_permissions(s, report_permissions, NULL);
 	ib_error *err = NULL;
 	int r = ib_store_verify(s, report_problem, NULL, &err);
 	size_t n = count_blobs(s);

@@ -151,6 +151,55 @@ static int replace_file(ib_store *s, const char *path, const void *buf, size_t l
 
 static int store_ensure_layout(ib_store *s, ib_error **err);
 
+/* Unpacked layers keep their setuid bits and run steps their files: the
+ * directories that hold them are private to the store's owner (0700, as
+ * containers' storage), and so is the root when it is ours to change: a
+ * world-traversable store would let any local user run a setuid-root
+ * binary of any pulled image.  The OCI layout below stays readable by
+ * root's tools (skopeo, umoci, podman).  A store made by an earlier version
+ * is fixed here, on first use. */
+#define PRIVATE_MODE 0700
+
+static bool store_root_is_ours(const char *root, const struct stat *sb)
+{
+	/* never a shared directory such as /tmp */
+	(void)root;
+	return S_ISDIR(sb->st_mode) && sb->st_uid == geteuid() && !(sb->st_mode & S_ISVTX);
+}
+
+static void store_make_private(const char *path, bool is_root)
+{
+	struct stat sb;
+	if (stat(path, &sb) < 0 || !(sb.st_mode & 077))
+		return;
+	if (is_root && !store_root_is_ours(path, &sb))
+		return;
+	if (sb.st_uid == geteuid())
+		chmod(path, sb.st_mode & 07700 & ~(mode_t)S_ISVTX);
+}
+
+static const char *const store_private_dirs[] = {"", "layers", "tmp", "cache"};
+
+int ib_store_check_permissions(ib_store *s, ib_verify_cb cb, void *payload)
+{
+	int problems = 0;
+	for (size_t i = 0; i < sizeof(store_private_dirs) / sizeof(store_private_dirs[0]); i++) {
+		cleanup_free char *p = ib_path_join(s->root, store_private_dirs[i]);
+		struct stat sb;
+		if (stat(p, &sb) < 0 || !(sb.st_mode & 077))
+			continue;
+		problems++;
+		if (cb) {
+			cleanup_free char *msg = xasprintf(
+			    "mode %04o lets other users reach unpacked layers (setuid "
+			    "binaries included): should be 0700",
+			    (unsigned)(sb.st_mode & 07777));
+			cb(p, msg, payload);
+		}
+	}
+	return problems;
+}
+
 int ib_store_open(ib_store **out, const char *root, ib_error **err)
 {
 	*out = NULL;
@@ -165,6 +214,17 @@ int ib_store_open(ib_store **out, const char *root, ib_error **err)
 	s->layers = ib_path_join(root, "layers");
 	s->tmp = ib_path_join(root, "tmp");
 	s->index_lock = ib_path_join(root, "index.lock");
+
+	struct stat rootst;
+	bool new_root = stat(root, &rootst) < 0 && errno == ENOENT;
+	if (new_root && ib_mkdir_p(root, PRIVATE_MODE, NULL) == 0)
+		chmod(root, PRIVATE_MODE); /* whatever the umask */
+	for (size_t i = 0; i < sizeof(store_private_dirs) / sizeof(store_private_dirs[0]); i++) {
+		cleanup_free char *p = ib_path_join(root, store_private_dirs[i]);
+		if (i > 0)
+			mkdir(p, PRIVATE_MODE);
+		store_make_private(p, i == 0);
+	}
 
 	const char *dirs[] = {s->root, s->blobs, s->layers, s->tmp};
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
