@@ -27,7 +27,12 @@ static const char build_help[] =
     "      --push                 push every tag after the build\n"
     "      --compression ALG      gzip (default) or zstd\n"
     "      --compression-level N  gzip 1-9 (default 1), zstd 1-19 (default 3)\n"
-    "      --network MODE         network of run steps: host (default) or none\n"
+    "      --network MODE         network of run steps: default (own namespace,\n"
+    "                             outbound through pasta), none or host\n"
+    "      --pids-limit N         processes per run step (default 4096, -1 = none)\n"
+    "      --memory SIZE          memory per run step (K, M, G suffixes; default none)\n"
+    "      --step-timeout SECS    timeout of run steps without their own (default none)\n"
+    "      --security-opt seccomp=unconfined  run steps without the seccomp filter\n"
     "      --secret id=ID,src=PATH  source of the run{secrets} ID (else the recipe's\n"
     "                             src, which must lie inside the build context)\n"
     "      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else 0)\n"
@@ -142,6 +147,10 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		O_CACHE_TO,
 		O_LEVEL,
 		O_SECRET,
+		O_PIDS,
+		O_MEMORY,
+		O_STEP_TIMEOUT,
+		O_SECOPT,
 	};
 	static const struct option opts[] = {
 	    {"tag", required_argument, NULL, 't'},
@@ -155,6 +164,10 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	    {"compression-level", required_argument, NULL, O_LEVEL},
 	    {"secret", required_argument, NULL, O_SECRET},
 	    {"network", required_argument, NULL, O_NET},
+	    {"pids-limit", required_argument, NULL, O_PIDS},
+	    {"memory", required_argument, NULL, O_MEMORY},
+	    {"step-timeout", required_argument, NULL, O_STEP_TIMEOUT},
+	    {"security-opt", required_argument, NULL, O_SECOPT},
 	    {"source-date-epoch", required_argument, NULL, O_SDE},
 	    {"iidfile", required_argument, NULL, O_IID},
 	    {"metadata-file", required_argument, NULL, O_META},
@@ -260,10 +273,51 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 			break;
 		}
 		case O_NET:
-			if (strcmp(optarg, "host") && strcmp(optarg, "none"))
+			if (strcmp(optarg, "default") && strcmp(optarg, "host") &&
+			    strcmp(optarg, "none"))
 				return ib_cli_usage_error("build",
-							  "--network must be host or none");
+							  "--network must be default, host or none");
 			bo.network = optarg;
+			break;
+		case O_PIDS: {
+			uint64_t v;
+			if (!strcmp(optarg, "-1"))
+				bo.pids_limit = -1;
+			else if (ib_parse_u64(optarg, &v) < 0 || v == 0 || v > INT32_MAX)
+				return ib_cli_usage_error("build",
+							  "--pids-limit wants a positive number or -1");
+			else
+				bo.pids_limit = (long)v;
+			break;
+		}
+		case O_MEMORY: {
+			cleanup_free char *num = xstrdup(optarg);
+			size_t n = strlen(num);
+			uint64_t mult = 1, v;
+			const char *suf = "kKmMgG";
+			if (n && strchr(suf, num[n - 1])) {
+				char u = (char)(num[n - 1] | 0x20);
+				mult = u == 'k' ? 1024 : u == 'm' ? 1024 * 1024 : 1024 * 1024 * 1024;
+				num[n - 1] = '\0';
+			}
+			if (ib_parse_u64(num, &v) < 0 || v == 0 || v > UINT64_MAX / mult)
+				return ib_cli_usage_error("build", "--memory wants a size such as 512M");
+			bo.memory_limit = v * mult;
+			break;
+		}
+		case O_STEP_TIMEOUT: {
+			uint64_t v;
+			if (ib_parse_u64(optarg, &v) < 0 || v == 0 || v > UINT32_MAX)
+				return ib_cli_usage_error("build",
+							  "--step-timeout wants a number of seconds");
+			bo.step_timeout = (unsigned)v;
+			break;
+		}
+		case O_SECOPT:
+			if (strcmp(optarg, "seccomp=unconfined"))
+				return ib_cli_usage_error("build", "--security-opt: only "
+								   "seccomp=unconfined is known");
+			bo.seccomp_unconfined = true;
 			break;
 		case O_SDE:
 			sde = optarg;

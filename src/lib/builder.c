@@ -646,6 +646,11 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	so.workdir = wdabs;
 	so.network = net;
 	so.timeout_sec = (unsigned)json_integer_value(json_object_get(step, "timeout"));
+	if (!so.timeout_sec)
+		so.timeout_sec = b->o->step_timeout;
+	so.pids_limit = b->o->pids_limit;
+	so.memory_limit = b->o->memory_limit;
+	so.seccomp_unconfined = b->o->seccomp_unconfined;
 	so.mounts = mounts;
 	so.n_mounts = m;
 	so.output = output_cb;

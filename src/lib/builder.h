@@ -22,7 +22,7 @@ typedef struct ib_build_options {
 	const char *pull;	 /* "missing" (default), "always", "never" */
 	ib_compression compression;
 	int compression_level; /* 0 = default */
-	const char *network;   /* default network of run steps: "host" or "none" */
+	const char *network;   /* default network of run steps: "default", "host", "none" */
 	int64_t source_date_epoch;
 	bool explain;	 /* say why each executed step missed the cache */
 	bool tls_verify; /* for base image pulls */
@@ -31,11 +31,16 @@ typedef struct ib_build_options {
 	 * NULL-terminated, may be NULL */
 	char *const *secrets;
 	ib_progress *progress; /* required */
+	/* run steps' sandbox (see ib_sandbox_options): 0 = its defaults */
+	long pids_limit;
+	unsigned long long memory_limit;
+	unsigned step_timeout; /* for steps without their own timeout */
+	bool seccomp_unconfined;
 } ib_build_options;
 #define IB_BUILD_OPTIONS_INIT                                                                      \
 	{                                                                                          \
-		NULL, NULL, NULL, NULL, false, "missing", IB_COMP_GZIP, 0, "host", 0, false, true, \
-		    NULL, NULL, NULL                                                               \
+		NULL, NULL, NULL, NULL, false, "missing", IB_COMP_GZIP, 0, "default", 0, false, true, \
+		    NULL, NULL, NULL, 0, 0, 0, false                                               \
 	}
 
 typedef struct ib_build_result {
