@@ -28,7 +28,7 @@ static const char build_help[] =
     "      --compression ALG      gzip (default) or zstd\n"
     "      --compression-level N  gzip 1-9 (default 1), zstd 1-19 (default 3)\n"
     "      --network MODE         network of run steps: default (own namespace,\n"
-    "                             outbound through pasta), none or host\n"
+    "                             outbound through slirp4netns), none or host\n"
     "      --pids-limit N         processes per run step (default 4096, -1 = none)\n"
     "      --memory SIZE          memory per run step (K, M, G suffixes; default none)\n"
     "      --step-timeout SECS    timeout of run steps without their own (default none)\n"

@@ -120,7 +120,7 @@ typedef struct sb_ctx {
 	char *group_part; /* NULL = from passwd */
 	bool rootless;
 	bool netns;	/* a network namespace of its own */
-	bool pasta;	/* ... connected by pasta */
+	bool slirp;	/* ... connected by slirp4netns */
 	bool host_net;	/* the host's: no CAP_NET_RAW */
 	bool seccomp;
 	ib_sb_filter filter;
@@ -1094,7 +1094,7 @@ static void sb_init(sb_ctx *c)
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	setsid();
 	umask(0);
-	/* the network namespace is the monitor's (pasta needs it early) */
+	/* the network namespace is the monitor's (its network helper needs it early) */
 	int flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
 	if (unshare(flags) < 0)
 		sb_fail(errno, "unshare namespaces");
@@ -1215,12 +1215,14 @@ static void sb_monitor(sb_ctx *c, int out_w, int err_w)
 	if (getppid() != c->caller_pid)
 		_exit(SB_FAIL_STATUS);
 
-	/* every process of the step is counted, pasta (forked next) is not */
+	/* every process of the step is counted, slirp4netns included */
 	if (c->cg.n_dirs && ib_sb_cgroup_enter(&c->cg, getpid()) < 0)
 		sb_fail(errno, "join the step's cgroup");
+	/* the network helper must live in the host's namespaces */
 	ib_sb_net_proc np;
-	if (c->pasta && ib_sb_net_spawn(&c->net, &np) < 0)
-		sb_fail(errno, "network: fork pasta");
+	memset(&np, -1, sizeof(np));
+	if (c->slirp && ib_sb_net_spawn(&c->net, &np) < 0)
+		sb_fail(errno, "network: fork slirp4netns");
 
 	if (c->rootless) {
 		if (unshare(CLONE_NEWUSER) < 0)
@@ -1235,16 +1237,12 @@ static void sb_monitor(sb_ctx *c, int out_w, int err_w)
 		sb_write_proc("/proc/self/gid_map", map);
 		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	}
-	pid_t pasta = -1;
 	if (c->netns) {
 		if (unshare(CLONE_NEWNET) < 0)
 			sb_fail(errno, "unshare network namespace");
-		if (c->pasta) {
-			char msg[512];
-			pasta = ib_sb_net_start(&np, msg, sizeof(msg));
-			if (pasta < 0)
-				sb_failc(IB_ERROR, "network: pasta failed: %s", msg);
-		}
+		char msg[512];
+		if (c->slirp && ib_sb_net_start(&np, msg, sizeof(msg)) < 0)
+			sb_failc(IB_ERROR, "network: slirp4netns failed: %s", msg);
 	}
 	if (unshare(CLONE_NEWPID) < 0)
 		sb_fail(errno, "unshare PID namespace");
@@ -1294,9 +1292,7 @@ static void sb_monitor(sb_ctx *c, int out_w, int err_w)
 		}
 		sigtimedwait(&chld, NULL, &left);
 	}
-	/* pasta goes with the step (it is not our child: it daemonized) */
-	if (pasta > 0)
-		kill(pasta, SIGKILL);
+	ib_sb_net_stop(&np);
 	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 }
 
@@ -1372,7 +1368,7 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 	if (strcmp(net, "none") == 0) {
 		c->netns = true;
 	} else if (strcmp(net, "default") == 0 || strcmp(net, "private") == 0) {
-		c->netns = c->pasta = true;
+		c->netns = c->slirp = true;
 	} else if (strcmp(net, "host") == 0) {
 		c->host_net = true;
 	} else {
@@ -1467,7 +1463,7 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 		if (rc < 0)
 			return ib_error_wrap(err, "sandbox");
 	}
-	if (c->pasta) {
+	if (c->slirp) {
 		int rc = ib_sb_net_prepare(&c->net, c->rootless, err);
 		if (rc < 0)
 			return ib_error_wrap(err, "sandbox");

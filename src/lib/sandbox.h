@@ -77,7 +77,7 @@ typedef struct ib_sandbox_options {
 	 * NULL = "/". */
 	const char *workdir;
 	/* NULL or "default": a network namespace of its own, outbound
-	 * connectivity through pasta (nothing on the host's loopback is
+	 * connectivity through slirp4netns (nothing on the host's loopback is
 	 * reachable), a generated resolv.conf; "none": only loopback; "host":
 	 * the host's network, without CAP_NET_RAW and CAP_NET_ADMIN. */
 	const char *network;

@@ -27,38 +27,38 @@ int ib_sb_seccomp_load(const ib_sb_filter *f);
 
 /* ---- network (sandbox_net.c) ---- */
 
-/* The address inside the namespace that pasta forwards to the host's first
- * DNS resolver (a loopback resolver such as systemd-resolved included). */
-#define IB_SB_DNS_FORWARD "169.254.1.1"
+/* slirp4netns's DNS forwarder, as seen from the namespace. */
+#define IB_SB_DNS "10.0.2.3"
 
 typedef struct ib_sb_net {
-	char *pasta;  /* absolute path of the pasta binary */
+	char *helper; /* absolute path of slirp4netns */
 	char *resolv; /* generated resolv.conf */
-	char **argv;  /* pasta's command line (fds 4, 5, 6: pid, netns, userns) */
+	char **argv;  /* its command line (fds 3-6: exit, ready, netns, userns) */
 	bool rootless;
 } ib_sb_net;
 
-/* Find pasta and prepare its command line and the resolv.conf seen by the
- * step.  IB_ENOTFOUND with an install hint when pasta is missing. */
+/* Find slirp4netns and prepare its command line and the resolv.conf seen
+ * by the step.  IB_ENOTFOUND with an install hint when it is missing. */
 int ib_sb_net_prepare(ib_sb_net *out, bool rootless, ib_error **err);
 void ib_sb_net_free(ib_sb_net *n);
-/* The resolv.conf for a private network from the host's: loopback
- * resolvers (unreachable from the namespace) become the forward address. */
+/* The resolv.conf of a private network from the host's: the nameservers
+ * become slirp's forwarder, search and options lines are kept. */
 char *ib_sb_net_resolv(const char *host_conf);
 
-/* pasta's helper process, forked while the caller still is in the host's
- * user and network namespaces; it waits until told to start. */
+/* The network helper process, forked while the caller still is in the
+ * host's user and network namespaces; it waits until told to start. */
 typedef struct ib_sb_net_proc {
 	pid_t helper;
-	int go, pid_r, err_r;
+	int go, exit_w, ready_r, err_r;
 } ib_sb_net_proc;
 
 /* Child side.  spawn: fork the helper (-1 with errno).  start: once the
- * caller is in the step's network namespace, run pasta against it and
- * return its pid when the namespace is configured, or -1 with pasta's own
- * message in msg. */
+ * caller is in the step's network namespace, let it configure that
+ * namespace; 0 when ready, or -1 with the helper's own message in msg.
+ * stop: kill and reap it. */
 int ib_sb_net_spawn(const ib_sb_net *n, ib_sb_net_proc *p);
-pid_t ib_sb_net_start(ib_sb_net_proc *p, char *msg, size_t msglen);
+int ib_sb_net_start(ib_sb_net_proc *p, char *msg, size_t msglen);
+void ib_sb_net_stop(ib_sb_net_proc *p);
 
 /* ---- cgroups (sandbox_cgroup.c) ---- */
 

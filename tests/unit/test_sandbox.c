@@ -963,7 +963,7 @@ static void test_rootless_maps_caller_to_root(void **state)
 		o.upper_dir = upper;
 		o.work_dir = work;
 		o.argv = argv;
-		/* pasta needs /dev/net/tun, which some hosts keep 0600 */
+		/* slirp4netns needs /dev/net/tun, which some hosts keep 0600 */
 		o.network = "none";
 		o.output = collect;
 		tctx r;
