@@ -55,7 +55,7 @@ typedef struct ib_sb_net_proc {
 /* Child side.  spawn: fork the helper (-1 with errno).  start: once the
  * caller is in the step's network namespace, let it configure that
  * namespace; 0 when ready, or -1 with the helper's own message in msg.
- * stop: kill and reap it. */
+ * stop: kill it (the monitor exits right after). */
 int ib_sb_net_spawn(const ib_sb_net *n, ib_sb_net_proc *p);
 int ib_sb_net_start(ib_sb_net_proc *p, char *msg, size_t msglen);
 void ib_sb_net_stop(ib_sb_net_proc *p);

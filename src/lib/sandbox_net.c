@@ -249,12 +249,11 @@ int ib_sb_net_start(ib_sb_net_proc *p, char *msg, size_t msglen)
 
 void ib_sb_net_stop(ib_sb_net_proc *p)
 {
-	if (p->helper > 0) {
+	/* not reaped: its exit (the tap device's removal) takes a few ms,
+	 * and the caller need not wait for it; the monitor exits right after
+	 * and leaves the zombie to init */
+	if (p->helper > 0)
 		kill(p->helper, SIGKILL);
-		while (waitpid(p->helper, NULL, 0) < 0 && errno == EINTR)
-			;
-		p->helper = -1;
-	}
 	int fds[] = {p->go, p->exit_w, p->ready_r, p->err_r};
 	for (size_t i = 0; i < 4; i++)
 		if (fds[i] >= 0)
