@@ -37,6 +37,7 @@ struct ib_store {
 	char *tmp;	  /* ROOT/tmp */
 	char *index_lock; /* ROOT/index.lock */
 	int gc_fd;	  /* ROOT/gc.lock, flock(LOCK_SH) while open */
+	mode_t fixed_modes[4]; /* modes found (and tightened) at open, 0 = fine */
 };
 
 struct ib_blob_writer {
@@ -167,15 +168,17 @@ static bool store_root_is_ours(const char *root, const struct stat *sb)
 	return S_ISDIR(sb->st_mode) && sb->st_uid == geteuid() && !(sb->st_mode & S_ISVTX);
 }
 
-static void store_make_private(const char *path, bool is_root)
+/* Returns the mode found when it was tightened, else 0. */
+static mode_t store_make_private(const char *path, bool is_root)
 {
 	struct stat sb;
 	if (stat(path, &sb) < 0 || !(sb.st_mode & 077))
-		return;
+		return 0;
 	if (is_root && !store_root_is_ours(path, &sb))
-		return;
-	if (sb.st_uid == geteuid())
-		chmod(path, sb.st_mode & 07700 & ~(mode_t)S_ISVTX);
+		return 0;
+	if (sb.st_uid != geteuid() || chmod(path, sb.st_mode & 07700 & ~(mode_t)S_ISVTX) < 0)
+		return 0;
+	return sb.st_mode & 07777;
 }
 
 static const char *const store_private_dirs[] = {"", "layers", "tmp", "cache"};
@@ -186,6 +189,17 @@ int ib_store_check_permissions(ib_store *s, ib_verify_cb cb, void *payload)
 	for (size_t i = 0; i < sizeof(store_private_dirs) / sizeof(store_private_dirs[0]); i++) {
 		cleanup_free char *p = ib_path_join(s->root, store_private_dirs[i]);
 		struct stat sb;
+		if (s->fixed_modes[i]) {
+			problems++;
+			if (cb) {
+				cleanup_free char *msg = xasprintf(
+				    "mode was %04o (other users could reach unpacked layers, "
+				    "setuid binaries included): changed to 0700",
+				    (unsigned)s->fixed_modes[i]);
+				cb(p, msg, payload);
+			}
+			continue;
+		}
 		if (stat(p, &sb) < 0 || !(sb.st_mode & 077))
 			continue;
 		problems++;
@@ -223,7 +237,7 @@ int ib_store_open(ib_store **out, const char *root, ib_error **err)
 		cleanup_free char *p = ib_path_join(root, store_private_dirs[i]);
 		if (i > 0)
 			mkdir(p, PRIVATE_MODE);
-		store_make_private(p, i == 0);
+		s->fixed_modes[i] = store_make_private(p, i == 0);
 	}
 
 	const char *dirs[] = {s->root, s->blobs, s->layers, s->tmp};
