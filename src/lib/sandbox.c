@@ -1092,6 +1092,8 @@ static void sb_init(sb_ctx *c)
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	/* nothing of the monitor's (the network helper's pipes) stays open */
+	sb_close_from(SB_ERR_FD + 1);
 	setsid();
 	umask(0);
 	/* the network namespace is the monitor's (its network helper needs it early) */
