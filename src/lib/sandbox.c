@@ -1217,14 +1217,16 @@ static void sb_monitor(sb_ctx *c, int out_w, int err_w)
 	if (getppid() != c->caller_pid)
 		_exit(SB_FAIL_STATUS);
 
-	/* every process of the step is counted, slirp4netns included */
-	if (c->cg.n_dirs && ib_sb_cgroup_enter(&c->cg, getpid()) < 0)
-		sb_fail(errno, "join the step's cgroup");
-	/* the network helper must live in the host's namespaces */
+	/* The network helper must live in the host's namespaces.  It stays
+	 * out of the step's cgroup: the cgroup's removal would otherwise wait
+	 * for the tap device's teardown (tens of ms). */
 	ib_sb_net_proc np;
 	memset(&np, -1, sizeof(np));
 	if (c->slirp && ib_sb_net_spawn(&c->net, &np) < 0)
 		sb_fail(errno, "network: fork slirp4netns");
+	/* every process of the step is counted */
+	if (c->cg.n_dirs && ib_sb_cgroup_enter(&c->cg, getpid()) < 0)
+		sb_fail(errno, "join the step's cgroup");
 
 	if (c->rootless) {
 		if (unshare(CLONE_NEWUSER) < 0)

@@ -4,7 +4,8 @@
  * must be enabled in the parent, as systemd does for delegated units), v1
  * on hybrid hosts (the caller's cgroup in the pids and memory hierarchies).
  * The monitor joins it before forking anything of the step, so every
- * process of the step is counted, its network helper included. */
+ * process of the step is counted (its network helper is not: it runs
+ * slirp4netns, trusted code, and forks before). */
 #include "sandbox_internal.h"
 
 #include <errno.h>
