@@ -13,7 +13,7 @@
  * /proc (with Docker's masked and read-only paths), a tmpfs /dev holding only
  * null zero full random urandom tty, pts, shm and the fd/stdin/stdout/stderr
  * links, a read-only /sys, the host /etc/hosts and /etc/resolv.conf bound
- * read-only, the extra bind mounts, Docker's default capability set, every
+ * read-only (with the default network, a resolv.conf generated for it), the extra bind mounts, Docker's default capability set, every
  * inherited fd closed and stdin = /dev/null.  The command joins a new
  * session keyring and runs under a seccomp filter with the coverage of
  * Docker's default profile, in a cgroup of its own (pids, memory) when the

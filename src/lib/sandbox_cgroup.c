@@ -172,11 +172,11 @@ int ib_sb_cgroup_create(ib_sb_cgroup *cg, unsigned long pids_max, unsigned long 
 		return 0;
 	int e = errno;
 	ib_sb_cgroup_destroy(cg);
-	*warning = xasprintf("no writable %s cgroup hierarchy (%s): run steps are not limited "
-			     "in processes%s (rootless needs a delegated cgroup, e.g. "
-			     "systemd-run --user --scope -p Delegate=yes)",
-			     v2 ? "v2" : "v1 pids/memory", strerror(e),
-			     memory_max ? " nor memory" : "");
+	*warning =
+	    xasprintf("no writable %s cgroup hierarchy (%s): run steps are not limited "
+		      "in processes%s (rootless needs a delegated cgroup, e.g. "
+		      "systemd-run --user --scope -p Delegate=yes)",
+		      v2 ? "v2" : "v1 pids/memory", strerror(e), memory_max ? " nor memory" : "");
 	return 0;
 }
 

@@ -63,7 +63,7 @@ void ib_sb_net_stop(ib_sb_net_proc *p);
 /* ---- cgroups (sandbox_cgroup.c) ---- */
 
 typedef struct ib_sb_cgroup {
-	char *dirs[2];	/* created cgroup dirs (v2: one; v1: pids, memory) */
+	char *dirs[2]; /* created cgroup dirs (v2: one; v1: pids, memory) */
 	size_t n_dirs;
 	char *procs[2]; /* their cgroup.procs files */
 } ib_sb_cgroup;

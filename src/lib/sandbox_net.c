@@ -105,8 +105,8 @@ int ib_sb_net_prepare(ib_sb_net *out, bool rootless, ib_error **err)
 	/* fds: 3 exit pipe, 4 ready pipe, 5 netns, 6 userns (rootless) */
 	char **v = NULL;
 	static const char *const args[] = {
-	    "slirp4netns",     "--configure",	    "--mtu=65520",    "--disable-host-loopback",
-	    "--enable-sandbox", "--enable-seccomp", "--exit-fd=3",   "--ready-fd=4",
+	    "slirp4netns",	"--configure",	    "--mtu=65520", "--disable-host-loopback",
+	    "--enable-sandbox", "--enable-seccomp", "--exit-fd=3", "--ready-fd=4",
 	    "--netns-type=path"};
 	for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++)
 		ib_strv_push(&v, args[i]);

@@ -35,27 +35,80 @@
  * architecture are skipped. */
 static const char *const sb_denied[] = {
     /* kernel and system state */
-    "acct", "reboot", "kexec_load", "kexec_file_load", "init_module", "finit_module",
-    "delete_module", "create_module", "query_module", "get_kernel_syms", "swapon", "swapoff",
-    "settimeofday", "stime", "clock_settime", "clock_settime64", "clock_adjtime",
-    "clock_adjtime64", "adjtimex", "syslog", "_sysctl", "sysfs", "ustat", "uselib",
-    "nfsservctl", "lookup_dcookie", "vhangup", "iopl", "ioperm", "vm86", "vm86old",
+    "acct",
+    "reboot",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "create_module",
+    "query_module",
+    "get_kernel_syms",
+    "swapon",
+    "swapoff",
+    "settimeofday",
+    "stime",
+    "clock_settime",
+    "clock_settime64",
+    "clock_adjtime",
+    "clock_adjtime64",
+    "adjtimex",
+    "syslog",
+    "_sysctl",
+    "sysfs",
+    "ustat",
+    "uselib",
+    "nfsservctl",
+    "lookup_dcookie",
+    "vhangup",
+    "iopl",
+    "ioperm",
+    "vm86",
+    "vm86old",
     /* mounts and namespaces */
-    "mount", "umount", "umount2", "pivot_root", "setns", "fsopen", "fsconfig", "fsmount",
-    "fspick", "open_tree", "move_mount", "mount_setattr", "quotactl", "quotactl_fd",
+    "mount",
+    "umount",
+    "umount2",
+    "pivot_root",
+    "setns",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "open_tree",
+    "move_mount",
+    "mount_setattr",
+    "quotactl",
+    "quotactl_fd",
     /* keyring */
-    "add_key", "request_key", "keyctl",
+    "add_key",
+    "request_key",
+    "keyctl",
     /* tracing, other processes' memory, kernel attack surface */
-    "bpf", "perf_event_open", "userfaultfd", "kcmp", "process_vm_readv", "process_vm_writev",
-    "process_madvise", "name_to_handle_at", "open_by_handle_at", "fanotify_init",
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "kcmp",
+    "process_vm_readv",
+    "process_vm_writev",
+    "process_madvise",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "fanotify_init",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
     /* NUMA policy (CAP_SYS_NICE in Docker's profile) */
-    "mbind", "set_mempolicy", "get_mempolicy", "move_pages", "migrate_pages",
+    "mbind",
+    "set_mempolicy",
+    "get_mempolicy",
+    "move_pages",
+    "migrate_pages",
 };
 
-static const uint64_t sb_ns_flags[] = {CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,
-				       CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET,
-				       CLONE_NEWCGROUP, CLONE_NEWTIME};
+static const uint64_t sb_ns_flags[] = {CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,    CLONE_NEWUSER,
+				       CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP, CLONE_NEWTIME};
 
 static int sb_add(scmp_filter_ctx ctx, uint32_t action, const char *name, unsigned n,
 		  const struct scmp_arg_cmp *cmp)
@@ -64,8 +117,8 @@ static int sb_add(scmp_filter_ctx ctx, uint32_t action, const char *name, unsign
 	if (nr == __NR_SCMP_ERROR)
 		return 0;
 	int r = seccomp_rule_add_array(ctx, action, nr, n, cmp);
-	/* -EDOM/-EINVAL: not expressible on one of the architectures (a
-	 * pseudo syscall that exists nowhere in the filter) */
+	/* -EDOM: a pseudo syscall that none of the filter's architectures
+	 * has (vm86 on aarch64...) */
 	return r == -EDOM ? 0 : r;
 }
 
@@ -91,8 +144,8 @@ static int sb_rules(scmp_filter_ctx ctx)
 	for (unsigned bit = 0; bit < 32; bit++) {
 		if (bit == 3 || bit == 17) /* PER_LINUX32 = 0x8, UNAME26 = 0x20000 */
 			continue;
-		struct scmp_arg_cmp c = SCMP_A0(SCMP_CMP_MASKED_EQ, UINT64_C(1) << bit,
-						UINT64_C(1) << bit);
+		struct scmp_arg_cmp c =
+		    SCMP_A0(SCMP_CMP_MASKED_EQ, UINT64_C(1) << bit, UINT64_C(1) << bit);
 		if ((r = sb_add(ctx, eperm, "personality", 1, &c)) < 0)
 			return r;
 	}
@@ -103,11 +156,13 @@ static int sb_add_compat_arches(scmp_filter_ctx ctx)
 {
 	static const uint32_t compat[] = {
 #if defined(__x86_64__)
-	    SCMP_ARCH_X86, SCMP_ARCH_X32,
+		SCMP_ARCH_X86,
+		SCMP_ARCH_X32,
 #elif defined(__aarch64__)
-	    SCMP_ARCH_ARM,
+		SCMP_ARCH_ARM,
 #endif
-	    0};
+		0
+	};
 	for (size_t i = 0; compat[i]; i++) {
 		int r = seccomp_arch_add(ctx, compat[i]);
 		if (r < 0 && r != -EEXIST)

@@ -161,10 +161,9 @@ static int store_ensure_layout(ib_store *s, ib_error **err);
  * is fixed here, on first use. */
 #define PRIVATE_MODE 0700
 
-static bool store_root_is_ours(const char *root, const struct stat *sb)
+/* Never a shared directory such as /tmp, nor someone else's. */
+static bool store_root_is_ours(const struct stat *sb)
 {
-	/* never a shared directory such as /tmp */
-	(void)root;
 	return S_ISDIR(sb->st_mode) && sb->st_uid == geteuid() && !(sb->st_mode & S_ISVTX);
 }
 
@@ -174,7 +173,7 @@ static mode_t store_make_private(const char *path, bool is_root)
 	struct stat sb;
 	if (stat(path, &sb) < 0 || !(sb.st_mode & 077))
 		return 0;
-	if (is_root && !store_root_is_ours(path, &sb))
+	if (is_root && !store_root_is_ours(&sb))
 		return 0;
 	if (sb.st_uid != geteuid() || chmod(path, sb.st_mode & 07700 & ~(mode_t)S_ISVTX) < 0)
 		return 0;
