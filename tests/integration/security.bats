@@ -218,3 +218,20 @@ host_ipv4() {
 	[ "$status" -ne 0 ]
 	rm -rf "$pub"
 }
+
+@test "--memory bounds a step; --step-timeout bounds steps without their own timeout" {
+	printf 'from "localhost/probe:latest"\nrun "dd if=/dev/zero of=/dev/null bs=100M count=1 && echo survived"\n' >"$T/recipe.lua"
+	build_step --memory 32M
+	echo "$output"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"status 137"* ]]
+	[[ "$output" != *survived* ]]
+	build_step
+	[ "$status" -eq 0 ]
+	[[ "$output" == *survived* ]]
+	printf 'from "localhost/probe:latest"\nrun "sleep 20"\n' >"$T/recipe.lua"
+	build_step --step-timeout 1
+	echo "$output"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"timed out after 1 s"* ]]
+}
