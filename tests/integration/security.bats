@@ -225,10 +225,10 @@ host_ipv4() {
 	echo "$output"
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"status 137"* ]]
-	[[ "$output" != *survived* ]]
+	[[ "$output" != *"#1 survived"* ]]
 	build_step
 	[ "$status" -eq 0 ]
-	[[ "$output" == *survived* ]]
+	[[ "$output" == *"#1 survived"* ]]
 	printf 'from "localhost/probe:latest"\nrun "sleep 20"\n' >"$T/recipe.lua"
 	build_step --step-timeout 1
 	echo "$output"
