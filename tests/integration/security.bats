@@ -31,6 +31,7 @@ setup() {
 teardown() {
 	[ -z "${BG_PID:-}" ] || kill "$BG_PID" 2>/dev/null || true
 	[ -z "${KEY_ID:-}" ] || keyctl unlink "$KEY_ID" @u >/dev/null 2>&1 || true
+	[ -z "${PUB:-}" ] || rm -rf "$PUB"
 }
 
 # step ARGS...: a recipe running the probe with ARGS (exec form)
@@ -182,10 +183,11 @@ host_ipv4() {
 
 @test "a setuid binary of an unpacked layer cannot be run by another user" {
 	need su
-	local pub root
-	pub="$(mktemp -d /var/tmp/ib-sec-pub.XXXXXX)"
-	chmod 755 "$pub"
-	root="$pub/root"
+	local root
+	# a world-traversable parent, as /var/lib is
+	PUB="$(mktemp -d /var/tmp/ib-sec-pub.XXXXXX)"
+	chmod 755 "$PUB"
+	root="$PUB/root"
 	cp "$SUITE_TMP/ctx/probe" "$T/probe"
 	cat >"$T/suid.lua" <<-'EOF'
 		stage("s", "scratch")
@@ -216,7 +218,6 @@ host_ipv4() {
 	[ "$(stat -c %a "$root/layers")" = 700 ]
 	run su nobody -s /bin/sh -c "$bin euid"
 	[ "$status" -ne 0 ]
-	rm -rf "$pub"
 }
 
 @test "--memory bounds a step; --step-timeout bounds steps without their own timeout" {
