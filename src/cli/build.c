@@ -26,6 +26,8 @@ static const char build_help[] =
     "      --no-cache             run every step\n"
     "      --pull POLICY          missing (default), always, never\n"
     "      --push                 push every tag after the build\n"
+    "      --load[=ENGINE]        hand the image to docker or podman after the\n"
+    "                             build (default: docker if it answers, else podman)\n"
     "      --compression ALG      gzip (default) or zstd\n"
     "      --compression-level N  gzip 1-9 (default 1), zstd 1-19 (default 3)\n"
     "      --network MODE         network of run steps: host (default) or none\n"
@@ -129,7 +131,7 @@ static int write_text(const char *path, const char *text)
 typedef struct build_args {
 	ib_build_options bo;
 	char **args, **tags, **secrets;
-	const char *recipe, *context, *iidfile, *metafile;
+	const char *recipe, *context, *iidfile, *metafile, *load;
 	bool push, check;
 	ib_progress_mode pmode;
 } build_args;
@@ -202,6 +204,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		O_CHECK,
 		O_CACHE_FROM,
 		O_CACHE_TO,
+		O_LOAD,
 	};
 	static const struct option opts[] = {
 	    {"tag", required_argument, NULL, 't'},
@@ -223,6 +226,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	    {"check", no_argument, NULL, O_CHECK},
 	    {"cache-from", required_argument, NULL, O_CACHE_FROM},
 	    {"cache-to", required_argument, NULL, O_CACHE_TO},
+	    {"load", optional_argument, NULL, O_LOAD},
 	    {NULL, 0, NULL, 0},
 	};
 	static const ib_cli_cmd cmd = {
@@ -292,6 +296,9 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 			break;
 		case O_CHECK:
 			a->check = true;
+			break;
+		case O_LOAD:
+			a->load = optarg ? optarg : "auto";
 			break;
 		case O_CACHE_FROM:
 		case O_CACHE_TO:
@@ -426,6 +433,11 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		rc = run_check(store, plan, bo, &res, prog);
 	if (rc == 0 && a.push)
 		rc = push_tags(store, a.tags, res.manifest.digest, g, prog);
+	if (rc == 0 && a.load) {
+		char *one[] = {res.manifest.digest, NULL};
+		char **refs = a.tags[0] ? a.tags : one;
+		rc = ib_cli_handoff(store, a.load, refs, ib_strv_len(refs), g);
+	}
 	if (rc == 0 && a.iidfile)
 		rc = write_text(a.iidfile, res.manifest.digest);
 	if (rc == 0 && a.metafile)

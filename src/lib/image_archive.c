@@ -1461,6 +1461,42 @@ static int save_oci(save_ctx *c, ib_error **err)
 	return write_buffer(c, "index.json", ij, strlen(ij), err);
 }
 
+/* Write the archive of the resolved images to fd; what names it in errors. */
+static int save_to_fd(save_ctx *c, int fd, const char *what, ib_archive_format format,
+		      ib_error **err)
+{
+	int r = 0;
+	cleanup_archive_write struct archive *a = archive_write_new();
+	c->a = a;
+	c->written = json_object();
+	if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
+	    archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
+	    archive_write_open_fd(a, fd) != ARCHIVE_OK)
+		r = ib_error_setc(err, IB_ERROR, "%s: %s", what, aerr(a));
+	if (r == 0)
+		r = format == IB_ARCHIVE_OCI ? save_oci(c, err) : save_docker(c, err);
+	if (r == 0 && archive_write_close(a) != ARCHIVE_OK)
+		r = ib_error_setc(err, IB_ERROR, "write %s: %s", what, aerr(a));
+	json_decref(c->written);
+	c->written = NULL;
+	c->a = NULL;
+	return r;
+}
+
+int ib_archive_save_fd(ib_store *s, int fd, ib_archive_format format, char *const *refs,
+		       size_t n_refs, ib_error **err)
+{
+	if (n_refs == 0)
+		return ib_error_setc(err, IB_EINVALID, "no image to save");
+	save_ctx c = {0};
+	c.s = s;
+	int r = resolve_images(&c, refs, n_refs, err);
+	if (r == 0)
+		r = save_to_fd(&c, fd, "archive stream", format, err);
+	save_images_free(c.imgs, c.n_imgs);
+	return r;
+}
+
 int ib_archive_save(ib_store *s, const char *path, ib_archive_format format, char *const *refs,
 		    size_t n_refs, ib_error **err)
 {
@@ -1489,17 +1525,7 @@ int ib_archive_save(ib_store *s, const char *path, ib_archive_format format, cha
 		save_images_free(c.imgs, c.n_imgs);
 		return r;
 	}
-	cleanup_archive_write struct archive *a = archive_write_new();
-	c.a = a;
-	c.written = json_object();
-	if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
-	    archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
-	    archive_write_open_fd(a, fd) != ARCHIVE_OK)
-		r = ib_error_setc(err, IB_ERROR, "%s: %s", path, aerr(a));
-	if (r == 0)
-		r = format == IB_ARCHIVE_OCI ? save_oci(&c, err) : save_docker(&c, err);
-	if (r == 0 && archive_write_close(a) != ARCHIVE_OK)
-		r = ib_error_setc(err, IB_ERROR, "write %s: %s", path, aerr(a));
+	r = save_to_fd(&c, fd, path, format, err);
 	if (r == 0 && !to_stdout && fsync(fd) < 0)
 		r = ib_error_set(err, errno, "fsync %s", tmp);
 	if (r == 0 && close(ib_steal_fd(&fd)) < 0)
@@ -1512,7 +1538,6 @@ int ib_archive_save(ib_store *s, const char *path, ib_archive_format format, cha
 	}
 	if (r < 0 && !to_stdout)
 		unlink(tmp);
-	json_decref(c.written);
 	save_images_free(c.imgs, c.n_imgs);
 	return r;
 }
