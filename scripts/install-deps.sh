@@ -10,6 +10,7 @@ PKGS=(
   bats docker-registry skopeo umoci podman runc buildah
   busybox-static linux-libc-dev python3 python3-jwt openssl apache2-utils
   zstd file time bc parallel
+  docker.io pass gnupg golang-docker-credential-helpers
 )
 
 missing=()

@@ -229,6 +229,8 @@ int ib_cmd_logout(int argc, char **argv, ib_global *g)
 	ib_error *err = NULL;
 	ib_auth_stored st;
 	int r = ib_auth_logout(g->authfile, host, &st, &err);
+	for (size_t i = 0; st.warnings && st.warnings[i]; i++)
+		fprintf(stderr, "WARNING: could not erase credentials: %s\n", st.warnings[i]);
 	ib_auth_stored_clear(&st);
 	if (r < 0) {
 		ib_error_wrap(&err, "logout %s", host);

@@ -526,9 +526,12 @@ static int run_helper(const char *helper, const char *verb, const char *input, c
 	return 0;
 }
 
+/* "credentials not found" is the protocol's answer; docker-credential-pass
+ * says that its store lacks the entry in its own words on erase. */
 static bool helper_not_found(const char *out)
 {
-	return out && strstr(out, "credentials not found");
+	return out && (strstr(out, "credentials not found") ||
+		       strstr(out, "is not in the password store"));
 }
 
 /* The error for a helper that failed: its complaint, first line only. */
@@ -633,8 +636,10 @@ void ib_auth_stored_clear(ib_auth_stored *s)
 {
 	ib_strv_free(s->plain_files);
 	ib_strv_free(s->helpers);
+	ib_strv_free(s->warnings);
 	s->plain_files = NULL;
 	s->helpers = NULL;
+	s->warnings = NULL;
 }
 
 char **ib_auth_login_files(const char *authfile)
@@ -736,6 +741,7 @@ int ib_auth_logout(const char *authfile, const char *host, ib_auth_stored *out, 
 	cleanup_strv char **files = ib_auth_login_files(authfile);
 	out->plain_files = xcalloc(1, sizeof(char *));
 	out->helpers = xcalloc(1, sizeof(char *));
+	out->warnings = xcalloc(1, sizeof(char *));
 	for (size_t i = 0; files[i]; i++) {
 		json_t *root = NULL;
 		bool missing;
@@ -752,15 +758,12 @@ int ib_auth_logout(const char *authfile, const char *host, ib_auth_stored *out, 
 				r = ib_auth_helper_erase(h, host, &e);
 				if (r == 0) {
 					ib_strv_push(&out->helpers, prog);
-				} else if (r == IB_ENOTFOUND) {
-					ib_error_free(&e);
 				} else {
-					json_decref(root);
-					if (err && !*err)
-						*err = e;
-					else
-						ib_error_free(&e);
-					return ib_error_wrap(err, "%s", files[i]);
+					/* Like docker: a helper that cannot erase is a
+					 * warning; the files are still cleaned. */
+					if (r != IB_ENOTFOUND)
+						ib_strv_push(&out->warnings, ib_error_msg(e));
+					ib_error_free(&e);
 				}
 			}
 		}

@@ -92,6 +92,7 @@ int ib_auth_helper_erase(const char *helper, const char *host, ib_error **err);
 typedef struct ib_auth_stored {
 	char **plain_files; /* auth files holding (held) the secret in plain text */
 	char **helpers;	    /* "docker-credential-NAME" programs holding (held) it */
+	char **warnings;    /* logout: helpers that failed to erase, as messages */
 } ib_auth_stored;
 void ib_auth_stored_clear(ib_auth_stored *s);
 
@@ -104,9 +105,10 @@ int ib_auth_login_store(const char *authfile, const char *host, const char *user
 			ib_auth_stored *out, ib_error **err);
 
 /* Undo ib_auth_login_store over the same files: erase from each helper
- * configured for host, drop host's plain entries; credHelpers mappings are
- * kept.  IB_ENOTFOUND (naming the files) when nothing held credentials for
- * host. */
+ * configured for host (a helper that fails is reported in out->warnings, as
+ * docker does, and the files are cleaned anyway), drop host's plain
+ * entries; credHelpers mappings are kept.  IB_ENOTFOUND (naming the files) when nothing held
+ * credentials for host. */
 int ib_auth_logout(const char *authfile, const char *host, ib_auth_stored *out, ib_error **err);
 
 /* ---- base64 (RFC 4648, with padding) ---- */
