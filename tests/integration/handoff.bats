@@ -353,3 +353,178 @@ PY
 	grep -q '"pass"' "$DCFG/config.json"
 	gpgconf --kill gpg-agent 2>/dev/null || true
 }
+
+# ---- faithful round trips -----------------------------------------------------
+
+@test "docker save -> imgbuild load -> imgbuild save -> docker load keeps docker's image ID" {
+	need_docker
+	app_recipe "$T/app" base
+	ib -q build "$T/app/recipe.lua" --load -t app >/dev/null
+	# an image docker made itself (its own config serialisation)
+	docker run --name "rt-$$" --network none app sh -c 'echo native > /native'
+	docker commit -c 'CMD ["cat", "/native"]' "rt-$$" native:1 >/dev/null
+	docker rm "rt-$$" >/dev/null
+	local id
+	id=$(docker image inspect -f '{{.Id}}' native:1)
+	docker save native:1 | ib load
+	[ "$(ib inspect native:1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["ConfigDigest"])')" = "$id" ]
+	docker rmi native:1 >/dev/null
+	ib save native:1 | docker load
+	[ "$(docker image inspect -f '{{.Id}}' native:1)" = "$id" ]
+	run docker run --rm --network none native:1
+	[ "$output" = native ]
+}
+
+@test "push compresses a loaded archive's uncompressed layers, once" {
+	need_docker
+	app_recipe "$T/app" squeeze
+	ib -q build "$T/app/recipe.lua" --load -t app >/dev/null
+	docker save app | ib load
+	local local_digest pushed
+	local_digest=$(ib inspect app | python3 -c 'import json,sys; print(json.load(sys.stdin)["Digest"])')
+	ib inspect app | grep -q '"application/vnd.oci.image.layer.v1.tar"'
+	run --separate-stderr ib push app "127.0.0.1:$OPEN_PORT/squeeze:1"
+	[ "$status" -eq 0 ]
+	pushed=$(printf '%s\n' "$output" | tail -n 1)
+	[[ "$pushed" == sha256:* ]]
+	[ "$pushed" != "$local_digest" ]
+	skopeo inspect --tls-verify=false --raw "docker://127.0.0.1:$OPEN_PORT/squeeze:1" >"$T/m.json"
+	python3 - "$T/m.json" "$pushed" <<'PY'
+import hashlib, json, sys
+raw = open(sys.argv[1], "rb").read()
+assert "sha256:" + hashlib.sha256(raw).hexdigest() == sys.argv[2]
+m = json.loads(raw)
+assert m["layers"], m
+for l in m["layers"]:
+    assert l["mediaType"].endswith("+gzip"), l
+PY
+	# docker pulls what was pushed, and runs it
+	docker rmi -f app >/dev/null
+	docker pull "127.0.0.1:$OPEN_PORT/squeeze:1" >/dev/null
+	run docker run --rm --network none "127.0.0.1:$OPEN_PORT/squeeze:1"
+	[ "$output" = squeeze ]
+	# again, elsewhere: same compressed blobs (none made again), none uploaded
+	local blobs
+	blobs=$(find "$IMGBUILD_ROOT" -path '*blobs/sha256/*' -type f | wc -l)
+	run --separate-stderr ib push app "127.0.0.1:$OPEN_PORT/squeeze:2"
+	[ "$status" -eq 0 ]
+	[ "$(printf '%s\n' "$output" | tail -n 1)" = "$pushed" ]
+	[ "$(find "$IMGBUILD_ROOT" -path '*blobs/sha256/*' -type f | wc -l)" = "$blobs" ]
+	[[ "$stderr" == *"mounted from another repository"* || "$stderr" == *"already exists"* ]]
+}
+
+# ---- multi-platform push --------------------------------------------------------
+
+# multi_archive FILE: an OCI archive whose one tag "multi:1" is an index over
+# a linux/amd64 and a linux/arm64 image (one gzip layer each, distinct)
+multi_archive() {
+	python3 - "$1" <<'PY'
+import gzip, hashlib, io, json, sys, tarfile
+blobs = {}
+def put(data):
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    blobs[d] = data
+    return {"digest": d, "size": len(data)}
+def layer(text):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+        body = text.encode()
+        info = tarfile.TarInfo("hello")
+        info.size = len(body)
+        info.mode = 0o644
+        t.addfile(info, io.BytesIO(body))
+    tar = raw.getvalue()
+    return tar, gzip.compress(tar, mtime=0)
+manifests = []
+for arch in ("amd64", "arm64"):
+    tar, gz = layer("multi " + arch + "\n")
+    cfg = json.dumps({"architecture": arch, "os": "linux", "config": {"Cmd": ["/hello"]},
+                      "rootfs": {"type": "layers",
+                                 "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]}}).encode()
+    m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+         "config": dict(put(cfg), mediaType="application/vnd.oci.image.config.v1+json"),
+         "layers": [dict(put(gz), mediaType="application/vnd.oci.image.layer.v1.tar+gzip")]}
+    md = put(json.dumps(m).encode())
+    manifests.append(dict(md, mediaType=m["mediaType"],
+                          platform={"os": "linux", "architecture": arch}))
+idx = put(json.dumps({"schemaVersion": 2,
+                      "mediaType": "application/vnd.oci.image.index.v1+json",
+                      "manifests": manifests}).encode())
+top = {"schemaVersion": 2, "manifests": [dict(idx,
+       mediaType="application/vnd.oci.image.index.v1+json",
+       annotations={"org.opencontainers.image.ref.name": "multi:1"})]}
+with tarfile.open(sys.argv[1], "w") as t:
+    def add(name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+    add("index.json", json.dumps(top).encode())
+    for d, data in blobs.items():
+        add("blobs/sha256/" + d[7:], data)
+PY
+}
+
+@test "push of an index: every platform, then the index; --platform narrows" {
+	multi_archive "$T/multi.tar"
+	ib load -i "$T/multi.tar"
+	local reg="127.0.0.1:$OPEN_PORT"
+	run --separate-stderr ib push multi:1 "$reg/multi:1"
+	[ "$status" -eq 0 ]
+	local d
+	d=$(printf '%s\n' "$output" | tail -n 1)
+	skopeo inspect --tls-verify=false --raw "docker://$reg/multi:1" >"$T/idx.json"
+	python3 - "$T/idx.json" "$d" <<'PY'
+import hashlib, json, sys
+raw = open(sys.argv[1], "rb").read()
+assert "sha256:" + hashlib.sha256(raw).hexdigest() == sys.argv[2]
+idx = json.loads(raw)
+assert sorted(m["platform"]["architecture"] for m in idx["manifests"]) == ["amd64", "arm64"], idx
+for m in idx["manifests"]:
+    print(m["digest"])
+PY
+	local m
+	for m in $(python3 -c 'import json,sys; [print(x["digest"]) for x in json.load(open(sys.argv[1]))["manifests"]]' "$T/idx.json"); do
+		skopeo inspect --tls-verify=false --raw "docker://$reg/multi@$m" | grep -q '"layers"'
+	done
+	# each platform's image is complete on the registry
+	skopeo copy -q --src-tls-verify=false --override-arch arm64 "docker://$reg/multi:1" "oci:$T/back:arm"
+	skopeo copy -q --src-tls-verify=false --override-arch amd64 "docker://$reg/multi:1" "oci:$T/back:amd"
+
+	# --platform: that manifest alone under the tag
+	run --separate-stderr ib push --platform linux/arm64 multi:1 "$reg/multi:arm"
+	[ "$status" -eq 0 ]
+	skopeo inspect --tls-verify=false --raw "docker://$reg/multi:arm" >"$T/arm.json"
+	python3 - "$T/arm.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+assert "layers" in m and "manifests" not in m, m
+PY
+	run --separate-stderr ib push --platform linux/s390x multi:1 "$reg/multi:s390x"
+	[ "$status" -eq 1 ]
+	run --separate-stderr ib push --platform nonsense multi:1 "$reg/multi:x"
+	[ "$status" -eq 2 ]
+}
+
+@test "push of an index with a platform missing from the store names it" {
+	multi_archive "$T/multi.tar"
+	ib load -i "$T/multi.tar"
+	local reg="127.0.0.1:$OPEN_PORT" arm
+	# the store keeps the index but loses the arm64 manifest
+	arm=$(tar -xOf "$T/multi.tar" index.json | python3 -c '
+import json, sys, tarfile
+top = json.load(sys.stdin)["manifests"][0]["digest"][7:]
+t = tarfile.open(sys.argv[1])
+idx = json.load(t.extractfile("blobs/sha256/" + top))
+print([m["digest"] for m in idx["manifests"] if m["platform"]["architecture"] == "arm64"][0])' "$T/multi.tar")
+	rm "$IMGBUILD_ROOT/oci/blobs/sha256/${arm#sha256:}"
+	run --separate-stderr ib push multi:1 "$reg/multi-part:1"
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == *"platform linux/arm64 ($arm) is not in the store"* ]]
+	# nothing was tagged on the registry
+	run skopeo inspect --tls-verify=false --raw "docker://$reg/multi-part:1"
+	[ "$status" -ne 0 ]
+	run --separate-stderr ib push --platform linux/amd64 multi:1 "$reg/multi-part:1"
+	[ "$status" -eq 0 ]
+	skopeo inspect --tls-verify=false --raw "docker://$reg/multi-part:1" | grep -q '"layers"'
+}
