@@ -805,6 +805,9 @@ int ib_registry_push(ib_store *st, const char *src_ref, const char *dest_ref,
 	ib_registry_session *s = NULL;
 	ib_cache *cache = NULL;
 	push_plan p = {0};
+	/* Compress what needs it before the registry session opens. */
+	if (img && (r = plan_push(st, img, &p, err)) < 0)
+		goto out;
 	r = ib_ref_parse(&dref, dest_ref ? dest_ref : src_ref, err);
 	if (r < 0)
 		goto out;
@@ -834,8 +837,7 @@ int ib_registry_push(ib_store *st, const char *src_ref, const char *dest_ref,
 			       err);
 		goto out;
 	}
-	r = plan_push(st, img, &p, err);
-	if (r == 0) {
+	{
 		char d[IB_DIGEST_BUFLEN];
 		r = push_manifest(s, st, cache, sref, dref, &p, dref->tag, d, err);
 		if (r == 0 && digest_out)
