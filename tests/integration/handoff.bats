@@ -81,6 +81,7 @@ setup_file() {
 	reg_start_open OPEN
 	reg_start_basic BASIC alice wonderland
 	# docker checks the registry's certificate against certs.d
+	[ -d /etc/docker/certs.d ] || touch "$BATS_FILE_TMPDIR/made-certs.d"
 	mkdir -p "/etc/docker/certs.d/127.0.0.1:$BASIC_PORT"
 	cp "$REG_CA" "/etc/docker/certs.d/127.0.0.1:$BASIC_PORT/ca.crt"
 
@@ -93,7 +94,9 @@ setup_file() {
 teardown_file() {
 	docker_stop
 	[ -n "${BASIC_PORT:-}" ] && rm -rf "/etc/docker/certs.d/127.0.0.1:$BASIC_PORT"
-	rmdir /etc/docker/certs.d 2>/dev/null || true
+	if [ -f "$BATS_FILE_TMPDIR/made-certs.d" ]; then
+		rmdir /etc/docker/certs.d 2>/dev/null || true
+	fi
 	reg_stop_all
 }
 
@@ -123,6 +126,10 @@ EOF
 }
 
 teardown() {
+	# the pass test's gpg-agent
+	if [ -n "${GNUPGHOME:-}" ] && [ "${GNUPGHOME#"$BATS_TEST_TMPDIR"}" != "$GNUPGHOME" ]; then
+		gpgconf --kill gpg-agent 2>/dev/null || true
+	fi
 	if [ -n "${CONTAINERS_STORAGE_CONF:-}" ] && command -v podman >/dev/null; then
 		podman rmi -af >/dev/null 2>&1 || true
 	fi
@@ -351,7 +358,6 @@ PY
 	[ "$status" -eq 0 ]
 	[ -z "$(find "$PASSWORD_STORE_DIR" -path '*docker-credential-helpers*' -name '*.gpg')" ]
 	grep -q '"pass"' "$DCFG/config.json"
-	gpgconf --kill gpg-agent 2>/dev/null || true
 }
 
 # ---- faithful round trips -----------------------------------------------------
