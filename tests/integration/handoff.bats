@@ -193,6 +193,10 @@ EOF
 	run podman run --rm --network none docker.io/library/app:latest
 	[ "$status" -eq 0 ]
 	[ "$output" = hello-podman ]
+	# the short name finds it too
+	run podman run --rm --network none app
+	[ "$status" -eq 0 ]
+	[ "$output" = hello-podman ]
 }
 
 @test "--load picks podman when docker does not answer; no engine at all is an error" {
