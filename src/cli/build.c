@@ -299,6 +299,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 			break;
 		case O_LOAD:
 			a->load = optarg ? optarg : "auto";
+			r = ib_cli_handoff_check("build", a->load);
 			break;
 		case O_CACHE_FROM:
 		case O_CACHE_TO:

@@ -129,5 +129,7 @@ void ib_cli_registry_options(ib_registry_options *o, const ib_global *g, ib_tran
  * Returns the exit status. */
 int ib_cli_handoff(ib_store *s, const char *engine, char *const *refs, size_t n_refs,
 		   const ib_global *g);
+/* 0 when engine names one, else prints the usage error of cmd and returns 2. */
+int ib_cli_handoff_check(const char *cmd, const char *engine);
 
 #endif

@@ -25,6 +25,15 @@ static const char load_into_usage[] =
     "Options:\n"
     "  -h, --help   this help\n";
 
+int ib_cli_handoff_check(const char *cmd, const char *engine)
+{
+	ib_handoff_engine e;
+	if (ib_handoff_engine_parse(engine, &e, NULL) < 0)
+		return ib_cli_usage_error(cmd, "unknown engine '%s' (docker, podman or auto)",
+					  engine);
+	return 0;
+}
+
 int ib_cli_handoff(ib_store *s, const char *engine, char *const *refs, size_t n_refs,
 		   const ib_global *g)
 {
@@ -54,10 +63,8 @@ int ib_cmd_load_into(int argc, char **argv, ib_global *g)
 	if (optind >= argc)
 		return ib_cli_usage_error("load-into", "missing engine (docker, podman or auto)");
 	const char *engine = argv[optind];
-	ib_handoff_engine e;
-	if (ib_handoff_engine_parse(engine, &e, NULL) < 0)
-		return ib_cli_usage_error("load-into",
-					  "unknown engine '%s' (docker, podman or auto)", engine);
+	if ((rc = ib_cli_handoff_check("load-into", engine)) != 0)
+		return rc;
 	if (optind + 1 >= argc)
 		return ib_cli_usage_error("load-into", "missing image reference");
 	ib_store *s = ib_cli_open_store(g);

@@ -214,6 +214,12 @@ EOF
 	[[ "$stderr" == *"docker does not answer at $T/nothing.sock and podman is not installed"* ]]
 	run --separate-stderr ib load-into containerd app
 	[ "$status" -eq 2 ]
+	# an unknown engine is refused before anything is built
+	run --separate-stderr ib build "$T/app/recipe.lua" --load=containerd -t other
+	[ "$status" -eq 2 ]
+	[[ "$stderr" == *"unknown engine 'containerd'"* ]]
+	run ib inspect other
+	[ "$status" -eq 1 ]
 	DOCKER_HOST="ssh://me@far" run --separate-stderr ib load-into docker app
 	[ "$status" -eq 1 ]
 	[[ "$stderr" == *"ssh://me@far is not supported"* ]]
