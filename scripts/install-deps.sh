@@ -11,6 +11,7 @@ PKGS=(
   busybox-static linux-libc-dev python3 python3-jwt openssl apache2-utils
   zstd file time bc parallel
   libseccomp-dev slirp4netns keyutils
+  docker.io pass gnupg golang-docker-credential-helpers
 )
 
 missing=()

@@ -26,6 +26,8 @@ static const char build_help[] =
     "      --no-cache             run every step\n"
     "      --pull POLICY          missing (default), always, never\n"
     "      --push                 push every tag after the build\n"
+    "      --load[=ENGINE]        hand the image to docker or podman after the\n"
+    "                             build (default: docker if it answers, else podman)\n"
     "      --compression ALG      gzip (default) or zstd\n"
     "      --compression-level N  gzip 1-9 (default 6), zstd 1-19 (default 3)\n"
     "      --network MODE         network of run steps: default (own namespace,\n"
@@ -134,7 +136,7 @@ static int write_text(const char *path, const char *text)
 typedef struct build_args {
 	ib_build_options bo;
 	char **args, **tags, **secrets;
-	const char *recipe, *context, *iidfile, *metafile;
+	const char *recipe, *context, *iidfile, *metafile, *load;
 	bool push, check;
 	ib_progress_mode pmode;
 } build_args;
@@ -211,6 +213,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		O_MEMORY,
 		O_STEP_TIMEOUT,
 		O_SECOPT,
+		O_LOAD,
 	};
 	static const struct option opts[] = {
 	    {"tag", required_argument, NULL, 't'},
@@ -236,6 +239,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	    {"memory", required_argument, NULL, O_MEMORY},
 	    {"step-timeout", required_argument, NULL, O_STEP_TIMEOUT},
 	    {"security-opt", required_argument, NULL, O_SECOPT},
+	    {"load", optional_argument, NULL, O_LOAD},
 	    {NULL, 0, NULL, 0},
 	};
 	static const ib_cli_cmd cmd = {
@@ -337,6 +341,10 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 			break;
 		case O_CHECK:
 			a->check = true;
+			break;
+		case O_LOAD:
+			a->load = optarg ? optarg : "auto";
+			r = ib_cli_handoff_check("build", a->load);
 			break;
 		case O_CACHE_FROM:
 		case O_CACHE_TO:
@@ -471,6 +479,11 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		rc = run_check(store, plan, bo, &res, prog);
 	if (rc == 0 && a.push)
 		rc = push_tags(store, a.tags, res.manifest.digest, g, prog);
+	if (rc == 0 && a.load) {
+		char *one[] = {res.manifest.digest, NULL};
+		char **refs = a.tags[0] ? a.tags : one;
+		rc = ib_cli_handoff(store, a.load, refs, ib_strv_len(refs), g);
+	}
 	if (rc == 0 && a.iidfile)
 		rc = write_text(a.iidfile, res.manifest.digest);
 	if (rc == 0 && a.metafile)
