@@ -9,7 +9,7 @@ PKGS=(
   zlib1g-dev libzstd-dev libdeflate-dev libcmocka-dev
   bats docker-registry skopeo umoci podman runc buildah
   busybox-static linux-libc-dev python3 python3-jwt openssl apache2-utils
-  zstd file time bc parallel
+  zstd file time bc parallel iproute2
   libseccomp-dev slirp4netns keyutils
   docker.io pass gnupg golang-docker-credential-helpers
 )

@@ -8,14 +8,16 @@
 # Names come from /etc/hosts lines this suite adds (each carrying a marker
 # with the suite's pid) and removes in teardown_file.  A name that resolves
 # into 127.0.0.0/8 is loopback and may use plain HTTP anyway, so the
-# insecure-registry cases need a registry on an address of this machine
-# that is not loopback (the first of `hostname -I`); they skip, saying so,
-# on a machine without one.  Everything written under /etc is removed by
+# insecure-registry cases need a registry on an address that is not
+# loopback: it runs in a network namespace of the suite's own, linked to the
+# host by a veth pair (helpers/testnet.bash); they skip, saying so, where
+# such a namespace cannot be made.  Everything written under /etc is removed by
 # teardown (per test) and teardown_file, also when a test fails.
 
 bats_require_minimum_version 1.5.0
 
 load helpers/registry
+load helpers/testnet
 
 IMGBUILD=${IMGBUILD:-$BATS_TEST_DIRNAME/../../build/imgbuild}
 
@@ -68,7 +70,9 @@ _start_registry() {
     key: $key"
 	_reg_config "$name" "$port" "$tls" ""
 	sed -i "s/addr: 127.0.0.1:/addr: $addr:/" "$REG_TMP/$name/config.yml"
-	_reg_run "$name" docker-registry serve "$REG_TMP/$name/config.yml"
+	local in=()
+	[ "$addr" = "${LAN_IP:-}" ] && in=(ip netns exec "$TESTNET_NS")
+	_reg_run "$name" "${in[@]}" docker-registry serve "$REG_TMP/$name/config.yml"
 	local i
 	for i in $(seq 100); do
 		"$REG_PYTHON" -c 'import socket, sys
@@ -90,17 +94,10 @@ setup_file() {
 	reg_tmp
 	regconf_note_etc_dirs
 
+	# a registry on an address that is not loopback: inside a network
+	# namespace of the suite's own (helpers/testnet.bash)
 	LAN_IP=""
-	local a
-	for a in $(hostname -I 2>/dev/null); do
-		case $a in
-		127.* | *:*) ;;
-		*)
-			LAN_IP=$a
-			break
-			;;
-		esac
-	done
+	testnet_up && LAN_IP=$TESTNET_IP
 	export LAN_IP
 	export LAN_NAME="lan-$$.regconf.test" LOOP_NAME="loop-$$.regconf.test"
 	export SEC_NAME="sec-$$.regconf.test"
@@ -143,6 +140,7 @@ teardown_file() {
 	regconf_remove_new_etc_dirs
 	regconf_cleanup_hosts
 	reg_stop_all
+	testnet_down
 }
 
 setup() {
@@ -167,7 +165,7 @@ ib() {
 }
 
 need_lan() {
-	[ -n "$LAN_IP" ] || skip "no non-loopback address on this machine: an insecure registry cannot be told apart from a loopback one"
+	[ -n "$LAN_IP" ] || skip "no test network namespace here: an insecure registry cannot be told apart from a loopback one"
 }
 
 # make_image REF: import the rootfs as REF; sets DIGEST
