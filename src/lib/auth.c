@@ -61,16 +61,22 @@ static char *docker_config_file(void)
 	return ib_path_join(home, ".docker/config.json");
 }
 
+/* --authfile, else $REGISTRY_AUTH_FILE: the one file to use when either is
+ * set; NULL otherwise. */
+static const char *explicit_auth_file(const char *authfile)
+{
+	if (authfile && *authfile)
+		return authfile;
+	const char *env = getenv("REGISTRY_AUTH_FILE");
+	return env && *env ? env : NULL;
+}
+
 char **ib_auth_file_candidates(const char *authfile)
 {
 	char **v = xcalloc(1, sizeof(char *));
-	if (authfile && *authfile) {
-		ib_strv_push(&v, authfile);
-		return v;
-	}
-	const char *env = getenv("REGISTRY_AUTH_FILE");
-	if (env && *env) {
-		ib_strv_push(&v, env);
+	const char *only = explicit_auth_file(authfile);
+	if (only) {
+		ib_strv_push(&v, only);
 		return v;
 	}
 	const char *xdg = getenv("XDG_RUNTIME_DIR");
@@ -430,33 +436,20 @@ int ib_auth_remove(const char *path, const char *host, ib_error **err)
 
 static void write_ignoring_sigpipe(int fd, const char *s)
 {
-	sigset_t set, old;
-	sigemptyset(&set);
-	sigaddset(&set, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &set, &old);
-	bool epipe = false;
+	sigset_t old;
+	ib_sigpipe_block(&old);
 	size_t len = strlen(s);
 	while (len > 0) {
 		ssize_t n = write(fd, s, len);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			epipe = errno == EPIPE;
 			break;
 		}
 		s += n;
 		len -= (size_t)n;
 	}
-	if (epipe) {
-		/* Consume the SIGPIPE that is now pending for this thread. */
-		sigset_t pending;
-		sigpending(&pending);
-		if (sigismember(&pending, SIGPIPE)) {
-			struct timespec zero = {0, 0};
-			sigtimedwait(&set, NULL, &zero);
-		}
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	ib_sigpipe_restore(&old);
 }
 
 /* The key docker's helpers use for host: Docker Hub's legacy URL, else the
@@ -645,13 +638,9 @@ void ib_auth_stored_clear(ib_auth_stored *s)
 char **ib_auth_login_files(const char *authfile)
 {
 	char **v = xcalloc(1, sizeof(char *));
-	if (authfile && *authfile) {
-		ib_strv_push(&v, authfile);
-		return v;
-	}
-	const char *env = getenv("REGISTRY_AUTH_FILE");
-	if (env && *env) {
-		ib_strv_push(&v, env);
+	const char *only = explicit_auth_file(authfile);
+	if (only) {
+		ib_strv_push(&v, only);
 		return v;
 	}
 	cleanup_free char *d = docker_config_file();

@@ -191,10 +191,8 @@ static void *save_thread(void *payload)
 	save_job *j = payload;
 	/* A reader that went away is an EPIPE error here, not a signal:
 	 * blocked signals aimed at this thread die with it. */
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	sigset_t old;
+	ib_sigpipe_block(&old);
 	j->rc = ib_archive_save_fd(j->s, j->fd, IB_ARCHIVE_DOCKER, j->refs, j->n_refs, &j->err);
 	close(j->fd);
 	j->fd = -1;
@@ -323,20 +321,12 @@ static int podman_load(ib_store *s, char *const *refs, size_t n_refs, FILE *out,
 		close(p[1]);
 		return ib_error_set(err, rc, "run podman load");
 	}
-	sigset_t set, old;
-	sigemptyset(&set);
-	sigaddset(&set, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &set, &old);
+	sigset_t old;
+	ib_sigpipe_block(&old);
 	ib_error *werr = NULL;
 	int wr = ib_archive_save_fd(s, p[1], IB_ARCHIVE_DOCKER, refs, n_refs, &werr);
 	close(p[1]);
-	sigset_t pending;
-	sigpending(&pending);
-	if (sigismember(&pending, SIGPIPE)) {
-		struct timespec zero = {0, 0};
-		sigtimedwait(&set, NULL, &zero);
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	ib_sigpipe_restore(&old);
 	int status = 0;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;

@@ -248,13 +248,12 @@ static int parse_v1(ib_regconf *c, const char *file, const ib_toml *v1, ib_error
 	return 0;
 }
 
-/* Read one registries.conf; a missing file is fine. */
-static int read_conf(ib_regconf *c, const char *file, ib_error **err)
+/* Read a configuration file that may be missing: 1 and its text, 0 when
+ * there is no such file, negative on any other failure. */
+static int read_optional(const char *file, char **text, size_t *len, ib_error **err)
 {
-	cleanup_free char *text = NULL;
-	size_t len = 0;
 	ib_error *e = NULL;
-	int r = ib_read_file(file, CONF_CAP, &text, &len, &e);
+	int r = ib_read_file(file, CONF_CAP, text, len, &e);
 	if (r == IB_ENOTFOUND) {
 		ib_error_free(&e);
 		return 0;
@@ -266,6 +265,17 @@ static int read_conf(ib_regconf *c, const char *file, ib_error **err)
 			ib_error_free(&e);
 		return r;
 	}
+	return 1;
+}
+
+/* Read one registries.conf; a missing file is fine. */
+static int read_conf(ib_regconf *c, const char *file, ib_error **err)
+{
+	cleanup_free char *text = NULL;
+	size_t len = 0;
+	int r = read_optional(file, &text, &len, err);
+	if (r <= 0)
+		return r;
 	ib_strv_push(&c->files, file);
 	ib_toml *t = NULL;
 	r = ib_toml_parse(&t, text, len, file, err);
@@ -363,19 +373,9 @@ static int read_daemon_json(ib_regconf *c, const char *file, ib_error **err)
 {
 	cleanup_free char *text = NULL;
 	size_t len = 0;
-	ib_error *e = NULL;
-	int r = ib_read_file(file, CONF_CAP, &text, &len, &e);
-	if (r == IB_ENOTFOUND) {
-		ib_error_free(&e);
-		return 0;
-	}
-	if (r < 0) {
-		if (err && !*err)
-			*err = e;
-		else
-			ib_error_free(&e);
+	int r = read_optional(file, &text, &len, err);
+	if (r <= 0)
 		return r;
-	}
 	ib_strv_push(&c->files, file);
 	c->daemon_json = xstrdup(file);
 	json_error_t je;

@@ -6,6 +6,8 @@
 #include <inttypes.h>
 #include <math.h>
 #include <strings.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -505,4 +507,27 @@ int ib_parse_size(const char *s, bool binary, uint64_t *out)
 		return 0;
 	}
 	return -1;
+}
+
+void ib_sigpipe_block(sigset_t *old)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, old);
+}
+
+void ib_sigpipe_restore(const sigset_t *old)
+{
+	sigset_t set, pending;
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	/* a write to a closed pipe left a SIGPIPE pending for this thread:
+	 * consume it before the mask comes back */
+	sigpending(&pending);
+	if (sigismember(&pending, SIGPIPE)) {
+		struct timespec zero = {0, 0};
+		sigtimedwait(&set, NULL, &zero);
+	}
+	pthread_sigmask(SIG_SETMASK, old, NULL);
 }

@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -121,6 +122,13 @@ int ib_parse_u64(const char *s, uint64_t *out);
  * k/m/g (and kb/mb/gb) are powers of 1024 too, as docker's --memory reads
  * them.  -1 when s is not such a size. */
 int ib_parse_size(const char *s, bool binary, uint64_t *out);
+
+/* Block SIGPIPE for the calling thread (the old mask goes to *old), so a
+ * write to a pipe whose reader left fails with EPIPE instead of killing
+ * the process; ib_sigpipe_restore consumes a SIGPIPE left pending by such a
+ * write and restores *old. */
+void ib_sigpipe_block(sigset_t *old);
+void ib_sigpipe_restore(const sigset_t *old);
 /* A build timestamp in seconds since the epoch (SOURCE_DATE_EPOCH,
  * --source-date-epoch): digits only, at most INT64_MAX / 2.  s NULL:
  * $SOURCE_DATE_EPOCH; that or s empty or unset: 0.  IB_EINVALID
