@@ -631,8 +631,8 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 	}
 	cleanup_free char *tmp = ib_store_tmp_path(b->store, "copy");
 	ib_error *e = NULL;
-	int rc = ib_unpack_from_files(tmp, dirs, l->n_parents, files, l->n,
-				      b->o->source_date_epoch, &e);
+	int rc =
+	    ib_unpack_from_files(tmp, dirs, l->n_parents, files, l->n, b->o->source_date_epoch, &e);
 	for (size_t i = 0; i < l->n; i++)
 		free((char *)files[i].reuse);
 	free(files);

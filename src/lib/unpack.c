@@ -1251,8 +1251,7 @@ static int write_file(const ib_unpack_file *f, const char *dst, int64_t epoch)
 }
 
 int ib_unpack_from_files(const char *dest_dir, const ib_unpack_dir *dirs, size_t n_dirs,
-			 const ib_unpack_file *files, size_t n_files, int64_t epoch,
-			 ib_error **err)
+			 const ib_unpack_file *files, size_t n_files, int64_t epoch, ib_error **err)
 {
 	if (!files_are_a_tree(files, n_files))
 		return ib_error_setc(err, IB_EUNSAFE,

@@ -20,11 +20,10 @@
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include "layer.h"
 #include "store.h"
+#include "testutil.h"
 #include "util.h"
 
 #define EPOCH 1000000000LL
@@ -144,58 +143,6 @@ static void make_tree(struct fx *f, const char *top, int order, time_t mtime)
 
 /* ---- helpers: reading a layer back ---- */
 
-static unsigned char *decompress(ib_compression c, const unsigned char *in, size_t n,
-				 size_t *out_len)
-{
-	size_t alloc = 1 << 16, len = 0;
-	unsigned char *out = xmalloc(alloc);
-	if (c == IB_COMP_NONE) {
-		out = xrealloc(out, n ? n : 1);
-		memcpy(out, in, n);
-		*out_len = n;
-		return out;
-	}
-	if (c == IB_COMP_GZIP) {
-		z_stream zs;
-		memset(&zs, 0, sizeof(zs));
-		assert_int_equal(inflateInit2(&zs, 16 + 15), Z_OK);
-		zs.next_in = (unsigned char *)in;
-		zs.avail_in = (uInt)n;
-		int r;
-		do {
-			if (len == alloc) {
-				alloc *= 2;
-				out = xrealloc(out, alloc);
-			}
-			zs.next_out = out + len;
-			zs.avail_out = (uInt)(alloc - len);
-			r = inflate(&zs, Z_NO_FLUSH);
-			len = alloc - zs.avail_out;
-			assert_true(r == Z_OK || r == Z_STREAM_END ||
-				    (r == Z_BUF_ERROR && len == alloc));
-		} while (r != Z_STREAM_END);
-		assert_int_equal(zs.avail_in, 0);
-		inflateEnd(&zs);
-	} else {
-		ZSTD_DStream *ds = ZSTD_createDStream();
-		ZSTD_inBuffer ib = {in, n, 0};
-		size_t r;
-		do {
-			if (len == alloc) {
-				alloc *= 2;
-				out = xrealloc(out, alloc);
-			}
-			ZSTD_outBuffer ob = {out + len, alloc - len, 0};
-			r = ZSTD_decompressStream(ds, &ob, &ib);
-			assert_false(ZSTD_isError(r));
-			len += ob.pos;
-		} while (r != 0 || ib.pos < ib.size);
-		ZSTD_freeDStream(ds);
-	}
-	*out_len = len;
-	return out;
-}
-
 /* Read the committed blob, check its digest and size, decompress it and
  * check the diff_id.  Returns the tar bytes. */
 static unsigned char *layer_tar(struct fx *f, const ib_layer_result *res, ib_compression c,
@@ -210,7 +157,7 @@ static unsigned char *layer_tar(struct fx *f, const ib_layer_result *res, ib_com
 	char d[IB_DIGEST_BUFLEN];
 	ib_digest_buffer(d, blob, blen);
 	assert_string_equal(d, res->digest);
-	unsigned char *tar = decompress(c, (unsigned char *)blob, blen, len);
+	unsigned char *tar = tu_decompress(c, (unsigned char *)blob, blen, len);
 	ib_digest_buffer(d, tar, *len);
 	assert_string_equal(d, res->diff_id);
 	return tar;

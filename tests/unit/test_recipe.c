@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "recipe.h"
+#include "testutil.h"
 #include "util.h"
 
 static const char *source_dir(void)
@@ -674,21 +675,14 @@ static void test_long_recipe_path_is_not_truncated(void **state)
 
 /* ---- limits: nothing a recipe does stalls or crashes the evaluation ---- */
 
-static double now_seconds(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Evaluate `content`; it must fail with a message that starts with
  * "recipe.lua:LINE: " and contains `sub`, within `seconds`. */
 static void expect_failure(const char *content, int line, const char *sub, double seconds)
 {
 	json_t *plan = NULL;
-	double t0 = now_seconds();
+	double t0 = tu_now();
 	cleanup_free char *msg = eval_text(content, &plan);
-	double took = now_seconds() - t0;
+	double took = tu_now() - t0;
 	if (!msg)
 		fail_msg("evaluated without error: %s", content);
 	cleanup_free char *where = xasprintf("recipe.lua:%d: ", line);

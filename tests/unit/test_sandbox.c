@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "sandbox.h"
+#include "testutil.h"
 #include "util.h"
 
 #define BUSYBOX "/bin/busybox"
@@ -37,26 +38,6 @@ static const char *g_skip;
 static int g_run_seq;
 
 /* ---- helpers ---- */
-
-static void write_text(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	assert_int_equal(fclose(f), 0);
-}
-
-static char *read_text(const char *path)
-{
-	char *s = NULL;
-	size_t n = 0;
-	ib_error *e = NULL;
-	if (ib_read_file(path, 1 << 20, &s, &n, &e) < 0) {
-		ib_error_free(&e);
-		return NULL;
-	}
-	return s;
-}
 
 static char *mkdirs(const char *base, const char *rel)
 {
@@ -148,16 +129,16 @@ static int group_setup(void **state)
 	g_etc_layer = mkdirs(g_base, "layers/etc");
 	char *etc = mkdirs(g_etc_layer, "etc");
 	char *p = ib_path_join(etc, "passwd");
-	write_text(p, "root:x:0:0:root:/root:/bin/sh\n"
-		      "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n");
+	tu_write_text(p, "root:x:0:0:root:/root:/bin/sh\n"
+			 "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n");
 	free(p);
 	p = ib_path_join(etc, "group");
-	write_text(p, "root:x:0:\nstaff:x:50:bob,alice\nalice:x:1000:\nother:x:60:bob\n");
+	tu_write_text(p, "root:x:0:\nstaff:x:50:bob,alice\nalice:x:1000:\nother:x:60:bob\n");
 	free(p);
 	free(etc);
 	char *data = mkdirs(g_etc_layer, "data");
 	p = ib_path_join(data, "file");
-	write_text(p, "lower data\n");
+	tu_write_text(p, "lower data\n");
 	free(p);
 	free(data);
 	free(mkdirs(g_etc_layer, "home/alice"));
@@ -307,13 +288,6 @@ static void dump_lines(const tctx *t)
 		print_message("  | %s\n", t->lines[i]);
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ---- output and status ---- */
 
 static void test_output_lines_and_exit_status(void **state)
@@ -364,7 +338,7 @@ static void test_written_file_lands_in_upper(void **state)
 	assert_int_equal(run_sh(t, "mkdir -p /out && echo data > /out/file", NULL), 0);
 	assert_int_equal(t->status, 0);
 	char *p = ib_path_join(t->upper, "out/file");
-	char *s = read_text(p);
+	char *s = tu_read_file(p);
 	assert_non_null(s);
 	assert_string_equal(s, "data\n");
 	free(s);
@@ -415,7 +389,7 @@ static void test_scratch_stack_gets_mount_points_without_trace(void **state)
 	ib_sandbox_options o;
 	tweak_init(t, &o);
 	o.lower_dirs = lowers;
-	char *hosts = read_text("/etc/hosts");
+	char *hosts = tu_read_file("/etc/hosts");
 	assert_non_null(hosts);
 	char first[256];
 	snprintf(first, sizeof(first), "%.*s", (int)strcspn(hosts, "\n"), hosts);
@@ -478,7 +452,7 @@ static void test_long_lower_stack(void **state)
 		char *rel = xasprintf("stack/L%03d/layers", i);
 		char *d = mkdirs(t->dir, rel);
 		char *f = xasprintf("%s/f%03d", d, i);
-		write_text(f, "x");
+		tu_write_text(f, "x");
 		free(f);
 		free(d);
 		free(rel);
@@ -658,7 +632,7 @@ static void test_network_default_shares_host(void **state)
 {
 	SKIP_IF_NEEDED();
 	tctx *t = *state;
-	char *dev = read_text("/proc/net/dev");
+	char *dev = tu_read_file("/proc/net/dev");
 	assert_non_null(dev);
 	int host_ifaces = 0;
 	for (char *p = dev; (p = strchr(p, ':')); p++)
@@ -684,9 +658,9 @@ static void test_timeout_kills_the_namespace(void **state)
 	ib_sandbox_options o;
 	tweak_init(t, &o);
 	o.timeout_sec = 1;
-	double t0 = now_s();
+	double t0 = tu_now();
 	assert_int_equal(run_sh(t, "sleep 100 & echo started; sleep 100", &o), 0);
-	double took = now_s() - t0;
+	double took = tu_now() - t0;
 	assert_true(took < 5.0);
 	assert_true(took >= 0.9);
 	assert_int_equal(t->status, 137);
@@ -698,10 +672,10 @@ static void test_background_process_does_not_hang(void **state)
 {
 	SKIP_IF_NEEDED();
 	tctx *t = *state;
-	double t0 = now_s();
+	double t0 = tu_now();
 	/* the background sleep keeps the output pipe open */
 	assert_int_equal(run_sh(t, "sleep 100 & echo started", NULL), 0);
-	assert_true(now_s() - t0 < 5.0);
+	assert_true(tu_now() - t0 < 5.0);
 	assert_int_equal(t->status, 0);
 	assert_true(has_line(t, "started"));
 }
@@ -882,7 +856,7 @@ static void test_cache_mount_is_shared_and_not_captured(void **state)
 	tctx *t = *state;
 	char *cache = mkdirs(t->dir, "cache");
 	char *old = ib_path_join(cache, "old");
-	write_text(old, "from before\n");
+	tu_write_text(old, "from before\n");
 	ib_sandbox_mount m = {cache, "/var/cache/thing/", false, false};
 	ib_sandbox_options o;
 	tweak_init(t, &o);
@@ -903,7 +877,7 @@ static void test_secret_is_readable_read_only_and_not_captured(void **state)
 	SKIP_IF_NEEDED();
 	tctx *t = *state;
 	char *secret = ib_path_join(t->dir, "secret");
-	write_text(secret, "s3cret\n");
+	tu_write_text(secret, "s3cret\n");
 	ib_sandbox_mount m = {secret, "/run/secrets/token", true, true};
 	ib_sandbox_options o;
 	tweak_init(t, &o);
@@ -914,7 +888,7 @@ static void test_secret_is_readable_read_only_and_not_captured(void **state)
 	assert_true(has_line(t, "s3cret"));
 	assert_true(has_line(t, "ro"));
 	assert_false(exists_in(t->upper, "run"));
-	char *s = read_text(secret);
+	char *s = tu_read_file(secret);
 	assert_string_equal(s, "s3cret\n");
 	free(s);
 	free(secret);

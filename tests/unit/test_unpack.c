@@ -31,6 +31,7 @@
 #include "error.h"
 #include "layer.h"
 #include "store.h"
+#include "testutil.h"
 #include "unpack.h"
 #include "util.h"
 
@@ -226,18 +227,9 @@ static void expect_error(int r, ib_error **err, int code, const char *needle)
 
 /* ---- inspecting the result ---- */
 
-static char *slurp(const char *path)
-{
-	char *data = NULL;
-	ib_error *err = NULL;
-	if (ib_read_file(path, 1 << 20, &data, NULL, &err) < 0)
-		fail_msg("read %s: %s", path, ib_error_msg(err));
-	return data;
-}
-
 static void assert_content(const char *path, const char *want)
 {
-	char *got = slurp(path);
+	char *got = tu_read_file(path);
 	assert_string_equal(got, want);
 	free(got);
 }
@@ -1367,7 +1359,7 @@ static void test_gzip_input(void **state)
 {
 	fixture *f = *state;
 	write_sample(f, FILT_GZIP);
-	char *head = slurp(f->tar);
+	char *head = tu_read_file(f->tar);
 	assert_int_equal((unsigned char)head[0], 0x1f);
 	assert_int_equal((unsigned char)head[1], 0x8b);
 	free(head);
@@ -1560,8 +1552,8 @@ static void ff_listing(const char *dir, const char *rel, ib_buf *out)
 		char *full = ib_path_join(dir, r);
 		struct stat st;
 		assert_int_equal(lstat(full, &st), 0);
-		ib_buf_appendf(out, "%s %o %u:%u %lld %lu %lld", r, st.st_mode, st.st_uid, st.st_gid,
-			       (long long)st.st_mtime, (unsigned long)st.st_nlink,
+		ib_buf_appendf(out, "%s %o %u:%u %lld %lu %lld", r, st.st_mode, st.st_uid,
+			       st.st_gid, (long long)st.st_mtime, (unsigned long)st.st_nlink,
 			       S_ISDIR(st.st_mode) ? 0LL : (long long)st.st_size);
 		char buf[256] = "";
 		if (S_ISLNK(st.st_mode))
@@ -1679,7 +1671,8 @@ static void test_from_files_same_tree_as_the_layer_tar(void **state)
 		const ib_unpack_file *u = &c.files[i];
 		ib_layer_override ov = {.uid = u->uid, .gid = u->gid, .mode = (int32_t)u->mode};
 		if (u->host)
-			assert_int_equal(ib_layer_writer_add_path(w, u->path, u->host, &ov, &err), 0);
+			assert_int_equal(ib_layer_writer_add_path(w, u->path, u->host, &ov, &err),
+					 0);
 		else
 			assert_int_equal(
 			    ib_layer_writer_add_dir(w, u->path, u->mode, u->uid, u->gid, &err), 0);

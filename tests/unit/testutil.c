@@ -1,6 +1,14 @@
 #include "testutil.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -13,7 +21,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
 
 #include "util.h"
 
@@ -292,4 +303,138 @@ char *tu_tmpdir(void)
 		abort();
 	}
 	return t;
+}
+
+void tu_rm_rf(const char *path)
+{
+	ib_error *err = NULL;
+	if (ib_rm_rf(path, &err) < 0)
+		fail_msg("remove %s: %s", path, ib_error_msg(err));
+}
+
+ib_store *tu_store_open(const char *root)
+{
+	ib_store *s = NULL;
+	ib_error *err = NULL;
+	tu_must(ib_store_open(&s, root, &err), &err, root);
+	return s;
+}
+
+void tu_must(int r, ib_error **err, const char *what)
+{
+	if (r < 0)
+		fail_msg("%s: %s", what, ib_error_msg(*err));
+	assert_null(*err);
+}
+
+void tu_write_file(const char *path, const void *data, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		fail_msg("open %s: %s", path, strerror(errno));
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	assert_int_equal(close(fd), 0);
+}
+
+void tu_write_text(const char *path, const char *text)
+{
+	tu_write_file(path, text, strlen(text));
+}
+
+char *tu_read_file(const char *path)
+{
+	char *data = NULL;
+	ib_error *err = NULL;
+	if (ib_read_file(path, 1 << 20, &data, NULL, &err) < 0)
+		fail_msg("read %s: %s", path, ib_error_msg(err));
+	return data;
+}
+
+size_t tu_count_entries(const char *dir)
+{
+	cleanup_dir DIR *d = opendir(dir);
+	if (!d)
+		fail_msg("opendir %s: %s", dir, strerror(errno));
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	return n;
+}
+
+void tu_set_mtime(const char *path, time_t sec, long nsec)
+{
+	struct timespec ts[2] = {{sec, nsec}, {sec, nsec}};
+	if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		fail_msg("utimensat %s: %s", path, strerror(errno));
+}
+
+double tu_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* zlib checks the gzip CRC and length. */
+static size_t inflate_gzip(const unsigned char *in, size_t n, unsigned char **out, size_t alloc)
+{
+	z_stream zs;
+	memset(&zs, 0, sizeof(zs));
+	assert_int_equal(inflateInit2(&zs, 16 + 15), Z_OK);
+	zs.next_in = (unsigned char *)in;
+	zs.avail_in = (uInt)n;
+	size_t len = 0;
+	int r;
+	do {
+		if (len == alloc) {
+			alloc *= 2;
+			*out = xrealloc(*out, alloc);
+		}
+		zs.next_out = *out + len;
+		zs.avail_out = (uInt)(alloc - len);
+		r = inflate(&zs, Z_NO_FLUSH);
+		len = alloc - zs.avail_out;
+		assert_true(r == Z_OK || r == Z_STREAM_END || (r == Z_BUF_ERROR && len == alloc));
+	} while (r != Z_STREAM_END);
+	assert_int_equal(zs.avail_in, 0); /* nothing after the trailer */
+	inflateEnd(&zs);
+	return len;
+}
+
+static size_t inflate_zstd(const unsigned char *in, size_t n, unsigned char **out, size_t alloc)
+{
+	ZSTD_DStream *ds = ZSTD_createDStream();
+	assert_non_null(ds);
+	ZSTD_inBuffer ib = {in, n, 0};
+	size_t len = 0, r;
+	do {
+		if (len == alloc) {
+			alloc *= 2;
+			*out = xrealloc(*out, alloc);
+		}
+		ZSTD_outBuffer ob = {*out + len, alloc - len, 0};
+		r = ZSTD_decompressStream(ds, &ob, &ib);
+		assert_false(ZSTD_isError(r));
+		len += ob.pos;
+	} while (r != 0 || ib.pos < ib.size);
+	ZSTD_freeDStream(ds);
+	return len;
+}
+
+unsigned char *tu_decompress(ib_compression c, const unsigned char *in, size_t n, size_t *out_len)
+{
+	size_t alloc = 1 << 16;
+	unsigned char *out = xmalloc(alloc);
+	if (c == IB_COMP_NONE) {
+		out = xrealloc(out, n ? n : 1);
+		memcpy(out, in, n);
+		*out_len = n;
+	} else if (c == IB_COMP_GZIP) {
+		*out_len = inflate_gzip(in, n, &out, alloc);
+	} else {
+		*out_len = inflate_zstd(in, n, &out, alloc);
+	}
+	return out;
 }
