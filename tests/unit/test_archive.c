@@ -18,6 +18,7 @@
 #include "image_archive.h"
 #include "ref.h"
 #include "store.h"
+#include "testutil.h"
 #include "util.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -95,9 +96,7 @@ typedef struct fixture {
 static int setup(void **state)
 {
 	fixture *f = xcalloc(1, sizeof(*f));
-	char tmpl[] = "/tmp/ib-test-archive-XXXXXX";
-	assert_non_null(mkdtemp(tmpl));
-	f->dir = xstrdup(tmpl);
+	f->dir = tu_tmpdir();
 	f->xdir = ib_path_join(f->dir, "x");
 	assert_int_equal(mkdir(f->xdir, 0700), 0);
 	*state = f;
@@ -107,7 +106,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	fixture *f = *state;
-	ib_rm_rf(f->dir, NULL);
+	tu_rm_rf(f->dir);
 	free(f->dir);
 	free(f->xdir);
 	free(f);

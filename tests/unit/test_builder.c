@@ -29,6 +29,7 @@
 #include "progress.h"
 #include "recipe.h"
 #include "store.h"
+#include "testutil.h"
 #include "util.h"
 
 /* 2001-09-09T01:46:40Z: older than every file the tests create, so every
@@ -81,20 +82,14 @@ typedef struct entries {
 static fx *fx_new(void)
 {
 	fx *f = xcalloc(1, sizeof(*f));
-	char tmpl[] = "/tmp/ib-test-builder-XXXXXX";
-	if (mkdtemp(tmpl) == NULL)
-		return NULL;
-	f->tmp = xstrdup(tmpl);
+	f->tmp = tu_tmpdir();
 	f->work = ib_path_join(f->tmp, "w");
 	f->ctx = ib_path_join(f->work, "ctx");
 	f->recipe = ib_path_join(f->ctx, "recipe.lua");
 	f->root = ib_path_join(f->tmp, "store");
 	ib_error *err = NULL;
-	if (ib_mkdir_p(f->ctx, 0755, &err) < 0 || ib_store_open(&f->store, f->root, &err) < 0) {
-		fprintf(stderr, "setup: %s\n", ib_error_msg(err));
-		ib_error_free(&err);
-		return NULL;
-	}
+	tu_must(ib_mkdir_p(f->ctx, 0755, &err), &err, f->ctx);
+	f->store = tu_store_open(f->root);
 	return f;
 }
 
@@ -103,9 +98,7 @@ static void fx_free(fx *f)
 	if (!f)
 		return;
 	ib_store_free(f->store);
-	ib_error *err = NULL;
-	if (ib_rm_rf(f->tmp, &err) < 0)
-		ib_error_free(&err);
+	tu_rm_rf(f->tmp);
 	free(f->tmp);
 	free(f->work);
 	free(f->ctx);
@@ -171,8 +164,7 @@ static void remove_ctx(fx *f, const char *rel)
 static void set_mtime(fx *f, const char *rel, time_t t)
 {
 	cleanup_free char *p = ctx_path(f, rel);
-	struct timespec ts[2] = {{t, 0}, {t, 0}};
-	assert_int_equal(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0);
+	tu_set_mtime(p, t, 0);
 }
 
 static void write_recipe(fx *f, const char *text)

@@ -37,17 +37,11 @@ typedef struct fixture {
 static int setup(void **state)
 {
 	fixture *f = xcalloc(1, sizeof(*f));
-	const char *base = getenv("TMPDIR");
-	f->dir = xasprintf("%s/ib-test-cache-XXXXXX", base && *base ? base : "/tmp");
-	if (!mkdtemp(f->dir))
-		return -1;
+	f->dir = tu_tmpdir();
 	f->root = ib_path_join(f->dir, "store");
+	f->s = tu_store_open(f->root);
 	ib_error *err = NULL;
-	if (ib_store_open(&f->s, f->root, &err) < 0 || ib_cache_open(&f->c, f->s, &err) < 0) {
-		fprintf(stderr, "setup: %s\n", ib_error_msg(err));
-		ib_error_free(&err);
-		return -1;
-	}
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "cache open");
 	*state = f;
 	return 0;
 }
@@ -57,7 +51,7 @@ static int teardown(void **state)
 	fixture *f = *state;
 	ib_cache_free(f->c);
 	ib_store_free(f->s);
-	ib_rm_rf(f->dir, NULL);
+	tu_rm_rf(f->dir);
 	free(f->root);
 	free(f->dir);
 	free(f);

@@ -43,17 +43,9 @@ typedef struct test_layer {
 static int setup(void **state)
 {
 	fx *f = xcalloc(1, sizeof(*f));
-	char tmpl[] = "/tmp/ib-test-imgdiff-XXXXXX";
-	if (mkdtemp(tmpl) == NULL)
-		return -1;
-	f->tmp = xstrdup(tmpl);
+	f->tmp = tu_tmpdir();
 	cleanup_free char *root = ib_path_join(f->tmp, "store");
-	ib_error *err = NULL;
-	if (ib_store_open(&f->store, root, &err) < 0) {
-		fprintf(stderr, "store: %s\n", ib_error_msg(err));
-		ib_error_free(&err);
-		return -1;
-	}
+	f->store = tu_store_open(root);
 	*state = f;
 	return 0;
 }
@@ -62,7 +54,7 @@ static int teardown(void **state)
 {
 	fx *f = *state;
 	ib_store_free(f->store);
-	ib_rm_rf(f->tmp, NULL);
+	tu_rm_rf(f->tmp);
 	free(f->tmp);
 	free(f);
 	return 0;

@@ -37,17 +37,9 @@ struct fx {
 static int setup(void **state)
 {
 	struct fx *f = xcalloc(1, sizeof(*f));
-	char tmpl[] = "/tmp/ib-test-layer-XXXXXX";
-	if (mkdtemp(tmpl) == NULL)
-		return -1;
-	f->tmp = xstrdup(tmpl);
+	f->tmp = tu_tmpdir();
 	f->root = ib_path_join(f->tmp, "store");
-	ib_error *err = NULL;
-	if (ib_store_open(&f->store, f->root, &err) < 0) {
-		fprintf(stderr, "store: %s\n", ib_error_msg(err));
-		ib_error_free(&err);
-		return -1;
-	}
+	f->store = tu_store_open(f->root);
 	*state = f;
 	return 0;
 }
@@ -56,7 +48,7 @@ static int teardown(void **state)
 {
 	struct fx *f = *state;
 	ib_store_free(f->store);
-	ib_rm_rf(f->tmp, NULL);
+	tu_rm_rf(f->tmp);
 	free(f->tmp);
 	free(f->root);
 	free(f);
@@ -90,8 +82,7 @@ static void write_at(struct fx *f, const char *rel, const void *data, size_t len
 static void set_mtime(struct fx *f, const char *rel, time_t sec, long nsec)
 {
 	cleanup_free char *p = fx_path(f, rel);
-	struct timespec ts[2] = {{sec, nsec}, {sec, nsec}};
-	assert_int_equal(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0);
+	tu_set_mtime(p, sec, nsec);
 }
 
 static unsigned char *pattern(size_t n, unsigned seed)

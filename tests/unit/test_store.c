@@ -39,13 +39,10 @@ typedef struct fixture {
 static int setup(void **state)
 {
 	fixture *f = xcalloc(1, sizeof(*f));
-	char tmpl[] = "/tmp/ib-test-store-XXXXXX";
-	assert_non_null(mkdtemp(tmpl));
+	cleanup_free char *tmp = tu_tmpdir();
 	/* a root that does not exist yet: open must create it */
-	f->root = xasprintf("%s/nested/root", tmpl);
-	ib_error *err = NULL;
-	if (ib_store_open(&f->s, f->root, &err) < 0)
-		fail_msg("open: %s", ib_error_msg(err));
+	f->root = xasprintf("%s/nested/root", tmp);
+	f->s = tu_store_open(f->root);
 	*state = f;
 	return 0;
 }
@@ -57,7 +54,7 @@ static int teardown(void **state)
 	char *top = xstrdup(f->root);
 	char *p = strstr(top, "/nested/root");
 	*p = '\0';
-	ib_rm_rf(top, NULL);
+	tu_rm_rf(top);
 	free(top);
 	free(f->root);
 	free(f);

@@ -49,13 +49,11 @@ typedef struct fixture {
 static int setup(void **state)
 {
 	fixture *f = xcalloc(1, sizeof(*f));
-	char tmpl[] = "/tmp/ib-test-unpack-XXXXXX";
-	assert_non_null(mkdtemp(tmpl));
-	f->tmp = xstrdup(tmpl);
-	f->root = xasprintf("%s/root", tmpl);
-	f->victim = xasprintf("%s/victim", tmpl);
-	f->victim_x = xasprintf("%s/victim/x", tmpl);
-	f->tar = xasprintf("%s/layer.tar", tmpl);
+	f->tmp = tu_tmpdir();
+	f->root = xasprintf("%s/root", f->tmp);
+	f->victim = xasprintf("%s/victim", f->tmp);
+	f->victim_x = xasprintf("%s/victim/x", f->tmp);
+	f->tar = xasprintf("%s/layer.tar", f->tmp);
 	assert_int_equal(mkdir(f->root, 0755), 0);
 	assert_int_equal(mkdir(f->victim, 0755), 0);
 	assert_int_equal(chmod(f->victim, 0755), 0);
@@ -72,9 +70,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	fixture *f = *state;
-	ib_error *err = NULL;
-	if (ib_rm_rf(f->tmp, &err) < 0)
-		fail_msg("cleanup: %s", ib_error_msg(err));
+	tu_rm_rf(f->tmp);
 	free(f->tmp);
 	free(f->root);
 	free(f->victim);
@@ -1509,19 +1505,9 @@ static void test_missing_destination_fails(void **state)
 
 static void ff_write(const char *path, const char *data, mode_t mode, time_t mtime)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, data, strlen(data)), (ssize_t)strlen(data));
-	assert_int_equal(fchmod(fd, mode), 0);
-	close(fd);
-	struct timespec ts[2] = {{mtime, 0}, {mtime, 0}};
-	assert_int_equal(utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW), 0);
-}
-
-static void ff_mtime(const char *path, time_t mtime)
-{
-	struct timespec ts[2] = {{mtime, 0}, {mtime, 0}};
-	assert_int_equal(utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW), 0);
+	tu_write_text(path, data);
+	assert_int_equal(chmod(path, mode), 0);
+	tu_set_mtime(path, mtime, 0);
 }
 
 /* Every entry below dir, "path type mode uid:gid mtime nlink size content
@@ -1608,16 +1594,16 @@ static void ff_case_init(ff_case *c, const fixture *f)
 	free(p);
 	p = xasprintf("%s/fifo", c->src);
 	assert_int_equal(mkfifo(p, 0640), 0);
-	ff_mtime(p, 3000);
+	tu_set_mtime(p, 3000, 0);
 	free(p);
 	p = xasprintf("%s/x", c->src);
 	ff_write(p, "x\n", 0644, FF_EPOCH + 500);
 	assert_int_equal(lsetxattr(p, "user.ff", "v1", 2, 0), 0);
 	free(p);
 	p = xasprintf("%s/e", c->src);
-	ff_mtime(p, FF_EPOCH + 100);
+	tu_set_mtime(p, FF_EPOCH + 100, 0);
 	free(p);
-	ff_mtime(c->src, 1000);
+	tu_set_mtime(c->src, 1000, 0);
 
 	c->dirs[0] = (ib_unpack_dir){"opt", 0755, 0, 0};
 	c->dirs[1] = (ib_unpack_dir){"opt/x", 0700, 7, 8};

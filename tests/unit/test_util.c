@@ -26,24 +26,16 @@
 
 static int setup_tmp(void **state)
 {
-	const char *base = getenv("TMPDIR");
-	char *tmpl = xasprintf("%s/ib-test-util-XXXXXX", base && *base ? base : "/tmp");
-	if (!mkdtemp(tmpl)) {
-		free(tmpl);
-		return -1;
-	}
-	*state = tmpl;
+	*state = tu_tmpdir();
 	return 0;
 }
 
 static int teardown_tmp(void **state)
 {
 	char *dir = *state;
-	ib_error *err = NULL;
-	int r = ib_rm_rf(dir, &err);
-	ib_error_free(&err);
+	tu_rm_rf(dir);
 	free(dir);
-	return r;
+	return 0;
 }
 
 /* ---- helpers ---- */
