@@ -80,22 +80,6 @@ static size_t nsteps(json_t *plan, size_t stage)
 	return json_array_size(json_object_get(stage_at(plan, stage), "steps"));
 }
 
-static const char *str(json_t *o, const char *key)
-{
-	json_t *v = json_object_get(o, key);
-	if (!json_is_string(v))
-		fail_msg("field %s is not a string", key);
-	return json_string_value(v);
-}
-
-static json_int_t num(json_t *o, const char *key)
-{
-	json_t *v = json_object_get(o, key);
-	if (!json_is_integer(v))
-		fail_msg("field %s is not an integer", key);
-	return json_integer_value(v);
-}
-
 /* The JSON text of v (sorted keys, compact). */
 static char *dump(json_t *v)
 {
@@ -114,7 +98,7 @@ static const char *label(json_t *plan, size_t stage, size_t step, const char *ke
 {
 	json_t *labels = json_object_get(step_at(plan, stage, step), "labels");
 	assert_non_null(labels);
-	return str(labels, key);
+	return tu_json_str(labels, key);
 }
 
 /* ---- temp dirs for recipes written by the tests ---- */
@@ -175,27 +159,27 @@ static void test_global_form_stages(void **state)
 {
 	(void)state;
 	json_t *plan = eval_fixture("full.lua", "ctx", NULL);
-	assert_int_equal(num(plan, "version"), IB_PLAN_VERSION);
-	assert_string_equal(str(plan, "recipe"), "full.lua");
+	assert_int_equal(tu_json_int(plan, "version"), IB_PLAN_VERSION);
+	assert_string_equal(tu_json_str(plan, "recipe"), "full.lua");
 	assert_json(json_object_get(plan, "args"), "{\"VERSION\":\"1.0\"}");
 	assert_int_equal(json_array_size(json_object_get(plan, "stages")), 3);
 
 	json_t *build = stage_at(plan, 0);
-	assert_string_equal(str(build, "name"), "build");
+	assert_string_equal(tu_json_str(build, "name"), "build");
 	assert_json(json_object_get(build, "from"),
 		    "{\"image\":\"docker.io/library/debian:bookworm\"}");
-	assert_int_equal(num(build, "line"), 3);
+	assert_int_equal(tu_json_int(build, "line"), 3);
 	assert_true(json_is_null(json_object_get(build, "platform")));
 
 	json_t *anon = stage_at(plan, 1);
-	assert_string_equal(str(anon, "name"), "stage1");
+	assert_string_equal(tu_json_str(anon, "name"), "stage1");
 	assert_json(json_object_get(anon, "from"), "{\"image\":\"docker.io/library/alpine:3.19\"}");
-	assert_string_equal(str(anon, "platform"), "linux/arm64");
-	assert_string_equal(str(anon, "pull"), "always");
-	assert_int_equal(num(anon, "line"), 15);
+	assert_string_equal(tu_json_str(anon, "platform"), "linux/arm64");
+	assert_string_equal(tu_json_str(anon, "pull"), "always");
+	assert_int_equal(tu_json_int(anon, "line"), 15);
 
 	json_t *final = stage_at(plan, 2);
-	assert_string_equal(str(final, "name"), "final");
+	assert_string_equal(tu_json_str(final, "name"), "final");
 	assert_json(json_object_get(final, "from"), "{\"scratch\":true}");
 	json_decref(plan);
 }
@@ -221,11 +205,11 @@ static void test_global_form_run(void **state)
 	       "\"workdir\":\"/src\"}");
 	/* run after shell{} uses the new shell */
 	s = step_at(plan, 0, 8);
-	assert_string_equal(str(s, "kind"), "run");
+	assert_string_equal(tu_json_str(s, "kind"), "run");
 	assert_json(json_object_get(s, "argv"), "[\"/bin/bash\",\"-eu\",\"-c\",\"echo $SHELL\"]");
-	assert_int_equal(num(s, "line"), 14);
+	assert_int_equal(tu_json_int(s, "line"), 14);
 	s = step_at(plan, 0, 7);
-	assert_string_equal(str(s, "kind"), "shell");
+	assert_string_equal(tu_json_str(s, "kind"), "shell");
 	assert_json(json_object_get(s, "argv"), "[\"/bin/bash\",\"-eu\",\"-c\"]");
 	/* a new stage starts with the default shell */
 	s = step_at(plan, 1, 0);
@@ -246,17 +230,17 @@ static void test_global_form_copy(void **state)
 	    "{\"dest\":\"out/\",\"exclude\":[\"*.o\"],\"from\":null,\"kind\":\"copy\","
 	    "\"line\":9,\"mode\":\"0755\",\"owner\":\"1000:1000\",\"sources\":[\"src/*.c\"]}");
 	/* "." after workdir "/app" + "sub" */
-	assert_string_equal(str(step_at(plan, 0, 6), "dest"), "/app/sub/");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 6), "dest"), "/app/sub/");
 	json_t *s = step_at(plan, 2, 0);
 	assert_json(json_object_get(s, "from"), "{\"stage\":\"build\"}");
 	assert_json(json_object_get(s, "sources"), "[\"/out/hello\"]");
-	assert_string_equal(str(s, "dest"), "/usr/local/bin/hello");
+	assert_string_equal(tu_json_str(s, "dest"), "/usr/local/bin/hello");
 	s = step_at(plan, 2, 1);
 	assert_json(json_object_get(s, "from"), "{\"image\":\"docker.io/library/busybox:1.36\"}");
 	/* a string naming an existing stage refers to the stage */
 	s = step_at(plan, 2, 12);
 	assert_json(json_object_get(s, "from"), "{\"stage\":\"stage1\"}");
-	assert_int_equal(num(s, "line"), 31);
+	assert_int_equal(tu_json_int(s, "line"), 31);
 	json_decref(plan);
 }
 
@@ -312,16 +296,16 @@ static void test_workdir_resolution(void **state)
 					   &plan);
 	if (msg)
 		fail_msg("%s", msg);
-	assert_string_equal(str(step_at(plan, 0, 0), "path"), "rel");
-	assert_string_equal(str(step_at(plan, 0, 1), "dest"), "./");
-	assert_string_equal(str(step_at(plan, 0, 2), "workdir"), "sub");
-	assert_string_equal(str(step_at(plan, 0, 3), "path"), "/abs");
-	assert_string_equal(str(step_at(plan, 0, 4), "path"), "/other");
-	assert_string_equal(str(step_at(plan, 0, 5), "dest"), "/other/file");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 0), "path"), "rel");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 1), "dest"), "./");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 2), "workdir"), "sub");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 3), "path"), "/abs");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 4), "path"), "/other");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 5), "dest"), "/other/file");
 	/* a stage built on a stage inherits its workdir */
-	assert_string_equal(str(step_at(plan, 1, 0), "path"), "/other/more");
+	assert_string_equal(tu_json_str(step_at(plan, 1, 0), "path"), "/other/more");
 	/* scratch starts at / */
-	assert_string_equal(str(step_at(plan, 2, 0), "dest"), "/");
+	assert_string_equal(tu_json_str(step_at(plan, 2, 0), "dest"), "/");
 	json_decref(plan);
 }
 
@@ -338,25 +322,25 @@ static void test_method_form_appends_to_receiver(void **state)
 			       "entrypoint", "cmd",	   "expose",	  "volume", "label",
 			       "annotation", "stopsignal", "healthcheck", "shell",  "run"};
 	for (size_t i = 0; i < 15; i++)
-		assert_string_equal(str(step_at(plan, 0, i), "kind"), kinds[i]);
-	assert_string_equal(str(step_at(plan, 0, 2), "dest"), "/opt/");
+		assert_string_equal(tu_json_str(step_at(plan, 0, i), "kind"), kinds[i]);
+	assert_string_equal(tu_json_str(step_at(plan, 0, 2), "dest"), "/opt/");
 	assert_json(json_object_get(step_at(plan, 0, 5), "argv"),
 		    "[\"/bin/sh\",\"-c\",\"exec curl\"]");
 	assert_json(json_object_get(step_at(plan, 0, 7), "ports"), "[\"80/tcp\"]");
-	assert_string_equal(str(step_at(plan, 0, 11), "signal"), "9");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 11), "signal"), "9");
 	assert_json(json_object_get(step_at(plan, 0, 12), "test"), "[\"NONE\"]");
 	assert_json(json_object_get(step_at(plan, 0, 14), "argv"),
 		    "[\"/bin/ash\",\"-c\",\"echo hi\"]");
 	/* the app stage got the copy (method) and the global run */
 	json_t *c = step_at(plan, 1, 0);
 	assert_json(json_object_get(c, "from"), "{\"stage\":\"tools\"}");
-	assert_int_equal(num(c, "line"), 7);
-	assert_int_equal(num(step_at(plan, 1, 1), "line"), 20);
+	assert_int_equal(tu_json_int(c, "line"), 7);
+	assert_int_equal(tu_json_int(step_at(plan, 1, 1), "line"), 20);
 	/* stage("late") then late:from(): base set, stage() line kept */
 	json_t *late = stage_at(plan, 2);
 	assert_json(json_object_get(late, "from"),
 		    "{\"image\":\"docker.io/library/busybox:latest\"}");
-	assert_int_equal(num(late, "line"), 21);
+	assert_int_equal(tu_json_int(late, "line"), 21);
 	assert_string_equal(label(plan, 2, 0, "stage"), "late");
 	assert_string_equal(label(plan, 2, 0, "shown"), "stage(app)");
 	json_decref(plan);
@@ -466,7 +450,7 @@ static void test_require_module_next_to_recipe(void **state)
 	json_t *s = step_at(plan, 0, 0);
 	assert_json(json_object_get(s, "argv"), "[\"/bin/sh\",\"-c\",\"apk add --no-cache curl\"]");
 	/* a step made inside a module function carries the recipe's line */
-	assert_int_equal(num(s, "line"), 3);
+	assert_int_equal(tu_json_int(s, "line"), 3);
 	assert_string_equal(label(plan, 0, 1, "greeting"), "hello from helpers");
 	assert_string_equal(label(plan, 0, 1, "same"), "true");
 	json_decref(plan);
@@ -585,7 +569,7 @@ static void test_hashbang_line_is_skipped(void **state)
 	cleanup_free char *msg =
 	    eval_text("#!/usr/bin/env imgbuild\nfrom 'scratch'\nrun 'x'\n", &plan);
 	assert_null(msg);
-	assert_int_equal(num(step_at(plan, 0, 0), "line"), 3);
+	assert_int_equal(tu_json_int(step_at(plan, 0, 0), "line"), 3);
 	json_decref(plan);
 }
 

@@ -98,18 +98,26 @@ static bool send_all(int fd, const void *p, size_t n)
 	return true;
 }
 
+/* Append what the peer sent next to b; false on EOF, error or over cap. */
+static bool recv_some(int fd, ib_buf *b)
+{
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		return n > 0 && ib_buf_append(b, chunk, (size_t)n) == 0;
+	}
+}
+
 /* Read one request; false on EOF or garbage. */
 static bool read_request(int fd, tu_http_request *req)
 {
 	ib_buf b;
 	ib_buf_init(&b, REQUEST_CAP);
-	char chunk[65536];
 	char *end = NULL;
 	while (!(end = b.data ? strstr(b.data, "\r\n\r\n") : NULL)) {
-		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0 || ib_buf_append(&b, chunk, (size_t)n) < 0) {
+		if (!recv_some(fd, &b)) {
 			ib_buf_free(&b);
 			return false;
 		}
@@ -125,10 +133,7 @@ static bool read_request(int fd, tu_http_request *req)
 	size_t want = cl ? strtoul(cl, NULL, 10) : 0;
 	free(cl);
 	while (b.len - head_len < want) {
-		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0 || ib_buf_append(&b, chunk, (size_t)n) < 0) {
+		if (!recv_some(fd, &b)) {
 			ib_buf_free(&b);
 			return false;
 		}
@@ -375,6 +380,23 @@ double tu_now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* zlib checks the gzip CRC and length. */
+const char *tu_json_str(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_string(v))
+		fail_msg("field %s missing or not a string", key);
+	return json_string_value(v);
+}
+
+json_int_t tu_json_int(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_integer(v))
+		fail_msg("field %s missing or not an integer", key);
+	return json_integer_value(v);
 }
 
 /* zlib checks the gzip CRC and length. */

@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "error.h"
 #include "oci.h"
 #include "store.h"
@@ -89,6 +91,11 @@ size_t tu_count_entries(const char *dir);
 void tu_set_mtime(const char *path, time_t sec, long nsec);
 /* CLOCK_MONOTONIC in seconds. */
 double tu_now(void);
+
+/* Member key of object o, failing the test unless it is a string / an
+ * integer. */
+const char *tu_json_str(json_t *o, const char *key);
+json_int_t tu_json_int(json_t *o, const char *key);
 
 /* in (n bytes, compressed with c) decompressed; *out_len gets its size.
  * Fails the test on a corrupt stream or trailing bytes.  Caller frees. */
