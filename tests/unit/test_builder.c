@@ -1111,26 +1111,42 @@ static void test_compare_names_the_first_differing_file(void **state)
 
 /* ==== errors ==== */
 
+static char *failed_tags[] = {"localhost/bt/failed:1", NULL};
+
+/* The plan of recipe (which copies a.txt and gone.txt), made before
+ * gone.txt is removed from the context. */
+static json_t *plan_then_lose_source(fx *f, const char *recipe)
+{
+	put(f, "a.txt", "a\n");
+	put(f, "gone.txt", "g\n");
+	write_recipe(f, recipe);
+	json_t *plan = eval_plan(f);
+	remove_ctx(f, "gone.txt");
+	return plan;
+}
+
+/* The last build failed with an error naming the recipe's line. */
+static void assert_error_at_line(fx *f, int line)
+{
+	cleanup_free char *prefix = xasprintf("%s:%d:", f->recipe, line);
+	if (!f->errmsg || strncmp(f->errmsg, prefix, strlen(prefix)) != 0)
+		fail_msg("error \"%s\" does not start with \"%s\"", f->errmsg ? f->errmsg : "",
+			 prefix);
+}
+
 static void test_copy_source_vanished_fails_with_recipe_line(void **state)
 {
 	fx *f = *state;
-	put(f, "a.txt", "a\n");
-	put(f, "gone.txt", "g\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'a.txt', '/a.txt' }\n"
-			"\n"
-			"copy { 'gone.txt', '/gone.txt' }\n");
-	json_t *plan = eval_plan(f);
-	remove_ctx(f, "gone.txt");
-	char *tags[] = {"localhost/bt/failed:1", NULL};
+	json_t *plan = plan_then_lose_source(f, "stage('final', 'scratch')\n"
+						"copy { 'a.txt', '/a.txt' }\n"
+						"\n"
+						"copy { 'gone.txt', '/gone.txt' }\n");
 	bopts bo = BOPTS_INIT;
-	bo.tags = tags;
+	bo.tags = failed_tags;
 	ib_build_result res;
 	assert_true(run_plan(f, plan, &bo, &res) < 0);
 	json_decref(plan);
-	cleanup_free char *prefix = xasprintf("%s:4:", f->recipe);
-	if (strncmp(f->errmsg, prefix, strlen(prefix)) != 0)
-		fail_msg("error \"%s\" does not start with \"%s\"", f->errmsg, prefix);
+	assert_error_at_line(f, 4);
 	assert_non_null(strstr(f->errmsg, "gone.txt"));
 	assert_non_null(strstr(f->log, "ERROR"));
 }
@@ -1138,16 +1154,11 @@ static void test_copy_source_vanished_fails_with_recipe_line(void **state)
 static void test_failed_build_tags_nothing_and_keeps_earlier_steps(void **state)
 {
 	fx *f = *state;
-	put(f, "a.txt", "a\n");
-	put(f, "gone.txt", "g\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'a.txt', '/a.txt' }\n"
-			"copy { 'gone.txt', '/gone.txt' }\n");
-	json_t *plan = eval_plan(f);
-	remove_ctx(f, "gone.txt");
-	char *tags[] = {"localhost/bt/failed:1", NULL};
+	json_t *plan = plan_then_lose_source(f, "stage('final', 'scratch')\n"
+						"copy { 'a.txt', '/a.txt' }\n"
+						"copy { 'gone.txt', '/gone.txt' }\n");
 	bopts bo = BOPTS_INIT;
-	bo.tags = tags;
+	bo.tags = failed_tags;
 	ib_build_result res;
 	assert_true(run_plan(f, plan, &bo, &res) < 0);
 	ib_descriptor d = {0};
@@ -1175,9 +1186,7 @@ static void test_missing_base_image_with_pull_never_is_not_found(void **state)
 	bo.pull = "never";
 	assert_true(build(f, &bo, &res) < 0);
 	assert_int_equal(f->errcode, IB_ENOTFOUND);
-	cleanup_free char *prefix = xasprintf("%s:2:", f->recipe);
-	if (strncmp(f->errmsg, prefix, strlen(prefix)) != 0)
-		fail_msg("error \"%s\" does not start with \"%s\"", f->errmsg, prefix);
+	assert_error_at_line(f, 2);
 	assert_non_null(strstr(f->errmsg, "localhost/bt/no-such-image:1"));
 }
 
