@@ -402,17 +402,27 @@ static void test_file_digest_is_content_digest(void **state)
 	expect_file_digest(f->c, empty, want);
 }
 
+/* A file name in the test dir holding "content-A\n" (its lstat in *st),
+ * hashed once, so the cache now holds its digest da; db is the digest of
+ * "content-B\n".  Caller frees the path. */
+static char *hashed_file(fixture *f, const char *name, struct stat *st, char da[IB_DIGEST_BUFLEN],
+			 char db[IB_DIGEST_BUFLEN])
+{
+	char *p = ib_path_join(f->dir, name);
+	tu_write_text(p, "content-A\n");
+	ib_digest_buffer(da, "content-A\n", 10);
+	ib_digest_buffer(db, "content-B\n", 10);
+	lstat_ok(p, st);
+	expect_file_digest(f->c, p, da);
+	return p;
+}
+
 static void test_file_digest_reuses_cache_when_stat_unchanged(void **state)
 {
 	fixture *f = *state;
-	cleanup_free char *p = ib_path_join(f->dir, "src.c");
-	tu_write_text(p, "content-A\n");
 	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
-	ib_digest_buffer(da, "content-A\n", 10);
-	ib_digest_buffer(db, "content-B\n", 10);
 	struct stat st;
-	lstat_ok(p, &st);
-	expect_file_digest(f->c, p, da);
+	cleanup_free char *p = hashed_file(f, "src.c", &st, da, db);
 
 	/* Same size, same mtime, same inode, other bytes: the cache cannot
 	 * tell, so the stale digest coming back proves it was used. */
@@ -424,14 +434,9 @@ static void test_file_digest_reuses_cache_when_stat_unchanged(void **state)
 static void test_file_digest_rehashes_after_mtime_change(void **state)
 {
 	fixture *f = *state;
-	cleanup_free char *p = ib_path_join(f->dir, "src.c");
-	tu_write_text(p, "content-A\n");
 	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
-	ib_digest_buffer(da, "content-A\n", 10);
-	ib_digest_buffer(db, "content-B\n", 10);
 	struct stat st;
-	lstat_ok(p, &st);
-	expect_file_digest(f->c, p, da);
+	cleanup_free char *p = hashed_file(f, "src.c", &st, da, db);
 	rewrite_keep_stat(p, "content-B\n", &st);
 	expect_file_digest(f->c, p, da); /* still cached */
 
@@ -495,15 +500,10 @@ static void test_file_digest_rehashes_after_inode_change(void **state)
 static void test_stat_cache_persists_across_reopen(void **state)
 {
 	fixture *f = *state;
-	cleanup_free char *p = ib_path_join(f->dir, "persist.txt");
 	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.bin");
-	tu_write_text(p, "content-A\n");
 	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
-	ib_digest_buffer(da, "content-A\n", 10);
-	ib_digest_buffer(db, "content-B\n", 10);
 	struct stat st;
-	lstat_ok(p, &st);
-	expect_file_digest(f->c, p, da);
+	cleanup_free char *p = hashed_file(f, "persist.txt", &st, da, db);
 
 	ib_error *err = NULL;
 	ib_cache_free(f->c);
@@ -781,14 +781,9 @@ static void test_clear_empties_everything(void **state)
 	tu_must(ib_cache_step_put(f->c, key, entry, &err), &err, "put");
 	tu_must(ib_cache_explain_put(f->c, "pos", inputs, &err), &err, "explain put");
 
-	cleanup_free char *p = ib_path_join(f->dir, "file");
-	tu_write_text(p, "content-A\n");
-	struct stat st;
-	lstat_ok(p, &st);
 	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
-	ib_digest_buffer(da, "content-A\n", 10);
-	ib_digest_buffer(db, "content-B\n", 10);
-	expect_file_digest(f->c, p, da);
+	struct stat st;
+	cleanup_free char *p = hashed_file(f, "file", &st, da, db);
 
 	tu_must(ib_cache_clear(f->c, &err), &err, "clear");
 	assert_null(ib_cache_step_get(f->c, key));
