@@ -98,7 +98,8 @@ const char *tu_json_str(json_t *o, const char *key);
 json_int_t tu_json_int(json_t *o, const char *key);
 
 /* in (n bytes, compressed with c) decompressed; *out_len gets its size.
- * Fails the test on a corrupt stream or trailing bytes.  Caller frees. */
+ * gzip may have several members.  Fails the test on a corrupt stream or
+ * trailing bytes.  Caller frees. */
 unsigned char *tu_decompress(ib_compression c, const unsigned char *in, size_t n, size_t *out_len);
 
 #endif
