@@ -804,60 +804,80 @@ static void three_copies(fx *f)
 	write_recipe(f, THREE_COPIES);
 }
 
+/* Two builds of THREE_COPIES: the first one as it is, the second one with
+ * bo (NULL: the defaults) after change (NULL: none) altered the context. */
+typedef struct two_builds {
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	int run1, cached1; /* steps of the first build */
+	int run, cached;   /* and of the second */
+} two_builds;
+
+static void build_twice(fx *f, void (*change)(fx *f), const bopts *bo, two_builds *t)
+{
+	three_copies(f);
+	build_digest(f, NULL, t->d1, &t->run1, &t->cached1);
+	if (change)
+		change(f);
+	build_digest(f, bo, t->d2, &t->run, &t->cached);
+}
+
+static void assert_second_build(const two_builds *t, int run, int cached, bool same_digest)
+{
+	assert_int_equal(t->run, run);
+	assert_int_equal(t->cached, cached);
+	if (same_digest)
+		assert_string_equal(t->d1, t->d2);
+	else
+		assert_string_not_equal(t->d1, t->d2);
+}
+
 static void test_cache_second_identical_build_runs_nothing(void **state)
 {
 	fx *f = *state;
-	three_copies(f);
-	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
-	int run = -1, cached = -1;
-	build_digest(f, NULL, d1, &run, &cached);
-	assert_int_equal(run, 3);
-	assert_int_equal(cached, 0);
-	build_digest(f, NULL, d2, &run, &cached);
-	assert_int_equal(run, 0);
-	assert_int_equal(cached, 3);
-	assert_string_equal(d1, d2);
+	two_builds t;
+	build_twice(f, NULL, NULL, &t);
+	assert_int_equal(t.run1, 3);
+	assert_int_equal(t.cached1, 0);
+	assert_second_build(&t, 0, 3, true);
 	assert_non_null(strstr(f->log, "CACHED"));
 	assert_null(strstr(f->log, "DONE"));
+}
+
+static void change_b(fx *f)
+{
+	put(f, "b.txt", "B changed\n");
 }
 
 static void test_cache_changed_file_reruns_its_copy_and_later_ones(void **state)
 {
 	fx *f = *state;
-	three_copies(f);
-	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
-	int run = -1, cached = -1;
-	build_digest(f, NULL, d1, NULL, NULL);
-	put(f, "b.txt", "B changed\n");
-	build_digest(f, NULL, d2, &run, &cached);
-	assert_int_equal(cached, 1);
-	assert_int_equal(run, 2);
-	assert_string_not_equal(d1, d2);
+	two_builds t;
+	build_twice(f, change_b, NULL, &t);
+	assert_second_build(&t, 2, 1, false);
 	/* the first copy is the cached one */
 	assert_non_null(strstr(f->log, "#1 [final 1/4] COPY a.txt /a.txt CACHED"));
 	assert_null(strstr(f->log, "COPY b.txt /b.txt CACHED"));
 	assert_null(strstr(f->log, "COPY c.txt /c.txt CACHED"));
-	ib_image *a = load_image(f, d1), *b = load_image(f, d2);
+	ib_image *a = load_image(f, t.d1), *b = load_image(f, t.d2);
 	assert_string_equal(a->manifest->layers[0].digest, b->manifest->layers[0].digest);
 	assert_string_not_equal(a->manifest->layers[1].digest, b->manifest->layers[1].digest);
 	ib_image_free(a);
 	ib_image_free(b);
 }
 
+/* newer and different: after EPOCH, so the layer clamps it anyway */
+static void touch_after_epoch(fx *f)
+{
+	set_mtime(f, "b.txt", (time_t)EPOCH + 123456);
+	set_mtime(f, "c.txt", time(NULL) + 3600);
+}
+
 static void test_cache_mtime_change_keeps_hit(void **state)
 {
 	fx *f = *state;
-	three_copies(f);
-	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
-	int run = -1, cached = -1;
-	build_digest(f, NULL, d1, NULL, NULL);
-	/* newer and different: after EPOCH, so the layer clamps it anyway */
-	set_mtime(f, "b.txt", (time_t)EPOCH + 123456);
-	set_mtime(f, "c.txt", time(NULL) + 3600);
-	build_digest(f, NULL, d2, &run, &cached);
-	assert_int_equal(run, 0);
-	assert_int_equal(cached, 3);
-	assert_string_equal(d1, d2);
+	two_builds t;
+	build_twice(f, touch_after_epoch, NULL, &t);
+	assert_second_build(&t, 0, 3, true);
 }
 
 static void test_cache_hit_matches_fresh_build_when_mtime_predates_epoch(void **state)
@@ -879,31 +899,21 @@ static void test_cache_hit_matches_fresh_build_when_mtime_predates_epoch(void **
 static void test_cache_different_epoch_misses_every_step(void **state)
 {
 	fx *f = *state;
-	three_copies(f);
-	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
-	int run = -1, cached = -1;
-	build_digest(f, NULL, d1, NULL, NULL);
 	bopts bo = BOPTS_INIT;
 	bo.epoch = EPOCH + 1;
-	build_digest(f, &bo, d2, &run, &cached);
-	assert_int_equal(run, 3);
-	assert_int_equal(cached, 0);
-	assert_string_not_equal(d1, d2);
+	two_builds t;
+	build_twice(f, NULL, &bo, &t);
+	assert_second_build(&t, 3, 0, false);
 }
 
 static void test_cache_no_cache_runs_all_with_same_digest(void **state)
 {
 	fx *f = *state;
-	three_copies(f);
-	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
-	int run = -1, cached = -1;
-	build_digest(f, NULL, d1, NULL, NULL);
 	bopts bo = BOPTS_INIT;
 	bo.no_cache = true;
-	build_digest(f, &bo, d2, &run, &cached);
-	assert_int_equal(run, 3);
-	assert_int_equal(cached, 0);
-	assert_string_equal(d1, d2);
+	two_builds t;
+	build_twice(f, NULL, &bo, &t);
+	assert_second_build(&t, 3, 0, true);
 	assert_null(strstr(f->log, "CACHED"));
 }
 
