@@ -272,6 +272,16 @@ static void tree_layer(struct fx *f, const char *top, const ib_layer_options *o,
 
 /* ---- tests ---- */
 
+/* The entries of layer res, compressed with c. */
+static struct tlist layer_list(struct fx *f, const ib_layer_result *res, ib_compression c)
+{
+	size_t len;
+	unsigned char *tar = layer_tar(f, res, c, &len);
+	struct tlist l = read_tar(tar, len);
+	free(tar);
+	return l;
+}
+
 static void test_same_tree_same_digest_despite_mtimes_and_order(void **state)
 {
 	struct fx *f = *state;
@@ -347,9 +357,7 @@ static void test_zstd_layer_round_trip(void **state)
 	ib_layer_options o = opts_with(IB_COMP_ZSTD, 2);
 	ib_layer_result res;
 	tree_layer(f, "t", &o, &res);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_ZSTD, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_ZSTD);
 	const struct tent *t = find(&l, "usr/bin/tool");
 	assert_non_null(t);
 	unsigned char *want = pattern(101, 1);
@@ -358,7 +366,6 @@ static void test_zstd_layer_round_trip(void **state)
 	assert_int_equal(t->perm, 0755);
 	free(want);
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_uncompressed_layer_digest_is_diff_id(void **state)
@@ -386,9 +393,7 @@ static void test_entries_sorted_parents_first(void **state)
 	ib_layer_options o = opts_with(IB_COMP_GZIP, 1);
 	ib_layer_result res;
 	tree_layer(f, "s", &o, &res);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_GZIP, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_GZIP);
 	const char *want[] = {"B", "a", "a/y", "a/z", "a/z/f", "a-b", "a-b/x", "a.c", "b"};
 	assert_int_equal(l.n, 9);
 	for (size_t i = 0; i < l.n; i++) {
@@ -401,7 +406,6 @@ static void test_entries_sorted_parents_first(void **state)
 		assert_string_equal(l.v[i].path, want[i]);
 	}
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_numeric_ids_and_empty_names(void **state)
@@ -475,9 +479,7 @@ static void test_hardlink_second_entry_is_link(void **state)
 	ib_layer_options o = opts_with(IB_COMP_GZIP, 2);
 	ib_layer_result res;
 	tree_layer(f, "h", &o, &res);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_GZIP, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_GZIP);
 	const struct tent *b = find(&l, "b"), *d = find(&l, "d/orig"), *z = find(&l, "z");
 	assert_non_null(b);
 	assert_non_null(d);
@@ -490,7 +492,6 @@ static void test_hardlink_second_entry_is_link(void **state)
 	assert_int_equal(d->size, 0);
 	assert_string_equal(z->hardlink, "b");
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_upper_dir_whiteouts_and_opaque(void **state)
@@ -709,9 +710,7 @@ static void test_special_files_kept(void **state)
 	ib_layer_options o = opts_with(IB_COMP_NONE, 1);
 	ib_layer_result res;
 	tree_layer(f, "sp", &o, &res);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_NONE, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_NONE);
 	assert_int_equal(l.n, 6); /* no socket */
 	assert_null(find(&l, "sock"));
 	assert_int_equal(find(&l, "tmp/")->perm, 01777);
@@ -726,7 +725,6 @@ static void test_special_files_kept(void **state)
 	assert_int_equal(b->type, AE_IFBLK);
 	assert_int_equal(major(b->rdev), 8);
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_synthetic_entries_and_opaque_first(void **state)
@@ -746,9 +744,7 @@ static void test_synthetic_entries_and_opaque_first(void **state)
 	assert_int_equal(ib_layer_writer_add_opaque(w, "", &err), 0);
 	ib_layer_result res;
 	assert_int_equal(ib_layer_writer_finish(w, &res, &err), 0);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_GZIP, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_GZIP);
 	const char *want[] = {".wh..wh..opq", ".wh.top", "a/", "a/.wh..wh..opq", "a/-x", "a/.wh.b"};
 	assert_int_equal(l.n, 6);
 	for (size_t i = 0; i < l.n; i++) {
@@ -761,7 +757,6 @@ static void test_synthetic_entries_and_opaque_first(void **state)
 	assert_int_equal(a->uid, 12);
 	assert_int_equal(a->gid, 34);
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_override_owner_and_mode(void **state)
@@ -781,9 +776,7 @@ static void test_override_owner_and_mode(void **state)
 	assert_int_equal(ib_layer_writer_add_path(w, "app", dir, &ov2, &err), 0);
 	ib_layer_result res;
 	assert_int_equal(ib_layer_writer_finish(w, &res, &err), 0);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_NONE, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_NONE);
 	assert_int_equal(l.n, 2);
 	const struct tent *app = find(&l, "app/"), *file = find(&l, "app/f");
 	assert_non_null(app);
@@ -794,7 +787,6 @@ static void test_override_owner_and_mode(void **state)
 	assert_int_equal(file->uid, 1000);
 	assert_int_equal(file->gid, getegid());
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_duplicate_path_last_added_wins(void **state)
@@ -813,13 +805,10 @@ static void test_duplicate_path_last_added_wins(void **state)
 	ib_layer_result res;
 	assert_int_equal(ib_layer_writer_finish(w, &res, &err), 0);
 	assert_int_equal(res.entries, 1);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_NONE, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_NONE);
 	assert_int_equal(l.n, 1);
 	assert_int_equal(l.v[0].size, 2);
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_unsafe_and_empty_paths_rejected(void **state)
@@ -969,9 +958,7 @@ static void test_import_normalises_names_and_metadata(void **state)
 	if (r < 0)
 		fail_msg("import: %s", ib_error_msg(err));
 	assert_int_equal(res.entries, 5);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_GZIP, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_GZIP);
 	/* Order preserved (not sorted), root dropped, prefixes stripped. */
 	const char *want[] = {"zz/", "zz/file", "aa/b/c", "link", "hard"};
 	assert_int_equal(l.n, 5);
@@ -989,7 +976,6 @@ static void test_import_normalises_names_and_metadata(void **state)
 	assert_string_equal(l.v[4].hardlink, "zz/file");
 	assert_int_equal(l.v[4].size, 0);
 	free_tlist(&l);
-	free(tar);
 }
 
 /* A UTF-8 PAX name in NFD must come out byte for byte, even when the
