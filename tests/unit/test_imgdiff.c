@@ -679,43 +679,27 @@ static void test_first_difference_names_the_layer_and_file(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(
-		test_walk_reports_every_entry_with_normalised_path_and_metadata, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_first_difference_names_the_layer_and_file, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_walk_reports_hardlinks_with_their_target, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_walk_stops_with_the_callbacks_error, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(
-		test_walk_refuses_a_blob_whose_tar_is_intact_but_content_changed, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_walk_refuses_a_corrupt_compressed_blob_as_corrupt,
-					    setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_walk_checks_the_expected_size, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_walk_of_a_missing_blob_is_not_found, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_walk_refuses_an_intact_blob_that_is_not_a_tar,
-					    setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_of_an_image_with_itself_is_empty, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(
-		test_diff_reports_added_deleted_and_changed_sorted_by_path, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_ignores_modification_times, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_applies_whiteouts_of_later_layers, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(
-		test_diff_applies_opaque_directories_but_keeps_the_layers_own_entries, setup,
-		teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_a_file_over_a_directory_hides_its_tree, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_counts_a_hardlink_as_its_targets_content,
-					    setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_keeps_file_names_that_are_not_utf8, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_refuses_an_image_with_a_corrupt_layer, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_of_a_missing_image_is_not_found, setup,
-					    teardown),
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+	    T(test_walk_reports_every_entry_with_normalised_path_and_metadata),
+	    T(test_first_difference_names_the_layer_and_file),
+	    T(test_walk_reports_hardlinks_with_their_target),
+	    T(test_walk_stops_with_the_callbacks_error),
+	    T(test_walk_refuses_a_blob_whose_tar_is_intact_but_content_changed),
+	    T(test_walk_refuses_a_corrupt_compressed_blob_as_corrupt),
+	    T(test_walk_checks_the_expected_size),
+	    T(test_walk_of_a_missing_blob_is_not_found),
+	    T(test_walk_refuses_an_intact_blob_that_is_not_a_tar),
+	    T(test_diff_of_an_image_with_itself_is_empty),
+	    T(test_diff_reports_added_deleted_and_changed_sorted_by_path),
+	    T(test_diff_ignores_modification_times),
+	    T(test_diff_applies_whiteouts_of_later_layers),
+	    T(test_diff_applies_opaque_directories_but_keeps_the_layers_own_entries),
+	    T(test_diff_a_file_over_a_directory_hides_its_tree),
+	    T(test_diff_counts_a_hardlink_as_its_targets_content),
+	    T(test_diff_keeps_file_names_that_are_not_utf8),
+	    T(test_diff_refuses_an_image_with_a_corrupt_layer),
+	    T(test_diff_of_a_missing_image_is_not_found),
+#undef T
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
