@@ -27,8 +27,13 @@ static const char build_help[] =
     "      --pull POLICY          missing (default), always, never\n"
     "      --push                 push every tag after the build\n"
     "      --compression ALG      gzip (default) or zstd\n"
-    "      --compression-level N  gzip 1-9 (default 1), zstd 1-19 (default 3)\n"
-    "      --network MODE         network of run steps: host (default) or none\n"
+    "      --compression-level N  gzip 1-9 (default 6), zstd 1-19 (default 3)\n"
+    "      --network MODE         network of run steps: default (own namespace,\n"
+    "                             outbound through slirp4netns), none or host\n"
+    "      --pids-limit N         processes per run step (default 4096, -1 = none)\n"
+    "      --memory SIZE          memory per run step (512m, 2g; default none)\n"
+    "      --step-timeout SECS    timeout of run steps without their own (default none)\n"
+    "      --security-opt seccomp=unconfined  run steps without the seccomp filter\n"
     "      --secret id=ID,src=PATH  source of the run{secrets} ID (else the recipe's\n"
     "                             src, which must lie inside the build context)\n"
     "      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else 0)\n"
@@ -202,6 +207,10 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		O_CHECK,
 		O_CACHE_FROM,
 		O_CACHE_TO,
+		O_PIDS,
+		O_MEMORY,
+		O_STEP_TIMEOUT,
+		O_SECOPT,
 	};
 	static const struct option opts[] = {
 	    {"tag", required_argument, NULL, 't'},
@@ -223,6 +232,10 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	    {"check", no_argument, NULL, O_CHECK},
 	    {"cache-from", required_argument, NULL, O_CACHE_FROM},
 	    {"cache-to", required_argument, NULL, O_CACHE_TO},
+	    {"pids-limit", required_argument, NULL, O_PIDS},
+	    {"memory", required_argument, NULL, O_MEMORY},
+	    {"step-timeout", required_argument, NULL, O_STEP_TIMEOUT},
+	    {"security-opt", required_argument, NULL, O_SECOPT},
 	    {NULL, 0, NULL, 0},
 	};
 	static const ib_cli_cmd cmd = {
@@ -269,9 +282,41 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 			r = add_secret(a, optarg);
 			break;
 		case O_NET:
-			if (strcmp(optarg, "host") && strcmp(optarg, "none"))
-				r = ib_cli_bad_value(&p, "--network must be host or none");
+			if (strcmp(optarg, "default") && strcmp(optarg, "host") &&
+			    strcmp(optarg, "none"))
+				r = ib_cli_bad_value(&p, "--network must be default, host or none");
 			a->bo.network = optarg;
+			break;
+		case O_PIDS: {
+			uint64_t v;
+			if (!strcmp(optarg, "-1"))
+				a->bo.pids_limit = -1;
+			else if (ib_parse_u64(optarg, &v) < 0 || v == 0 || v > INT32_MAX)
+				r = ib_cli_bad_value(&p, "--pids-limit wants a positive number or -1");
+			else
+				a->bo.pids_limit = (long)v;
+			break;
+		}
+		case O_MEMORY: {
+			uint64_t v;
+			if (ib_parse_size(optarg, true, &v) < 0 || v == 0)
+				r = ib_cli_bad_value(&p, "--memory wants a size such as 512m");
+			a->bo.memory_limit = v;
+			break;
+		}
+		case O_STEP_TIMEOUT: {
+			uint64_t v;
+			if (ib_parse_u64(optarg, &v) < 0 || v == 0 || v > UINT32_MAX)
+				r = ib_cli_bad_value(&p, "--step-timeout wants a number of seconds");
+			else
+				a->bo.step_timeout = (unsigned)v;
+			break;
+		}
+		case O_SECOPT:
+			if (strcmp(optarg, "seccomp=unconfined"))
+				r = ib_cli_bad_value(&p,
+						     "--security-opt: only seccomp=unconfined is known");
+			a->bo.seccomp_unconfined = true;
 			break;
 		case O_SDE:
 			sde = optarg;

@@ -409,8 +409,11 @@ out:
 int ib_registry_pull(ib_store *st, const char *refstr, const ib_registry_options *o,
 		     ib_descriptor *desc_out, ib_error **err)
 {
+	int r = ib_registry_pull_search(st, refstr, o, desc_out, err);
+	if (r != 1)
+		return r;
 	ib_ref *ref = NULL;
-	int r = ib_ref_parse(&ref, refstr, err);
+	r = ib_ref_parse(&ref, refstr, err);
 	if (r < 0)
 		return r;
 	cleanup_free char *full = ib_ref_string(ref);
