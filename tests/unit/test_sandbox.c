@@ -544,6 +544,65 @@ static void test_named_user_from_container_passwd(void **state)
 	assert_string_equal(t->lines[1], "60");
 }
 
+/* /etc/passwd read by the parser the builder uses (passwd.h): a line longer
+ * than any line buffer, a line with only four fields.  The ids come from
+ * /proc: busybox's id would refuse the four-field line. */
+static void test_user_lines_read_by_the_shared_parser(void **state)
+{
+	SKIP_IF_NEEDED();
+	tctx *t = *state;
+	char *etc = mkdirs(t->dir, "pw-layer/etc");
+	char *p = ib_path_join(etc, "passwd");
+	ib_buf pw = IB_BUF_INIT;
+	ib_buf_appendf(&pw, "root:x:0:0:root:/root:/bin/sh\nbob:x:1200:1201:");
+	for (int i = 0; i < 10000; i++)
+		ib_buf_append(&pw, "b", 1);
+	ib_buf_appendf(&pw, ":/home/bob:/bin/sh\nshort:x:1300:1301\n");
+	tu_write_text(p, pw.data);
+	ib_buf_free(&pw);
+	free(p);
+	char *layer = ib_path_join(t->dir, "pw-layer");
+	char *lowers[] = {layer, g_etc_layer, g_bin_layer, NULL};
+	ib_sandbox_options o;
+	tweak_init(t, &o);
+	o.lower_dirs = lowers;
+	const char *ids = "grep -E '^(Uid|Gid|Groups):' /proc/self/status | tr -s '\\t ' ' '; "
+			  "echo $HOME";
+	o.user = "bob";
+	assert_int_equal(run_sh(t, ids, &o), 0);
+	dump_lines(t);
+	assert_int_equal(t->status, 0);
+	assert_string_equal(t->lines[0], "Uid: 1200 1200 1200 1200");
+	assert_string_equal(t->lines[1], "Gid: 1201 1201 1201 1201");
+	assert_string_equal(t->lines[2], "Groups: 50 60 1201 "); /* staff and other list bob */
+	assert_string_equal(t->lines[3], "/home/bob");
+	o.user = "short";
+	assert_int_equal(run_sh(t, ids, &o), 0);
+	dump_lines(t);
+	assert_int_equal(t->status, 0);
+	assert_string_equal(t->lines[0], "Uid: 1300 1300 1300 1300");
+	assert_string_equal(t->lines[1], "Gid: 1301 1301 1301 1301");
+	assert_string_equal(t->lines[3], "/"); /* no home field */
+	free(layer);
+	free(etc);
+}
+
+/* A uid found in passwd brings its group, memberships and home. */
+static void test_numeric_user_known_to_passwd(void **state)
+{
+	SKIP_IF_NEEDED();
+	tctx *t = *state;
+	ib_sandbox_options o;
+	tweak_init(t, &o);
+	o.user = "1000";
+	assert_int_equal(run_sh(t, "id -u; id -G; echo $HOME", &o), 0);
+	dump_lines(t);
+	assert_int_equal(t->status, 0);
+	assert_string_equal(t->lines[0], "1000");
+	assert_string_equal(t->lines[1], "1000 50");
+	assert_string_equal(t->lines[2], "/home/alice");
+}
+
 static void test_unknown_user_or_group_fails_the_sandbox(void **state)
 {
 	SKIP_IF_NEEDED();
@@ -1097,6 +1156,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_env_and_default_path_and_home, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_numeric_user_and_group, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_named_user_from_container_passwd, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_user_lines_read_by_the_shared_parser, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_numeric_user_known_to_passwd, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unknown_user_or_group_fails_the_sandbox, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_workdir_is_created_and_entered, setup, teardown),
