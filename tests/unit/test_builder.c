@@ -145,14 +145,7 @@ static char *ctx_path(fx *f, const char *rel)
 /* Write a file under dir (parents created 0755) with mode 0644. */
 static void put_in(const char *dir, const char *rel, const char *data)
 {
-	cleanup_free char *p = ib_path_join(dir, rel);
-	cleanup_free char *parent = xstrdup(p);
-	*strrchr(parent, '/') = '\0';
-	ib_error *err = NULL;
-	if (ib_mkdir_p(parent, 0755, &err) < 0 ||
-	    ib_write_file_atomic(p, data, strlen(data), 0644, &err) < 0)
-		fail_msg("write %s: %s", p, ib_error_msg(err));
-	assert_int_equal(chmod(p, 0644), 0);
+	free(tu_write_under(dir, rel, data));
 }
 
 static void put(fx *f, const char *rel, const char *data)

@@ -120,27 +120,13 @@ static void tmp_remove(tmpdir *t)
 	ib_error_free(&err);
 }
 
-static char *tmp_write(const char *dir, const char *rel, const char *content)
-{
-	char *path = ib_path_join(dir, rel);
-	cleanup_free char *parent = xstrdup(path);
-	*strrchr(parent, '/') = 0;
-	ib_error *err = NULL;
-	assert_int_equal(ib_mkdir_p(parent, 0755, &err), 0);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(content, f);
-	fclose(f);
-	return path;
-}
-
 /* Evaluate `content` as DIR/recipe.lua; returns the error message or NULL
  * and the plan in *plan. */
 static char *eval_text(const char *content, json_t **plan)
 {
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *path = tmp_write(t.path, "recipe.lua", content);
+	cleanup_free char *path = tu_write_under(t.path, "recipe.lua", content);
 	char *msg = NULL;
 	eval_path(path, NULL, NULL, plan, &msg);
 	if (msg) {
@@ -474,8 +460,8 @@ static void test_require_local_module_shadows_embedded(void **state)
 	(void)state;
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *mod = tmp_write(t.path, "sh.lua", "return { local_sh = true }\n");
-	cleanup_free char *path = tmp_write(
+	cleanup_free char *mod = tu_write_under(t.path, "sh.lua", "return { local_sh = true }\n");
+	cleanup_free char *path = tu_write_under(
 	    t.path, "recipe.lua",
 	    "local sh = require 'sh'\nfrom 'scratch'\nlabel { v = tostring(sh.local_sh) }\n");
 	json_t *plan = NULL;
@@ -491,9 +477,10 @@ static void test_require_cycle_is_an_error(void **state)
 	(void)state;
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *a = tmp_write(t.path, "a.lua", "return require 'b'\n");
-	cleanup_free char *b = tmp_write(t.path, "b.lua", "-- b\nreturn require 'a'\n");
-	cleanup_free char *path = tmp_write(t.path, "recipe.lua", "require 'a'\nfrom 'scratch'\n");
+	cleanup_free char *a = tu_write_under(t.path, "a.lua", "return require 'b'\n");
+	cleanup_free char *b = tu_write_under(t.path, "b.lua", "-- b\nreturn require 'a'\n");
+	cleanup_free char *path =
+	    tu_write_under(t.path, "recipe.lua", "require 'a'\nfrom 'scratch'\n");
 	json_t *plan = NULL;
 	cleanup_free char *msg = NULL;
 	assert_true(eval_path(path, NULL, NULL, &plan, &msg) < 0);
@@ -599,8 +586,8 @@ static void test_context_symlinks_stay_inside(void **state)
 	(void)state;
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *secret = tmp_write(t.path, "outside/secret.txt", "secret\n");
-	cleanup_free char *inside = tmp_write(t.path, "ctx/dir/file.txt", "inside\n");
+	cleanup_free char *secret = tu_write_under(t.path, "outside/secret.txt", "secret\n");
+	cleanup_free char *inside = tu_write_under(t.path, "ctx/dir/file.txt", "inside\n");
 	cleanup_free char *abs_link = ib_path_join(t.path, "ctx/abs");
 	cleanup_free char *rel_link = ib_path_join(t.path, "ctx/up");
 	cleanup_free char *ok_link = ib_path_join(t.path, "ctx/alias");
@@ -608,7 +595,7 @@ static void test_context_symlinks_stay_inside(void **state)
 	assert_int_equal(symlink("../outside", rel_link), 0);
 	assert_int_equal(symlink("dir", ok_link), 0);
 	cleanup_free char *ctx = ib_path_join(t.path, "ctx");
-	cleanup_free char *path = tmp_write(
+	cleanup_free char *path = tu_write_under(
 	    t.path, "recipe.lua",
 	    "from 'scratch'\n"
 	    "label { via_alias = context.read('alias/file.txt'),\n"
@@ -629,7 +616,7 @@ static void test_context_symlinks_stay_inside(void **state)
 	json_decref(plan);
 
 	cleanup_free char *bad =
-	    tmp_write(t.path, "bad.lua", "from 'scratch'\ncopy { 'up/secret.txt', '/s' }\n");
+	    tu_write_under(t.path, "bad.lua", "from 'scratch'\ncopy { 'up/secret.txt', '/s' }\n");
 	free(msg);
 	msg = NULL;
 	assert_true(eval_path(bad, ctx, NULL, &plan, &msg) < 0);
@@ -645,7 +632,7 @@ static void test_long_recipe_path_is_not_truncated(void **state)
 	(void)state;
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *path = tmp_write(
+	cleanup_free char *path = tu_write_under(
 	    t.path, "a-very-long-directory-name-that-lua-would-shorten/and-another-one/recipe.lua",
 	    "from 'scratch'\n\nlocal t = nil\nrun(t.x)\n");
 	json_t *plan = NULL;
@@ -898,7 +885,7 @@ static void test_invalid_utf8_is_an_error(void **state)
 	/* the plan records the recipe's file name: it must be UTF-8 too */
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *path = tmp_write(t.path, "caf\xe9.lua", "from 'scratch'\n");
+	cleanup_free char *path = tu_write_under(t.path, "caf\xe9.lua", "from 'scratch'\n");
 	free(msg);
 	msg = NULL;
 	assert_true(eval_path(path, NULL, NULL, &plan, &msg) < 0);
@@ -912,8 +899,9 @@ static void test_require_refuses_symlinks_leaving_the_recipe_dir(void **state)
 	(void)state;
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *outside = tmp_write(t.path, "outside/secret.lua", "return 'secret'\n");
-	cleanup_free char *inside = tmp_write(t.path, "r/lib/real.lua", "return 'inside'\n");
+	cleanup_free char *outside =
+	    tu_write_under(t.path, "outside/secret.lua", "return 'secret'\n");
+	cleanup_free char *inside = tu_write_under(t.path, "r/lib/real.lua", "return 'inside'\n");
 	cleanup_free char *abs_link = ib_path_join(t.path, "r/lib/etc.lua");
 	cleanup_free char *rel_link = ib_path_join(t.path, "r/lib/up.lua");
 	cleanup_free char *dir_link = ib_path_join(t.path, "r/far");
@@ -923,13 +911,13 @@ static void test_require_refuses_symlinks_leaving_the_recipe_dir(void **state)
 	assert_int_equal(symlink("../outside", dir_link), 0);
 	assert_int_equal(symlink("real.lua", ok_link), 0);
 	cleanup_free char *path =
-	    tmp_write(t.path, "r/recipe.lua",
-		      "from 'scratch'\n"
-		      "label { alias = require 'lib.alias',\n"
-		      "        etc = tostring((pcall(require, 'lib.etc'))),\n"
-		      "        up = tostring((pcall(require, 'lib.up'))),\n"
-		      "        far = tostring((pcall(require, 'far.secret'))) }\n"
-		      "require 'lib.etc'\n");
+	    tu_write_under(t.path, "r/recipe.lua",
+			   "from 'scratch'\n"
+			   "label { alias = require 'lib.alias',\n"
+			   "        etc = tostring((pcall(require, 'lib.etc'))),\n"
+			   "        up = tostring((pcall(require, 'lib.up'))),\n"
+			   "        far = tostring((pcall(require, 'far.secret'))) }\n"
+			   "require 'lib.etc'\n");
 	json_t *plan = NULL;
 	cleanup_free char *msg = NULL;
 	assert_true(eval_path(path, NULL, NULL, &plan, &msg) < 0);
@@ -942,12 +930,12 @@ static void test_require_refuses_symlinks_leaving_the_recipe_dir(void **state)
 
 	/* without the last line: the caught errors, the alias works */
 	cleanup_free char *path2 =
-	    tmp_write(t.path, "r/recipe2.lua",
-		      "from 'scratch'\n"
-		      "label { alias = require 'lib.alias',\n"
-		      "        etc = tostring((pcall(require, 'lib.etc'))),\n"
-		      "        up = tostring((pcall(require, 'lib.up'))),\n"
-		      "        far = tostring((pcall(require, 'far.secret'))) }\n");
+	    tu_write_under(t.path, "r/recipe2.lua",
+			   "from 'scratch'\n"
+			   "label { alias = require 'lib.alias',\n"
+			   "        etc = tostring((pcall(require, 'lib.etc'))),\n"
+			   "        up = tostring((pcall(require, 'lib.up'))),\n"
+			   "        far = tostring((pcall(require, 'far.secret'))) }\n");
 	free(msg);
 	msg = NULL;
 	if (eval_path(path2, NULL, NULL, &plan, &msg) < 0)

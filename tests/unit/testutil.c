@@ -346,6 +346,19 @@ void tu_write_text(const char *path, const char *text)
 	tu_write_file(path, text, strlen(text));
 }
 
+char *tu_write_under(const char *dir, const char *rel, const char *text)
+{
+	char *p = ib_path_join(dir, rel);
+	cleanup_free char *parent = xstrdup(p);
+	*strrchr(parent, '/') = '\0';
+	ib_error *err = NULL;
+	tu_must(ib_mkdir_p(parent, 0755, &err), &err, parent);
+	tu_must(ib_write_file_atomic(p, text, strlen(text), 0644, &err), &err, p);
+	if (chmod(p, 0644) < 0)
+		fail_msg("chmod %s: %s", p, strerror(errno));
+	return p;
+}
+
 char *tu_read_file(const char *path)
 {
 	char *data = NULL;

@@ -83,6 +83,9 @@ void tu_must(int r, ib_error **err, const char *what);
 void tu_write_file(const char *path, const void *data, size_t len);
 /* tu_write_file of a string. */
 void tu_write_text(const char *path, const char *text);
+/* Write text to dir/rel, parents created 0755, as a new file (a new inode
+ * each time) of mode 0644.  Returns the path; caller frees. */
+char *tu_write_under(const char *dir, const char *rel, const char *text);
 /* The whole file (at most 1 MiB), NUL-terminated.  Caller frees. */
 char *tu_read_file(const char *path);
 /* Entries of dir, "." and ".." not counted. */
