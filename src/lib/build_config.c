@@ -68,17 +68,9 @@ json_t *build_cfg_env(stage_state *st)
 	return env;
 }
 
-void build_add_history(builder *b, stage_state *st, const char *created_by, bool empty)
+void build_add_history(builder *b, stage_state *st, const char *created_by, const char *diff_id)
 {
-	json_t *h = json_object_get(st->config, "history");
-	if (!json_is_array(h)) {
-		h = json_array();
-		json_object_set_new(st->config, "history", h);
-	}
-	json_t *e = json_pack("{s:s, s:s}", "created", b->created, "created_by", created_by);
-	if (empty)
-		json_object_set_new(e, "empty_layer", json_true());
-	json_array_append_new(h, e);
+	ib_config_add_history(st->config, diff_id, b->created, created_by);
 }
 
 char *build_argv_string(json_t *argv)
@@ -316,6 +308,6 @@ int build_config_step(builder *b, stage_state *st, json_t *step, int kind, ib_er
 	}
 	cleanup_free char *hist = config_handlers[kind](st, step, build_cfg(st));
 	if (hist)
-		build_add_history(b, st, hist, true);
+		build_add_history(b, st, hist, NULL);
 	return 0;
 }

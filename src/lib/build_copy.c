@@ -23,6 +23,7 @@
 #include "pathglob.h"
 #include "plan.h"
 #include "progress.h"
+#include "unpack.h"
 #include "util.h"
 
 #define PASSWD_READ_MAX ((size_t)16 << 20) /* an image's /etc/passwd or /etc/group */
@@ -566,84 +567,6 @@ static json_t *copy_sources_json(const copy_list *l)
 	return j;
 }
 
-/* Copy a regular file's bytes (in the kernel where possible). */
-static int copy_file_data(int in, int out)
-{
-	for (;;) {
-		ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
-		if (n == 0)
-			return 0;
-		if (n > 0)
-			continue;
-		if (errno == EINTR)
-			continue;
-		if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
-			return -1;
-		break;
-	}
-	char buf[1 << 16];
-	for (;;) {
-		ssize_t n = read(in, buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return (int)n;
-		if (ib_write_all(out, buf, (size_t)n, NULL) < 0)
-			return -1;
-	}
-}
-
-/* The xattrs a layer keeps (ib_layer_keeps_xattr), best effort. */
-static void copy_xattrs(const char *src, const char *dst)
-{
-	ib_xattr *xs = NULL;
-	size_t n = 0;
-	ib_error *e = NULL;
-	if (ib_layer_xattrs_read(-1, src, &xs, &n, &e) < 0)
-		ib_error_free(&e);
-	for (size_t k = 0; k < n; k++)
-		lsetxattr(dst, xs[k].name, xs[k].value, xs[k].size, 0);
-	ib_layer_xattrs_free(xs, n);
-}
-
-typedef struct dest_ent {
-	const char *path;
-	bool is_dir;
-} dest_ent;
-
-static int cmp_dest(const void *a, const void *b)
-{
-	return strcmp(((const dest_ent *)a)->path, ((const dest_ent *)b)->path);
-}
-
-/* True when every destination is written once and no destination lies
- * below another one that is not a directory.  Anything else (a symlink
- * "x" and a directory "x/" from two sources, say) is left to the tar's
- * last-entry-wins rules and the safe unpacker: writing it by path here
- * could follow the symlink out of the store. */
-static bool dests_are_a_tree(const copy_list *l)
-{
-	dest_ent *v = xcalloc(l->n + 1, sizeof(*v));
-	for (size_t i = 0; i < l->n; i++)
-		v[i] = (dest_ent){l->items[i].dest,
-				  !*l->items[i].host || S_ISDIR(l->items[i].st.st_mode)};
-	qsort(v, l->n, sizeof(*v), cmp_dest);
-	bool ok = true;
-	for (size_t i = 1; i < l->n && ok; i++)
-		ok = strcmp(v[i - 1].path, v[i].path) != 0;
-	for (size_t i = 0; i < l->n && ok; i++) {
-		cleanup_free char *anc = xstrdup(v[i].path);
-		for (char *sl = strrchr(anc, '/'); sl && ok; sl = strrchr(anc, '/')) {
-			*sl = '\0';
-			dest_ent key = {anc, false};
-			dest_ent *hit = bsearch(&key, v, l->n, sizeof(*v), cmp_dest);
-			ok = !hit || hit->is_dir;
-		}
-	}
-	free(v);
-	return ok;
-}
-
 /* The previous layer's copy of dest, when it is a regular file reached
  * without any symlink: only then may it be hardlinked into the new layer. */
 static char *prev_file(const char *prev_real, const char *dest)
@@ -658,11 +581,11 @@ static char *prev_file(const char *prev_real, const char *dest)
 	return NULL;
 }
 
-/* Write a copy step's entries straight into the unpacked layer directory,
- * as ib_unpack would lay out its tar (same owners, modes, clamped mtimes),
- * so the next run step finds its lower dir without decompressing and
- * parsing the blob again.  Any failure just leaves the layer to be
- * unpacked from its blob on demand. */
+/* Write a copy step's entries straight into the unpacked layer directory
+ * (ib_unpack_from_files: as ib_unpack would lay out its tar), so the next
+ * run step finds its lower dir without decompressing and parsing the blob
+ * again.  Any failure just leaves the layer to be unpacked from its blob on
+ * demand. */
 static void materialize_copy(builder *b, const copy_list *l, const char *diff_id,
 			     const ib_layer_override *ov, bool owner_root, json_t *sources,
 			     json_t *prev)
@@ -680,104 +603,42 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 		if (realpath(d, prev_real))
 			prev_dir = prev_real;
 	}
-	if (ib_store_layer_unpacked(b->store, diff_id) || l->n == 0 || !dests_are_a_tree(l))
+	if (ib_store_layer_unpacked(b->store, diff_id) || l->n == 0)
 		return;
-	cleanup_free char *tmp = ib_store_tmp_path(b->store, "copy");
-	ib_error *e = NULL;
-	bool ok = ib_mkdir_p(tmp, 0755, &e) == 0;
-	int64_t epoch = b->o->source_date_epoch;
-	/* directories on the way, with the metadata the layer gives them */
-	for (size_t i = 0; i < l->n_parents && ok; i++) {
-		cleanup_free char *d = ib_path_join(tmp, l->parents[i].path);
-		uint32_t m;
-		int64_t u, g;
-		parent_meta(l, i, ov, &m, &u, &g);
-		struct stat ds;
-		ok = (mkdir(d, 0700) == 0 || errno == EEXIST) && lstat(d, &ds) == 0 &&
-		     S_ISDIR(ds.st_mode) && lchown(d, (uid_t)u, (gid_t)g) == 0 &&
-		     chmod(d, (mode_t)m) == 0;
+	ib_unpack_dir *dirs = xcalloc(l->n_parents + 1, sizeof(*dirs));
+	for (size_t i = 0; i < l->n_parents; i++) {
+		dirs[i].path = l->parents[i].path;
+		parent_meta(l, i, ov, &dirs[i].mode, &dirs[i].uid, &dirs[i].gid);
 	}
-	/* files with several links become hardlinks, as in the tar */
-	const copy_item **linked = xcalloc(l->n + 1, sizeof(*linked));
-	size_t n_linked = 0;
-	for (size_t i = 0; i < l->n && ok; i++) {
+	ib_unpack_file *files = xcalloc(l->n + 1, sizeof(*files));
+	for (size_t i = 0; i < l->n; i++) {
 		const copy_item *it = &l->items[i];
-		cleanup_free char *dst = ib_path_join(tmp, it->dest);
-		struct stat st = it->st;
-		if (prev_dir && *it->host && S_ISREG(st.st_mode)) {
+		ib_unpack_file *f = &files[i];
+		f->path = it->dest;
+		f->host = *it->host ? it->host : NULL;
+		f->st = it->st;
+		if (!f->host)
+			f->st.st_mode = S_IFDIR | 0755;
+		f->uid = ov->uid >= 0 ? ov->uid : owner_root ? 0 : f->st.st_uid;
+		f->gid = ov->gid >= 0 ? ov->gid : owner_root ? 0 : f->st.st_gid;
+		f->mode = ov->mode >= 0 ? (uint32_t)ov->mode : (f->st.st_mode & 07777);
+		if (prev_dir && f->host && S_ISREG(f->st.st_mode)) {
 			json_t *was = json_object_get(prev_sources, it->rel);
 			json_t *now = json_object_get(sources, it->rel);
-			cleanup_free char *old = was && now && json_equal(was, now)
-						     ? prev_file(prev_dir, it->dest)
-						     : NULL;
-			if (old && link(old, dst) == 0)
-				continue;
+			if (was && now && json_equal(was, now))
+				f->reuse = prev_file(prev_dir, it->dest);
 		}
-		const copy_item *orig = first_link(linked, &n_linked, it);
-		if (orig) {
-			cleanup_free char *target = ib_path_join(tmp, orig->dest);
-			ok = link(target, dst) == 0;
-			continue;
-		}
-		if (!*it->host)
-			st.st_mode = S_IFDIR | 0755;
-		uid_t uid = ov->uid >= 0 ? (uid_t)ov->uid : owner_root ? 0 : st.st_uid;
-		gid_t gid = ov->gid >= 0 ? (gid_t)ov->gid : owner_root ? 0 : st.st_gid;
-		mode_t perm = ov->mode >= 0 ? (mode_t)ov->mode : (st.st_mode & 07777);
-		int r = 0;
-		if (S_ISDIR(st.st_mode)) {
-			struct stat dstat;
-			r = mkdir(dst, 0700) < 0 && errno != EEXIST ? -1 : 0;
-			if (r == 0 && (lstat(dst, &dstat) < 0 || !S_ISDIR(dstat.st_mode)))
-				r = -1; /* never chmod/chown through something else */
-		} else if (S_ISREG(st.st_mode)) {
-			cleanup_close int in = open(it->host, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-			cleanup_close int out =
-			    open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-			r = in < 0 || out < 0 ? -1 : copy_file_data(in, out);
-		} else if (S_ISLNK(st.st_mode)) {
-			char target[PATH_MAX];
-			ssize_t n = readlink(it->host, target, sizeof(target) - 1);
-			if (n >= 0)
-				target[n] = '\0';
-			r = n < 0 ? -1 : symlink(target, dst);
-		} else if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
-			r = mknod(dst, st.st_mode & S_IFMT, st.st_rdev);
-		} else {
-			continue; /* sockets are not in layers */
-		}
-		if (r == 0)
-			r = lchown(dst, uid, gid);
-		if (r == 0 && !S_ISLNK(st.st_mode))
-			r = chmod(dst, perm); /* after chown, which clears setuid */
-		if (r == 0 && *it->host)
-			copy_xattrs(it->host, dst);
-		if (r == 0 && !S_ISDIR(st.st_mode)) {
-			struct timespec ts[2] = {{0, UTIME_OMIT},
-						 {st.st_mtime < epoch ? st.st_mtime : epoch, 0}};
-			r = utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW);
-		}
-		ok = r == 0;
 	}
-	free(linked);
-	/* directories on the way carry the build timestamp, deepest first */
-	for (size_t i = l->n_parents; i > 0 && ok; i--) {
-		cleanup_free char *d = ib_path_join(tmp, l->parents[i - 1].path);
-		struct timespec ts[2] = {{0, UTIME_OMIT}, {epoch, 0}};
-		utimensat(AT_FDCWD, d, ts, AT_SYMLINK_NOFOLLOW);
-	}
-	/* directory mtimes last, children first */
-	for (size_t i = l->n; i > 0 && ok; i--) {
-		const copy_item *it = &l->items[i - 1];
-		if (*it->host && !S_ISDIR(it->st.st_mode))
-			continue;
-		cleanup_free char *dst = ib_path_join(tmp, it->dest);
-		time_t m = *it->host && it->st.st_mtime < epoch ? it->st.st_mtime : epoch;
-		struct timespec ts[2] = {{0, UTIME_OMIT}, {m, 0}};
-		utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW);
-	}
-	ib_error_free(&e);
-	if (ok && ib_store_layer_install(b->store, tmp, diff_id, &e) == 0 && !ib_file_exists(tmp))
+	cleanup_free char *tmp = ib_store_tmp_path(b->store, "copy");
+	ib_error *e = NULL;
+	int rc =
+	    ib_unpack_from_files(tmp, dirs, l->n_parents, files, l->n, b->o->source_date_epoch, &e);
+	for (size_t i = 0; i < l->n; i++)
+		free((char *)files[i].reuse);
+	free(files);
+	free(dirs);
+	if (rc == 0 && ib_store_layer_install(b->store, tmp, diff_id, &e) == 0 &&
+	    !ib_file_exists(tmp))
 		return;
 	ib_error_free(&e);
 	if (ib_rm_rf(tmp, &e) < 0)

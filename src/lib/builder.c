@@ -108,6 +108,7 @@ char **build_lower_dirs(builder *b, stage_state *st)
 	return out;
 }
 
+/* Add a layer to the stage; the config's diff_ids is the caller's. */
 static void push_layer(stage_state *st, const ib_descriptor *d, const char *diff_id)
 {
 	st->layers = xrealloc(st->layers, (st->n_layers + 1) * sizeof(layer_ref));
@@ -115,8 +116,6 @@ static void push_layer(stage_state *st, const ib_descriptor *d, const char *diff
 	memset(l, 0, sizeof(*l));
 	ib_descriptor_copy(&l->desc, d);
 	memcpy(l->diff_id, diff_id, IB_DIGEST_BUFLEN);
-	json_t *rootfs = json_object_get(st->config, "rootfs");
-	json_array_append_new(json_object_get(rootfs, "diff_ids"), json_string(diff_id));
 }
 
 static json_t *layer_entry_json(const ib_layer_result *r, const char *media_type,
@@ -143,7 +142,7 @@ bool build_use_cached(builder *b, stage_state *st, const char *key, const char *
 		d.size = json_integer_value(json_object_get(l, "size"));
 		push_layer(st, &d, jstr(l, "diff_id"));
 		ib_descriptor_clear(&d);
-		build_add_history(b, st, created_by, false);
+		build_add_history(b, st, created_by, jstr(l, "diff_id"));
 	}
 	json_decref(e);
 	return ok;
@@ -159,7 +158,7 @@ int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_la
 	d.size = r->size;
 	push_layer(st, &d, r->diff_id);
 	ib_descriptor_clear(&d);
-	build_add_history(b, st, created_by, false);
+	build_add_history(b, st, created_by, r->diff_id);
 	json_t *e = layer_entry_json(r, mt, created_by);
 	json_object_set_new(e, "key", json_string(key));
 	int rc = ib_cache_step_put(b->cache, key, e, err);
@@ -216,17 +215,6 @@ void ib_build_prepare_process(void)
 	ib_sandbox_prepare_process();
 }
 
-static json_t *empty_config(void)
-{
-	const char *os, *arch, *variant;
-	ib_host_platform(&os, &arch, &variant);
-	json_t *c = json_pack("{s:s, s:s, s:{}, s:{s:s, s:[]}, s:[]}", "architecture", arch, "os",
-			      os, "config", "rootfs", "type", "layers", "diff_ids", "history");
-	if (variant)
-		json_object_set_new(c, "variant", json_string(variant));
-	return c;
-}
-
 int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image **out,
 			  ib_error **err)
 {
@@ -265,7 +253,9 @@ static int init_stage(builder *b, stage_state *st, ib_error **err)
 	st->env_index = json_object();
 	st->shell = json_pack("[ss]", "/bin/sh", "-c");
 	if (json_is_true(json_object_get(from, "scratch"))) {
-		st->config = empty_config();
+		const char *os, *arch, *variant;
+		ib_host_platform(&os, &arch, &variant);
+		st->config = ib_config_new(os, arch, variant, NULL);
 		ib_digest_buffer(st->key, "scratch", 7);
 		return 0;
 	}
@@ -301,9 +291,13 @@ static int init_stage(builder *b, stage_state *st, ib_error **err)
 	json_t *rootfs = json_object_get(st->config, "rootfs");
 	if (!json_is_array(json_object_get(st->config, "history")))
 		json_object_set_new(st->config, "history", json_array());
-	json_object_set_new(rootfs, "diff_ids", json_array());
-	for (size_t i = 0; i < img->manifest->n_layers; i++)
-		push_layer(st, &img->manifest->layers[i], ib_config_diff_id(img->config, i));
+	json_t *diff_ids = json_array();
+	json_object_set_new(rootfs, "diff_ids", diff_ids);
+	for (size_t i = 0; i < img->manifest->n_layers; i++) {
+		const char *id = ib_config_diff_id(img->config, i);
+		push_layer(st, &img->manifest->layers[i], id);
+		json_array_append_new(diff_ids, json_string(id));
+	}
 	memcpy(st->key, img->desc.digest, IB_DIGEST_BUFLEN);
 	ib_image_free(img);
 	return 0;
@@ -427,14 +421,6 @@ static void mark_needed(builder *b, size_t idx, bool *needed)
 	}
 }
 
-static void format_created(char *out, size_t n, int64_t epoch)
-{
-	time_t t = (time_t)epoch;
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void builder_free(builder *b)
 {
 	for (size_t i = 0; i < b->n_stages; i++) {
@@ -467,7 +453,7 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 	b.plan = plan;
 	memset(result, 0, sizeof(*result));
 	char created[64];
-	format_created(created, sizeof(created), o->source_date_epoch);
+	ib_format_rfc3339(created, sizeof(created), o->source_date_epoch);
 	b.created = xstrdup(created);
 	char ctx[PATH_MAX];
 	if (!realpath(o->context_dir ? o->context_dir : ".", ctx)) {

@@ -104,8 +104,9 @@ json_t *build_cfg(stage_state *st);
 void build_env_set(json_t *env_arr, json_t *index, const char *k, const char *v);
 /* config.Env (created when missing). */
 json_t *build_cfg_env(stage_state *st);
-/* Append a history entry; empty marks a step without a layer. */
-void build_add_history(builder *b, stage_state *st, const char *created_by, bool empty);
+/* Append a history entry; diff_id is the step's layer (also appended to
+ * rootfs.diff_ids), NULL for a step without one (marked "empty_layer"). */
+void build_add_history(builder *b, stage_state *st, const char *created_by, const char *diff_id);
 /* The strings of argv joined by spaces; caller frees. */
 char *build_argv_string(json_t *argv);
 /* Lexically clean an absolute path (a trailing "/" kept); caller frees. */

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -33,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "passwd.h"
 #include "util.h"
 
 #define SB_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -737,71 +739,43 @@ static void sb_loopback_up(void)
 /* ---------------------------------------------------------------------- */
 /* init: the user, from the container's own /etc/passwd and /etc/group     */
 
-/* Call fn for each line of a file (NUL-terminated, without newline) until
- * it returns true.  Lines longer than the buffer are skipped.  A missing
- * file has no lines. */
-static int sb_each_line(const char *path, bool (*fn)(char *line, void *arg), void *arg)
+/* The container's passwd or group file, mapped read-only (no allocation
+ * after fork).  A missing, empty or non-regular file has no entries; *len
+ * is 0 and there is nothing to unmap. */
+#define SB_ETC_FILE_MAX ((off_t)16 << 20)
+
+static void sb_map_etc(const char *path, const char **buf, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -1;
-	char buf[8192];
-	size_t len = 0;
-	bool skipping = false, eof = false;
-	while (!eof) {
-		ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			int e = errno;
-			close(fd);
-			errno = e;
-			return -1;
-		}
-		if (n == 0) {
-			eof = true;
-			if (len == 0)
-				break;
-			buf[len++] = '\n'; /* room was kept for it */
-		} else {
-			len += (size_t)n;
-		}
-		size_t start = 0;
-		for (size_t i = 0; i < len; i++) {
-			if (buf[i] != '\n')
-				continue;
-			buf[i] = '\0';
-			if (!skipping && fn(buf + start, arg)) {
-				close(fd);
-				return 0;
-			}
-			skipping = false;
-			start = i + 1;
-		}
-		memmove(buf, buf + start, len - start);
-		len -= start;
-		if (len == sizeof(buf) - 1) {
-			skipping = true; /* overlong line */
-			len = 0;
-		}
+	*buf = NULL;
+	*len = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return;
+		sb_fail(errno, "read %s", path);
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		sb_fail(errno, "read %s", path);
+	if (S_ISREG(st.st_mode) && st.st_size > SB_ETC_FILE_MAX)
+		sb_failc(IB_ETOOLARGE, "%s is larger than 16 MiB", path);
+	if (S_ISREG(st.st_mode) && st.st_size > 0) {
+		void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (m == MAP_FAILED)
+			sb_fail(errno, "read %s", path);
+		*buf = m;
+		*len = (size_t)st.st_size;
 	}
 	close(fd);
-	return 0;
 }
 
-static size_t sb_split(char *line, char **fields, size_t max, char sep)
+static void sb_unmap_etc(const char *buf, size_t len)
 {
-	size_t n = 0;
-	fields[n++] = line;
-	for (char *p = line; *p && n < max; p++) {
-		if (*p == sep) {
-			*p = '\0';
-			fields[n++] = p + 1;
-		}
-	}
-	return n;
+	if (len)
+		munmap((void *)buf, len);
 }
 
+/* A user or group given as a number. */
 static bool sb_parse_id(const char *s, uint32_t *out)
 {
 	uint64_t v;
@@ -811,57 +785,9 @@ static bool sb_parse_id(const char *s, uint32_t *out)
 	return true;
 }
 
-typedef struct sb_pwq {
-	const char *name; /* match by name, or by uid when NULL */
-	uint32_t uid;
-	bool found;
-	uint32_t r_uid, r_gid;
-	char r_name[256];
-	char r_home[PATH_MAX];
-} sb_pwq;
-
-static bool sb_passwd_line(char *line, void *arg)
+static void sb_add_group(uint32_t gid, void *payload)
 {
-	sb_pwq *q = arg;
-	char *f[7];
-	uint32_t uid, gid;
-	if (sb_split(line, f, 7, ':') < 7 || !sb_parse_id(f[2], &uid) || !sb_parse_id(f[3], &gid))
-		return false;
-	if (q->name ? strcmp(f[0], q->name) != 0 : uid != q->uid)
-		return false;
-	q->found = true;
-	q->r_uid = uid;
-	q->r_gid = gid;
-	snprintf(q->r_name, sizeof(q->r_name), "%s", f[0]);
-	snprintf(q->r_home, sizeof(q->r_home), "%s", f[5]);
-	return true;
-}
-
-typedef struct sb_grq {
-	const char *name;
-	bool found;
-	uint32_t gid;
-} sb_grq;
-
-static bool sb_group_line(char *line, void *arg)
-{
-	sb_grq *q = arg;
-	char *f[4];
-	uint32_t gid;
-	if (sb_split(line, f, 4, ':') < 3 || !sb_parse_id(f[2], &gid) || strcmp(f[0], q->name) != 0)
-		return false;
-	q->found = true;
-	q->gid = gid;
-	return true;
-}
-
-typedef struct sb_memq {
-	sb_ctx *c;
-	const char *user;
-} sb_memq;
-
-static void sb_add_group(sb_ctx *c, gid_t gid)
-{
+	sb_ctx *c = payload;
 	for (size_t i = 0; i < c->n_groups; i++)
 		if (c->groups[i] == gid)
 			return;
@@ -869,75 +795,55 @@ static void sb_add_group(sb_ctx *c, gid_t gid)
 		c->groups[c->n_groups++] = gid;
 }
 
-static bool sb_member_line(char *line, void *arg)
-{
-	sb_memq *q = arg;
-	char *f[4];
-	uint32_t gid;
-	if (sb_split(line, f, 4, ':') < 4 || !sb_parse_id(f[2], &gid))
-		return false;
-	for (char *m = f[3]; *m;) {
-		size_t n = strcspn(m, ",");
-		if (strlen(q->user) == n && strncmp(m, q->user, n) == 0)
-			sb_add_group(q->c, gid);
-		m += n;
-		if (*m == ',')
-			m++;
-	}
-	return false;
-}
-
 /* Docker's rules: a name must exist in passwd; a numeric uid need not (then
  * gid 0, HOME "/"); without an explicit group the primary group comes from
- * passwd and the supplementary ones from the group memberships. */
+ * passwd and the supplementary ones from the group memberships.  The files
+ * are read by the parser the builder uses (passwd.h). */
 static void sb_resolve_user(sb_ctx *c)
 {
 	const char *u = c->user_part ? c->user_part : "0";
-	sb_pwq pq;
-	memset(&pq, 0, sizeof(pq));
+	const char *pw, *gr;
+	size_t pw_len, gr_len;
+	sb_map_etc("/etc/passwd", &pw, &pw_len);
+	sb_map_etc("/etc/group", &gr, &gr_len);
 	uint32_t id = 0;
 	bool numeric = sb_parse_id(u, &id);
-	if (numeric)
-		pq.uid = id;
-	else
-		pq.name = u;
-	if (sb_each_line("/etc/passwd", sb_passwd_line, &pq) < 0)
-		sb_fail(errno, "read /etc/passwd");
-	if (!pq.found && !numeric)
+	ib_passwd_entry pe;
+	bool found =
+	    numeric ? ib_passwd_by_uid(pw, pw_len, id, &pe) : ib_passwd_by_name(pw, pw_len, u, &pe);
+	if (!found && !numeric)
 		sb_failc(IB_ENOTFOUND, "unable to find user %s: no matching entries in passwd file",
 			 u);
-	c->uid = numeric ? id : pq.r_uid;
-	c->gid = pq.found ? pq.r_gid : 0;
+	c->uid = numeric ? id : pe.uid;
+	c->gid = found ? pe.gid : 0;
 	c->n_groups = 0;
 	if (c->group_part) {
 		if (sb_parse_id(c->group_part, &id)) {
 			c->gid = id;
 		} else {
-			sb_grq gq = {c->group_part, false, 0};
-			if (sb_each_line("/etc/group", sb_group_line, &gq) < 0)
-				sb_fail(errno, "read /etc/group");
-			if (!gq.found)
+			if (!ib_group_by_name(gr, gr_len, c->group_part, &id))
 				sb_failc(
 				    IB_ENOTFOUND,
 				    "unable to find group %s: no matching entries in group file",
 				    c->group_part);
-			c->gid = gq.gid;
+			c->gid = id;
 		}
-		sb_add_group(c, c->gid);
+		sb_add_group(c->gid, c);
 	} else {
-		sb_add_group(c, c->gid);
-		if (pq.found) {
-			sb_memq mq = {c, pq.r_name};
-			if (sb_each_line("/etc/group", sb_member_line, &mq) < 0)
-				sb_fail(errno, "read /etc/group");
-		}
+		sb_add_group(c->gid, c);
+		if (found)
+			ib_group_each_membership(gr, gr_len, pe.name, pe.name_len, sb_add_group, c);
 	}
 	if (!c->has_home) {
-		snprintf(c->home, sizeof(c->home), "HOME=%s",
-			 pq.found && pq.r_home[0] ? pq.r_home : "/");
+		if (found && pe.home_len)
+			snprintf(c->home, sizeof(c->home), "HOME=%.*s", (int)pe.home_len, pe.home);
+		else
+			snprintf(c->home, sizeof(c->home), "HOME=/");
 		c->envp[c->n_env++] = c->home;
 		c->envp[c->n_env] = NULL;
 	}
+	sb_unmap_etc(pw, pw_len);
+	sb_unmap_etc(gr, gr_len);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -24,6 +24,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "layer.h"
 #include "util.h"
 
 #ifndef SYS_fchmodat2
@@ -1109,4 +1110,204 @@ int ib_unpack_fd(int fd, const char *dest_dir, const ib_unpack_options *opts,
 	}
 	archive_read_free(a);
 	return r;
+}
+
+/* ---- an unpacked layer written from host files ---- */
+
+/* Copy a regular file's bytes (in the kernel where possible). */
+static int copy_file_data(int in, int out)
+{
+	for (;;) {
+		ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+		if (n == 0)
+			return 0;
+		if (n > 0)
+			continue;
+		if (errno == EINTR)
+			continue;
+		if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+			return -1;
+		break;
+	}
+	char buf[1 << 16];
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return (int)n;
+		if (ib_write_all(out, buf, (size_t)n, NULL) < 0)
+			return -1;
+	}
+}
+
+/* The xattrs a layer keeps (ib_layer_keeps_xattr), best effort. */
+static void copy_xattrs(const char *src, const char *dst)
+{
+	ib_xattr *xs = NULL;
+	size_t n = 0;
+	ib_error *e = NULL;
+	if (ib_layer_xattrs_read(-1, src, &xs, &n, &e) < 0)
+		ib_error_free(&e);
+	for (size_t k = 0; k < n; k++)
+		lsetxattr(dst, xs[k].name, xs[k].value, xs[k].size, 0);
+	ib_layer_xattrs_free(xs, n);
+}
+
+typedef struct dest_ent {
+	const char *path;
+	bool is_dir;
+} dest_ent;
+
+static int cmp_dest(const void *a, const void *b)
+{
+	return strcmp(((const dest_ent *)a)->path, ((const dest_ent *)b)->path);
+}
+
+/* True when every path is written once and no path lies below another one
+ * that is not a directory.  Anything else (a symlink "x" and a directory
+ * "x/" from two sources, say) is left to the tar's last-entry-wins rules
+ * and ib_unpack_fd: writing it by path here could follow the symlink out
+ * of dest_dir. */
+static bool files_are_a_tree(const ib_unpack_file *files, size_t n)
+{
+	dest_ent *v = xcalloc(n + 1, sizeof(*v));
+	for (size_t i = 0; i < n; i++)
+		v[i] = (dest_ent){files[i].path, !files[i].host || S_ISDIR(files[i].st.st_mode)};
+	qsort(v, n, sizeof(*v), cmp_dest);
+	bool ok = true;
+	for (size_t i = 1; i < n && ok; i++)
+		ok = strcmp(v[i - 1].path, v[i].path) != 0;
+	for (size_t i = 0; i < n && ok; i++) {
+		cleanup_free char *anc = xstrdup(v[i].path);
+		for (char *sl = strrchr(anc, '/'); sl && ok; sl = strrchr(anc, '/')) {
+			*sl = '\0';
+			dest_ent key = {anc, false};
+			dest_ent *hit = bsearch(&key, v, n, sizeof(*v), cmp_dest);
+			ok = !hit || hit->is_dir;
+		}
+	}
+	free(v);
+	return ok;
+}
+
+/* Hardlinks, as the tar writes them: for a regular file with several links,
+ * the earlier entry of the same inode, or NULL (then it is recorded in
+ * linked, which holds at most one entry per inode). */
+static const ib_unpack_file *first_link(const ib_unpack_file **linked, size_t *n_linked,
+					const ib_unpack_file *f)
+{
+	if (!f->host || !S_ISREG(f->st.st_mode) || f->st.st_nlink < 2)
+		return NULL;
+	for (size_t k = 0; k < *n_linked; k++)
+		if (linked[k]->st.st_dev == f->st.st_dev && linked[k]->st.st_ino == f->st.st_ino)
+			return linked[k];
+	linked[(*n_linked)++] = f;
+	return NULL;
+}
+
+/* Write one entry at dst (not there yet); -1 with errno on failure. */
+static int write_file(const ib_unpack_file *f, const char *dst, int64_t epoch)
+{
+	mode_t type = f->host ? f->st.st_mode & S_IFMT : S_IFDIR;
+	int r = 0;
+	if (S_ISDIR(type)) {
+		struct stat dstat;
+		r = mkdir(dst, 0700) < 0 && errno != EEXIST ? -1 : 0;
+		if (r == 0 && lstat(dst, &dstat) < 0)
+			r = -1;
+		if (r == 0 && !S_ISDIR(dstat.st_mode)) {
+			errno = ENOTDIR; /* never chmod/chown through something else */
+			r = -1;
+		}
+	} else if (S_ISREG(type)) {
+		cleanup_close int in = open(f->host, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		cleanup_close int out =
+		    open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		r = in < 0 || out < 0 ? -1 : copy_file_data(in, out);
+	} else if (S_ISLNK(type)) {
+		char target[PATH_MAX];
+		ssize_t n = readlink(f->host, target, sizeof(target) - 1);
+		if (n >= 0)
+			target[n] = '\0';
+		r = n < 0 ? -1 : symlink(target, dst);
+	} else if (S_ISFIFO(type) || S_ISCHR(type) || S_ISBLK(type)) {
+		r = mknod(dst, type, f->st.st_rdev);
+	} else {
+		return 0; /* sockets are not in layers */
+	}
+	if (r == 0)
+		r = lchown(dst, (uid_t)f->uid, (gid_t)f->gid);
+	if (r == 0 && !S_ISLNK(type))
+		r = chmod(dst, (mode_t)(f->mode & 07777)); /* after chown, which clears setuid */
+	if (r == 0 && f->host)
+		copy_xattrs(f->host, dst);
+	if (r == 0 && !S_ISDIR(type)) {
+		struct timespec ts[2] = {{0, UTIME_OMIT},
+					 {f->st.st_mtime < epoch ? f->st.st_mtime : epoch, 0}};
+		r = utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW);
+	}
+	return r;
+}
+
+int ib_unpack_from_files(const char *dest_dir, const ib_unpack_dir *dirs, size_t n_dirs,
+			 const ib_unpack_file *files, size_t n_files, int64_t epoch, ib_error **err)
+{
+	if (!files_are_a_tree(files, n_files))
+		return ib_error_setc(err, IB_EUNSAFE,
+				     "%s: a path is written twice or below a non-directory",
+				     dest_dir);
+	if (ib_mkdir_p(dest_dir, 0755, err) < 0)
+		return -1;
+	/* directories on the way, with the metadata the layer gives them */
+	for (size_t i = 0; i < n_dirs; i++) {
+		cleanup_free char *d = ib_path_join(dest_dir, dirs[i].path);
+		struct stat ds;
+		if ((mkdir(d, 0700) < 0 && errno != EEXIST) || lstat(d, &ds) < 0)
+			return ib_error_set(err, errno, "mkdir %s", d);
+		if (!S_ISDIR(ds.st_mode))
+			return ib_error_set(err, ENOTDIR, "mkdir %s", d);
+		if (lchown(d, (uid_t)dirs[i].uid, (gid_t)dirs[i].gid) < 0 ||
+		    chmod(d, (mode_t)(dirs[i].mode & 07777)) < 0)
+			return ib_error_set(err, errno, "chown/chmod %s", d);
+	}
+	/* files with several links become hardlinks, as in the tar */
+	const ib_unpack_file **linked = xcalloc(n_files + 1, sizeof(*linked));
+	size_t n_linked = 0;
+	for (size_t i = 0; i < n_files; i++) {
+		const ib_unpack_file *f = &files[i];
+		cleanup_free char *dst = ib_path_join(dest_dir, f->path);
+		if (f->reuse && f->host && S_ISREG(f->st.st_mode) && link(f->reuse, dst) == 0)
+			continue;
+		const ib_unpack_file *orig = first_link(linked, &n_linked, f);
+		int r;
+		if (orig) {
+			cleanup_free char *target = ib_path_join(dest_dir, orig->path);
+			r = link(target, dst);
+		} else {
+			r = write_file(f, dst, epoch);
+		}
+		if (r < 0) {
+			free(linked);
+			return ib_error_set(err, errno, "%s", dst);
+		}
+	}
+	free(linked);
+	/* directories on the way carry the build timestamp, deepest first */
+	for (size_t i = n_dirs; i > 0; i--) {
+		cleanup_free char *d = ib_path_join(dest_dir, dirs[i - 1].path);
+		struct timespec ts[2] = {{0, UTIME_OMIT}, {epoch, 0}};
+		utimensat(AT_FDCWD, d, ts, AT_SYMLINK_NOFOLLOW);
+	}
+	/* directory mtimes last, children first */
+	for (size_t i = n_files; i > 0; i--) {
+		const ib_unpack_file *f = &files[i - 1];
+		if (f->host && !S_ISDIR(f->st.st_mode))
+			continue;
+		cleanup_free char *dst = ib_path_join(dest_dir, f->path);
+		time_t m = f->host && f->st.st_mtime < epoch ? f->st.st_mtime : epoch;
+		struct timespec ts[2] = {{0, UTIME_OMIT}, {m, 0}};
+		utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW);
+	}
+	return 0;
 }

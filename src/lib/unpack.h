@@ -30,7 +30,9 @@
 #define IB_UNPACK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "error.h"
 
@@ -79,6 +81,44 @@ int ib_unpack_fd(int fd, const char *dest_dir, const ib_unpack_options *opts,
  * archive marker: a caller hashing the raw stream must drain what follows. */
 int ib_unpack_archive(struct archive *a, const char *dest_dir, const ib_unpack_options *opts,
 		      ib_unpack_stats *stats, ib_error **err);
+
+/* A directory on the way to the files of ib_unpack_from_files, with the
+ * metadata the layer gives it. */
+typedef struct ib_unpack_dir {
+	const char *path; /* in the layer, relative ("usr/bin") */
+	uint32_t mode;	  /* permission bits */
+	int64_t uid, gid;
+} ib_unpack_dir;
+
+/* One entry of ib_unpack_from_files, with the owner and mode the layer's tar
+ * gives it. */
+typedef struct ib_unpack_file {
+	const char *path; /* in the layer, relative ("usr/bin/x") */
+	/* The source on the host: contents, symlink target and kept xattrs are
+	 * read from it; NULL for a directory made here (0755 file type). */
+	const char *host;
+	struct stat st; /* lstat of host: type, rdev, mtime, hardlink identity */
+	uint32_t mode;	/* permission bits */
+	int64_t uid, gid;
+	/* NULL, or a regular file of an earlier unpacked layer with the same
+	 * contents and metadata: hardlinked instead of copied when it can be. */
+	const char *reuse;
+} ib_unpack_file;
+
+/* Lay out dest_dir (created; it must not hold anything yet) the way
+ * ib_unpack_fd with IB_WHITEOUT_OVERLAY lays out the tar that the layer
+ * writer makes of the same entries (SOURCE_DATE_EPOCH epoch): dirs first,
+ * shallowest first, then files in order; owners before modes (chown clears
+ * setuid), kept xattrs (ib_layer_keeps_xattr) best effort, regular files
+ * with several links as hardlinks of the first entry of their inode, mtimes
+ * clamped to epoch (dirs and directories without host get epoch), directory
+ * mtimes last, deepest first.  Sockets are skipped, as the tar skips them.
+ * Entries are written by path: a set where a path comes twice or lies below
+ * a non-directory entry is refused (IB_EUNSAFE) before anything is written.
+ * On error dest_dir may hold a partial tree (the caller removes it). */
+int ib_unpack_from_files(const char *dest_dir, const ib_unpack_dir *dirs, size_t n_dirs,
+			 const ib_unpack_file *files, size_t n_files, int64_t epoch,
+			 ib_error **err);
 
 /* Refuse (IB_EINVALID, naming the start of the path) a normalised layer
  * path ("a/b/c") that no file system could hold: "/" + path over PATH_MAX

@@ -18,6 +18,7 @@
 #include "image_archive.h"
 #include "ref.h"
 #include "store.h"
+#include "testutil.h"
 #include "util.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -95,9 +96,7 @@ typedef struct fixture {
 static int setup(void **state)
 {
 	fixture *f = xcalloc(1, sizeof(*f));
-	char tmpl[] = "/tmp/ib-test-archive-XXXXXX";
-	assert_non_null(mkdtemp(tmpl));
-	f->dir = xstrdup(tmpl);
+	f->dir = tu_tmpdir();
 	f->xdir = ib_path_join(f->dir, "x");
 	assert_int_equal(mkdir(f->xdir, 0700), 0);
 	*state = f;
@@ -107,7 +106,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	fixture *f = *state;
-	ib_rm_rf(f->dir, NULL);
+	tu_rm_rf(f->dir);
 	free(f->dir);
 	free(f->xdir);
 	free(f);
@@ -732,38 +731,34 @@ static void test_load_refuses_hostile_layer(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 	    cmocka_unit_test(test_member_name_accepts_plain_relative_paths),
 	    cmocka_unit_test(test_member_name_rejects_escapes_and_junk),
 	    cmocka_unit_test(test_member_name_rejects_overlong),
-	    cmocka_unit_test_setup_teardown(test_extract_regular_members_with_digests, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_extract_rejects_dotdot_member, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_extract_rejects_absolute_member, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_extract_rejects_symlink_leaving_archive, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_extract_rejects_devices_and_fifos, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_extract_rejects_duplicate_member, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_extract_rejects_hardlink_outside, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_extract_resolves_links_inside, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_extract_detects_link_loops, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_member_read_enforces_cap, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_extract_rejects_non_tar_and_missing_files, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_extract_rejects_truncated_tar, setup, teardown),
+	    T(test_extract_regular_members_with_digests),
+	    T(test_extract_rejects_dotdot_member),
+	    T(test_extract_rejects_absolute_member),
+	    T(test_extract_rejects_symlink_leaving_archive),
+	    T(test_extract_rejects_devices_and_fifos),
+	    T(test_extract_rejects_duplicate_member),
+	    T(test_extract_rejects_hardlink_outside),
+	    T(test_extract_resolves_links_inside),
+	    T(test_extract_detects_link_loops),
+	    T(test_member_read_enforces_cap),
+	    T(test_extract_rejects_non_tar_and_missing_files),
+	    T(test_extract_rejects_truncated_tar),
 	    cmocka_unit_test(test_docker_manifest_parses_and_normalises_tags),
 	    cmocka_unit_test(test_docker_manifest_rejects_bad_documents),
 	    cmocka_unit_test(test_docker_manifest_rejects_dotdot_member_names),
 	    cmocka_unit_test(test_oci_layout_version_checked),
 	    cmocka_unit_test(test_oci_index_names_from_annotations),
 	    cmocka_unit_test(test_oci_index_rejects_bad_entries),
-	    cmocka_unit_test_setup_teardown(test_save_and_load_round_trip_both_formats, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_save_failure_leaves_no_file, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_load_refuses_wrong_diff_id_and_tags_nothing, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_load_keeps_docker_config_bytes, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_load_refuses_hostile_layer, setup, teardown),
+	    T(test_save_and_load_round_trip_both_formats),
+	    T(test_save_failure_leaves_no_file),
+	    T(test_load_refuses_wrong_diff_id_and_tags_nothing),
+	    T(test_load_keeps_docker_config_bytes),
+	    T(test_load_refuses_hostile_layer),
+#undef T
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

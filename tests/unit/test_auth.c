@@ -15,17 +15,10 @@
 #include <jansson.h>
 
 #include "auth.h"
+#include "testutil.h"
 #include "util.h"
 
 static char tmpdir[] = "/tmp/ib-test-auth-XXXXXX";
-
-static void write_text(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	fclose(f);
-}
 
 static char *tpath(const char *name)
 {
@@ -175,7 +168,7 @@ static void test_login_files_choice(void **state)
 	assert_string_equal(v[0], dock);
 	ib_strv_free(v);
 	assert_int_equal(ib_mkdir_p(cdir, 0700, NULL), 0);
-	write_text(aj, "{}");
+	tu_write_text(aj, "{}");
 	v = ib_auth_login_files(NULL);
 	assert_int_equal(ib_strv_len(v), 2);
 	assert_string_equal(v[0], dock);
@@ -217,11 +210,11 @@ static void test_lookup_first_file_with_the_host_wins(void **state)
 	cleanup_free char *a = tpath("xdg/containers/auth.json");
 	cleanup_free char *b = tpath("dock/config.json");
 	/* other host only in the first file; our host in both */
-	write_text(a, "{\"auths\":{\"other:1\":{\"auth\":\"eDp5\"},"
-		      "\"reg.example:5000\":{\"auth\":\"Zmlyc3Q6cHcx\"}}}");
-	write_text(b,
-		   "{\"auths\":{\"reg.example:5000\":{\"auth\":\"c2Vjb25kOnB3Mg==\"},"
-		   "\"https://index.docker.io/v1/\":{\"username\":\"hub\",\"password\":\"h:p\"}}}");
+	tu_write_text(a, "{\"auths\":{\"other:1\":{\"auth\":\"eDp5\"},"
+			 "\"reg.example:5000\":{\"auth\":\"Zmlyc3Q6cHcx\"}}}");
+	tu_write_text(
+	    b, "{\"auths\":{\"reg.example:5000\":{\"auth\":\"c2Vjb25kOnB3Mg==\"},"
+	       "\"https://index.docker.io/v1/\":{\"username\":\"hub\",\"password\":\"h:p\"}}}");
 	setenv("XDG_RUNTIME_DIR", xdg, 1);
 	setenv("DOCKER_CONFIG", dock, 1);
 	ib_credentials c = {0};
@@ -254,13 +247,13 @@ static void test_lookup_malformed_file_is_an_error_naming_it(void **state)
 {
 	(void)state;
 	cleanup_free char *p = tpath("bad.json");
-	write_text(p, "{\"auths\": {");
+	tu_write_text(p, "{\"auths\": {");
 	ib_credentials c = {0};
 	ib_error *err = NULL;
 	assert_int_equal(ib_auth_lookup(p, "x:1", &c, &err), IB_EINVALID);
 	assert_non_null(strstr(ib_error_msg(err), "bad.json"));
 	ib_error_free(&err);
-	write_text(p, "{\"auths\": {\"x:1\": {\"auth\": \"bm9jb2xvbg==\"}}}");
+	tu_write_text(p, "{\"auths\": {\"x:1\": {\"auth\": \"bm9jb2xvbg==\"}}}");
 	assert_true(ib_auth_lookup(p, "x:1", &c, &err) < 0); /* "nocolon" */
 	assert_non_null(strstr(ib_error_msg(err), "user:password"));
 	ib_error_free(&err);
@@ -280,8 +273,8 @@ static void test_save_writes_0600_and_keeps_other_entries(void **state)
 	assert_int_equal(stat(p, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
 	/* add unrelated content, then save another host and replace the first */
-	write_text(p, "{\"auths\":{\"https://a.example/\":{\"auth\":\"b2xkOm9sZA==\"},"
-		      "\"b.example\":{\"auth\":\"Ym9iOnB3\"}},\"HttpHeaders\":{\"X\":\"1\"}}");
+	tu_write_text(p, "{\"auths\":{\"https://a.example/\":{\"auth\":\"b2xkOm9sZA==\"},"
+			 "\"b.example\":{\"auth\":\"Ym9iOnB3\"}},\"HttpHeaders\":{\"X\":\"1\"}}");
 	chmod(p, 0644);
 	assert_int_equal(ib_auth_save(p, "a.example", "alice", "n3w", NULL), 0);
 	assert_int_equal(stat(p, &st), 0);
@@ -332,7 +325,7 @@ static void test_save_refuses_to_clobber_a_malformed_file(void **state)
 {
 	(void)state;
 	cleanup_free char *p = tpath("clobber.json");
-	write_text(p, "not json");
+	tu_write_text(p, "not json");
 	ib_error *err = NULL;
 	assert_int_equal(ib_auth_save(p, "a", "u", "p", &err), IB_EINVALID);
 	ib_error_free(&err);
@@ -345,7 +338,7 @@ static void test_remove_drops_only_that_host(void **state)
 {
 	(void)state;
 	cleanup_free char *p = tpath("rm.json");
-	write_text(
+	tu_write_text(
 	    p, "{\"auths\":{\"a.example\":{\"auth\":\"eDp5\"},\"b.example\":{\"auth\":\"eDp5\"}}}");
 	assert_int_equal(ib_auth_remove(p, "https://a.example", NULL), 0);
 	json_t *j = json_load_file(p, 0, NULL);
@@ -372,16 +365,16 @@ static void install_helper(void)
 	ib_mkdir_p(bin, 0755, NULL);
 	cleanup_free char *script = tpath("bin/docker-credential-test");
 	/* Echo the host it was asked about in the secret; refuse "unknown.example". */
-	write_text(script,
-		   "#!/bin/sh\n"
-		   "[ \"$1\" = get ] || exit 3\n"
-		   "read host\n"
-		   "if [ \"$host\" = unknown.example ]; then\n"
-		   "  echo 'credentials not found in native keychain'; exit 1\n"
-		   "fi\n"
-		   "if [ \"$host\" = broken.example ]; then echo 'helper exploded'; exit 2; fi\n"
-		   "printf '{\"ServerURL\":\"%s\",\"Username\":\"helper-user\","
-		   "\"Secret\":\"secret-for-%s\"}\\n' \"$host\" \"$host\"\n");
+	tu_write_text(script,
+		      "#!/bin/sh\n"
+		      "[ \"$1\" = get ] || exit 3\n"
+		      "read host\n"
+		      "if [ \"$host\" = unknown.example ]; then\n"
+		      "  echo 'credentials not found in native keychain'; exit 1\n"
+		      "fi\n"
+		      "if [ \"$host\" = broken.example ]; then echo 'helper exploded'; exit 2; fi\n"
+		      "printf '{\"ServerURL\":\"%s\",\"Username\":\"helper-user\","
+		      "\"Secret\":\"secret-for-%s\"}\\n' \"$host\" \"$host\"\n");
 	chmod(script, 0755);
 	const char *old = getenv("PATH");
 	saved_path = xstrdup(old ? old : "/usr/bin:/bin");
@@ -423,9 +416,9 @@ static void test_cred_helpers_beat_auths_and_creds_store_is_the_fallback(void **
 	(void)state;
 	install_helper();
 	cleanup_free char *p = tpath("helpers.json");
-	write_text(p, "{\"auths\":{\"h.example\":{\"auth\":\"ZmlsZTpwdw==\"},"
-		      "\"f.example\":{\"auth\":\"ZmlsZTpwdw==\"}},"
-		      "\"credHelpers\":{\"h.example\":\"test\"},\"credsStore\":\"test\"}");
+	tu_write_text(p, "{\"auths\":{\"h.example\":{\"auth\":\"ZmlsZTpwdw==\"},"
+			 "\"f.example\":{\"auth\":\"ZmlsZTpwdw==\"}},"
+			 "\"credHelpers\":{\"h.example\":\"test\"},\"credsStore\":\"test\"}");
 	ib_credentials c = {0};
 	assert_int_equal(ib_auth_lookup(p, "h.example", &c, NULL), 0);
 	assert_string_equal(c.password, "secret-for-h.example");
@@ -447,7 +440,7 @@ static void install_store_helper(const char *dir)
 	ib_mkdir_p(bin, 0755, NULL);
 	ib_mkdir_p(dir, 0700, NULL);
 	cleanup_free char *script = tpath("bin/docker-credential-filetest");
-	write_text(
+	tu_write_text(
 	    script,
 	    "#!/bin/sh\n"
 	    "d=$IB_TEST_CRED_DIR\n"
@@ -508,7 +501,7 @@ static void test_login_store_uses_the_configured_helper_and_logout_keeps_mapping
 	setenv("DOCKER_CONFIG", dock, 1);
 	cleanup_free char *cfg = tpath("dc-helper/config.json");
 	/* a stale plain entry for the host, another host's entry, a mapping */
-	write_text(cfg, "{\"auths\":{\"h.example\":{\"auth\":\"b2xkOm9sZA==\"},"
+	tu_write_text(cfg, "{\"auths\":{\"h.example\":{\"auth\":\"b2xkOm9sZA==\"},"
 			"\"o.example\":{\"auth\":\"eDp5\"}},"
 			"\"credHelpers\":{\"h.example\":\"filetest\"}}");
 	ib_auth_stored st;
@@ -564,7 +557,7 @@ static void test_login_store_writes_docker_and_podman_files(void **state)
 	cleanup_free char *dock = tpath("both-dc");
 	cleanup_free char *cfg = tpath("both-dc/config.json");
 	ib_mkdir_p(cdir, 0700, NULL);
-	write_text(aj, "{\"auths\":{}}");
+	tu_write_text(aj, "{\"auths\":{}}");
 	setenv("XDG_RUNTIME_DIR", xdg, 1);
 	setenv("DOCKER_CONFIG", dock, 1);
 	ib_auth_stored st;

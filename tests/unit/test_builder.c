@@ -29,6 +29,7 @@
 #include "progress.h"
 #include "recipe.h"
 #include "store.h"
+#include "testutil.h"
 #include "util.h"
 
 /* 2001-09-09T01:46:40Z: older than every file the tests create, so every
@@ -43,9 +44,10 @@ typedef struct fx {
 	char *recipe; /* T/w/ctx/recipe.lua */
 	char *root;   /* T/store */
 	ib_store *store;
-	char *log;    /* progress output of the last build */
-	char *errmsg; /* error of the last failed build */
-	int errcode;  /* its code */
+	char *log;	   /* progress output of the last build */
+	char *errmsg;	   /* error of the last failed build */
+	int errcode;	   /* its code */
+	const void *tcase; /* the table case a test runs, or NULL */
 } fx;
 
 /* What a test changes in ib_build_options. */
@@ -81,20 +83,14 @@ typedef struct entries {
 static fx *fx_new(void)
 {
 	fx *f = xcalloc(1, sizeof(*f));
-	char tmpl[] = "/tmp/ib-test-builder-XXXXXX";
-	if (mkdtemp(tmpl) == NULL)
-		return NULL;
-	f->tmp = xstrdup(tmpl);
+	f->tmp = tu_tmpdir();
 	f->work = ib_path_join(f->tmp, "w");
 	f->ctx = ib_path_join(f->work, "ctx");
 	f->recipe = ib_path_join(f->ctx, "recipe.lua");
 	f->root = ib_path_join(f->tmp, "store");
 	ib_error *err = NULL;
-	if (ib_mkdir_p(f->ctx, 0755, &err) < 0 || ib_store_open(&f->store, f->root, &err) < 0) {
-		fprintf(stderr, "setup: %s\n", ib_error_msg(err));
-		ib_error_free(&err);
-		return NULL;
-	}
+	tu_must(ib_mkdir_p(f->ctx, 0755, &err), &err, f->ctx);
+	f->store = tu_store_open(f->root);
 	return f;
 }
 
@@ -103,9 +99,7 @@ static void fx_free(fx *f)
 	if (!f)
 		return;
 	ib_store_free(f->store);
-	ib_error *err = NULL;
-	if (ib_rm_rf(f->tmp, &err) < 0)
-		ib_error_free(&err);
+	tu_rm_rf(f->tmp);
 	free(f->tmp);
 	free(f->work);
 	free(f->ctx);
@@ -125,6 +119,16 @@ static int setup(void **state)
 	return 0;
 }
 
+/* For a table-driven test: the case comes in as the initial state. */
+static int setup_case(void **state)
+{
+	const void *c = *state;
+	if (setup(state) < 0)
+		return -1;
+	((fx *)*state)->tcase = c;
+	return 0;
+}
+
 static int teardown(void **state)
 {
 	fx_free(*state);
@@ -141,14 +145,7 @@ static char *ctx_path(fx *f, const char *rel)
 /* Write a file under dir (parents created 0755) with mode 0644. */
 static void put_in(const char *dir, const char *rel, const char *data)
 {
-	cleanup_free char *p = ib_path_join(dir, rel);
-	cleanup_free char *parent = xstrdup(p);
-	*strrchr(parent, '/') = '\0';
-	ib_error *err = NULL;
-	if (ib_mkdir_p(parent, 0755, &err) < 0 ||
-	    ib_write_file_atomic(p, data, strlen(data), 0644, &err) < 0)
-		fail_msg("write %s: %s", p, ib_error_msg(err));
-	assert_int_equal(chmod(p, 0644), 0);
+	free(tu_write_under(dir, rel, data));
 }
 
 static void put(fx *f, const char *rel, const char *data)
@@ -171,8 +168,7 @@ static void remove_ctx(fx *f, const char *rel)
 static void set_mtime(fx *f, const char *rel, time_t t)
 {
 	cleanup_free char *p = ctx_path(f, rel);
-	struct timespec ts[2] = {{t, 0}, {t, 0}};
-	assert_int_equal(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0);
+	tu_set_mtime(p, t, 0);
 }
 
 static void write_recipe(fx *f, const char *text)
@@ -265,6 +261,27 @@ static void build_digest(fx *f, const bopts *bo, char out[IB_DIGEST_BUFLEN], int
 
 /* ---- inspecting images ---- */
 
+static ib_image *load_image(fx *f, const char *ref);
+static void layer_entries(fx *f, const char *digest, size_t idx, entries *out);
+
+/* Build and load the image (ib_image_free it). */
+static ib_image *build_image(fx *f, const bopts *bo)
+{
+	ib_build_result res;
+	build_ok(f, bo, &res);
+	ib_image *img = load_image(f, res.manifest.digest);
+	ib_build_result_clear(&res);
+	return img;
+}
+
+/* Build and list layer idx of the image (entries_free it). */
+static void build_layer(fx *f, const bopts *bo, size_t idx, entries *out)
+{
+	char digest[IB_DIGEST_BUFLEN];
+	build_digest(f, bo, digest, NULL, NULL);
+	layer_entries(f, digest, idx, out);
+}
+
 static ib_image *load_image(fx *f, const char *ref)
 {
 	ib_image *img = NULL;
@@ -280,11 +297,6 @@ static json_t *config_of(ib_image *img)
 	json_t *c = json_object_get(img->config, "config");
 	assert_true(json_is_object(c));
 	return c;
-}
-
-static const char *config_str(ib_image *img, const char *key)
-{
-	return json_string_value(json_object_get(config_of(img), key));
 }
 
 static int collect_cb(const ib_layer_entry *e, void *payload, ib_error **err)
@@ -367,181 +379,92 @@ static size_t count_layers(fx *f, const char *digest)
 
 /* ==== config steps ==== */
 
-static void test_env_later_value_overrides_earlier(void **state)
-{
-	fx *f = *state;
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"env { A = '1', B = '2' }\n"
-			"env { A = '3' }\n");
-	ib_build_result res;
-	build_ok(f, NULL, &res);
-	ib_image *img = load_image(f, res.manifest.digest);
-	json_t *env = json_object_get(config_of(img), "Env");
-	assert_true(json_is_array(env));
-	assert_int_equal(json_array_size(env), 2);
-	assert_string_equal(json_string_value(json_array_get(env, 0)), "A=3");
-	assert_string_equal(json_string_value(json_array_get(env, 1)), "B=2");
-	ib_image_free(img);
-	ib_build_result_clear(&res);
-}
+/* A recipe of config steps and the config members it must give: each
+ * member of want equals the image's, and a null member means absent, null
+ * or an empty array. */
+typedef struct config_case {
+	const char *name;
+	const char *recipe;
+	const char *want; /* JSON object */
+} config_case;
 
-static void test_workdir_relative_resolves_against_previous(void **state)
-{
-	fx *f = *state;
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"workdir '/app'\n"
-			"workdir 'sub'\n"
-			"workdir '../lib/./x'\n");
-	ib_build_result res;
-	build_ok(f, NULL, &res);
-	ib_image *img = load_image(f, res.manifest.digest);
-	assert_string_equal(config_str(img, "WorkingDir"), "/app/lib/x");
-	ib_image_free(img);
-	ib_build_result_clear(&res);
-}
+static const config_case config_cases[] = {
+    {"test_env_later_value_overrides_earlier",
+     "stage('final', 'scratch')\n"
+     "env { A = '1', B = '2' }\n"
+     "env { A = '3' }\n",
+     "{\"Env\": [\"A=3\", \"B=2\"]}"},
+    {"test_workdir_relative_resolves_against_previous",
+     "stage('final', 'scratch')\n"
+     "workdir '/app'\n"
+     "workdir 'sub'\n"
+     "workdir '../lib/./x'\n",
+     "{\"WorkingDir\": \"/app/lib/x\"}"},
+    {"test_user_is_set",
+     "stage('final', 'scratch')\n"
+     "user 'app'\n"
+     "user '1000:1000'\n",
+     "{\"User\": \"1000:1000\"}"},
+    {"test_entrypoint_drops_cmd_inherited_from_base_stage",
+     "local base = stage('base', 'scratch')\n"
+     "cmd { '--from-base' }\n"
+     "stage('final', base)\n"
+     "entrypoint { '/bin/app', '-v' }\n",
+     "{\"Entrypoint\": [\"/bin/app\", \"-v\"], \"Cmd\": null}"},
+    {"test_entrypoint_keeps_cmd_set_in_same_stage",
+     "local base = stage('base', 'scratch')\n"
+     "cmd { '--from-base' }\n"
+     "stage('final', base)\n"
+     "cmd { '--loud' }\n"
+     "entrypoint { '/bin/app' }\n",
+     "{\"Cmd\": [\"--loud\"], \"Entrypoint\": [\"/bin/app\"]}"},
+    {"test_expose_bare_port_becomes_tcp",
+     "stage('final', 'scratch')\n"
+     "expose('80', '53/udp')\n",
+     "{\"ExposedPorts\": {\"80/tcp\": {}, \"53/udp\": {}}}"},
+    {"test_volume_paths_are_set",
+     "stage('final', 'scratch')\n"
+     "volume('/data')\n"
+     "volume('/srv/cache')\n",
+     "{\"Volumes\": {\"/data\": {}, \"/srv/cache\": {}}}"},
+    {"test_label_is_inherited_from_base_stage",
+     "local base = stage('base', 'scratch')\n"
+     "label { a = '1', b = 'old' }\n"
+     "stage('final', base)\n"
+     "label { b = 'new', c = '3' }\n",
+     "{\"Labels\": {\"a\": \"1\", \"b\": \"new\", \"c\": \"3\"}}"},
+    {"test_stopsignal_is_set",
+     "stage('final', 'scratch')\n"
+     "stopsignal 'SIGQUIT'\n",
+     "{\"StopSignal\": \"SIGQUIT\"}"},
+    {"test_healthcheck_durations_are_nanoseconds",
+     "stage('final', 'scratch')\n"
+     "healthcheck { test = { 'CMD', '/bin/check', '-q' }, interval = '30s',\n"
+     "              timeout = '1m30s', start_period = '5s', retries = 3 }\n",
+     "{\"Healthcheck\": {\"Test\": [\"CMD\", \"/bin/check\", \"-q\"], \"Interval\": 30000000000,"
+     " \"Timeout\": 90000000000, \"StartPeriod\": 5000000000, \"Retries\": 3}}"},
+};
 
-static void test_user_is_set(void **state)
+static void test_config_case(void **state)
 {
 	fx *f = *state;
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"user 'app'\n"
-			"user '1000:1000'\n");
-	ib_build_result res;
-	build_ok(f, NULL, &res);
-	ib_image *img = load_image(f, res.manifest.digest);
-	assert_string_equal(config_str(img, "User"), "1000:1000");
+	const config_case *c = f->tcase;
+	write_recipe(f, c->recipe);
+	ib_image *img = build_image(f, NULL);
+	json_t *want = json_loads(c->want, 0, NULL);
+	assert_non_null(want);
+	const char *key;
+	json_t *w;
+	json_object_foreach (want, key, w) {
+		json_t *got = json_object_get(config_of(img), key);
+		if (json_is_null(w) ? got && !json_is_null(got) && json_array_size(got) > 0
+				    : !json_equal(got, w)) {
+			cleanup_free char *gs = got ? json_dumps(got, JSON_SORT_KEYS) : NULL;
+			fail_msg("config %s is %s", key, gs ? gs : "missing");
+		}
+	}
+	json_decref(want);
 	ib_image_free(img);
-	ib_build_result_clear(&res);
-}
-
-static void test_entrypoint_drops_cmd_inherited_from_base_stage(void **state)
-{
-	fx *f = *state;
-	write_recipe(f, "local base = stage('base', 'scratch')\n"
-			"cmd { '--from-base' }\n"
-			"stage('final', base)\n"
-			"entrypoint { '/bin/app', '-v' }\n");
-	ib_build_result res;
-	build_ok(f, NULL, &res);
-	ib_image *img = load_image(f, res.manifest.digest);
-	json_t *ep = json_object_get(config_of(img), "Entrypoint");
-	assert_int_equal(json_array_size(ep), 2);
-	assert_string_equal(json_string_value(json_array_get(ep, 0)), "/bin/app");
-	assert_string_equal(json_string_value(json_array_get(ep, 1)), "-v");
-	json_t *cmd = json_object_get(config_of(img), "Cmd");
-	assert_true(cmd == NULL || json_is_null(cmd) || json_array_size(cmd) == 0);
-	ib_image_free(img);
-	ib_build_result_clear(&res);
-}
-
-static void test_entrypoint_keeps_cmd_set_in_same_stage(void **state)
-{
-	fx *f = *state;
-	write_recipe(f, "local base = stage('base', 'scratch')\n"
-			"cmd { '--from-base' }\n"
-			"stage('final', base)\n"
-			"cmd { '--loud' }\n"
-			"entrypoint { '/bin/app' }\n");
-	ib_build_result res;
-	build_ok(f, NULL, &res);
-	ib_image *img = load_image(f, res.manifest.digest);
-	json_t *cmd = json_object_get(config_of(img), "Cmd");
-	assert_int_equal(json_array_size(cmd), 1);
-	assert_string_equal(json_string_value(json_array_get(cmd, 0)), "--loud");
-	json_t *ep = json_object_get(config_of(img), "Entrypoint");
-	assert_int_equal(json_array_size(ep), 1);
-	assert_string_equal(json_string_value(json_array_get(ep, 0)), "/bin/app");
-	ib_image_free(img);
-	ib_build_result_clear(&res);
-}
-
-static void test_expose_bare_port_becomes_tcp(void **state)
-{
-	fx *f = *state;
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"expose('80', '53/udp')\n");
-	ib_build_result res;
-	build_ok(f, NULL, &res);
-	ib_image *img = load_image(f, res.manifest.digest);
-	json_t *ports = json_object_get(config_of(img), "ExposedPorts");
-	assert_int_equal(json_object_size(ports), 2);
-	assert_true(json_is_object(json_object_get(ports, "80/tcp")));
-	assert_true(json_is_object(json_object_get(ports, "53/udp")));
-	assert_null(json_object_get(ports, "80"));
-	ib_image_free(img);
-	ib_build_result_clear(&res);
-}
-
-static void test_volume_paths_are_set(void **state)
-{
-	fx *f = *state;
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"volume('/data')\n"
-			"volume('/srv/cache')\n");
-	ib_build_result res;
-	build_ok(f, NULL, &res);
-	ib_image *img = load_image(f, res.manifest.digest);
-	json_t *vols = json_object_get(config_of(img), "Volumes");
-	assert_int_equal(json_object_size(vols), 2);
-	assert_true(json_is_object(json_object_get(vols, "/data")));
-	assert_true(json_is_object(json_object_get(vols, "/srv/cache")));
-	ib_image_free(img);
-	ib_build_result_clear(&res);
-}
-
-static void test_label_is_inherited_from_base_stage(void **state)
-{
-	fx *f = *state;
-	write_recipe(f, "local base = stage('base', 'scratch')\n"
-			"label { a = '1', b = 'old' }\n"
-			"stage('final', base)\n"
-			"label { b = 'new', c = '3' }\n");
-	ib_build_result res;
-	build_ok(f, NULL, &res);
-	ib_image *img = load_image(f, res.manifest.digest);
-	json_t *labels = json_object_get(config_of(img), "Labels");
-	assert_int_equal(json_object_size(labels), 3);
-	assert_string_equal(json_string_value(json_object_get(labels, "a")), "1");
-	assert_string_equal(json_string_value(json_object_get(labels, "b")), "new");
-	assert_string_equal(json_string_value(json_object_get(labels, "c")), "3");
-	ib_image_free(img);
-	ib_build_result_clear(&res);
-}
-
-static void test_stopsignal_is_set(void **state)
-{
-	fx *f = *state;
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"stopsignal 'SIGQUIT'\n");
-	ib_build_result res;
-	build_ok(f, NULL, &res);
-	ib_image *img = load_image(f, res.manifest.digest);
-	assert_string_equal(config_str(img, "StopSignal"), "SIGQUIT");
-	ib_image_free(img);
-	ib_build_result_clear(&res);
-}
-
-static void test_healthcheck_durations_are_nanoseconds(void **state)
-{
-	fx *f = *state;
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"healthcheck { test = { 'CMD', '/bin/check', '-q' }, interval = '30s',\n"
-			"              timeout = '1m30s', start_period = '5s', retries = 3 }\n");
-	ib_build_result res;
-	build_ok(f, NULL, &res);
-	ib_image *img = load_image(f, res.manifest.digest);
-	json_t *hc = json_object_get(config_of(img), "Healthcheck");
-	assert_true(json_is_object(hc));
-	json_t *test = json_object_get(hc, "Test");
-	assert_int_equal(json_array_size(test), 3);
-	assert_string_equal(json_string_value(json_array_get(test, 0)), "CMD");
-	assert_string_equal(json_string_value(json_array_get(test, 1)), "/bin/check");
-	assert_int_equal(json_integer_value(json_object_get(hc, "Interval")), 30000000000LL);
-	assert_int_equal(json_integer_value(json_object_get(hc, "Timeout")), 90000000000LL);
-	assert_int_equal(json_integer_value(json_object_get(hc, "StartPeriod")), 5000000000LL);
-	assert_int_equal(json_integer_value(json_object_get(hc, "Retries")), 3);
-	ib_image_free(img);
-	ib_build_result_clear(&res);
 }
 
 static void test_annotations_end_up_in_the_manifest(void **state)
@@ -580,9 +503,7 @@ static void test_history_has_one_entry_per_step(void **state)
 			"workdir '/w'\n"
 			"copy { 'b.txt', 'b.txt' }\n"
 			"user '7'\n");
-	ib_build_result res;
-	build_ok(f, NULL, &res);
-	ib_image *img = load_image(f, res.manifest.digest);
+	ib_image *img = build_image(f, NULL);
 	json_t *h = json_object_get(img->config, "history");
 	assert_int_equal(json_array_size(h), 5);
 	static const bool empty[] = {false, true, true, false, true};
@@ -603,7 +524,6 @@ static void test_history_has_one_entry_per_step(void **state)
 	    json_array_size(json_object_get(json_object_get(img->config, "rootfs"), "diff_ids")),
 	    2);
 	ib_image_free(img);
-	ib_build_result_clear(&res);
 }
 
 static void test_created_is_rfc3339_of_source_date_epoch(void **state)
@@ -611,192 +531,158 @@ static void test_created_is_rfc3339_of_source_date_epoch(void **state)
 	fx *f = *state;
 	write_recipe(f, "stage('final', 'scratch')\n"
 			"env { A = '1' }\n");
-	ib_build_result res;
-	build_ok(f, NULL, &res);
-	ib_image *img = load_image(f, res.manifest.digest);
+	ib_image *img = build_image(f, NULL);
 	assert_string_equal(json_string_value(json_object_get(img->config, "created")),
 			    EPOCH_RFC3339);
 	ib_image_free(img);
-	ib_build_result_clear(&res);
 
 	bopts bo = BOPTS_INIT;
 	bo.epoch = 0;
-	build_ok(f, &bo, &res);
-	img = load_image(f, res.manifest.digest);
+	img = build_image(f, &bo);
 	assert_string_equal(json_string_value(json_object_get(img->config, "created")),
 			    "1970-01-01T00:00:00Z");
 	ib_image_free(img);
-	ib_build_result_clear(&res);
 }
 
 /* ==== copy semantics ==== */
 
-static void test_copy_file_to_file(void **state)
-{
-	fx *f = *state;
-	put(f, "app.conf", "key = value\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'app.conf', '/etc/myapp.conf' }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
-	entries l;
-	layer_entries(f, digest, 0, &l);
-	const entry *e = must_find(&l, "etc/myapp.conf");
-	assert_file_content(e, "key = value\n");
-	assert_int_equal(e->mode & 07777, 0644);
-	assert_null(find_entry(&l, "etc/myapp.conf/app.conf"));
-	assert_null(find_entry(&l, "etc/app.conf"));
-	entries_free(&l);
-}
+/* Files in the context, a recipe whose first layer is one copy, and what
+ * that layer must hold. */
+#define IS_DIR "<dir>"
+typedef struct want_entry {
+	const char *path;
+	const char *content; /* a regular file with this content, IS_DIR, or NULL: any */
+	mode_t perm;	     /* 0: not checked */
+	const char *owner;   /* "UID:GID", NULL: not checked */
+	int64_t mtime;	     /* 0: not checked */
+} want_entry;
 
-static void test_copy_file_into_dir_with_trailing_slash(void **state)
-{
-	fx *f = *state;
-	put(f, "app.conf", "conf\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'app.conf', '/etc/myapp/' }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
-	entries l;
-	layer_entries(f, digest, 0, &l);
-	assert_file_content(must_find(&l, "etc/myapp/app.conf"), "conf\n");
-	assert_true(S_ISDIR(must_find(&l, "etc/myapp")->mode));
-	entries_free(&l);
-}
+typedef struct copy_case {
+	const char *name;
+	const char *files[6][2]; /* context path, content */
+	const char *recipe;
+	want_entry want[6];
+	const char *absent[4];
+	size_t n_entries; /* 0: not checked */
+} copy_case;
 
-static void test_copy_directory_copies_its_contents(void **state)
-{
-	fx *f = *state;
-	put(f, "src/main.c", "int main;\n");
-	put(f, "src/lib/util.c", "int util;\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'src/', '/app/' }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
-	entries l;
-	layer_entries(f, digest, 0, &l);
-	assert_true(S_ISDIR(must_find(&l, "app")->mode));
-	assert_file_content(must_find(&l, "app/main.c"), "int main;\n");
-	assert_true(S_ISDIR(must_find(&l, "app/lib")->mode));
-	assert_file_content(must_find(&l, "app/lib/util.c"), "int util;\n");
-	assert_null(find_entry(&l, "app/src"));
-	assert_null(find_entry(&l, "app/src/main.c"));
-	entries_free(&l);
-}
-
-static void test_copy_glob_selects_matching_files(void **state)
-{
-	fx *f = *state;
-	put(f, "a.txt", "a\n");
-	put(f, "b.txt", "b\n");
-	put(f, "c.md", "c\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { '*.txt', '/g/' }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
-	entries l;
-	layer_entries(f, digest, 0, &l);
-	assert_file_content(must_find(&l, "g/a.txt"), "a\n");
-	assert_file_content(must_find(&l, "g/b.txt"), "b\n");
-	assert_null(find_entry(&l, "g/c.md"));
-	assert_null(find_entry(&l, "g/recipe.lua"));
-	entries_free(&l);
-}
-
-static void test_copy_exclude_star_pattern_matches_at_any_depth(void **state)
-{
-	fx *f = *state;
-	put(f, "src/main.c", "c\n");
-	put(f, "src/main.o", "o\n");
-	put(f, "src/deep/er/x.o", "o\n");
-	put(f, "src/deep/er/x.c", "c\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'src/', '/app/', exclude = { '*.o' } }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
-	entries l;
-	layer_entries(f, digest, 0, &l);
-	must_find(&l, "app/main.c");
-	must_find(&l, "app/deep/er/x.c");
-	assert_null(find_entry(&l, "app/main.o"));
-	assert_null(find_entry(&l, "app/deep/er/x.o"));
-	entries_free(&l);
-}
-
-static void test_copy_exclude_directory_drops_everything_below_it(void **state)
-{
-	fx *f = *state;
-	put(f, "src/keep.c", "c\n");
-	put(f, "src/gen/out.c", "generated\n");
-	put(f, "src/gen/more/x.c", "generated\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'src/', '/app/', exclude = { 'src/gen' } }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
-	entries l;
-	layer_entries(f, digest, 0, &l);
-	must_find(&l, "app/keep.c");
-	assert_null(find_entry(&l, "app/gen"));
-	assert_null(find_entry(&l, "app/gen/out.c"));
-	assert_null(find_entry(&l, "app/gen/more/x.c"));
-	entries_free(&l);
-}
-
-static void test_copy_owner_numeric_override(void **state)
-{
-	fx *f = *state;
-	put(f, "d/a.txt", "a\n");
-	put(f, "d/sub/b.txt", "b\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'd/', '/opt/app/', owner = '1000:1001' }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
-	entries l;
-	layer_entries(f, digest, 0, &l);
-	static const char *const paths[] = {"opt/app", "opt/app/a.txt", "opt/app/sub",
-					    "opt/app/sub/b.txt"};
-	for (size_t i = 0; i < 4; i++) {
-		const entry *e = must_find(&l, paths[i]);
-		assert_int_equal(e->uid, 1000);
-		assert_int_equal(e->gid, 1001);
+#define FINAL "stage('final', 'scratch')\n"
+#define PARENT_DIR(p)                                                                              \
+	{                                                                                          \
+		.path = p, .content = IS_DIR, .perm = 0755, .owner = "0:0", .mtime = EPOCH         \
 	}
-	/* a parent the copy created is not the copy's: it stays root's */
-	assert_int_equal(must_find(&l, "opt")->uid, 0);
-	entries_free(&l);
-}
 
-static void test_copy_owner_uid_alone_sets_gid_too(void **state)
+static const copy_case copy_cases[] = {
+    {.name = "test_copy_file_to_file",
+     .files = {{"app.conf", "key = value\n"}},
+     .recipe = FINAL "copy { 'app.conf', '/etc/myapp.conf' }\n",
+     .want = {{.path = "etc/myapp.conf", .content = "key = value\n", .perm = 0644}},
+     .absent = {"etc/myapp.conf/app.conf", "etc/app.conf"}},
+    {.name = "test_copy_file_into_dir_with_trailing_slash",
+     .files = {{"app.conf", "conf\n"}},
+     .recipe = FINAL "copy { 'app.conf', '/etc/myapp/' }\n",
+     .want = {{.path = "etc/myapp/app.conf", .content = "conf\n"},
+	      {.path = "etc/myapp", .content = IS_DIR}}},
+    {.name = "test_copy_directory_copies_its_contents",
+     .files = {{"src/main.c", "int main;\n"}, {"src/lib/util.c", "int util;\n"}},
+     .recipe = FINAL "copy { 'src/', '/app/' }\n",
+     .want = {{.path = "app", .content = IS_DIR},
+	      {.path = "app/main.c", .content = "int main;\n"},
+	      {.path = "app/lib", .content = IS_DIR},
+	      {.path = "app/lib/util.c", .content = "int util;\n"}},
+     .absent = {"app/src", "app/src/main.c"}},
+    {.name = "test_copy_glob_selects_matching_files",
+     .files = {{"a.txt", "a\n"}, {"b.txt", "b\n"}, {"c.md", "c\n"}},
+     .recipe = FINAL "copy { '*.txt', '/g/' }\n",
+     .want = {{.path = "g/a.txt", .content = "a\n"}, {.path = "g/b.txt", .content = "b\n"}},
+     .absent = {"g/c.md", "g/recipe.lua"}},
+    {.name = "test_copy_exclude_star_pattern_matches_at_any_depth",
+     .files = {{"src/main.c", "c\n"},
+	       {"src/main.o", "o\n"},
+	       {"src/deep/er/x.o", "o\n"},
+	       {"src/deep/er/x.c", "c\n"}},
+     .recipe = FINAL "copy { 'src/', '/app/', exclude = { '*.o' } }\n",
+     .want = {{.path = "app/main.c"}, {.path = "app/deep/er/x.c"}},
+     .absent = {"app/main.o", "app/deep/er/x.o"}},
+    {.name = "test_copy_exclude_directory_drops_everything_below_it",
+     .files = {{"src/keep.c", "c\n"},
+	       {"src/gen/out.c", "generated\n"},
+	       {"src/gen/more/x.c", "generated\n"}},
+     .recipe = FINAL "copy { 'src/', '/app/', exclude = { 'src/gen' } }\n",
+     .want = {{.path = "app/keep.c"}},
+     .absent = {"app/gen", "app/gen/out.c", "app/gen/more/x.c"}},
+    {.name = "test_copy_owner_numeric_override",
+     .files = {{"d/a.txt", "a\n"}, {"d/sub/b.txt", "b\n"}},
+     .recipe = FINAL "copy { 'd/', '/opt/app/', owner = '1000:1001' }\n",
+     .want = {{.path = "opt/app", .owner = "1000:1001"},
+	      {.path = "opt/app/a.txt", .owner = "1000:1001"},
+	      {.path = "opt/app/sub", .owner = "1000:1001"},
+	      {.path = "opt/app/sub/b.txt", .owner = "1000:1001"},
+	      /* a parent the copy created is not the copy's: it stays root's */
+	      {.path = "opt", .owner = "0:0"}}},
+    {.name = "test_copy_owner_uid_alone_sets_gid_too",
+     .files = {{"a.txt", "a\n"}},
+     .recipe = FINAL "copy { 'a.txt', '/a.txt', owner = '4242' }\n",
+     .want = {{.path = "a.txt", .owner = "4242:4242"}}},
+    {.name = "test_copy_mode_override",
+     .files = {{"bin/tool", "#!/bin/sh\n"}, {"bin/other", "#!/bin/sh\n"}},
+     .recipe = FINAL "copy { 'bin/', '/usr/local/bin/', mode = '0750' }\n",
+     .want = {{.path = "usr/local/bin/tool", .content = "#!/bin/sh\n", .perm = 0750},
+	      {.path = "usr/local/bin/other", .content = "#!/bin/sh\n", .perm = 0750},
+	      /* the parents the copy created keep 0755 */
+	      {.path = "usr/local", .content = IS_DIR, .perm = 0755}}},
+    {.name = "test_copy_creates_parent_dirs_as_0755_root",
+     .files = {{"a.txt", "a\n"}},
+     .recipe = FINAL "copy { 'a.txt', '/x/y/z/a.txt', owner = '5:6', mode = '0600' }\n",
+     .want = {PARENT_DIR("x"),
+	      PARENT_DIR("x/y"),
+	      PARENT_DIR("x/y/z"),
+	      {.path = "x/y/z/a.txt", .content = "a\n", .perm = 0600, .owner = "5:6"}},
+     .n_entries = 4},
+    {.name = "test_copy_glob_doublestar_matches_any_depth",
+     .files = {{"s/a.c", "a\n"}, {"s/x/b.c", "b\n"}, {"s/x/y/c.c", "c\n"}},
+     .recipe = FINAL "copy { 's/**/*.c', '/out/' }\n",
+     .want = {{.path = "out/a.c", .content = "a\n"},
+	      {.path = "out/b.c", .content = "b\n"},
+	      {.path = "out/c.c", .content = "c\n"}}},
+    {.name = "test_copy_glob_star_matches_dot_files",
+     .files = {{"d/.env", "SECRET=0\n"}, {"d/a.txt", "a\n"}},
+     .recipe = FINAL "copy { 'd/*', '/all/' }\n",
+     .want = {{.path = "all/a.txt", .content = "a\n"},
+	      {.path = "all/.env", .content = "SECRET=0\n"}}},
+};
+
+static void test_copy_case(void **state)
 {
 	fx *f = *state;
-	put(f, "a.txt", "a\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'a.txt', '/a.txt', owner = '4242' }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
+	const copy_case *c = f->tcase;
+	for (size_t i = 0; i < 6 && c->files[i][0]; i++)
+		put(f, c->files[i][0], c->files[i][1]);
+	write_recipe(f, c->recipe);
 	entries l;
-	layer_entries(f, digest, 0, &l);
-	const entry *e = must_find(&l, "a.txt");
-	assert_int_equal(e->uid, 4242);
-	assert_int_equal(e->gid, 4242);
-	entries_free(&l);
-}
-
-static void test_copy_mode_override(void **state)
-{
-	fx *f = *state;
-	put(f, "bin/tool", "#!/bin/sh\n");
-	put(f, "bin/other", "#!/bin/sh\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'bin/', '/usr/local/bin/', mode = '0750' }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
-	entries l;
-	layer_entries(f, digest, 0, &l);
-	assert_int_equal(must_find(&l, "usr/local/bin/tool")->mode & 07777, 0750);
-	assert_int_equal(must_find(&l, "usr/local/bin/other")->mode & 07777, 0750);
-	assert_true(S_ISREG(must_find(&l, "usr/local/bin/tool")->mode));
-	/* the parents the copy created keep 0755 */
-	assert_int_equal(must_find(&l, "usr/local")->mode & 07777, 0755);
+	build_layer(f, NULL, 0, &l);
+	for (size_t i = 0; i < 6 && c->want[i].path; i++) {
+		const want_entry *w = &c->want[i];
+		const entry *e = must_find(&l, w->path);
+		if (w->content && !strcmp(w->content, IS_DIR))
+			assert_true(S_ISDIR(e->mode));
+		else if (w->content)
+			assert_file_content(e, w->content);
+		if (w->perm)
+			assert_int_equal(e->mode & 07777, w->perm);
+		if (w->owner) {
+			cleanup_free char *owner =
+			    xasprintf("%lld:%lld", (long long)e->uid, (long long)e->gid);
+			assert_string_equal(owner, w->owner);
+		}
+		if (w->mtime)
+			assert_int_equal(e->mtime, w->mtime);
+	}
+	for (size_t i = 0; i < 4 && c->absent[i]; i++)
+		if (find_entry(&l, c->absent[i]))
+			fail_msg("\"%s\" is in the layer", c->absent[i]);
+	if (c->n_entries)
+		assert_int_equal(l.n, c->n_entries);
 	entries_free(&l);
 }
 
@@ -813,39 +699,11 @@ static void test_copy_context_files_become_root_owned(void **state)
 	assert_int_not_equal(st.st_uid, 0);
 	write_recipe(f, "stage('final', 'scratch')\n"
 			"copy { 'a.txt', '/a.txt' }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
 	entries l;
-	layer_entries(f, digest, 0, &l);
+	build_layer(f, NULL, 0, &l);
 	const entry *e = must_find(&l, "a.txt");
 	assert_int_equal(e->uid, 0);
 	assert_int_equal(e->gid, 0);
-	entries_free(&l);
-}
-
-static void test_copy_creates_parent_dirs_as_0755_root(void **state)
-{
-	fx *f = *state;
-	put(f, "a.txt", "a\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'a.txt', '/x/y/z/a.txt', owner = '5:6', mode = '0600' }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
-	entries l;
-	layer_entries(f, digest, 0, &l);
-	static const char *const parents[] = {"x", "x/y", "x/y/z"};
-	for (size_t i = 0; i < 3; i++) {
-		const entry *e = must_find(&l, parents[i]);
-		assert_true(S_ISDIR(e->mode));
-		assert_int_equal(e->mode & 07777, 0755);
-		assert_int_equal(e->uid, 0);
-		assert_int_equal(e->gid, 0);
-		assert_int_equal(e->mtime, EPOCH);
-	}
-	const entry *e = must_find(&l, "x/y/z/a.txt");
-	assert_int_equal(e->uid, 5);
-	assert_int_equal(e->mode & 07777, 0600);
-	assert_int_equal(l.n, 4);
 	entries_free(&l);
 }
 
@@ -875,40 +733,6 @@ static void test_copy_symlink_is_copied_as_symlink(void **state)
 }
 
 /* ---- copy: known bugs ---- */
-
-static void test_copy_glob_doublestar_matches_any_depth(void **state)
-{
-	fx *f = *state;
-	put(f, "s/a.c", "a\n");
-	put(f, "s/x/b.c", "b\n");
-	put(f, "s/x/y/c.c", "c\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 's/**/*.c', '/out/' }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
-	entries l;
-	layer_entries(f, digest, 0, &l);
-	must_find(&l, "out/a.c");
-	must_find(&l, "out/b.c");
-	must_find(&l, "out/c.c");
-	entries_free(&l);
-}
-
-static void test_copy_glob_star_matches_dot_files(void **state)
-{
-	fx *f = *state;
-	put(f, "d/.env", "SECRET=0\n");
-	put(f, "d/a.txt", "a\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'd/*', '/all/' }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
-	entries l;
-	layer_entries(f, digest, 0, &l);
-	must_find(&l, "all/a.txt");
-	must_find(&l, "all/.env");
-	entries_free(&l);
-}
 
 static void test_copy_glob_dot_star_stays_inside_context(void **state)
 {
@@ -950,10 +774,8 @@ static void test_copy_glob_in_context_whose_path_has_glob_characters(void **stat
 	put(f, "a.txt", "a\n");
 	write_recipe(f, "stage('final', 'scratch')\n"
 			"copy { '*.txt', '/g/' }\n");
-	char digest[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, digest, NULL, NULL);
 	entries l;
-	layer_entries(f, digest, 0, &l);
+	build_layer(f, NULL, 0, &l);
 	assert_file_content(must_find(&l, "g/a.txt"), "a\n");
 	entries_free(&l);
 }
@@ -975,60 +797,80 @@ static void three_copies(fx *f)
 	write_recipe(f, THREE_COPIES);
 }
 
+/* Two builds of THREE_COPIES: the first one as it is, the second one with
+ * bo (NULL: the defaults) after change (NULL: none) altered the context. */
+typedef struct two_builds {
+	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
+	int run1, cached1; /* steps of the first build */
+	int run, cached;   /* and of the second */
+} two_builds;
+
+static void build_twice(fx *f, void (*change)(fx *f), const bopts *bo, two_builds *t)
+{
+	three_copies(f);
+	build_digest(f, NULL, t->d1, &t->run1, &t->cached1);
+	if (change)
+		change(f);
+	build_digest(f, bo, t->d2, &t->run, &t->cached);
+}
+
+static void assert_second_build(const two_builds *t, int run, int cached, bool same_digest)
+{
+	assert_int_equal(t->run, run);
+	assert_int_equal(t->cached, cached);
+	if (same_digest)
+		assert_string_equal(t->d1, t->d2);
+	else
+		assert_string_not_equal(t->d1, t->d2);
+}
+
 static void test_cache_second_identical_build_runs_nothing(void **state)
 {
 	fx *f = *state;
-	three_copies(f);
-	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
-	int run = -1, cached = -1;
-	build_digest(f, NULL, d1, &run, &cached);
-	assert_int_equal(run, 3);
-	assert_int_equal(cached, 0);
-	build_digest(f, NULL, d2, &run, &cached);
-	assert_int_equal(run, 0);
-	assert_int_equal(cached, 3);
-	assert_string_equal(d1, d2);
+	two_builds t;
+	build_twice(f, NULL, NULL, &t);
+	assert_int_equal(t.run1, 3);
+	assert_int_equal(t.cached1, 0);
+	assert_second_build(&t, 0, 3, true);
 	assert_non_null(strstr(f->log, "CACHED"));
 	assert_null(strstr(f->log, "DONE"));
+}
+
+static void change_b(fx *f)
+{
+	put(f, "b.txt", "B changed\n");
 }
 
 static void test_cache_changed_file_reruns_its_copy_and_later_ones(void **state)
 {
 	fx *f = *state;
-	three_copies(f);
-	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
-	int run = -1, cached = -1;
-	build_digest(f, NULL, d1, NULL, NULL);
-	put(f, "b.txt", "B changed\n");
-	build_digest(f, NULL, d2, &run, &cached);
-	assert_int_equal(cached, 1);
-	assert_int_equal(run, 2);
-	assert_string_not_equal(d1, d2);
+	two_builds t;
+	build_twice(f, change_b, NULL, &t);
+	assert_second_build(&t, 2, 1, false);
 	/* the first copy is the cached one */
 	assert_non_null(strstr(f->log, "#1 [final 1/4] COPY a.txt /a.txt CACHED"));
 	assert_null(strstr(f->log, "COPY b.txt /b.txt CACHED"));
 	assert_null(strstr(f->log, "COPY c.txt /c.txt CACHED"));
-	ib_image *a = load_image(f, d1), *b = load_image(f, d2);
+	ib_image *a = load_image(f, t.d1), *b = load_image(f, t.d2);
 	assert_string_equal(a->manifest->layers[0].digest, b->manifest->layers[0].digest);
 	assert_string_not_equal(a->manifest->layers[1].digest, b->manifest->layers[1].digest);
 	ib_image_free(a);
 	ib_image_free(b);
 }
 
+/* newer and different: after EPOCH, so the layer clamps it anyway */
+static void touch_after_epoch(fx *f)
+{
+	set_mtime(f, "b.txt", (time_t)EPOCH + 123456);
+	set_mtime(f, "c.txt", time(NULL) + 3600);
+}
+
 static void test_cache_mtime_change_keeps_hit(void **state)
 {
 	fx *f = *state;
-	three_copies(f);
-	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
-	int run = -1, cached = -1;
-	build_digest(f, NULL, d1, NULL, NULL);
-	/* newer and different: after EPOCH, so the layer clamps it anyway */
-	set_mtime(f, "b.txt", (time_t)EPOCH + 123456);
-	set_mtime(f, "c.txt", time(NULL) + 3600);
-	build_digest(f, NULL, d2, &run, &cached);
-	assert_int_equal(run, 0);
-	assert_int_equal(cached, 3);
-	assert_string_equal(d1, d2);
+	two_builds t;
+	build_twice(f, touch_after_epoch, NULL, &t);
+	assert_second_build(&t, 0, 3, true);
 }
 
 static void test_cache_hit_matches_fresh_build_when_mtime_predates_epoch(void **state)
@@ -1050,31 +892,21 @@ static void test_cache_hit_matches_fresh_build_when_mtime_predates_epoch(void **
 static void test_cache_different_epoch_misses_every_step(void **state)
 {
 	fx *f = *state;
-	three_copies(f);
-	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
-	int run = -1, cached = -1;
-	build_digest(f, NULL, d1, NULL, NULL);
 	bopts bo = BOPTS_INIT;
 	bo.epoch = EPOCH + 1;
-	build_digest(f, &bo, d2, &run, &cached);
-	assert_int_equal(run, 3);
-	assert_int_equal(cached, 0);
-	assert_string_not_equal(d1, d2);
+	two_builds t;
+	build_twice(f, NULL, &bo, &t);
+	assert_second_build(&t, 3, 0, false);
 }
 
 static void test_cache_no_cache_runs_all_with_same_digest(void **state)
 {
 	fx *f = *state;
-	three_copies(f);
-	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
-	int run = -1, cached = -1;
-	build_digest(f, NULL, d1, NULL, NULL);
 	bopts bo = BOPTS_INIT;
 	bo.no_cache = true;
-	build_digest(f, &bo, d2, &run, &cached);
-	assert_int_equal(run, 3);
-	assert_int_equal(cached, 0);
-	assert_string_equal(d1, d2);
+	two_builds t;
+	build_twice(f, NULL, &bo, &t);
+	assert_second_build(&t, 3, 0, true);
 	assert_null(strstr(f->log, "CACHED"));
 }
 
@@ -1282,26 +1114,42 @@ static void test_compare_names_the_first_differing_file(void **state)
 
 /* ==== errors ==== */
 
+static char *failed_tags[] = {"localhost/bt/failed:1", NULL};
+
+/* The plan of recipe (which copies a.txt and gone.txt), made before
+ * gone.txt is removed from the context. */
+static json_t *plan_then_lose_source(fx *f, const char *recipe)
+{
+	put(f, "a.txt", "a\n");
+	put(f, "gone.txt", "g\n");
+	write_recipe(f, recipe);
+	json_t *plan = eval_plan(f);
+	remove_ctx(f, "gone.txt");
+	return plan;
+}
+
+/* The last build failed with an error naming the recipe's line. */
+static void assert_error_at_line(fx *f, int line)
+{
+	cleanup_free char *prefix = xasprintf("%s:%d:", f->recipe, line);
+	if (!f->errmsg || strncmp(f->errmsg, prefix, strlen(prefix)) != 0)
+		fail_msg("error \"%s\" does not start with \"%s\"", f->errmsg ? f->errmsg : "",
+			 prefix);
+}
+
 static void test_copy_source_vanished_fails_with_recipe_line(void **state)
 {
 	fx *f = *state;
-	put(f, "a.txt", "a\n");
-	put(f, "gone.txt", "g\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'a.txt', '/a.txt' }\n"
-			"\n"
-			"copy { 'gone.txt', '/gone.txt' }\n");
-	json_t *plan = eval_plan(f);
-	remove_ctx(f, "gone.txt");
-	char *tags[] = {"localhost/bt/failed:1", NULL};
+	json_t *plan = plan_then_lose_source(f, "stage('final', 'scratch')\n"
+						"copy { 'a.txt', '/a.txt' }\n"
+						"\n"
+						"copy { 'gone.txt', '/gone.txt' }\n");
 	bopts bo = BOPTS_INIT;
-	bo.tags = tags;
+	bo.tags = failed_tags;
 	ib_build_result res;
 	assert_true(run_plan(f, plan, &bo, &res) < 0);
 	json_decref(plan);
-	cleanup_free char *prefix = xasprintf("%s:4:", f->recipe);
-	if (strncmp(f->errmsg, prefix, strlen(prefix)) != 0)
-		fail_msg("error \"%s\" does not start with \"%s\"", f->errmsg, prefix);
+	assert_error_at_line(f, 4);
 	assert_non_null(strstr(f->errmsg, "gone.txt"));
 	assert_non_null(strstr(f->log, "ERROR"));
 }
@@ -1309,16 +1157,11 @@ static void test_copy_source_vanished_fails_with_recipe_line(void **state)
 static void test_failed_build_tags_nothing_and_keeps_earlier_steps(void **state)
 {
 	fx *f = *state;
-	put(f, "a.txt", "a\n");
-	put(f, "gone.txt", "g\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'a.txt', '/a.txt' }\n"
-			"copy { 'gone.txt', '/gone.txt' }\n");
-	json_t *plan = eval_plan(f);
-	remove_ctx(f, "gone.txt");
-	char *tags[] = {"localhost/bt/failed:1", NULL};
+	json_t *plan = plan_then_lose_source(f, "stage('final', 'scratch')\n"
+						"copy { 'a.txt', '/a.txt' }\n"
+						"copy { 'gone.txt', '/gone.txt' }\n");
 	bopts bo = BOPTS_INIT;
-	bo.tags = tags;
+	bo.tags = failed_tags;
 	ib_build_result res;
 	assert_true(run_plan(f, plan, &bo, &res) < 0);
 	ib_descriptor d = {0};
@@ -1346,9 +1189,7 @@ static void test_missing_base_image_with_pull_never_is_not_found(void **state)
 	bo.pull = "never";
 	assert_true(build(f, &bo, &res) < 0);
 	assert_int_equal(f->errcode, IB_ENOTFOUND);
-	cleanup_free char *prefix = xasprintf("%s:2:", f->recipe);
-	if (strncmp(f->errmsg, prefix, strlen(prefix)) != 0)
-		fail_msg("error \"%s\" does not start with \"%s\"", f->errmsg, prefix);
+	assert_error_at_line(f, 2);
 	assert_non_null(strstr(f->errmsg, "localhost/bt/no-such-image:1"));
 }
 
@@ -1366,35 +1207,13 @@ static void test_unknown_target_is_refused(void **state)
 
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
+	static const struct CMUnitTest fixed[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
-	    T(test_env_later_value_overrides_earlier),
-	    T(test_workdir_relative_resolves_against_previous),
-	    T(test_user_is_set),
-	    T(test_entrypoint_drops_cmd_inherited_from_base_stage),
-	    T(test_entrypoint_keeps_cmd_set_in_same_stage),
-	    T(test_expose_bare_port_becomes_tcp),
-	    T(test_volume_paths_are_set),
-	    T(test_label_is_inherited_from_base_stage),
-	    T(test_stopsignal_is_set),
-	    T(test_healthcheck_durations_are_nanoseconds),
 	    T(test_annotations_end_up_in_the_manifest),
 	    T(test_history_has_one_entry_per_step),
 	    T(test_created_is_rfc3339_of_source_date_epoch),
-	    T(test_copy_file_to_file),
-	    T(test_copy_file_into_dir_with_trailing_slash),
-	    T(test_copy_directory_copies_its_contents),
-	    T(test_copy_glob_selects_matching_files),
-	    T(test_copy_exclude_star_pattern_matches_at_any_depth),
-	    T(test_copy_exclude_directory_drops_everything_below_it),
-	    T(test_copy_owner_numeric_override),
-	    T(test_copy_owner_uid_alone_sets_gid_too),
-	    T(test_copy_mode_override),
 	    T(test_copy_context_files_become_root_owned),
-	    T(test_copy_creates_parent_dirs_as_0755_root),
 	    T(test_copy_symlink_is_copied_as_symlink),
-	    T(test_copy_glob_doublestar_matches_any_depth),
-	    T(test_copy_glob_star_matches_dot_files),
 	    T(test_copy_glob_dot_star_stays_inside_context),
 	    T(test_copy_glob_in_context_whose_path_has_glob_characters),
 	    T(test_cache_second_identical_build_runs_nothing),
@@ -1416,5 +1235,20 @@ int main(void)
 	    T(test_unknown_target_is_refused),
 #undef T
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	size_t n_config = sizeof(config_cases) / sizeof(config_cases[0]);
+	size_t n_copy = sizeof(copy_cases) / sizeof(copy_cases[0]);
+	size_t n_fixed = sizeof(fixed) / sizeof(fixed[0]);
+	struct CMUnitTest *tests = xcalloc(n_config + n_copy + n_fixed, sizeof(*tests));
+	size_t n = 0;
+	for (size_t i = 0; i < n_config; i++)
+		tests[n++] = (struct CMUnitTest){config_cases[i].name, test_config_case, setup_case,
+						 teardown, (void *)&config_cases[i]};
+	for (size_t i = 0; i < n_copy; i++)
+		tests[n++] = (struct CMUnitTest){copy_cases[i].name, test_copy_case, setup_case,
+						 teardown, (void *)&copy_cases[i]};
+	for (size_t i = 0; i < n_fixed; i++)
+		tests[n++] = fixed[i];
+	int rc = _cmocka_run_group_tests("tests", tests, n, NULL, NULL);
+	free(tests);
+	return rc;
 }

@@ -22,6 +22,7 @@
 #include "digest.h"
 #include "error.h"
 #include "store.h"
+#include "testutil.h"
 #include "util.h"
 
 #define LAYER_MT "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -36,17 +37,11 @@ typedef struct fixture {
 static int setup(void **state)
 {
 	fixture *f = xcalloc(1, sizeof(*f));
-	const char *base = getenv("TMPDIR");
-	f->dir = xasprintf("%s/ib-test-cache-XXXXXX", base && *base ? base : "/tmp");
-	if (!mkdtemp(f->dir))
-		return -1;
+	f->dir = tu_tmpdir();
 	f->root = ib_path_join(f->dir, "store");
+	f->s = tu_store_open(f->root);
 	ib_error *err = NULL;
-	if (ib_store_open(&f->s, f->root, &err) < 0 || ib_cache_open(&f->c, f->s, &err) < 0) {
-		fprintf(stderr, "setup: %s\n", ib_error_msg(err));
-		ib_error_free(&err);
-		return -1;
-	}
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "cache open");
 	*state = f;
 	return 0;
 }
@@ -56,7 +51,7 @@ static int teardown(void **state)
 	fixture *f = *state;
 	ib_cache_free(f->c);
 	ib_store_free(f->s);
-	ib_rm_rf(f->dir, NULL);
+	tu_rm_rf(f->dir);
 	free(f->root);
 	free(f->dir);
 	free(f);
@@ -64,13 +59,6 @@ static int teardown(void **state)
 }
 
 /* ---- helpers ---- */
-
-static void must(int r, ib_error **err, const char *what)
-{
-	if (r < 0)
-		fail_msg("%s: %s", what, ib_error_msg(*err));
-	assert_null(*err);
-}
 
 /* A distinct valid digest per seed. */
 static void digest_of(char out[IB_DIGEST_BUFLEN], const char *seed)
@@ -88,31 +76,6 @@ static json_t *make_entry(const char *key, const char *digest, const char *diff_
 static char *step_file(fixture *f, const char *key)
 {
 	return xasprintf("%s/cache/steps/%s.json", f->root, ib_digest_hex(key));
-}
-
-static void put_file(const char *path, const void *data, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, data, len), (ssize_t)len);
-	close(fd);
-}
-
-static void put_str(const char *path, const char *s)
-{
-	put_file(path, s, strlen(s));
-}
-
-static size_t count_entries(const char *dir)
-{
-	cleanup_dir DIR *d = opendir(dir);
-	assert_non_null(d);
-	size_t n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			n++;
-	return n;
 }
 
 static bool is_dir(const char *path)
@@ -149,7 +112,7 @@ static void expect_file_digest(ib_cache *c, const char *path, const char *want)
 	lstat_ok(path, &st);
 	char d[IB_DIGEST_BUFLEN];
 	ib_error *err = NULL;
-	must(ib_cache_file_digest(c, path, &st, d, &err), &err, "file digest");
+	tu_must(ib_cache_file_digest(c, path, &st, d, &err), &err, "file digest");
 	assert_string_equal(d, want);
 }
 
@@ -170,7 +133,7 @@ static void test_open_creates_cache_dirs(void **state)
 	cleanup_free char *explain = ib_path_join(f->root, "cache/explain");
 	assert_true(is_dir(steps));
 	assert_true(is_dir(explain));
-	assert_int_equal(count_entries(steps), 0);
+	assert_int_equal(tu_count_entries(steps), 0);
 }
 
 /* ---- step cache ---- */
@@ -184,7 +147,7 @@ static void test_step_put_get_round_trip(void **state)
 	digest_of(diff, "diff-1");
 	json_t *entry = make_entry(key, dg, diff, 4242);
 	ib_error *err = NULL;
-	must(ib_cache_step_put(f->c, key, entry, &err), &err, "put");
+	tu_must(ib_cache_step_put(f->c, key, entry, &err), &err, "put");
 
 	cleanup_free char *file = step_file(f, key);
 	assert_true(ib_file_exists(file));
@@ -222,8 +185,8 @@ static void test_step_put_replaces(void **state)
 	json_t *e1 = make_entry(key, a, a, 1);
 	json_t *e2 = make_entry(key, b, b, 2);
 	ib_error *err = NULL;
-	must(ib_cache_step_put(f->c, key, e1, &err), &err, "put 1");
-	must(ib_cache_step_put(f->c, key, e2, &err), &err, "put 2");
+	tu_must(ib_cache_step_put(f->c, key, e1, &err), &err, "put 1");
+	tu_must(ib_cache_step_put(f->c, key, e2, &err), &err, "put 2");
 	json_t *got = ib_cache_step_get(f->c, key);
 	assert_non_null(got);
 	assert_true(json_equal(got, e2));
@@ -231,7 +194,7 @@ static void test_step_put_replaces(void **state)
 	json_decref(e1);
 	json_decref(e2);
 	cleanup_free char *steps = ib_path_join(f->root, "cache/steps");
-	assert_int_equal(count_entries(steps), 1);
+	assert_int_equal(tu_count_entries(steps), 1);
 }
 
 static void test_step_entries_survive_reopen(void **state)
@@ -242,10 +205,10 @@ static void test_step_entries_survive_reopen(void **state)
 	digest_of(dg, "layer");
 	json_t *entry = make_entry(key, dg, dg, 10);
 	ib_error *err = NULL;
-	must(ib_cache_step_put(f->c, key, entry, &err), &err, "put");
+	tu_must(ib_cache_step_put(f->c, key, entry, &err), &err, "put");
 	ib_cache_free(f->c);
 	f->c = NULL;
-	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
 	json_t *got = ib_cache_step_get(f->c, key);
 	assert_non_null(got);
 	assert_true(json_equal(got, entry));
@@ -273,7 +236,7 @@ static void test_step_invalid_key_rejected(void **state)
 	json_decref(entry);
 	/* nothing was written anywhere: not in steps/, not above the store */
 	cleanup_free char *steps = ib_path_join(f->root, "cache/steps");
-	assert_int_equal(count_entries(steps), 0);
+	assert_int_equal(tu_count_entries(steps), 0);
 	cleanup_free char *evil = ib_path_join(f->dir, "evil.json");
 	assert_false(ib_file_exists(evil));
 }
@@ -307,7 +270,7 @@ static void test_step_invalid_entry_is_miss(void **state)
 		char key[IB_DIGEST_BUFLEN];
 		digest_of(key, seed);
 		ib_error *err = NULL;
-		must(ib_cache_step_put(f->c, key, bad[i], &err), &err, "put");
+		tu_must(ib_cache_step_put(f->c, key, bad[i], &err), &err, "put");
 		json_t *got = ib_cache_step_get(f->c, key);
 		if (got) {
 			json_decref(got);
@@ -320,7 +283,7 @@ static void test_step_invalid_entry_is_miss(void **state)
 	digest_of(key, "good");
 	json_t *good = make_entry(key, dg, diff, 1);
 	ib_error *err = NULL;
-	must(ib_cache_step_put(f->c, key, good, &err), &err, "put good");
+	tu_must(ib_cache_step_put(f->c, key, good, &err), &err, "put good");
 	json_t *got = ib_cache_step_get(f->c, key);
 	assert_non_null(got);
 	json_decref(got);
@@ -351,7 +314,7 @@ static void test_step_corrupt_file_is_miss(void **state)
 		char key[IB_DIGEST_BUFLEN];
 		digest_of(key, seed);
 		cleanup_free char *file = step_file(f, key);
-		put_str(file, contents[i]);
+		tu_write_text(file, contents[i]);
 		json_t *got = ib_cache_step_get(f->c, key);
 		if (got) {
 			json_decref(got);
@@ -362,7 +325,7 @@ static void test_step_corrupt_file_is_miss(void **state)
 	char key[IB_DIGEST_BUFLEN];
 	digest_of(key, "intact");
 	cleanup_free char *file = step_file(f, key);
-	put_str(file, valid);
+	tu_write_text(file, valid);
 	json_t *got = ib_cache_step_get(f->c, key);
 	assert_non_null(got);
 	json_decref(got);
@@ -379,8 +342,8 @@ static void test_explain_put_get_round_trip(void **state)
 	json_t *in1 = json_pack("{s:s, s:[s,s]}", "cmd", "make", "files", "a.c", "b.c");
 	json_t *in2 = json_pack("{s:s}", "cmd", "make install");
 	ib_error *err = NULL;
-	must(ib_cache_explain_put(f->c, id1, in1, &err), &err, "put 1");
-	must(ib_cache_explain_put(f->c, id2, in2, &err), &err, "put 2");
+	tu_must(ib_cache_explain_put(f->c, id1, in1, &err), &err, "put 1");
+	tu_must(ib_cache_explain_put(f->c, id2, in2, &err), &err, "put 2");
 	json_t *got1 = ib_cache_explain_get(f->c, id1);
 	json_t *got2 = ib_cache_explain_get(f->c, id2);
 	assert_non_null(got1);
@@ -391,14 +354,14 @@ static void test_explain_put_get_round_trip(void **state)
 	json_decref(got2);
 	/* ids with slashes never become paths: one file per id under explain/ */
 	cleanup_free char *explain = ib_path_join(f->root, "cache/explain");
-	assert_int_equal(count_entries(explain), 2);
+	assert_int_equal(tu_count_entries(explain), 2);
 
 	/* a put replaces the previous record of that position */
-	must(ib_cache_explain_put(f->c, id1, in2, &err), &err, "replace");
+	tu_must(ib_cache_explain_put(f->c, id1, in2, &err), &err, "replace");
 	got1 = ib_cache_explain_get(f->c, id1);
 	assert_true(json_equal(got1, in2));
 	json_decref(got1);
-	assert_int_equal(count_entries(explain), 2);
+	assert_int_equal(tu_count_entries(explain), 2);
 	json_decref(in1);
 	json_decref(in2);
 }
@@ -409,13 +372,13 @@ static void test_explain_hostile_id_stays_inside(void **state)
 	const char *id = "../../../../escape";
 	json_t *in = json_pack("{s:s}", "x", "y");
 	ib_error *err = NULL;
-	must(ib_cache_explain_put(f->c, id, in, &err), &err, "put");
+	tu_must(ib_cache_explain_put(f->c, id, in, &err), &err, "put");
 	json_t *got = ib_cache_explain_get(f->c, id);
 	assert_true(json_equal(got, in));
 	json_decref(got);
 	json_decref(in);
 	cleanup_free char *explain = ib_path_join(f->root, "cache/explain");
-	assert_int_equal(count_entries(explain), 1);
+	assert_int_equal(tu_count_entries(explain), 1);
 	cleanup_free char *outside = ib_path_join(f->dir, "escape");
 	assert_false(ib_file_exists(outside));
 }
@@ -426,7 +389,7 @@ static void test_file_digest_is_content_digest(void **state)
 {
 	fixture *f = *state;
 	cleanup_free char *p = ib_path_join(f->dir, "file.txt");
-	put_str(p, "hello world\n");
+	tu_write_text(p, "hello world\n");
 	char want[IB_DIGEST_BUFLEN];
 	ib_digest_buffer(want, "hello world\n", 12);
 	expect_file_digest(f->c, p, want);
@@ -434,22 +397,32 @@ static void test_file_digest_is_content_digest(void **state)
 	expect_file_digest(f->c, p, want);
 
 	cleanup_free char *empty = ib_path_join(f->dir, "empty");
-	put_str(empty, "");
+	tu_write_text(empty, "");
 	ib_digest_buffer(want, "", 0);
 	expect_file_digest(f->c, empty, want);
+}
+
+/* A file name in the test dir holding "content-A\n" (its lstat in *st),
+ * hashed once, so the cache now holds its digest da; db is the digest of
+ * "content-B\n".  Caller frees the path. */
+static char *hashed_file(fixture *f, const char *name, struct stat *st, char da[IB_DIGEST_BUFLEN],
+			 char db[IB_DIGEST_BUFLEN])
+{
+	char *p = ib_path_join(f->dir, name);
+	tu_write_text(p, "content-A\n");
+	ib_digest_buffer(da, "content-A\n", 10);
+	ib_digest_buffer(db, "content-B\n", 10);
+	lstat_ok(p, st);
+	expect_file_digest(f->c, p, da);
+	return p;
 }
 
 static void test_file_digest_reuses_cache_when_stat_unchanged(void **state)
 {
 	fixture *f = *state;
-	cleanup_free char *p = ib_path_join(f->dir, "src.c");
-	put_str(p, "content-A\n");
 	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
-	ib_digest_buffer(da, "content-A\n", 10);
-	ib_digest_buffer(db, "content-B\n", 10);
 	struct stat st;
-	lstat_ok(p, &st);
-	expect_file_digest(f->c, p, da);
+	cleanup_free char *p = hashed_file(f, "src.c", &st, da, db);
 
 	/* Same size, same mtime, same inode, other bytes: the cache cannot
 	 * tell, so the stale digest coming back proves it was used. */
@@ -461,14 +434,9 @@ static void test_file_digest_reuses_cache_when_stat_unchanged(void **state)
 static void test_file_digest_rehashes_after_mtime_change(void **state)
 {
 	fixture *f = *state;
-	cleanup_free char *p = ib_path_join(f->dir, "src.c");
-	put_str(p, "content-A\n");
 	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
-	ib_digest_buffer(da, "content-A\n", 10);
-	ib_digest_buffer(db, "content-B\n", 10);
 	struct stat st;
-	lstat_ok(p, &st);
-	expect_file_digest(f->c, p, da);
+	cleanup_free char *p = hashed_file(f, "src.c", &st, da, db);
 	rewrite_keep_stat(p, "content-B\n", &st);
 	expect_file_digest(f->c, p, da); /* still cached */
 
@@ -488,14 +456,14 @@ static void test_file_digest_rehashes_after_size_change(void **state)
 {
 	fixture *f = *state;
 	cleanup_free char *p = ib_path_join(f->dir, "grow");
-	put_str(p, "short");
+	tu_write_text(p, "short");
 	struct stat st;
 	lstat_ok(p, &st);
 	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
 	ib_digest_buffer(d1, "short", 5);
 	ib_digest_buffer(d2, "much longer", 11);
 	expect_file_digest(f->c, p, d1);
-	put_str(p, "much longer");
+	tu_write_text(p, "much longer");
 	struct timespec ts[2] = {st.st_atim, st.st_mtim};
 	assert_int_equal(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0);
 	expect_file_digest(f->c, p, d2);
@@ -507,7 +475,7 @@ static void test_file_digest_rehashes_after_inode_change(void **state)
 	cleanup_free char *p = ib_path_join(f->dir, "swapped");
 	cleanup_free char *keep = ib_path_join(f->dir, "keepalive");
 	cleanup_free char *next = ib_path_join(f->dir, "swapped.new");
-	put_str(p, "content-A\n");
+	tu_write_text(p, "content-A\n");
 	/* keep the old inode allocated so the new file cannot reuse it */
 	assert_int_equal(link(p, keep), 0);
 	struct stat st;
@@ -517,7 +485,7 @@ static void test_file_digest_rehashes_after_inode_change(void **state)
 	ib_digest_buffer(db, "content-B\n", 10);
 	expect_file_digest(f->c, p, da);
 
-	put_str(next, "content-B\n");
+	tu_write_text(next, "content-B\n");
 	struct timespec ts[2] = {st.st_atim, st.st_mtim};
 	assert_int_equal(utimensat(AT_FDCWD, next, ts, AT_SYMLINK_NOFOLLOW), 0);
 	assert_int_equal(rename(next, p), 0);
@@ -532,15 +500,10 @@ static void test_file_digest_rehashes_after_inode_change(void **state)
 static void test_stat_cache_persists_across_reopen(void **state)
 {
 	fixture *f = *state;
-	cleanup_free char *p = ib_path_join(f->dir, "persist.txt");
 	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.bin");
-	put_str(p, "content-A\n");
 	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
-	ib_digest_buffer(da, "content-A\n", 10);
-	ib_digest_buffer(db, "content-B\n", 10);
 	struct stat st;
-	lstat_ok(p, &st);
-	expect_file_digest(f->c, p, da);
+	cleanup_free char *p = hashed_file(f, "persist.txt", &st, da, db);
 
 	ib_error *err = NULL;
 	ib_cache_free(f->c);
@@ -549,14 +512,14 @@ static void test_stat_cache_persists_across_reopen(void **state)
 	rewrite_keep_stat(p, "content-B\n", &st);
 
 	/* a new handle knows the digest without reading the file */
-	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
 	expect_file_digest(f->c, p, da);
 
 	/* control: without stat.json the new content is hashed */
 	ib_cache_free(f->c);
 	f->c = NULL;
 	assert_int_equal(unlink(stat_json), 0);
-	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen 2");
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen 2");
 	expect_file_digest(f->c, p, db);
 }
 
@@ -568,7 +531,7 @@ static void test_stat_cache_not_written_when_unused(void **state)
 	f->c = NULL;
 	assert_false(ib_file_exists(stat_json));
 	ib_error *err = NULL;
-	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
 }
 
 static void test_stat_cache_corrupt_file_is_ignored(void **state)
@@ -576,7 +539,7 @@ static void test_stat_cache_corrupt_file_is_ignored(void **state)
 	fixture *f = *state;
 	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.bin");
 	cleanup_free char *p = ib_path_join(f->dir, "f");
-	put_str(p, "data");
+	tu_write_text(p, "data");
 	char want[IB_DIGEST_BUFLEN];
 	ib_digest_buffer(want, "data", 4);
 
@@ -584,9 +547,9 @@ static void test_stat_cache_corrupt_file_is_ignored(void **state)
 	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
 		ib_cache_free(f->c);
 		f->c = NULL;
-		put_str(stat_json, junk[i]);
+		tu_write_text(stat_json, junk[i]);
 		ib_error *err = NULL;
-		must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+		tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
 		expect_file_digest(f->c, p, want);
 	}
 }
@@ -609,14 +572,14 @@ static void write_stat_entry(fixture *f, const char *path, const struct stat *st
 	assert_int_equal(fwrite(rec, 1, strlen(rec) + 1, fp), strlen(rec) + 1);
 	assert_int_equal(fclose(fp), 0);
 	ib_error *err = NULL;
-	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
 }
 
 static void test_stat_cache_entry_with_bad_digest_is_rehashed(void **state)
 {
 	fixture *f = *state;
 	cleanup_free char *p = ib_path_join(f->dir, "f");
-	put_str(p, "data");
+	tu_write_text(p, "data");
 	struct stat st;
 	lstat_ok(p, &st);
 	char want[IB_DIGEST_BUFLEN], other[IB_DIGEST_BUFLEN];
@@ -642,25 +605,25 @@ static void test_stat_cache_scope_drops_unused_entries(void **state)
 	cleanup_free char *in_b = ib_path_join(scope, "b");
 	cleanup_free char *out = ib_path_join(f->dir, "outside");
 	ib_error *err = NULL;
-	must(ib_mkdir_p(scope, 0755, &err), &err, "mkdir");
-	put_str(in_a, "a");
-	put_str(in_b, "b");
-	put_str(out, "o");
+	tu_must(ib_mkdir_p(scope, 0755, &err), &err, "mkdir");
+	tu_write_text(in_a, "a");
+	tu_write_text(in_b, "b");
+	tu_write_text(out, "o");
 	struct stat sa, sb, so;
 	lstat_ok(in_a, &sa);
 	lstat_ok(in_b, &sb);
 	lstat_ok(out, &so);
 	char d[IB_DIGEST_BUFLEN], stale[IB_DIGEST_BUFLEN];
-	must(ib_cache_file_digest(f->c, in_a, &sa, d, &err), &err, "a");
-	must(ib_cache_file_digest(f->c, in_b, &sb, d, &err), &err, "b");
-	must(ib_cache_file_digest(f->c, out, &so, d, &err), &err, "outside");
+	tu_must(ib_cache_file_digest(f->c, in_a, &sa, d, &err), &err, "a");
+	tu_must(ib_cache_file_digest(f->c, in_b, &sb, d, &err), &err, "b");
+	tu_must(ib_cache_file_digest(f->c, out, &so, d, &err), &err, "outside");
 	ib_cache_free(f->c);
 	f->c = NULL;
 
 	/* second process: scope set, only "a" looked up */
-	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
 	ib_cache_stat_scope(f->c, scope);
-	must(ib_cache_file_digest(f->c, in_a, &sa, d, &err), &err, "a again");
+	tu_must(ib_cache_file_digest(f->c, in_a, &sa, d, &err), &err, "a again");
 	ib_cache_free(f->c);
 	f->c = NULL;
 
@@ -668,7 +631,7 @@ static void test_stat_cache_scope_drops_unused_entries(void **state)
 	 * cache's back (same size and mtime): a cached entry returns the stale digest */
 	rewrite_keep_stat(in_b, "B", &sb);
 	rewrite_keep_stat(out, "O", &so);
-	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen 2");
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen 2");
 	ib_digest_buffer(stale, "o", 1);
 	expect_file_digest(f->c, out, stale); /* outside the scope: kept */
 	ib_digest_buffer(stale, "B", 1);
@@ -687,20 +650,20 @@ static void test_file_xattrs_remembered_until_ctime_moves(void **state)
 {
 	fixture *f = *state;
 	cleanup_free char *p = ib_path_join(f->dir, "xa.txt");
-	put_str(p, "x");
+	tu_write_text(p, "x");
 	struct stat st;
 	lstat_ok(p, &st);
 	char d[IB_DIGEST_BUFLEN], x1[IB_DIGEST_BUFLEN], x2[IB_DIGEST_BUFLEN];
 	ib_error *err = NULL;
 	xattr_calls = 0;
-	must(ib_cache_file_digest(f->c, p, &st, d, &err), &err, "digest");
+	tu_must(ib_cache_file_digest(f->c, p, &st, d, &err), &err, "digest");
 	ib_cache_file_xattrs(f->c, p, &st, fake_xattrs, x1);
 	assert_int_equal(xattr_calls, 1);
 	/* persisted: a new handle does not compute again */
 	ib_cache_free(f->c);
 	f->c = NULL;
-	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
-	must(ib_cache_file_digest(f->c, p, &st, d, &err), &err, "digest 2");
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	tu_must(ib_cache_file_digest(f->c, p, &st, d, &err), &err, "digest 2");
 	ib_cache_file_xattrs(f->c, p, &st, fake_xattrs, x2);
 	assert_int_equal(xattr_calls, 1);
 	assert_string_equal(x1, x2);
@@ -709,7 +672,7 @@ static void test_file_xattrs_remembered_until_ctime_moves(void **state)
 	nanosleep(&pause, NULL);
 	assert_int_equal(chmod(p, 0600), 0);
 	lstat_ok(p, &st);
-	must(ib_cache_file_digest(f->c, p, &st, d, &err), &err, "digest 3");
+	tu_must(ib_cache_file_digest(f->c, p, &st, d, &err), &err, "digest 3");
 	ib_cache_file_xattrs(f->c, p, &st, fake_xattrs, x2);
 	assert_int_equal(xattr_calls, 2);
 }
@@ -718,7 +681,7 @@ static void test_file_digest_missing_file(void **state)
 {
 	fixture *f = *state;
 	cleanup_free char *p = ib_path_join(f->dir, "gone");
-	put_str(p, "x");
+	tu_write_text(p, "x");
 	struct stat st;
 	lstat_ok(p, &st);
 	assert_int_equal(unlink(p), 0);
@@ -734,7 +697,7 @@ static void test_file_digest_refuses_symlink(void **state)
 	fixture *f = *state;
 	cleanup_free char *target = ib_path_join(f->dir, "target");
 	cleanup_free char *lnk = ib_path_join(f->dir, "link");
-	put_str(target, "secret");
+	tu_write_text(target, "secret");
 	assert_int_equal(symlink(target, lnk), 0);
 	struct stat st;
 	lstat_ok(lnk, &st);
@@ -766,21 +729,21 @@ static void test_referenced_lists_layer_digests(void **state)
 	json_t *e2 = make_entry(k2, b2, d2, 2);
 	json_t *broken = json_pack("{s:{s:s}}", "layer", "digest", "sha256:nothex");
 	ib_error *err = NULL;
-	must(ib_cache_step_put(f->c, k1, e1, &err), &err, "put 1");
-	must(ib_cache_step_put(f->c, k2, e2, &err), &err, "put 2");
-	must(ib_cache_step_put(f->c, k3, broken, &err), &err, "put broken");
+	tu_must(ib_cache_step_put(f->c, k1, e1, &err), &err, "put 1");
+	tu_must(ib_cache_step_put(f->c, k2, e2, &err), &err, "put 2");
+	tu_must(ib_cache_step_put(f->c, k3, broken, &err), &err, "put broken");
 	json_decref(e1);
 	json_decref(e2);
 	json_decref(broken);
 	/* stray files in steps/ are ignored */
 	cleanup_free char *junk1 = ib_path_join(f->root, "cache/steps/README");
 	cleanup_free char *junk2 = ib_path_join(f->root, "cache/steps/short.json");
-	put_str(junk1, "{}");
-	put_str(junk2, "{}");
+	tu_write_text(junk1, "{}");
+	tu_write_text(junk2, "{}");
 
 	cleanup_strv char **digests = NULL;
 	cleanup_strv char **diff_ids = NULL;
-	must(ib_cache_referenced(f->c, &digests, &diff_ids, &err), &err, "referenced");
+	tu_must(ib_cache_referenced(f->c, &digests, &diff_ids, &err), &err, "referenced");
 	assert_int_equal(ib_strv_len(digests), 2);
 	assert_int_equal(ib_strv_len(diff_ids), 2);
 	assert_true(strv_contains(digests, b1));
@@ -799,7 +762,7 @@ static void test_referenced_empty_cache(void **state)
 	cleanup_strv char **digests = NULL;
 	cleanup_strv char **diff_ids = NULL;
 	ib_error *err = NULL;
-	must(ib_cache_referenced(f->c, &digests, &diff_ids, &err), &err, "referenced");
+	tu_must(ib_cache_referenced(f->c, &digests, &diff_ids, &err), &err, "referenced");
 	assert_non_null(digests);
 	assert_non_null(diff_ids);
 	assert_int_equal(ib_strv_len(digests), 0);
@@ -815,38 +778,33 @@ static void test_clear_empties_everything(void **state)
 	json_t *entry = make_entry(key, dg, dg, 1);
 	json_t *inputs = json_pack("{s:s}", "cmd", "make");
 	ib_error *err = NULL;
-	must(ib_cache_step_put(f->c, key, entry, &err), &err, "put");
-	must(ib_cache_explain_put(f->c, "pos", inputs, &err), &err, "explain put");
+	tu_must(ib_cache_step_put(f->c, key, entry, &err), &err, "put");
+	tu_must(ib_cache_explain_put(f->c, "pos", inputs, &err), &err, "explain put");
 
-	cleanup_free char *p = ib_path_join(f->dir, "file");
-	put_str(p, "content-A\n");
-	struct stat st;
-	lstat_ok(p, &st);
 	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
-	ib_digest_buffer(da, "content-A\n", 10);
-	ib_digest_buffer(db, "content-B\n", 10);
-	expect_file_digest(f->c, p, da);
+	struct stat st;
+	cleanup_free char *p = hashed_file(f, "file", &st, da, db);
 
-	must(ib_cache_clear(f->c, &err), &err, "clear");
+	tu_must(ib_cache_clear(f->c, &err), &err, "clear");
 	assert_null(ib_cache_step_get(f->c, key));
 	assert_null(ib_cache_explain_get(f->c, "pos"));
 	cleanup_strv char **digests = NULL;
 	cleanup_strv char **diff_ids = NULL;
-	must(ib_cache_referenced(f->c, &digests, &diff_ids, &err), &err, "referenced");
+	tu_must(ib_cache_referenced(f->c, &digests, &diff_ids, &err), &err, "referenced");
 	assert_int_equal(ib_strv_len(digests), 0);
 	cleanup_free char *steps = ib_path_join(f->root, "cache/steps");
 	cleanup_free char *explain = ib_path_join(f->root, "cache/explain");
 	assert_true(is_dir(steps));
 	assert_true(is_dir(explain));
-	assert_int_equal(count_entries(steps), 0);
-	assert_int_equal(count_entries(explain), 0);
+	assert_int_equal(tu_count_entries(steps), 0);
+	assert_int_equal(tu_count_entries(explain), 0);
 
 	/* the stat cache is gone too: same stat, new content is re-hashed */
 	rewrite_keep_stat(p, "content-B\n", &st);
 	expect_file_digest(f->c, p, db);
 
 	/* and the cache keeps working */
-	must(ib_cache_step_put(f->c, key, entry, &err), &err, "put after clear");
+	tu_must(ib_cache_step_put(f->c, key, entry, &err), &err, "put after clear");
 	json_t *got = ib_cache_step_get(f->c, key);
 	assert_true(json_equal(got, entry));
 	json_decref(got);
@@ -859,8 +817,8 @@ static void test_clear_leaves_store_blobs_alone(void **state)
 	fixture *f = *state;
 	char dg[IB_DIGEST_BUFLEN];
 	ib_error *err = NULL;
-	must(ib_store_blob_put(f->s, "blob", 4, dg, &err), &err, "blob put");
-	must(ib_cache_clear(f->c, &err), &err, "clear");
+	tu_must(ib_store_blob_put(f->s, "blob", 4, dg, &err), &err, "blob put");
+	tu_must(ib_cache_clear(f->c, &err), &err, "clear");
 	assert_true(ib_store_blob_exists(f->s, dg));
 }
 
@@ -874,7 +832,7 @@ static void test_blob_where_names_another_repository_of_the_registry(void **stat
 	digest_of(d2, "two");
 	char *digests[] = {d1, NULL};
 	ib_error *err = NULL;
-	must(ib_cache_blob_seen(f->c, "reg:5000/team/a", digests, &err), &err, "seen");
+	tu_must(ib_cache_blob_seen(f->c, "reg:5000/team/a", digests, &err), &err, "seen");
 	cleanup_free char *w = ib_cache_blob_where(f->c, d1, "reg:5000", "reg:5000/b");
 	assert_string_equal(w, "team/a");
 	/* not the repository itself, not another registry, not another blob */
@@ -883,10 +841,10 @@ static void test_blob_where_names_another_repository_of_the_registry(void **stat
 	assert_null(ib_cache_blob_where(f->c, d2, "reg:5000", NULL));
 
 	/* the most recent repository first, and it lasts across a reopen */
-	must(ib_cache_blob_seen(f->c, "reg:5000/c", digests, &err), &err, "seen");
+	tu_must(ib_cache_blob_seen(f->c, "reg:5000/c", digests, &err), &err, "seen");
 	ib_cache_free(f->c);
 	f->c = NULL;
-	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
 	cleanup_free char *w2 = ib_cache_blob_where(f->c, d1, "reg:5000", "reg:5000/b");
 	assert_string_equal(w2, "c");
 	cleanup_free char *path = xasprintf("%s/cache/registry-blobs.json", f->root);
@@ -898,17 +856,17 @@ static void test_blob_records_prune_keeps_only_blobs_in_the_store(void **state)
 	fixture *f = *state;
 	char kept[IB_DIGEST_BUFLEN], gone[IB_DIGEST_BUFLEN];
 	ib_error *err = NULL;
-	must(ib_store_blob_put(f->s, "blob", 4, kept, &err), &err, "blob put");
+	tu_must(ib_store_blob_put(f->s, "blob", 4, kept, &err), &err, "blob put");
 	digest_of(gone, "not in the store");
 	char *digests[] = {kept, gone, NULL};
-	must(ib_cache_blob_seen(f->c, "reg/a", digests, &err), &err, "seen");
+	tu_must(ib_cache_blob_seen(f->c, "reg/a", digests, &err), &err, "seen");
 	/* files older versions kept in the store root */
 	cleanup_free char *legacy = xasprintf("%s/registry-blobs.json", f->root);
 	cleanup_free char *legacy_lock = xasprintf("%s/registry-blobs.lock", f->root);
-	must(ib_write_file_atomic(legacy, "{}", 2, 0644, &err), &err, "legacy");
-	must(ib_write_file_atomic(legacy_lock, "", 0, 0644, &err), &err, "legacy lock");
+	tu_must(ib_write_file_atomic(legacy, "{}", 2, 0644, &err), &err, "legacy");
+	tu_must(ib_write_file_atomic(legacy_lock, "", 0, 0644, &err), &err, "legacy lock");
 
-	must(ib_cache_blob_records_prune(f->c, &err), &err, "prune");
+	tu_must(ib_cache_blob_records_prune(f->c, &err), &err, "prune");
 	assert_false(ib_file_exists(legacy));
 	assert_false(ib_file_exists(legacy_lock));
 	cleanup_free char *w = ib_cache_blob_where(f->c, kept, "reg", NULL);
@@ -917,7 +875,7 @@ static void test_blob_records_prune_keeps_only_blobs_in_the_store(void **state)
 	/* and on disk, for the next process */
 	ib_cache_free(f->c);
 	f->c = NULL;
-	must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
 	assert_null(ib_cache_blob_where(f->c, gone, "reg", NULL));
 	cleanup_free char *w2 = ib_cache_blob_where(f->c, kept, "reg", NULL);
 	assert_string_equal(w2, "a");
@@ -930,8 +888,8 @@ static void test_clear_drops_blob_locations(void **state)
 	digest_of(d, "one");
 	char *digests[] = {d, NULL};
 	ib_error *err = NULL;
-	must(ib_cache_blob_seen(f->c, "reg/a", digests, &err), &err, "seen");
-	must(ib_cache_clear(f->c, &err), &err, "clear");
+	tu_must(ib_cache_blob_seen(f->c, "reg/a", digests, &err), &err, "seen");
+	tu_must(ib_cache_clear(f->c, &err), &err, "clear");
 	assert_null(ib_cache_blob_where(f->c, d, "reg", NULL));
 }
 
@@ -951,8 +909,8 @@ static void test_trim_keeps_newest_within_budget(void **state)
 	char kn[IB_DIGEST_BUFLEN], ko[IB_DIGEST_BUFLEN], km[IB_DIGEST_BUFLEN];
 	char buf[300];
 	memset(buf, 'x', sizeof(buf));
-	must(ib_store_blob_put(f->s, buf, 100, small, &err), &err, "blob 100");
-	must(ib_store_blob_put(f->s, buf, 300, big, &err), &err, "blob 300");
+	tu_must(ib_store_blob_put(f->s, buf, 100, small, &err), &err, "blob 100");
+	tu_must(ib_store_blob_put(f->s, buf, 300, big, &err), &err, "blob 300");
 	digest_of(d, "d");
 	digest_of(kn, "newest");
 	digest_of(ko, "oldest");
@@ -960,9 +918,9 @@ static void test_trim_keeps_newest_within_budget(void **state)
 	json_t *en = make_entry(kn, small, d, 100);
 	json_t *em = make_entry(km, big, d, 300);
 	json_t *eo = make_entry(ko, small, d, 100);
-	must(ib_cache_step_put(f->c, kn, en, &err), &err, "put newest");
-	must(ib_cache_step_put(f->c, km, em, &err), &err, "put middle");
-	must(ib_cache_step_put(f->c, ko, eo, &err), &err, "put oldest");
+	tu_must(ib_cache_step_put(f->c, kn, en, &err), &err, "put newest");
+	tu_must(ib_cache_step_put(f->c, km, em, &err), &err, "put middle");
+	tu_must(ib_cache_step_put(f->c, ko, eo, &err), &err, "put oldest");
 	json_decref(en);
 	json_decref(em);
 	json_decref(eo);
@@ -972,7 +930,7 @@ static void test_trim_keeps_newest_within_budget(void **state)
 	/* 250 bytes: the newest (100) fits, the middle one (300) does not, the
 	 * oldest (100) still fits after it */
 	size_t dropped = 0;
-	must(ib_cache_trim(f->c, f->s, 250, &dropped, &err), &err, "trim");
+	tu_must(ib_cache_trim(f->c, f->s, 250, &dropped, &err), &err, "trim");
 	assert_int_equal(dropped, 1);
 	json_t *j = ib_cache_step_get(f->c, kn);
 	assert_non_null(j);
@@ -982,7 +940,7 @@ static void test_trim_keeps_newest_within_budget(void **state)
 	assert_non_null(j);
 	json_decref(j);
 	/* budget 0 drops everything that costs bytes */
-	must(ib_cache_trim(f->c, f->s, 0, &dropped, &err), &err, "trim 0");
+	tu_must(ib_cache_trim(f->c, f->s, 0, &dropped, &err), &err, "trim 0");
 	assert_int_equal(dropped, 2);
 	assert_null(ib_cache_step_get(f->c, kn));
 }

@@ -12,9 +12,9 @@
 #include <stdio.h>
 #include <cmocka.h>
 #include <zlib.h>
-#include <zstd.h>
 
 #include "compress.h"
+#include "testutil.h"
 #include "util.h"
 
 struct out {
@@ -84,43 +84,11 @@ static void compress_buf(ib_compression kind, int threads, const unsigned char *
 	ib_compressor_free(c);
 }
 
-/* Inflate a gzip stream of one or more members with zlib (which checks
- * each member's CRC and length), the way gzip and Go's reader do. */
-static unsigned char *gunzip(const ib_buf *in, size_t *out_len)
-{
-	z_stream zs;
-	memset(&zs, 0, sizeof(zs));
-	assert_int_equal(inflateInit2(&zs, 16 + 15), Z_OK);
-	size_t alloc = 1 << 16, len = 0;
-	unsigned char *out = xmalloc(alloc);
-	zs.next_in = (unsigned char *)in->data;
-	zs.avail_in = (uInt)in->len;
-	int r;
-	do {
-		if (len == alloc) {
-			alloc *= 2;
-			out = xrealloc(out, alloc);
-		}
-		zs.next_out = out + len;
-		zs.avail_out = (uInt)(alloc - len);
-		r = inflate(&zs, Z_NO_FLUSH);
-		len = alloc - zs.avail_out;
-		assert_true(r == Z_OK || r == Z_STREAM_END || (r == Z_BUF_ERROR && len == alloc));
-		if (r == Z_STREAM_END && zs.avail_in > 0) { /* the next member */
-			assert_int_equal(inflateReset(&zs), Z_OK);
-			r = Z_OK;
-		}
-	} while (r != Z_STREAM_END);
-	assert_int_equal(zs.avail_in, 0); /* nothing after the last trailer */
-	inflateEnd(&zs);
-	*out_len = len;
-	return out;
-}
-
 static void assert_gzip_roundtrip(const ib_buf *gz, const unsigned char *data, size_t n)
 {
 	size_t len = 0;
-	unsigned char *plain = gunzip(gz, &len);
+	unsigned char *plain =
+	    tu_decompress(IB_COMP_GZIP, (const unsigned char *)gz->data, gz->len, &len);
 	assert_int_equal(len, n);
 	if (n)
 		assert_memory_equal(plain, data, n);
@@ -441,29 +409,6 @@ static void test_gzip_incompressible_data(void **state)
 	free(data);
 }
 
-static unsigned char *unzstd(const ib_buf *in, size_t *out_len)
-{
-	ZSTD_DStream *ds = ZSTD_createDStream();
-	assert_non_null(ds);
-	size_t alloc = 1 << 16, len = 0;
-	unsigned char *out = xmalloc(alloc);
-	ZSTD_inBuffer ib = {in->data, in->len, 0};
-	size_t r;
-	do {
-		if (len == alloc) {
-			alloc *= 2;
-			out = xrealloc(out, alloc);
-		}
-		ZSTD_outBuffer ob = {out + len, alloc - len, 0};
-		r = ZSTD_decompressStream(ds, &ob, &ib);
-		assert_false(ZSTD_isError(r));
-		len += ob.pos;
-	} while (r != 0 || ib.pos < ib.size);
-	ZSTD_freeDStream(ds);
-	*out_len = len;
-	return out;
-}
-
 static void test_zstd_roundtrip_with_checksum(void **state)
 {
 	(void)state;
@@ -477,7 +422,8 @@ static void test_zstd_roundtrip_with_checksum(void **state)
 	assert_memory_equal(o.buf.data, magic, 4);
 	assert_true(((unsigned char)o.buf.data[4] & 0x04) != 0);
 	size_t len = 0;
-	unsigned char *plain = unzstd(&o.buf, &len);
+	unsigned char *plain =
+	    tu_decompress(IB_COMP_ZSTD, (const unsigned char *)o.buf.data, o.buf.len, &len);
 	assert_int_equal(len, n);
 	assert_memory_equal(plain, data, n);
 	free(plain);

@@ -21,6 +21,7 @@
 #include "imgdiff.h"
 #include "layer.h"
 #include "store.h"
+#include "testutil.h"
 #include "util.h"
 
 #define EPOCH 2000000000LL
@@ -39,26 +40,12 @@ typedef struct test_layer {
 	char diff_id[IB_DIGEST_BUFLEN];
 } test_layer;
 
-static void must(int r, ib_error **err, const char *what)
-{
-	if (r < 0)
-		fail_msg("%s: %s", what, ib_error_msg(*err));
-}
-
 static int setup(void **state)
 {
 	fx *f = xcalloc(1, sizeof(*f));
-	char tmpl[] = "/tmp/ib-test-imgdiff-XXXXXX";
-	if (mkdtemp(tmpl) == NULL)
-		return -1;
-	f->tmp = xstrdup(tmpl);
+	f->tmp = tu_tmpdir();
 	cleanup_free char *root = ib_path_join(f->tmp, "store");
-	ib_error *err = NULL;
-	if (ib_store_open(&f->store, root, &err) < 0) {
-		fprintf(stderr, "store: %s\n", ib_error_msg(err));
-		ib_error_free(&err);
-		return -1;
-	}
+	f->store = tu_store_open(root);
 	*state = f;
 	return 0;
 }
@@ -67,7 +54,7 @@ static int teardown(void **state)
 {
 	fx *f = *state;
 	ib_store_free(f->store);
-	ib_rm_rf(f->tmp, NULL);
+	tu_rm_rf(f->tmp);
 	free(f->tmp);
 	free(f);
 	return 0;
@@ -83,7 +70,7 @@ static ib_layer_writer *writer(fx *f, ib_compression comp)
 	o.threads = 1;
 	ib_layer_writer *w = NULL;
 	ib_error *err = NULL;
-	must(ib_layer_writer_new(&w, f->store, &o, &err), &err, "writer");
+	tu_must(ib_layer_writer_new(&w, f->store, &o, &err), &err, "writer");
 	return w;
 }
 
@@ -92,7 +79,7 @@ static char *host_file(fx *f, const char *data, mode_t mode, int64_t mtime)
 {
 	char *p = xasprintf("%s/h%d", f->tmp, f->seq++);
 	ib_error *err = NULL;
-	must(ib_write_file_atomic(p, data, strlen(data), mode, &err), &err, p);
+	tu_must(ib_write_file_atomic(p, data, strlen(data), mode, &err), &err, p);
 	assert_int_equal(chmod(p, mode), 0);
 	struct timespec ts[2] = {{(time_t)mtime, 0}, {(time_t)mtime, 0}};
 	assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
@@ -106,7 +93,7 @@ static void add_file_at(fx *f, ib_layer_writer *w, const char *path, const char 
 	cleanup_free char *host = host_file(f, data, mode, mtime);
 	ib_layer_override ov = {0, 0, -1};
 	ib_error *err = NULL;
-	must(ib_layer_writer_add_path(w, path, host, &ov, &err), &err, path);
+	tu_must(ib_layer_writer_add_path(w, path, host, &ov, &err), &err, path);
 }
 
 static void add_file(fx *f, ib_layer_writer *w, const char *path, const char *data)
@@ -120,32 +107,32 @@ static void add_symlink(fx *f, ib_layer_writer *w, const char *path, const char 
 	assert_int_equal(symlink(target, host), 0);
 	ib_layer_override ov = {0, 0, -1};
 	ib_error *err = NULL;
-	must(ib_layer_writer_add_path(w, path, host, &ov, &err), &err, path);
+	tu_must(ib_layer_writer_add_path(w, path, host, &ov, &err), &err, path);
 }
 
 static void add_dir(ib_layer_writer *w, const char *path)
 {
 	ib_error *err = NULL;
-	must(ib_layer_writer_add_dir(w, path, 0755, 0, 0, &err), &err, path);
+	tu_must(ib_layer_writer_add_dir(w, path, 0755, 0, 0, &err), &err, path);
 }
 
 static void add_whiteout(ib_layer_writer *w, const char *path)
 {
 	ib_error *err = NULL;
-	must(ib_layer_writer_add_whiteout(w, path, &err), &err, path);
+	tu_must(ib_layer_writer_add_whiteout(w, path, &err), &err, path);
 }
 
 static void add_opaque(ib_layer_writer *w, const char *dir)
 {
 	ib_error *err = NULL;
-	must(ib_layer_writer_add_opaque(w, dir, &err), &err, dir);
+	tu_must(ib_layer_writer_add_opaque(w, dir, &err), &err, dir);
 }
 
 static void finish(ib_layer_writer *w, ib_compression comp, test_layer *out)
 {
 	ib_layer_result res;
 	ib_error *err = NULL;
-	must(ib_layer_writer_finish(w, &res, &err), &err, "finish");
+	tu_must(ib_layer_writer_finish(w, &res, &err), &err, "finish");
 	memset(out, 0, sizeof(*out));
 	out->desc.media_type = comp == IB_COMP_NONE ? IB_MT_OCI_LAYER : IB_MT_OCI_LAYER_GZIP;
 	memcpy(out->desc.digest, res.digest, IB_DIGEST_BUFLEN);
@@ -170,7 +157,7 @@ static void image(fx *f, const test_layer *layers, size_t n, char ref[IB_DIGEST_
 	assert_non_null(cfg);
 	ib_descriptor d;
 	ib_error *err = NULL;
-	must(ib_store_image_write(f->store, cfg, descs, n, NULL, &d, &err), &err, "image write");
+	tu_must(ib_store_image_write(f->store, cfg, descs, n, NULL, &d, &err), &err, "image write");
 	memcpy(ref, d.digest, IB_DIGEST_BUFLEN);
 	ib_descriptor_clear(&d);
 	json_decref(cfg);
@@ -184,7 +171,7 @@ static void patch_blob(fx *f, const char *digest, const char *from, const char *
 	cleanup_free char *data = NULL;
 	size_t len = 0;
 	ib_error *err = NULL;
-	must(ib_read_file(p, 0, &data, &len, &err), &err, p);
+	tu_must(ib_read_file(p, 0, &data, &len, &err), &err, p);
 	char *at = memmem(data, len, from, strlen(from));
 	assert_non_null(at);
 	assert_int_equal(chmod(p, 0644), 0);
@@ -261,7 +248,7 @@ static char *diff_text(fx *f, const char *ref1, const char *ref2)
 	ib_diff_entry *v = NULL;
 	size_t n = 0;
 	ib_error *err = NULL;
-	must(ib_image_diff(f->store, ref1, ref2, &v, &n, &err), &err, "diff");
+	tu_must(ib_image_diff(f->store, ref1, ref2, &v, &n, &err), &err, "diff");
 	ib_buf b = IB_BUF_INIT;
 	for (size_t i = 0; i < n; i++)
 		ib_buf_appendf(&b, "%s%c %s", i ? "\n" : "", v[i].kind, v[i].path);
@@ -299,8 +286,8 @@ static void test_walk_reports_every_entry_with_normalised_path_and_metadata(void
 
 	walk_log log = {NULL, 0, 0};
 	ib_error *err = NULL;
-	must(ib_layer_walk(f->store, l.desc.digest, l.desc.size, log_entry, &log, &err), &err,
-	     "walk");
+	tu_must(ib_layer_walk(f->store, l.desc.digest, l.desc.size, log_entry, &log, &err), &err,
+		"walk");
 	assert_int_equal(log.n, 4);
 	/* tar order: the directory first, then its entries sorted by name */
 	assert_string_equal(log.v[0].path, "etc");
@@ -339,13 +326,13 @@ static void test_walk_reports_hardlinks_with_their_target(void **state)
 	assert_int_equal(link(h1, h2), 0);
 	ib_layer_writer *w = writer(f, IB_COMP_GZIP);
 	ib_error *err = NULL;
-	must(ib_layer_writer_add_path(w, "x", h1, NULL, &err), &err, "x");
-	must(ib_layer_writer_add_path(w, "y", h2, NULL, &err), &err, "y");
+	tu_must(ib_layer_writer_add_path(w, "x", h1, NULL, &err), &err, "x");
+	tu_must(ib_layer_writer_add_path(w, "y", h2, NULL, &err), &err, "y");
 	test_layer l;
 	finish(w, IB_COMP_GZIP, &l);
 
 	walk_log log = {NULL, 0, 0};
-	must(ib_layer_walk(f->store, l.desc.digest, -1, log_entry, &log, &err), &err, "walk");
+	tu_must(ib_layer_walk(f->store, l.desc.digest, -1, log_entry, &log, &err), &err, "walk");
 	assert_int_equal(log.n, 2);
 	assert_null(find(&log, "x")->hardlink);
 	assert_string_equal(find(&log, "y")->hardlink, "x");
@@ -442,7 +429,7 @@ static void test_walk_refuses_an_intact_blob_that_is_not_a_tar(void **state)
 	char digest[IB_DIGEST_BUFLEN];
 	ib_error *err = NULL;
 	static const char junk[] = "this is not a tar archive, not even close to one";
-	must(ib_store_blob_put(f->store, junk, sizeof(junk), digest, &err), &err, "put");
+	tu_must(ib_store_blob_put(f->store, junk, sizeof(junk), digest, &err), &err, "put");
 	walk_log log = {NULL, 0, 0};
 	int r = ib_layer_walk(f->store, digest, (int64_t)sizeof(junk), log_entry, &log, &err);
 	assert_int_equal(r, IB_EINVALID);
@@ -462,7 +449,7 @@ static void test_diff_of_an_image_with_itself_is_empty(void **state)
 	ib_diff_entry *v = (ib_diff_entry *)1;
 	size_t n = 99;
 	ib_error *err = NULL;
-	must(ib_image_diff(f->store, ref, ref, &v, &n, &err), &err, "diff");
+	tu_must(ib_image_diff(f->store, ref, ref, &v, &n, &err), &err, "diff");
 	assert_null(v);
 	assert_int_equal(n, 0);
 }
@@ -588,8 +575,8 @@ static void test_diff_counts_a_hardlink_as_its_targets_content(void **state)
 	ib_error *err = NULL;
 	test_layer l1, l2, l3;
 	ib_layer_writer *w = writer(f, IB_COMP_GZIP);
-	must(ib_layer_writer_add_path(w, "x", h1, &ov, &err), &err, "x");
-	must(ib_layer_writer_add_path(w, "y", h2, &ov, &err), &err, "y");
+	tu_must(ib_layer_writer_add_path(w, "x", h1, &ov, &err), &err, "x");
+	tu_must(ib_layer_writer_add_path(w, "y", h2, &ov, &err), &err, "y");
 	finish(w, IB_COMP_GZIP, &l1);
 	w = writer(f, IB_COMP_GZIP);
 	add_file(f, w, "x", "shared\n");
@@ -681,9 +668,9 @@ static void test_first_difference_names_the_layer_and_file(void **state)
 	image(f, &l2, 1, r2);
 	char *report = (char *)1;
 	ib_error *err = NULL;
-	must(ib_image_first_difference(f->store, r1, r1, &report, &err), &err, "same");
+	tu_must(ib_image_first_difference(f->store, r1, r1, &report, &err), &err, "same");
 	assert_null(report);
-	must(ib_image_first_difference(f->store, r1, r2, &report, &err), &err, "differ");
+	tu_must(ib_image_first_difference(f->store, r1, r2, &report, &err), &err, "differ");
 	assert_non_null(report);
 	assert_non_null(strstr(report, "layer 1 differs"));
 	free(report);
@@ -692,43 +679,27 @@ static void test_first_difference_names_the_layer_and_file(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(
-		test_walk_reports_every_entry_with_normalised_path_and_metadata, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_first_difference_names_the_layer_and_file, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_walk_reports_hardlinks_with_their_target, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_walk_stops_with_the_callbacks_error, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(
-		test_walk_refuses_a_blob_whose_tar_is_intact_but_content_changed, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_walk_refuses_a_corrupt_compressed_blob_as_corrupt,
-					    setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_walk_checks_the_expected_size, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_walk_of_a_missing_blob_is_not_found, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_walk_refuses_an_intact_blob_that_is_not_a_tar,
-					    setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_of_an_image_with_itself_is_empty, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(
-		test_diff_reports_added_deleted_and_changed_sorted_by_path, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_ignores_modification_times, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_applies_whiteouts_of_later_layers, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(
-		test_diff_applies_opaque_directories_but_keeps_the_layers_own_entries, setup,
-		teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_a_file_over_a_directory_hides_its_tree, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_counts_a_hardlink_as_its_targets_content,
-					    setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_keeps_file_names_that_are_not_utf8, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_refuses_an_image_with_a_corrupt_layer, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_diff_of_a_missing_image_is_not_found, setup,
-					    teardown),
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+	    T(test_walk_reports_every_entry_with_normalised_path_and_metadata),
+	    T(test_first_difference_names_the_layer_and_file),
+	    T(test_walk_reports_hardlinks_with_their_target),
+	    T(test_walk_stops_with_the_callbacks_error),
+	    T(test_walk_refuses_a_blob_whose_tar_is_intact_but_content_changed),
+	    T(test_walk_refuses_a_corrupt_compressed_blob_as_corrupt),
+	    T(test_walk_checks_the_expected_size),
+	    T(test_walk_of_a_missing_blob_is_not_found),
+	    T(test_walk_refuses_an_intact_blob_that_is_not_a_tar),
+	    T(test_diff_of_an_image_with_itself_is_empty),
+	    T(test_diff_reports_added_deleted_and_changed_sorted_by_path),
+	    T(test_diff_ignores_modification_times),
+	    T(test_diff_applies_whiteouts_of_later_layers),
+	    T(test_diff_applies_opaque_directories_but_keeps_the_layers_own_entries),
+	    T(test_diff_a_file_over_a_directory_hides_its_tree),
+	    T(test_diff_counts_a_hardlink_as_its_targets_content),
+	    T(test_diff_keeps_file_names_that_are_not_utf8),
+	    T(test_diff_refuses_an_image_with_a_corrupt_layer),
+	    T(test_diff_of_a_missing_image_is_not_found),
+#undef T
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,11 +20,10 @@
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include "layer.h"
 #include "store.h"
+#include "testutil.h"
 #include "util.h"
 
 #define EPOCH 1000000000LL
@@ -38,17 +37,9 @@ struct fx {
 static int setup(void **state)
 {
 	struct fx *f = xcalloc(1, sizeof(*f));
-	char tmpl[] = "/tmp/ib-test-layer-XXXXXX";
-	if (mkdtemp(tmpl) == NULL)
-		return -1;
-	f->tmp = xstrdup(tmpl);
+	f->tmp = tu_tmpdir();
 	f->root = ib_path_join(f->tmp, "store");
-	ib_error *err = NULL;
-	if (ib_store_open(&f->store, f->root, &err) < 0) {
-		fprintf(stderr, "store: %s\n", ib_error_msg(err));
-		ib_error_free(&err);
-		return -1;
-	}
+	f->store = tu_store_open(f->root);
 	*state = f;
 	return 0;
 }
@@ -57,7 +48,7 @@ static int teardown(void **state)
 {
 	struct fx *f = *state;
 	ib_store_free(f->store);
-	ib_rm_rf(f->tmp, NULL);
+	tu_rm_rf(f->tmp);
 	free(f->tmp);
 	free(f->root);
 	free(f);
@@ -91,8 +82,7 @@ static void write_at(struct fx *f, const char *rel, const void *data, size_t len
 static void set_mtime(struct fx *f, const char *rel, time_t sec, long nsec)
 {
 	cleanup_free char *p = fx_path(f, rel);
-	struct timespec ts[2] = {{sec, nsec}, {sec, nsec}};
-	assert_int_equal(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0);
+	tu_set_mtime(p, sec, nsec);
 }
 
 static unsigned char *pattern(size_t n, unsigned seed)
@@ -144,58 +134,6 @@ static void make_tree(struct fx *f, const char *top, int order, time_t mtime)
 
 /* ---- helpers: reading a layer back ---- */
 
-static unsigned char *decompress(ib_compression c, const unsigned char *in, size_t n,
-				 size_t *out_len)
-{
-	size_t alloc = 1 << 16, len = 0;
-	unsigned char *out = xmalloc(alloc);
-	if (c == IB_COMP_NONE) {
-		out = xrealloc(out, n ? n : 1);
-		memcpy(out, in, n);
-		*out_len = n;
-		return out;
-	}
-	if (c == IB_COMP_GZIP) {
-		z_stream zs;
-		memset(&zs, 0, sizeof(zs));
-		assert_int_equal(inflateInit2(&zs, 16 + 15), Z_OK);
-		zs.next_in = (unsigned char *)in;
-		zs.avail_in = (uInt)n;
-		int r;
-		do {
-			if (len == alloc) {
-				alloc *= 2;
-				out = xrealloc(out, alloc);
-			}
-			zs.next_out = out + len;
-			zs.avail_out = (uInt)(alloc - len);
-			r = inflate(&zs, Z_NO_FLUSH);
-			len = alloc - zs.avail_out;
-			assert_true(r == Z_OK || r == Z_STREAM_END ||
-				    (r == Z_BUF_ERROR && len == alloc));
-		} while (r != Z_STREAM_END);
-		assert_int_equal(zs.avail_in, 0);
-		inflateEnd(&zs);
-	} else {
-		ZSTD_DStream *ds = ZSTD_createDStream();
-		ZSTD_inBuffer ib = {in, n, 0};
-		size_t r;
-		do {
-			if (len == alloc) {
-				alloc *= 2;
-				out = xrealloc(out, alloc);
-			}
-			ZSTD_outBuffer ob = {out + len, alloc - len, 0};
-			r = ZSTD_decompressStream(ds, &ob, &ib);
-			assert_false(ZSTD_isError(r));
-			len += ob.pos;
-		} while (r != 0 || ib.pos < ib.size);
-		ZSTD_freeDStream(ds);
-	}
-	*out_len = len;
-	return out;
-}
-
 /* Read the committed blob, check its digest and size, decompress it and
  * check the diff_id.  Returns the tar bytes. */
 static unsigned char *layer_tar(struct fx *f, const ib_layer_result *res, ib_compression c,
@@ -210,7 +148,7 @@ static unsigned char *layer_tar(struct fx *f, const ib_layer_result *res, ib_com
 	char d[IB_DIGEST_BUFLEN];
 	ib_digest_buffer(d, blob, blen);
 	assert_string_equal(d, res->digest);
-	unsigned char *tar = decompress(c, (unsigned char *)blob, blen, len);
+	unsigned char *tar = tu_decompress(c, (unsigned char *)blob, blen, len);
 	ib_digest_buffer(d, tar, *len);
 	assert_string_equal(d, res->diff_id);
 	return tar;
@@ -334,6 +272,16 @@ static void tree_layer(struct fx *f, const char *top, const ib_layer_options *o,
 
 /* ---- tests ---- */
 
+/* The entries of layer res, compressed with c. */
+static struct tlist layer_list(struct fx *f, const ib_layer_result *res, ib_compression c)
+{
+	size_t len;
+	unsigned char *tar = layer_tar(f, res, c, &len);
+	struct tlist l = read_tar(tar, len);
+	free(tar);
+	return l;
+}
+
 static void test_same_tree_same_digest_despite_mtimes_and_order(void **state)
 {
 	struct fx *f = *state;
@@ -409,9 +357,7 @@ static void test_zstd_layer_round_trip(void **state)
 	ib_layer_options o = opts_with(IB_COMP_ZSTD, 2);
 	ib_layer_result res;
 	tree_layer(f, "t", &o, &res);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_ZSTD, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_ZSTD);
 	const struct tent *t = find(&l, "usr/bin/tool");
 	assert_non_null(t);
 	unsigned char *want = pattern(101, 1);
@@ -420,7 +366,6 @@ static void test_zstd_layer_round_trip(void **state)
 	assert_int_equal(t->perm, 0755);
 	free(want);
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_uncompressed_layer_digest_is_diff_id(void **state)
@@ -448,9 +393,7 @@ static void test_entries_sorted_parents_first(void **state)
 	ib_layer_options o = opts_with(IB_COMP_GZIP, 1);
 	ib_layer_result res;
 	tree_layer(f, "s", &o, &res);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_GZIP, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_GZIP);
 	const char *want[] = {"B", "a", "a/y", "a/z", "a/z/f", "a-b", "a-b/x", "a.c", "b"};
 	assert_int_equal(l.n, 9);
 	for (size_t i = 0; i < l.n; i++) {
@@ -463,7 +406,6 @@ static void test_entries_sorted_parents_first(void **state)
 		assert_string_equal(l.v[i].path, want[i]);
 	}
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_numeric_ids_and_empty_names(void **state)
@@ -537,9 +479,7 @@ static void test_hardlink_second_entry_is_link(void **state)
 	ib_layer_options o = opts_with(IB_COMP_GZIP, 2);
 	ib_layer_result res;
 	tree_layer(f, "h", &o, &res);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_GZIP, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_GZIP);
 	const struct tent *b = find(&l, "b"), *d = find(&l, "d/orig"), *z = find(&l, "z");
 	assert_non_null(b);
 	assert_non_null(d);
@@ -552,7 +492,6 @@ static void test_hardlink_second_entry_is_link(void **state)
 	assert_int_equal(d->size, 0);
 	assert_string_equal(z->hardlink, "b");
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_upper_dir_whiteouts_and_opaque(void **state)
@@ -771,9 +710,7 @@ static void test_special_files_kept(void **state)
 	ib_layer_options o = opts_with(IB_COMP_NONE, 1);
 	ib_layer_result res;
 	tree_layer(f, "sp", &o, &res);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_NONE, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_NONE);
 	assert_int_equal(l.n, 6); /* no socket */
 	assert_null(find(&l, "sock"));
 	assert_int_equal(find(&l, "tmp/")->perm, 01777);
@@ -788,7 +725,6 @@ static void test_special_files_kept(void **state)
 	assert_int_equal(b->type, AE_IFBLK);
 	assert_int_equal(major(b->rdev), 8);
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_synthetic_entries_and_opaque_first(void **state)
@@ -808,9 +744,7 @@ static void test_synthetic_entries_and_opaque_first(void **state)
 	assert_int_equal(ib_layer_writer_add_opaque(w, "", &err), 0);
 	ib_layer_result res;
 	assert_int_equal(ib_layer_writer_finish(w, &res, &err), 0);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_GZIP, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_GZIP);
 	const char *want[] = {".wh..wh..opq", ".wh.top", "a/", "a/.wh..wh..opq", "a/-x", "a/.wh.b"};
 	assert_int_equal(l.n, 6);
 	for (size_t i = 0; i < l.n; i++) {
@@ -823,7 +757,6 @@ static void test_synthetic_entries_and_opaque_first(void **state)
 	assert_int_equal(a->uid, 12);
 	assert_int_equal(a->gid, 34);
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_override_owner_and_mode(void **state)
@@ -843,9 +776,7 @@ static void test_override_owner_and_mode(void **state)
 	assert_int_equal(ib_layer_writer_add_path(w, "app", dir, &ov2, &err), 0);
 	ib_layer_result res;
 	assert_int_equal(ib_layer_writer_finish(w, &res, &err), 0);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_NONE, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_NONE);
 	assert_int_equal(l.n, 2);
 	const struct tent *app = find(&l, "app/"), *file = find(&l, "app/f");
 	assert_non_null(app);
@@ -856,7 +787,6 @@ static void test_override_owner_and_mode(void **state)
 	assert_int_equal(file->uid, 1000);
 	assert_int_equal(file->gid, getegid());
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_duplicate_path_last_added_wins(void **state)
@@ -875,13 +805,10 @@ static void test_duplicate_path_last_added_wins(void **state)
 	ib_layer_result res;
 	assert_int_equal(ib_layer_writer_finish(w, &res, &err), 0);
 	assert_int_equal(res.entries, 1);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_NONE, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_NONE);
 	assert_int_equal(l.n, 1);
 	assert_int_equal(l.v[0].size, 2);
 	free_tlist(&l);
-	free(tar);
 }
 
 static void test_unsafe_and_empty_paths_rejected(void **state)
@@ -1031,9 +958,7 @@ static void test_import_normalises_names_and_metadata(void **state)
 	if (r < 0)
 		fail_msg("import: %s", ib_error_msg(err));
 	assert_int_equal(res.entries, 5);
-	size_t len;
-	unsigned char *tar = layer_tar(f, &res, IB_COMP_GZIP, &len);
-	struct tlist l = read_tar(tar, len);
+	struct tlist l = layer_list(f, &res, IB_COMP_GZIP);
 	/* Order preserved (not sorted), root dropped, prefixes stripped. */
 	const char *want[] = {"zz/", "zz/file", "aa/b/c", "link", "hard"};
 	assert_int_equal(l.n, 5);
@@ -1051,7 +976,6 @@ static void test_import_normalises_names_and_metadata(void **state)
 	assert_string_equal(l.v[4].hardlink, "zz/file");
 	assert_int_equal(l.v[4].size, 0);
 	free_tlist(&l);
-	free(tar);
 }
 
 /* A UTF-8 PAX name in NFD must come out byte for byte, even when the
@@ -1190,41 +1114,35 @@ static void test_xattrs_read_whole_large_values_sorted(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_same_tree_same_digest_despite_mtimes_and_order,
-					    setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_thread_count_does_not_change_digest, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_gzip_layer_inflates_to_tar_with_diff_id, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_zstd_layer_round_trip, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_uncompressed_layer_digest_is_diff_id, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_entries_sorted_parents_first, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_numeric_ids_and_empty_names, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_mtime_clamped_to_epoch, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_hardlink_second_entry_is_link, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_upper_dir_whiteouts_and_opaque, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_xattrs_filtered_and_sorted, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_long_and_utf8_names_round_trip, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_output_independent_of_locale, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_hdrcharset_only_for_invalid_utf8, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_special_files_kept, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_synthetic_entries_and_opaque_first, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_override_owner_and_mode, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_duplicate_path_last_added_wins, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_unsafe_and_empty_paths_rejected, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_empty_layer_is_1024_zero_bytes, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_vanished_file_fails_and_stores_nothing, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_import_normalises_names_and_metadata, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_import_keeps_name_bytes_in_utf8_locale, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(test_import_rejects_dotdot, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_import_rejects_garbage, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_import_of_layer_is_identity, setup, teardown),
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+	    T(test_same_tree_same_digest_despite_mtimes_and_order),
+	    T(test_thread_count_does_not_change_digest),
+	    T(test_gzip_layer_inflates_to_tar_with_diff_id),
+	    T(test_zstd_layer_round_trip),
+	    T(test_uncompressed_layer_digest_is_diff_id),
+	    T(test_entries_sorted_parents_first),
+	    T(test_numeric_ids_and_empty_names),
+	    T(test_mtime_clamped_to_epoch),
+	    T(test_hardlink_second_entry_is_link),
+	    T(test_upper_dir_whiteouts_and_opaque),
+	    T(test_xattrs_filtered_and_sorted),
+	    T(test_long_and_utf8_names_round_trip),
+	    T(test_output_independent_of_locale),
+	    T(test_hdrcharset_only_for_invalid_utf8),
+	    T(test_special_files_kept),
+	    T(test_synthetic_entries_and_opaque_first),
+	    T(test_override_owner_and_mode),
+	    T(test_duplicate_path_last_added_wins),
+	    T(test_unsafe_and_empty_paths_rejected),
+	    T(test_empty_layer_is_1024_zero_bytes),
+	    T(test_vanished_file_fails_and_stores_nothing),
+	    T(test_import_normalises_names_and_metadata),
+	    T(test_import_keeps_name_bytes_in_utf8_locale),
+	    T(test_import_rejects_dotdot),
+	    T(test_import_rejects_garbage),
+	    T(test_import_of_layer_is_identity),
 	    cmocka_unit_test(test_xattrs_read_whole_large_values_sorted),
+#undef T
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -82,6 +82,79 @@ static void test_bad_lines_skipped(void **state)
 	assert_false(ib_passwd_find("e:x:1:1", 3, "e", &uid, &gid));
 }
 
+static void test_passwd_by_uid_gives_name_gid_and_home(void **state)
+{
+	(void)state;
+	const char *pw = "root:x:0:0:root:/root:/bin/sh\n"
+			 "bad:x:1000:x:Bad:/nowhere:/bin/sh\n" /* skipped: gid */
+			 "app:x:1000:1001:App:/home/app:/bin/sh\n"
+			 "again:x:1000:7::/again:/bin/sh\n"
+			 "short:x:5:6\n";
+	ib_passwd_entry e;
+	assert_true(ib_passwd_by_uid(pw, strlen(pw), 1000, &e));
+	assert_int_equal(e.name_len, 3);
+	assert_memory_equal(e.name, "app", 3);
+	assert_int_equal(e.uid, 1000);
+	assert_int_equal(e.gid, 1001);
+	assert_int_equal(e.home_len, 9);
+	assert_memory_equal(e.home, "/home/app", 9);
+	/* four fields are enough; then there is no home */
+	assert_true(ib_passwd_by_uid(pw, strlen(pw), 5, &e));
+	assert_memory_equal(e.name, "short", 5);
+	assert_int_equal(e.gid, 6);
+	assert_int_equal(e.home_len, 0);
+	assert_false(ib_passwd_by_uid(pw, strlen(pw), 4, &e));
+	assert_false(ib_passwd_by_uid(pw, strlen(pw), UINT32_MAX, &e));
+}
+
+static void test_passwd_by_name_gives_home(void **state)
+{
+	(void)state;
+	const char *pw = "root:x:0:0:root:/root:/bin/sh\n"
+			 "app:x:1000:1001:App:/home/app\n" /* no shell field */
+			 "app:x:2000:2000::/second:/bin/sh\n";
+	ib_passwd_entry e;
+	assert_true(ib_passwd_by_name(pw, strlen(pw), "app", &e));
+	assert_int_equal(e.uid, 1000);
+	assert_int_equal(e.home_len, 9);
+	assert_memory_equal(e.home, "/home/app", 9);
+	assert_true(ib_passwd_by_name(pw, strlen(pw), "root", &e));
+	assert_int_equal(e.home_len, 5);
+	assert_false(ib_passwd_by_name(pw, strlen(pw), "roo", &e));
+}
+
+static void add_gid(uint32_t gid, void *payload)
+{
+	ib_buf *b = payload;
+	ib_buf_appendf(b, "%u,", gid);
+}
+
+static void test_group_memberships_in_file_order(void **state)
+{
+	(void)state;
+	const char *gr = "wheel:x:10:root,app\n"
+			 "audio:x:29:application,ap\n" /* names that only start alike */
+			 "bad:x:-1:app\n"
+			 "video:x:44:app\n"
+			 "none:x:45:\n"
+			 "short:x:46\n"
+			 "users:x:100:bob,app";
+	ib_buf b = IB_BUF_INIT;
+	ib_buf_append(&b, "", 0);
+	ib_group_each_membership(gr, strlen(gr), "app", 3, add_gid, &b);
+	assert_string_equal(b.data, "10,44,100,");
+	ib_buf_reset(&b);
+	ib_buf_append(&b, "", 0);
+	/* the length bounds the name: "application" is not "app" */
+	ib_group_each_membership(gr, strlen(gr), "applicationX", 11, add_gid, &b);
+	assert_string_equal(b.data, "29,");
+	ib_buf_free(&b);
+	uint32_t gid = 0;
+	assert_true(ib_group_by_name(gr, strlen(gr), "short", &gid));
+	assert_int_equal(gid, 46);
+	assert_false(ib_group_by_name(gr, strlen(gr), "bad", &gid));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -89,6 +162,9 @@ int main(void)
 	    cmocka_unit_test(test_group_file_has_gid_in_third_field),
 	    cmocka_unit_test(test_long_lines_are_one_line),
 	    cmocka_unit_test(test_bad_lines_skipped),
+	    cmocka_unit_test(test_passwd_by_uid_gives_name_gid_and_home),
+	    cmocka_unit_test(test_passwd_by_name_gives_home),
+	    cmocka_unit_test(test_group_memberships_in_file_order),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

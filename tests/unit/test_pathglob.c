@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "pathglob.h"
+#include "testutil.h"
 #include "util.h"
 
 static char *root;
@@ -32,9 +33,7 @@ static void put(const char *rel)
 static int setup(void **state)
 {
 	(void)state;
-	char tmpl[] = "/tmp/ib-test-pathglob-XXXXXX";
-	assert_non_null(mkdtemp(tmpl));
-	root = xstrdup(tmpl);
+	root = tu_tmpdir();
 	put("a.c");
 	put(".hidden.c");
 	put("s/b.c");
@@ -49,7 +48,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	assert_int_equal(ib_rm_rf(root, NULL), 0);
+	tu_rm_rf(root);
 	free(root);
 	return 0;
 }

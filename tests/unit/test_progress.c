@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "progress.h"
+#include "testutil.h"
 #include "util.h"
 
 /* ---- capture ---- */
@@ -72,22 +73,6 @@ static json_t *parse_lines(const char *out)
 		p = nl + 1;
 	}
 	return arr;
-}
-
-static const char *jstr(json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-	if (!json_is_string(v))
-		fail_msg("field %s missing or not a string", k);
-	return json_string_value(v);
-}
-
-static json_int_t jint(json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-	if (!json_is_integer(v))
-		fail_msg("field %s missing or not an integer", k);
-	return json_integer_value(v);
 }
 
 /* Call every public printing function once. */
@@ -232,48 +217,48 @@ static void test_json_one_object_per_line(void **state)
 	assert_int_equal(json_array_size(ev), 9);
 
 	json_t *e = json_array_get(ev, 0);
-	assert_string_equal(jstr(e, "event"), "step");
-	assert_int_equal(jint(e, "id"), 1);
-	assert_string_equal(jstr(e, "state"), "running");
-	assert_string_equal(jstr(e, "label"), "[final 1/3] COPY . /src");
+	assert_string_equal(tu_json_str(e, "event"), "step");
+	assert_int_equal(tu_json_int(e, "id"), 1);
+	assert_string_equal(tu_json_str(e, "state"), "running");
+	assert_string_equal(tu_json_str(e, "label"), "[final 1/3] COPY . /src");
 
 	e = json_array_get(ev, 1);
-	assert_string_equal(jstr(e, "event"), "step");
-	assert_int_equal(jint(e, "id"), 2);
-	assert_string_equal(jstr(e, "state"), "cached");
-	assert_string_equal(jstr(e, "label"), "[final 2/3] RUN apk add gcc");
+	assert_string_equal(tu_json_str(e, "event"), "step");
+	assert_int_equal(tu_json_int(e, "id"), 2);
+	assert_string_equal(tu_json_str(e, "state"), "cached");
+	assert_string_equal(tu_json_str(e, "label"), "[final 2/3] RUN apk add gcc");
 
 	e = json_array_get(ev, 2);
-	assert_string_equal(jstr(e, "event"), "output");
-	assert_int_equal(jint(e, "id"), 1);
-	assert_string_equal(jstr(e, "line"), "compiling");
+	assert_string_equal(tu_json_str(e, "event"), "output");
+	assert_int_equal(tu_json_int(e, "id"), 1);
+	assert_string_equal(tu_json_str(e, "line"), "compiling");
 
 	e = json_array_get(ev, 3);
-	assert_string_equal(jstr(e, "event"), "bytes");
-	assert_int_equal(jint(e, "id"), 1);
-	assert_string_equal(jstr(e, "what"), "layer");
-	assert_int_equal(jint(e, "done"), 10);
-	assert_int_equal(jint(e, "total"), 100);
+	assert_string_equal(tu_json_str(e, "event"), "bytes");
+	assert_int_equal(tu_json_int(e, "id"), 1);
+	assert_string_equal(tu_json_str(e, "what"), "layer");
+	assert_int_equal(tu_json_int(e, "done"), 10);
+	assert_int_equal(tu_json_int(e, "total"), 100);
 	e = json_array_get(ev, 4);
-	assert_string_equal(jstr(e, "event"), "bytes");
-	assert_int_equal(jint(e, "done"), 100);
+	assert_string_equal(tu_json_str(e, "event"), "bytes");
+	assert_int_equal(tu_json_int(e, "done"), 100);
 
 	e = json_array_get(ev, 5);
-	assert_string_equal(jstr(e, "event"), "step");
-	assert_int_equal(jint(e, "id"), 1);
-	assert_string_equal(jstr(e, "state"), "done");
+	assert_string_equal(tu_json_str(e, "event"), "step");
+	assert_int_equal(tu_json_int(e, "id"), 1);
+	assert_string_equal(tu_json_str(e, "state"), "done");
 	assert_true(json_is_number(json_object_get(e, "seconds")));
 	assert_float_equal(json_number_value(json_object_get(e, "seconds")), 1.23, 1e-9);
 	assert_null(json_object_get(e, "label"));
 
 	e = json_array_get(ev, 7);
-	assert_string_equal(jstr(e, "state"), "failed");
-	assert_int_equal(jint(e, "id"), 3);
+	assert_string_equal(tu_json_str(e, "state"), "failed");
+	assert_int_equal(tu_json_int(e, "id"), 3);
 	assert_float_equal(json_number_value(json_object_get(e, "seconds")), 0.5, 1e-9);
 
 	e = json_array_get(ev, 8);
-	assert_string_equal(jstr(e, "event"), "info");
-	assert_string_equal(jstr(e, "message"), "pushed example.com/app:1");
+	assert_string_equal(tu_json_str(e, "event"), "info");
+	assert_string_equal(tu_json_str(e, "message"), "pushed example.com/app:1");
 	json_decref(ev);
 	cap_free(&c);
 }
@@ -292,15 +277,15 @@ static void test_json_output_escaping(void **state)
 	const char *out = cap_close(&c);
 	json_t *ev = parse_lines(out);
 	assert_int_equal(json_array_size(ev), 4);
-	assert_string_equal(jstr(json_array_get(ev, 0), "line"), tricky);
-	assert_string_equal(jstr(json_array_get(ev, 1), "line"), "abc");
+	assert_string_equal(tu_json_str(json_array_get(ev, 0), "line"), tricky);
+	assert_string_equal(tu_json_str(json_array_get(ev, 1), "line"), "abc");
 	/* invalid UTF-8 still yields a valid JSON line */
 	json_t *e = json_array_get(ev, 2);
-	assert_string_equal(jstr(e, "event"), "output");
-	assert_int_equal(jint(e, "id"), 6);
-	assert_string_equal(jstr(e, "line"), "<binary>");
+	assert_string_equal(tu_json_str(e, "event"), "output");
+	assert_int_equal(tu_json_int(e, "id"), 6);
+	assert_string_equal(tu_json_str(e, "line"), "<binary>");
 	/* a newline inside a label does not split the event */
-	assert_string_equal(jstr(json_array_get(ev, 3), "label"), "RUN echo \"a\nb\"");
+	assert_string_equal(tu_json_str(json_array_get(ev, 3), "label"), "RUN echo \"a\nb\"");
 	json_decref(ev);
 	cap_free(&c);
 }
@@ -320,9 +305,9 @@ static void test_json_bytes_throttled_but_final_always_sent(void **state)
 	assert_true(json_array_size(ev) >= 2);
 	assert_true(json_array_size(ev) < 10);
 	json_t *last = json_array_get(ev, json_array_size(ev) - 1);
-	assert_string_equal(jstr(last, "event"), "bytes");
-	assert_int_equal(jint(last, "done"), 1000);
-	assert_int_equal(jint(last, "total"), 1000);
+	assert_string_equal(tu_json_str(last, "event"), "bytes");
+	assert_int_equal(tu_json_int(last, "done"), 1000);
+	assert_int_equal(tu_json_int(last, "total"), 1000);
 	json_decref(ev);
 	cap_free(&c);
 }

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "recipe.h"
+#include "testutil.h"
 #include "util.h"
 
 static const char *source_dir(void)
@@ -79,22 +80,6 @@ static size_t nsteps(json_t *plan, size_t stage)
 	return json_array_size(json_object_get(stage_at(plan, stage), "steps"));
 }
 
-static const char *str(json_t *o, const char *key)
-{
-	json_t *v = json_object_get(o, key);
-	if (!json_is_string(v))
-		fail_msg("field %s is not a string", key);
-	return json_string_value(v);
-}
-
-static json_int_t num(json_t *o, const char *key)
-{
-	json_t *v = json_object_get(o, key);
-	if (!json_is_integer(v))
-		fail_msg("field %s is not an integer", key);
-	return json_integer_value(v);
-}
-
 /* The JSON text of v (sorted keys, compact). */
 static char *dump(json_t *v)
 {
@@ -113,7 +98,7 @@ static const char *label(json_t *plan, size_t stage, size_t step, const char *ke
 {
 	json_t *labels = json_object_get(step_at(plan, stage, step), "labels");
 	assert_non_null(labels);
-	return str(labels, key);
+	return tu_json_str(labels, key);
 }
 
 /* ---- temp dirs for recipes written by the tests ---- */
@@ -135,27 +120,13 @@ static void tmp_remove(tmpdir *t)
 	ib_error_free(&err);
 }
 
-static char *tmp_write(const char *dir, const char *rel, const char *content)
-{
-	char *path = ib_path_join(dir, rel);
-	cleanup_free char *parent = xstrdup(path);
-	*strrchr(parent, '/') = 0;
-	ib_error *err = NULL;
-	assert_int_equal(ib_mkdir_p(parent, 0755, &err), 0);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(content, f);
-	fclose(f);
-	return path;
-}
-
 /* Evaluate `content` as DIR/recipe.lua; returns the error message or NULL
  * and the plan in *plan. */
 static char *eval_text(const char *content, json_t **plan)
 {
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *path = tmp_write(t.path, "recipe.lua", content);
+	cleanup_free char *path = tu_write_under(t.path, "recipe.lua", content);
 	char *msg = NULL;
 	eval_path(path, NULL, NULL, plan, &msg);
 	if (msg) {
@@ -174,27 +145,27 @@ static void test_global_form_stages(void **state)
 {
 	(void)state;
 	json_t *plan = eval_fixture("full.lua", "ctx", NULL);
-	assert_int_equal(num(plan, "version"), IB_PLAN_VERSION);
-	assert_string_equal(str(plan, "recipe"), "full.lua");
+	assert_int_equal(tu_json_int(plan, "version"), IB_PLAN_VERSION);
+	assert_string_equal(tu_json_str(plan, "recipe"), "full.lua");
 	assert_json(json_object_get(plan, "args"), "{\"VERSION\":\"1.0\"}");
 	assert_int_equal(json_array_size(json_object_get(plan, "stages")), 3);
 
 	json_t *build = stage_at(plan, 0);
-	assert_string_equal(str(build, "name"), "build");
+	assert_string_equal(tu_json_str(build, "name"), "build");
 	assert_json(json_object_get(build, "from"),
 		    "{\"image\":\"docker.io/library/debian:bookworm\"}");
-	assert_int_equal(num(build, "line"), 3);
+	assert_int_equal(tu_json_int(build, "line"), 3);
 	assert_true(json_is_null(json_object_get(build, "platform")));
 
 	json_t *anon = stage_at(plan, 1);
-	assert_string_equal(str(anon, "name"), "stage1");
+	assert_string_equal(tu_json_str(anon, "name"), "stage1");
 	assert_json(json_object_get(anon, "from"), "{\"image\":\"docker.io/library/alpine:3.19\"}");
-	assert_string_equal(str(anon, "platform"), "linux/arm64");
-	assert_string_equal(str(anon, "pull"), "always");
-	assert_int_equal(num(anon, "line"), 15);
+	assert_string_equal(tu_json_str(anon, "platform"), "linux/arm64");
+	assert_string_equal(tu_json_str(anon, "pull"), "always");
+	assert_int_equal(tu_json_int(anon, "line"), 15);
 
 	json_t *final = stage_at(plan, 2);
-	assert_string_equal(str(final, "name"), "final");
+	assert_string_equal(tu_json_str(final, "name"), "final");
 	assert_json(json_object_get(final, "from"), "{\"scratch\":true}");
 	json_decref(plan);
 }
@@ -220,11 +191,11 @@ static void test_global_form_run(void **state)
 	       "\"workdir\":\"/src\"}");
 	/* run after shell{} uses the new shell */
 	s = step_at(plan, 0, 8);
-	assert_string_equal(str(s, "kind"), "run");
+	assert_string_equal(tu_json_str(s, "kind"), "run");
 	assert_json(json_object_get(s, "argv"), "[\"/bin/bash\",\"-eu\",\"-c\",\"echo $SHELL\"]");
-	assert_int_equal(num(s, "line"), 14);
+	assert_int_equal(tu_json_int(s, "line"), 14);
 	s = step_at(plan, 0, 7);
-	assert_string_equal(str(s, "kind"), "shell");
+	assert_string_equal(tu_json_str(s, "kind"), "shell");
 	assert_json(json_object_get(s, "argv"), "[\"/bin/bash\",\"-eu\",\"-c\"]");
 	/* a new stage starts with the default shell */
 	s = step_at(plan, 1, 0);
@@ -245,17 +216,17 @@ static void test_global_form_copy(void **state)
 	    "{\"dest\":\"out/\",\"exclude\":[\"*.o\"],\"from\":null,\"kind\":\"copy\","
 	    "\"line\":9,\"mode\":\"0755\",\"owner\":\"1000:1000\",\"sources\":[\"src/*.c\"]}");
 	/* "." after workdir "/app" + "sub" */
-	assert_string_equal(str(step_at(plan, 0, 6), "dest"), "/app/sub/");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 6), "dest"), "/app/sub/");
 	json_t *s = step_at(plan, 2, 0);
 	assert_json(json_object_get(s, "from"), "{\"stage\":\"build\"}");
 	assert_json(json_object_get(s, "sources"), "[\"/out/hello\"]");
-	assert_string_equal(str(s, "dest"), "/usr/local/bin/hello");
+	assert_string_equal(tu_json_str(s, "dest"), "/usr/local/bin/hello");
 	s = step_at(plan, 2, 1);
 	assert_json(json_object_get(s, "from"), "{\"image\":\"docker.io/library/busybox:1.36\"}");
 	/* a string naming an existing stage refers to the stage */
 	s = step_at(plan, 2, 12);
 	assert_json(json_object_get(s, "from"), "{\"stage\":\"stage1\"}");
-	assert_int_equal(num(s, "line"), 31);
+	assert_int_equal(tu_json_int(s, "line"), 31);
 	json_decref(plan);
 }
 
@@ -311,16 +282,16 @@ static void test_workdir_resolution(void **state)
 					   &plan);
 	if (msg)
 		fail_msg("%s", msg);
-	assert_string_equal(str(step_at(plan, 0, 0), "path"), "rel");
-	assert_string_equal(str(step_at(plan, 0, 1), "dest"), "./");
-	assert_string_equal(str(step_at(plan, 0, 2), "workdir"), "sub");
-	assert_string_equal(str(step_at(plan, 0, 3), "path"), "/abs");
-	assert_string_equal(str(step_at(plan, 0, 4), "path"), "/other");
-	assert_string_equal(str(step_at(plan, 0, 5), "dest"), "/other/file");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 0), "path"), "rel");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 1), "dest"), "./");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 2), "workdir"), "sub");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 3), "path"), "/abs");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 4), "path"), "/other");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 5), "dest"), "/other/file");
 	/* a stage built on a stage inherits its workdir */
-	assert_string_equal(str(step_at(plan, 1, 0), "path"), "/other/more");
+	assert_string_equal(tu_json_str(step_at(plan, 1, 0), "path"), "/other/more");
 	/* scratch starts at / */
-	assert_string_equal(str(step_at(plan, 2, 0), "dest"), "/");
+	assert_string_equal(tu_json_str(step_at(plan, 2, 0), "dest"), "/");
 	json_decref(plan);
 }
 
@@ -337,25 +308,25 @@ static void test_method_form_appends_to_receiver(void **state)
 			       "entrypoint", "cmd",	   "expose",	  "volume", "label",
 			       "annotation", "stopsignal", "healthcheck", "shell",  "run"};
 	for (size_t i = 0; i < 15; i++)
-		assert_string_equal(str(step_at(plan, 0, i), "kind"), kinds[i]);
-	assert_string_equal(str(step_at(plan, 0, 2), "dest"), "/opt/");
+		assert_string_equal(tu_json_str(step_at(plan, 0, i), "kind"), kinds[i]);
+	assert_string_equal(tu_json_str(step_at(plan, 0, 2), "dest"), "/opt/");
 	assert_json(json_object_get(step_at(plan, 0, 5), "argv"),
 		    "[\"/bin/sh\",\"-c\",\"exec curl\"]");
 	assert_json(json_object_get(step_at(plan, 0, 7), "ports"), "[\"80/tcp\"]");
-	assert_string_equal(str(step_at(plan, 0, 11), "signal"), "9");
+	assert_string_equal(tu_json_str(step_at(plan, 0, 11), "signal"), "9");
 	assert_json(json_object_get(step_at(plan, 0, 12), "test"), "[\"NONE\"]");
 	assert_json(json_object_get(step_at(plan, 0, 14), "argv"),
 		    "[\"/bin/ash\",\"-c\",\"echo hi\"]");
 	/* the app stage got the copy (method) and the global run */
 	json_t *c = step_at(plan, 1, 0);
 	assert_json(json_object_get(c, "from"), "{\"stage\":\"tools\"}");
-	assert_int_equal(num(c, "line"), 7);
-	assert_int_equal(num(step_at(plan, 1, 1), "line"), 20);
+	assert_int_equal(tu_json_int(c, "line"), 7);
+	assert_int_equal(tu_json_int(step_at(plan, 1, 1), "line"), 20);
 	/* stage("late") then late:from(): base set, stage() line kept */
 	json_t *late = stage_at(plan, 2);
 	assert_json(json_object_get(late, "from"),
 		    "{\"image\":\"docker.io/library/busybox:latest\"}");
-	assert_int_equal(num(late, "line"), 21);
+	assert_int_equal(tu_json_int(late, "line"), 21);
 	assert_string_equal(label(plan, 2, 0, "stage"), "late");
 	assert_string_equal(label(plan, 2, 0, "shown"), "stage(app)");
 	json_decref(plan);
@@ -465,7 +436,7 @@ static void test_require_module_next_to_recipe(void **state)
 	json_t *s = step_at(plan, 0, 0);
 	assert_json(json_object_get(s, "argv"), "[\"/bin/sh\",\"-c\",\"apk add --no-cache curl\"]");
 	/* a step made inside a module function carries the recipe's line */
-	assert_int_equal(num(s, "line"), 3);
+	assert_int_equal(tu_json_int(s, "line"), 3);
 	assert_string_equal(label(plan, 0, 1, "greeting"), "hello from helpers");
 	assert_string_equal(label(plan, 0, 1, "same"), "true");
 	json_decref(plan);
@@ -489,8 +460,8 @@ static void test_require_local_module_shadows_embedded(void **state)
 	(void)state;
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *mod = tmp_write(t.path, "sh.lua", "return { local_sh = true }\n");
-	cleanup_free char *path = tmp_write(
+	cleanup_free char *mod = tu_write_under(t.path, "sh.lua", "return { local_sh = true }\n");
+	cleanup_free char *path = tu_write_under(
 	    t.path, "recipe.lua",
 	    "local sh = require 'sh'\nfrom 'scratch'\nlabel { v = tostring(sh.local_sh) }\n");
 	json_t *plan = NULL;
@@ -506,9 +477,10 @@ static void test_require_cycle_is_an_error(void **state)
 	(void)state;
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *a = tmp_write(t.path, "a.lua", "return require 'b'\n");
-	cleanup_free char *b = tmp_write(t.path, "b.lua", "-- b\nreturn require 'a'\n");
-	cleanup_free char *path = tmp_write(t.path, "recipe.lua", "require 'a'\nfrom 'scratch'\n");
+	cleanup_free char *a = tu_write_under(t.path, "a.lua", "return require 'b'\n");
+	cleanup_free char *b = tu_write_under(t.path, "b.lua", "-- b\nreturn require 'a'\n");
+	cleanup_free char *path =
+	    tu_write_under(t.path, "recipe.lua", "require 'a'\nfrom 'scratch'\n");
 	json_t *plan = NULL;
 	cleanup_free char *msg = NULL;
 	assert_true(eval_path(path, NULL, NULL, &plan, &msg) < 0);
@@ -584,7 +556,7 @@ static void test_hashbang_line_is_skipped(void **state)
 	cleanup_free char *msg =
 	    eval_text("#!/usr/bin/env imgbuild\nfrom 'scratch'\nrun 'x'\n", &plan);
 	assert_null(msg);
-	assert_int_equal(num(step_at(plan, 0, 0), "line"), 3);
+	assert_int_equal(tu_json_int(step_at(plan, 0, 0), "line"), 3);
 	json_decref(plan);
 }
 
@@ -614,8 +586,8 @@ static void test_context_symlinks_stay_inside(void **state)
 	(void)state;
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *secret = tmp_write(t.path, "outside/secret.txt", "secret\n");
-	cleanup_free char *inside = tmp_write(t.path, "ctx/dir/file.txt", "inside\n");
+	cleanup_free char *secret = tu_write_under(t.path, "outside/secret.txt", "secret\n");
+	cleanup_free char *inside = tu_write_under(t.path, "ctx/dir/file.txt", "inside\n");
 	cleanup_free char *abs_link = ib_path_join(t.path, "ctx/abs");
 	cleanup_free char *rel_link = ib_path_join(t.path, "ctx/up");
 	cleanup_free char *ok_link = ib_path_join(t.path, "ctx/alias");
@@ -623,7 +595,7 @@ static void test_context_symlinks_stay_inside(void **state)
 	assert_int_equal(symlink("../outside", rel_link), 0);
 	assert_int_equal(symlink("dir", ok_link), 0);
 	cleanup_free char *ctx = ib_path_join(t.path, "ctx");
-	cleanup_free char *path = tmp_write(
+	cleanup_free char *path = tu_write_under(
 	    t.path, "recipe.lua",
 	    "from 'scratch'\n"
 	    "label { via_alias = context.read('alias/file.txt'),\n"
@@ -644,7 +616,7 @@ static void test_context_symlinks_stay_inside(void **state)
 	json_decref(plan);
 
 	cleanup_free char *bad =
-	    tmp_write(t.path, "bad.lua", "from 'scratch'\ncopy { 'up/secret.txt', '/s' }\n");
+	    tu_write_under(t.path, "bad.lua", "from 'scratch'\ncopy { 'up/secret.txt', '/s' }\n");
 	free(msg);
 	msg = NULL;
 	assert_true(eval_path(bad, ctx, NULL, &plan, &msg) < 0);
@@ -660,7 +632,7 @@ static void test_long_recipe_path_is_not_truncated(void **state)
 	(void)state;
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *path = tmp_write(
+	cleanup_free char *path = tu_write_under(
 	    t.path, "a-very-long-directory-name-that-lua-would-shorten/and-another-one/recipe.lua",
 	    "from 'scratch'\n\nlocal t = nil\nrun(t.x)\n");
 	json_t *plan = NULL;
@@ -674,21 +646,14 @@ static void test_long_recipe_path_is_not_truncated(void **state)
 
 /* ---- limits: nothing a recipe does stalls or crashes the evaluation ---- */
 
-static double now_seconds(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Evaluate `content`; it must fail with a message that starts with
  * "recipe.lua:LINE: " and contains `sub`, within `seconds`. */
 static void expect_failure(const char *content, int line, const char *sub, double seconds)
 {
 	json_t *plan = NULL;
-	double t0 = now_seconds();
+	double t0 = tu_now();
 	cleanup_free char *msg = eval_text(content, &plan);
-	double took = now_seconds() - t0;
+	double took = tu_now() - t0;
 	if (!msg)
 		fail_msg("evaluated without error: %s", content);
 	cleanup_free char *where = xasprintf("recipe.lua:%d: ", line);
@@ -920,7 +885,7 @@ static void test_invalid_utf8_is_an_error(void **state)
 	/* the plan records the recipe's file name: it must be UTF-8 too */
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *path = tmp_write(t.path, "caf\xe9.lua", "from 'scratch'\n");
+	cleanup_free char *path = tu_write_under(t.path, "caf\xe9.lua", "from 'scratch'\n");
 	free(msg);
 	msg = NULL;
 	assert_true(eval_path(path, NULL, NULL, &plan, &msg) < 0);
@@ -934,8 +899,9 @@ static void test_require_refuses_symlinks_leaving_the_recipe_dir(void **state)
 	(void)state;
 	tmpdir t;
 	tmp_make(&t);
-	cleanup_free char *outside = tmp_write(t.path, "outside/secret.lua", "return 'secret'\n");
-	cleanup_free char *inside = tmp_write(t.path, "r/lib/real.lua", "return 'inside'\n");
+	cleanup_free char *outside =
+	    tu_write_under(t.path, "outside/secret.lua", "return 'secret'\n");
+	cleanup_free char *inside = tu_write_under(t.path, "r/lib/real.lua", "return 'inside'\n");
 	cleanup_free char *abs_link = ib_path_join(t.path, "r/lib/etc.lua");
 	cleanup_free char *rel_link = ib_path_join(t.path, "r/lib/up.lua");
 	cleanup_free char *dir_link = ib_path_join(t.path, "r/far");
@@ -945,13 +911,13 @@ static void test_require_refuses_symlinks_leaving_the_recipe_dir(void **state)
 	assert_int_equal(symlink("../outside", dir_link), 0);
 	assert_int_equal(symlink("real.lua", ok_link), 0);
 	cleanup_free char *path =
-	    tmp_write(t.path, "r/recipe.lua",
-		      "from 'scratch'\n"
-		      "label { alias = require 'lib.alias',\n"
-		      "        etc = tostring((pcall(require, 'lib.etc'))),\n"
-		      "        up = tostring((pcall(require, 'lib.up'))),\n"
-		      "        far = tostring((pcall(require, 'far.secret'))) }\n"
-		      "require 'lib.etc'\n");
+	    tu_write_under(t.path, "r/recipe.lua",
+			   "from 'scratch'\n"
+			   "label { alias = require 'lib.alias',\n"
+			   "        etc = tostring((pcall(require, 'lib.etc'))),\n"
+			   "        up = tostring((pcall(require, 'lib.up'))),\n"
+			   "        far = tostring((pcall(require, 'far.secret'))) }\n"
+			   "require 'lib.etc'\n");
 	json_t *plan = NULL;
 	cleanup_free char *msg = NULL;
 	assert_true(eval_path(path, NULL, NULL, &plan, &msg) < 0);
@@ -964,12 +930,12 @@ static void test_require_refuses_symlinks_leaving_the_recipe_dir(void **state)
 
 	/* without the last line: the caught errors, the alias works */
 	cleanup_free char *path2 =
-	    tmp_write(t.path, "r/recipe2.lua",
-		      "from 'scratch'\n"
-		      "label { alias = require 'lib.alias',\n"
-		      "        etc = tostring((pcall(require, 'lib.etc'))),\n"
-		      "        up = tostring((pcall(require, 'lib.up'))),\n"
-		      "        far = tostring((pcall(require, 'far.secret'))) }\n");
+	    tu_write_under(t.path, "r/recipe2.lua",
+			   "from 'scratch'\n"
+			   "label { alias = require 'lib.alias',\n"
+			   "        etc = tostring((pcall(require, 'lib.etc'))),\n"
+			   "        up = tostring((pcall(require, 'lib.up'))),\n"
+			   "        far = tostring((pcall(require, 'far.secret'))) }\n");
 	free(msg);
 	msg = NULL;
 	if (eval_path(path2, NULL, NULL, &plan, &msg) < 0)

@@ -36,7 +36,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	ib_rm_rf(tmp, NULL);
+	tu_rm_rf(tmp);
 	free(tmp);
 	tmp = NULL;
 	return 0;
@@ -44,12 +44,7 @@ static int teardown(void **state)
 
 static char *write_tmp(const char *name, const char *text)
 {
-	char *p = ib_path_join(tmp, name);
-	cleanup_free char *dir = xstrdup(p);
-	*strrchr(dir, '/') = '\0';
-	assert_int_equal(ib_mkdir_p(dir, 0755, NULL), 0);
-	assert_int_equal(ib_write_file_atomic(p, text, strlen(text), 0644, NULL), 0);
-	return p;
+	return tu_write_under(tmp, name, text);
 }
 
 static ib_regconf *load_ok(const char *conf, const char *dropins, const char *daemon)

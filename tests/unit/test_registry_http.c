@@ -79,13 +79,6 @@ static int get_manifest(ib_registry_session *s, ib_error **err)
 	return r;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ---- retries ---- */
 
 static void test_retries_5xx_then_succeeds(void **state)
@@ -113,9 +106,9 @@ static void test_retry_after_is_honoured_on_429(void **state)
 	tu_http *srv = tu_http_start(scripted, &sc);
 	ib_registry_session *s = open_session(srv, NULL, NULL, NULL);
 	ib_error *err = NULL;
-	double t0 = now_s();
+	double t0 = tu_now();
 	assert_int_equal(get_manifest(s, &err), 0);
-	assert_true(now_s() - t0 >= 0.95);
+	assert_true(tu_now() - t0 >= 0.95);
 	assert_int_equal(sc.next, 2);
 	ib_registry_session_free(s);
 	tu_http_stop(srv);

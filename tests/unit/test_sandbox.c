@@ -26,6 +26,7 @@
 
 #include "sandbox.h"
 #include "sandbox_internal.h"
+#include "testutil.h"
 #include "util.h"
 
 #define BUSYBOX "/bin/busybox"
@@ -38,26 +39,6 @@ static const char *g_skip;
 static int g_run_seq;
 
 /* ---- helpers ---- */
-
-static void write_text(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	assert_int_equal(fclose(f), 0);
-}
-
-static char *read_text(const char *path)
-{
-	char *s = NULL;
-	size_t n = 0;
-	ib_error *e = NULL;
-	if (ib_read_file(path, 1 << 20, &s, &n, &e) < 0) {
-		ib_error_free(&e);
-		return NULL;
-	}
-	return s;
-}
 
 static char *mkdirs(const char *base, const char *rel)
 {
@@ -149,16 +130,16 @@ static int group_setup(void **state)
 	g_etc_layer = mkdirs(g_base, "layers/etc");
 	char *etc = mkdirs(g_etc_layer, "etc");
 	char *p = ib_path_join(etc, "passwd");
-	write_text(p, "root:x:0:0:root:/root:/bin/sh\n"
-		      "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n");
+	tu_write_text(p, "root:x:0:0:root:/root:/bin/sh\n"
+			 "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n");
 	free(p);
 	p = ib_path_join(etc, "group");
-	write_text(p, "root:x:0:\nstaff:x:50:bob,alice\nalice:x:1000:\nother:x:60:bob\n");
+	tu_write_text(p, "root:x:0:\nstaff:x:50:bob,alice\nalice:x:1000:\nother:x:60:bob\n");
 	free(p);
 	free(etc);
 	char *data = mkdirs(g_etc_layer, "data");
 	p = ib_path_join(data, "file");
-	write_text(p, "lower data\n");
+	tu_write_text(p, "lower data\n");
 	free(p);
 	free(data);
 	free(mkdirs(g_etc_layer, "home/alice"));
@@ -308,13 +289,6 @@ static void dump_lines(const tctx *t)
 		print_message("  | %s\n", t->lines[i]);
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ---- output and status ---- */
 
 static void test_output_lines_and_exit_status(void **state)
@@ -365,7 +339,7 @@ static void test_written_file_lands_in_upper(void **state)
 	assert_int_equal(run_sh(t, "mkdir -p /out && echo data > /out/file", NULL), 0);
 	assert_int_equal(t->status, 0);
 	char *p = ib_path_join(t->upper, "out/file");
-	char *s = read_text(p);
+	char *s = tu_read_file(p);
 	assert_non_null(s);
 	assert_string_equal(s, "data\n");
 	free(s);
@@ -416,7 +390,7 @@ static void test_scratch_stack_gets_mount_points_without_trace(void **state)
 	ib_sandbox_options o;
 	tweak_init(t, &o);
 	o.lower_dirs = lowers;
-	char *hosts = read_text("/etc/hosts");
+	char *hosts = tu_read_file("/etc/hosts");
 	assert_non_null(hosts);
 	char first[256];
 	snprintf(first, sizeof(first), "%.*s", (int)strcspn(hosts, "\n"), hosts);
@@ -479,7 +453,7 @@ static void test_long_lower_stack(void **state)
 		char *rel = xasprintf("stack/L%03d/layers", i);
 		char *d = mkdirs(t->dir, rel);
 		char *f = xasprintf("%s/f%03d", d, i);
-		write_text(f, "x");
+		tu_write_text(f, "x");
 		free(f);
 		free(d);
 		free(rel);
@@ -568,6 +542,65 @@ static void test_named_user_from_container_passwd(void **state)
 	assert_int_equal(run_sh(t, "id -u; id -G", &o), 0);
 	assert_string_equal(t->lines[0], "1000");
 	assert_string_equal(t->lines[1], "60");
+}
+
+/* /etc/passwd read by the parser the builder uses (passwd.h): a line longer
+ * than any line buffer, a line with only four fields.  The ids come from
+ * /proc: busybox's id would refuse the four-field line. */
+static void test_user_lines_read_by_the_shared_parser(void **state)
+{
+	SKIP_IF_NEEDED();
+	tctx *t = *state;
+	char *etc = mkdirs(t->dir, "pw-layer/etc");
+	char *p = ib_path_join(etc, "passwd");
+	ib_buf pw = IB_BUF_INIT;
+	ib_buf_appendf(&pw, "root:x:0:0:root:/root:/bin/sh\nbob:x:1200:1201:");
+	for (int i = 0; i < 10000; i++)
+		ib_buf_append(&pw, "b", 1);
+	ib_buf_appendf(&pw, ":/home/bob:/bin/sh\nshort:x:1300:1301\n");
+	tu_write_text(p, pw.data);
+	ib_buf_free(&pw);
+	free(p);
+	char *layer = ib_path_join(t->dir, "pw-layer");
+	char *lowers[] = {layer, g_etc_layer, g_bin_layer, NULL};
+	ib_sandbox_options o;
+	tweak_init(t, &o);
+	o.lower_dirs = lowers;
+	const char *ids = "grep -E '^(Uid|Gid|Groups):' /proc/self/status | tr -s '\\t ' ' '; "
+			  "echo $HOME";
+	o.user = "bob";
+	assert_int_equal(run_sh(t, ids, &o), 0);
+	dump_lines(t);
+	assert_int_equal(t->status, 0);
+	assert_string_equal(t->lines[0], "Uid: 1200 1200 1200 1200");
+	assert_string_equal(t->lines[1], "Gid: 1201 1201 1201 1201");
+	assert_string_equal(t->lines[2], "Groups: 50 60 1201 "); /* staff and other list bob */
+	assert_string_equal(t->lines[3], "/home/bob");
+	o.user = "short";
+	assert_int_equal(run_sh(t, ids, &o), 0);
+	dump_lines(t);
+	assert_int_equal(t->status, 0);
+	assert_string_equal(t->lines[0], "Uid: 1300 1300 1300 1300");
+	assert_string_equal(t->lines[1], "Gid: 1301 1301 1301 1301");
+	assert_string_equal(t->lines[3], "/"); /* no home field */
+	free(layer);
+	free(etc);
+}
+
+/* A uid found in passwd brings its group, memberships and home. */
+static void test_numeric_user_known_to_passwd(void **state)
+{
+	SKIP_IF_NEEDED();
+	tctx *t = *state;
+	ib_sandbox_options o;
+	tweak_init(t, &o);
+	o.user = "1000";
+	assert_int_equal(run_sh(t, "id -u; id -G; echo $HOME", &o), 0);
+	dump_lines(t);
+	assert_int_equal(t->status, 0);
+	assert_string_equal(t->lines[0], "1000");
+	assert_string_equal(t->lines[1], "1000 50");
+	assert_string_equal(t->lines[2], "/home/alice");
 }
 
 static void test_unknown_user_or_group_fails_the_sandbox(void **state)
@@ -659,7 +692,7 @@ static void test_network_default_shares_host(void **state)
 {
 	SKIP_IF_NEEDED();
 	tctx *t = *state;
-	char *dev = read_text("/proc/net/dev");
+	char *dev = tu_read_file("/proc/net/dev");
 	assert_non_null(dev);
 	int host_ifaces = 0;
 	for (char *p = dev; (p = strchr(p, ':')); p++)
@@ -685,9 +718,9 @@ static void test_timeout_kills_the_namespace(void **state)
 	ib_sandbox_options o;
 	tweak_init(t, &o);
 	o.timeout_sec = 1;
-	double t0 = now_s();
+	double t0 = tu_now();
 	assert_int_equal(run_sh(t, "sleep 100 & echo started; sleep 100", &o), 0);
-	double took = now_s() - t0;
+	double took = tu_now() - t0;
 	assert_true(took < 5.0);
 	assert_true(took >= 0.9);
 	assert_int_equal(t->status, 137);
@@ -699,10 +732,10 @@ static void test_background_process_does_not_hang(void **state)
 {
 	SKIP_IF_NEEDED();
 	tctx *t = *state;
-	double t0 = now_s();
+	double t0 = tu_now();
 	/* the background sleep keeps the output pipe open */
 	assert_int_equal(run_sh(t, "sleep 100 & echo started", NULL), 0);
-	assert_true(now_s() - t0 < 5.0);
+	assert_true(tu_now() - t0 < 5.0);
 	assert_int_equal(t->status, 0);
 	assert_true(has_line(t, "started"));
 }
@@ -980,7 +1013,7 @@ static void test_cache_mount_is_shared_and_not_captured(void **state)
 	tctx *t = *state;
 	char *cache = mkdirs(t->dir, "cache");
 	char *old = ib_path_join(cache, "old");
-	write_text(old, "from before\n");
+	tu_write_text(old, "from before\n");
 	ib_sandbox_mount m = {cache, "/var/cache/thing/", false, false};
 	ib_sandbox_options o;
 	tweak_init(t, &o);
@@ -1001,7 +1034,7 @@ static void test_secret_is_readable_read_only_and_not_captured(void **state)
 	SKIP_IF_NEEDED();
 	tctx *t = *state;
 	char *secret = ib_path_join(t->dir, "secret");
-	write_text(secret, "s3cret\n");
+	tu_write_text(secret, "s3cret\n");
 	ib_sandbox_mount m = {secret, "/run/secrets/token", true, true};
 	ib_sandbox_options o;
 	tweak_init(t, &o);
@@ -1012,7 +1045,7 @@ static void test_secret_is_readable_read_only_and_not_captured(void **state)
 	assert_true(has_line(t, "s3cret"));
 	assert_true(has_line(t, "ro"));
 	assert_false(exists_in(t->upper, "run"));
-	char *s = read_text(secret);
+	char *s = tu_read_file(secret);
 	assert_string_equal(s, "s3cret\n");
 	free(s);
 	free(secret);
@@ -1123,6 +1156,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_env_and_default_path_and_home, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_numeric_user_and_group, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_named_user_from_container_passwd, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_user_lines_read_by_the_shared_parser, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_numeric_user_known_to_passwd, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unknown_user_or_group_fails_the_sandbox, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_workdir_is_created_and_entered, setup, teardown),

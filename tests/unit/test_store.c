@@ -25,6 +25,7 @@
 #include "error.h"
 #include "oci.h"
 #include "store.h"
+#include "testutil.h"
 #include "util.h"
 
 /* sha256("hello") */
@@ -38,13 +39,10 @@ typedef struct fixture {
 static int setup(void **state)
 {
 	fixture *f = xcalloc(1, sizeof(*f));
-	char tmpl[] = "/tmp/ib-test-store-XXXXXX";
-	assert_non_null(mkdtemp(tmpl));
+	cleanup_free char *tmp = tu_tmpdir();
 	/* a root that does not exist yet: open must create it */
-	f->root = xasprintf("%s/nested/root", tmpl);
-	ib_error *err = NULL;
-	if (ib_store_open(&f->s, f->root, &err) < 0)
-		fail_msg("open: %s", ib_error_msg(err));
+	f->root = xasprintf("%s/nested/root", tmp);
+	f->s = tu_store_open(f->root);
 	*state = f;
 	return 0;
 }
@@ -56,7 +54,7 @@ static int teardown(void **state)
 	char *top = xstrdup(f->root);
 	char *p = strstr(top, "/nested/root");
 	*p = '\0';
-	ib_rm_rf(top, NULL);
+	tu_rm_rf(top);
 	free(top);
 	free(f->root);
 	free(f);
@@ -65,42 +63,15 @@ static int teardown(void **state)
 
 /* ---- helpers ---- */
 
-static void must(int r, ib_error **err, const char *what)
-{
-	if (r < 0)
-		fail_msg("%s: %s", what, ib_error_msg(*err));
-	assert_null(*err);
-}
-
 static char *path_in(fixture *f, const char *rel)
 {
 	return ib_path_join(f->root, rel);
 }
 
-static size_t count_entries(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return 0;
-	size_t n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			n++;
-	closedir(d);
-	return n;
-}
-
 static void put(fixture *f, const char *data, char digest[IB_DIGEST_BUFLEN])
 {
 	ib_error *err = NULL;
-	must(ib_store_blob_put(f->s, data, strlen(data), digest, &err), &err, "blob put");
-}
-
-static void write_file(const char *path, const char *data)
-{
-	ib_error *err = NULL;
-	must(ib_write_file_atomic(path, data, strlen(data), 0644, &err), &err, path);
+	tu_must(ib_store_blob_put(f->s, data, strlen(data), digest, &err), &err, "blob put");
 }
 
 /* One image: a layer blob with content "layer:<seed>" (its diff_id is
@@ -126,7 +97,8 @@ static void make_image(fixture *f, const char *seed, const char *arch, ib_descri
 	put(f, content, layer.digest);
 	json_t *cfg = make_config(arch, layer.digest);
 	json_t *ann = json_pack("{s:s}", "seed", seed);
-	must(ib_store_image_write(f->s, cfg, &layer, 1, ann, desc_out, &err), &err, "image write");
+	tu_must(ib_store_image_write(f->s, cfg, &layer, 1, ann, desc_out, &err), &err,
+		"image write");
 	json_decref(cfg);
 	json_decref(ann);
 }
@@ -134,7 +106,7 @@ static void make_image(fixture *f, const char *seed, const char *arch, ib_descri
 static void tag(fixture *f, const char *name, const ib_descriptor *d)
 {
 	ib_error *err = NULL;
-	must(ib_store_tag_set(f->s, name, d, &err), &err, name);
+	tu_must(ib_store_tag_set(f->s, name, d, &err), &err, name);
 }
 
 static ib_image *load_ok(fixture *f, const char *ref)
@@ -181,7 +153,7 @@ static void test_open_creates_layout(void **state)
 	cleanup_free char *data = NULL;
 	size_t len;
 	ib_error *err = NULL;
-	must(ib_read_file(layout, 4096, &data, &len, &err), &err, "read oci-layout");
+	tu_must(ib_read_file(layout, 4096, &data, &len, &err), &err, "read oci-layout");
 	assert_string_equal(data, "{\"imageLayoutVersion\":\"1.0.0\"}");
 
 	cleanup_free char *index = path_in(f, "oci/index.json");
@@ -205,7 +177,7 @@ static void test_open_creates_layout(void **state)
 
 	/* a second open of an existing store works and changes nothing */
 	ib_store *s2 = NULL;
-	must(ib_store_open(&s2, f->root, &err), &err, "reopen");
+	tu_must(ib_store_open(&s2, f->root, &err), &err, "reopen");
 	ib_store_free(s2);
 }
 
@@ -213,7 +185,7 @@ static void test_open_rejects_file_as_root(void **state)
 {
 	fixture *f = *state;
 	cleanup_free char *file = path_in(f, "plainfile");
-	write_file(file, "x");
+	tu_write_text(file, "x");
 	ib_store *s = NULL;
 	ib_error *err = NULL;
 	assert_true(ib_store_open(&s, file, &err) < 0);
@@ -255,20 +227,20 @@ static void test_blob_put_read_roundtrip(void **state)
 	char *data = NULL;
 	size_t len = 0;
 	ib_error *err = NULL;
-	must(ib_store_blob_read(f->s, HELLO_DIGEST, 100, &data, &len, &err), &err, "read");
+	tu_must(ib_store_blob_read(f->s, HELLO_DIGEST, 100, &data, &len, &err), &err, "read");
 	assert_int_equal(len, 5);
 	assert_string_equal(data, "hello");
 	free(data);
 
 	int fd = -1;
 	int64_t size = 0;
-	must(ib_store_blob_open(f->s, HELLO_DIGEST, &fd, &size, &err), &err, "open");
+	tu_must(ib_store_blob_open(f->s, HELLO_DIGEST, &fd, &size, &err), &err, "open");
 	assert_int_equal(size, 5);
 	close(fd);
 	assert_int_equal(ib_store_blob_verify(f->s, HELLO_DIGEST, &err), 0);
 	/* nothing is left behind in tmp */
 	cleanup_free char *tmp = path_in(f, "tmp");
-	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(tu_count_entries(tmp), 0);
 }
 
 static void test_blob_put_existing_is_idempotent(void **state)
@@ -279,9 +251,9 @@ static void test_blob_put_existing_is_idempotent(void **state)
 	put(f, "hello", d2);
 	assert_string_equal(d1, d2);
 	cleanup_free char *blobs = path_in(f, "oci/blobs/sha256");
-	assert_int_equal(count_entries(blobs), 1);
+	assert_int_equal(tu_count_entries(blobs), 1);
 	cleanup_free char *tmp = path_in(f, "tmp");
-	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(tu_count_entries(tmp), 0);
 }
 
 static void test_blob_writer_streams_large_content(void **state)
@@ -289,7 +261,7 @@ static void test_blob_writer_streams_large_content(void **state)
 	fixture *f = *state;
 	ib_error *err = NULL;
 	ib_blob_writer *w = NULL;
-	must(ib_blob_writer_new(&w, f->s, &err), &err, "writer");
+	tu_must(ib_blob_writer_new(&w, f->s, &err), &err, "writer");
 	/* chunk sizes around the internal buffer size, including big ones */
 	size_t total = 0;
 	ib_digest_ctx *h = ib_digest_new();
@@ -299,7 +271,7 @@ static void test_blob_writer_streams_large_content(void **state)
 		for (size_t k = 0; k < sizes[i]; k++)
 			chunk[k] = (unsigned char)(k * 31 + i);
 		ib_digest_update(h, chunk, sizes[i]);
-		must(ib_blob_writer_write(w, chunk, sizes[i], &err), &err, "write");
+		tu_must(ib_blob_writer_write(w, chunk, sizes[i], &err), &err, "write");
 		total += sizes[i];
 		assert_int_equal(ib_blob_writer_size(w), (int64_t)total);
 	}
@@ -310,7 +282,7 @@ static void test_blob_writer_streams_large_content(void **state)
 
 	char got[IB_DIGEST_BUFLEN];
 	int64_t size = -1;
-	must(ib_blob_writer_commit(w, want, (int64_t)total, got, &size, &err), &err, "commit");
+	tu_must(ib_blob_writer_commit(w, want, (int64_t)total, got, &size, &err), &err, "commit");
 	assert_string_equal(got, want);
 	assert_int_equal(size, (int64_t)total);
 	assert_int_equal(ib_store_blob_verify(f->s, want, &err), 0);
@@ -325,8 +297,8 @@ static void test_blob_writer_digest_mismatch_stores_nothing(void **state)
 	fixture *f = *state;
 	ib_error *err = NULL;
 	ib_blob_writer *w = NULL;
-	must(ib_blob_writer_new(&w, f->s, &err), &err, "writer");
-	must(ib_blob_writer_write(w, "hellO", 5, &err), &err, "write");
+	tu_must(ib_blob_writer_new(&w, f->s, &err), &err, "writer");
+	tu_must(ib_blob_writer_write(w, "hellO", 5, &err), &err, "write");
 	char got[IB_DIGEST_BUFLEN] = "";
 	int r = ib_blob_writer_commit(w, HELLO_DIGEST, 5, got, NULL, &err);
 	assert_int_equal(r, IB_EDIGEST);
@@ -335,9 +307,9 @@ static void test_blob_writer_digest_mismatch_stores_nothing(void **state)
 	    strstr(err->msg, "digest mismatch: expected " HELLO_DIGEST ", got sha256:"));
 	ib_error_free(&err);
 	cleanup_free char *blobs = path_in(f, "oci/blobs/sha256");
-	assert_int_equal(count_entries(blobs), 0);
+	assert_int_equal(tu_count_entries(blobs), 0);
 	cleanup_free char *tmp = path_in(f, "tmp");
-	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(tu_count_entries(tmp), 0);
 	assert_false(ib_store_blob_exists(f->s, HELLO_DIGEST));
 }
 
@@ -346,14 +318,14 @@ static void test_blob_writer_size_mismatch_stores_nothing(void **state)
 	fixture *f = *state;
 	ib_error *err = NULL;
 	ib_blob_writer *w = NULL;
-	must(ib_blob_writer_new(&w, f->s, &err), &err, "writer");
-	must(ib_blob_writer_write(w, "hello", 5, &err), &err, "write");
+	tu_must(ib_blob_writer_new(&w, f->s, &err), &err, "writer");
+	tu_must(ib_blob_writer_write(w, "hello", 5, &err), &err, "write");
 	assert_int_equal(ib_blob_writer_commit(w, HELLO_DIGEST, 6, NULL, NULL, &err), IB_EDIGEST);
 	assert_non_null(strstr(err->msg, "size mismatch"));
 	ib_error_free(&err);
 	assert_false(ib_store_blob_exists(f->s, HELLO_DIGEST));
 	cleanup_free char *tmp = path_in(f, "tmp");
-	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(tu_count_entries(tmp), 0);
 }
 
 static void test_blob_writer_bad_expected_digest(void **state)
@@ -361,13 +333,13 @@ static void test_blob_writer_bad_expected_digest(void **state)
 	fixture *f = *state;
 	ib_error *err = NULL;
 	ib_blob_writer *w = NULL;
-	must(ib_blob_writer_new(&w, f->s, &err), &err, "writer");
-	must(ib_blob_writer_write(w, "hello", 5, &err), &err, "write");
+	tu_must(ib_blob_writer_new(&w, f->s, &err), &err, "writer");
+	tu_must(ib_blob_writer_write(w, "hello", 5, &err), &err, "write");
 	assert_int_equal(ib_blob_writer_commit(w, "sha256:../../x", -1, NULL, NULL, &err),
 			 IB_EINVALID);
 	ib_error_free(&err);
 	cleanup_free char *tmp = path_in(f, "tmp");
-	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(tu_count_entries(tmp), 0);
 }
 
 static void test_blob_writer_abort_removes_temp(void **state)
@@ -375,13 +347,13 @@ static void test_blob_writer_abort_removes_temp(void **state)
 	fixture *f = *state;
 	ib_error *err = NULL;
 	ib_blob_writer *w = NULL;
-	must(ib_blob_writer_new(&w, f->s, &err), &err, "writer");
-	must(ib_blob_writer_write(w, "hello", 5, &err), &err, "write");
+	tu_must(ib_blob_writer_new(&w, f->s, &err), &err, "writer");
+	tu_must(ib_blob_writer_write(w, "hello", 5, &err), &err, "write");
 	cleanup_free char *tmp = path_in(f, "tmp");
-	assert_int_equal(count_entries(tmp), 1);
+	assert_int_equal(tu_count_entries(tmp), 1);
 	ib_blob_writer_abort(w);
 	ib_blob_writer_abort(NULL);
-	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(tu_count_entries(tmp), 0);
 	assert_false(ib_store_blob_exists(f->s, HELLO_DIGEST));
 }
 
@@ -395,7 +367,7 @@ static void test_blob_read_size_cap(void **state)
 	assert_int_equal(ib_store_blob_read(f->s, digest, 4, &data, NULL, &err), IB_ETOOLARGE);
 	assert_null(data);
 	ib_error_free(&err);
-	must(ib_store_blob_read(f->s, digest, 5, &data, NULL, &err), &err, "read at cap");
+	tu_must(ib_store_blob_read(f->s, digest, 5, &data, NULL, &err), &err, "read at cap");
 	free(data);
 }
 
@@ -470,7 +442,7 @@ static void test_tag_set_get_list_remove(void **state)
 
 	ib_error *err = NULL;
 	ib_descriptor got;
-	must(ib_store_tag_get(f->s, "docker.io/library/a:latest", &got, &err), &err, "get");
+	tu_must(ib_store_tag_get(f->s, "docker.io/library/a:latest", &got, &err), &err, "get");
 	assert_string_equal(got.digest, d.digest);
 	assert_string_equal(got.media_type, IB_MT_OCI_MANIFEST);
 	assert_int_equal(got.size, d.size);
@@ -480,19 +452,19 @@ static void test_tag_set_get_list_remove(void **state)
 
 	ib_store_tag *tags = NULL;
 	size_t n = 0;
-	must(ib_store_tags(f->s, &tags, &n, &err), &err, "tags");
+	tu_must(ib_store_tags(f->s, &tags, &n, &err), &err, "tags");
 	assert_int_equal(n, 2);
 	assert_string_equal(tags[0].name, "docker.io/library/a:latest");
 	assert_string_equal(tags[1].name, "docker.io/library/b:1");
 	assert_string_equal(tags[1].desc.digest, d.digest);
 	ib_store_tags_free(tags, n);
 
-	must(ib_store_tag_remove(f->s, "docker.io/library/a:latest", &err), &err, "remove");
+	tu_must(ib_store_tag_remove(f->s, "docker.io/library/a:latest", &err), &err, "remove");
 	assert_int_equal(ib_store_tag_get(f->s, "docker.io/library/a:latest", &got, &err),
 			 IB_ENOTFOUND);
 	assert_string_equal(err->msg, "image \"a:latest\" not found in the store");
 	ib_error_free(&err);
-	must(ib_store_tags(f->s, &tags, &n, &err), &err, "tags");
+	tu_must(ib_store_tags(f->s, &tags, &n, &err), &err, "tags");
 	assert_int_equal(n, 1);
 	ib_store_tags_free(tags, n);
 	/* the blobs stay until prune */
@@ -522,7 +494,7 @@ static void test_tag_replace_points_at_new_image(void **state)
 	ib_store_tag *tags = NULL;
 	size_t n = 0;
 	ib_error *err = NULL;
-	must(ib_store_tags(f->s, &tags, &n, &err), &err, "tags");
+	tu_must(ib_store_tags(f->s, &tags, &n, &err), &err, "tags");
 	assert_int_equal(n, 1);
 	assert_string_equal(tags[0].desc.digest, d2.digest);
 	ib_store_tags_free(tags, n);
@@ -561,7 +533,7 @@ static void test_index_json_is_valid_and_deterministic(void **state)
 	cleanup_free char *bytes1 = NULL;
 	size_t len1;
 	ib_error *err = NULL;
-	must(ib_read_file(index, 1 << 20, &bytes1, &len1, &err), &err, "read index");
+	tu_must(ib_read_file(index, 1 << 20, &bytes1, &len1, &err), &err, "read index");
 	json_error_t jerr;
 	json_t *j = json_loadb(bytes1, len1, 0, &jerr);
 	if (!j)
@@ -586,7 +558,7 @@ static void test_index_json_is_valid_and_deterministic(void **state)
 	/* same tags set in the other order in a fresh store: same bytes */
 	cleanup_free char *root2 = xasprintf("%s2", f->root);
 	ib_store *s2 = NULL;
-	must(ib_store_open(&s2, root2, &err), &err, "open 2");
+	tu_must(ib_store_open(&s2, root2, &err), &err, "open 2");
 	ib_store *saved = f->s;
 	char *saved_root = f->root;
 	f->s = s2;
@@ -601,7 +573,7 @@ static void test_index_json_is_valid_and_deterministic(void **state)
 	cleanup_free char *index2 = ib_path_join(root2, "oci/index.json");
 	cleanup_free char *bytes2 = NULL;
 	size_t len2;
-	must(ib_read_file(index2, 1 << 20, &bytes2, &len2, &err), &err, "read index 2");
+	tu_must(ib_read_file(index2, 1 << 20, &bytes2, &len2, &err), &err, "read index 2");
 	assert_int_equal(len1, len2);
 	assert_memory_equal(bytes1, bytes2, len1);
 	ib_store_free(s2);
@@ -623,7 +595,7 @@ static void test_index_json_keeps_foreign_entries(void **state)
 	    xasprintf("{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"%s\",\"digest\":\"%s\","
 		      "\"size\":%lld}]}",
 		      IB_MT_OCI_MANIFEST, d.digest, (long long)d.size);
-	write_file(index, doc);
+	tu_write_text(index, doc);
 	tag(f, "docker.io/library/x:latest", &d);
 	json_t *j = json_load_file(index, 0, NULL);
 	assert_non_null(j);
@@ -632,7 +604,7 @@ static void test_index_json_keeps_foreign_entries(void **state)
 	ib_store_tag *tags = NULL;
 	size_t n = 0;
 	ib_error *err = NULL;
-	must(ib_store_tags(f->s, &tags, &n, &err), &err, "tags");
+	tu_must(ib_store_tags(f->s, &tags, &n, &err), &err, "tags");
 	assert_int_equal(n, 1);
 	ib_store_tags_free(tags, n);
 	ib_descriptor_clear(&d);
@@ -671,20 +643,20 @@ static void test_concurrent_tag_set_from_processes(void **state)
 	ib_store_tag *tags = NULL;
 	size_t n = 0;
 	ib_error *err = NULL;
-	must(ib_store_tags(f->s, &tags, &n, &err), &err, "tags");
+	tu_must(ib_store_tags(f->s, &tags, &n, &err), &err, "tags");
 	assert_int_equal(n, PROCS * TAGS);
 	for (int p = 0; p < PROCS; p++) {
 		for (int t = 0; t < TAGS; t++) {
 			char name[64];
 			snprintf(name, sizeof(name), "localhost/p%d:t%d", p, t);
 			ib_descriptor got;
-			must(ib_store_tag_get(f->s, name, &got, &err), &err, name);
+			tu_must(ib_store_tag_get(f->s, name, &got, &err), &err, name);
 			ib_descriptor_clear(&got);
 		}
 	}
 	ib_store_tags_free(tags, n);
 	cleanup_free char *tmp = path_in(f, "tmp");
-	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(tu_count_entries(tmp), 0);
 	ib_descriptor_clear(&d);
 }
 
@@ -723,9 +695,9 @@ static void test_kill9_never_leaves_half_index(void **state)
 		ib_error *err = NULL;
 		ib_store_tag *tags = NULL;
 		size_t n = 0;
-		must(ib_store_tags(f->s, &tags, &n, &err), &err, "tags after kill");
+		tu_must(ib_store_tags(f->s, &tags, &n, &err), &err, "tags after kill");
 		ib_store_tags_free(tags, n);
-		assert_int_equal(count_entries(oci), 3); /* oci-layout index.json blobs */
+		assert_int_equal(tu_count_entries(oci), 3); /* oci-layout index.json blobs */
 		assert_int_equal(ib_store_verify(f->s, NULL, NULL, &err), 0);
 	}
 	ib_descriptor_clear(&d);
@@ -809,7 +781,7 @@ static void test_image_load_by_digest_and_prefix(void **state)
 	ib_image_free(img);
 
 	ib_error *err = NULL;
-	must(ib_store_image_load_digest(f->s, d.digest, &img, &err), &err, "load digest");
+	tu_must(ib_store_image_load_digest(f->s, d.digest, &img, &err), &err, "load digest");
 	assert_string_equal(img->desc.digest, d.digest);
 	ib_image_free(img);
 	ib_descriptor_clear(&d);
@@ -952,7 +924,7 @@ static void test_image_load_index_picks_platform(void **state)
 	di.media_type = IB_MT_OCI_INDEX;
 	di.size = (int64_t)len;
 	ib_error *err = NULL;
-	must(ib_store_blob_put(f->s, raw, len, di.digest, &err), &err, "put index");
+	tu_must(ib_store_blob_put(f->s, raw, len, di.digest, &err), &err, "put index");
 	tag(f, "docker.io/library/multi:latest", &di);
 
 	ib_image *img = load_ok(f, "multi");
@@ -964,8 +936,8 @@ static void test_image_load_index_picks_platform(void **state)
 	assert_string_equal(img->desc.digest, dh.digest);
 	ib_image_free(img);
 
-	must(ib_store_image_load_platform(f->s, "multi", "linux", other, NULL, &img, &err), &err,
-	     "load other");
+	tu_must(ib_store_image_load_platform(f->s, "multi", "linux", other, NULL, &img, &err), &err,
+		"load other");
 	assert_string_equal(img->desc.digest, dother.digest);
 	ib_image_free(img);
 
@@ -1036,7 +1008,7 @@ static void test_image_write_requires_layers_and_matching_config(void **state)
 	put(f, "hello", dg);
 	assert_int_equal(ib_store_image_write(f->s, cfg, &layer, 0, NULL, &out, &err), IB_EINVALID);
 	ib_error_free(&err);
-	must(ib_store_image_write(f->s, cfg, &layer, 1, NULL, &out, &err), &err, "write");
+	tu_must(ib_store_image_write(f->s, cfg, &layer, 1, NULL, &out, &err), &err, "write");
 	ib_descriptor_clear(&out);
 	json_decref(cfg);
 }
@@ -1103,7 +1075,7 @@ static void test_verify_reports_corrupt_missing_and_bad_names(void **state)
 	cleanup_free char *lp = ib_store_blob_path(f->s, layer);
 	assert_int_equal(unlink(lp), 0);
 	cleanup_free char *junk = path_in(f, "oci/blobs/sha256/not-a-digest");
-	write_file(junk, "junk");
+	tu_write_text(junk, "junk");
 
 	struct problems p = {0, NULL};
 	ib_error *err = NULL;
@@ -1149,10 +1121,10 @@ static void test_prune_removes_unreferenced(void **state)
 		cleanup_free char *dir = ib_store_layer_dir(f->s, dirs[i]);
 		assert_int_equal(mkdir(dir, 0755), 0);
 		cleanup_free char *file = ib_path_join(dir, "file");
-		write_file(file, "content");
+		tu_write_text(file, "content");
 	}
 	cleanup_free char *tmpfile = path_in(f, "tmp/leftover");
-	write_file(tmpfile, "partial");
+	tu_write_text(tmpfile, "partial");
 	cleanup_free char *tmpdir = path_in(f, "tmp/leftover-dir");
 	assert_int_equal(mkdir(tmpdir, 0755), 0);
 
@@ -1166,7 +1138,7 @@ static void test_prune_removes_unreferenced(void **state)
 	opts.dry_run = true;
 	ib_prune_stats st;
 	ib_error *err = NULL;
-	must(ib_store_prune(f->s, &opts, &st, &err), &err, "prune dry");
+	tu_must(ib_store_prune(f->s, &opts, &st, &err), &err, "prune dry");
 	assert_int_equal(st.blobs_removed, 4); /* junk + gone's layer, config, manifest */
 	assert_int_equal(st.layers_removed, 1);
 	assert_int_equal(st.tmp_removed, 2);
@@ -1174,7 +1146,7 @@ static void test_prune_removes_unreferenced(void **state)
 	assert_true(ib_file_exists(tmpfile));
 
 	opts.dry_run = false;
-	must(ib_store_prune(f->s, &opts, &st, &err), &err, "prune");
+	tu_must(ib_store_prune(f->s, &opts, &st, &err), &err, "prune");
 	assert_int_equal(st.blobs_removed, 4);
 	assert_int_equal(st.layers_removed, 1);
 	assert_int_equal(st.tmp_removed, 2);
@@ -1187,7 +1159,7 @@ static void test_prune_removes_unreferenced(void **state)
 	assert_true(ib_store_layer_unpacked(f->s, kept_layer));
 	assert_false(ib_store_layer_unpacked(f->s, stray_layer));
 	cleanup_free char *tmp = path_in(f, "tmp");
-	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(tu_count_entries(tmp), 0);
 
 	/* the kept image is still complete */
 	img = load_ok(f, "keep");
@@ -1195,13 +1167,13 @@ static void test_prune_removes_unreferenced(void **state)
 	assert_int_equal(ib_store_verify(f->s, NULL, NULL, &err), 0);
 
 	/* after rmi, everything of it goes */
-	must(ib_store_tag_remove(f->s, "docker.io/library/keep:latest", &err), &err, "rmi");
-	must(ib_store_prune(f->s, NULL, &st, &err), &err, "prune 2");
+	tu_must(ib_store_tag_remove(f->s, "docker.io/library/keep:latest", &err), &err, "rmi");
+	tu_must(ib_store_prune(f->s, NULL, &st, &err), &err, "prune 2");
 	assert_int_equal(st.blobs_removed, 4); /* keep's 3 + cached */
 	cleanup_free char *blobs = path_in(f, "oci/blobs/sha256");
-	assert_int_equal(count_entries(blobs), 0);
+	assert_int_equal(tu_count_entries(blobs), 0);
 	cleanup_free char *layers = path_in(f, "layers");
-	assert_int_equal(count_entries(layers), 0);
+	assert_int_equal(tu_count_entries(layers), 0);
 	/* the store is still usable: the shared lock was taken back */
 	put(f, "hello", junk);
 	ib_descriptor_clear(&keep_img);
@@ -1233,14 +1205,14 @@ static void test_prune_keeps_index_children(void **state)
 	di.media_type = IB_MT_OCI_INDEX;
 	di.size = (int64_t)len;
 	ib_error *err = NULL;
-	must(ib_store_blob_put(f->s, raw, len, di.digest, &err), &err, "put index");
+	tu_must(ib_store_blob_put(f->s, raw, len, di.digest, &err), &err, "put index");
 	tag(f, "docker.io/library/multi:latest", &di);
 
 	ib_prune_stats st;
-	must(ib_store_prune(f->s, NULL, &st, &err), &err, "prune");
+	tu_must(ib_store_prune(f->s, NULL, &st, &err), &err, "prune");
 	assert_int_equal(st.blobs_removed, 0);
 	cleanup_free char *blobs = path_in(f, "oci/blobs/sha256");
-	assert_int_equal(count_entries(blobs), 4);
+	assert_int_equal(tu_count_entries(blobs), 4);
 	/* an absent sibling of a partial pull is not a verify problem */
 	assert_int_equal(ib_store_verify(f->s, NULL, NULL, &err), 0);
 	ib_descriptor_clear(&d);
@@ -1259,7 +1231,7 @@ static void test_prune_refuses_when_tagged_manifest_is_corrupt(void **state)
 	assert_non_null(strstr(err->msg, "x:latest"));
 	ib_error_free(&err);
 	cleanup_free char *blobs = path_in(f, "oci/blobs/sha256");
-	assert_int_equal(count_entries(blobs), 3);
+	assert_int_equal(tu_count_entries(blobs), 3);
 	ib_descriptor_clear(&d);
 }
 
@@ -1280,14 +1252,7 @@ static void test_open_holds_shared_gc_lock(void **state)
 	assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), 0);
 	close(fd);
 	ib_error *err = NULL;
-	must(ib_store_open(&f->s, f->root, &err), &err, "reopen");
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	tu_must(ib_store_open(&f->s, f->root, &err), &err, "reopen");
 }
 
 static void test_prune_waits_for_other_users(void **state)
@@ -1313,11 +1278,11 @@ static void test_prune_waits_for_other_users(void **state)
 	char c;
 	assert_int_equal(read(pipefd[0], &c, 1), 1);
 	close(pipefd[0]);
-	double t0 = now_s();
+	double t0 = tu_now();
 	ib_error *err = NULL;
 	ib_prune_stats st;
-	must(ib_store_prune(f->s, NULL, &st, &err), &err, "prune");
-	double waited = now_s() - t0;
+	tu_must(ib_store_prune(f->s, NULL, &st, &err), &err, "prune");
+	double waited = tu_now() - t0;
 	int status;
 	waitpid(pid, &status, 0);
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -1346,13 +1311,13 @@ static void test_kill9_during_blob_write_leaves_only_tmp(void **state)
 	assert_true(WIFSIGNALED(status));
 	cleanup_free char *blobs = path_in(f, "oci/blobs/sha256");
 	cleanup_free char *tmp = path_in(f, "tmp");
-	assert_int_equal(count_entries(blobs), 0);
-	assert_int_equal(count_entries(tmp), 1);
+	assert_int_equal(tu_count_entries(blobs), 0);
+	assert_int_equal(tu_count_entries(tmp), 1);
 	ib_prune_stats st;
 	ib_error *err = NULL;
-	must(ib_store_prune(f->s, NULL, &st, &err), &err, "prune");
+	tu_must(ib_store_prune(f->s, NULL, &st, &err), &err, "prune");
 	assert_int_equal(st.tmp_removed, 1);
-	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(tu_count_entries(tmp), 0);
 }
 
 /* ---- platforms ---- */

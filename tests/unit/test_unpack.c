@@ -29,6 +29,9 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "layer.h"
+#include "store.h"
+#include "testutil.h"
 #include "unpack.h"
 #include "util.h"
 
@@ -46,13 +49,11 @@ typedef struct fixture {
 static int setup(void **state)
 {
 	fixture *f = xcalloc(1, sizeof(*f));
-	char tmpl[] = "/tmp/ib-test-unpack-XXXXXX";
-	assert_non_null(mkdtemp(tmpl));
-	f->tmp = xstrdup(tmpl);
-	f->root = xasprintf("%s/root", tmpl);
-	f->victim = xasprintf("%s/victim", tmpl);
-	f->victim_x = xasprintf("%s/victim/x", tmpl);
-	f->tar = xasprintf("%s/layer.tar", tmpl);
+	f->tmp = tu_tmpdir();
+	f->root = xasprintf("%s/root", f->tmp);
+	f->victim = xasprintf("%s/victim", f->tmp);
+	f->victim_x = xasprintf("%s/victim/x", f->tmp);
+	f->tar = xasprintf("%s/layer.tar", f->tmp);
 	assert_int_equal(mkdir(f->root, 0755), 0);
 	assert_int_equal(mkdir(f->victim, 0755), 0);
 	assert_int_equal(chmod(f->victim, 0755), 0);
@@ -69,9 +70,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	fixture *f = *state;
-	ib_error *err = NULL;
-	if (ib_rm_rf(f->tmp, &err) < 0)
-		fail_msg("cleanup: %s", ib_error_msg(err));
+	tu_rm_rf(f->tmp);
 	free(f->tmp);
 	free(f->root);
 	free(f->victim);
@@ -224,18 +223,9 @@ static void expect_error(int r, ib_error **err, int code, const char *needle)
 
 /* ---- inspecting the result ---- */
 
-static char *slurp(const char *path)
-{
-	char *data = NULL;
-	ib_error *err = NULL;
-	if (ib_read_file(path, 1 << 20, &data, NULL, &err) < 0)
-		fail_msg("read %s: %s", path, ib_error_msg(err));
-	return data;
-}
-
 static void assert_content(const char *path, const char *want)
 {
-	char *got = slurp(path);
+	char *got = tu_read_file(path);
 	assert_string_equal(got, want);
 	free(got);
 }
@@ -359,15 +349,22 @@ static void write_raw_ustar(const fixture *f, const char *name, char typeflag)
 
 /* =================== hostile layers =================== */
 
+/* Unpacking the layer fails with code and a message naming needle, and
+ * nothing escaped. */
+static void unpack_refused(const fixture *f, int code, const char *needle)
+{
+	ib_error *err = NULL;
+	expect_error(unpack(f, &err), &err, code, needle);
+	assert_victim_intact(f);
+}
+
 static void test_dotdot_name_rejected(void **state)
 {
 	fixture *f = *state;
 	struct archive *a = tw_open(f);
 	tw_file(a, "../victim/x", 0644, "pwned");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_EUNSAFE, "../victim/x");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_EUNSAFE, "../victim/x");
 	assert_rel_listing(f, "", "");
 }
 
@@ -378,9 +375,7 @@ static void test_dotdot_inner_component_rejected(void **state)
 	tw_dir(a, "a/", 0755);
 	tw_file(a, "a/../../victim/x", 0644, "pwned");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_EUNSAFE, "a/../../victim/x");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_EUNSAFE, "a/../../victim/x");
 }
 
 static void test_dotdot_trailing_component_rejected(void **state)
@@ -389,9 +384,7 @@ static void test_dotdot_trailing_component_rejected(void **state)
 	struct archive *a = tw_open(f);
 	tw_dir(a, "a/..", 0777);
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_EUNSAFE, "\"a/..");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_EUNSAFE, "\"a/..");
 	assert_int_equal(lmode(f->root) & 07777, 0755);
 }
 
@@ -401,9 +394,7 @@ static void test_absolute_name_rejected(void **state)
 	struct archive *a = tw_open(f);
 	tw_file(a, f->victim_x, 0644, "pwned");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_EUNSAFE, "absolute");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_EUNSAFE, "absolute");
 	assert_rel_listing(f, "", "");
 }
 
@@ -411,9 +402,7 @@ static void test_empty_name_rejected(void **state)
 {
 	fixture *f = *state;
 	write_raw_ustar(f, "", '0');
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_EUNSAFE, "empty name");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_EUNSAFE, "empty name");
 }
 
 /* The symlink's target does not exist inside the root, so the write fails
@@ -461,9 +450,7 @@ static void test_symlink_escape_absolute_write_fails(void **state)
 	tw_symlink(a, "esc", f->victim);
 	tw_file(a, "esc/x", 0644, "pwned");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_ERROR, "esc/x");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_ERROR, "esc/x");
 }
 
 /* When the target path exists inside the root, the write lands there. */
@@ -491,9 +478,7 @@ static void test_symlink_escape_relative_write_fails(void **state)
 	tw_symlink(a, "esc", "../victim");
 	tw_file(a, "esc/new", 0644, "pwned");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_ERROR, "esc/new");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_ERROR, "esc/new");
 }
 
 static void test_symlink_escape_relative_resolves_in_root(void **state)
@@ -519,9 +504,7 @@ static void test_symlink_chain_escape_write_fails(void **state)
 	tw_symlink(a, "d", f->victim);
 	tw_file(a, "a/x", 0644, "pwned");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_ERROR, "a/x");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_ERROR, "a/x");
 }
 
 /* A chain climbing above the root is clamped at the root: parents are then
@@ -552,9 +535,7 @@ static void test_symlink_to_dir_new_file_through_it_fails(void **state)
 	tw_symlink(a, "d", f->victim);
 	tw_dir(a, "d/sub/", 0755);
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_ERROR, "d/sub");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_ERROR, "d/sub");
 }
 
 static void test_dir_replaced_by_symlink_then_written_through(void **state)
@@ -566,9 +547,7 @@ static void test_dir_replaced_by_symlink_then_written_through(void **state)
 	tw_symlink(a, "d", f->victim);
 	tw_file(a, "d/x", 0644, "pwned");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_ERROR, "d/x");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_ERROR, "d/x");
 	assert_true(S_ISLNK(rel_lmode(f, "d")));
 }
 
@@ -610,9 +589,7 @@ static void test_hardlink_dotdot_rejected(void **state)
 	struct archive *a = tw_open(f);
 	tw_hardlink(a, "h", "../victim/x");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_EUNSAFE, "../victim/x");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_EUNSAFE, "../victim/x");
 	assert_false(rel_exists(f, "h"));
 }
 
@@ -622,9 +599,7 @@ static void test_hardlink_absolute_rejected(void **state)
 	struct archive *a = tw_open(f);
 	tw_hardlink(a, "h", f->victim_x);
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_EUNSAFE, "absolute");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_EUNSAFE, "absolute");
 	assert_false(rel_exists(f, "h"));
 }
 
@@ -636,9 +611,7 @@ static void test_hardlink_through_symlink_dir_stays_in_root(void **state)
 	tw_hardlink(a, "h", "s/x");
 	tw_file(a, "h", 0644, "pwned");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_ENOTFOUND, "s/x");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_ENOTFOUND, "s/x");
 	assert_false(rel_exists(f, "h"));
 }
 
@@ -678,9 +651,7 @@ static void test_hardlink_to_directory_rejected(void **state)
 	tw_dir(a, "d/", 0755);
 	tw_hardlink(a, "h", "d");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_EUNSAFE, "directory");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_EUNSAFE, "directory");
 	assert_false(rel_exists(f, "h"));
 }
 
@@ -690,9 +661,7 @@ static void test_hardlink_to_root_rejected(void **state)
 	struct archive *a = tw_open(f);
 	tw_hardlink(a, "h", "./");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_EUNSAFE, "root");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_EUNSAFE, "root");
 }
 
 /* A directory entry over a symlink to the victim replaces the symlink: its
@@ -880,9 +849,7 @@ static void test_pax_long_name_dotdot_rejected(void **state)
 	struct archive *a = tw_open(f);
 	tw_file(a, name, 0644, "pwned");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_EUNSAFE, "..");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_EUNSAFE, "..");
 	assert_rel_listing(f, "", "");
 	free(name);
 }
@@ -894,9 +861,7 @@ static void test_gnu_long_name_dotdot_rejected(void **state)
 	struct archive *a = tw_open_ext(f, FMT_GNU, FILT_NONE);
 	tw_file(a, name, 0644, "pwned");
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_EUNSAFE, "..");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_EUNSAFE, "..");
 	assert_rel_listing(f, "", "");
 	free(name);
 }
@@ -908,9 +873,7 @@ static void test_gnu_long_link_dotdot_rejected(void **state)
 	struct archive *a = tw_open_ext(f, FMT_GNU, FILT_NONE);
 	tw_hardlink(a, "h", name);
 	tw_close(a);
-	ib_error *err = NULL;
-	expect_error(unpack(f, &err), &err, IB_EUNSAFE, "hardlink");
-	assert_victim_intact(f);
+	unpack_refused(f, IB_EUNSAFE, "hardlink");
 	assert_rel_listing(f, "", "");
 	free(name);
 }
@@ -1365,7 +1328,7 @@ static void test_gzip_input(void **state)
 {
 	fixture *f = *state;
 	write_sample(f, FILT_GZIP);
-	char *head = slurp(f->tar);
+	char *head = tu_read_file(f->tar);
 	assert_int_equal((unsigned char)head[0], 0x1f);
 	assert_int_equal((unsigned char)head[1], 0x8b);
 	free(head);
@@ -1509,6 +1472,260 @@ static void test_missing_destination_fails(void **state)
 	free(dest);
 }
 
+/* ---- ib_unpack_from_files ---- */
+
+#define FF_EPOCH 1700000000
+
+static void ff_write(const char *path, const char *data, mode_t mode, time_t mtime)
+{
+	tu_write_text(path, data);
+	assert_int_equal(chmod(path, mode), 0);
+	tu_set_mtime(path, mtime, 0);
+}
+
+/* Every entry below dir, "path type mode uid:gid mtime nlink size content
+ * xattrs" sorted, the way a test compares two trees. */
+static void ff_listing(const char *dir, const char *rel, ib_buf *out)
+{
+	char *p = ib_path_join(dir, rel);
+	DIR *d = opendir(p);
+	assert_non_null(d);
+	char **names = NULL;
+	size_t n = 0;
+	for (struct dirent *de; (de = readdir(d));) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		names = xrealloc(names, (n + 1) * sizeof(*names));
+		names[n++] = xstrdup(de->d_name);
+	}
+	closedir(d);
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = i + 1; k < n; k++)
+			if (strcmp(names[k], names[i]) < 0) {
+				char *t = names[i];
+				names[i] = names[k];
+				names[k] = t;
+			}
+	for (size_t i = 0; i < n; i++) {
+		char *r = *rel ? xasprintf("%s/%s", rel, names[i]) : xstrdup(names[i]);
+		char *full = ib_path_join(dir, r);
+		struct stat st;
+		assert_int_equal(lstat(full, &st), 0);
+		ib_buf_appendf(out, "%s %o %u:%u %lld %lu %lld", r, st.st_mode, st.st_uid,
+			       st.st_gid, (long long)st.st_mtime, (unsigned long)st.st_nlink,
+			       S_ISDIR(st.st_mode) ? 0LL : (long long)st.st_size);
+		char buf[256] = "";
+		if (S_ISLNK(st.st_mode))
+			assert_true(readlink(full, buf, sizeof(buf) - 1) > 0);
+		if (S_ISREG(st.st_mode)) {
+			int fd = open(full, O_RDONLY);
+			assert_true(fd >= 0);
+			assert_true(read(fd, buf, sizeof(buf) - 1) >= 0);
+			close(fd);
+		}
+		char xv[64] = "";
+		ssize_t xn = lgetxattr(full, "user.ff", xv, sizeof(xv) - 1);
+		ib_buf_appendf(out, " [%s] [%s]\n", buf, xn >= 0 ? xv : "");
+		if (S_ISDIR(st.st_mode))
+			ff_listing(dir, r, out);
+		free(full);
+		free(r);
+		free(names[i]);
+	}
+	free(names);
+	free(p);
+}
+
+/* A copy of TMP/src under opt/x: a setuid file hardlinked deeper down, a
+ * symlink, a fifo, an xattr, mtimes before and after the epoch, and a
+ * directory made without a source. */
+typedef struct ff_case {
+	char *src;
+	ib_unpack_dir dirs[2];
+	ib_unpack_file files[8];
+	char *hosts[8];
+	size_t n;
+} ff_case;
+
+static void ff_case_init(ff_case *c, const fixture *f)
+{
+	memset(c, 0, sizeof(*c));
+	c->src = xasprintf("%s/src", f->tmp);
+	char *p;
+	assert_int_equal(mkdir(c->src, 0750), 0);
+	p = xasprintf("%s/e", c->src);
+	assert_int_equal(mkdir(p, 0711), 0);
+	free(p);
+	p = xasprintf("%s/a", c->src);
+	ff_write(p, "a\n", 04750, 2000);
+	char *hard = xasprintf("%s/e/hard", c->src);
+	assert_int_equal(link(p, hard), 0);
+	free(hard);
+	free(p);
+	p = xasprintf("%s/e/sym", c->src);
+	assert_int_equal(symlink("../a", p), 0);
+	free(p);
+	p = xasprintf("%s/fifo", c->src);
+	assert_int_equal(mkfifo(p, 0640), 0);
+	tu_set_mtime(p, 3000, 0);
+	free(p);
+	p = xasprintf("%s/x", c->src);
+	ff_write(p, "x\n", 0644, FF_EPOCH + 500);
+	assert_int_equal(lsetxattr(p, "user.ff", "v1", 2, 0), 0);
+	free(p);
+	p = xasprintf("%s/e", c->src);
+	tu_set_mtime(p, FF_EPOCH + 100, 0);
+	free(p);
+	tu_set_mtime(c->src, 1000, 0);
+
+	c->dirs[0] = (ib_unpack_dir){"opt", 0755, 0, 0};
+	c->dirs[1] = (ib_unpack_dir){"opt/x", 0700, 7, 8};
+	static const char *const rel[] = {"", "a", "e", "e/hard", "e/sym", "fifo", "x"};
+	for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+		ib_unpack_file *u = &c->files[c->n];
+		c->hosts[c->n] = ib_path_join(c->src, rel[i]);
+		u->path = *rel[i] ? xasprintf("opt/x/%s", rel[i]) : xstrdup("opt/x");
+		u->host = c->hosts[c->n];
+		assert_int_equal(lstat(u->host, &u->st), 0);
+		u->mode = u->st.st_mode & 07777;
+		u->uid = 7;
+		u->gid = 8;
+		c->n++;
+	}
+	ib_unpack_file *nd = &c->files[c->n++];
+	nd->path = xstrdup("opt/x/new");
+	nd->mode = 0705;
+	nd->uid = 7;
+	nd->gid = 8;
+}
+
+static void ff_case_free(ff_case *c)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		free((char *)c->files[i].path);
+		free(c->hosts[i]);
+	}
+	free(c->src);
+}
+
+static void test_from_files_same_tree_as_the_layer_tar(void **state)
+{
+	fixture *f = *state;
+	ff_case c;
+	ff_case_init(&c, f);
+	ib_error *err = NULL;
+
+	/* the layer writer's tar of the same entries, unpacked as a lower dir */
+	char *sroot = xasprintf("%s/store", f->tmp);
+	ib_store *s = NULL;
+	assert_int_equal(ib_store_open(&s, sroot, &err), 0);
+	ib_layer_options lo = {.compression = IB_COMP_NONE, .source_date_epoch = FF_EPOCH};
+	ib_layer_writer *w = NULL;
+	assert_int_equal(ib_layer_writer_new(&w, s, &lo, &err), 0);
+	for (size_t i = 0; i < 2; i++)
+		assert_int_equal(ib_layer_writer_add_dir(w, c.dirs[i].path, c.dirs[i].mode,
+							 c.dirs[i].uid, c.dirs[i].gid, &err),
+				 0);
+	for (size_t i = 0; i < c.n; i++) {
+		const ib_unpack_file *u = &c.files[i];
+		ib_layer_override ov = {.uid = u->uid, .gid = u->gid, .mode = (int32_t)u->mode};
+		if (u->host)
+			assert_int_equal(ib_layer_writer_add_path(w, u->path, u->host, &ov, &err),
+					 0);
+		else
+			assert_int_equal(
+			    ib_layer_writer_add_dir(w, u->path, u->mode, u->uid, u->gid, &err), 0);
+	}
+	ib_layer_result res = {0};
+	assert_int_equal(ib_layer_writer_finish(w, &res, &err), 0);
+	int fd = -1;
+	int64_t size = 0;
+	assert_int_equal(ib_store_blob_open(s, res.digest, &fd, &size, &err), 0);
+	ib_unpack_options uo = IB_UNPACK_OPTIONS_INIT;
+	uo.whiteouts = IB_WHITEOUT_OVERLAY;
+	assert_int_equal(ib_unpack_fd(fd, f->root, &uo, NULL, &err), 0);
+	close(fd);
+
+	char *direct = xasprintf("%s/direct", f->tmp);
+	if (ib_unpack_from_files(direct, c.dirs, 2, c.files, c.n, FF_EPOCH, &err) < 0)
+		fail_msg("%s", ib_error_msg(err));
+
+	ib_buf want = IB_BUF_INIT, got = IB_BUF_INIT;
+	ff_listing(f->root, "", &want);
+	ff_listing(direct, "", &got);
+	assert_string_equal(got.data, want.data);
+	/* and what the listing shows is what the entries asked for */
+	assert_non_null(strstr(got.data, "opt/x/a 104750 7:8 2000 2 2 [a\n]"));
+	assert_non_null(strstr(got.data, "opt/x/x 100644 7:8 1700000000 1 2 [x\n] [v1]"));
+	assert_non_null(strstr(got.data, "opt/x/e 40711 7:8 1700000000"));
+	assert_non_null(strstr(got.data, "opt/x/new 40705 7:8 1700000000"));
+	assert_non_null(strstr(got.data, "opt/x/fifo 10640 7:8 3000"));
+	assert_non_null(strstr(got.data, "opt 40755 0:0 1700000000"));
+	ib_buf_free(&want);
+	ib_buf_free(&got);
+	free(direct);
+	ib_store_free(s);
+	free(sroot);
+	ff_case_free(&c);
+}
+
+static void test_from_files_reuses_an_earlier_layer_file(void **state)
+{
+	fixture *f = *state;
+	ff_case c;
+	ff_case_init(&c, f);
+	ib_error *err = NULL;
+	char *old = xasprintf("%s/old-x", f->tmp);
+	ff_write(old, "x\n", 0644, FF_EPOCH);
+	c.files[6].reuse = old; /* opt/x/x */
+	char *missing = xasprintf("%s/gone", f->tmp);
+	c.files[1].reuse = missing; /* opt/x/a: cannot be linked, so copied */
+	char *direct = xasprintf("%s/direct", f->tmp);
+	if (ib_unpack_from_files(direct, c.dirs, 2, c.files, c.n, FF_EPOCH, &err) < 0)
+		fail_msg("%s", ib_error_msg(err));
+	struct stat a, b;
+	char *p = xasprintf("%s/opt/x/x", direct);
+	assert_int_equal(stat(p, &a), 0);
+	assert_int_equal(stat(old, &b), 0);
+	assert_int_equal(a.st_ino, b.st_ino);
+	free(p);
+	p = xasprintf("%s/opt/x/a", direct);
+	assert_int_equal(lstat(p, &a), 0);
+	assert_int_equal(a.st_mode, S_IFREG | 04750);
+	assert_int_equal(a.st_nlink, 2); /* linked with e/hard, as in the tar */
+	free(p);
+	free(direct);
+	free(missing);
+	free(old);
+	ff_case_free(&c);
+}
+
+static void test_from_files_refuses_a_path_below_a_symlink(void **state)
+{
+	fixture *f = *state;
+	ib_error *err = NULL;
+	char *link_host = xasprintf("%s/l", f->tmp);
+	assert_int_equal(symlink(f->victim, link_host), 0);
+	ib_unpack_file files[2] = {
+	    {.path = "x", .host = link_host, .mode = 0777},
+	    {.path = "x/y", .host = NULL, .mode = 0755},
+	};
+	assert_int_equal(lstat(link_host, &files[0].st), 0);
+	char *direct = xasprintf("%s/direct", f->tmp);
+	expect_error(ib_unpack_from_files(direct, NULL, 0, files, 2, FF_EPOCH, &err), &err,
+		     IB_EUNSAFE, "non-directory");
+	assert_false(ib_file_exists(direct));
+	char *y = xasprintf("%s/y", f->victim);
+	assert_false(ib_file_exists(y));
+	/* a path written twice is refused too */
+	files[1].path = "x";
+	expect_error(ib_unpack_from_files(direct, NULL, 0, files, 2, FF_EPOCH, &err), &err,
+		     IB_EUNSAFE, "twice");
+	free(y);
+	free(direct);
+	free(link_host);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1521,6 +1738,9 @@ int main(void)
 	    T(test_empty_name_rejected),
 	    T(test_path_over_path_max_rejected),
 	    cmocka_unit_test(test_check_path_limits),
+	    T(test_from_files_same_tree_as_the_layer_tar),
+	    T(test_from_files_reuses_an_earlier_layer_file),
+	    T(test_from_files_refuses_a_path_below_a_symlink),
 	    T(test_symlink_escape_absolute_write_fails),
 	    T(test_symlink_escape_absolute_resolves_in_root),
 	    T(test_symlink_escape_relative_write_fails),

@@ -19,30 +19,23 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "testutil.h"
 #include "util.h"
 
 /* ---- fixture: a temp dir ---- */
 
 static int setup_tmp(void **state)
 {
-	const char *base = getenv("TMPDIR");
-	char *tmpl = xasprintf("%s/ib-test-util-XXXXXX", base && *base ? base : "/tmp");
-	if (!mkdtemp(tmpl)) {
-		free(tmpl);
-		return -1;
-	}
-	*state = tmpl;
+	*state = tu_tmpdir();
 	return 0;
 }
 
 static int teardown_tmp(void **state)
 {
 	char *dir = *state;
-	ib_error *err = NULL;
-	int r = ib_rm_rf(dir, &err);
-	ib_error_free(&err);
+	tu_rm_rf(dir);
 	free(dir);
-	return r;
+	return 0;
 }
 
 /* ---- helpers ---- */
@@ -50,26 +43,6 @@ static int teardown_tmp(void **state)
 static char *in(void **state, const char *rel)
 {
 	return ib_path_join(*state, rel);
-}
-
-static void put_file(const char *path, const void *data, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, data, len), (ssize_t)len);
-	close(fd);
-}
-
-static size_t count_entries(const char *dir)
-{
-	cleanup_dir DIR *d = opendir(dir);
-	assert_non_null(d);
-	size_t n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			n++;
-	return n;
 }
 
 static bool fd_is_open(int fd)
@@ -382,7 +355,7 @@ static void test_read_file_round_trip_binary(void **state)
 {
 	cleanup_free char *p = in(state, "bin");
 	const char content[] = {'x', '\0', 'y', '\n', (char)0xff};
-	put_file(p, content, sizeof(content));
+	tu_write_file(p, content, sizeof(content));
 	cleanup_free char *out = NULL;
 	size_t len = 0;
 	ib_error *err = NULL;
@@ -400,7 +373,7 @@ static void test_read_file_larger_than_chunk(void **state)
 	cleanup_free unsigned char *data = xmalloc(n);
 	for (size_t i = 0; i < n; i++)
 		data[i] = (unsigned char)(i * 131 + 7);
-	put_file(p, data, n);
+	tu_write_file(p, data, n);
 	cleanup_free char *out = NULL;
 	size_t len = 0;
 	ib_error *err = NULL;
@@ -412,7 +385,7 @@ static void test_read_file_larger_than_chunk(void **state)
 static void test_read_file_empty(void **state)
 {
 	cleanup_free char *p = in(state, "empty");
-	put_file(p, "", 0);
+	tu_write_file(p, "", 0);
 	cleanup_free char *out = NULL;
 	size_t len = 5;
 	ib_error *err = NULL;
@@ -425,7 +398,7 @@ static void test_read_file_empty(void **state)
 static void test_read_file_cap_enforced(void **state)
 {
 	cleanup_free char *p = in(state, "capped");
-	put_file(p, "0123456789", 10);
+	tu_write_file(p, "0123456789", 10);
 	cleanup_free char *out = NULL;
 	size_t len = 0;
 	ib_error *err = NULL;
@@ -517,14 +490,14 @@ static void test_write_file_atomic_creates_with_mode(void **state)
 	assert_int_equal(ib_read_file(p, 0, &out, &len, &err), 0);
 	assert_string_equal(out, "{}\n");
 	/* no temp file left next to it */
-	assert_int_equal(count_entries(*state), 1);
+	assert_int_equal(tu_count_entries(*state), 1);
 }
 
 static void test_write_file_atomic_replaces_by_rename(void **state)
 {
 	cleanup_free char *p = in(state, "target");
 	cleanup_free char *lnk = in(state, "hardlink");
-	put_file(p, "old contents", 12);
+	tu_write_file(p, "old contents", 12);
 	assert_int_equal(link(p, lnk), 0);
 	struct stat before;
 	assert_int_equal(stat(p, &before), 0);
@@ -543,7 +516,7 @@ static void test_write_file_atomic_replaces_by_rename(void **state)
 	cleanup_free char *old = NULL;
 	assert_int_equal(ib_read_file(lnk, 0, &old, &len, &err), 0);
 	assert_string_equal(old, "old contents");
-	assert_int_equal(count_entries(*state), 2);
+	assert_int_equal(tu_count_entries(*state), 2);
 }
 
 static void test_write_file_atomic_missing_dir_fails_cleanly(void **state)
@@ -554,13 +527,13 @@ static void test_write_file_atomic_missing_dir_fails_cleanly(void **state)
 	assert_non_null(err);
 	ib_error_free(&err);
 	assert_false(ib_file_exists(p));
-	assert_int_equal(count_entries(*state), 0);
+	assert_int_equal(tu_count_entries(*state), 0);
 }
 
 static void test_write_file_atomic_empty_content(void **state)
 {
 	cleanup_free char *p = in(state, "empty");
-	put_file(p, "not empty", 9);
+	tu_write_file(p, "not empty", 9);
 	ib_error *err = NULL;
 	assert_int_equal(ib_write_file_atomic(p, "", 0, 0600, &err), 0);
 	struct stat st;
@@ -604,7 +577,7 @@ static void test_mkdir_p_existing_is_ok(void **state)
 static void test_mkdir_p_file_in_the_way(void **state)
 {
 	cleanup_free char *f = in(state, "file");
-	put_file(f, "x", 1);
+	tu_write_file(f, "x", 1);
 	ib_error *err = NULL;
 	/* the path itself is a file */
 	assert_int_equal(ib_mkdir_p(f, 0700, &err), IB_EEXISTS);
@@ -628,7 +601,7 @@ static void test_rm_rf_removes_tree(void **state)
 	const char *files[] = {"tree/f", "tree/a/g", "tree/a/b/c/d/h", "tree/a/b/.hidden"};
 	for (size_t i = 0; i < 4; i++) {
 		cleanup_free char *q = in(state, files[i]);
-		put_file(q, "data", 4);
+		tu_write_file(q, "data", 4);
 	}
 	cleanup_free char *fifo = in(state, "tree/a/fifo");
 	assert_int_equal(mkfifo(fifo, 0600), 0);
@@ -640,7 +613,7 @@ static void test_rm_rf_removes_tree(void **state)
 	assert_int_equal(ib_rm_rf(top, &err), 0);
 	assert_null(err);
 	assert_false(ib_file_exists(top));
-	assert_int_equal(count_entries(*state), 0);
+	assert_int_equal(tu_count_entries(*state), 0);
 }
 
 static void test_rm_rf_missing_path_is_ok(void **state)
@@ -654,7 +627,7 @@ static void test_rm_rf_missing_path_is_ok(void **state)
 static void test_rm_rf_single_file(void **state)
 {
 	cleanup_free char *p = in(state, "lonely");
-	put_file(p, "x", 1);
+	tu_write_file(p, "x", 1);
 	ib_error *err = NULL;
 	assert_int_equal(ib_rm_rf(p, &err), 0);
 	assert_false(ib_file_exists(p));
@@ -668,7 +641,7 @@ static char *make_outside(void **state)
 	cleanup_free char *file = in(state, "outside/keep/precious");
 	ib_error *err = NULL;
 	assert_int_equal(ib_mkdir_p(keep, 0755, &err), 0);
-	put_file(file, "precious", 8);
+	tu_write_file(file, "precious", 8);
 	return outside;
 }
 
@@ -681,7 +654,7 @@ static void assert_outside_intact(void **state)
 	assert_int_equal(ib_read_file(file, 0, &out, &len, &err), 0);
 	assert_string_equal(out, "precious");
 	cleanup_free char *keep = in(state, "outside/keep");
-	assert_int_equal(count_entries(keep), 1);
+	assert_int_equal(tu_count_entries(keep), 1);
 }
 
 static void test_rm_rf_does_not_follow_symlink_inside_tree(void **state)
@@ -747,7 +720,7 @@ static void test_file_exists_uses_lstat(void **state)
 	cleanup_free char *f = in(state, "f");
 	cleanup_free char *dangling = in(state, "dangling");
 	cleanup_free char *missing = in(state, "missing");
-	put_file(f, "", 0);
+	tu_write_file(f, "", 0);
 	assert_int_equal(symlink("/nonexistent/ib-test", dangling), 0);
 	assert_true(ib_file_exists(f));
 	assert_true(ib_file_exists(*state));

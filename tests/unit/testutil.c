@@ -1,6 +1,14 @@
 #include "testutil.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -13,7 +21,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
 
 #include "util.h"
 
@@ -87,18 +98,26 @@ static bool send_all(int fd, const void *p, size_t n)
 	return true;
 }
 
+/* Append what the peer sent next to b; false on EOF, error or over cap. */
+static bool recv_some(int fd, ib_buf *b)
+{
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		return n > 0 && ib_buf_append(b, chunk, (size_t)n) == 0;
+	}
+}
+
 /* Read one request; false on EOF or garbage. */
 static bool read_request(int fd, tu_http_request *req)
 {
 	ib_buf b;
 	ib_buf_init(&b, REQUEST_CAP);
-	char chunk[65536];
 	char *end = NULL;
 	while (!(end = b.data ? strstr(b.data, "\r\n\r\n") : NULL)) {
-		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0 || ib_buf_append(&b, chunk, (size_t)n) < 0) {
+		if (!recv_some(fd, &b)) {
 			ib_buf_free(&b);
 			return false;
 		}
@@ -114,10 +133,7 @@ static bool read_request(int fd, tu_http_request *req)
 	size_t want = cl ? strtoul(cl, NULL, 10) : 0;
 	free(cl);
 	while (b.len - head_len < want) {
-		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0 || ib_buf_append(&b, chunk, (size_t)n) < 0) {
+		if (!recv_some(fd, &b)) {
 			ib_buf_free(&b);
 			return false;
 		}
@@ -292,4 +308,174 @@ char *tu_tmpdir(void)
 		abort();
 	}
 	return t;
+}
+
+void tu_rm_rf(const char *path)
+{
+	ib_error *err = NULL;
+	if (ib_rm_rf(path, &err) < 0)
+		fail_msg("remove %s: %s", path, ib_error_msg(err));
+}
+
+ib_store *tu_store_open(const char *root)
+{
+	ib_store *s = NULL;
+	ib_error *err = NULL;
+	tu_must(ib_store_open(&s, root, &err), &err, root);
+	return s;
+}
+
+void tu_must(int r, ib_error **err, const char *what)
+{
+	if (r < 0)
+		fail_msg("%s: %s", what, ib_error_msg(*err));
+	assert_null(*err);
+}
+
+void tu_write_file(const char *path, const void *data, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		fail_msg("open %s: %s", path, strerror(errno));
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	assert_int_equal(close(fd), 0);
+}
+
+void tu_write_text(const char *path, const char *text)
+{
+	tu_write_file(path, text, strlen(text));
+}
+
+char *tu_write_under(const char *dir, const char *rel, const char *text)
+{
+	char *p = ib_path_join(dir, rel);
+	cleanup_free char *parent = xstrdup(p);
+	*strrchr(parent, '/') = '\0';
+	ib_error *err = NULL;
+	tu_must(ib_mkdir_p(parent, 0755, &err), &err, parent);
+	tu_must(ib_write_file_atomic(p, text, strlen(text), 0644, &err), &err, p);
+	if (chmod(p, 0644) < 0)
+		fail_msg("chmod %s: %s", p, strerror(errno));
+	return p;
+}
+
+char *tu_read_file(const char *path)
+{
+	char *data = NULL;
+	ib_error *err = NULL;
+	if (ib_read_file(path, 1 << 20, &data, NULL, &err) < 0)
+		fail_msg("read %s: %s", path, ib_error_msg(err));
+	return data;
+}
+
+size_t tu_count_entries(const char *dir)
+{
+	cleanup_dir DIR *d = opendir(dir);
+	if (!d)
+		fail_msg("opendir %s: %s", dir, strerror(errno));
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	return n;
+}
+
+void tu_set_mtime(const char *path, time_t sec, long nsec)
+{
+	struct timespec ts[2] = {{sec, nsec}, {sec, nsec}};
+	if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		fail_msg("utimensat %s: %s", path, strerror(errno));
+}
+
+double tu_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A gzip stream of one or more members, the way gzip and Go's reader read
+ * it; zlib checks each member's CRC and length. */
+const char *tu_json_str(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_string(v))
+		fail_msg("field %s missing or not a string", key);
+	return json_string_value(v);
+}
+
+json_int_t tu_json_int(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_integer(v))
+		fail_msg("field %s missing or not an integer", key);
+	return json_integer_value(v);
+}
+
+/* A gzip stream of one or more members, the way gzip and Go's reader read
+ * it; zlib checks each member's CRC and length. */
+static size_t inflate_gzip(const unsigned char *in, size_t n, unsigned char **out, size_t alloc)
+{
+	z_stream zs;
+	memset(&zs, 0, sizeof(zs));
+	assert_int_equal(inflateInit2(&zs, 16 + 15), Z_OK);
+	zs.next_in = (unsigned char *)in;
+	zs.avail_in = (uInt)n;
+	size_t len = 0;
+	int r;
+	do {
+		if (len == alloc) {
+			alloc *= 2;
+			*out = xrealloc(*out, alloc);
+		}
+		zs.next_out = *out + len;
+		zs.avail_out = (uInt)(alloc - len);
+		r = inflate(&zs, Z_NO_FLUSH);
+		len = alloc - zs.avail_out;
+		assert_true(r == Z_OK || r == Z_STREAM_END || (r == Z_BUF_ERROR && len == alloc));
+		if (r == Z_STREAM_END && zs.avail_in > 0) { /* the next member */
+			assert_int_equal(inflateReset(&zs), Z_OK);
+			r = Z_OK;
+		}
+	} while (r != Z_STREAM_END);
+	assert_int_equal(zs.avail_in, 0); /* nothing after the last trailer */
+	inflateEnd(&zs);
+	return len;
+}
+
+static size_t inflate_zstd(const unsigned char *in, size_t n, unsigned char **out, size_t alloc)
+{
+	ZSTD_DStream *ds = ZSTD_createDStream();
+	assert_non_null(ds);
+	ZSTD_inBuffer ib = {in, n, 0};
+	size_t len = 0, r;
+	do {
+		if (len == alloc) {
+			alloc *= 2;
+			*out = xrealloc(*out, alloc);
+		}
+		ZSTD_outBuffer ob = {*out + len, alloc - len, 0};
+		r = ZSTD_decompressStream(ds, &ob, &ib);
+		assert_false(ZSTD_isError(r));
+		len += ob.pos;
+	} while (r != 0 || ib.pos < ib.size);
+	ZSTD_freeDStream(ds);
+	return len;
+}
+
+unsigned char *tu_decompress(ib_compression c, const unsigned char *in, size_t n, size_t *out_len)
+{
+	size_t alloc = 1 << 16;
+	unsigned char *out = xmalloc(alloc);
+	if (c == IB_COMP_NONE) {
+		out = xrealloc(out, n ? n : 1);
+		memcpy(out, in, n);
+		*out_len = n;
+	} else if (c == IB_COMP_GZIP) {
+		*out_len = inflate_gzip(in, n, &out, alloc);
+	} else {
+		*out_len = inflate_zstd(in, n, &out, alloc);
+	}
+	return out;
 }
