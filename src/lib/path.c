@@ -315,17 +315,29 @@ static bool is_whiteout(const struct stat *st)
 	return S_ISCHR(st->st_mode) && st->st_rdev == makedev(0, 0);
 }
 
-static bool is_opaque(int dirfd)
+static bool opaque_xattr(const char *path, bool follow)
 {
 	static const char *const names[] = {"trusted.overlay.opaque", "user.overlay.opaque"};
-	char proc[64];
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", dirfd);
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		char v[2];
-		if (getxattr(proc, names[i], v, sizeof(v)) == 1 && v[0] == 'y')
+		ssize_t n = follow ? getxattr(path, names[i], v, sizeof(v))
+				   : lgetxattr(path, names[i], v, sizeof(v));
+		if (n == 1 && v[0] == 'y')
 			return true;
 	}
 	return false;
+}
+
+bool ib_path_is_opaque(const char *path)
+{
+	return opaque_xattr(path, false);
+}
+
+static bool is_opaque(int dirfd)
+{
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", dirfd);
+	return opaque_xattr(proc, true);
 }
 
 enum { IN_LAYER = 1, NOT_IN_LAYER = 0, HIDDEN = -1, FAILED = -2 };

@@ -23,6 +23,10 @@
 #define IB_WH_META_PREFIX ".wh..wh."
 #define IB_WH_OPAQUE ".wh..wh..opq"
 
+/* Whether the directory at path (not followed if a symlink) is marked
+ * opaque the overlayfs way: trusted. or user.overlay.opaque = "y". */
+bool ib_path_is_opaque(const char *path);
+
 /* Symlinks followed while resolving one path (Linux's MAXSYMLINKS). */
 #define IB_PATH_MAX_SYMLINKS 40
 
