@@ -419,6 +419,23 @@ LUA
 	[[ "$output" == *"#1 12"* ]]
 }
 
+@test "copy destinations and owner names see the image as overlayfs does: deleted and opaque dirs hide lower layers" {
+	mkdir -p "$T/ov/ctx"
+	echo x > "$T/ov/ctx/x"
+	cat > "$T/ov/ctx/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run "mkdir -p /d /e /etc && ln -s /etc /d/link && ln -s /etc /e/link && echo 'alice:x:4242:4343::/:/bin/sh' > /etc/passwd.real && ln -sf passwd.real /etc/passwd"
+run "rm -rf /d /e && mkdir /e"
+copy { "x", "/d/link/", owner = "alice" }
+copy { "x", "/e/link/" }
+run "test -f /d/link/x && test -f /e/link/x && test ! -e /etc/x && stat -c owner=%u:%g /d/link/x"
+LUA
+	run "$IMGBUILD" build "$T/ov/ctx/recipe.lua" --progress plain
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"owner=4242:4343"* ]]
+}
+
 @test "copy destinations follow the image's symlinks and keep its existing directories' metadata" {
 	mkdir -p "$T/usr/ctx/d"
 	echo x > "$T/usr/ctx/x"
