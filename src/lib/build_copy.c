@@ -309,14 +309,13 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 			    slash ? xstrndup(rel, (size_t)(slash - rel)) : xstrdup("");
 			cleanup_free char *rparent = NULL;
 			ib_error *e = NULL;
-			if (ib_path_resolve(&rootfs, &rootdir, parent, IB_PATH_FOLLOW_LAST, &rparent,
-					    NULL, &e) < 0) {
+			if (ib_path_resolve(&rootfs, &rootdir, parent, IB_PATH_FOLLOW_LAST,
+					    &rparent, NULL, &e) < 0) {
 				if (e->code == IB_EUNSAFE)
-					rc = ib_error_setc(err, IB_EUNSAFE,
-							   "copy: source \"%s\" is outside the %s",
-							   rel,
-							   from_context ? "build context"
-									: "source image");
+					rc = ib_error_setc(
+					    err, IB_EUNSAFE,
+					    "copy: source \"%s\" is outside the %s", rel,
+					    from_context ? "build context" : "source image");
 				else
 					rc = ib_error_setc(err, e->code, "copy: source \"%s\": %s",
 							   rel, ib_error_msg(e));

@@ -583,7 +583,7 @@ static int walk_dir(struct walk *wk, const char *host_dir, const char *arch_dir,
 				return ib_error_set(err, errno, "lstat %s/%s", host_dir, name);
 			if (S_ISSOCK(st.st_mode))
 				continue;
-			if (wk->upper && S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) {
+			if (wk->upper && ib_path_is_whiteout(&st)) {
 				cleanup_free char *wn = xasprintf(IB_WH_PREFIX "%s", name);
 				cleanup_free char *wh = join_rel(arch_dir, wn);
 				push_entry(wk->w, wh, E_EMPTY);

@@ -45,7 +45,8 @@ int ib_path_clean(const char *in, unsigned flags, char **out, ib_error **err)
 			break;
 		if (l == 2 && s[0] == '.' && s[1] == '.') {
 			if (flags & IB_PATH_REFUSE_DOTDOT)
-				return ib_error_setc(err, IB_EUNSAFE, "path '%s' contains '..'", in);
+				return ib_error_setc(err, IB_EUNSAFE, "path '%s' contains '..'",
+						     in);
 			if (len > keep) {
 				while (len > keep && buf[len - 1] != '/')
 					len--;
@@ -95,7 +96,8 @@ char *ib_path_join_clean(const char *base, const char *rel, unsigned flags)
 	ib_path_clean(joined, flags & ~(unsigned)(IB_PATH_REFUSE_DOTDOT | IB_PATH_KEEP_SLASH), &out,
 		      NULL);
 	size_t n = strlen(out);
-	if ((flags & IB_PATH_KEEP_SLASH) && n > 0 && out[n - 1] != '/' && ib_path_ends_as_dir(rel)) {
+	if ((flags & IB_PATH_KEEP_SLASH) && n > 0 && out[n - 1] != '/' &&
+	    ib_path_ends_as_dir(rel)) {
 		char *d = xasprintf("%s/", out);
 		free(out);
 		out = d;
@@ -116,8 +118,8 @@ int ib_path_resolve(const ib_path_fs *fs, void *payload, const char *path, unsig
 	cleanup_free char *pending = xstrdup(path);
 	ib_buf done = IB_BUF_INIT; /* resolved so far, symlink-free, no leading "/" */
 	ib_buf_append(&done, "", 0);
-	size_t depth = 0;		  /* components in done */
-	size_t missing_from = SIZE_MAX;	  /* depth at which done stopped existing */
+	size_t depth = 0;		/* components in done */
+	size_t missing_from = SIZE_MAX; /* depth at which done stopped existing */
 	size_t pos = 0;
 	int links = 0;
 	int rc = 0;
@@ -175,7 +177,8 @@ int ib_path_resolve(const ib_path_fs *fs, void *payload, const char *path, unsig
 			missing_from = depth - 1;
 			continue;
 		}
-		if (S_ISLNK(st.st_mode) && (!last || slash_follows || (flags & IB_PATH_FOLLOW_LAST))) {
+		if (S_ISLNK(st.st_mode) &&
+		    (!last || slash_follows || (flags & IB_PATH_FOLLOW_LAST))) {
 			if (++links > IB_PATH_MAX_SYMLINKS) {
 				rc = ib_error_setc(err, IB_EINVALID,
 						   "'%s': too many levels of symbolic links", path);
@@ -189,8 +192,8 @@ int ib_path_resolve(const ib_path_fs *fs, void *payload, const char *path, unsig
 			if (target[0] == '/') {
 				if (!image) {
 					rc = ib_error_setc(err, IB_EUNSAFE,
-							   "'%s' is outside %s (symlink %s -> %s)", path,
-							   fs->name, done.data, target);
+							   "'%s' is outside %s (symlink %s -> %s)",
+							   path, fs->name, done.data, target);
 					goto out;
 				}
 				done.len = 0;
@@ -227,7 +230,8 @@ int ib_path_resolve(const ib_path_fs *fs, void *payload, const char *path, unsig
 		}
 		if (r == 0) {
 			/* removed while we looked */
-			rc = ib_error_setc(err, IB_ENOTFOUND, "'%s' not found in %s", path, fs->name);
+			rc = ib_error_setc(err, IB_ENOTFOUND, "'%s' not found in %s", path,
+					   fs->name);
 			goto out;
 		}
 	}
@@ -310,7 +314,7 @@ const ib_path_fs ib_path_fs_dir = {dir_lstat, dir_readlink, "the directory"};
 
 /* ---- backend: a stack of layer directories ---- */
 
-static bool is_whiteout(const struct stat *st)
+bool ib_path_is_whiteout(const struct stat *st)
 {
 	return S_ISCHR(st->st_mode) && st->st_rdev == makedev(0, 0);
 }
@@ -370,7 +374,7 @@ static int layer_find(int root, const char *rel, int *pfd, struct stat *st, ib_e
 			}
 			return opaque ? HIDDEN : NOT_IN_LAYER;
 		}
-		if (is_whiteout(st))
+		if (ib_path_is_whiteout(st))
 			return HIDDEN;
 		if (last) {
 			*pfd = held;

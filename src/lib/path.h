@@ -23,6 +23,9 @@
 #define IB_WH_META_PREFIX ".wh..wh."
 #define IB_WH_OPAQUE ".wh..wh..opq"
 
+/* Whether st is an overlayfs whiteout (a 0:0 character device). */
+bool ib_path_is_whiteout(const struct stat *st);
+
 /* Whether the directory at path (not followed if a symlink) is marked
  * opaque the overlayfs way: trusted. or user.overlay.opaque = "y". */
 bool ib_path_is_opaque(const char *path);

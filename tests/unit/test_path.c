@@ -114,14 +114,10 @@ static void test_join_clean(void **state)
 		unsigned flags;
 		const char *want;
 	} cases[] = {
-	    {"/app", "x", A, "/app/x"},
-	    {"/app", "/etc/../x", A, "/x"},
-	    {"/app", "../../..", A, "/"},
-	    {"/app", "d/", A | S, "/app/d/"},
-	    {"/app", ".", A | S, "/app/"},
-	    {"/", "", A | S, "/"},
-	    {NULL, "a/../b/", S, "b/"},
-	    {NULL, "a/..", S, "./"},
+	    {"/app", "x", A, "/app/x"},	   {"/app", "/etc/../x", A, "/x"},
+	    {"/app", "../../..", A, "/"},  {"/app", "d/", A | S, "/app/d/"},
+	    {"/app", ".", A | S, "/app/"}, {"/", "", A | S, "/"},
+	    {NULL, "a/../b/", S, "b/"},	   {NULL, "a/..", S, "./"},
 	    {"/w", "sub/..", 0, "/w"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -283,8 +279,7 @@ static void test_resolve_dir_leaving_the_root(void **state)
 	/* a build context: ".." above the root and absolute targets refused */
 	expect_fail(resolve_dir(root, "..", 0), IB_EUNSAFE, "'..' is outside the build context");
 	expect_fail(resolve_dir(root, "d/../../x", 0), IB_EUNSAFE, "is outside");
-	expect_fail(resolve_dir(root, "d/abs/passwd", 0), IB_EUNSAFE,
-		    "(symlink d/abs -> /etc)");
+	expect_fail(resolve_dir(root, "d/abs/passwd", 0), IB_EUNSAFE, "(symlink d/abs -> /etc)");
 	expect_fail(resolve_dir(root, "d/abs", IB_PATH_FOLLOW_LAST), IB_EUNSAFE, "outside");
 	expect_path(resolve_dir(root, "d/abs", 0), "d/abs");
 	expect_fail(resolve_dir(root, "d/out/x", 0), IB_EUNSAFE, "outside");
@@ -450,11 +445,11 @@ static void test_open_in_root(void **state)
 	    ib_path_open_in_root(rfd, "../etc/passwd", O_RDONLY, 0, IB_PATH_OPEN_BENEATH), -1);
 	assert_int_equal(errno, EXDEV);
 	/* "" is the root; O_CREAT takes the mode */
-	cleanup_close int self = ib_path_open_in_root(rfd, "", O_PATH | O_DIRECTORY, 0,
-						      IB_PATH_OPEN_BENEATH);
+	cleanup_close int self =
+	    ib_path_open_in_root(rfd, "", O_PATH | O_DIRECTORY, 0, IB_PATH_OPEN_BENEATH);
 	assert_true(self >= 0);
-	cleanup_close int made = ib_path_open_in_root(rfd, "new", O_WRONLY | O_CREAT | O_EXCL,
-						      0640, IB_PATH_OPEN_IN_ROOT);
+	cleanup_close int made = ib_path_open_in_root(rfd, "new", O_WRONLY | O_CREAT | O_EXCL, 0640,
+						      IB_PATH_OPEN_IN_ROOT);
 	assert_true(made >= 0);
 	struct stat st;
 	assert_int_equal(fstat(made, &st), 0);
