@@ -441,6 +441,17 @@ static int ctx_resolve(const char *root, const char *rel, bool follow_last, char
 			       err);
 }
 
+/* Open rel, as ctx_resolve returned it (symlink-free), below root for
+ * reading without following any symlink: a swap after the resolution
+ * cannot lead the read outside.  The fd, or -1 with errno. */
+static int ctx_open(const char *root, const char *rel)
+{
+	cleanup_close int rfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rfd < 0)
+		return -1;
+	return ib_path_open_in_root(rfd, rel, O_RDONLY | O_NOFOLLOW, 0, IB_PATH_OPEN_BENEATH);
+}
+
 /* ------------------------------------------------------------------ */
 /* reading Lua values given to the API                                 */
 
@@ -1729,10 +1740,9 @@ static int api_context_read(lua_State *L)
 	arena_own(ctx, rel, free);
 	if (!S_ISREG(st.st_mode))
 		api_fail(L, "context.read: '%s' is not a regular file", path);
-	char *full = arena_own(ctx, ib_path_join(ctx->context_dir, *rel ? rel : "."), free);
 	char *data = NULL;
 	size_t len = 0;
-	int fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = ctx_open(ctx->context_dir, rel);
 	if (fd < 0) {
 		ib_error_set(&e, errno, "open '%s'", path);
 		raise_ib(L, &e, "context.read");
@@ -1867,8 +1877,7 @@ static bool find_module(lua_State *L, ib_eval *ctx, const char *name)
 			continue;
 		char *data = NULL;
 		size_t len = 0;
-		int fd = open(arena_own(ctx, ib_path_join(root, resolved), free),
-			      O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		int fd = ctx_open(root, resolved);
 		if (fd < 0) {
 			ib_error_set(&e, errno, "open %s", path);
 			raise_ib(L, &e, "require");
