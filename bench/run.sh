@@ -82,6 +82,16 @@ printf '%-28s %9ss %9ss %8s\n' "cold build (no cache)" "$ib_cold" "$bh_cold" "$(
 printf '%-28s %9ss %9ss %8s\n' "fully cached rebuild" "$ib_cached" "$bh_cached" "$(ratio "$ib_cached" "$bh_cached")"
 printf '%-28s %9ss %9ss %8s\n' "one copied file changed" "$ib_one" "$bh_one" "$(ratio "$ib_one" "$bh_one")"
 
+# layer size: imgbuild's gzip blobs vs `gzip -6` (what docker and buildah
+# write) of the same uncompressed tars
+ib_gz=0; g6=0
+for d in $($IB inspect localhost/bench:latest | python3 -c 'import json, sys; print(" ".join(l["digest"] for l in json.load(sys.stdin)["Manifest"]["layers"]))'); do
+	b=$IMGBUILD_ROOT/oci/blobs/sha256/${d#sha256:}
+	ib_gz=$((ib_gz + $(stat -c %s "$b")))
+	g6=$((g6 + $(zcat "$b" | gzip -6 | wc -c)))
+done
+echo "gzip layers of the reference image: $ib_gz bytes, gzip -6 of the same tars: $g6 bytes (ratio $(ratio "$ib_gz" "$g6"))"
+
 # peak memory while committing a 1 GB layer (copy of one 1 GB file)
 BIG=$W/big
 mkdir -p "$BIG"

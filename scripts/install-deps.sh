@@ -6,10 +6,12 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git ca-certificates
   liblua5.4-dev libarchive-dev libjansson-dev libcurl4-openssl-dev libssl-dev
-  zlib1g-dev libzstd-dev libcmocka-dev
+  zlib1g-dev libzstd-dev libdeflate-dev libcmocka-dev
   bats docker-registry skopeo umoci podman runc buildah
   busybox-static linux-libc-dev python3 python3-jwt openssl apache2-utils
-  zstd file time bc parallel
+  zstd file time bc parallel iproute2
+  libseccomp-dev slirp4netns keyutils
+  docker.io pass gnupg golang-docker-credential-helpers
 )
 
 missing=()

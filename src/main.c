@@ -28,6 +28,7 @@ static const struct {
     {"tags", ib_cmd_tags, "List a repository's tags"},
     {"save", ib_cmd_save, "Write images to a docker or OCI archive"},
     {"load", ib_cmd_load, "Load images from a docker or OCI archive"},
+    {"load-into", ib_cmd_load_into, "Hand images to docker or podman"},
     {"import", ib_cmd_import, "Create a one-layer image from a rootfs tarball"},
     {"diff", ib_cmd_diff, "Show file differences between two images"},
     {"prune", ib_cmd_prune, "Delete unreferenced blobs, layers and cache"},

@@ -10,11 +10,13 @@
 #include "util.h"
 
 static const char save_usage[] =
-    "Usage: imgbuild save -o FILE [--format docker|oci] REF...\n"
+    "Usage: imgbuild save [-o FILE] [--format docker|oci] REF...\n"
     "\n"
     "Write images to a tar archive: 'docker' (default) is loadable by\n"
     "'docker load' and 'podman load'; 'oci' is a tarred OCI image layout\n"
     "(skopeo's oci-archive:FILE).  The file appears only when complete.\n"
+    "Without -o the archive goes to standard output, which must not be a\n"
+    "terminal ('imgbuild save app | docker load').\n"
     "\n"
     "Options:\n"
     "  -o, --output FILE        the archive to write ('-' = standard output)\n"
@@ -66,13 +68,14 @@ int ib_cmd_save(int argc, char **argv, ib_global *g)
 	else if (format && !strcmp(format, "oci-archive"))
 		fmt = IB_ARCHIVE_OCI;
 	if (!output)
-		return ib_cli_usage_error("save", "missing -o FILE");
+		output = "-";
 	if (!*output)
 		return ib_cli_usage_error("save", "empty output file name");
 	if (!refs || !refs[0])
 		return ib_cli_usage_error("save", "missing image reference");
 	if (!strcmp(output, "-") && isatty(STDOUT_FILENO))
-		return ib_cli_failf(IB_EINVALID, "refusing to write an archive to a terminal");
+		return ib_cli_failf(IB_EINVALID, "cowardly refusing to save to a terminal. "
+						 "Use the -o flag or redirect");
 	ib_store *s = ib_cli_open_store(g);
 	if (!s)
 		return 1;

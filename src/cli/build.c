@@ -26,9 +26,16 @@ static const char build_help[] =
     "      --no-cache             run every step\n"
     "      --pull POLICY          missing (default), always, never\n"
     "      --push                 push every tag after the build\n"
+    "      --load[=ENGINE]        hand the image to docker or podman after the\n"
+    "                             build (default: docker if it answers, else podman)\n"
     "      --compression ALG      gzip (default) or zstd\n"
-    "      --compression-level N  gzip 1-9 (default 1), zstd 1-19 (default 3)\n"
-    "      --network MODE         network of run steps: host (default) or none\n"
+    "      --compression-level N  gzip 1-9 (default 6), zstd 1-19 (default 3)\n"
+    "      --network MODE         network of run steps: default (own namespace,\n"
+    "                             outbound through slirp4netns), none or host\n"
+    "      --pids-limit N         processes per run step (default 4096, -1 = none)\n"
+    "      --memory SIZE          memory per run step (512m, 2g; default none)\n"
+    "      --step-timeout SECS    timeout of run steps without their own (default none)\n"
+    "      --security-opt seccomp=unconfined  run steps without the seccomp filter\n"
     "      --secret id=ID,src=PATH  source of the run{secrets} ID (else the recipe's\n"
     "                             src, which must lie inside the build context)\n"
     "      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else 0)\n"
@@ -129,7 +136,7 @@ static int write_text(const char *path, const char *text)
 typedef struct build_args {
 	ib_build_options bo;
 	char **args, **tags, **secrets;
-	const char *recipe, *context, *iidfile, *metafile;
+	const char *recipe, *context, *iidfile, *metafile, *load;
 	bool push, check;
 	ib_progress_mode pmode;
 } build_args;
@@ -202,6 +209,11 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		O_CHECK,
 		O_CACHE_FROM,
 		O_CACHE_TO,
+		O_PIDS,
+		O_MEMORY,
+		O_STEP_TIMEOUT,
+		O_SECOPT,
+		O_LOAD,
 	};
 	static const struct option opts[] = {
 	    {"tag", required_argument, NULL, 't'},
@@ -223,6 +235,11 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	    {"check", no_argument, NULL, O_CHECK},
 	    {"cache-from", required_argument, NULL, O_CACHE_FROM},
 	    {"cache-to", required_argument, NULL, O_CACHE_TO},
+	    {"pids-limit", required_argument, NULL, O_PIDS},
+	    {"memory", required_argument, NULL, O_MEMORY},
+	    {"step-timeout", required_argument, NULL, O_STEP_TIMEOUT},
+	    {"security-opt", required_argument, NULL, O_SECOPT},
+	    {"load", optional_argument, NULL, O_LOAD},
 	    {NULL, 0, NULL, 0},
 	};
 	static const ib_cli_cmd cmd = {
@@ -269,9 +286,41 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 			r = add_secret(a, optarg);
 			break;
 		case O_NET:
-			if (strcmp(optarg, "host") && strcmp(optarg, "none"))
-				r = ib_cli_bad_value(&p, "--network must be host or none");
+			if (strcmp(optarg, "default") && strcmp(optarg, "host") &&
+			    strcmp(optarg, "none"))
+				r = ib_cli_bad_value(&p, "--network must be default, host or none");
 			a->bo.network = optarg;
+			break;
+		case O_PIDS: {
+			uint64_t v;
+			if (!strcmp(optarg, "-1"))
+				a->bo.pids_limit = -1;
+			else if (ib_parse_u64(optarg, &v) < 0 || v == 0 || v > INT32_MAX)
+				r = ib_cli_bad_value(&p, "--pids-limit wants a positive number or -1");
+			else
+				a->bo.pids_limit = (long)v;
+			break;
+		}
+		case O_MEMORY: {
+			uint64_t v;
+			if (ib_parse_size(optarg, true, &v) < 0 || v == 0)
+				r = ib_cli_bad_value(&p, "--memory wants a size such as 512m");
+			a->bo.memory_limit = v;
+			break;
+		}
+		case O_STEP_TIMEOUT: {
+			uint64_t v;
+			if (ib_parse_u64(optarg, &v) < 0 || v == 0 || v > UINT32_MAX)
+				r = ib_cli_bad_value(&p, "--step-timeout wants a number of seconds");
+			else
+				a->bo.step_timeout = (unsigned)v;
+			break;
+		}
+		case O_SECOPT:
+			if (strcmp(optarg, "seccomp=unconfined"))
+				r = ib_cli_bad_value(&p,
+						     "--security-opt: only seccomp=unconfined is known");
+			a->bo.seccomp_unconfined = true;
 			break;
 		case O_SDE:
 			sde = optarg;
@@ -292,6 +341,10 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 			break;
 		case O_CHECK:
 			a->check = true;
+			break;
+		case O_LOAD:
+			a->load = optarg ? optarg : "auto";
+			r = ib_cli_handoff_check("build", a->load);
 			break;
 		case O_CACHE_FROM:
 		case O_CACHE_TO:
@@ -426,6 +479,11 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		rc = run_check(store, plan, bo, &res, prog);
 	if (rc == 0 && a.push)
 		rc = push_tags(store, a.tags, res.manifest.digest, g, prog);
+	if (rc == 0 && a.load) {
+		char *one[] = {res.manifest.digest, NULL};
+		char **refs = a.tags[0] ? a.tags : one;
+		rc = ib_cli_handoff(store, a.load, refs, ib_strv_len(refs), g);
+	}
 	if (rc == 0 && a.iidfile)
 		rc = write_text(a.iidfile, res.manifest.digest);
 	if (rc == 0 && a.metafile)

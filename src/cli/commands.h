@@ -41,6 +41,7 @@ int ib_cmd_search(int argc, char **argv, ib_global *g);
 int ib_cmd_tags(int argc, char **argv, ib_global *g);
 int ib_cmd_save(int argc, char **argv, ib_global *g);
 int ib_cmd_load(int argc, char **argv, ib_global *g);
+int ib_cmd_load_into(int argc, char **argv, ib_global *g);
 int ib_cmd_import(int argc, char **argv, ib_global *g);
 int ib_cmd_diff(int argc, char **argv, ib_global *g);
 int ib_cmd_prune(int argc, char **argv, ib_global *g);
@@ -122,5 +123,13 @@ void ib_cli_print_table(const char *const *head, size_t ncol, char **cells, size
  * --debug) on top of what *o holds; with a printer (may be NULL), transfers
  * are reported through it. */
 void ib_cli_registry_options(ib_registry_options *o, const ib_global *g, ib_transfer_printer *pr);
+
+/* Hand the images refs[0..n_refs) to the engine named by engine ("docker",
+ * "podman", "auto" or NULL = auto), reporting on stderr (cli/handoff.c).
+ * Returns the exit status. */
+int ib_cli_handoff(ib_store *s, const char *engine, char *const *refs, size_t n_refs,
+		   const ib_global *g);
+/* 0 when engine names one, else prints the usage error of cmd and returns 2. */
+int ib_cli_handoff_check(const char *cmd, const char *engine);
 
 #endif

@@ -19,9 +19,12 @@ static const char login_usage[] =
     "Check the credentials against the registry HOST (e.g. localhost:5000,\n"
     "docker.io) and store them.  Without --password-stdin or -p the password is\n"
     "read from the terminal with echo off.  Credentials go to the --authfile,\n"
-    "else $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json when\n"
-    "XDG_RUNTIME_DIR is set, else ~/.docker/config.json (mode 0600; other\n"
-    "entries are kept).\n"
+    "else $REGISTRY_AUTH_FILE, else docker's config ($DOCKER_CONFIG/config.json\n"
+    "or ~/.docker/config.json) and also podman's\n"
+    "$XDG_RUNTIME_DIR/containers/auth.json when that file exists.  A file that\n"
+    "names a credential helper for HOST (credHelpers, else credsStore) has the\n"
+    "secret stored through docker-credential-NAME; otherwise it is written to\n"
+    "the file in plain text (mode 0600; other entries are kept).\n"
     "\n"
     "Options:\n"
     "  -u, --username USER   user name (asked for on a terminal when missing)\n"
@@ -33,8 +36,10 @@ static const char login_usage[] =
 static const char logout_usage[] =
     "Usage: imgbuild logout HOST\n"
     "\n"
-    "Remove the stored credentials for the registry HOST from the auth file\n"
-    "that 'imgbuild login' writes.\n"
+    "Remove the stored credentials for the registry HOST from every place\n"
+    "'imgbuild login' writes: the credential helper configured for HOST\n"
+    "(erased there; the credHelpers mapping itself is kept) and the plain\n"
+    "entries of the auth files.\n"
     "\n"
     "Options:\n"
     "  -h, --help   this help\n";
@@ -181,14 +186,26 @@ int ib_cmd_login(int argc, char **argv, ib_global *g)
 			rc = ib_cli_fail(&err);
 			goto out;
 		}
-		cleanup_free char *path = ib_auth_login_file(g->authfile);
-		if (ib_auth_save(path, host, user, pass, &err) < 0) {
+		ib_auth_stored st;
+		if (ib_auth_login_store(g->authfile, host, user, pass, &st, &err) < 0) {
+			ib_auth_stored_clear(&st);
 			ib_error_wrap(&err, "login %s", host);
 			rc = ib_cli_fail(&err);
 			goto out;
 		}
-		if (g->debug)
-			fprintf(stderr, "imgbuild: debug: credentials stored in %s\n", path);
+		for (size_t i = 0; st.plain_files[i]; i++)
+			fprintf(stderr,
+				"WARNING! Your password will be stored unencrypted in %s.\n",
+				st.plain_files[i]);
+		if (st.plain_files[0])
+			fputs("Configure a credential helper to remove this warning. See\n"
+			      "https://docs.docker.com/engine/reference/commandline/login/"
+			      "#credential-stores\n\n",
+			      stderr);
+		for (size_t i = 0; g->debug && st.helpers[i]; i++)
+			fprintf(stderr, "imgbuild: debug: credentials stored through %s\n",
+				st.helpers[i]);
+		ib_auth_stored_clear(&st);
 	}
 	puts("Login Succeeded");
 	rc = 0;
@@ -209,9 +226,13 @@ int ib_cmd_logout(int argc, char **argv, ib_global *g)
 	if (optind + 1 < argc)
 		return ib_cli_usage_error("logout", "unexpected argument '%s'", argv[optind + 1]);
 	const char *host = argv[optind];
-	cleanup_free char *path = ib_auth_login_file(g->authfile);
 	ib_error *err = NULL;
-	if (ib_auth_remove(path, host, &err) < 0) {
+	ib_auth_stored st;
+	int r = ib_auth_logout(g->authfile, host, &st, &err);
+	for (size_t i = 0; st.warnings && st.warnings[i]; i++)
+		fprintf(stderr, "WARNING: could not erase credentials: %s\n", st.warnings[i]);
+	ib_auth_stored_clear(&st);
+	if (r < 0) {
 		ib_error_wrap(&err, "logout %s", host);
 		return ib_cli_fail(&err);
 	}

@@ -38,52 +38,6 @@ static const char verify_usage[] =
     "Options:\n"
     "  -h, --help this help\n";
 
-/* "123", "10k", "500MB", "1.5GB", "2GiB" -> bytes (kB/MB/GB powers of
- * 1000 as docker prints them, KiB/MiB/GiB powers of 1024). */
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	errno = 0;
-	if (!isdigit((unsigned char)s[0]))
-		return -1;
-	double v = strtod(s, &end);
-	if (errno || end == s || v < 0)
-		return -1;
-	static const struct {
-		const char *suffix;
-		double mult;
-	} units[] = {
-	    {"", 1},
-	    {"b", 1},
-	    {"k", 1e3},
-	    {"kb", 1e3},
-	    {"m", 1e6},
-	    {"mb", 1e6},
-	    {"g", 1e9},
-	    {"gb", 1e9},
-	    {"t", 1e12},
-	    {"tb", 1e12},
-	    {"ki", 1024.0},
-	    {"kib", 1024.0},
-	    {"mi", 1048576.0},
-	    {"mib", 1048576.0},
-	    {"gi", 1073741824.0},
-	    {"gib", 1073741824.0},
-	    {"ti", 1099511627776.0},
-	    {"tib", 1099511627776.0},
-	};
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcasecmp(end, units[i].suffix) != 0)
-			continue;
-		double b = v * units[i].mult;
-		if (!isfinite(b) || b >= 1.8e19)
-			return -1;
-		*out = (uint64_t)b;
-		return 0;
-	}
-	return -1;
-}
-
 static int do_prune(ib_store *s, bool all, bool have_budget, uint64_t budget, ib_error **err)
 {
 	size_t dropped = 0;
@@ -144,7 +98,7 @@ int ib_cmd_prune(int argc, char **argv, ib_global *g)
 		if (c == 'a') {
 			all = true;
 		} else if (c == O_KEEP) {
-			if (parse_size(optarg, &budget) < 0)
+			if (ib_parse_size(optarg, false, &budget) < 0)
 				return ib_cli_bad_value(&p, "invalid size '%s' (e.g. 500MB, 10GB)",
 							optarg);
 			have_budget = true;
@@ -185,6 +139,12 @@ static size_t count_blobs(ib_store *s)
 	return n;
 }
 
+static void report_permissions(const char *path, const char *problem, void *payload)
+{
+	(void)payload;
+	fprintf(stderr, "warning: %s: %s\n", path, problem);
+}
+
 int ib_cmd_verify(int argc, char **argv, ib_global *g)
 {
 	static const ib_cli_cmd cmd = {.name = "verify", .help = verify_usage};
@@ -196,6 +156,7 @@ int ib_cmd_verify(int argc, char **argv, ib_global *g)
 	ib_store *s = ib_cli_open_store(g);
 	if (!s)
 		return 1;
+	ib_store_check_permissions(s, report_permissions, NULL);
 	ib_error *err = NULL;
 	int r = ib_store_verify(s, report_problem, NULL, &err);
 	size_t n = count_blobs(s);

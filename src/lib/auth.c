@@ -83,19 +83,6 @@ char **ib_auth_file_candidates(const char *authfile)
 	return v;
 }
 
-char *ib_auth_login_file(const char *authfile)
-{
-	if (authfile && *authfile)
-		return xstrdup(authfile);
-	const char *env = getenv("REGISTRY_AUTH_FILE");
-	if (env && *env)
-		return xstrdup(env);
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
-	if (xdg && *xdg)
-		return ib_path_join(xdg, "containers/auth.json");
-	return docker_config_file();
-}
-
 char *ib_auth_normalize_host(const char *server)
 {
 	const char *p = server;
@@ -427,8 +414,8 @@ int ib_auth_remove(const char *path, const char *host, ib_error **err)
 	if (missing)
 		return ib_error_setc(err, IB_ENOTFOUND, "not logged in to %s (%s does not exist)",
 				     host, path);
+	/* credHelpers mappings are the user's configuration: kept. */
 	int n = remove_host_keys(json_object_get(root, "auths"), host);
-	n += remove_host_keys(json_object_get(root, "credHelpers"), host);
 	if (n == 0) {
 		json_decref(root);
 		return ib_error_setc(err, IB_ENOTFOUND, "not logged in to %s (no entry in %s)",
@@ -472,9 +459,24 @@ static void write_ignoring_sigpipe(int fd, const char *s)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-int ib_auth_helper_get(const char *helper, const char *host, ib_credentials *out, ib_error **err)
+/* The key docker's helpers use for host: Docker Hub's legacy URL, else the
+ * registry domain. */
+static char *helper_server_url(const char *host)
 {
-	memset(out, 0, sizeof(*out));
+	cleanup_free char *h = ib_auth_normalize_host(host);
+	if (!strcmp(h, "docker.io"))
+		return xstrdup(DOCKER_HUB_KEY);
+	return steal_pointer(&h);
+}
+
+/* Run `docker-credential-NAME verb` with input on stdin; *out gets what it
+ * printed (NUL-terminated, caller wipes and frees), *ok whether it exited 0. */
+static int run_helper(const char *helper, const char *verb, const char *input, char **out,
+		      size_t *len_out, bool *ok, ib_error **err)
+{
+	*out = NULL;
+	*len_out = 0;
+	*ok = false;
 	if (!*helper || strchr(helper, '/'))
 		return ib_error_setc(err, IB_EINVALID, "invalid credential helper name \"%s\"",
 				     helper);
@@ -492,7 +494,7 @@ int ib_auth_helper_get(const char *helper, const char *host, ib_credentials *out
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, in[0], 0);
 	posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
-	char *argv[] = {prog, (char *)"get", NULL};
+	char *argv[] = {prog, (char *)verb, NULL};
 	pid_t pid;
 	int rc = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
@@ -503,8 +505,7 @@ int ib_auth_helper_get(const char *helper, const char *host, ib_credentials *out
 		close(outp[0]);
 		return ib_error_set(err, rc, "run credential helper %s", prog);
 	}
-	cleanup_free char *line = xasprintf("%s\n", host);
-	write_ignoring_sigpipe(in[1], line);
+	write_ignoring_sigpipe(in[1], input);
 	close(in[1]);
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
@@ -519,28 +520,61 @@ int ib_auth_helper_get(const char *helper, const char *host, ib_credentials *out
 		return ib_error_setc(err, IB_ERROR,
 				     "credential helper %s: output unreadable or too large", prog);
 	}
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		if (buf && strstr(buf, "credentials not found")) {
+	*ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	*out = steal_pointer(&buf);
+	*len_out = len;
+	return 0;
+}
+
+/* "credentials not found" is the protocol's answer; docker-credential-pass
+ * says that its store lacks the entry in its own words on erase. */
+static bool helper_not_found(const char *out)
+{
+	return out && (strstr(out, "credentials not found") ||
+		       strstr(out, "is not in the password store"));
+}
+
+/* The error for a helper that failed: its complaint, first line only. */
+static int helper_failed(const char *helper, const char *verb, const char *host, char *out,
+			 size_t len, ib_error **err)
+{
+	size_t n = out ? strcspn(out, "\r\n") : 0;
+	if (n > 200)
+		n = 200;
+	int code = ib_error_setc(err, IB_ERROR,
+				 "credential helper docker-credential-%s %s failed for %s%s%.*s",
+				 helper, verb, host, n ? ": " : "", (int)n, out ? out : "");
+	if (out)
+		explicit_bzero(out, len);
+	return code;
+}
+
+int ib_auth_helper_get(const char *helper, const char *host, ib_credentials *out, ib_error **err)
+{
+	memset(out, 0, sizeof(*out));
+	cleanup_free char *server = helper_server_url(host);
+	cleanup_free char *line = xasprintf("%s\n", server);
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	bool ok;
+	int r = run_helper(helper, "get", line, &buf, &len, &ok, err);
+	if (r < 0)
+		return r;
+	if (!ok) {
+		if (helper_not_found(buf)) {
 			explicit_bzero(buf, len);
 			return 0;
 		}
-		/* Show the helper's complaint, first line only. */
-		size_t n = buf ? strcspn(buf, "\r\n") : 0;
-		if (n > 200)
-			n = 200;
-		int code = ib_error_setc(err, IB_ERROR, "credential helper %s failed for %s%s%.*s",
-					 prog, host, n ? ": " : "", (int)n, buf ? buf : "");
-		if (buf)
-			explicit_bzero(buf, len);
-		return code;
+		return helper_failed(helper, "get", host, buf, len, err);
 	}
 	json_error_t je;
 	json_t *j = json_loadb(buf, len, 0, &je);
 	explicit_bzero(buf, len);
 	if (!json_is_object(j)) {
 		json_decref(j);
-		return ib_error_setc(err, IB_EINVALID,
-				     "credential helper %s: answer is not a JSON object", prog);
+		return ib_error_setc(
+		    err, IB_EINVALID,
+		    "credential helper docker-credential-%s: answer is not a JSON object", helper);
 	}
 	const char *u = json_string_value(json_object_get(j, "Username"));
 	const char *sec = json_string_value(json_object_get(j, "Secret"));
@@ -549,6 +583,211 @@ int ib_auth_helper_get(const char *helper, const char *host, ib_credentials *out
 		out->password = xstrdup(sec);
 	}
 	json_decref(j);
+	return 0;
+}
+
+int ib_auth_helper_store(const char *helper, const char *host, const char *user, const char *pass,
+			 ib_error **err)
+{
+	cleanup_free char *server = helper_server_url(host);
+	json_t *j = json_pack("{s:s,s:s,s:s}", "ServerURL", server, "Username", user, "Secret",
+			      pass ? pass : "");
+	char *text = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!text)
+		return ib_error_setc(err, IB_ERROR, "serialise credentials for %s", host);
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	bool ok;
+	int r = run_helper(helper, "store", text, &buf, &len, &ok, err);
+	explicit_bzero(text, strlen(text));
+	free(text);
+	if (r < 0)
+		return r;
+	if (!ok)
+		return helper_failed(helper, "store", host, buf, len, err);
+	explicit_bzero(buf, len);
+	return 0;
+}
+
+int ib_auth_helper_erase(const char *helper, const char *host, ib_error **err)
+{
+	cleanup_free char *server = helper_server_url(host);
+	cleanup_free char *line = xasprintf("%s\n", server);
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	bool ok;
+	int r = run_helper(helper, "erase", line, &buf, &len, &ok, err);
+	if (r < 0)
+		return r;
+	if (!ok) {
+		if (helper_not_found(buf))
+			return ib_error_setc(err, IB_ENOTFOUND,
+					     "docker-credential-%s holds no credentials for %s",
+					     helper, host);
+		return helper_failed(helper, "erase", host, buf, len, err);
+	}
+	return 0;
+}
+
+/* ---- login and logout across docker's and podman's files ---- */
+
+void ib_auth_stored_clear(ib_auth_stored *s)
+{
+	ib_strv_free(s->plain_files);
+	ib_strv_free(s->helpers);
+	ib_strv_free(s->warnings);
+	s->plain_files = NULL;
+	s->helpers = NULL;
+	s->warnings = NULL;
+}
+
+char **ib_auth_login_files(const char *authfile)
+{
+	char **v = xcalloc(1, sizeof(char *));
+	if (authfile && *authfile) {
+		ib_strv_push(&v, authfile);
+		return v;
+	}
+	const char *env = getenv("REGISTRY_AUTH_FILE");
+	if (env && *env) {
+		ib_strv_push(&v, env);
+		return v;
+	}
+	cleanup_free char *d = docker_config_file();
+	ib_strv_push(&v, d);
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	if (xdg && *xdg) {
+		cleanup_free char *p = ib_path_join(xdg, "containers/auth.json");
+		if (access(p, F_OK) == 0)
+			ib_strv_push(&v, p);
+	}
+	return v;
+}
+
+/* The helper root configures for host: credHelpers[host], else credsStore;
+ * NULL when none (borrowed from root). */
+static const char *helper_for(json_t *root, const char *host)
+{
+	json_t *helpers = json_object_get(root, "credHelpers");
+	const char *key;
+	json_t *val;
+	if (json_is_object(helpers)) {
+		json_object_foreach (helpers, key, val) {
+			if (json_is_string(val) && *json_string_value(val) &&
+			    key_matches(key, host))
+				return json_string_value(val);
+		}
+	}
+	const char *store = json_string_value(json_object_get(root, "credsStore"));
+	return store && *store ? store : NULL;
+}
+
+static bool strv_has(char *const *v, const char *s)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		if (!strcmp(v[i], s))
+			return true;
+	return false;
+}
+
+int ib_auth_login_store(const char *authfile, const char *host, const char *user, const char *pass,
+			ib_auth_stored *out, ib_error **err)
+{
+	memset(out, 0, sizeof(*out));
+	if (!user || !*user || strchr(user, ':'))
+		return ib_error_setc(err, IB_EINVALID, "invalid user name for %s", host);
+	cleanup_strv char **files = ib_auth_login_files(authfile);
+	out->plain_files = xcalloc(1, sizeof(char *));
+	out->helpers = xcalloc(1, sizeof(char *));
+	for (size_t i = 0; files[i]; i++) {
+		json_t *root = NULL;
+		bool missing;
+		int r = load_json_file(files[i], &root, &missing, err);
+		if (r < 0)
+			return r;
+		const char *h = root ? helper_for(root, host) : NULL;
+		if (!h) {
+			json_decref(root);
+			r = ib_auth_save(files[i], host, user, pass, err);
+			if (r < 0)
+				return r;
+			ib_strv_push(&out->plain_files, files[i]);
+			continue;
+		}
+		cleanup_free char *helper = xstrdup(h);
+		cleanup_free char *prog = xasprintf("docker-credential-%s", helper);
+		if (!strv_has(out->helpers, prog)) {
+			r = ib_auth_helper_store(helper, host, user, pass, err);
+			if (r < 0) {
+				json_decref(root);
+				return ib_error_wrap(err, "%s", files[i]);
+			}
+			ib_strv_push(&out->helpers, prog);
+		}
+		/* A plain copy left from before would shadow the helper. */
+		if (remove_host_keys(json_object_get(root, "auths"), host) > 0)
+			r = write_json_0600(files[i], root, err);
+		json_decref(root);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int ib_auth_logout(const char *authfile, const char *host, ib_auth_stored *out, ib_error **err)
+{
+	memset(out, 0, sizeof(*out));
+	cleanup_strv char **files = ib_auth_login_files(authfile);
+	out->plain_files = xcalloc(1, sizeof(char *));
+	out->helpers = xcalloc(1, sizeof(char *));
+	out->warnings = xcalloc(1, sizeof(char *));
+	for (size_t i = 0; files[i]; i++) {
+		json_t *root = NULL;
+		bool missing;
+		int r = load_json_file(files[i], &root, &missing, err);
+		if (r < 0)
+			return r;
+		if (missing)
+			continue;
+		const char *h = helper_for(root, host);
+		if (h) {
+			cleanup_free char *prog = xasprintf("docker-credential-%s", h);
+			if (!strv_has(out->helpers, prog)) {
+				ib_error *e = NULL;
+				r = ib_auth_helper_erase(h, host, &e);
+				if (r == 0) {
+					ib_strv_push(&out->helpers, prog);
+				} else {
+					/* Like docker: a helper that cannot erase is a
+					 * warning; the files are still cleaned. */
+					if (r != IB_ENOTFOUND)
+						ib_strv_push(&out->warnings, ib_error_msg(e));
+					ib_error_free(&e);
+				}
+			}
+		}
+		/* credHelpers mappings are the user's configuration: kept. */
+		r = 0;
+		if (remove_host_keys(json_object_get(root, "auths"), host) > 0) {
+			r = write_json_0600(files[i], root, err);
+			if (r == 0)
+				ib_strv_push(&out->plain_files, files[i]);
+		}
+		json_decref(root);
+		if (r < 0)
+			return r;
+	}
+	if (!out->plain_files[0] && !out->helpers[0]) {
+		cleanup_free char *list = NULL;
+		for (size_t i = 0; files[i]; i++) {
+			char *l = xasprintf("%s%s%s", list ? list : "", list ? ", " : "", files[i]);
+			free(list);
+			list = l;
+		}
+		return ib_error_setc(err, IB_ENOTFOUND, "not logged in to %s (no entry in %s)",
+				     host, list);
+	}
 	return 0;
 }
 

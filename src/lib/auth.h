@@ -6,8 +6,8 @@
  * Auth files are docker-compatible JSON:
  *   {"auths": {"HOST": {"auth": base64("user:pass")} | {"username":..,"password":..}},
  *    "credsStore": "NAME", "credHelpers": {"HOST": "NAME"}}
- * A helper NAME is the host program `docker-credential-NAME`, run as
- * `docker-credential-NAME get` with the host on stdin.
+ * A helper NAME is the host program `docker-credential-NAME` speaking
+ * docker's credential helper protocol (get / store / erase).
  *
  * Nothing here ever prints a secret; error messages name files and hosts
  * only. */
@@ -38,10 +38,12 @@ void ib_credentials_clear(ib_credentials *c);
  * are set).  NULL-terminated, caller frees with ib_strv_free. */
 char **ib_auth_file_candidates(const char *authfile);
 
-/* The file `login` writes and `logout` edits: authfile, else
- * $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json when
- * XDG_RUNTIME_DIR is set, else ~/.docker/config.json.  Caller frees. */
-char *ib_auth_login_file(const char *authfile);
+/* The files `login` writes and `logout` edits (see ib_auth_login_store):
+ * [authfile] when given, else [$REGISTRY_AUTH_FILE] when set, else docker's
+ * config ($DOCKER_CONFIG/config.json or ~/.docker/config.json) followed by
+ * podman's $XDG_RUNTIME_DIR/containers/auth.json when that file exists.
+ * NULL-terminated, caller frees with ib_strv_free. */
+char **ib_auth_login_files(const char *authfile);
 
 /* Normalise a server name as users write it ("https://index.docker.io/v1/",
  * "registry-1.docker.io", "http://host:5000/") to the registry domain used
@@ -66,14 +68,48 @@ int ib_auth_lookup_file(const char *path, const char *host, ib_credentials *out,
 int ib_auth_save(const char *path, const char *host, const char *user, const char *pass,
 		 ib_error **err);
 
-/* Remove host's entry from auths (and credHelpers) in the file at path;
- * IB_ENOTFOUND when there was none.  Other entries are kept. */
+/* Remove host's entry from auths in the file at path; IB_ENOTFOUND when
+ * there was none.  Other entries are kept, credHelpers mappings included
+ * (they are the user's configuration, not a login). */
 int ib_auth_remove(const char *path, const char *host, ib_error **err);
 
-/* Run `docker-credential-NAME get` (found in $PATH) with host on stdin and
- * parse its {"Username","Secret"} answer.  A helper that reports
- * "credentials not found" gives 0 with out->username NULL. */
+/* The docker-credential-* protocol with the program `docker-credential-NAME`
+ * (found in $PATH).  The server URL sent is the registry domain, or
+ * "https://index.docker.io/v1/" for Docker Hub, as the docker CLI sends.
+ *
+ * get: the URL on stdin, {"Username","Secret"} on stdout.  A helper that
+ * reports "credentials not found" gives 0 with out->username NULL. */
 int ib_auth_helper_get(const char *helper, const char *host, ib_credentials *out, ib_error **err);
+/* store: {"ServerURL","Username","Secret"} on stdin. */
+int ib_auth_helper_store(const char *helper, const char *host, const char *user, const char *pass,
+			 ib_error **err);
+/* erase: the URL on stdin; IB_ENOTFOUND when the helper held nothing. */
+int ib_auth_helper_erase(const char *helper, const char *host, ib_error **err);
+
+/* ---- login / logout ---- */
+
+/* Where credentials went (or were removed from). */
+typedef struct ib_auth_stored {
+	char **plain_files; /* auth files holding (held) the secret in plain text */
+	char **helpers;	    /* "docker-credential-NAME" programs holding (held) it */
+	char **warnings;    /* logout: helpers that failed to erase, as messages */
+} ib_auth_stored;
+void ib_auth_stored_clear(ib_auth_stored *s);
+
+/* Store user/pass for host in every file of ib_auth_login_files: when the
+ * file configures a helper for host (credHelpers[host], else credsStore)
+ * the helper stores the secret (each helper once) and any plain entry for
+ * host is dropped from the file; otherwise the file gets a plain entry
+ * (ib_auth_save).  The caller warns about out->plain_files. */
+int ib_auth_login_store(const char *authfile, const char *host, const char *user, const char *pass,
+			ib_auth_stored *out, ib_error **err);
+
+/* Undo ib_auth_login_store over the same files: erase from each helper
+ * configured for host (a helper that fails is reported in out->warnings, as
+ * docker does, and the files are cleaned anyway), drop host's plain
+ * entries; credHelpers mappings are kept.  IB_ENOTFOUND (naming the files) when nothing held
+ * credentials for host. */
+int ib_auth_logout(const char *authfile, const char *host, ib_auth_stored *out, ib_error **err);
 
 /* ---- base64 (RFC 4648, with padding) ---- */
 char *ib_base64_encode(const void *data, size_t len);

@@ -179,7 +179,7 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 				: "/");
 	const char *net = jstr(step, "network");
 	if (!net || !strcmp(net, "default"))
-		net = b->o->network ? b->o->network : "host";
+		net = b->o->network ? b->o->network : "default";
 
 	ib_sandbox_options so = IB_SANDBOX_OPTIONS_INIT;
 	so.lower_dirs = lowers;
@@ -192,6 +192,11 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	so.network = net;
 	/* at most IB_PLAN_MAX_TIMEOUT (ib_plan_validate): the unsigned holds it */
 	so.timeout_sec = (unsigned)json_integer_value(json_object_get(step, "timeout"));
+	if (!so.timeout_sec)
+		so.timeout_sec = b->o->step_timeout;
+	so.pids_limit = b->o->pids_limit;
+	so.memory_limit = b->o->memory_limit;
+	so.seccomp_unconfined = b->o->seccomp_unconfined;
 	so.mounts = mounts;
 	so.n_mounts = m;
 	so.output = output_cb;

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "cache.h"
+#include "compress.h"
 #include "digest.h"
 #include "imgdiff.h"
 #include "plan.h"
@@ -354,10 +355,11 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 		char parent[IB_DIGEST_BUFLEN];
 		memcpy(parent, st->key, IB_DIGEST_BUFLEN);
 		/* the build timestamp clamps mtimes in layers: part of every key */
-		json_t *extra = json_pack("{s:s, s:i, s:I}", "compression",
-					  b->o->compression == IB_COMP_ZSTD ? "zstd" : "gzip",
-					  "compression_level", b->o->compression_level, "epoch",
-					  (json_int_t)b->o->source_date_epoch);
+		json_t *extra =
+		    json_pack("{s:s, s:i, s:I}", "compression",
+			      ib_compress_cache_tag(b->o->compression), "compression_level",
+			      ib_compress_level(b->o->compression, b->o->compression_level),
+			      "epoch", (json_int_t)b->o->source_date_epoch);
 		int rc = 0;
 		if (kind == IB_STEP_RUN || kind == IB_STEP_COPY) {
 			b->step_no++;

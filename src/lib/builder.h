@@ -22,7 +22,7 @@ typedef struct ib_build_options {
 	const char *pull;	 /* "missing" (default, also NULL), "always", "never" */
 	ib_compression compression;
 	int compression_level; /* 0 = default */
-	const char *network;   /* default network of run steps: "host" (NULL) or "none" */
+	const char *network;   /* default network of run steps: "default" (NULL), "host", "none" */
 	int64_t source_date_epoch;
 	bool explain;	 /* say why each executed step missed the cache */
 	bool tls_verify; /* for base image pulls */
@@ -31,12 +31,17 @@ typedef struct ib_build_options {
 	 * NULL-terminated, may be NULL */
 	char *const *secrets;
 	ib_progress *progress; /* required */
+	/* run steps' sandbox (see ib_sandbox_options): 0 = its defaults */
+	long pids_limit;
+	unsigned long long memory_limit;
+	unsigned step_timeout; /* for steps without their own timeout */
+	bool seccomp_unconfined;
 } ib_build_options;
 /* Zero is the default for every field but these; NULL pull means
- * "missing", NULL network "host". */
+ * "missing", NULL network "default". */
 #define IB_BUILD_OPTIONS_INIT                                                                      \
 	{                                                                                          \
-		.pull = "missing", .compression = IB_COMP_GZIP, .network = "host",                 \
+		.pull = "missing", .compression = IB_COMP_GZIP, .network = "default",              \
 		.tls_verify = true,                                                                \
 	}
 

@@ -1,6 +1,7 @@
 #include "compress.h"
 
 #include <errno.h>
+#include <libdeflate.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
@@ -8,28 +9,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 #include <zstd.h>
 
 #include "util.h"
 
 #define GZ_BLOCK IB_COMPRESS_GZIP_BLOCK
-#define GZ_DICT (32u << 10) /* deflate's window: all a back-reference can reach */
+#define GZ_HEADER 10
+#define GZ_TRAILER 8
 
-/* One 128 KiB block on its way through a worker.  Slots live in a ring and
- * are reused; the caller's thread owns a slot except between submit and
- * done, when exactly one worker does. */
+/* One 1 MiB block on its way through a worker, and the gzip member it
+ * becomes.  Slots live in a ring and are reused; the caller's thread owns a
+ * slot except between submit and done, when exactly one worker does. */
 struct gz_job {
 	unsigned char *in;
 	size_t in_len;
-	unsigned char *dict; /* the 32 KiB of input before this block */
-	size_t dict_len;
-	unsigned char *out;
-	size_t out_alloc, out_len;
-	uLong crc;
-	bool last;
+	unsigned char *out; /* header, deflate data, trailer */
+	size_t out_len;
 	bool done;
-	int zerr;	     /* zlib error code, 0 when fine */
+	bool failed;	     /* the member did not fit its buffer (cannot happen) */
 	struct gz_job *next; /* work queue link */
 };
 
@@ -47,15 +44,12 @@ struct ib_compressor {
 	int nstarted;
 	struct gz_job *jobs;
 	size_t njobs;
-	size_t head;	     /* oldest submitted slot */
-	size_t inflight;     /* submitted and not yet written out */
-	struct gz_job *cur;  /* slot being filled, never submitted */
-	unsigned char *tail; /* last GZ_DICT bytes of submitted input */
-	size_t tail_len;
-	uLong crc;
-	uint64_t isize;
-	z_stream zs; /* for nthreads == 0 */
-	bool zs_init;
+	size_t out_alloc;		  /* room for one member: bound for GZ_BLOCK bytes */
+	size_t head;			  /* oldest submitted slot */
+	size_t inflight;		  /* submitted and not yet written out */
+	struct gz_job *cur;		  /* slot being filled, never submitted */
+	bool any;			  /* a member was submitted (empty input still gets one) */
+	struct libdeflate_compressor *ld; /* for nthreads == 0 */
 	pthread_mutex_t mu;
 	pthread_cond_t work_cv, done_cv;
 	bool sync_init;
@@ -80,6 +74,29 @@ int ib_compress_online_cpus(void)
 	return n > 0 ? (int)n : 1;
 }
 
+int ib_compress_level(ib_compression c, int level)
+{
+	if (level > 0)
+		return level;
+	return c == IB_COMP_GZIP   ? IB_COMPRESS_GZIP_LEVEL
+	       : c == IB_COMP_ZSTD ? IB_COMPRESS_ZSTD_LEVEL
+				   : 0;
+}
+
+const char *ib_compress_cache_tag(ib_compression c)
+{
+	switch (c) {
+	case IB_COMP_GZIP:
+		/* 1 MiB members by libdeflate; the zlib encoder before it
+		 * (128 KiB blocks in one member) was plain "gzip". */
+		return "gzip/libdeflate-1m";
+	case IB_COMP_ZSTD:
+		return "zstd";
+	default:
+		return "none";
+	}
+}
+
 static int emit(ib_compressor *c, const void *data, size_t len, ib_error **err)
 {
 	if (len == 0)
@@ -91,65 +108,38 @@ static int emit(ib_compressor *c, const void *data, size_t len, ib_error **err)
 	return 0;
 }
 
-static int fail(ib_compressor *c, ib_error **err, const char *what, int zerr)
-{
-	c->failed = true;
-	return ib_error_setc(err, IB_ERROR, "%s: zlib error %d", what, zerr);
-}
-
 /* ---- gzip ---- */
 
-static int deflate_init(z_stream *zs, int level)
+static void put_le32(unsigned char *p, uint32_t v)
 {
-	memset(zs, 0, sizeof(*zs));
-	/* Raw deflate (-15): the gzip framing is ours, per block there is none. */
-	return deflateInit2(zs, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
 }
 
-/* Compress one block with zs (reset here).  Runs on a worker or inline. */
-static void gz_compress_job(z_stream *zs, struct gz_job *j)
+/* Turn one block into a complete gzip member.  Runs on a worker or inline. */
+static void gz_compress_job(struct libdeflate_compressor *ld, size_t out_alloc, struct gz_job *j)
 {
-	int r = deflateReset(zs);
-	if (r == Z_OK && j->dict_len > 0)
-		r = deflateSetDictionary(zs, j->dict, (uInt)j->dict_len);
-	if (r != Z_OK) {
-		j->zerr = r;
+	/* Fixed header: no mtime, no name, no extra flags, OS = Unix. */
+	static const unsigned char header[GZ_HEADER] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
+	memcpy(j->out, header, GZ_HEADER);
+	size_t n = libdeflate_deflate_compress(ld, j->in, j->in_len, j->out + GZ_HEADER,
+					       out_alloc - GZ_HEADER - GZ_TRAILER);
+	if (n == 0) { /* the buffer is sized by libdeflate's own bound */
+		j->failed = true;
 		return;
 	}
-	zs->next_in = j->in;
-	zs->avail_in = (uInt)j->in_len;
-	j->out_len = 0;
-	int flush = j->last ? Z_FINISH : Z_SYNC_FLUSH;
-	for (;;) {
-		if (j->out_len == j->out_alloc) {
-			/* deflate's output does not depend on how much room it is
-			 * given, so growing here cannot change the bytes. */
-			j->out_alloc *= 2;
-			j->out = xrealloc(j->out, j->out_alloc);
-		}
-		zs->next_out = j->out + j->out_len;
-		zs->avail_out = (uInt)(j->out_alloc - j->out_len);
-		r = deflate(zs, flush);
-		j->out_len = j->out_alloc - zs->avail_out;
-		if (r == Z_STREAM_END)
-			break;
-		if (r != Z_OK && r != Z_BUF_ERROR) {
-			j->zerr = r;
-			return;
-		}
-		/* A sync flush is complete when deflate left room unused. */
-		if (!j->last && zs->avail_out > 0 && zs->avail_in == 0)
-			break;
-	}
-	j->crc = crc32(0L, j->in, (uInt)j->in_len);
-	j->zerr = 0;
+	unsigned char *t = j->out + GZ_HEADER + n;
+	put_le32(t, libdeflate_crc32(0, j->in, j->in_len));
+	put_le32(t + 4, (uint32_t)j->in_len);
+	j->out_len = GZ_HEADER + n + GZ_TRAILER;
+	j->failed = false;
 }
 
 static void *gz_worker(void *arg)
 {
 	ib_compressor *c = arg;
-	z_stream zs;
-	int init = deflate_init(&zs, c->level);
+	/* Allocated per thread: a libdeflate compressor is not shareable. */
+	struct libdeflate_compressor *ld = libdeflate_alloc_compressor(c->level);
 	for (;;) {
 		pthread_mutex_lock(&c->mu);
 		while (c->q_head == NULL && !c->stop)
@@ -164,18 +154,17 @@ static void *gz_worker(void *arg)
 			c->q_tail = NULL;
 		pthread_mutex_unlock(&c->mu);
 
-		if (init != Z_OK)
-			j->zerr = init;
+		if (ld == NULL)
+			j->failed = true;
 		else
-			gz_compress_job(&zs, j);
+			gz_compress_job(ld, c->out_alloc, j);
 
 		pthread_mutex_lock(&c->mu);
 		j->done = true;
 		pthread_cond_broadcast(&c->done_cv);
 		pthread_mutex_unlock(&c->mu);
 	}
-	if (init == Z_OK)
-		deflateEnd(&zs);
+	libdeflate_free_compressor(ld);
 	return NULL;
 }
 
@@ -193,13 +182,13 @@ static int gz_retire(ib_compressor *c, bool wait, bool *retired, ib_error **err)
 		if (!done)
 			return 0;
 	}
-	if (j->zerr != 0)
-		return fail(c, err, "deflate", j->zerr);
+	if (j->failed) {
+		c->failed = true;
+		return ib_error_setc(err, IB_ERROR, "libdeflate: cannot compress a block");
+	}
 	int r = emit(c, j->out, j->out_len, err);
 	if (r < 0)
 		return r;
-	c->crc = crc32_combine(c->crc, j->crc, (z_off_t)j->in_len);
-	c->isize += j->in_len;
 	j->in_len = 0;
 	j->done = false;
 	c->head = (c->head + 1) % c->njobs;
@@ -209,30 +198,18 @@ static int gz_retire(ib_compressor *c, bool wait, bool *retired, ib_error **err)
 }
 
 /* Submit c->cur and make the next free slot current. */
-static int gz_submit(ib_compressor *c, bool last, ib_error **err)
+static int gz_submit(ib_compressor *c, ib_error **err)
 {
 	struct gz_job *j = c->cur;
-	memcpy(j->dict, c->tail, c->tail_len);
-	j->dict_len = c->tail_len;
-	/* The next block's dictionary: the last GZ_DICT bytes seen so far. */
-	if (j->in_len >= GZ_DICT) {
-		memcpy(c->tail, j->in + j->in_len - GZ_DICT, GZ_DICT);
-		c->tail_len = GZ_DICT;
-	} else if (j->in_len > 0) {
-		size_t keep = c->tail_len + j->in_len > GZ_DICT ? GZ_DICT - j->in_len : c->tail_len;
-		memmove(c->tail, c->tail + c->tail_len - keep, keep);
-		memcpy(c->tail + keep, j->in, j->in_len);
-		c->tail_len = keep + j->in_len;
-	}
-	j->last = last;
 	j->done = false;
-	j->zerr = 0;
+	j->failed = false;
 	j->next = NULL;
 	c->inflight++;
+	c->any = true;
 	c->cur = NULL;
 
 	if (c->nthreads == 0) {
-		gz_compress_job(&c->zs, j);
+		gz_compress_job(c->ld, c->out_alloc, j);
 		j->done = true;
 	} else {
 		pthread_mutex_lock(&c->mu);
@@ -258,19 +235,15 @@ static int gz_submit(ib_compressor *c, bool last, ib_error **err)
 		if (r < 0)
 			return r;
 	}
-	if (!last)
-		c->cur = &c->jobs[(c->head + c->inflight) % c->njobs];
+	c->cur = &c->jobs[(c->head + c->inflight) % c->njobs];
 	return 0;
 }
 
 static int gz_write(ib_compressor *c, const unsigned char *p, size_t len, ib_error **err)
 {
 	while (len > 0) {
-		/* A full block is submitted only when more input arrives, so the
-		 * final block (flushed with Z_FINISH) is never empty unless the
-		 * whole stream is. */
 		if (c->cur->in_len == GZ_BLOCK) {
-			int r = gz_submit(c, false, err);
+			int r = gz_submit(c, err);
 			if (r < 0)
 				return r;
 		}
@@ -287,70 +260,62 @@ static int gz_write(ib_compressor *c, const unsigned char *p, size_t len, ib_err
 
 static int gz_finish(ib_compressor *c, ib_error **err)
 {
-	int r = gz_submit(c, true, err);
-	if (r < 0)
-		return r;
-	while (c->inflight > 0) {
-		bool retired;
-		r = gz_retire(c, true, &retired, err);
+	/* A partial block is a member; so is an empty input's (gzip wants at
+	 * least one), but not an empty block after full ones. */
+	if (c->cur->in_len > 0 || !c->any) {
+		int r = gz_submit(c, err);
 		if (r < 0)
 			return r;
 	}
-	unsigned char trailer[8];
-	uint32_t crc = (uint32_t)c->crc, isize = (uint32_t)c->isize;
-	for (int i = 0; i < 4; i++) {
-		trailer[i] = (unsigned char)(crc >> (8 * i));
-		trailer[4 + i] = (unsigned char)(isize >> (8 * i));
+	while (c->inflight > 0) {
+		bool retired;
+		int r = gz_retire(c, true, &retired, err);
+		if (r < 0)
+			return r;
 	}
-	return emit(c, trailer, sizeof(trailer), err);
+	return 0;
 }
 
 static int gz_new(ib_compressor *c, int threads, ib_error **err)
 {
-	c->level = c->level > 0 ? c->level : IB_COMPRESS_GZIP_LEVEL;
+	c->level = ib_compress_level(IB_COMP_GZIP, c->level);
 	if (c->level > 9)
 		return ib_error_setc(err, IB_EINVALID, "gzip level %d out of range 1..9", c->level);
 	/* One thread: compress on the caller's thread, no hand-offs. */
 	c->nthreads = threads > 1 ? threads : 0;
-	/* Slots (~300 KiB each): enough queued work that the workers stay busy
-	 * while the caller's thread is off producing input. */
-	c->njobs = c->nthreads > 0 ? 2 * (size_t)c->nthreads + 8 : 1;
+	/* Slots (~2 MiB each): one being filled, one per worker, and a few
+	 * finished ones that wait for an earlier block to be written out. */
+	c->njobs = c->nthreads > 0 ? (size_t)c->nthreads + 4 : 1;
+	c->out_alloc = GZ_HEADER + libdeflate_deflate_compress_bound(NULL, GZ_BLOCK) + GZ_TRAILER;
 	c->jobs = xcalloc(c->njobs, sizeof(*c->jobs));
 	for (size_t i = 0; i < c->njobs; i++) {
-		struct gz_job *j = &c->jobs[i];
-		j->in = xmalloc(GZ_BLOCK);
-		j->dict = xmalloc(GZ_DICT);
-		j->out_alloc = GZ_BLOCK + (GZ_BLOCK >> 3) + 256;
-		j->out = xmalloc(j->out_alloc);
+		c->jobs[i].in = xmalloc(GZ_BLOCK);
+		c->jobs[i].out = xmalloc(c->out_alloc);
 	}
-	c->tail = xmalloc(GZ_DICT);
 	c->cur = &c->jobs[0];
-	c->crc = crc32(0L, Z_NULL, 0);
 
 	if (c->nthreads == 0) {
-		int r = deflate_init(&c->zs, c->level);
-		if (r != Z_OK)
-			return fail(c, err, "deflateInit2", r);
-		c->zs_init = true;
-	} else {
-		pthread_mutex_init(&c->mu, NULL);
-		pthread_cond_init(&c->work_cv, NULL);
-		pthread_cond_init(&c->done_cv, NULL);
-		c->sync_init = true;
-		c->threads = xcalloc((size_t)c->nthreads, sizeof(pthread_t));
-		for (int i = 0; i < c->nthreads; i++) {
-			int r = pthread_create(&c->threads[i], NULL, gz_worker, c);
-			if (r != 0) {
-				c->failed = true;
-				return ib_error_set(err, r, "start compression thread");
-			}
-			c->nstarted++;
+		c->ld = libdeflate_alloc_compressor(c->level);
+		if (c->ld == NULL) {
+			c->failed = true;
+			return ib_error_set(err, ENOMEM, "libdeflate compressor");
 		}
+		return 0;
 	}
-
-	/* Fixed header: no mtime, no name, no extra flags, OS = Unix. */
-	static const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
-	return emit(c, header, sizeof(header), err);
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->work_cv, NULL);
+	pthread_cond_init(&c->done_cv, NULL);
+	c->sync_init = true;
+	c->threads = xcalloc((size_t)c->nthreads, sizeof(pthread_t));
+	for (int i = 0; i < c->nthreads; i++) {
+		int r = pthread_create(&c->threads[i], NULL, gz_worker, c);
+		if (r != 0) {
+			c->failed = true;
+			return ib_error_set(err, r, "start compression thread");
+		}
+		c->nstarted++;
+	}
+	return 0;
 }
 
 /* ---- zstd ---- */
@@ -365,7 +330,7 @@ static int zstd_check(ib_compressor *c, size_t r, const char *what, ib_error **e
 
 static int zstd_new(ib_compressor *c, int threads, ib_error **err)
 {
-	c->level = c->level > 0 ? c->level : IB_COMPRESS_ZSTD_LEVEL;
+	c->level = ib_compress_level(IB_COMP_ZSTD, c->level);
 	if (c->level > ZSTD_maxCLevel())
 		return ib_error_setc(err, IB_EINVALID, "zstd level %d out of range", c->level);
 	c->zc = ZSTD_createCCtx();
@@ -424,13 +389,24 @@ int ib_compressor_new(ib_compressor **out, ib_compression kind, int threads, int
 	*out = NULL;
 	if (level < 0)
 		return ib_error_setc(err, IB_EINVALID, "negative compression level %d", level);
+	if (threads <= 0) {
+		const char *env = getenv("IMGBUILD_COMPRESS_THREADS");
+		if (env && *env) {
+			uint64_t v;
+			if (ib_parse_u64(env, &v) < 0 || v < 1 || v > INT32_MAX)
+				return ib_error_setc(
+				    err, IB_EINVALID,
+				    "IMGBUILD_COMPRESS_THREADS=%s: want a number >= 1", env);
+			threads = (int)v;
+		} else {
+			threads = ib_compress_online_cpus();
+		}
+	}
 	ib_compressor *c = xcalloc(1, sizeof(*c));
 	c->kind = kind;
 	c->sink = sink;
 	c->payload = payload;
 	c->level = level;
-	if (threads <= 0)
-		threads = ib_compress_online_cpus();
 	if (threads > IB_COMPRESS_MAX_THREADS)
 		threads = IB_COMPRESS_MAX_THREADS;
 
@@ -510,15 +486,12 @@ void ib_compressor_free(ib_compressor *c)
 		pthread_mutex_destroy(&c->mu);
 	}
 	free(c->threads);
-	if (c->zs_init)
-		deflateEnd(&c->zs);
+	libdeflate_free_compressor(c->ld);
 	for (size_t i = 0; c->jobs && i < c->njobs; i++) {
 		free(c->jobs[i].in);
-		free(c->jobs[i].dict);
 		free(c->jobs[i].out);
 	}
 	free(c->jobs);
-	free(c->tail);
 	ZSTD_freeCCtx(c->zc);
 	free(c->zout);
 	free(c);

@@ -641,6 +641,8 @@ typedef struct pending_blob {
 
 typedef struct docker_plan {
 	json_t *config;
+	char config_digest[IB_DIGEST_BUFLEN]; /* of the bytes in the archive, kept as they are */
+	int64_t config_size;
 	ib_descriptor *layers;
 	size_t n_layers;
 	char **tags;
@@ -836,6 +838,14 @@ static int validate_docker(load_ctx *c, ib_error **err)
 			wrapped(r, err, "config %s", di->config);
 			break;
 		}
+		/* The config is stored byte for byte: its digest is docker's
+		 * image ID, which must survive load and save. */
+		const char *cfile, *cdigest;
+		r = ib_archive_member(c->m, di->config, &cfile, &p->config_size, &cdigest, err);
+		if (r < 0)
+			break;
+		memcpy(p->config_digest, cdigest, IB_DIGEST_BUFLEN);
+		add_pending_blob(c, cfile, cdigest, p->config_size);
 		size_t nd = ib_config_n_diff_ids(p->config);
 		if (nd != di->n_layers) {
 			r = ib_error_setc(
@@ -1046,6 +1056,35 @@ static int store_file_blob(ib_store *s, const pending_blob *b, ib_error **err)
 	return ib_blob_writer_commit(w, b->digest, b->size, NULL, NULL, err);
 }
 
+/* The OCI manifest of a docker-archive image over its config as stored. */
+static int write_docker_manifest(ib_store *s, const docker_plan *p, ib_descriptor *out,
+				 ib_error **err)
+{
+	ib_manifest m;
+	memset(&m, 0, sizeof(m));
+	m.media_type = (char *)IB_MT_OCI_MANIFEST;
+	m.config.media_type = (char *)IB_MT_OCI_CONFIG;
+	memcpy(m.config.digest, p->config_digest, IB_DIGEST_BUFLEN);
+	m.config.size = p->config_size;
+	m.layers = p->layers; /* borrowed: m is not freed */
+	m.n_layers = p->n_layers;
+	size_t len = 0;
+	cleanup_free char *man = ib_manifest_serialize(&m, &len);
+	memset(out, 0, sizeof(*out));
+	int r = ib_store_blob_put(s, man, len, out->digest, err);
+	if (r < 0)
+		return wrapped(r, err, "store image manifest");
+	out->media_type = xstrdup(IB_MT_OCI_MANIFEST);
+	out->size = (int64_t)len;
+	const char *os = json_string_value(json_object_get(p->config, "os"));
+	const char *arch = json_string_value(json_object_get(p->config, "architecture"));
+	const char *variant = json_string_value(json_object_get(p->config, "variant"));
+	out->platform.os = os ? xstrdup(os) : NULL;
+	out->platform.architecture = arch ? xstrdup(arch) : NULL;
+	out->platform.variant = variant ? xstrdup(variant) : NULL;
+	return 0;
+}
+
 static void push_loaded(ib_archive_loaded **v, size_t *n, const char *name, const char *digest)
 {
 	*v = xrealloc(*v, (*n + 1) * sizeof(**v));
@@ -1065,8 +1104,7 @@ static int commit_load(load_ctx *c, ib_archive_loaded **out, size_t *n_out, ib_e
 	ib_descriptor *descs = xcalloc(c->n_docker ? c->n_docker : 1, sizeof(*descs));
 	for (size_t i = 0; r == 0 && i < c->n_docker; i++) {
 		docker_plan *p = &c->docker[i];
-		r = ib_store_image_write(c->s, p->config, p->layers, p->n_layers, NULL, &descs[i],
-					 err);
+		r = write_docker_manifest(c->s, p, &descs[i], err);
 	}
 	/* Tags last: nothing is named until everything is stored. */
 	for (size_t i = 0; r == 0 && i < c->n_docker; i++) {
@@ -1461,6 +1499,42 @@ static int save_oci(save_ctx *c, ib_error **err)
 	return write_buffer(c, "index.json", ij, strlen(ij), err);
 }
 
+/* Write the archive of the resolved images to fd; what names it in errors. */
+static int save_to_fd(save_ctx *c, int fd, const char *what, ib_archive_format format,
+		      ib_error **err)
+{
+	int r = 0;
+	cleanup_archive_write struct archive *a = archive_write_new();
+	c->a = a;
+	c->written = json_object();
+	if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
+	    archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
+	    archive_write_open_fd(a, fd) != ARCHIVE_OK)
+		r = ib_error_setc(err, IB_ERROR, "%s: %s", what, aerr(a));
+	if (r == 0)
+		r = format == IB_ARCHIVE_OCI ? save_oci(c, err) : save_docker(c, err);
+	if (r == 0 && archive_write_close(a) != ARCHIVE_OK)
+		r = ib_error_setc(err, IB_ERROR, "write %s: %s", what, aerr(a));
+	json_decref(c->written);
+	c->written = NULL;
+	c->a = NULL;
+	return r;
+}
+
+int ib_archive_save_fd(ib_store *s, int fd, ib_archive_format format, char *const *refs,
+		       size_t n_refs, ib_error **err)
+{
+	if (n_refs == 0)
+		return ib_error_setc(err, IB_EINVALID, "no image to save");
+	save_ctx c = {0};
+	c.s = s;
+	int r = resolve_images(&c, refs, n_refs, err);
+	if (r == 0)
+		r = save_to_fd(&c, fd, "archive stream", format, err);
+	save_images_free(c.imgs, c.n_imgs);
+	return r;
+}
+
 int ib_archive_save(ib_store *s, const char *path, ib_archive_format format, char *const *refs,
 		    size_t n_refs, ib_error **err)
 {
@@ -1489,17 +1563,7 @@ int ib_archive_save(ib_store *s, const char *path, ib_archive_format format, cha
 		save_images_free(c.imgs, c.n_imgs);
 		return r;
 	}
-	cleanup_archive_write struct archive *a = archive_write_new();
-	c.a = a;
-	c.written = json_object();
-	if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
-	    archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
-	    archive_write_open_fd(a, fd) != ARCHIVE_OK)
-		r = ib_error_setc(err, IB_ERROR, "%s: %s", path, aerr(a));
-	if (r == 0)
-		r = format == IB_ARCHIVE_OCI ? save_oci(&c, err) : save_docker(&c, err);
-	if (r == 0 && archive_write_close(a) != ARCHIVE_OK)
-		r = ib_error_setc(err, IB_ERROR, "write %s: %s", path, aerr(a));
+	r = save_to_fd(&c, fd, path, format, err);
 	if (r == 0 && !to_stdout && fsync(fd) < 0)
 		r = ib_error_set(err, errno, "fsync %s", tmp);
 	if (r == 0 && close(ib_steal_fd(&fd)) < 0)
@@ -1512,7 +1576,6 @@ int ib_archive_save(ib_store *s, const char *path, ib_archive_format format, cha
 	}
 	if (r < 0 && !to_stdout)
 		unlink(tmp);
-	json_decref(c.written);
 	save_images_free(c.imgs, c.n_imgs);
 	return r;
 }

@@ -44,6 +44,12 @@ typedef enum { IB_ARCHIVE_DOCKER, IB_ARCHIVE_OCI } ib_archive_format;
 int ib_archive_save(ib_store *s, const char *path, ib_archive_format format, char *const *refs,
 		    size_t n_refs, ib_error **err);
 
+/* ib_archive_save into an open file descriptor (a pipe, a socket): the
+ * stream is written as it is produced, nothing is buffered whole.  fd is
+ * left open. */
+int ib_archive_save_fd(ib_store *s, int fd, ib_archive_format format, char *const *refs,
+		       size_t n_refs, ib_error **err);
+
 typedef struct ib_archive_loaded {
 	char *name; /* full normalised reference now tagged, or NULL (untagged) */
 	char digest[IB_DIGEST_BUFLEN]; /* manifest (or index) digest */

@@ -6,10 +6,13 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "ref.h"
@@ -66,6 +69,30 @@ static bool looks_like_tls_server(const http_resp *r)
 	       strstr(r->errbody.data, "HTTPS server");
 }
 
+static const char plain_http_msg[] =
+    "registry speaks plain HTTP: add it to insecure registries (registries.conf or daemon.json)"
+    " or use --tls-verify=false";
+
+/* An HTTPS attempt failed at the handshake: is a plain HTTP server
+ * answering?  From OpenSSL's complaint, else by asking it over HTTP. */
+static bool speaks_plain_http(ib_registry_session *s, const http_resp *tls)
+{
+	if (ib_registry_resp_plain_http(tls))
+		return true;
+	if (tls->cc != CURLE_SSL_CONNECT_ERROR)
+		return false;
+	cleanup_free char *url = xasprintf("http://%s/v2/", s->host);
+	http_req req = {.method = "GET", .url = url, .no_auth = true, .no_retry = true};
+	http_resp resp;
+	ib_registry_resp_init(&resp);
+	ib_error *e = NULL;
+	int r = ib_registry_request(s, s->h, &req, &resp, &e);
+	bool plain = r == 0 && resp.status >= 100 && !looks_like_tls_server(&resp);
+	ib_error_free(&e);
+	ib_registry_resp_free(&resp);
+	return plain;
+}
+
 /* GET /v2/: choose the scheme and learn the authentication scheme. */
 static int ping(ib_registry_session *s, ib_error **err)
 {
@@ -97,6 +124,13 @@ static int ping(ib_registry_session *s, ib_error **err)
 						  schemes[i], schemes[i + 1]);
 				ib_error_free(err);
 				continue;
+			}
+			if (!strcmp(schemes[i], "https") && speaks_plain_http(s, &resp)) {
+				ib_error_free(err);
+				free(s->base);
+				s->base = xasprintf("https://%s", s->host);
+				ib_registry_resp_free(&resp);
+				return ib_error_setc(err, IB_ENET, "%s: %s", s->host, plain_http_msg);
 			}
 			if (ib_registry_resp_retryable(&resp)) {
 				ib_error_free(err);
@@ -150,12 +184,264 @@ static int ping(ib_registry_session *s, ib_error **err)
 	return r;
 }
 
-int ib_registry_session_open(ib_registry_session **out, const char *domain, const char *name,
-			     const char *scope, const ib_credentials *creds,
-			     const ib_registry_options *o, ib_error **err)
+static char default_ca[4096];
+static pthread_once_t default_ca_once = PTHREAD_ONCE_INIT;
+
+/* libcurl's built-in CA bundle, asked once per process. */
+static void default_ca_init(void)
 {
 	ib_registry_curl_init();
+	CURL *h = curl_easy_init();
+	char *p = NULL;
+#if LIBCURL_VERSION_NUM >= 0x075400
+	if (h && curl_easy_getinfo(h, CURLINFO_CAINFO, &p) == CURLE_OK && p)
+		snprintf(default_ca, sizeof(default_ca), "%s", p);
+#endif
+	if (h)
+		curl_easy_cleanup(h);
+}
+
+static const char *default_ca_file(void)
+{
+	pthread_once(&default_ca_once, default_ca_init);
+	return default_ca[0] ? default_ca : "/etc/ssl/certs/ca-certificates.crt";
+}
+
+int ib_registry_tls_trust(const char *domain, char **pem_out, size_t *len_out, char **cert_out,
+			  char **key_out, ib_error **err)
+{
+	*pem_out = *cert_out = *key_out = NULL;
+	*len_out = 0;
+	cleanup_strv char **cas = NULL;
+	int r = ib_regconf_certs(domain, &cas, cert_out, key_out, err);
+	if (r < 0)
+		return r;
+	const char *sys = default_ca_file();
+	const char *extra = getenv("SSL_CERT_FILE");
+	if (extra && *extra) {
+		/* naming the system bundle itself adds nothing */
+		cleanup_free char *a = realpath(extra, NULL);
+		cleanup_free char *b = realpath(sys, NULL);
+		if (a && b && !strcmp(a, b))
+			extra = NULL;
+	} else {
+		extra = NULL;
+	}
+	if (!cas[0] && !extra)
+		return 0;
+	ib_buf b;
+	ib_buf_init(&b, 0);
+	/* libcurl's CAINFO (and CAINFO_BLOB) replace the system bundle: put
+	 * it first so that the additions add */
+	cleanup_free char *text = NULL;
+	size_t len = 0;
+	ib_error *e = NULL;
+	if (ib_read_file(sys, 16u << 20, &text, &len, &e) == 0) {
+		ib_buf_append(&b, text, len);
+		ib_buf_append(&b, "\n", 1);
+	}
+	ib_error_free(&e);
+	for (size_t i = 0; r == 0 && (i == 0 || cas[i - 1]); i++) {
+		const char *f = i == 0 ? extra : cas[i - 1];
+		if (!f)
+			continue;
+		free(text);
+		text = NULL;
+		r = ib_read_file(f, 16u << 20, &text, &len, err);
+		if (r < 0) {
+			ib_error_wrap(err, "%s", i == 0 ? "SSL_CERT_FILE" : "certs.d");
+			break;
+		}
+		ib_buf_append(&b, text, len);
+		ib_buf_append(&b, "\n", 1);
+	}
+	if (r < 0) {
+		ib_buf_free(&b);
+		free(*cert_out);
+		free(*key_out);
+		*cert_out = *key_out = NULL;
+		return r;
+	}
+	*pem_out = ib_buf_steal(&b, len_out);
+	return 0;
+}
+
+/* True when host (no port) resolves into 127.0.0.0/8 or to ::1, like
+ * docker; *cidr_insecure when an address is in daemon.json's insecure
+ * CIDRs. */
+static bool resolves_to_loopback(const ib_registry_session *s, const char *hostport,
+				 bool *cidr_insecure)
+{
+	*cidr_insecure = false;
+	cleanup_free char *host = NULL;
+	if (hostport[0] == '[') {
+		size_t n = strcspn(hostport + 1, "]");
+		host = xstrndup(hostport + 1, n);
+	} else {
+		host = xstrndup(hostport, strcspn(hostport, ":"));
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+	if (getaddrinfo(host, NULL, &hints, &res) != 0)
+		return false; /* curl will say what is wrong */
+	bool loop = false;
+	for (struct addrinfo *a = res; a; a = a->ai_next) {
+		if (a->ai_family == AF_INET) {
+			const struct sockaddr_in *in = (const void *)a->ai_addr;
+			if ((ntohl(in->sin_addr.s_addr) >> 24) == 127)
+				loop = true;
+		} else if (a->ai_family == AF_INET6) {
+			const struct sockaddr_in6 *in6 = (const void *)a->ai_addr;
+			if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
+				loop = true;
+		}
+		if (ib_regconf_insecure_addr(s->conf, a->ai_addr))
+			*cidr_insecure = true;
+	}
+	freeaddrinfo(res);
+	return loop;
+}
+
+static void forget_auth(ib_registry_session *s)
+{
+	for (size_t i = 0; i < s->n_tokens; i++) {
+		free(s->tokens[i].scope);
+		explicit_bzero(s->tokens[i].token, strlen(s->tokens[i].token));
+		free(s->tokens[i].token);
+	}
+	free(s->tokens);
+	s->tokens = NULL;
+	s->n_tokens = 0;
+	free(s->realm);
+	free(s->service);
+	s->realm = s->service = NULL;
+	s->auth = AUTH_NONE;
+	if (!s->explicit_creds) {
+		ib_credentials_clear(&s->creds);
+		s->creds_loaded = false;
+	}
+}
+
+/* Point the session at endpoint i and probe it. */
+static int use_endpoint(ib_registry_session *s, size_t i, ib_error **err)
+{
+	const ib_regconf_endpoint *e = &s->eps[i];
+	s->ep = i;
+	forget_auth(s);
+	free(s->domain);
+	free(s->host);
+	free(s->repository);
+	free(s->scope);
+	s->domain = xstrdup(e->domain);
+	s->host = xstrdup(!strcmp(e->domain, "docker.io") ? "registry-1.docker.io" : e->domain);
+	free(s->name);
+	s->name = NULL;
+	const char *scope = s->req_scope;
+	if (s->req_name) {
+		/* the token scope names the repository as it is on this registry */
+		size_t ol = strlen(s->req_name);
+		if (scope && !strncmp(scope, "repository:", 11) &&
+		    !strncmp(scope + 11, s->req_name, ol) && scope[11 + ol] == ':')
+			s->scope = xasprintf("repository:%s%s", e->path, scope + 11 + ol);
+		else
+			s->scope = scope ? xstrdup(scope) : NULL;
+		s->name = xstrdup(e->path);
+		s->repository = xasprintf("%s/%s", s->domain, s->name);
+	} else {
+		s->scope = scope ? xstrdup(scope) : NULL;
+		s->repository = xstrdup(s->domain);
+	}
+	bool cidr = false;
+	s->loopback = ib_ref_is_loopback(s->domain) || resolves_to_loopback(s, s->host, &cidr);
+	bool named_off = !s->o.tls_verify && !e->mirror;
+	s->tls_noverify = e->insecure || cidr || named_off;
+	s->insecure = s->loopback || s->tls_noverify;
+	free(s->cablob);
+	free(s->sslcert);
+	free(s->sslkey);
+	s->cablob = s->sslcert = s->sslkey = NULL;
+	int r = ib_registry_tls_trust(s->domain, &s->cablob, &s->cablob_len, &s->sslcert,
+				      &s->sslkey, err);
+	if (r < 0)
+		return r;
+	ib_registry_debug(s, "%s%s: %s%s%s%s", e->mirror ? "mirror " : "", s->repository,
+			  s->loopback	   ? "loopback"
+			  : s->insecure	   ? "insecure"
+					   : "TLS",
+			  s->tls_noverify ? ", TLS not verified" : "",
+			  s->cablob ? ", extra CAs" : "", s->sslcert ? ", client certificate" : "");
+	return ping(s, err);
+}
+
+/* The first endpoint from start on that answers; the last failure
+ * otherwise. */
+static int connect_from(ib_registry_session *s, size_t start, ib_error **err)
+{
+	int r = IB_ERROR;
+	for (size_t i = start; i < s->n_eps; i++) {
+		ib_error *e = NULL;
+		r = use_endpoint(s, i, &e);
+		if (r == 0)
+			return 0;
+		if (i + 1 < s->n_eps) {
+			ib_registry_debug(s, "%s unavailable (%s); trying the next", s->eps[i].domain,
+					  ib_error_msg(e));
+			ib_error_free(&e);
+			continue;
+		}
+		if (err && !*err)
+			*err = e;
+		else
+			ib_error_free(&e);
+	}
+	return r;
+}
+
+/* After a failure on a mirror (or a tag asked of a digest-only mirror):
+ * move on to the next endpoint that answers.  IB_ENOTFOUND (no error set)
+ * when the session is not on a mirror or none is left. */
+static int next_endpoint(ib_registry_session *s, const char *why, bool skip_digest_only,
+			 ib_error **err)
+{
+	size_t i = s->ep + 1;
+	if (i >= s->n_eps || !s->eps[s->ep].mirror)
+		return IB_ENOTFOUND;
+	while (skip_digest_only && i + 1 < s->n_eps && s->eps[i].digest_only)
+		i++;
+	ib_registry_debug(s, "mirror %s: %s; trying %s", s->domain, why, s->eps[i].domain);
+	return connect_from(s, i, err);
+}
+
+static int session_open(ib_registry_session **out, const char *domain, const char *name,
+			const char *scope, const ib_credentials *creds,
+			const ib_registry_options *o, bool mirrors, ib_error **err)
+{
+	ib_registry_curl_init();
+	ib_regconf *conf = NULL;
+	int r = ib_regconf_load(&conf, err);
+	if (r < 0)
+		return r;
+	ib_regconf_endpoint *eps = NULL;
+	size_t n_eps = 0;
+	if (name) {
+		r = ib_regconf_endpoints(conf, domain, name, mirrors, true, &eps, &n_eps, err);
+	} else {
+		r = ib_regconf_check_blocked(conf, domain, err);
+		if (r == 0) {
+			eps = xcalloc(1, sizeof(*eps));
+			eps[0].domain = xstrdup(domain);
+			eps[0].path = xstrdup("");
+			eps[0].insecure = ib_regconf_insecure_name(conf, domain);
+			n_eps = 1;
+		}
+	}
+	if (r < 0) {
+		ib_regconf_free(conf);
+		return r;
+	}
 	ib_registry_session *s = xcalloc(1, sizeof(*s));
+	s->conf = conf;
+	s->eps = eps;
+	s->n_eps = n_eps;
 	ib_registry_options defaults = IB_REGISTRY_OPTIONS_INIT;
 	s->o = o ? *o : defaults;
 	/* zero means default; from here on the fields hold what is used */
@@ -171,16 +457,9 @@ int ib_registry_session_open(ib_registry_session **out, const char *domain, cons
 	s->o.authfile = s->authfile;
 	s->platform = s->o.platform ? xstrdup(s->o.platform) : NULL;
 	s->o.platform = s->platform;
-	s->domain = xstrdup(domain);
-	s->host = xstrdup(!strcmp(domain, "docker.io") ? "registry-1.docker.io" : domain);
-	s->name = name ? xstrdup(name) : NULL;
-	s->repository = name ? xasprintf("%s/%s", domain, name) : xstrdup(domain);
-	s->scope = scope ? xstrdup(scope) : NULL;
-	s->loopback = ib_ref_is_loopback(domain);
-	s->insecure = s->loopback || !s->o.tls_verify;
-	const char *cf = getenv("SSL_CERT_FILE");
+	s->req_name = name ? xstrdup(name) : NULL;
+	s->req_scope = scope ? xstrdup(scope) : NULL;
 	const char *cd = getenv("SSL_CERT_DIR");
-	s->cainfo = cf && *cf ? xstrdup(cf) : NULL;
 	s->capath = cd && *cd ? xstrdup(cd) : NULL;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->cb_lock, NULL);
@@ -189,15 +468,25 @@ int ib_registry_session_open(ib_registry_session **out, const char *domain, cons
 		s->creds.username = xstrdup(creds->username);
 		s->creds.password = xstrdup(creds->password ? creds->password : "");
 		s->creds_loaded = true;
+		s->explicit_creds = true;
 	} else if (creds) {
 		s->creds_loaded = true; /* explicitly none */
+		s->explicit_creds = true;
 	}
 	s->h = curl_easy_init();
 	if (!s->h) {
 		ib_registry_session_free(s);
 		return ib_error_setc(err, IB_ERROR, "cannot initialise libcurl");
 	}
-	int r = ping(s, err);
+	if (s->o.debug && conf->files[0]) {
+		ib_buf b;
+		ib_buf_init(&b, 0);
+		for (size_t i = 0; conf->files[i]; i++)
+			ib_buf_appendf(&b, "%s%s", i ? ", " : "", conf->files[i]);
+		ib_registry_debug(s, "registry configuration: %s", b.data);
+		ib_buf_free(&b);
+	}
+	r = connect_from(s, 0, err);
 	if (r < 0) {
 		ib_registry_session_free(s);
 		return r;
@@ -206,21 +495,23 @@ int ib_registry_session_open(ib_registry_session **out, const char *domain, cons
 	return 0;
 }
 
+int ib_registry_session_open(ib_registry_session **out, const char *domain, const char *name,
+			     const char *scope, const ib_credentials *creds,
+			     const ib_registry_options *o, ib_error **err)
+{
+	/* mirrors serve pulls only */
+	bool pull = name && scope && !strstr(scope, "push");
+	return session_open(out, domain, name, scope, creds, o, pull, err);
+}
+
 void ib_registry_session_free(ib_registry_session *s)
 {
 	if (!s)
 		return;
 	if (s->h)
 		curl_easy_cleanup(s->h);
+	forget_auth(s);
 	ib_credentials_clear(&s->creds);
-	for (size_t i = 0; i < s->n_tokens; i++) {
-		free(s->tokens[i].scope);
-		explicit_bzero(s->tokens[i].token, strlen(s->tokens[i].token));
-		free(s->tokens[i].token);
-	}
-	free(s->tokens);
-	free(s->realm);
-	free(s->service);
 	free(s->authfile);
 	free(s->platform);
 	free(s->domain);
@@ -228,9 +519,15 @@ void ib_registry_session_free(ib_registry_session *s)
 	free(s->name);
 	free(s->repository);
 	free(s->scope);
+	free(s->req_name);
+	free(s->req_scope);
 	free(s->base);
-	free(s->cainfo);
 	free(s->capath);
+	free(s->cablob);
+	free(s->sslcert);
+	free(s->sslkey);
+	ib_regconf_endpoints_free(s->eps, s->n_eps);
+	ib_regconf_free(s->conf);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->cb_lock);
 	free(s);
@@ -571,7 +868,7 @@ static char *media_type_of(const char *content_type)
 	return n ? xstrndup(content_type, n) : NULL;
 }
 
-int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char **body_out,
+static int manifest_get_once(ib_registry_session *s, const char *reference, char **body_out,
 			     size_t *len_out, char **media_type_out,
 			     char digest_out[IB_DIGEST_BUFLEN], ib_error **err)
 {
@@ -621,6 +918,45 @@ int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char
 	ib_buf_free(&body);
 	ib_registry_resp_free(&resp);
 	return r;
+}
+
+int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char **body_out,
+			     size_t *len_out, char **media_type_out,
+			     char digest_out[IB_DIGEST_BUFLEN], ib_error **err)
+{
+	bool by_digest = !strncmp(reference, "sha256:", 7);
+	for (;;) {
+		int r;
+		if (!by_digest && s->eps[s->ep].digest_only) {
+			r = next_endpoint(s, "used for pulls by digest only", true, err);
+			if (r < 0)
+				return r == IB_ENOTFOUND ? ib_error_setc(err, IB_ENOTFOUND,
+									 "no registry for %s",
+									 s->repository)
+							 : r;
+			continue;
+		}
+		ib_error *e = NULL;
+		r = manifest_get_once(s, reference, body_out, len_out, media_type_out, digest_out,
+				      &e);
+		if (r == 0)
+			return 0;
+		/* a mirror that lacks it or fails: the next one, then the location */
+		int n = next_endpoint(s, ib_error_msg(e), false, err);
+		if (n == 0) {
+			ib_error_free(&e);
+			continue;
+		}
+		if (n != IB_ENOTFOUND) {
+			ib_error_free(&e);
+			return n;
+		}
+		if (err && !*err)
+			*err = e;
+		else
+			ib_error_free(&e);
+		return r;
+	}
 }
 
 int ib_registry_manifest_put(ib_registry_session *s, const char *reference, const char *media_type,
@@ -765,13 +1101,64 @@ int ib_registry_tags(const char *repo_ref, const ib_registry_options *o, char **
 		return r;
 	cleanup_free char *scope = ib_auth_scope_repository(ref->path, false);
 	ib_registry_session *s = NULL;
-	r = ib_registry_session_open(&s, ref->domain, ref->path, scope, NULL, o, err);
+	/* the tags of the registry itself, not of a mirror */
+	r = session_open(&s, ref->domain, ref->path, scope, NULL, o, false, err);
 	if (r == 0) {
-		cleanup_free char *url = xasprintf("/v2/%s/tags/list?n=100", ref->path);
+		cleanup_free char *url = xasprintf("/v2/%s/tags/list?n=100", s->name);
 		r = get_pages(s, url, "tags", tags_out, err);
 	}
 	ib_registry_session_free(s);
 	ib_ref_free(ref);
+	return r;
+}
+
+int ib_registry_pull_search(ib_store *st, const char *refstr, const ib_registry_options *o,
+			    ib_descriptor *desc_out, ib_error **err)
+{
+	if (!ib_regconf_unqualified(refstr))
+		return 1;
+	ib_regconf *c = NULL;
+	int r = ib_regconf_load(&c, err);
+	if (r < 0)
+		return r;
+	if (!c->search) {
+		ib_regconf_free(c); /* not configured: docker.io, as always */
+		return 1;
+	}
+	if (!c->search[0]) {
+		r = ib_error_setc(err, IB_ENOTFOUND,
+				  "%s names no registry and unqualified-search-registries is empty"
+				  " (%s)",
+				  refstr, c->search_source);
+		ib_regconf_free(c);
+		return r;
+	}
+	ib_buf tried;
+	ib_buf_init(&tried, 0);
+	r = IB_ENOTFOUND;
+	for (size_t i = 0; c->search[i]; i++) {
+		cleanup_free char *cand = xasprintf("%s/%s", c->search[i], refstr);
+		ib_error *e = NULL;
+		if (ib_regconf_unqualified(cand)) {
+			ib_error_setc(&e, IB_EINVALID, "not a registry name (%s)", c->search_source);
+			r = IB_EINVALID;
+		} else {
+			r = ib_registry_pull(st, cand, o, desc_out, &e);
+		}
+		if (r == 0) {
+			ib_error_free(&e);
+			break;
+		}
+		ib_buf_appendf(&tried, "%s%s: %s", tried.len ? "; " : "", c->search[i],
+			       ib_error_msg(e));
+		ib_error_free(&e);
+	}
+	if (r < 0)
+		ib_error_setc(err, r == IB_EAUTH || r == IB_ENET ? r : IB_ENOTFOUND,
+			      "%s is in none of the unqualified-search-registries (%s): %s", refstr,
+			      c->search_source, tried.data);
+	ib_buf_free(&tried);
+	ib_regconf_free(c);
 	return r;
 }
 

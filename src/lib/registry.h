@@ -2,10 +2,14 @@
  * login check over libcurl.  The implementation is a family of files around
  * registry_internal.h (transport, authentication, primitives, transfers).
  *
- * Transport: HTTPS with the system CAs (SSL_CERT_FILE / SSL_CERT_DIR
- * honoured).  Loopback registries are probed with plain HTTP first and
- * switch to HTTPS when the server turns out to speak TLS; with
- * tls_verify=false HTTPS is tried without verification, then plain HTTP.
+ * Transport: HTTPS with the system CAs, plus SSL_CERT_FILE and the
+ * registry's certs.d CAs (regconf.h).  Loopback registries (by name or by
+ * resolution) are probed with plain HTTP first and switch to HTTPS when the
+ * server turns out to speak TLS; insecure ones (registries.conf,
+ * daemon.json, or tls_verify=false for the registry named, not its
+ * mirrors) get HTTPS without verification, then plain HTTP.  HTTPS
+ * answered by plain HTTP fails at once.  Pulls try the configured mirrors
+ * first; blocked registries are refused.
  * Requests are retried on 408/429/5xx, connection resets and timeouts
  * with exponential backoff, honouring Retry-After (capped at 30 s), at
  * most max_retries times.  Redirects are followed by hand: Authorization

@@ -463,16 +463,23 @@ static void perform_once(ib_registry_session *s, CURL *h, http_req *req, const c
 	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
 	curl_easy_setopt(h, CURLOPT_XFERINFODATA, s);
-	if (!s->o.tls_verify) {
+	if (s->tls_noverify) {
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
 	if (s->loopback)
 		curl_easy_setopt(h, CURLOPT_NOPROXY, "*"); /* a proxy cannot reach our loopback */
-	if (s->cainfo)
-		curl_easy_setopt(h, CURLOPT_CAINFO, s->cainfo);
+	if (s->cablob) {
+		/* the session outlives every request made with it */
+		struct curl_blob blob = {s->cablob, s->cablob_len, CURL_BLOB_NOCOPY};
+		curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
+	}
 	if (s->capath)
 		curl_easy_setopt(h, CURLOPT_CAPATH, s->capath);
+	if (s->sslcert) {
+		curl_easy_setopt(h, CURLOPT_SSLCERT, s->sslcert);
+		curl_easy_setopt(h, CURLOPT_SSLKEY, s->sslkey);
+	}
 
 	if (!strcmp(method, "HEAD")) {
 		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
@@ -585,6 +592,15 @@ bool ib_registry_curl_retryable(CURLcode cc)
 	default:
 		return false;
 	}
+}
+
+bool ib_registry_resp_plain_http(const http_resp *r)
+{
+	if (r->cc != CURLE_SSL_CONNECT_ERROR)
+		return false;
+	return strstr(r->curl_err, "wrong version number") ||
+	       strstr(r->curl_err, "packet length too long") ||
+	       strstr(r->curl_err, "http request");
 }
 
 bool ib_registry_status_retryable(long st)
@@ -711,7 +727,10 @@ static int net_error(const ib_registry_session *s, const char *method, const htt
 	const char *detail = r->curl_err[0] ? r->curl_err : curl_easy_strerror(r->cc);
 	const char *hint = "";
 	if (r->cc == CURLE_PEER_FAILED_VERIFICATION)
-		hint = " (trust its CA via SSL_CERT_FILE, or use --tls-verify=false)";
+		hint = " (trust its CA in certs.d or via SSL_CERT_FILE, or use --tls-verify=false)";
+	else if (ib_registry_resp_plain_http(r))
+		hint = " (the registry speaks plain HTTP: add it to insecure registries"
+		       " (registries.conf or daemon.json) or use --tls-verify=false)";
 	return ib_error_setc(err, IB_ENET, "%s %s (%s): %s%s", method, u, s->host, detail, hint);
 }
 
@@ -774,7 +793,8 @@ int ib_registry_request(ib_registry_session *s, CURL *h, http_req *req, http_res
 					renewals++;
 				}
 			}
-			if (ib_registry_curl_retryable(resp->cc) && !req->no_retry &&
+			if (ib_registry_curl_retryable(resp->cc) && !ib_registry_resp_plain_http(resp) &&
+			    !req->no_retry &&
 			    attempt < s->o.max_retries) {
 				ib_registry_debug(s, "%s %s failed: %s", req->method, resp->url,
 						  curl_easy_strerror(resp->cc));
@@ -808,6 +828,6 @@ int ib_registry_request(ib_registry_session *s, CURL *h, http_req *req, http_res
 
 bool ib_registry_resp_retryable(const http_resp *r)
 {
-	return r->cc != CURLE_OK ? ib_registry_curl_retryable(r->cc)
+	return r->cc != CURLE_OK ? ib_registry_curl_retryable(r->cc) && !ib_registry_resp_plain_http(r)
 				 : ib_registry_status_retryable(r->status);
 }

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "regconf.h"
 #include "registry.h"
 #include "util.h"
 
@@ -48,9 +49,22 @@ struct ib_registry_session {
 	char *repository; /* "domain/name" */
 	char *scope;	  /* scope of ordinary requests */
 	char *base;	  /* "https://host" */
-	bool insecure;	  /* loopback or tls_verify=false */
-	bool loopback;
-	char *cainfo, *capath;
+	bool insecure;	  /* plain HTTP allowed: loopback, configured insecure, or
+			     tls_verify=false for the registry the command named */
+	bool loopback;	  /* a loopback name, or a name that resolves to loopback */
+	bool tls_noverify; /* TLS certificates are not verified */
+	char *capath;
+	char *cablob;	 /* PEM: system CAs + SSL_CERT_FILE + certs.d; NULL = defaults */
+	size_t cablob_len;
+	char *sslcert, *sslkey; /* client certificate from certs.d */
+
+	/* Where the repository is fetched from: mirrors (pulls), then the
+	 * location (registries.conf, daemon.json); ep = the one in use. */
+	ib_regconf *conf;
+	ib_regconf_endpoint *eps;
+	size_t n_eps, ep;
+	char *req_name, *req_scope; /* the repository and scope asked for */
+	bool explicit_creds;
 
 	pthread_mutex_t lock; /* auth state below */
 	ib_credentials creds;
@@ -78,6 +92,13 @@ int ib_registry_session_open(ib_registry_session **out, const char *domain, cons
 			     const ib_registry_options *o, ib_error **err);
 /* Safe on NULL; wipes credentials and tokens. */
 void ib_registry_session_free(ib_registry_session *s);
+
+/* The TLS trust for a registry domain ("host[:port]"): *pem_out = the
+ * system CA bundle followed by $SSL_CERT_FILE and the certs.d CAs of the
+ * domain, or NULL when there is nothing to add (libcurl's defaults);
+ * *cert_out / *key_out = a certs.d client pair or NULL.  Caller frees. */
+int ib_registry_tls_trust(const char *domain, char **pem_out, size_t *len_out, char **cert_out,
+			  char **key_out, ib_error **err);
 
 /* Log to stderr when o.debug (never credentials or tokens). */
 void ib_registry_debug(const ib_registry_session *s, const char *fmt, ...)
@@ -151,6 +172,9 @@ bool ib_registry_status_ok(long status);
 bool ib_registry_status_retryable(long status);
 /* Timeouts, resets, empty replies. */
 bool ib_registry_curl_retryable(CURLcode cc);
+/* A TLS handshake answered by plain HTTP (OpenSSL's "wrong version
+ * number"): never worth retrying. */
+bool ib_registry_resp_plain_http(const http_resp *r);
 bool ib_registry_resp_retryable(const http_resp *r);
 /* Sleep before retry number attempt (0-based): exponential from 250 ms,
  * or Retry-After when given; capped at 30 s. */
@@ -204,6 +228,13 @@ int ib_registry_auth_challenged(ib_registry_session *s, CURL *h, const char *met
 char *ib_registry_url_escape(const char *s);
 
 /* ---- distribution primitives (registry.c) ---- */
+
+/* unqualified-search-registries: when refstr names no registry and
+ * registries.conf lists search registries, pull from the first of them
+ * that has the image (tagged with the full name found there).  Returns 1
+ * when this does not apply: the caller pulls refstr as it is. */
+int ib_registry_pull_search(ib_store *st, const char *refstr, const ib_registry_options *o,
+			    ib_descriptor *desc_out, ib_error **err);
 
 /* HEAD a blob of the session's repository: 0 when present (*size_out, may
  * be NULL, gets its length), IB_ENOTFOUND (no error set) when absent. */

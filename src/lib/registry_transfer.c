@@ -4,12 +4,15 @@
  * tagging, and the blob locations that let a push mount instead of
  * upload. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cache.h"
+#include "compress.h"
 #include "ref.h"
 #include "registry_internal.h"
 
@@ -409,8 +412,11 @@ out:
 int ib_registry_pull(ib_store *st, const char *refstr, const ib_registry_options *o,
 		     ib_descriptor *desc_out, ib_error **err)
 {
+	int r = ib_registry_pull_search(st, refstr, o, desc_out, err);
+	if (r != 1)
+		return r;
 	ib_ref *ref = NULL;
-	int r = ib_ref_parse(&ref, refstr, err);
+	r = ib_ref_parse(&ref, refstr, err);
 	if (r < 0)
 		return r;
 	cleanup_free char *full = ib_ref_string(ref);
@@ -429,41 +435,205 @@ int ib_registry_pull(ib_store *st, const char *refstr, const ib_registry_options
 /* ------------------------------------------------------------------ */
 /* push                                                                */
 
-int ib_registry_push(ib_store *st, const char *src_ref, const char *dest_ref,
-		     const ib_registry_options *o, char digest_out[IB_DIGEST_BUFLEN],
-		     ib_error **err)
+/* Uncompressed layers (a docker archive's layer.tar) are pushed as gzip
+ * blobs.  The compressed copy is stored, and the store remembers which
+ * copy belongs to which layer in COMPRESSED_MAP ({"LAYER": {"digest",
+ * "size"}}) so the next push of the same layer neither compresses nor
+ * uploads again.  An entry whose blob is gone (pruned) is made again. */
+#define COMPRESSED_MAP "compressed-layers.json"
+#define COMPRESSED_MAP_CAP (16u << 20)
+#define COPY_BUF (1u << 20)
+
+static json_t *compressed_map_load(const char *path)
 {
-	ib_image *img = NULL;
-	int r = ib_store_image_load(st, src_ref, &img, err);
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	json_t *j = NULL;
+	if (ib_read_file(path, COMPRESSED_MAP_CAP, &buf, &len, NULL) == 0)
+		j = json_loadb(buf, len, 0, NULL);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		j = json_object();
+	}
+	return j;
+}
+
+static bool layer_is_uncompressed(const ib_descriptor *d)
+{
+	ib_compression c;
+	return d->media_type && ib_layer_compression(d->media_type, &c, NULL) == 0 &&
+	       c == IB_COMP_NONE;
+}
+
+typedef struct blob_sink {
+	ib_blob_writer *w;
+	ib_error *err;
+} blob_sink;
+
+static int sink_to_blob(const void *data, size_t len, void *payload)
+{
+	blob_sink *b = payload;
+	return b->err ? -1 : ib_blob_writer_write(b->w, data, len, &b->err);
+}
+
+/* gzip the stored blob d into a new store blob (source re-hashed). */
+static int compress_blob(ib_store *st, const ib_descriptor *d, char digest_out[IB_DIGEST_BUFLEN],
+			 int64_t *size_out, ib_error **err)
+{
+	cleanup_close int fd = -1;
+	int64_t size = 0;
+	int r = ib_store_blob_open(st, d->digest, &fd, &size, err);
 	if (r < 0)
 		return r;
-	ib_ref *dref = NULL, *sref = NULL;
-	r = ib_ref_parse(&dref, dest_ref ? dest_ref : src_ref, err);
+	blob_sink bs = {0};
+	if ((r = ib_blob_writer_new(&bs.w, st, err)) < 0)
+		return r;
+	ib_compressor *c = NULL;
+	r = ib_compressor_new(&c, IB_COMP_GZIP, 0, 0, sink_to_blob, &bs, err);
+	ib_digest_ctx *ctx = ib_digest_new();
+	cleanup_free char *buf = xmalloc(COPY_BUF);
+	while (r == 0) {
+		ssize_t n = read(fd, buf, COPY_BUF);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			r = ib_error_set(err, errno, "read blob %s", d->digest);
+		if (n <= 0)
+			break;
+		ib_digest_update(ctx, buf, (size_t)n);
+		r = ib_compressor_write(c, buf, (size_t)n, err);
+	}
+	if (r == 0)
+		r = ib_compressor_finish(c, err);
+	ib_compressor_free(c);
+	char got[IB_DIGEST_BUFLEN];
+	ib_digest_final(ctx, got);
+	ib_digest_free(ctx);
+	/* The sink's own error says more than "the sink failed". */
+	if (r < 0 && bs.err && err) {
+		ib_error_free(err);
+		*err = steal_pointer(&bs.err);
+	}
+	ib_error_free(&bs.err);
+	if (r == 0 && strcmp(got, d->digest) != 0)
+		r = ib_error_setc(err, IB_EDIGEST,
+				  "blob %s in the store is corrupt (content is %s)", d->digest,
+				  got);
 	if (r < 0) {
-		ib_image_free(img);
+		ib_blob_writer_abort(bs.w);
 		return r;
 	}
-	if (ib_ref_parse(&sref, src_ref, NULL) < 0)
-		sref = NULL;
-	ib_registry_session *s = NULL;
-	job *jobs = NULL;
-	ib_cache *cache = NULL;
-	size_t nj = 0;
-	if (dref->digest && strcmp(dref->digest, img->desc.digest) != 0) {
-		r = ib_error_setc(err, IB_EDIGEST, "%s is %s, not %s", src_ref, img->desc.digest,
-				  dref->digest);
-		goto out;
-	}
+	return ib_blob_writer_commit(bs.w, NULL, -1, digest_out, size_out, err);
+}
+
+/* The gzip copy of the uncompressed layer d: remembered, or made now. */
+static int compressed_layer(ib_store *st, const ib_descriptor *d, bool docker, ib_descriptor *out,
+			    ib_error **err)
+{
+	cleanup_free char *path = ib_path_join(ib_store_root(st), COMPRESSED_MAP);
+	memset(out, 0, sizeof(*out));
 	{
-		cleanup_free char *scope = ib_auth_scope_repository(dref->path, true);
-		r = ib_registry_session_open(&s, dref->domain, dref->path, scope, NULL, o, err);
-		if (r < 0)
-			goto out;
+		json_t *map = compressed_map_load(path);
+		json_t *e = json_object_get(map, d->digest);
+		const char *cd = json_string_value(json_object_get(e, "digest"));
+		json_t *sz = json_object_get(e, "size");
+		if (cd && json_is_integer(sz) && ib_digest_validate(cd, NULL) == 0 &&
+		    ib_store_blob_exists(st, cd)) {
+			memcpy(out->digest, cd, IB_DIGEST_BUFLEN);
+			out->size = (int64_t)json_integer_value(sz);
+		}
+		json_decref(map);
 	}
-	ib_manifest *m = img->manifest;
-	jobs = xcalloc(m->n_layers + 1, sizeof(job));
-	if (ib_cache_open(&cache, st, NULL) < 0)
-		cache = NULL; /* then no mounts from what earlier runs saw */
+	if (!out->digest[0]) {
+		int r = compress_blob(st, d, out->digest, &out->size, err);
+		if (r < 0)
+			return ib_error_wrap(err, "compress layer %s", d->digest);
+		/* Reload before writing: another push may have added entries. */
+		json_t *map = compressed_map_load(path);
+		json_object_set_new(
+		    map, d->digest,
+		    json_pack("{s:s,s:I}", "digest", out->digest, "size", (json_int_t)out->size));
+		char *text = json_dumps(map, JSON_COMPACT | JSON_SORT_KEYS);
+		json_decref(map);
+		ib_error *e = NULL;
+		if (!text || ib_write_file_atomic(path, text, strlen(text), 0644, &e) < 0)
+			ib_error_free(&e); /* only costs a compression next time */
+		free(text);
+	}
+	out->media_type = xstrdup(ib_layer_media_type(IB_COMP_GZIP, docker));
+	if (d->annotations)
+		out->annotations = json_deep_copy(d->annotations);
+	return 0;
+}
+
+/* What goes to the registry for one image manifest. */
+typedef struct push_plan {
+	ib_manifest m; /* layers and config owned here */
+	char *bytes;
+	size_t len;
+	const char *media_type; /* borrowed from the image */
+	char digest[IB_DIGEST_BUFLEN];
+} push_plan;
+
+static void push_plan_clear(push_plan *p)
+{
+	for (size_t i = 0; i < p->m.n_layers; i++)
+		ib_descriptor_clear(&p->m.layers[i]);
+	free(p->m.layers);
+	ib_descriptor_clear(&p->m.config);
+	free(p->bytes);
+	memset(p, 0, sizeof(*p));
+}
+
+/* The image's manifest bytes as stored, or a copy over gzip layers when it
+ * has uncompressed ones (stored too, so the store holds what was pushed). */
+static int plan_push(ib_store *st, const ib_image *img, push_plan *p, ib_error **err)
+{
+	const ib_manifest *m = img->manifest;
+	memset(p, 0, sizeof(*p));
+	p->media_type = img->desc.media_type ? img->desc.media_type
+			: m->media_type	     ? m->media_type
+					     : IB_MT_OCI_MANIFEST;
+	bool docker = !strcmp(p->media_type, IB_MT_DOCKER_MANIFEST);
+	bool convert = false;
+	p->m.layers = xcalloc(m->n_layers ? m->n_layers : 1, sizeof(ib_descriptor));
+	for (size_t i = 0; i < m->n_layers; i++) {
+		int r = 0;
+		if (layer_is_uncompressed(&m->layers[i]) && !is_foreign(&m->layers[i])) {
+			r = compressed_layer(st, &m->layers[i], docker, &p->m.layers[i], err);
+			convert = true;
+		} else {
+			ib_descriptor_copy(&p->m.layers[i], &m->layers[i]);
+		}
+		p->m.n_layers = i + 1;
+		if (r < 0)
+			return r;
+	}
+	ib_descriptor_copy(&p->m.config, &m->config);
+	if (!convert) {
+		p->bytes = xmalloc(img->manifest_len + 1);
+		memcpy(p->bytes, img->manifest_raw, img->manifest_len);
+		p->len = img->manifest_len;
+		memcpy(p->digest, img->desc.digest, IB_DIGEST_BUFLEN);
+		return 0;
+	}
+	p->m.media_type = m->media_type;
+	p->m.annotations = m->annotations;
+	p->bytes = ib_manifest_serialize(&p->m, &p->len);
+	p->m.media_type = NULL;
+	p->m.annotations = NULL;
+	return ib_store_blob_put(st, p->bytes, p->len, p->digest, err);
+}
+
+/* Push the blobs of p, then its manifest under reference (tag or digest);
+ * digest_out = what the registry holds. */
+static int push_manifest(ib_registry_session *s, ib_store *st, ib_cache *cache, const ib_ref *sref,
+			 const ib_ref *dref, const push_plan *p, const char *reference,
+			 char digest_out[IB_DIGEST_BUFLEN], ib_error **err)
+{
+	const ib_manifest *m = &p->m;
+	job *jobs = xcalloc(m->n_layers + 1, sizeof(job));
+	size_t nj = 0;
 	for (size_t i = 0; i <= m->n_layers; i++) {
 		const ib_descriptor *d = i < m->n_layers ? &m->layers[i] : &m->config;
 		bool dup = false;
@@ -487,38 +657,203 @@ int ib_registry_push(ib_store *st, const char *src_ref, const char *dest_ref,
 		    strcmp(sref->path, dref->path) != 0)
 			j->mount_from = xstrdup(sref->path);
 	}
-	r = run_jobs(s, st, true, jobs, nj, err);
-	if (r < 0)
-		goto out;
-	{
-		const char *mt = img->desc.media_type ? img->desc.media_type
-				 : m->media_type      ? m->media_type
-						      : IB_MT_OCI_MANIFEST;
-		const char *reference = dref->tag ? dref->tag : img->desc.digest;
-		char d[IB_DIGEST_BUFLEN];
-		r = ib_registry_manifest_put(s, reference, mt, img->manifest_raw, img->manifest_len,
-					     d, err);
-		if (r < 0)
-			goto out;
-		if (strcmp(d, img->desc.digest) != 0) {
-			r = ib_error_setc(
-			    err, IB_EDIGEST,
-			    "local manifest bytes hash to %s, not %s; run 'imgbuild verify'", d,
-			    img->desc.digest);
-			goto out;
-		}
-		if (digest_out)
-			memcpy(digest_out, d, IB_DIGEST_BUFLEN);
-	}
-	record_blobs(s, st, cache, jobs, nj);
-out:
-	for (size_t i = 0; jobs && i < nj; i++)
+	int r = run_jobs(s, st, true, jobs, nj, err);
+	if (r == 0)
+		r = ib_registry_manifest_put(s, reference ? reference : p->digest, p->media_type,
+					     p->bytes, p->len, digest_out, err);
+	if (r == 0 && strcmp(digest_out, p->digest) != 0)
+		r = ib_error_setc(err, IB_EDIGEST,
+				  "local manifest bytes hash to %s, not %s; run 'imgbuild verify'",
+				  digest_out, p->digest);
+	if (r == 0)
+		record_blobs(s, st, cache, jobs, nj);
+	for (size_t i = 0; i < nj; i++)
 		free(jobs[i].mount_from);
 	free(jobs);
+	return r;
+}
+
+static char *platform_name(const ib_platform *p)
+{
+	return xasprintf("%s/%s%s%s", p->os ? p->os : "?", p->architecture ? p->architecture : "?",
+			 p->variant ? "/" : "", p->variant ? p->variant : "");
+}
+
+/* The index a tag of the store names, or NULL (not a tag, not an index). */
+static ib_index *tagged_index(ib_store *st, const char *src_ref, ib_descriptor *desc_out,
+			      char **raw_out, size_t *len_out)
+{
+	ib_ref *r = NULL;
+	if (ib_ref_parse(&r, src_ref, NULL) < 0)
+		return NULL;
+	ib_index *idx = NULL;
+	if (r->tag && !r->digest) {
+		cleanup_free char *full = ib_ref_string(r);
+		cleanup_free char *raw = NULL;
+		size_t len = 0;
+		bool is_index = false;
+		if (ib_store_tag_get(st, full, desc_out, NULL) == 0 &&
+		    ib_store_blob_read(st, desc_out->digest, IB_MAX_MANIFEST_SIZE, &raw, &len,
+				       NULL) == 0 &&
+		    ib_oci_is_index(raw, len, &is_index, NULL) == 0 && is_index &&
+		    ib_index_parse(&idx, raw, len, NULL) == 0) {
+			*raw_out = steal_pointer(&raw);
+			*len_out = len;
+		}
+	}
+	ib_ref_free(r);
+	return idx;
+}
+
+/* Every platform of the index (all present in the store, checked before
+ * anything is sent), each by digest, then the index under the tag. */
+static int push_index(ib_registry_session *s, ib_store *st, ib_cache *cache, const char *src_ref,
+		      const ib_ref *sref, const ib_ref *dref, ib_index *idx, const char *raw,
+		      size_t raw_len, const char *index_mt, char digest_out[IB_DIGEST_BUFLEN],
+		      ib_error **err)
+{
+	size_t n = idx->n_manifests;
+	ib_image **imgs = xcalloc(n ? n : 1, sizeof(*imgs));
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		ib_descriptor *d = &idx->manifests[i];
+		cleanup_free char *pf = platform_name(&d->platform);
+		bool nested = d->media_type && (!strcmp(d->media_type, IB_MT_OCI_INDEX) ||
+						!strcmp(d->media_type, IB_MT_DOCKER_LIST));
+		if (nested) {
+			r = ib_error_setc(err, IB_EINVALID,
+					  "%s: nested image indexes cannot be pushed", src_ref);
+			break;
+		}
+		if (!ib_store_blob_exists(st, d->digest) ||
+		    ib_store_image_load_digest(st, d->digest, &imgs[i], NULL) < 0) {
+			r = ib_error_setc(err, IB_ENOTFOUND,
+					  "%s: platform %s (%s) is not in the store; pull it, or "
+					  "push one platform with --platform OS/ARCH",
+					  src_ref, pf, d->digest);
+			break;
+		}
+		const ib_manifest *m = imgs[i]->manifest;
+		for (size_t k = 0; r == 0 && k < m->n_layers; k++)
+			if (!is_foreign(&m->layers[k]) &&
+			    !ib_store_blob_exists(st, m->layers[k].digest))
+				r = ib_error_setc(err, IB_ENOTFOUND,
+						  "%s: platform %s lacks layer %s in the store",
+						  src_ref, pf, m->layers[k].digest);
+	}
+	bool changed = false;
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		push_plan p;
+		r = plan_push(st, imgs[i], &p, err);
+		char got[IB_DIGEST_BUFLEN];
+		if (r == 0)
+			r = push_manifest(s, st, cache, sref, dref, &p, NULL, got, err);
+		if (r == 0 && strcmp(got, idx->manifests[i].digest) != 0) {
+			memcpy(idx->manifests[i].digest, got, IB_DIGEST_BUFLEN);
+			idx->manifests[i].size = (int64_t)p.len;
+			changed = true;
+		}
+		push_plan_clear(&p);
+	}
+	for (size_t i = 0; i < n; i++)
+		ib_image_free(imgs[i]);
+	free(imgs);
+	if (r < 0)
+		return r;
+	push_plan ip = {0};
+	ip.media_type = index_mt;
+	if (changed) {
+		ip.bytes = ib_index_serialize(idx, &ip.len);
+		ib_digest_buffer(ip.digest, ip.bytes, ip.len);
+	} else {
+		ip.bytes = xmalloc(raw_len + 1);
+		memcpy(ip.bytes, raw, raw_len);
+		ip.len = raw_len;
+		ib_digest_buffer(ip.digest, raw, raw_len);
+	}
+	r = ib_registry_manifest_put(s, dref->tag ? dref->tag : ip.digest, index_mt, ip.bytes,
+				     ip.len, digest_out, err);
+	if (r == 0 && strcmp(digest_out, ip.digest) != 0)
+		r = ib_error_setc(err, IB_EDIGEST, "index bytes hash to %s, not %s", digest_out,
+				  ip.digest);
+	free(ip.bytes);
+	return r;
+}
+
+int ib_registry_push(ib_store *st, const char *src_ref, const char *dest_ref,
+		     const ib_registry_options *o, char digest_out[IB_DIGEST_BUFLEN],
+		     ib_error **err)
+{
+	ib_descriptor top = {0};
+	cleanup_free char *raw = NULL;
+	size_t raw_len = 0;
+	ib_index *idx = o->platform ? NULL : tagged_index(st, src_ref, &top, &raw, &raw_len);
+	ib_image *img = NULL;
+	int r = 0;
+	if (!idx && o->platform) {
+		ib_platform pf = {0};
+		r = ib_registry_parse_platform(o->platform, &pf, err);
+		if (r == 0)
+			r = ib_store_image_load_platform(st, src_ref, pf.os, pf.architecture,
+							 pf.variant, &img, err);
+		platform_clear(&pf);
+	} else if (!idx) {
+		r = ib_store_image_load(st, src_ref, &img, err);
+	}
+	if (r < 0) {
+		ib_descriptor_clear(&top);
+		return r;
+	}
+	ib_ref *dref = NULL, *sref = NULL;
+	ib_registry_session *s = NULL;
+	ib_cache *cache = NULL;
+	push_plan p = {0};
+	/* Compress what needs it before the registry session opens. */
+	if (img && (r = plan_push(st, img, &p, err)) < 0)
+		goto out;
+	r = ib_ref_parse(&dref, dest_ref ? dest_ref : src_ref, err);
+	if (r < 0)
+		goto out;
+	if (ib_ref_parse(&sref, src_ref, NULL) < 0)
+		sref = NULL;
+	{
+		const char *local = idx ? top.digest : img->desc.digest;
+		if (dref->digest && strcmp(dref->digest, local) != 0) {
+			r = ib_error_setc(err, IB_EDIGEST, "%s is %s, not %s", src_ref, local,
+					  dref->digest);
+			goto out;
+		}
+	}
+	{
+		cleanup_free char *scope = ib_auth_scope_repository(dref->path, true);
+		r = ib_registry_session_open(&s, dref->domain, dref->path, scope, NULL, o, err);
+		if (r < 0)
+			goto out;
+	}
+	if (ib_cache_open(&cache, st, NULL) < 0)
+		cache = NULL; /* then no mounts from what earlier runs saw */
+	if (idx) {
+		const char *mt = idx->media_type  ? idx->media_type
+				 : top.media_type ? top.media_type
+						  : IB_MT_OCI_INDEX;
+		r = push_index(s, st, cache, src_ref, sref, dref, idx, raw, raw_len, mt, digest_out,
+			       err);
+		goto out;
+	}
+	{
+		char d[IB_DIGEST_BUFLEN];
+		r = push_manifest(s, st, cache, sref, dref, &p, dref->tag, d, err);
+		if (r == 0 && digest_out)
+			memcpy(digest_out, d, IB_DIGEST_BUFLEN);
+	}
+out:
+	push_plan_clear(&p);
 	ib_cache_free(cache);
 	ib_registry_session_free(s);
 	ib_ref_free(dref);
 	ib_ref_free(sref);
 	ib_image_free(img);
+	ib_index_free(idx);
+	ib_descriptor_clear(&top);
 	return r;
 }

@@ -7,12 +7,14 @@
  * close-on-exec pipe (fd 3 in each of them); the command's output travels on
  * a second pipe, read here line by line. */
 #include "sandbox.h"
+#include "sandbox_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/keyctl.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -39,6 +41,7 @@
 #define SB_ERR_FD 3
 #define SB_FAIL_STATUS 125
 #define SB_MAX_GROUPS 256
+#define SB_DEFAULT_PIDS 4096
 
 /* Docker's default capability set (moby oci/caps/defaults.go): 0xa80425fb. */
 #define SB_CAP(c) (UINT64_C(1) << (c))
@@ -91,6 +94,7 @@ typedef struct sb_bind {
 	bool is_file;
 	bool optional; /* host /etc files: skipped when unavailable */
 	int fd;	       /* detached clone of the source (init only) */
+	const char *content; /* generated file (source unused) */
 } sb_bind;
 
 typedef struct sb_created {
@@ -115,7 +119,14 @@ typedef struct sb_ctx {
 	char *user_part;  /* NULL = root */
 	char *group_part; /* NULL = from passwd */
 	bool rootless;
-	bool netns;
+	bool netns;	/* a network namespace of its own */
+	bool slirp;	/* ... connected by slirp4netns */
+	bool host_net;	/* the host's: no CAP_NET_RAW */
+	bool seccomp;
+	ib_sb_filter filter;
+	ib_sb_net net;
+	ib_sb_cgroup cg;
+	unsigned long pids_max; /* 0 = none */
 	uid_t host_uid;
 	gid_t host_gid;
 	pid_t caller_pid;
@@ -497,6 +508,8 @@ static void sb_collect(sb_ctx *c, sb_fds *f)
 	}
 	for (size_t i = 0; i < c->n_binds; i++) {
 		sb_bind *b = &c->binds[i];
+		if (b->content)
+			continue; /* written on the staging tmpfs by sb_generated */
 		b->fd = open_tree(AT_FDCWD, b->source,
 				  OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
 				      (b->is_file ? 0 : AT_RECURSIVE));
@@ -558,6 +571,33 @@ static void sb_stage(sb_ctx *c, sb_fds *f)
 		if (sb_mkpath(c, skel, c->binds[i].target + 1, c->binds[i].is_file, false) < 0)
 			sb_fail(errno, "skeleton %s", c->binds[i].target);
 	close(skel);
+}
+
+/* Generated files (resolv.conf) live on the staging tmpfs: never in the
+ * layer, gone with the mount namespace. */
+static void sb_generated(sb_ctx *c, sb_fds *f)
+{
+	for (size_t i = 0; i < c->n_binds; i++) {
+		sb_bind *b = &c->binds[i];
+		if (!b->content)
+			continue;
+		char name[32];
+		snprintf(name, sizeof(name), "gen%zu", i);
+		int fd = openat(f->staging, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd < 0)
+			sb_fail(errno, "create %s", b->target);
+		size_t len = strlen(b->content);
+		if (write(fd, b->content, len) != (ssize_t)len)
+			sb_fail(errno, "write %s", b->target);
+		close(fd);
+		b->fd = open_tree(f->staging, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+		if (b->fd < 0)
+			sb_fail(errno, "bind %s", b->target);
+		if (sb_setattr(b->fd, "", AT_EMPTY_PATH,
+			       MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+				   MOUNT_ATTR_NOEXEC) < 0)
+			sb_fail(errno, "mount attributes for %s", b->target);
+	}
 }
 
 static void sb_pivot(sb_fds *f)
@@ -903,21 +943,25 @@ static void sb_resolve_user(sb_ctx *c)
 /* ---------------------------------------------------------------------- */
 /* the command                                                             */
 
-static void sb_drop_caps(void)
+static void sb_drop_caps(const sb_ctx *c)
 {
+	/* on the host's network, raw sockets would see the host's traffic */
+	uint64_t caps = SB_DEFAULT_CAPS;
+	if (c->host_net)
+		caps &= ~(SB_CAP(CAP_NET_RAW) | SB_CAP(CAP_NET_ADMIN));
 	for (int cap = 0;; cap++) {
 		int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
 		if (r < 0)
 			break; /* past the last capability the kernel knows */
-		if (r == 1 && (cap >= 64 || !(SB_DEFAULT_CAPS & SB_CAP(cap))) &&
+		if (r == 1 && (cap >= 64 || !(caps & SB_CAP(cap))) &&
 		    prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
 			sb_fail(errno, "drop capability %d", cap);
 	}
 	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
 	struct __user_cap_data_struct data[2];
 	memset(data, 0, sizeof(data));
-	data[0].effective = data[0].permitted = (uint32_t)SB_DEFAULT_CAPS;
-	data[1].effective = data[1].permitted = (uint32_t)(SB_DEFAULT_CAPS >> 32);
+	data[0].effective = data[0].permitted = (uint32_t)caps;
+	data[1].effective = data[1].permitted = (uint32_t)(caps >> 32);
 	if (syscall(SYS_capset, &hdr, data) < 0)
 		sb_fail(errno, "capset");
 	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
@@ -978,7 +1022,15 @@ static void sb_exec(sb_ctx *c)
 static void sb_command(sb_ctx *c) __attribute__((noreturn));
 static void sb_command(sb_ctx *c)
 {
-	sb_drop_caps();
+	/* a session keyring of its own (the user keyring stays shared by
+	 * uid: keyctl is refused by the seccomp filter) */
+	if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS)
+		sb_fail(errno, "join a new session keyring");
+	/* while CAP_SYS_ADMIN is still there: no no_new_privs needed, so
+	 * setuid programs (su, sudo) keep working */
+	if (c->seccomp && ib_sb_seccomp_load(&c->filter) < 0)
+		sb_fail(errno, "load the seccomp filter");
+	sb_drop_caps(c);
 	/* setgroups is denied in a rootless user namespace (and only our
 	 * own gid exists there anyway) */
 	if (!c->rootless && setgroups(c->n_groups, c->groups) < 0)
@@ -1040,11 +1092,12 @@ static void sb_init(sb_ctx *c)
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	/* nothing of the monitor's (the network helper's pipes) stays open */
+	sb_close_from(SB_ERR_FD + 1);
 	setsid();
 	umask(0);
+	/* the network namespace is the monitor's (its network helper needs it early) */
 	int flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
-	if (c->netns)
-		flags |= CLONE_NEWNET;
 	if (unshare(flags) < 0)
 		sb_fail(errno, "unshare namespaces");
 	/* Nothing we mount may reach the host; the host's later unmounts
@@ -1056,6 +1109,7 @@ static void sb_init(sb_ctx *c)
 	memset(&f, -1, sizeof(f));
 	sb_collect(c, &f);
 	sb_stage(c, &f);
+	sb_generated(c, &f);
 	sb_mount_overlay(c, &f);
 	for (size_t i = 0; i < c->n_lowers; i++)
 		close(c->lower_fds[i]);
@@ -1163,6 +1217,17 @@ static void sb_monitor(sb_ctx *c, int out_w, int err_w)
 	if (getppid() != c->caller_pid)
 		_exit(SB_FAIL_STATUS);
 
+	/* The network helper must live in the host's namespaces.  It stays
+	 * out of the step's cgroup: the cgroup's removal would otherwise wait
+	 * for the tap device's teardown (tens of ms). */
+	ib_sb_net_proc np;
+	memset(&np, -1, sizeof(np));
+	if (c->slirp && ib_sb_net_spawn(&c->net, &np) < 0)
+		sb_fail(errno, "network: fork slirp4netns");
+	/* every process of the step is counted */
+	if (c->cg.n_dirs && ib_sb_cgroup_enter(&c->cg, getpid()) < 0)
+		sb_fail(errno, "join the step's cgroup");
+
 	if (c->rootless) {
 		if (unshare(CLONE_NEWUSER) < 0)
 			sb_fail(errno, "unshare user namespace (rootless)");
@@ -1175,6 +1240,13 @@ static void sb_monitor(sb_ctx *c, int out_w, int err_w)
 		snprintf(map, sizeof(map), "0 %u 1", (unsigned)c->host_gid);
 		sb_write_proc("/proc/self/gid_map", map);
 		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	}
+	if (c->netns) {
+		if (unshare(CLONE_NEWNET) < 0)
+			sb_fail(errno, "unshare network namespace");
+		char msg[512];
+		if (c->slirp && ib_sb_net_start(&np, msg, sizeof(msg)) < 0)
+			sb_failc(IB_ERROR, "network: slirp4netns failed: %s", msg);
 	}
 	if (unshare(CLONE_NEWPID) < 0)
 		sb_fail(errno, "unshare PID namespace");
@@ -1224,6 +1296,7 @@ static void sb_monitor(sb_ctx *c, int out_w, int err_w)
 		}
 		sigtimedwait(&chld, NULL, &left);
 	}
+	ib_sb_net_stop(&np);
 	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 }
 
@@ -1274,6 +1347,9 @@ static size_t sb_components(const char *path)
 
 static void sb_ctx_free(sb_ctx *c)
 {
+	free(c->filter.insns);
+	ib_sb_net_free(&c->net);
+	ib_sb_cgroup_destroy(&c->cg);
 	for (size_t i = 0; i < c->n_binds; i++)
 		free(c->binds[i].target);
 	free(c->binds);
@@ -1293,12 +1369,17 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 	if (!o->argv || !o->argv[0] || !o->argv[0][0])
 		return ib_error_setc(err, IB_EINVALID, "sandbox: empty command");
 	const char *net = o->network ? o->network : "default";
-	if (strcmp(net, "none") == 0)
+	if (strcmp(net, "none") == 0) {
 		c->netns = true;
-	else if (strcmp(net, "default") != 0 && strcmp(net, "host") != 0)
+	} else if (strcmp(net, "default") == 0 || strcmp(net, "private") == 0) {
+		c->netns = c->slirp = true;
+	} else if (strcmp(net, "host") == 0) {
+		c->host_net = true;
+	} else {
 		return ib_error_setc(err, IB_EINVALID,
 				     "sandbox: unknown network mode \"%s\" (default, host, none)",
 				     net);
+	}
 	c->hostname = o->hostname && *o->hostname ? o->hostname : SB_DEFAULT_HOSTNAME;
 	if (strlen(c->hostname) > 64)
 		return ib_error_setc(err, IB_EINVALID, "sandbox: hostname too long: %s",
@@ -1317,7 +1398,8 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 	c->binds = xcalloc(o->n_mounts + 2, sizeof(sb_bind));
 	static const char *const etc[] = {"/etc/hosts", "/etc/resolv.conf"};
 	for (size_t i = 0; i < 2; i++)
-		c->binds[c->n_binds++] = (sb_bind){etc[i], xstrdup(etc[i]), true, true, true, -1};
+		c->binds[c->n_binds++] =
+		    (sb_bind){etc[i], xstrdup(etc[i]), true, true, true, -1, NULL};
 	for (size_t i = 0; i < o->n_mounts; i++) {
 		const ib_sandbox_mount *m = &o->mounts[i];
 		char *t = sb_normalize_target(m->target);
@@ -1333,7 +1415,7 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 					     m->target);
 		}
 		c->binds[c->n_binds++] =
-		    (sb_bind){m->source, t, m->readonly, m->is_file, false, -1};
+		    (sb_bind){m->source, t, m->readonly, m->is_file, false, -1, NULL};
 	}
 	qsort(c->binds + 2, c->n_binds - 2, sizeof(sb_bind), sb_bind_cmp);
 
@@ -1378,6 +1460,32 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 	c->host_gid = getegid();
 	c->rootless = c->host_uid != 0;
 	c->caller_pid = getpid();
+
+	c->seccomp = !o->seccomp_unconfined;
+	if (c->seccomp) {
+		int rc = ib_sb_seccomp_prepare(&c->filter, err);
+		if (rc < 0)
+			return ib_error_wrap(err, "sandbox");
+	}
+	if (c->slirp) {
+		int rc = ib_sb_net_prepare(&c->net, c->rootless, err);
+		if (rc < 0)
+			return ib_error_wrap(err, "sandbox");
+		c->binds[1].content = c->net.resolv; /* /etc/resolv.conf */
+	}
+	c->pids_max = o->pids_limit == 0 ? SB_DEFAULT_PIDS
+		      : o->pids_limit < 0 ? 0
+					  : (unsigned long)o->pids_limit;
+	if (c->pids_max || o->memory_limit) {
+		char *warning = NULL;
+		ib_sb_cgroup_create(&c->cg, c->pids_max, o->memory_limit,
+				    &warning, NULL);
+		static bool warned;
+		if (warning && !warned)
+			fprintf(stderr, "warning: %s\n", warning);
+		warned = warned || warning;
+		free(warning);
+	}
 	return 0;
 }
 
@@ -1497,6 +1605,8 @@ int ib_sandbox_run(const ib_sandbox_options *opts, int *exit_status, ib_error **
 	while (w < 0 && errno == EINTR);
 	int wait_errno = errno;
 	unsigned timeout = opts->timeout_sec;
+	unsigned long pids_max = c.pids_max;
+	bool pids_hit = c.cg.n_dirs && ib_sb_cgroup_pids_hit(&c.cg);
 	sb_ctx_free(&c);
 
 	if (have_error) {
@@ -1518,6 +1628,11 @@ int ib_sandbox_run(const ib_sandbox_options *opts, int *exit_status, ib_error **
 	*exit_status = WEXITSTATUS(st);
 	if (timed_out) {
 		int len = snprintf(lines.buf, SB_MAX_LINE, "timed out after %u s", timeout);
+		lines.len = (size_t)len;
+		sb_emit(&lines);
+	}
+	if (pids_hit) {
+		int len = snprintf(lines.buf, SB_MAX_LINE, "pids limit of %lu reached", pids_max);
 		lines.len = (size_t)len;
 		sb_emit(&lines);
 	}

@@ -13,8 +13,11 @@
  * /proc (with Docker's masked and read-only paths), a tmpfs /dev holding only
  * null zero full random urandom tty, pts, shm and the fd/stdin/stdout/stderr
  * links, a read-only /sys, the host /etc/hosts and /etc/resolv.conf bound
- * read-only, the extra bind mounts, Docker's default capability set, every
- * inherited fd closed and stdin = /dev/null.  The rootfs and /dev are nodev,
+ * read-only (with the default network, a resolv.conf generated for it), the extra bind mounts, Docker's default capability set, every
+ * inherited fd closed and stdin = /dev/null.  The command joins a new
+ * session keyring and runs under a seccomp filter with the coverage of
+ * Docker's default profile, in a cgroup of its own (pids, memory) when the
+ * host lets us create one (see docs/sandbox.md).  The rootfs and /dev are nodev,
  * so a device node the command creates (CAP_MKNOD) cannot be opened.
  *
  * Mount points that the image lacks are provided by an extra, bottom-most
@@ -73,13 +76,25 @@ typedef struct ib_sandbox_options {
 	/* Working directory, created (mode 0755, in the layer) if missing;
 	 * NULL = "/". */
 	const char *workdir;
-	/* NULL, "default" or "host" = host network; "none" = only loopback. */
+	/* NULL or "default": a network namespace of its own, outbound
+	 * connectivity through slirp4netns (nothing on the host's loopback is
+	 * reachable), a generated resolv.conf; "none": only loopback; "host":
+	 * the host's network, without CAP_NET_RAW and CAP_NET_ADMIN. */
 	const char *network;
 	/* UTS hostname; NULL = "imgbuild". */
 	const char *hostname;
 	/* 0 = none.  On expiry the whole PID namespace is killed, the line
 	 * "timed out after N s" is sent to `output` and the status is 137. */
 	unsigned timeout_sec;
+	/* Processes of the step (pids cgroup): 0 = 4096, < 0 = no limit.
+	 * When hit, the line "pids limit of N reached" is sent to `output`
+	 * after the command's own output. */
+	long pids_limit;
+	/* Memory of the step in bytes (memory cgroup); 0 = no limit. */
+	unsigned long long memory_limit;
+	/* No seccomp filter (the default one refuses keyctl, user namespaces,
+	 * mount, bpf, ... as Docker's default profile does). */
+	bool seccomp_unconfined;
 	const ib_sandbox_mount *mounts;
 	size_t n_mounts;
 	/* NULL = write each line to stderr. */

@@ -37,6 +37,7 @@ struct ib_store {
 	char *tmp;	  /* ROOT/tmp */
 	char *index_lock; /* ROOT/index.lock */
 	int gc_fd;	  /* ROOT/gc.lock, flock(LOCK_SH) while open */
+	mode_t fixed_modes[4]; /* modes found (and tightened) at open, 0 = fine */
 };
 
 struct ib_blob_writer {
@@ -142,6 +143,67 @@ static int replace_file(ib_store *s, const char *path, const void *buf, size_t l
 
 static int store_ensure_layout(ib_store *s, ib_error **err);
 
+/* Unpacked layers keep their setuid bits and run steps their files: the
+ * directories that hold them are private to the store's owner (0700, as
+ * containers' storage), and so is the root when it is ours to change: a
+ * world-traversable store would let any local user run a setuid-root
+ * binary of any pulled image.  The OCI layout below stays readable by
+ * root's tools (skopeo, umoci, podman).  A store made by an earlier version
+ * is fixed here, on first use. */
+#define PRIVATE_MODE 0700
+
+/* Never a shared directory such as /tmp, nor someone else's. */
+static bool store_root_is_ours(const struct stat *sb)
+{
+	return S_ISDIR(sb->st_mode) && sb->st_uid == geteuid() && !(sb->st_mode & S_ISVTX);
+}
+
+/* Returns the mode found when it was tightened, else 0. */
+static mode_t store_make_private(const char *path, bool is_root)
+{
+	struct stat sb;
+	if (stat(path, &sb) < 0 || !(sb.st_mode & 077))
+		return 0;
+	if (is_root && !store_root_is_ours(&sb))
+		return 0;
+	if (sb.st_uid != geteuid() || chmod(path, sb.st_mode & 07700 & ~(mode_t)S_ISVTX) < 0)
+		return 0;
+	return sb.st_mode & 07777;
+}
+
+static const char *const store_private_dirs[] = {"", "layers", "tmp", "cache"};
+
+int ib_store_check_permissions(ib_store *s, ib_verify_cb cb, void *payload)
+{
+	int problems = 0;
+	for (size_t i = 0; i < sizeof(store_private_dirs) / sizeof(store_private_dirs[0]); i++) {
+		cleanup_free char *p = ib_path_join(s->root, store_private_dirs[i]);
+		struct stat sb;
+		if (s->fixed_modes[i]) {
+			problems++;
+			if (cb) {
+				cleanup_free char *msg = xasprintf(
+				    "mode was %04o (other users could reach unpacked layers, "
+				    "setuid binaries included): changed to 0700",
+				    (unsigned)s->fixed_modes[i]);
+				cb(p, msg, payload);
+			}
+			continue;
+		}
+		if (stat(p, &sb) < 0 || !(sb.st_mode & 077))
+			continue;
+		problems++;
+		if (cb) {
+			cleanup_free char *msg = xasprintf(
+			    "mode %04o lets other users reach unpacked layers (setuid "
+			    "binaries included): should be 0700",
+			    (unsigned)(sb.st_mode & 07777));
+			cb(p, msg, payload);
+		}
+	}
+	return problems;
+}
+
 int ib_store_open(ib_store **out, const char *root, ib_error **err)
 {
 	*out = NULL;
@@ -156,6 +218,17 @@ int ib_store_open(ib_store **out, const char *root, ib_error **err)
 	s->layers = ib_path_join(root, "layers");
 	s->tmp = ib_path_join(root, "tmp");
 	s->index_lock = ib_path_join(root, "index.lock");
+
+	struct stat rootst;
+	bool new_root = stat(root, &rootst) < 0 && errno == ENOENT;
+	if (new_root && ib_mkdir_p(root, PRIVATE_MODE, NULL) == 0)
+		chmod(root, PRIVATE_MODE); /* whatever the umask */
+	for (size_t i = 0; i < sizeof(store_private_dirs) / sizeof(store_private_dirs[0]); i++) {
+		cleanup_free char *p = ib_path_join(root, store_private_dirs[i]);
+		if (i > 0)
+			mkdir(p, PRIVATE_MODE);
+		s->fixed_modes[i] = store_make_private(p, i == 0);
+	}
 
 	const char *dirs[] = {s->root, s->blobs, s->layers, s->tmp};
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {

@@ -150,6 +150,12 @@ int ib_store_prune(ib_store *s, const ib_prune_options *opts, ib_prune_stats *st
  * problems (>= 0), or a negative error. */
 typedef void (*ib_verify_cb)(const char *digest, const char *problem, void *payload);
 int ib_store_verify(ib_store *s, ib_verify_cb cb, void *payload, ib_error **err);
+/* The store root and the directories holding unpacked layers and run
+ * steps (layers, tmp, cache) must not be reachable by other users: one cb
+ * call per directory whose mode has group/other bits (cb gets its path);
+ * returns the number of problems.  ib_store_open fixes them when it can;
+ * those it fixed are reported too ("mode was 0755 ...: changed to 0700"). */
+int ib_store_check_permissions(ib_store *s, ib_verify_cb cb, void *payload);
 
 /* Host platform in OCI terms ("linux", "amd64", variant or NULL). */
 void ib_host_platform(const char **os, const char **arch, const char **variant);

@@ -116,6 +116,11 @@ void ib_format_size(char *out, size_t outlen, uint64_t bytes);
 
 /* Parse an unsigned decimal; rejects trailing junk and overflow. */
 int ib_parse_u64(const char *s, uint64_t *out);
+/* "123", "10k", "500MB", "1.5GB", "2GiB" -> bytes: kB/MB/GB are powers of
+ * 1000 as docker prints sizes, KiB/MiB/GiB powers of 1024; with binary,
+ * k/m/g (and kb/mb/gb) are powers of 1024 too, as docker's --memory reads
+ * them.  -1 when s is not such a size. */
+int ib_parse_size(const char *s, bool binary, uint64_t *out);
 /* A build timestamp in seconds since the epoch (SOURCE_DATE_EPOCH,
  * --source-date-epoch): digits only, at most INT64_MAX / 2.  s NULL:
  * $SOURCE_DATE_EPOCH; that or s empty or unset: 0.  IB_EINVALID

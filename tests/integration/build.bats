@@ -696,3 +696,36 @@ LUA
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"slept"* ]]
 }
+
+@test "gzip layers: same digest with 1 and 4 compression threads; gzip, tar, umoci and podman read the members" {
+	mkdir -p "$T/gz"
+	# ~6 MB of text: several 1 MiB gzip members in one layer
+	seq 1 800000 >"$T/gz/numbers.txt"
+	printf 'from "localhost/busybox:latest"\ncopy { "numbers.txt", "/numbers.txt" }\ncmd { "/bin/sh", "-c", "wc -l < /numbers.txt" }\n' >"$T/gz/recipe.lua"
+	d1=$(IMGBUILD_COMPRESS_THREADS=1 "$IMGBUILD" -q build "$T/gz/recipe.lua" --no-cache -t localhost/gz:1)
+	d4=$(IMGBUILD_COMPRESS_THREADS=4 "$IMGBUILD" -q build "$T/gz/recipe.lua" --no-cache -t localhost/gz:4)
+	[ -n "$d1" ]
+	[ "$d1" = "$d4" ]
+	# the cache key holds the effective level: the default is level 6, and
+	# level 1 is another layer
+	run "$IMGBUILD" build "$T/gz/recipe.lua" --compression-level 6 --progress plain
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"COPY"*CACHED* ]]
+	[ "$(echo "$output" | tail -1)" = "$d1" ]
+	d_l1=$("$IMGBUILD" -q build "$T/gz/recipe.lua" --compression-level 1)
+	[ "$d_l1" != "$d1" ]
+	layer=$("$IMGBUILD" inspect localhost/gz:1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["Manifest"]["layers"][-1]["digest"].split(":")[1])')
+	blob="$IMGBUILD_ROOT/oci/blobs/sha256/$layer"
+	gzip -t "$blob"
+	[ "$(tar tzf "$blob")" = numbers.txt ]
+	python3 -c 'import sys, tarfile; sys.exit(tarfile.open(sys.argv[1], "r:gz").extractfile("numbers.txt").read() != open(sys.argv[2], "rb").read())' "$blob" "$T/gz/numbers.txt"
+	unpack_image localhost/gz:1 "$T/bundle"
+	cmp "$T/gz/numbers.txt" "$T/bundle/rootfs/numbers.txt"
+	run podrun localhost/gz:1
+	[ "$status" -eq 0 ]
+	[[ "$output" == *800000* ]]
+	# a bad value is an error, not a silent fallback
+	run env IMGBUILD_COMPRESS_THREADS=zero "$IMGBUILD" build "$T/gz/recipe.lua" --no-cache
+	[ "$status" -eq 1 ]
+	[[ "$output" == *IMGBUILD_COMPRESS_THREADS* ]]
+}

@@ -720,7 +720,7 @@ A /new" ]
 	import_busybox bb:1 >/dev/null
 	for args in "images extra" "images --bogus" "inspect" "inspect a b" "history" \
 		"tag bb:1" "tag a b c" "rmi" "rmi --bogus x" "import" "import $BUSYBOX_TAR" \
-		"import --compression lz4 $BUSYBOX_TAR x:1" "save bb:1" "save -o" \
+		"import --compression lz4 $BUSYBOX_TAR x:1" "save -o" \
 		"save --format tar -o $T/x.tar bb:1" "load extra" "load -i" "diff bb:1" \
 		"diff a b c" "prune --keep-storage lots" "prune extra" "verify extra"; do
 		run $IMGBUILD $args </dev/null

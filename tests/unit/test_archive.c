@@ -643,6 +643,63 @@ static void test_load_refuses_wrong_diff_id_and_tags_nothing(void **state)
 	ib_store_free(s);
 }
 
+/* docker's image ID is the digest of the config bytes: load keeps them as
+ * they are (key order, spacing), and save gives them back unchanged. */
+static void test_load_keeps_docker_config_bytes(void **state)
+{
+	fixture *f = *state;
+	const tentry le[] = {{"etc", 'd', "", 0}, {"etc/motd", 'f', "hi\n", 0}};
+	size_t len = 0;
+	cleanup_free char *layer = tar_buffer(le, 2, &len);
+	char diff_id[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(diff_id, layer, len);
+	cleanup_free char *cfg = xasprintf("{\"rootfs\": {\"type\": \"layers\", \"diff_ids\": "
+					   "[\"%s\"]},\n  \"os\": \"linux\", \"architecture\": "
+					   "\"amd64\", \"config\": {\"Cmd\": [\"sh\"]}}\n",
+					   diff_id);
+	char id[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(id, cfg, strlen(cfg));
+	cleanup_free char *cname = xasprintf("%s.json", ib_digest_hex(id));
+	const char man[] = "[{\"Config\":\"%s\",\"RepoTags\":[\"kept:1\"],"
+			   "\"Layers\":[\"l/layer.tar\"]}]";
+	cleanup_free char *mj = xasprintf(man, cname);
+	const tentry e[] = {
+	    {cname, 'f', cfg, 0}, {"l/layer.tar", 'f', layer, len}, {"manifest.json", 'f', mj, 0}};
+	cleanup_free char *path = ib_path_join(f->dir, "kept.tar");
+	write_tar(path, e, 3);
+
+	cleanup_free char *root = ib_path_join(f->dir, "s");
+	ib_store *s = NULL;
+	assert_int_equal(ib_store_open(&s, root, NULL), 0);
+	ib_archive_loaded *l = NULL;
+	size_t n = 0;
+	ib_error *err = NULL;
+	if (ib_archive_load(s, path, &l, &n, &err) < 0)
+		fail_msg("load: %s", ib_error_msg(err));
+	ib_archive_loaded_free(l, n);
+	ib_image *img = NULL;
+	assert_int_equal(ib_store_image_load(s, "kept:1", &img, NULL), 0);
+	assert_string_equal(img->manifest->config.digest, id);
+	assert_string_equal(img->desc.platform.architecture, "amd64");
+	ib_image_free(img);
+
+	/* saved again: the same config member, byte for byte */
+	cleanup_free char *out = ib_path_join(f->dir, "again.tar");
+	char *refs[] = {"kept:1"};
+	assert_int_equal(ib_archive_save(s, out, IB_ARCHIVE_DOCKER, refs, 1, NULL), 0);
+	cleanup_free char *x = ib_path_join(f->dir, "again");
+	assert_int_equal(mkdir(x, 0700), 0);
+	ib_archive_members *m = NULL;
+	assert_int_equal(ib_archive_extract(out, x, &m, NULL), 0);
+	cleanup_free char *back = NULL;
+	size_t blen = 0;
+	assert_int_equal(ib_archive_member_read(m, cname, 1 << 20, &back, &blen, NULL), 0);
+	assert_int_equal(blen, strlen(cfg));
+	assert_memory_equal(back, cfg, blen);
+	ib_archive_members_free(m);
+	ib_store_free(s);
+}
+
 static void test_load_refuses_hostile_layer(void **state)
 {
 	fixture *f = *state;
@@ -705,6 +762,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_save_failure_leaves_no_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_load_refuses_wrong_diff_id_and_tags_nothing, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_load_keeps_docker_config_bytes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_load_refuses_hostile_layer, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

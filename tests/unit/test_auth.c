@@ -150,27 +150,42 @@ static void test_candidates_user_named_file_is_the_only_one(void **state)
 	clear_env();
 }
 
-static void test_login_file_choice(void **state)
+static void test_login_files_choice(void **state)
 {
 	(void)state;
 	clear_env();
-	char *p = ib_auth_login_file("/flag.json");
-	assert_string_equal(p, "/flag.json");
-	free(p);
+	char **v = ib_auth_login_files("/flag.json");
+	assert_int_equal(ib_strv_len(v), 1);
+	assert_string_equal(v[0], "/flag.json");
+	ib_strv_free(v);
 	setenv("REGISTRY_AUTH_FILE", "/env.json", 1);
-	p = ib_auth_login_file(NULL);
-	assert_string_equal(p, "/env.json");
-	free(p);
+	v = ib_auth_login_files(NULL);
+	assert_int_equal(ib_strv_len(v), 1);
+	assert_string_equal(v[0], "/env.json");
+	ib_strv_free(v);
 	unsetenv("REGISTRY_AUTH_FILE");
-	setenv("XDG_RUNTIME_DIR", "/run/user/7", 1);
-	p = ib_auth_login_file(NULL);
-	assert_string_equal(p, "/run/user/7/containers/auth.json");
-	free(p);
-	unsetenv("XDG_RUNTIME_DIR");
-	p = ib_auth_login_file(NULL);
-	cleanup_free char *want = ib_path_join(tmpdir, ".docker/config.json");
-	assert_string_equal(p, want);
-	free(p);
+	/* docker's file always; podman's runtime file only when in use */
+	cleanup_free char *xdg = tpath("lf-xdg");
+	cleanup_free char *cdir = tpath("lf-xdg/containers");
+	cleanup_free char *aj = tpath("lf-xdg/containers/auth.json");
+	cleanup_free char *dock = ib_path_join(tmpdir, ".docker/config.json");
+	setenv("XDG_RUNTIME_DIR", xdg, 1);
+	v = ib_auth_login_files(NULL);
+	assert_int_equal(ib_strv_len(v), 1);
+	assert_string_equal(v[0], dock);
+	ib_strv_free(v);
+	assert_int_equal(ib_mkdir_p(cdir, 0700, NULL), 0);
+	write_text(aj, "{}");
+	v = ib_auth_login_files(NULL);
+	assert_int_equal(ib_strv_len(v), 2);
+	assert_string_equal(v[0], dock);
+	assert_string_equal(v[1], aj);
+	ib_strv_free(v);
+	setenv("DOCKER_CONFIG", "/dc", 1);
+	v = ib_auth_login_files(NULL);
+	assert_string_equal(v[0], "/dc/config.json");
+	ib_strv_free(v);
+	ib_rm_rf(xdg, NULL);
 	clear_env();
 }
 
@@ -424,6 +439,163 @@ static void test_cred_helpers_beat_auths_and_creds_store_is_the_fallback(void **
 	remove_helper();
 }
 
+/* A helper that keeps what it is given in files under $IB_TEST_CRED_DIR,
+ * one per server URL, and logs each verb and URL to $IB_TEST_CRED_DIR/log. */
+static void install_store_helper(const char *dir)
+{
+	cleanup_free char *bin = tpath("bin");
+	ib_mkdir_p(bin, 0755, NULL);
+	ib_mkdir_p(dir, 0700, NULL);
+	cleanup_free char *script = tpath("bin/docker-credential-filetest");
+	write_text(
+	    script,
+	    "#!/bin/sh\n"
+	    "d=$IB_TEST_CRED_DIR\n"
+	    "key() { printf %s \"$1\" | od -An -tx1 | tr -d ' \\n'; }\n"
+	    "case \"$1\" in\n"
+	    "store) cat >\"$d/in\"\n"
+	    "  url=$(sed -n 's/.*\"ServerURL\":\"\\([^\"]*\\)\".*/\\1/p' \"$d/in\")\n"
+	    "  echo \"store $url\" >>\"$d/log\"; mv \"$d/in\" \"$d/$(key \"$url\")\" ;;\n"
+	    "get|erase) read -r url; echo \"$1 $url\" >>\"$d/log\"; f=$d/$(key \"$url\")\n"
+	    "  [ -f \"$f\" ] || { echo 'credentials not found in native keychain'; exit 1; }\n"
+	    "  if [ \"$1\" = get ]; then cat \"$f\"; else rm \"$f\"; fi ;;\n"
+	    "*) exit 3 ;;\n"
+	    "esac\n");
+	chmod(script, 0755);
+	setenv("IB_TEST_CRED_DIR", dir, 1);
+	const char *old = getenv("PATH");
+	saved_path = xstrdup(old ? old : "/usr/bin:/bin");
+	cleanup_free char *np = xasprintf("%s:%s", bin, saved_path);
+	setenv("PATH", np, 1);
+}
+
+static void test_helper_store_get_erase_round_trip(void **state)
+{
+	(void)state;
+	cleanup_free char *dir = tpath("credstore");
+	install_store_helper(dir);
+	ib_credentials c = {0};
+	assert_int_equal(ib_auth_helper_store("filetest", "reg.example:5000", "bob", "p\"w", NULL),
+			 0);
+	assert_int_equal(ib_auth_helper_get("filetest", "reg.example:5000", &c, NULL), 0);
+	assert_string_equal(c.username, "bob");
+	assert_string_equal(c.password, "p\"w");
+	ib_credentials_clear(&c);
+	/* Docker Hub goes by docker's legacy URL */
+	assert_int_equal(ib_auth_helper_store("filetest", "docker.io", "hub", "x", NULL), 0);
+	cleanup_free char *logf = ib_path_join(dir, "log");
+	cleanup_free char *log = NULL;
+	assert_int_equal(ib_read_file(logf, 4096, &log, NULL, NULL), 0);
+	assert_non_null(strstr(log, "store https://index.docker.io/v1/\n"));
+	assert_int_equal(ib_auth_helper_erase("filetest", "reg.example:5000", NULL), 0);
+	assert_int_equal(ib_auth_helper_get("filetest", "reg.example:5000", &c, NULL), 0);
+	assert_null(c.username);
+	ib_error *err = NULL;
+	assert_int_equal(ib_auth_helper_erase("filetest", "reg.example:5000", &err), IB_ENOTFOUND);
+	ib_error_free(&err);
+	remove_helper();
+	ib_rm_rf(dir, NULL);
+}
+
+static void test_login_store_uses_the_configured_helper_and_logout_keeps_mappings(void **state)
+{
+	(void)state;
+	clear_env();
+	cleanup_free char *dir = tpath("credstore2");
+	install_store_helper(dir);
+	cleanup_free char *dock = tpath("dc-helper");
+	ib_mkdir_p(dock, 0700, NULL);
+	setenv("DOCKER_CONFIG", dock, 1);
+	cleanup_free char *cfg = tpath("dc-helper/config.json");
+	/* a stale plain entry for the host, another host's entry, a mapping */
+	write_text(cfg, "{\"auths\":{\"h.example\":{\"auth\":\"b2xkOm9sZA==\"},"
+			"\"o.example\":{\"auth\":\"eDp5\"}},"
+			"\"credHelpers\":{\"h.example\":\"filetest\"}}");
+	ib_auth_stored st;
+	assert_int_equal(ib_auth_login_store(NULL, "h.example", "u", "s3", &st, NULL), 0);
+	assert_int_equal(ib_strv_len(st.plain_files), 0);
+	assert_int_equal(ib_strv_len(st.helpers), 1);
+	assert_string_equal(st.helpers[0], "docker-credential-filetest");
+	ib_auth_stored_clear(&st);
+	cleanup_free char *text = NULL;
+	assert_int_equal(ib_read_file(cfg, 4096, &text, NULL, NULL), 0);
+	assert_null(strstr(text, "b2xkOm9sZA=="));
+	assert_null(strstr(text, "s3"));
+	ib_credentials c = {0};
+	assert_int_equal(ib_auth_lookup(NULL, "h.example", &c, NULL), 0);
+	assert_string_equal(c.username, "u");
+	assert_string_equal(c.password, "s3");
+	ib_credentials_clear(&c);
+	/* another host has no helper: plain text, reported for the warning */
+	assert_int_equal(ib_auth_login_store(NULL, "p.example", "u", "pl", &st, NULL), 0);
+	assert_int_equal(ib_strv_len(st.plain_files), 1);
+	assert_string_equal(st.plain_files[0], cfg);
+	ib_auth_stored_clear(&st);
+
+	assert_int_equal(ib_auth_logout(NULL, "h.example", &st, NULL), 0);
+	assert_int_equal(ib_strv_len(st.helpers), 1);
+	ib_auth_stored_clear(&st);
+	assert_int_equal(ib_auth_lookup(NULL, "h.example", &c, NULL), 0);
+	assert_null(c.username);
+	json_t *j = json_load_file(cfg, 0, NULL);
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(j, "credHelpers"), "h.example")),
+	    "filetest");
+	assert_non_null(json_object_get(json_object_get(j, "auths"), "o.example"));
+	assert_non_null(json_object_get(json_object_get(j, "auths"), "p.example"));
+	json_decref(j);
+	ib_error *err = NULL;
+	assert_int_equal(ib_auth_logout(NULL, "h.example", &st, &err), IB_ENOTFOUND);
+	ib_auth_stored_clear(&st);
+	assert_non_null(strstr(ib_error_msg(err), "not logged in"));
+	ib_error_free(&err);
+	remove_helper();
+	ib_rm_rf(dir, NULL);
+	clear_env();
+}
+
+static void test_login_store_writes_docker_and_podman_files(void **state)
+{
+	(void)state;
+	clear_env();
+	cleanup_free char *xdg = tpath("both-xdg");
+	cleanup_free char *cdir = tpath("both-xdg/containers");
+	cleanup_free char *aj = tpath("both-xdg/containers/auth.json");
+	cleanup_free char *dock = tpath("both-dc");
+	cleanup_free char *cfg = tpath("both-dc/config.json");
+	ib_mkdir_p(cdir, 0700, NULL);
+	write_text(aj, "{\"auths\":{}}");
+	setenv("XDG_RUNTIME_DIR", xdg, 1);
+	setenv("DOCKER_CONFIG", dock, 1);
+	ib_auth_stored st;
+	assert_int_equal(ib_auth_login_store(NULL, "r.example:1", "al", "pw", &st, NULL), 0);
+	assert_int_equal(ib_strv_len(st.plain_files), 2);
+	ib_auth_stored_clear(&st);
+	ib_credentials c = {0};
+	assert_int_equal(ib_auth_lookup_file(cfg, "r.example:1", &c, NULL), 0);
+	assert_string_equal(c.password, "pw");
+	ib_credentials_clear(&c);
+	assert_int_equal(ib_auth_lookup_file(aj, "r.example:1", &c, NULL), 0);
+	assert_string_equal(c.password, "pw");
+	ib_credentials_clear(&c);
+	assert_int_equal(ib_auth_logout(NULL, "r.example:1", &st, NULL), 0);
+	assert_int_equal(ib_strv_len(st.plain_files), 2);
+	ib_auth_stored_clear(&st);
+	assert_int_equal(ib_auth_lookup(NULL, "r.example:1", &c, NULL), 0);
+	assert_null(c.username);
+	/* --authfile wins: only that file */
+	cleanup_free char *flag = tpath("both-flag.json");
+	assert_int_equal(ib_auth_login_store(flag, "r.example:1", "al", "pw", &st, NULL), 0);
+	assert_int_equal(ib_strv_len(st.plain_files), 1);
+	assert_string_equal(st.plain_files[0], flag);
+	ib_auth_stored_clear(&st);
+	assert_int_equal(ib_auth_lookup_file(cfg, "r.example:1", &c, NULL), 0);
+	assert_null(c.username);
+	ib_rm_rf(xdg, NULL);
+	ib_rm_rf(dock, NULL);
+	clear_env();
+}
+
 /* ---- WWW-Authenticate ---- */
 
 static void test_challenge_bearer_with_realm_service_scope(void **state)
@@ -588,7 +760,7 @@ int main(void)
 	    cmocka_unit_test(test_base64_decode_rejects_junk),
 	    cmocka_unit_test(test_candidates_follow_spec_order),
 	    cmocka_unit_test(test_candidates_user_named_file_is_the_only_one),
-	    cmocka_unit_test(test_login_file_choice),
+	    cmocka_unit_test(test_login_files_choice),
 	    cmocka_unit_test(test_normalize_host),
 	    cmocka_unit_test(test_lookup_first_file_with_the_host_wins),
 	    cmocka_unit_test(test_lookup_missing_file_is_no_credentials),
@@ -599,6 +771,9 @@ int main(void)
 	    cmocka_unit_test(test_remove_drops_only_that_host),
 	    cmocka_unit_test(test_helper_gets_host_on_stdin),
 	    cmocka_unit_test(test_cred_helpers_beat_auths_and_creds_store_is_the_fallback),
+	    cmocka_unit_test(test_helper_store_get_erase_round_trip),
+	    cmocka_unit_test(test_login_store_uses_the_configured_helper_and_logout_keeps_mappings),
+	    cmocka_unit_test(test_login_store_writes_docker_and_podman_files),
 	    cmocka_unit_test(test_challenge_bearer_with_realm_service_scope),
 	    cmocka_unit_test(test_challenge_basic_and_case_insensitive_names),
 	    cmocka_unit_test(test_challenge_several_in_one_header),

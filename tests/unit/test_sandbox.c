@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "sandbox.h"
+#include "sandbox_internal.h"
 #include "util.h"
 
 #define BUSYBOX "/bin/busybox"
@@ -837,6 +838,103 @@ static void test_capability_bounding_set_is_dockers(void **state)
 	assert_true(has_line(t, "CapAmb:\t0000000000000000"));
 }
 
+/* ---- hostile steps (docs/sandbox.md) ---- */
+
+static void test_host_network_drops_net_raw(void **state)
+{
+	SKIP_IF_NEEDED();
+	tctx *t = *state;
+	ib_sandbox_options o;
+	tweak_init(t, &o);
+	o.network = "host";
+	assert_int_equal(run_sh(t, "grep -E 'Cap(Bnd|Eff)' /proc/self/status", &o), 0);
+	/* 0xa80425fb without CAP_NET_RAW (13) */
+	assert_true(has_line(t, "CapBnd:\t00000000a80405fb"));
+	assert_true(has_line(t, "CapEff:\t00000000a80405fb"));
+}
+
+static void test_default_network_is_private(void **state)
+{
+	SKIP_IF_NEEDED();
+	tctx *t = *state;
+	if (access("/usr/bin/slirp4netns", X_OK) != 0) {
+		print_message("[  SKIPPED ] needs slirp4netns\n");
+		skip();
+	}
+	ib_sandbox_options o;
+	tweak_init(t, &o);
+	assert_int_equal(run_sh(t,
+				"grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ,;"
+				"echo; grep -c nameserver /etc/resolv.conf",
+				&o),
+			 0);
+	dump_lines(t);
+	assert_true(has_line(t, "lo,tap0,"));
+	assert_int_equal(t->status, 0);
+}
+
+static void test_seccomp_filter_on_by_default(void **state)
+{
+	SKIP_IF_NEEDED();
+	tctx *t = *state;
+	assert_int_equal(run_sh(t, "grep Seccomp: /proc/self/status", NULL), 0);
+	assert_true(has_line(t, "Seccomp:\t2"));
+	ib_sandbox_options o;
+	tweak_init(t, &o);
+	o.seccomp_unconfined = true;
+	assert_int_equal(run_sh(t, "grep Seccomp: /proc/self/status", &o), 0);
+	assert_true(has_line(t, "Seccomp:\t0"));
+}
+
+static void test_pids_limit_stops_a_fork_loop(void **state)
+{
+	SKIP_IF_NEEDED();
+	tctx *t = *state;
+	if (geteuid() != 0) {
+		print_message("[  SKIPPED ] needs a writable cgroup (root)\n");
+		skip();
+	}
+	ib_sandbox_options o;
+	tweak_init(t, &o);
+	o.pids_limit = 20;
+	assert_int_equal(run_sh(t,
+				"i=0; while [ $i -lt 40 ]; do sleep 5 & i=$((i+1)); done;"
+				"echo never",
+				&o),
+			 0);
+	dump_lines(t);
+	assert_int_not_equal(t->status, 0);
+	assert_false(has_line(t, "never"));
+	assert_string_equal(t->lines[t->n_lines - 1], "pids limit of 20 reached");
+}
+
+static void test_resolv_conf_for_a_private_network(void **state)
+{
+	(void)state;
+	char *r = ib_sb_net_resolv("# comment\nnameserver 127.0.0.53\nnameserver ::1\n"
+				   "nameserver 192.0.2.53\nsearch example.org\noptions edns0\n");
+	assert_string_equal(r, "# comment\nnameserver " IB_SB_DNS "\nnameserver 192.0.2.53\n"
+			       "search example.org\noptions edns0\n");
+	free(r);
+	r = ib_sb_net_resolv("");
+	assert_string_equal(r, "nameserver " IB_SB_DNS "\n");
+	free(r);
+	r = ib_sb_net_resolv(NULL);
+	assert_string_equal(r, "nameserver " IB_SB_DNS "\n");
+	free(r);
+}
+
+static void test_seccomp_filter_compiles(void **state)
+{
+	(void)state;
+	ib_sb_filter f;
+	ib_error *e = NULL;
+	assert_int_equal(ib_sb_seccomp_prepare(&f, &e), 0);
+	assert_non_null(f.insns);
+	assert_true(f.len > 50 && f.len < 4096);
+	free(f.insns);
+}
+
 static void test_dev_is_minimal_and_devices_unusable(void **state)
 {
 	SKIP_IF_NEEDED();
@@ -963,6 +1061,8 @@ static void test_rootless_maps_caller_to_root(void **state)
 		o.upper_dir = upper;
 		o.work_dir = work;
 		o.argv = argv;
+		/* slirp4netns needs /dev/net/tun, which some hosts keep 0600 */
+		o.network = "none";
 		o.output = collect;
 		tctx r;
 		memset(&r, 0, sizeof(r));
@@ -1040,6 +1140,12 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_inherited_fds_are_closed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_capability_bounding_set_is_dockers, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(test_host_network_drops_net_raw, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_default_network_is_private, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_seccomp_filter_on_by_default, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pids_limit_stops_a_fork_loop, setup, teardown),
+	    cmocka_unit_test(test_resolv_conf_for_a_private_network),
+	    cmocka_unit_test(test_seccomp_filter_compiles),
 	    cmocka_unit_test_setup_teardown(test_dev_is_minimal_and_devices_unusable, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_sys_and_proc_sys_are_read_only, setup, teardown),
