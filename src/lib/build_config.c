@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "path.h"
 #include "plan.h"
 #include "util.h"
 
@@ -84,57 +85,12 @@ char *build_argv_string(json_t *argv)
 	return ib_buf_steal(&buf, NULL);
 }
 
-/* Lexically clean an absolute path: no "." or ".." components, no repeated
- * slashes; a trailing slash (meaning "a directory") is kept. */
-char *build_clean_path(const char *p)
-{
-	size_t n = strlen(p);
-	bool trailing = n > 1 && p[n - 1] == '/';
-	char *out = xcalloc(1, n + 3);
-	size_t o = 0;
-	const char *s = p;
-	while (*s) {
-		while (*s == '/')
-			s++;
-		size_t len = strcspn(s, "/");
-		if (len == 0)
-			break;
-		if (len == 1 && s[0] == '.') {
-			/* skip */
-		} else if (len == 2 && s[0] == '.' && s[1] == '.') {
-			while (o > 0 && out[o - 1] != '/')
-				o--;
-			if (o > 0)
-				o--;
-		} else {
-			out[o++] = '/';
-			memcpy(out + o, s, len);
-			o += len;
-		}
-		s += len;
-	}
-	if (o == 0)
-		out[o++] = '/';
-	else if (trailing)
-		out[o++] = '/';
-	out[o] = '\0';
-	return out;
-}
-
-/* Absolute path in the image: relative paths resolve against the workdir. */
+/* Absolute path in the image: relative paths resolve against the workdir;
+ * a directory-meaning trailing "/" is kept (a COPY destination). */
 char *build_image_path(stage_state *st, const char *p)
 {
-	if (p[0] == '/')
-		return build_clean_path(p);
 	const char *wd = jstr(build_cfg(st), "WorkingDir");
-	cleanup_free char *joined = ib_path_join(wd && *wd ? wd : "/", p);
-	size_t n = strlen(p);
-	if (n && p[n - 1] == '/' && joined[strlen(joined) - 1] != '/') {
-		char *with = xasprintf("%s/", joined);
-		free(joined);
-		joined = with;
-	}
-	return build_clean_path(joined);
+	return ib_path_join_clean(wd && *wd ? wd : "/", p, IB_PATH_ABSOLUTE | IB_PATH_KEEP_SLASH);
 }
 
 /* Config-only steps: one handler per kind.  Each changes the image config

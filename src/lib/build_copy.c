@@ -9,9 +9,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -20,6 +18,7 @@
 #include "cache.h"
 #include "digest.h"
 #include "passwd.h"
+#include "path.h"
 #include "pathglob.h"
 #include "plan.h"
 #include "progress.h"
@@ -80,55 +79,31 @@ static void copy_list_free(copy_list *l)
 	free(l->parents);
 }
 
-/* One layer's entry for rel: 1 found (*st, and *target for a symlink), 0 not
- * in this layer, -1 deleted by this layer (an overlay whiteout).  Nothing
- * is resolved through a symlink inside the layer directory. */
-static int layer_entry(const char *layer_dir, const char *rel, struct stat *st, char *target,
-		       size_t tlen)
+/* The stage's layers as one tree (the image's filesystem as overlayfs
+ * shows it), each layer unpacked when first looked at. */
+typedef struct stage_layers {
+	builder *b;
+	stage_state *st;
+	ib_path_layers view;
+} stage_layers;
+
+static int open_stage_layer(void *payload, size_t i, int *fd, ib_error **err)
 {
-	cleanup_close int root = open(layer_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (root < 0)
-		return 0;
-	cleanup_free char *parent = xstrdup(rel);
-	char *slash = strrchr(parent, '/');
-	const char *base = slash ? rel + (slash - parent) + 1 : rel;
-	cleanup_close int pfd = -1;
-	if (slash) {
-		*slash = '\0';
-		struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
-				       .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
-		pfd = (int)syscall(SYS_openat2, root, parent, &how, sizeof(how));
-		if (pfd < 0)
-			return 0;
-	}
-	int dfd = slash ? pfd : root;
-	if (fstatat(dfd, base, st, AT_SYMLINK_NOFOLLOW) < 0)
-		return 0;
-	if (S_ISCHR(st->st_mode) && st->st_rdev == 0)
+	stage_layers *sl = payload;
+	layer_ref *l = &sl->st->layers[i];
+	if (build_ensure_unpacked(sl->b, l, err) < 0)
 		return -1;
-	if (S_ISLNK(st->st_mode)) {
-		ssize_t n = readlinkat(dfd, base, target, tlen - 1);
-		if (n < 0)
-			return 0;
-		target[n] = '\0';
-	}
-	return 1;
+	cleanup_free char *dir = ib_store_layer_dir(sl->b->store, l->diff_id);
+	*fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (*fd < 0)
+		return ib_error_set(err, errno, "open layer %.19s", l->diff_id);
+	return 0;
 }
 
-/* What the stage's filesystem holds at rel (top-most layer wins). */
-static int image_entry(builder *b, stage_state *st, const char *rel, struct stat *out, char *target,
-		       size_t tlen, ib_error **err)
+static void stage_layers_init(stage_layers *sl, builder *b, stage_state *st)
 {
-	for (size_t i = st->n_layers; i > 0; i--) {
-		layer_ref *l = &st->layers[i - 1];
-		if (build_ensure_unpacked(b, l, err) < 0)
-			return -1;
-		cleanup_free char *dir = ib_store_layer_dir(b->store, l->diff_id);
-		int r = layer_entry(dir, rel, out, target, tlen);
-		if (r != 0)
-			return r > 0 ? 1 : 0;
-	}
-	return 0;
+	*sl = (stage_layers){b, st, {st->n_layers, open_stage_layer, NULL}};
+	sl->view.payload = sl;
 }
 
 /* Metadata of parent i: a destination directory the copy creates gets the
@@ -164,56 +139,34 @@ static void add_parent(copy_list *l, const char *path, const struct stat *st)
 static int resolve_dest(builder *b, stage_state *st, const char *dest, bool whole, copy_list *l,
 			char **out, ib_error **err)
 {
-	cleanup_free char *path = xstrdup(dest);
-	for (int hops = 0;; hops++) {
-		if (hops > 40)
-			return ib_error_setc(err, IB_EINVALID,
-					     "copy: destination /%s: too many symlinks", dest);
-		for (size_t i = 0; i < l->n_parents; i++)
-			free(l->parents[i].path);
-		l->n_parents = 0;
-		cleanup_free char *cur = xstrdup("");
-		char *jump = NULL;
-		const char *p = path;
-		while (*p) {
-			size_t n = strcspn(p, "/");
-			const char *rest = p + n + (p[n] == '/');
-			bool last = *rest == '\0';
-			if (last && !whole)
-				break;
-			cleanup_free char *cand =
-			    *cur ? xasprintf("%s/%.*s", cur, (int)n, p) : xstrndup(p, n);
-			struct stat sb;
-			char target[PATH_MAX];
-			int r = image_entry(b, st, cand, &sb, target, sizeof(target), err);
-			if (r < 0)
-				return -1;
-			if (r == 1 && S_ISLNK(sb.st_mode)) {
-				cleanup_free char *joined =
-				    target[0] == '/' ? xasprintf("%s/%s", target, rest)
-						     : xasprintf("/%s/%s/%s", cur, target, rest);
-				jump = build_clean_path(joined);
-				break;
-			}
-			if (r == 1 && !S_ISDIR(sb.st_mode))
-				return ib_error_setc(
-				    err, IB_EINVALID,
-				    "copy: destination /%s: /%s is not a directory", dest, cand);
-			add_parent(l, cand, r == 1 ? &sb : NULL);
-			free(cur);
-			cur = steal_pointer(&cand);
-			p = rest;
-		}
-		if (jump) {
-			free(path);
-			path = xstrdup(jump[0] == '/' ? jump + 1 : jump);
-			free(jump);
-			continue;
-		}
-		*out = whole || !*p ? steal_pointer(&cur)
-				    : (*cur ? xasprintf("%s/%s", cur, p) : xstrdup(p));
-		return 0;
+	stage_layers sl;
+	stage_layers_init(&sl, b, st);
+	cleanup_free char *res = NULL;
+	struct stat sb;
+	unsigned flags = IB_PATH_IMAGE | IB_PATH_MISSING_OK | (whole ? IB_PATH_FOLLOW_LAST : 0);
+	if (ib_path_resolve(&ib_path_fs_layers, &sl.view, dest, flags, &res, &sb, err) < 0)
+		return ib_error_wrap(err, "copy: destination /%s", dest);
+	if (whole && sb.st_mode && !S_ISDIR(sb.st_mode))
+		return ib_error_setc(err, IB_EINVALID,
+				     "copy: destination /%s: /%s is not a directory", dest, res);
+	for (size_t i = 0; i < l->n_parents; i++)
+		free(l->parents[i].path);
+	l->n_parents = 0;
+	for (const char *p = res; *p;) {
+		size_t n = strcspn(p, "/");
+		bool last = p[n] == '\0';
+		if (last && !whole)
+			break;
+		cleanup_free char *cand = xstrndup(res, (size_t)(p - res) + n);
+		struct stat ps;
+		int r = ib_path_fs_layers.lstat(&sl.view, cand, &ps, err);
+		if (r < 0)
+			return ib_error_wrap(err, "copy: destination /%s", dest);
+		add_parent(l, cand, r == 1 ? &ps : NULL);
+		p += n + !last;
 	}
+	*out = steal_pointer(&res);
+	return 0;
 }
 
 /* exclude= globs are relative to the source root, like the sources; a
@@ -270,25 +223,12 @@ static int walk_tree(copy_list *l, const char *host, const char *dest, const cha
 /* Expand a copy source into (rel path) matches under root. */
 static int expand_source(const char *root, const char *src, char ***out, ib_error **err)
 {
-	cleanup_free char *clean = xstrdup(src);
-	/* strip leading "/" and "./" (sources are relative to the root) */
-	char *s = clean;
-	while (*s == '/' || (s[0] == '.' && s[1] == '/'))
-		s += (*s == '/') ? 1 : 2;
-	size_t n = strlen(s);
-	while (n > 0 && s[n - 1] == '/')
-		s[--n] = '\0';
-	for (const char *p = s; *p;) {
-		size_t len = strcspn(p, "/");
-		if (len == 2 && p[0] == '.' && p[1] == '.')
-			return ib_error_setc(err, IB_EUNSAFE, "copy: source \"%s\" leaves its root",
-					     src);
-		p += len;
-		while (*p == '/')
-			p++;
-	}
+	/* relative to the root: leading "/" and "./" dropped, ".." refused */
+	cleanup_free char *s = NULL;
+	if (ib_path_clean(src, IB_PATH_RELATIVE | IB_PATH_REFUSE_DOTDOT, &s, NULL) < 0)
+		return ib_error_setc(err, IB_EUNSAFE, "copy: source \"%s\" leaves its root", src);
 	char **res = NULL;
-	if (*s == '\0' || !strcmp(s, ".")) {
+	if (*s == '\0') {
 		res = xcalloc(1, sizeof(char *));
 		ib_strv_push(&res, "");
 	} else if (ib_glob_has_meta(s)) {
@@ -316,9 +256,12 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 	const char *dest_in = jstr(step, "dest");
 	cleanup_free char *dest_abs = build_image_path(st, dest_in);
 	bool dest_is_dir = dest_in[strlen(dest_in) - 1] == '/';
-	char rootreal[PATH_MAX];
-	if (!realpath(root, rootreal))
+	cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
 		return ib_error_set(err, errno, "context %s", root);
+	ib_path_dir rootdir = {rootfd};
+	ib_path_fs rootfs = ib_path_fs_dir;
+	rootfs.name = from_context ? "the build context" : "the source image";
 
 	char **all = xcalloc(1, sizeof(char *));
 	size_t i;
@@ -355,20 +298,35 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 		const char *rel = all[k];
 		if (*rel && excluded(exclude, rel))
 			continue;
-		cleanup_free char *host = *rel ? ib_path_join(root, rel) : xstrdup(root);
 		/* the parent of a source must resolve inside the root: a symlink
-		 * in the context, or an absolute one in a stage, must not lead the
-		 * copy to host files */
+		 * in the context or in a stage, absolute or climbing out with "..",
+		 * must not lead the copy to host files; the host path is then
+		 * built from the resolved, symlink-free parent */
+		cleanup_free char *host = NULL;
 		if (*rel) {
-			cleanup_free char *parent = xstrdup(host);
-			*strrchr(parent, '/') = '\0';
-			char pr[PATH_MAX];
-			if (!realpath(parent, pr) || !build_path_within(rootreal, pr)) {
-				rc = ib_error_setc(err, IB_EUNSAFE,
-						   "copy: source \"%s\" is outside the %s", rel,
-						   from_context ? "build context" : "source image");
+			const char *slash = strrchr(rel, '/');
+			const char *base = slash ? slash + 1 : rel;
+			cleanup_free char *parent =
+			    slash ? xstrndup(rel, (size_t)(slash - rel)) : xstrdup("");
+			cleanup_free char *rparent = NULL;
+			ib_error *e = NULL;
+			if (ib_path_resolve(&rootfs, &rootdir, parent, IB_PATH_FOLLOW_LAST,
+					    &rparent, NULL, &e) < 0) {
+				if (e->code == IB_EUNSAFE)
+					rc = ib_error_setc(
+					    err, IB_EUNSAFE,
+					    "copy: source \"%s\" is outside the %s", rel,
+					    from_context ? "build context" : "source image");
+				else
+					rc = ib_error_setc(err, e->code, "copy: source \"%s\": %s",
+							   rel, ib_error_msg(e));
+				ib_error_free(&e);
 				break;
 			}
+			host = *rparent ? xasprintf("%s/%s/%s", root, rparent, base)
+					: ib_path_join(root, base);
+		} else {
+			host = xstrdup(root);
 		}
 		struct stat sst;
 		if (lstat(host, &sst) < 0) {
@@ -397,31 +355,30 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 }
 
 /* Find NAME in the stage's /etc/passwd (field 3 = uid, 4 = gid) or
- * /etc/group (field 3 = gid), reading the top-most layer that has the file. */
+ * /etc/group (field 3 = gid), as the image's filesystem shows the file:
+ * symlinks are followed inside the image only, never to the host's. */
 static int lookup_id(builder *b, stage_state *st, const char *file, const char *name, int64_t *id,
 		     int64_t *gid, ib_error **err)
 {
-	for (size_t i = st->n_layers; i > 0; i--) {
-		layer_ref *l = &st->layers[i - 1];
-		if (build_ensure_unpacked(b, l, err) < 0)
-			return -1;
-		cleanup_free char *dir = ib_store_layer_dir(b->store, l->diff_id);
-		/* read the file inside the layer only: a symlinked /etc in an
-		 * image must not lead to the host's passwd */
-		cleanup_close int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		struct stat sb;
-		if (dfd < 0 || fstatat(dfd, file, &sb, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (!S_ISREG(sb.st_mode))
-			break; /* a whiteout or something odd hides lower copies */
-		struct open_how how = {.flags = O_RDONLY | O_CLOEXEC,
-				       .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
-		cleanup_close int fd = (int)syscall(SYS_openat2, dfd, file, &how, sizeof(how));
-		if (fd < 0)
-			break;
+	stage_layers sl;
+	stage_layers_init(&sl, b, st);
+	cleanup_free char *res = NULL;
+	struct stat sb;
+	ib_error *e = NULL;
+	int r = ib_path_resolve(&ib_path_fs_layers, &sl.view, file,
+				IB_PATH_IMAGE | IB_PATH_FOLLOW_LAST, &res, &sb, &e);
+	if (r < 0 && r != IB_ENOTFOUND) {
+		r = ib_error_setc(err, r, "copy: read the image's /%s: %s", file, ib_error_msg(e));
+		ib_error_free(&e);
+		return r;
+	}
+	ib_error_free(&e);
+	if (r == 0 && S_ISREG(sb.st_mode)) {
+		cleanup_close int fd = -1;
 		cleanup_free char *data = NULL;
 		size_t len = 0;
-		if (ib_read_fd(fd, PASSWD_READ_MAX, &data, &len, err) < 0)
+		if (ib_path_layers_open(&sl.view, res, O_RDONLY, &fd, err) < 0 ||
+		    ib_read_fd(fd, PASSWD_READ_MAX, &data, &len, err) < 0)
 			return ib_error_wrap(err, "copy: read the image's /%s", file);
 		uint32_t v, g;
 		if (ib_passwd_find(data, len, name, &v, gid ? &g : NULL)) {
@@ -430,7 +387,6 @@ static int lookup_id(builder *b, stage_state *st, const char *file, const char *
 				*gid = g;
 			return 0;
 		}
-		break;
 	}
 	return ib_error_setc(err, IB_ENOTFOUND, "copy: no %s \"%s\" in the image's /%s",
 			     gid ? "user" : "group", name, file);
@@ -571,14 +527,15 @@ static json_t *copy_sources_json(const copy_list *l)
  * without any symlink: only then may it be hardlinked into the new layer. */
 static char *prev_file(const char *prev_real, const char *dest)
 {
-	char *old = ib_path_join(prev_real, dest);
-	char real[PATH_MAX];
+	cleanup_close int fd = open(prev_real, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	ib_path_dir dir = {fd};
 	struct stat st;
-	if (realpath(old, real) && !strcmp(real, old) && lstat(old, &st) == 0 &&
-	    S_ISREG(st.st_mode))
-		return old;
-	free(old);
-	return NULL;
+	ib_error *e = NULL;
+	int r = ib_path_fs_dir.lstat(&dir, dest, &st, &e);
+	ib_error_free(&e);
+	return r == 1 && S_ISREG(st.st_mode) ? ib_path_join(prev_real, dest) : NULL;
 }
 
 /* Write a copy step's entries straight into the unpacked layer directory

@@ -3,11 +3,13 @@
 #include "builder_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cache.h"
+#include "path.h"
 #include "progress.h"
 #include "sandbox.h"
 #include "util.h"
@@ -31,16 +33,32 @@ void build_clear_last(builder *b)
 	b->n_last = 0;
 }
 
-bool build_path_within(const char *root_real, const char *p)
+/* An absolute host path as a path relative to the build context: its
+ * directory is made canonical (the host's symlinks, such as a symlinked
+ * /tmp, are the user's business), then must be the context or below it.
+ * NULL when it is outside. */
+static char *context_rel(const char *context, const char *src)
 {
-	size_t n = strlen(root_real);
-	return !strcmp(root_real, "/") ||
-	       (!strncmp(p, root_real, n) && (p[n] == '\0' || p[n] == '/'));
+	const char *slash = strrchr(src, '/');
+	cleanup_free char *dir = slash == src ? xstrdup("/") : xstrndup(src, (size_t)(slash - src));
+	char real[PATH_MAX];
+	if (!realpath(dir, real))
+		return NULL;
+	size_t n = strlen(context);
+	const char *below;
+	if (!strcmp(context, "/"))
+		below = real + 1;
+	else if (!strncmp(real, context, n) && (real[n] == '\0' || real[n] == '/'))
+		below = real[n] ? real + n + 1 : real + n;
+	else
+		return NULL;
+	return *below ? xasprintf("%s/%s", below, slash + 1) : xstrdup(slash + 1);
 }
 
 /* Where a secret's bytes come from: --secret id=ID,src=PATH on the command
  * line (the person running the build decides), else the recipe's src,
- * which must be a file inside the build context: a recipe alone never
+ * which must be a file inside the build context, reached by the context's
+ * rules (no absolute symlink, no ".." out of it): a recipe alone never
  * reads arbitrary host files into a build. */
 static int secret_source(builder *b, const char *id, const char *src, char **out, ib_error **err)
 {
@@ -52,16 +70,33 @@ static int secret_source(builder *b, const char *id, const char *src, char **out
 			return 0;
 		}
 	}
-	cleanup_free char *p = src[0] == '/' ? xstrdup(src) : ib_path_join(b->context, src);
-	char real[PATH_MAX];
-	if (!realpath(p, real))
-		return ib_error_set(err, errno, "run: secret \"%s\": %s", id, src);
-	if (!build_path_within(b->context, real) || !strcmp(real, b->context))
+	cleanup_free char *rel = src[0] == '/' ? context_rel(b->context, src) : xstrdup(src);
+	cleanup_free char *res = NULL;
+	ib_error *e = NULL;
+	int r = IB_EUNSAFE;
+	if (rel) {
+		cleanup_close int fd = open(b->context, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		ib_path_dir dir = {fd};
+		ib_path_fs fs = ib_path_fs_dir;
+		fs.name = "the build context";
+		r = fd < 0 ? ib_error_set(&e, errno, "open the build context")
+			   : ib_path_resolve(&fs, &dir, rel, IB_PATH_FOLLOW_LAST, &res, NULL, &e);
+		if (r == 0 && !*res)
+			r = IB_EUNSAFE; /* the context itself */
+	}
+	if (r == IB_EUNSAFE) {
+		ib_error_free(&e);
 		return ib_error_setc(err, IB_EUNSAFE,
 				     "run: secret \"%s\": %s is outside the build context; pass it "
 				     "with --secret id=%s,src=PATH",
 				     id, src, id);
-	*out = xstrdup(real);
+	}
+	if (r < 0) {
+		r = ib_error_setc(err, r, "run: secret \"%s\": %s", id, ib_error_msg(e));
+		ib_error_free(&e);
+		return r;
+	}
+	*out = ib_path_join(b->context, res);
 	return 0;
 }
 

@@ -109,8 +109,6 @@ json_t *build_cfg_env(stage_state *st);
 void build_add_history(builder *b, stage_state *st, const char *created_by, const char *diff_id);
 /* The strings of argv joined by spaces; caller frees. */
 char *build_argv_string(json_t *argv);
-/* Lexically clean an absolute path (a trailing "/" kept); caller frees. */
-char *build_clean_path(const char *p);
 /* Absolute path in the image: relative paths resolve against the
  * workdir; caller frees. */
 char *build_image_path(stage_state *st, const char *p);
@@ -121,8 +119,6 @@ int build_config_step(builder *b, stage_state *st, json_t *step, int kind, ib_er
 
 /* Forget the ring of the current step's last output lines. */
 void build_clear_last(builder *b);
-/* Whether p (canonical) is root_real or below it. */
-bool build_path_within(const char *root_real, const char *p);
 /* Run and copy steps: the key into key_out, then a cache hit (*cached)
  * or the step executed and committed.  extra holds the build-wide key
  * inputs and gets the step's own. */

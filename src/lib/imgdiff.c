@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "digest.h"
+#include "path.h"
 #include "util.h"
 
 #define READ_BUF (1u << 18)
@@ -64,16 +65,9 @@ static int blob_drain(blob_reader *br, ib_error **err)
 /* "./a/b/" -> "a/b"; the root ("", ".", "./", "/") -> "". */
 static char *normalise_path(const char *raw)
 {
-	while (raw[0] == '.' && raw[1] == '/')
-		raw += 2;
-	while (*raw == '/')
-		raw++;
-	size_t n = strlen(raw);
-	while (n > 0 && raw[n - 1] == '/')
-		n--;
-	if (n == 1 && raw[0] == '.')
-		n = 0;
-	return xstrndup(raw, n);
+	char *out = NULL;
+	ib_path_clean(raw, IB_PATH_RELATIVE, &out, NULL);
+	return out;
 }
 
 static int hash_data(struct archive *a, char *buf, ib_digest_ctx *ctx, const char *path,
@@ -260,13 +254,14 @@ static int collect_entry(const ib_layer_entry *e, void *payload, ib_error **err)
 	const char *slash = strrchr(e->path, '/');
 	const char *base = slash ? slash + 1 : e->path;
 	cleanup_free char *dir = slash ? xstrndup(e->path, (size_t)(slash - e->path)) : xstrdup("");
-	if (!strcmp(base, ".wh..wh..opq")) {
+	if (!strcmp(base, IB_WH_OPAQUE)) {
 		ib_strv_push(&lc->opaques, dir);
-	} else if (!strncmp(base, ".wh.", 4)) {
+	} else if (!strncmp(base, IB_WH_PREFIX, strlen(IB_WH_PREFIX))) {
 		/* ".wh." alone names nothing (and must not empty the root). */
-		if (base[4]) {
+		const char *name = base + strlen(IB_WH_PREFIX);
+		if (*name) {
 			cleanup_free char *victim =
-			    dir[0] ? xasprintf("%s/%s", dir, base + 4) : xstrdup(base + 4);
+			    dir[0] ? xasprintf("%s/%s", dir, name) : xstrdup(name);
 			ib_strv_push(&lc->whiteouts, victim);
 		}
 	} else {

@@ -15,51 +15,23 @@
 #include <unistd.h>
 
 #include "compress.h"
+#include "path.h"
 #include "unpack.h"
 #include "util.h"
 
 #define COPY_CHUNK (256u << 10)
-#define WH_PREFIX ".wh."
-#define WH_OPAQUE ".wh..wh..opq"
-#define WH_OPAQUE_LEN (sizeof(WH_OPAQUE) - 1)
+#define WH_OPAQUE_LEN (sizeof(IB_WH_OPAQUE) - 1)
 
 /* ---- paths ---- */
 
-/* Relative, slash-separated, without "." components or empty ones; ".."
- * is refused outright rather than resolved: a layer never needs it. */
-static int norm_path(const char *in, char **out, ib_error **err)
-{
-	char *r = xmalloc(strlen(in) + 1);
-	size_t len = 0;
-	const char *p = in;
-	while (*p) {
-		while (*p == '/')
-			p++;
-		if (*p == '\0')
-			break;
-		const char *s = p;
-		while (*p && *p != '/')
-			p++;
-		size_t n = (size_t)(p - s);
-		if (n == 1 && s[0] == '.')
-			continue;
-		if (n == 2 && s[0] == '.' && s[1] == '.') {
-			free(r);
-			return ib_error_setc(err, IB_EUNSAFE, "path '%s' contains '..'", in);
-		}
-		if (len > 0)
-			r[len++] = '/';
-		memcpy(r + len, s, n);
-		len += n;
-	}
-	r[len] = '\0';
-	*out = r;
-	return 0;
-}
+/* Layer paths are relative, slash-separated, without "." components or
+ * empty ones; ".." is refused outright rather than resolved: a layer never
+ * needs it. */
+#define LAYER_PATH (IB_PATH_RELATIVE | IB_PATH_REFUSE_DOTDOT)
 
 static int norm_nonempty(const char *in, char **out, ib_error **err)
 {
-	int r = norm_path(in, out, err);
+	int r = ib_path_clean(in, LAYER_PATH, out, err);
 	if (r == 0 && (*out)[0] == '\0') {
 		free(*out);
 		*out = NULL;
@@ -75,7 +47,7 @@ static char *join_rel(const char *dir, const char *name)
 
 static bool is_opaque_component(const char *s, size_t n)
 {
-	return n == WH_OPAQUE_LEN && memcmp(s, WH_OPAQUE, WH_OPAQUE_LEN) == 0;
+	return n == WH_OPAQUE_LEN && memcmp(s, IB_WH_OPAQUE, WH_OPAQUE_LEN) == 0;
 }
 
 /* Component-wise bytewise order (a path's end and '/' sort lowest, so a
@@ -582,18 +554,6 @@ static bool walk_skipped(const struct walk *wk, const char *path)
 	return false;
 }
 
-static bool is_opaque_dir(const char *host)
-{
-	static const char *const names[] = {"trusted.overlay.opaque", "user.overlay.opaque"};
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		char v[2];
-		ssize_t n = lgetxattr(host, names[i], v, sizeof(v));
-		if (n == 1 && v[0] == 'y')
-			return true;
-	}
-	return false;
-}
-
 /* Add the children of host_dir as entries below arch_dir.  Subdirectories
  * are walked after the directory stream is closed, so depth costs no fds. */
 static int walk_dir(struct walk *wk, const char *host_dir, const char *arch_dir, ib_error **err)
@@ -623,8 +583,8 @@ static int walk_dir(struct walk *wk, const char *host_dir, const char *arch_dir,
 				return ib_error_set(err, errno, "lstat %s/%s", host_dir, name);
 			if (S_ISSOCK(st.st_mode))
 				continue;
-			if (wk->upper && S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) {
-				cleanup_free char *wn = xasprintf(WH_PREFIX "%s", name);
+			if (wk->upper && ib_path_is_whiteout(&st)) {
+				cleanup_free char *wn = xasprintf(IB_WH_PREFIX "%s", name);
 				cleanup_free char *wh = join_rel(arch_dir, wn);
 				push_entry(wk->w, wh, E_EMPTY);
 				continue;
@@ -632,8 +592,8 @@ static int walk_dir(struct walk *wk, const char *host_dir, const char *arch_dir,
 			push_host(wk->w, wk->src, arch, &st);
 			if (S_ISDIR(st.st_mode)) {
 				cleanup_free char *host = ib_path_join(host_dir, name);
-				if (wk->upper && is_opaque_dir(host)) {
-					cleanup_free char *op = join_rel(arch, WH_OPAQUE);
+				if (wk->upper && ib_path_is_opaque(host)) {
+					cleanup_free char *op = join_rel(arch, IB_WH_OPAQUE);
 					push_entry(wk->w, op, E_EMPTY);
 				}
 				ib_strv_push(&subdirs, name);
@@ -654,7 +614,7 @@ static int add_tree(ib_layer_writer *w, const char *prefix, const char *host_dir
 		    const ib_layer_override *ov, bool upper, char *const *skip, ib_error **err)
 {
 	cleanup_free char *p = NULL;
-	int r = norm_path(prefix, &p, err);
+	int r = ib_path_clean(prefix, LAYER_PATH, &p, err);
 	if (r < 0)
 		return r;
 	struct stat st;
@@ -698,9 +658,9 @@ int ib_layer_writer_add_whiteout(ib_layer_writer *w, const char *path, ib_error 
 	cleanup_free char *wh = NULL;
 	if (slash) {
 		*slash = '\0';
-		wh = xasprintf("%s/" WH_PREFIX "%s", p, slash + 1);
+		wh = xasprintf("%s/" IB_WH_PREFIX "%s", p, slash + 1);
 	} else {
-		wh = xasprintf(WH_PREFIX "%s", p);
+		wh = xasprintf(IB_WH_PREFIX "%s", p);
 	}
 	push_entry(w, wh, E_EMPTY);
 	return 0;
@@ -709,10 +669,10 @@ int ib_layer_writer_add_whiteout(ib_layer_writer *w, const char *path, ib_error 
 int ib_layer_writer_add_opaque(ib_layer_writer *w, const char *dir, ib_error **err)
 {
 	cleanup_free char *p = NULL;
-	int r = norm_path(dir, &p, err);
+	int r = ib_path_clean(dir, LAYER_PATH, &p, err);
 	if (r < 0)
 		return r;
-	cleanup_free char *op = join_rel(p, WH_OPAQUE);
+	cleanup_free char *op = join_rel(p, IB_WH_OPAQUE);
 	push_entry(w, op, E_EMPTY);
 	return 0;
 }
@@ -943,7 +903,7 @@ int ib_layer_from_upper(ib_store *store, const char *upper_dir, char *const *ski
 	cleanup_strv char **nskip = NULL;
 	for (size_t i = 0; skip && skip[i]; i++) {
 		cleanup_free char *s = NULL;
-		int r = norm_path(skip[i], &s, err);
+		int r = ib_path_clean(skip[i], LAYER_PATH, &s, err);
 		if (r < 0)
 			return r;
 		if (s[0] != '\0')
@@ -1010,7 +970,7 @@ static int import_entry(struct pipe *p, struct archive *in, struct archive_entry
 	if (raw == NULL)
 		return ib_error_setc(err, IB_EINVALID, "tar entry without a name");
 	cleanup_free char *path = NULL;
-	int r = norm_path(raw, &path, err);
+	int r = ib_path_clean(raw, LAYER_PATH, &path, err);
 	if (r == 0)
 		r = ib_unpack_check_path(path, err);
 	if (r < 0)

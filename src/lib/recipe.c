@@ -35,6 +35,7 @@
 
 #include "embedded.h"
 #include "ref.h"
+#include "path.h"
 #include "pathglob.h"
 #include "plan.h"
 #include "util.h"
@@ -44,7 +45,6 @@
 #define LUA_MEM_LIMIT ((size_t)512 << 20)   /* Lua heap + plan */
 #define HOOK_INTERVAL 1000000		    /* VM instructions per count hook */
 #define HOOK_MAX_CALLS 200		    /* => 2 * 10^8 instructions */
-#define MAX_SYMLINKS 40
 #define SHORT_CHUNKNAME_MAX 50 /* below LUA_IDSIZE with room */
 
 #define STAGE_MT "imgbuild.stage"
@@ -402,63 +402,11 @@ static bool is_alpha(char c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-/* Lexically clean a path: "a/./b/../c" -> "a/c", "/.." -> "/", "" -> ".";
- * a relative path keeps its leading "..". Caller frees. */
+/* Lexically clean a path, keeping its kind: "a/./b/../c" -> "a/c",
+ * "/.." -> "/", "" -> "."; a relative path keeps its leading "..". */
 static char *path_clean(const char *p)
 {
-	bool abs = p[0] == '/';
-	size_t n = strlen(p);
-	const char **comp = xcalloc(n + 1, sizeof(char *));
-	size_t *clen = xcalloc(n + 1, sizeof(size_t));
-	size_t nc = 0, ndot = 0; /* ndot: leading ".." that cannot be popped */
-	for (const char *s = p; *s;) {
-		while (*s == '/')
-			s++;
-		if (!*s)
-			break;
-		size_t l = strcspn(s, "/");
-		if (l == 2 && s[0] == '.' && s[1] == '.') {
-			if (nc > ndot) {
-				nc--;
-			} else if (!abs) {
-				comp[nc] = s;
-				clen[nc++] = l;
-				ndot++;
-			}
-		} else if (!(l == 1 && s[0] == '.')) {
-			comp[nc] = s;
-			clen[nc++] = l;
-		}
-		s += l;
-	}
-	char *out = xmalloc(n + 2);
-	size_t len = 0;
-	if (abs)
-		out[len++] = '/';
-	for (size_t i = 0; i < nc; i++) {
-		if (i)
-			out[len++] = '/';
-		memcpy(out + len, comp[i], clen[i]);
-		len += clen[i];
-	}
-	if (len == 0)
-		out[len++] = '.';
-	out[len] = 0;
-	free(comp);
-	free(clen);
-	return out;
-}
-
-static bool ends_as_directory(const char *p)
-{
-	size_t n = strlen(p);
-	if (n == 0)
-		return false;
-	if (p[n - 1] == '/')
-		return true;
-	if (!strcmp(p, ".") || !strcmp(p, ".."))
-		return true;
-	return (n >= 2 && !strcmp(p + n - 2, "/.")) || (n >= 3 && !strcmp(p + n - 3, "/.."));
+	return ib_path_join_clean(NULL, p, 0);
 }
 
 /* Resolve p against cwd as docker does for WORKDIR and COPY destinations:
@@ -468,19 +416,7 @@ static bool ends_as_directory(const char *p)
  * a directory-meaning trailing "/". */
 static char *path_resolve(const char *cwd, const char *p, bool keep_slash)
 {
-	cleanup_free char *joined = NULL;
-	if (p[0] == '/' || !cwd)
-		joined = xstrdup(p);
-	else
-		joined = xasprintf("%s/%s", cwd, p);
-	char *c = path_clean(joined);
-	size_t n = strlen(c);
-	if (keep_slash && ends_as_directory(p) && c[n - 1] != '/') {
-		char *d = xasprintf("%s/", c);
-		free(c);
-		c = d;
-	}
-	return c;
+	return ib_path_join_clean(cwd, p, keep_slash ? IB_PATH_KEEP_SLASH : 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -495,90 +431,25 @@ static char *path_resolve(const char *cwd, const char *p, bool keep_slash)
 static int ctx_resolve(const char *root, const char *rel, bool follow_last, char **out,
 		       struct stat *st_out, ib_error **err)
 {
-	cleanup_free char *pending = xstrdup(rel);
-	cleanup_free char *done = xstrdup("");
-	size_t pos = 0;
-	int links = 0;
-	struct stat st;
+	cleanup_close int fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return ib_error_set(err, errno, "open %s", root);
+	ib_path_dir dir = {fd};
+	ib_path_fs fs = ib_path_fs_dir;
+	fs.name = "the build context";
+	return ib_path_resolve(&fs, &dir, rel, follow_last ? IB_PATH_FOLLOW_LAST : 0, out, st_out,
+			       err);
+}
 
-	if (rel[0] == '/')
-		return ib_error_setc(err, IB_EINVALID,
-				     "'%s' is absolute; build context paths are relative", rel);
-	for (;;) {
-		while (pending[pos] == '/')
-			pos++;
-		if (!pending[pos])
-			break;
-		size_t len = strcspn(pending + pos, "/");
-		cleanup_free char *comp = xstrndup(pending + pos, len);
-		pos += len;
-		bool slash_follows = pending[pos] == '/';
-		const char *q = pending + pos;
-		while (*q == '/')
-			q++;
-		bool last = !*q;
-		if (!strcmp(comp, "."))
-			continue;
-		if (!strcmp(comp, "..")) {
-			if (!*done)
-				return ib_error_setc(err, IB_EUNSAFE,
-						     "'%s' is outside the build context", rel);
-			char *slash = strrchr(done, '/');
-			if (slash)
-				*slash = 0;
-			else
-				done[0] = 0;
-			continue;
-		}
-		cleanup_free char *cand = *done ? xasprintf("%s/%s", done, comp) : xstrdup(comp);
-		cleanup_free char *full = ib_path_join(root, cand);
-		if (lstat(full, &st) < 0) {
-			if (errno == ENOENT || errno == ENOTDIR)
-				return ib_error_setc(err, IB_ENOTFOUND,
-						     "'%s' not found in the build context", rel);
-			return ib_error_set(err, errno, "'%s': stat %s", rel, cand);
-		}
-		if (S_ISLNK(st.st_mode) && (!last || slash_follows || follow_last)) {
-			if (++links > MAX_SYMLINKS)
-				return ib_error_setc(err, IB_EINVALID,
-						     "'%s': too many levels of symbolic links",
-						     rel);
-			char target[PATH_MAX];
-			ssize_t tl = readlink(full, target, sizeof(target) - 1);
-			if (tl < 0)
-				return ib_error_set(err, errno, "'%s': readlink %s", rel, cand);
-			target[tl] = 0;
-			if (target[0] == '/')
-				return ib_error_setc(err, IB_EUNSAFE,
-						     "'%s' is outside the build context "
-						     "(symlink %s -> %s)",
-						     rel, cand, target);
-			char *np = xasprintf("%s/%s", target, pending + pos);
-			free(pending);
-			pending = np;
-			pos = 0;
-			continue;
-		}
-		if (!last && !S_ISDIR(st.st_mode))
-			return ib_error_setc(err, IB_ENOTFOUND,
-					     "'%s' not found in the build context (%s is not a "
-					     "directory)",
-					     rel, cand);
-		free(done);
-		done = steal_pointer(&cand);
-	}
-	cleanup_free char *final = ib_path_join(root, *done ? done : ".");
-	if ((follow_last ? stat(final, &st) : lstat(final, &st)) < 0) {
-		if (errno == ENOENT)
-			return ib_error_setc(err, IB_ENOTFOUND,
-					     "'%s' not found in the build context", rel);
-		return ib_error_set(err, errno, "'%s': stat", rel);
-	}
-	if (st_out)
-		*st_out = st;
-	if (out)
-		*out = steal_pointer(&done);
-	return 0;
+/* Open rel, as ctx_resolve returned it (symlink-free), below root for
+ * reading without following any symlink: a swap after the resolution
+ * cannot lead the read outside.  The fd, or -1 with errno. */
+static int ctx_open(const char *root, const char *rel)
+{
+	cleanup_close int rfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rfd < 0)
+		return -1;
+	return ib_path_open_in_root(rfd, rel, O_RDONLY | O_NOFOLLOW, 0, IB_PATH_OPEN_BENEATH);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1869,10 +1740,9 @@ static int api_context_read(lua_State *L)
 	arena_own(ctx, rel, free);
 	if (!S_ISREG(st.st_mode))
 		api_fail(L, "context.read: '%s' is not a regular file", path);
-	char *full = arena_own(ctx, ib_path_join(ctx->context_dir, *rel ? rel : "."), free);
 	char *data = NULL;
 	size_t len = 0;
-	int fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = ctx_open(ctx->context_dir, rel);
 	if (fd < 0) {
 		ib_error_set(&e, errno, "open '%s'", path);
 		raise_ib(L, &e, "context.read");
@@ -2007,8 +1877,7 @@ static bool find_module(lua_State *L, ib_eval *ctx, const char *name)
 			continue;
 		char *data = NULL;
 		size_t len = 0;
-		int fd = open(arena_own(ctx, ib_path_join(root, resolved), free),
-			      O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		int fd = ctx_open(root, resolved);
 		if (fd < 0) {
 			ib_error_set(&e, errno, "open %s", path);
 			raise_ib(L, &e, "require");

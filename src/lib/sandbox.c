@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "passwd.h"
+#include "path.h"
 #include "util.h"
 
 #define SB_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -1212,30 +1213,15 @@ static void sb_monitor(sb_ctx *c, int out_w, int err_w)
 /* "/a//b/./c/" -> "/a/b/c"; NULL for relative paths, ".." or the root. */
 static char *sb_normalize_target(const char *t)
 {
-	if (!t || t[0] != '/')
+	char *out = NULL;
+	if (!t || t[0] != '/' ||
+	    ib_path_clean(t, IB_PATH_ABSOLUTE | IB_PATH_REFUSE_DOTDOT, &out, NULL) < 0)
 		return NULL;
-	ib_buf b = IB_BUF_INIT;
-	for (const char *p = t; *p;) {
-		while (*p == '/')
-			p++;
-		size_t n = strcspn(p, "/");
-		if (n == 0)
-			break;
-		if (n == 2 && p[0] == '.' && p[1] == '.') {
-			ib_buf_free(&b);
-			return NULL;
-		}
-		if (!(n == 1 && p[0] == '.')) {
-			ib_buf_append(&b, "/", 1);
-			ib_buf_append(&b, p, n);
-		}
-		p += n;
-	}
-	if (b.len == 0 || b.len >= PATH_MAX) {
-		ib_buf_free(&b);
+	if (!strcmp(out, "/") || strlen(out) >= PATH_MAX) {
+		free(out);
 		return NULL;
 	}
-	return ib_buf_steal(&b, NULL);
+	return out;
 }
 
 static int sb_bind_cmp(const void *a, const void *b)

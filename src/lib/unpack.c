@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/openat2.h>
 #include <locale.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,15 +24,13 @@
 #include <unistd.h>
 
 #include "layer.h"
+#include "path.h"
 #include "util.h"
 
 #ifndef SYS_fchmodat2
 #define SYS_fchmodat2 452 /* same number on every architecture */
 #endif
 
-#define WH_PREFIX ".wh."
-#define WH_META_PREFIX ".wh..wh."
-#define WH_OPAQUE ".wh..wh..opq"
 #define OVERLAY_XATTR_PREFIX "trusted.overlay."
 #define OVERLAY_OPAQUE_XATTR "trusted.overlay.opaque"
 /* Longest part of an entry name quoted in an error message. */
@@ -171,27 +168,13 @@ static int normalize_name(const char *what, const char *name, char **out, ib_err
 		return ib_error_setc(err, IB_EUNSAFE,
 				     "unsafe %s in layer: absolute path \"" NAME_SHOWN "\"", what,
 				     name);
-	ib_buf b = IB_BUF_INIT;
-	const char *p = name;
-	while (*p) {
-		const char *end = strchr(p, '/');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		if (len == 2 && p[0] == '.' && p[1] == '.') {
-			ib_buf_free(&b);
-			return ib_error_setc(
-			    err, IB_EUNSAFE,
-			    "unsafe %s in layer: \"" NAME_SHOWN "\" contains \"..\"", what, name);
-		}
-		if (len > 0 && !(len == 1 && p[0] == '.')) {
-			if (b.len > 0)
-				ib_buf_append(&b, "/", 1);
-			ib_buf_append(&b, p, len);
-		}
-		p += len;
-		if (*p == '/')
-			p++;
+	ib_error *e = NULL;
+	if (ib_path_clean(name, IB_PATH_RELATIVE | IB_PATH_REFUSE_DOTDOT, out, &e) < 0) {
+		ib_error_free(&e);
+		return ib_error_setc(err, IB_EUNSAFE,
+				     "unsafe %s in layer: \"" NAME_SHOWN "\" contains \"..\"", what,
+				     name);
 	}
-	*out = ib_buf_steal(&b, NULL);
 	return 0;
 }
 
@@ -243,19 +226,7 @@ static char *join_rel(const char *dir, const char *name)
  * /proc links refused.  Returns an fd or -1 with errno. */
 static int open_in_root(const unpacker *u, const char *path, int flags)
 {
-	struct open_how how = {
-	    .flags = (uint64_t)(flags | O_CLOEXEC),
-	    .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-	};
-	for (int tries = 0; tries < 32; tries++) {
-		long fd = syscall(SYS_openat2, u->rootfd, *path ? path : ".", &how, sizeof(how));
-		if (fd >= 0)
-			return (int)fd;
-		/* EAGAIN: a concurrent rename made the kernel give up; retry. */
-		if (errno != EAGAIN && errno != EINTR)
-			return -1;
-	}
-	return -1;
+	return ib_path_open_in_root(u->rootfd, path, flags, 0, IB_PATH_OPEN_IN_ROOT);
 }
 
 /* chmod of dirfd/name that never follows a symlink at name. */
@@ -929,12 +900,12 @@ static int do_opaque(unpacker *u, const char *dpath, const char *raw, ib_error *
 static int do_whiteout(unpacker *u, const char *raw, const char *parent, const char *base,
 		       ib_error **err)
 {
-	if (strcmp(base, WH_OPAQUE) == 0)
+	if (strcmp(base, IB_WH_OPAQUE) == 0)
 		return do_opaque(u, parent, raw, err);
 	/* Other ".wh..wh." names are aufs bookkeeping (.wh..wh.plnk ...). */
-	if (strncmp(base, WH_META_PREFIX, strlen(WH_META_PREFIX)) == 0)
+	if (strncmp(base, IB_WH_META_PREFIX, strlen(IB_WH_META_PREFIX)) == 0)
 		return 0;
-	const char *victim = base + strlen(WH_PREFIX);
+	const char *victim = base + strlen(IB_WH_PREFIX);
 	if (!*victim || strcmp(victim, ".") == 0 || strcmp(victim, "..") == 0)
 		return ib_error_setc(err, IB_EUNSAFE,
 				     "unsafe whiteout in layer: \"" NAME_SHOWN
@@ -984,7 +955,7 @@ static int unpack_entry(unpacker *u, struct archive_entry *e, ib_error **err)
 	cleanup_free char *parent = NULL;
 	const char *base;
 	split_path(path, &parent, &base);
-	if (strncmp(base, WH_PREFIX, strlen(WH_PREFIX)) == 0)
+	if (strncmp(base, IB_WH_PREFIX, strlen(IB_WH_PREFIX)) == 0)
 		return do_whiteout(u, raw, parent, base, err);
 
 	mode_t type = archive_entry_filetype(e);

@@ -419,6 +419,44 @@ LUA
 	[[ "$output" == *"#1 12"* ]]
 }
 
+@test "a recipe secret is resolved in the context like a copy source: no absolute symlink, no '..' out" {
+	mkdir -p "$T/sr/ctx/sub"
+	echo "tok" > "$T/sr/ctx/token"
+	ln -s "$T/sr/ctx/token" "$T/sr/ctx/abs-link"
+	ln -s ../token "$T/sr/ctx/sub/rel-link"
+	for src in sub/rel-link "$T/sr/ctx/sub/../token"; do
+		printf 'from "localhost/busybox:latest"\nrun { "/bin/sh", "-c", "cat /run/secrets/s", secrets = { { id = "s", src = "%s" } } }\n' "$src" > "$T/sr/ctx/recipe.lua"
+		run "$IMGBUILD" build "$T/sr/ctx/recipe.lua" --progress plain --no-cache
+		echo "$output"
+		[ "$status" -eq 0 ]
+		[[ "$output" == *"#1 tok"* ]]
+	done
+	for src in abs-link sub/../../ctx/token; do
+		printf 'from "localhost/busybox:latest"\nrun { "/bin/sh", "-c", "cat /run/secrets/s", secrets = { { id = "s", src = "%s" } } }\n' "$src" > "$T/sr/ctx/recipe.lua"
+		run "$IMGBUILD" build "$T/sr/ctx/recipe.lua" --progress plain --no-cache
+		echo "$output"
+		[ "$status" -eq 1 ]
+		[[ "$output" == *"run: secret \"s\": $src is outside the build context"* ]]
+	done
+}
+
+@test "copy destinations and owner names see the image as overlayfs does: deleted and opaque dirs hide lower layers" {
+	mkdir -p "$T/ov/ctx"
+	echo x > "$T/ov/ctx/x"
+	cat > "$T/ov/ctx/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run "mkdir -p /d /e /etc && ln -s /etc /d/link && ln -s /etc /e/link && echo 'alice:x:4242:4343::/:/bin/sh' > /etc/passwd.real && ln -sf passwd.real /etc/passwd"
+run "rm -rf /d /e && mkdir /e"
+copy { "x", "/d/link/", owner = "alice" }
+copy { "x", "/e/link/" }
+run "test -f /d/link/x && test -f /e/link/x && test ! -e /etc/x && stat -c owner=%u:%g /d/link/x"
+LUA
+	run "$IMGBUILD" build "$T/ov/ctx/recipe.lua" --progress plain
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"owner=4242:4343"* ]]
+}
+
 @test "copy destinations follow the image's symlinks and keep its existing directories' metadata" {
 	mkdir -p "$T/usr/ctx/d"
 	echo x > "$T/usr/ctx/x"

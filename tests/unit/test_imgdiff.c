@@ -11,7 +11,10 @@
 
 #include <cmocka.h>
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
@@ -315,6 +318,44 @@ static void test_walk_reports_every_entry_with_normalised_path_and_metadata(void
 
 	/* whiteouts are passed on as they are, not interpreted */
 	find(&log, "etc/.wh.gone");
+	walk_log_free(&log);
+}
+
+/* Tar names as another tool may write them: the same path however its
+ * slashes and "." components are spelled. */
+static void test_walk_cleans_names_spelled_with_extra_slashes_and_dots(void **state)
+{
+	fx *f = *state;
+	size_t cap = 64 << 10, used = 0;
+	cleanup_free char *buf = xcalloc(1, cap);
+	struct archive *a = archive_write_new();
+	assert_int_equal(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
+	assert_int_equal(archive_write_open_memory(a, buf, cap, &used), ARCHIVE_OK);
+	static const char *const names[] = {"./etc//", "etc//./motd", "./etc/./sub/./"};
+	for (size_t i = 0; i < 3; i++) {
+		struct archive_entry *e = archive_entry_new();
+		archive_entry_set_pathname(e, names[i]);
+		bool dir = names[i][strlen(names[i]) - 1] == '/';
+		archive_entry_set_mode(e, dir ? (S_IFDIR | 0755) : (S_IFREG | 0644));
+		archive_entry_set_size(e, dir ? 0 : 3);
+		assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+		if (!dir)
+			assert_int_equal(archive_write_data(a, "hi\n", 3), 3);
+		archive_entry_free(e);
+	}
+	assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+	archive_write_free(a);
+
+	char digest[IB_DIGEST_BUFLEN];
+	ib_error *err = NULL;
+	tu_must(ib_store_blob_put(f->store, buf, used, digest, &err), &err, "put");
+	walk_log log = {NULL, 0, 0};
+	tu_must(ib_layer_walk(f->store, digest, (int64_t)used, log_entry, &log, &err), &err, "walk");
+	assert_int_equal(log.n, 3);
+	assert_string_equal(log.v[0].path, "etc");
+	assert_string_equal(log.v[1].path, "etc/motd");
+	assert_string_equal(log.v[1].raw_path, "etc//./motd");
+	assert_string_equal(log.v[2].path, "etc/sub");
 	walk_log_free(&log);
 }
 
@@ -682,6 +723,7 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 	    T(test_walk_reports_every_entry_with_normalised_path_and_metadata),
 	    T(test_first_difference_names_the_layer_and_file),
+	    T(test_walk_cleans_names_spelled_with_extra_slashes_and_dots),
 	    T(test_walk_reports_hardlinks_with_their_target),
 	    T(test_walk_stops_with_the_callbacks_error),
 	    T(test_walk_refuses_a_blob_whose_tar_is_intact_but_content_changed),

@@ -787,6 +787,15 @@ static void test_sandbox_failure_is_an_error(void **state)
 	o.mounts = &bad;
 	o.n_mounts = 1;
 	assert_int_equal(run_sh(t, "true", &o), IB_EINVALID);
+	/* nor the root, nor a ".." even when it stays below / */
+	static const char *const bad_targets[] = {"/", "//./", "/var/../etc"};
+	for (size_t i = 0; i < 3; i++) {
+		tweak_init(t, &o);
+		bad.target = bad_targets[i];
+		o.mounts = &bad;
+		o.n_mounts = 1;
+		assert_int_equal(run_sh(t, "true", &o), IB_EINVALID);
+	}
 }
 
 /* ---- isolation from the host ---- */
