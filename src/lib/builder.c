@@ -16,6 +16,7 @@
 #include "plan.h"
 #include "progress.h"
 #include "registry.h"
+#include "remote_cache.h"
 #include "sandbox.h"
 #include "unpack.h"
 #include "util.h"
@@ -64,7 +65,9 @@ int build_ensure_unpacked(builder *b, layer_ref *l, ib_error **err)
 		return -1;
 	cleanup_close int fd = -1;
 	int64_t size = 0;
-	int r = ib_store_blob_open(b->store, l->desc.digest, &fd, &size, err);
+	int r = build_fetch_blob(b, l->desc.digest, l->desc.size, err);
+	if (r == 0)
+		r = ib_store_blob_open(b->store, l->desc.digest, &fd, &size, err);
 	if (r == 0) {
 		ib_unpack_options uo = IB_UNPACK_OPTIONS_INIT;
 		uo.whiteouts = IB_WHITEOUT_OVERLAY;
@@ -126,26 +129,158 @@ static json_t *layer_entry_json(const ib_layer_result *r, const char *media_type
 			 "created_by", created_by);
 }
 
-/* Use a cached layer if its blob is still in the store. */
+static void warn(builder *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(builder *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	cleanup_free char *m = xvasprintf(fmt, ap);
+	va_end(ap);
+	ib_progress_info(b->o->progress, "warning: %s", m);
+}
+
+static ib_registry_options cache_registry_options(const ib_build_options *o)
+{
+	ib_registry_options ro = IB_REGISTRY_OPTIONS_INIT;
+	ro.tls_verify = o->tls_verify;
+	ro.authfile = o->authfile;
+	ro.debug = o->debug;
+	/* a cache that does not answer must not hold the build up */
+	ro.max_retries = 1;
+	return ro;
+}
+
+/* The cache registry session for repository ("host/path"): one of
+ * --cache-from, else one opened now (an entry recorded by an earlier
+ * build).  NULL when it cannot be reached. */
+static ib_rcache *rc_by_repository(builder *b, const char *repo)
+{
+	remote_state *rs = b->remote;
+	for (size_t i = 0; i < rs->n_from; i++)
+		if (rs->from[i] && !strcmp(ib_rcache_repository(rs->from[i]), repo))
+			return rs->from[i];
+	for (size_t i = 0; i < rs->n_extra; i++)
+		if (!strcmp(ib_rcache_repository(rs->extra[i]), repo))
+			return rs->extra[i];
+	ib_registry_options ro = cache_registry_options(b->o);
+	cleanup_free char *ref = xasprintf("%s:index", repo);
+	ib_rcache *rc = NULL;
+	ib_error *e = NULL;
+	if (ib_rcache_open(&rc, ref, false, &ro, &e) < 0) {
+		warn(b, "cache %s: %s", repo, ib_error_msg(e));
+		ib_error_free(&e);
+		return NULL;
+	}
+	rs->extra = xrealloc(rs->extra, (rs->n_extra + 1) * sizeof(*rs->extra));
+	rs->extra[rs->n_extra++] = rc;
+	return rc;
+}
+
+int build_fetch_blob(builder *b, const char *digest, int64_t size, ib_error **err)
+{
+	if (ib_store_blob_exists(b->store, digest))
+		return 0;
+	remote_state *rs = b->remote;
+	const char *repo = jstr(rs->blobs, digest);
+	if (!repo)
+		return ib_error_setc(err, IB_ENOTFOUND, "layer %.19s is not in the store", digest);
+	ib_rcache *rc = rc_by_repository(b, repo);
+	ib_error *e = NULL;
+	int r = rc ? ib_rcache_fetch_blob(rc, b->store, digest, size, &e) : IB_ENET;
+	if (r == 0)
+		return 0;
+	warn(b, "cache %s: layer %.19s: %s; building its step instead", repo, digest,
+	     e ? ib_error_msg(e) : "registry unreachable");
+	ib_error_free(&e);
+	json_object_set_new(rs->bad, digest, json_true());
+	rs->restart = true;
+	return ib_error_setc(err, IB_ENET, "layer %.19s could not be fetched from %s", digest,
+			     repo);
+}
+
+static void note_export(builder *b, const char *key)
+{
+	json_array_append_new(b->exports,
+			      json_pack("{s:s, s:I}", "key", key, "stage", (json_int_t)b->cur_stage));
+}
+
+/* An entry whose blob is in the store, or in a cache registry (lazy:
+ * fetched when a step needs it unpacked or the image is written). */
+static bool entry_usable(builder *b, json_t *e)
+{
+	const char *digest = jstr(json_object_get(e, "layer"), "digest");
+	if (!digest)
+		return false;
+	if (ib_store_blob_exists(b->store, digest))
+		return true;
+	const char *remote = jstr(e, "remote");
+	if (!remote || json_object_get(b->remote->bad, digest))
+		return false;
+	json_object_set_new(b->remote->blobs, digest, json_string(remote));
+	return true;
+}
+
+/* Ask the --cache-from registries for key; a hit is recorded in the
+ * local step cache with the repository holding its layer. */
+static json_t *remote_lookup(builder *b, const char *key)
+{
+	remote_state *rs = b->remote;
+	for (size_t i = 0; i < rs->n_from; i++) {
+		ib_rcache *rc = rs->from[i];
+		if (!rc)
+			continue;
+		json_t *e = NULL;
+		ib_error *er = NULL;
+		if (ib_rcache_lookup(rc, key, &e, &er) < 0) {
+			warn(b, "cache-from %s: %s; building without it", rs->from_refs[i],
+			     ib_error_msg(er));
+			ib_error_free(&er);
+			ib_rcache_free(rc);
+			rs->from[i] = NULL;
+			continue;
+		}
+		if (!e)
+			continue;
+		const char *repo = ib_rcache_repository(rc);
+		json_object_del(e, "record");
+		json_object_set_new(e, "remote", json_string(repo));
+		if (!entry_usable(b, e)) {
+			json_decref(e);
+			continue;
+		}
+		if (ib_cache_step_put(b->cache, key, e, &er) < 0)
+			ib_error_free(&er);
+		char *digests[2] = {(char *)jstr(json_object_get(e, "layer"), "digest"), NULL};
+		if (ib_cache_blob_seen(b->cache, repo, digests, &er) < 0)
+			ib_error_free(&er);
+		return e;
+	}
+	return NULL;
+}
+
+/* Use a cached layer: its blob in the store, or a cache registry's. */
 bool build_use_cached(builder *b, stage_state *st, const char *key, const char *created_by)
 {
 	json_t *e = ib_cache_step_get(b->cache, key);
+	if (e && !entry_usable(b, e)) {
+		json_decref(e);
+		e = NULL;
+	}
+	if (!e)
+		e = remote_lookup(b, key);
 	if (!e)
 		return false;
 	json_t *l = json_object_get(e, "layer");
-	const char *digest = jstr(l, "digest");
-	bool ok = ib_store_blob_exists(b->store, digest);
-	if (ok) {
-		ib_descriptor d = {0};
-		d.media_type = xstrdup(jstr(l, "mediaType"));
-		memcpy(d.digest, digest, IB_DIGEST_BUFLEN);
-		d.size = json_integer_value(json_object_get(l, "size"));
-		push_layer(st, &d, jstr(l, "diff_id"));
-		ib_descriptor_clear(&d);
-		build_add_history(b, st, created_by, false);
-	}
+	ib_descriptor d = {0};
+	d.media_type = xstrdup(jstr(l, "mediaType"));
+	memcpy(d.digest, jstr(l, "digest"), IB_DIGEST_BUFLEN);
+	d.size = json_integer_value(json_object_get(l, "size"));
+	push_layer(st, &d, jstr(l, "diff_id"));
+	ib_descriptor_clear(&d);
+	build_add_history(b, st, created_by, false);
+	note_export(b, key);
 	json_decref(e);
-	return ok;
+	return true;
 }
 
 int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_layer_result *r,
@@ -163,6 +298,8 @@ int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_la
 	json_object_set_new(e, "key", json_string(key));
 	int rc = ib_cache_step_put(b->cache, key, e, err);
 	json_decref(e);
+	if (rc == 0)
+		note_export(b, key);
 	return rc;
 }
 
@@ -343,6 +480,7 @@ static double mono_now(void)
 
 static int build_stage(builder *b, stage_state *st, ib_error **err)
 {
+	b->cur_stage = (size_t)(st - b->stages);
 	if (init_stage(b, st, err) < 0)
 		return -1;
 	json_t *steps = json_object_get(st->plan, "steps");
@@ -450,19 +588,57 @@ static void builder_free(builder *b)
 	free(b->created);
 	free(b->context);
 	build_clear_last(b);
+	json_decref(b->exports);
 	ib_cache_free(b->cache);
 }
 
-int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_result *result,
-		 ib_error **err)
+/* --cache-to: records for the exported steps the registries lack.  A
+ * failure is a warning: the image is built. */
+static int export_need_blob(void *payload, const char *digest, int64_t size, ib_error **err)
 {
-	memset(result, 0, sizeof(*result));
-	if (ib_plan_validate(plan, err) < 0)
-		return ib_error_wrap(err, "%s", o->recipe_path ? o->recipe_path : "plan");
+	return build_fetch_blob(payload, digest, size, err);
+}
+
+static void export_cache(builder *b, size_t target)
+{
+	const ib_build_options *o = b->o;
+	json_t *entries = json_array();
+	size_t i;
+	json_t *x;
+	json_array_foreach (b->exports, i, x) {
+		if (!o->cache_max && (size_t)json_integer_value(json_object_get(x, "stage")) != target)
+			continue;
+		json_t *e = ib_cache_step_get(b->cache, jstr(x, "key"));
+		if (e)
+			json_array_append_new(entries, e);
+	}
+	ib_registry_options ro = cache_registry_options(o);
+	for (size_t k = 0; o->cache_to[k]; k++) {
+		ib_rcache *rc = NULL;
+		ib_error *e = NULL;
+		size_t written = 0;
+		if (ib_rcache_open(&rc, o->cache_to[k], true, &ro, &e) == 0)
+			ib_rcache_export(rc, b->store, entries, export_need_blob, b, &written, &e);
+		if (e)
+			warn(b, "cache-to %s: %s", o->cache_to[k], ib_error_msg(e));
+		else
+			ib_progress_info(o->progress, "cache-to %s: %zu of %zu steps written",
+					 o->cache_to[k], written, json_array_size(entries));
+		ib_error_free(&e);
+		ib_rcache_free(rc);
+	}
+	json_decref(entries);
+}
+
+static int build_once(ib_store *s, json_t *plan, const ib_build_options *o, remote_state *rs,
+		      ib_build_result *result, ib_error **err)
+{
 	builder b = {0};
 	b.store = s;
 	b.o = o;
 	b.plan = plan;
+	b.remote = rs;
+	b.exports = json_array();
 	memset(result, 0, sizeof(*result));
 	char created[64];
 	format_created(created, sizeof(created), o->source_date_epoch);
@@ -471,6 +647,7 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 	if (!realpath(o->context_dir ? o->context_dir : ".", ctx)) {
 		int e = errno;
 		free(b.created);
+		json_decref(b.exports);
 		return ib_error_set(err, e, "build context %s", o->context_dir);
 	}
 	b.context = xstrdup(ctx);
@@ -514,6 +691,15 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 	}
 
 	stage_state *st = &b.stages[target];
+	/* the store holds every layer of an image it tags: lazy hits come now */
+	for (size_t i = 0; i < st->n_layers; i++) {
+		if (!st->layers[i].desc.urls &&
+		    build_fetch_blob(&b, st->layers[i].desc.digest, st->layers[i].desc.size,
+				     err) < 0) {
+			builder_free(&b);
+			return -1;
+		}
+	}
 	json_object_set_new(st->config, "created", json_string(b.created));
 	ib_descriptor *layers = xcalloc(st->n_layers + 1, sizeof(ib_descriptor));
 	for (size_t i = 0; i < st->n_layers; i++)
@@ -531,7 +717,63 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 		rc = ib_store_tag_set(s, o->tags[i], &result->manifest, err);
 	result->steps_run = b.steps_run;
 	result->steps_cached = b.steps_cached;
+	if (rc == 0 && o->cache_to && o->cache_to[0])
+		export_cache(&b, target);
 	builder_free(&b);
+	return rc;
+}
+
+static void remote_open(remote_state *rs, const ib_build_options *o)
+{
+	rs->blobs = json_object();
+	rs->bad = json_object();
+	rs->n_from = o->cache_from ? ib_strv_len(o->cache_from) : 0;
+	rs->from = xcalloc(rs->n_from + 1, sizeof(*rs->from));
+	rs->from_refs = (char **)o->cache_from;
+	ib_registry_options ro = cache_registry_options(o);
+	for (size_t i = 0; i < rs->n_from; i++) {
+		ib_error *e = NULL;
+		if (ib_rcache_open(&rs->from[i], o->cache_from[i], false, &ro, &e) < 0) {
+			ib_progress_info(o->progress, "warning: cache-from %s: %s; building without it",
+					 o->cache_from[i], ib_error_msg(e));
+			ib_error_free(&e);
+		}
+	}
+}
+
+static void remote_close(remote_state *rs)
+{
+	for (size_t i = 0; i < rs->n_from; i++)
+		ib_rcache_free(rs->from[i]);
+	for (size_t i = 0; i < rs->n_extra; i++)
+		ib_rcache_free(rs->extra[i]);
+	free(rs->from);
+	free(rs->extra);
+	json_decref(rs->blobs);
+	json_decref(rs->bad);
+}
+
+int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_result *result,
+		 ib_error **err)
+{
+	memset(result, 0, sizeof(*result));
+	if (ib_plan_validate(plan, err) < 0)
+		return ib_error_wrap(err, "%s", o->recipe_path ? o->recipe_path : "plan");
+	remote_state rs = {0};
+	remote_open(&rs, o);
+	int rc;
+	for (int attempt = 0;; attempt++) {
+		rs.restart = false;
+		rc = build_once(s, plan, o, &rs, result, err);
+		/* a cached layer that could not be fetched: its steps run instead */
+		if (rc == 0 || !rs.restart || attempt >= 3)
+			break;
+		ib_error_free(err);
+		ib_build_result_clear(result);
+		memset(result, 0, sizeof(*result));
+		ib_progress_info(o->progress, "building again without the layers that failed");
+	}
+	remote_close(&rs);
 	return rc;
 }
 

@@ -30,6 +30,13 @@ typedef struct ib_build_options {
 	/* "ID=PATH" sources for run{secrets=...} given on the command line;
 	 * NULL-terminated, may be NULL */
 	char *const *secrets;
+	/* registry step caches (remote_cache.h): normalised references,
+	 * NULL-terminated, may be NULL; cache_max: --cache-to exports every
+	 * stage's steps (mode=max), else the target stage's (mode=min) */
+	char *const *cache_from;
+	char *const *cache_to;
+	bool cache_max;
+	bool debug; /* log cache registry requests to stderr */
 	ib_progress *progress; /* required */
 } ib_build_options;
 /* Zero is the default for every field but these; NULL pull means

@@ -56,7 +56,24 @@ typedef struct builder {
 	char *last[LAST_LINES];
 	size_t n_last;
 	int cur_id;
+	/* registry step caches (--cache-from); they outlive a restart */
+	struct remote_state *remote;
+	size_t cur_stage; /* index of the stage being built */
+	json_t *exports;  /* [{"key", "stage"}] of this build's layer steps */
 } builder;
+
+/* What survives a restart of the build: the cache registries and the
+ * layers that could not be fetched from them. */
+typedef struct remote_state {
+	struct ib_rcache **from; /* --cache-from, NULL where disabled */
+	char **from_refs;
+	size_t n_from;
+	struct ib_rcache **extra; /* opened to fetch entries recorded earlier */
+	size_t n_extra;
+	json_t *blobs; /* layer digest -> repository holding it ("host/path") */
+	json_t *bad;   /* digests that failed to download: misses from now on */
+	bool restart;  /* a lazy layer failed: build again without it */
+} remote_state;
 
 static inline const char *jstr(json_t *o, const char *k)
 {
@@ -85,6 +102,10 @@ bool build_use_cached(builder *b, stage_state *st, const char *key, const char *
 /* Push a written layer onto the stage and record it in the step cache. */
 int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_layer_result *r,
 		       const char *created_by, ib_error **err);
+/* Make sure the store has a layer blob, downloading it from the cache
+ * registry that announced it (a lazy hit).  A failure marks the blob bad
+ * and asks for a restart. */
+int build_fetch_blob(builder *b, const char *digest, int64_t size, ib_error **err);
 /* Layer writer options of this build (compression, epoch, progress). */
 ib_layer_options build_layer_options(builder *b);
 /* A stage's read-only merged view for copy{from=}: mounted once, on
