@@ -191,8 +191,15 @@ int build_fetch_blob(builder *b, const char *digest, int64_t size, ib_error **er
 		return 0;
 	warn(b, "cache %s: layer %.19s: %s; building its step instead", repo, digest,
 	     e ? ib_error_msg(e) : "registry unreachable");
+	/* a corrupt blob is one miss; a registry that fails is no cache */
+	json_object_set_new(rs->bad, r == IB_EDIGEST ? digest : repo, json_true());
+	if (r != IB_EDIGEST)
+		for (size_t i = 0; i < rs->n_from; i++)
+			if (rs->from[i] && !strcmp(ib_rcache_repository(rs->from[i]), repo)) {
+				ib_rcache_free(rs->from[i]);
+				rs->from[i] = NULL;
+			}
 	ib_error_free(&e);
-	json_object_set_new(rs->bad, digest, json_true());
 	rs->restart = true;
 	return ib_error_setc(err, IB_ENET, "layer %.19s could not be fetched from %s", digest,
 			     repo);
@@ -214,7 +221,8 @@ static bool entry_usable(builder *b, json_t *e)
 	if (ib_store_blob_exists(b->store, digest))
 		return true;
 	const char *remote = jstr(e, "remote");
-	if (!remote || json_object_get(b->remote->bad, digest))
+	if (!remote || json_object_get(b->remote->bad, digest) ||
+	    json_object_get(b->remote->bad, remote))
 		return false;
 	json_object_set_new(b->remote->blobs, digest, json_string(remote));
 	return true;
@@ -766,7 +774,7 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 		rs.restart = false;
 		rc = build_once(s, plan, o, &rs, result, err);
 		/* a cached layer that could not be fetched: its steps run instead */
-		if (rc == 0 || !rs.restart || attempt >= 3)
+		if (rc == 0 || !rs.restart || attempt >= 5)
 			break;
 		ib_error_free(err);
 		ib_build_result_clear(result);
