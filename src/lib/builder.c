@@ -207,8 +207,9 @@ int build_fetch_blob(builder *b, const char *digest, int64_t size, ib_error **er
 
 static void note_export(builder *b, const char *key)
 {
-	json_array_append_new(b->exports,
-			      json_pack("{s:s, s:I}", "key", key, "stage", (json_int_t)b->cur_stage));
+	json_array_append_new(b->exports, json_pack("{s:s, s:I, s:I}", "key", key, "stage",
+						    (json_int_t)b->cur_stage, "idx",
+						    (json_int_t)b->cur_idx));
 }
 
 /* An entry whose blob is in the store, or in a cache registry (lazy:
@@ -496,6 +497,7 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 	b->chain_missed = false;
 	for (size_t i = 0; i < n; i++) {
 		json_t *step = json_array_get(steps, i);
+		b->cur_idx = i;
 		int kind = ib_plan_step_kind_of(step); /* known: ib_plan_validate */
 		char parent[IB_DIGEST_BUFLEN];
 		memcpy(parent, st->key, IB_DIGEST_BUFLEN);
@@ -617,8 +619,18 @@ static void export_cache(builder *b, size_t target)
 		if (!o->cache_max && (size_t)json_integer_value(json_object_get(x, "stage")) != target)
 			continue;
 		json_t *e = ib_cache_step_get(b->cache, jstr(x, "key"));
-		if (e)
-			json_array_append_new(entries, e);
+		if (!e)
+			continue;
+		/* where the step is and its inputs: --explain on other runners */
+		stage_state *st = &b->stages[json_integer_value(json_object_get(x, "stage"))];
+		size_t idx = (size_t)json_integer_value(json_object_get(x, "idx"));
+		cleanup_free char *id = build_explain_id(b, st, idx);
+		cleanup_free char *pos = build_explain_position(b, st, idx);
+		json_object_set_new(e, "position", json_string(pos));
+		json_t *inputs = ib_cache_explain_get(b->cache, id);
+		if (inputs)
+			json_object_set_new(e, "inputs", inputs);
+		json_array_append_new(entries, e);
 	}
 	ib_registry_options ro = cache_registry_options(o);
 	for (size_t k = 0; o->cache_to[k]; k++) {

@@ -59,7 +59,8 @@ typedef struct builder {
 	/* registry step caches (--cache-from); they outlive a restart */
 	struct remote_state *remote;
 	size_t cur_stage; /* index of the stage being built */
-	json_t *exports;  /* [{"key", "stage"}] of this build's layer steps */
+	size_t cur_idx;	  /* index of the step being built in its stage */
+	json_t *exports;  /* [{"key", "stage", "idx"}] of this build's layer steps */
 } builder;
 
 /* What survives a restart of the build: the cache registries and the
@@ -161,6 +162,9 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 /* Where a step's --explain record is kept (caller frees); say why a step
  * missed the cache; record its inputs for the next build. */
 char *build_explain_id(builder *b, stage_state *st, size_t idx);
+/* The step's position as registry cache records name it, independent of
+ * paths: "RECIPE-FILE-NAME/STAGE/INDEX" (caller frees). */
+char *build_explain_position(builder *b, stage_state *st, size_t idx);
 void build_explain_miss(builder *b, stage_state *st, size_t idx, json_t *inputs);
 void build_explain_record(builder *b, stage_state *st, size_t idx, json_t *inputs);
 

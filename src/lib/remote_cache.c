@@ -19,6 +19,9 @@
 #define ANN_LAYER_DIGEST "org.imgbuild.cache.layer.digest"
 #define ANN_LAYER_SIZE "org.imgbuild.cache.layer.size"
 #define ANN_LAYER_TYPE "org.imgbuild.cache.layer.mediaType"
+#define ANN_POSITION "org.imgbuild.cache.position"
+#define ANN_CONFIG "org.imgbuild.cache.config"
+#define CONFIG_MAX ((size_t)4 << 20)
 
 static const char *jstr(json_t *o, const char *k)
 {
@@ -138,12 +141,16 @@ int ib_rcache_record_encode(json_t *entry, char **config_out, size_t *config_len
 		json_object_set(cfg, "created_by", json_object_get(entry, "created_by"));
 	if (json_is_object(json_object_get(entry, "inputs")))
 		json_object_set(cfg, "inputs", json_object_get(entry, "inputs"));
+	if (jstr(entry, "position"))
+		json_object_set(cfg, "position", json_object_get(entry, "position"));
 	*config_out = ib_json_dump_canonical(cfg, config_len);
 	json_decref(cfg);
 	ib_digest_buffer(config_digest, *config_out, *config_len);
 	json_t *ann = json_pack("{s:s}", ANN_KEY, key);
 	if (jstr(entry, "created_by"))
 		json_object_set(ann, ANN_CREATED_BY, json_object_get(entry, "created_by"));
+	if (jstr(entry, "position"))
+		json_object_set(ann, ANN_POSITION, json_object_get(entry, "position"));
 	json_t *m = json_pack("{s:i, s:s, s:s, s:{s:s, s:s, s:I}, s:[{s:O, s:O, s:O, s:{s:O}}], s:o}",
 			      "schemaVersion", 2, "mediaType", IB_MT_OCI_MANIFEST, "artifactType",
 			      IB_RCACHE_STEP_TYPE, "config", "mediaType", IB_RCACHE_STEP_TYPE,
@@ -238,6 +245,10 @@ int ib_rcache_index_decode(const char *body, size_t len, json_t **entries_out, i
 		}
 		if (jstr(ann, ANN_CREATED_BY))
 			json_object_set(e, "created_by", json_object_get(ann, ANN_CREATED_BY));
+		if (jstr(ann, ANN_POSITION))
+			json_object_set(e, "position", json_object_get(ann, ANN_POSITION));
+		if (valid_digest(jstr(ann, ANN_CONFIG)))
+			json_object_set(e, "config", json_object_get(ann, ANN_CONFIG));
 		json_object_set_new(out, key, e);
 	}
 	json_decref(ix);
@@ -263,6 +274,10 @@ char *ib_rcache_index_encode(json_t *entries, size_t *len_out)
 			continue;
 		if (jstr(e, "created_by"))
 			json_object_set(ann, ANN_CREATED_BY, json_object_get(e, "created_by"));
+		if (jstr(e, "position"))
+			json_object_set(ann, ANN_POSITION, json_object_get(e, "position"));
+		if (jstr(e, "config"))
+			json_object_set(ann, ANN_CONFIG, json_object_get(e, "config"));
 		json_array_append_new(manifests,
 				      json_pack("{s:s, s:O, s:O, s:s, s:o}", "mediaType",
 						IB_MT_OCI_MANIFEST, "digest",
@@ -458,6 +473,9 @@ static int write_record(ib_rcache *rc, ib_store *store, json_t *entry,
 	json_t *e = json_pack("{s:O, s:O}", "key", json_object_get(entry, "key"), "layer", l);
 	if (jstr(entry, "created_by"))
 		json_object_set(e, "created_by", json_object_get(entry, "created_by"));
+	if (jstr(entry, "position"))
+		json_object_set(e, "position", json_object_get(entry, "position"));
+	json_object_set_new(e, "config", json_string(cdigest));
 	json_object_set_new(e, "record",
 			    json_pack("{s:s, s:I}", "digest", mdigest, "size", (json_int_t)mlen));
 	*indexed = e;
@@ -519,4 +537,31 @@ int ib_rcache_export(ib_rcache *rc, ib_store *store, json_t *entries,
 	json_object_clear(rc->unindexed);
 	json_decref(fresh);
 	return r;
+}
+
+int ib_rcache_inputs(ib_rcache *rc, ib_store *store, const char *position, json_t **inputs_out,
+		     ib_error **err)
+{
+	*inputs_out = NULL;
+	const char *key;
+	json_t *e;
+	json_object_foreach (rc->index, key, e) {
+		const char *pos = jstr(e, "position");
+		const char *cfg = jstr(e, "config");
+		if (!pos || !cfg || strcmp(pos, position) != 0)
+			continue;
+		if (ib_registry_blob_download(rc->s, rc->s->h, store, cfg, -1, err) < 0)
+			return -1;
+		cleanup_free char *body = NULL;
+		size_t len = 0;
+		if (ib_store_blob_read(store, cfg, CONFIG_MAX, &body, &len, err) < 0)
+			return -1;
+		json_t *c = json_loadb(body, len, 0, NULL);
+		json_t *in = json_object_get(c, "inputs");
+		if (json_is_object(in))
+			*inputs_out = json_incref(in);
+		json_decref(c);
+		return 0;
+	}
+	return 0;
 }

@@ -11,7 +11,8 @@
  *           the index decides every hit; writers merge and rewrite it
  *
  * Entries are the step cache's JSON: {"key", "layer": {"digest",
- * "diff_id", "size", "mediaType"}, "created_by"[, "inputs"]}. */
+ * "diff_id", "size", "mediaType"}, "created_by"[, "position", "inputs"]}:
+ * position = "RECIPE-NAME/STAGE/INDEX", inputs = the --explain record. */
 #ifndef IB_REMOTE_CACHE_H
 #define IB_REMOTE_CACHE_H
 
@@ -75,6 +76,11 @@ int ib_rcache_lookup(ib_rcache *rc, const char *key, json_t **entry_out, ib_erro
  * and size verified). */
 int ib_rcache_fetch_blob(ib_rcache *rc, ib_store *store, const char *digest, int64_t size,
 			 ib_error **err);
+/* The recorded inputs (for --explain) of the newest indexed entry made at
+ * position (an entry's "position": recipe name, stage, step index), one
+ * blob download; *inputs_out NULL when there is none. */
+int ib_rcache_inputs(ib_rcache *rc, ib_store *store, const char *position, json_t **inputs_out,
+		     ib_error **err);
 /* Write records for entries (an array) the registry lacks and merge them
  * into the index.  Blobs the registry has are not uploaded; nothing is
  * written when every key is indexed already.  need_blob(digest) fetches

@@ -105,6 +105,17 @@ reg_blob() {
 	[ "$(grep -c 'debug: > GET .*/tags/list' <<<"$stderr")" -eq 1 ]
 }
 
+@test "--explain on runner B names the input that differs from the registry's record" {
+	A -q build "$T/ctx/recipe.lua" -t localhost/rc11 --cache-to "127.0.0.1:$OPEN_PORT/ci/explain"
+	fresh_b
+	echo "changed" >"$T/other/place/ctx/a.txt"
+	run --separate-stderr B build "$T/other/place/ctx/recipe.lua" -t localhost/rc11 \
+		--cache-from "127.0.0.1:$OPEN_PORT/ci/explain" --explain --progress plain
+	[ "$status" -eq 0 ]
+	[[ "$stderr" == *"#2 cache miss: a.txt changed (compared with the build recorded in 127.0.0.1:$OPEN_PORT/ci/explain)"* ]]
+	[[ "$stderr" == *"#3 cache miss: an earlier step was rebuilt"* ]]
+}
+
 @test "re-exporting an unchanged cache uploads nothing" {
 	A -q build "$T/ctx/recipe.lua" -t localhost/rc3 --cache-to "$CACHE"
 	run --separate-stderr A --debug build "$T/ctx/recipe.lua" -t localhost/rc3 --cache-to "$CACHE"

@@ -138,6 +138,9 @@ static void test_index_roundtrip(void **state)
 	json_t *entries = json_object();
 	json_t *e1 = with_record(entry('1', '2'), '3');
 	json_t *e2 = with_record(entry('4', '5'), '6');
+	cleanup_free char *cfg = fake_digest('c');
+	json_object_set_new(e2, "position", json_string("app.lua/final/3"));
+	json_object_set_new(e2, "config", json_string(cfg));
 	json_object_set_new(entries, json_string_value(json_object_get(e2, "key")), e2);
 	json_object_set_new(entries, json_string_value(json_object_get(e1, "key")), e1);
 	size_t len = 0;
