@@ -490,6 +490,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	bo->tls_verify = g->tls_verify;
 	bo->authfile = g->authfile;
 	bo->debug = g->debug;
+	bo->push = a.push;
 	bo->progress = prog;
 	ib_build_result res = {0};
 	ib_error *err = NULL;
@@ -497,7 +498,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		rc = ib_cli_fail(&err);
 	if (rc == 0 && a.check)
 		rc = run_check(store, plan, bo, &res, prog);
-	if (rc == 0 && a.push)
+	if (rc == 0 && a.push && !res.pushed)
 		rc = push_tags(store, a.tags, res.manifest.digest, g, prog);
 	if (rc == 0 && a.iidfile)
 		rc = write_text(a.iidfile, res.manifest.digest);

@@ -116,6 +116,23 @@ reg_blob() {
 	[[ "$stderr" == *"#3 cache miss: an earlier step was rebuilt"* ]]
 }
 
+@test "--push after a fully cached build downloads zero layer bytes: the cache's blobs are mounted" {
+	run --separate-stderr A build "$T/ctx/recipe.lua" -t localhost/rc12 --cache-to "$CACHE"
+	[ "$status" -eq 0 ]
+	digest_a=${output##*$'\n'}
+	fresh_b
+	ref="127.0.0.1:$OPEN_PORT/team/app:c"
+	run --separate-stderr B --debug build "$T/other/place/ctx/recipe.lua" -t "$ref" --push \
+		--cache-from "$CACHE" --metadata-file "$T/meta.json"
+	[ "$status" -eq 0 ]
+	[ "${output##*$'\n'}" = "$digest_a" ]
+	[ "$(steps "$T/meta.json")" = "0 4" ]
+	[ "$(grep -c 'debug: > GET .*/blobs/sha256:' <<<"$stderr")" -eq 0 ]
+	[ "$(grep -c 'debug: > POST .*/v2/team/app/blobs/uploads/?mount=.*&from=ci%2Fcache' <<<"$stderr")" -ge 4 ]
+	[[ "$stderr" == *"not tagged in the local store"* ]]
+	[ "$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$ref")" = "$digest_a" ]
+}
+
 @test "re-exporting an unchanged cache uploads nothing" {
 	A -q build "$T/ctx/recipe.lua" -t localhost/rc3 --cache-to "$CACHE"
 	run --separate-stderr A --debug build "$T/ctx/recipe.lua" -t localhost/rc3 --cache-to "$CACHE"
