@@ -16,6 +16,7 @@
 #include "digest.h"
 #include "error.h"
 #include "oci.h"
+#include "registry_internal.h"
 #include "remote_cache.h"
 #include "testutil.h"
 #include "util.h"
@@ -297,13 +298,52 @@ static void test_open_unreachable(void **state)
 	ib_error_free(&err);
 }
 
+/* mount: 201 = mounted, 202 = refused (an upload session instead) */
+static void mount_handler(const tu_http_request *req, tu_http_response *resp, void *payload)
+{
+	(void)payload;
+	if (!strcmp(req->target, "/v2/")) {
+		resp->status = 200;
+	} else if (strstr(req->target, "/blobs/uploads/?mount=sha256:aaaa")) {
+		resp->status = 201;
+	} else if (strstr(req->target, "/blobs/uploads/?mount=")) {
+		resp->status = 202;
+		tu_http_add_header(resp, "Location: /v2/app/blobs/uploads/u1");
+	} else {
+		resp->status = 404;
+	}
+}
+
+static void test_blob_mount(void **state)
+{
+	(void)state;
+	tu_http *h = tu_http_start(mount_handler, NULL);
+	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
+	o.max_retries = -1;
+	ib_registry_session *s = NULL;
+	ib_error *err = NULL;
+	assert_int_equal(ib_registry_session_open(&s, tu_http_host(h), "app",
+						  "repository:app:pull,push", NULL, &o, &err),
+			 0);
+	cleanup_free char *a = fake_digest('a');
+	cleanup_free char *b = fake_digest('b');
+	assert_int_equal(ib_registry_blob_mount(s, s->h, a, "ci/cache", &err), 0);
+	assert_int_equal(ib_registry_blob_mount(s, s->h, b, "ci/cache", &err), IB_ENOTFOUND);
+	assert_null(err);
+	cleanup_free char *log = tu_http_log(h);
+	assert_non_null(strstr(log, "POST /v2/app/blobs/uploads/?mount=sha256:aaaa"));
+	assert_non_null(strstr(log, "&from=ci%2Fcache 201"));
+	ib_registry_session_free(s);
+	tu_http_stop(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_spec_parse),	      cmocka_unit_test(test_key_tag),
 	    cmocka_unit_test(test_record_roundtrip),  cmocka_unit_test(test_index_roundtrip),
 	    cmocka_unit_test(test_index_merge),	      cmocka_unit_test(test_lookup_round_trips),
-	    cmocka_unit_test(test_open_unreachable),
+	    cmocka_unit_test(test_open_unreachable),  cmocka_unit_test(test_blob_mount),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
