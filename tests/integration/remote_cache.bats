@@ -44,6 +44,7 @@ LUA
 	mkdir -p "$T/other/place"
 	cp -r "$T/ctx" "$T/other/place/ctx"
 	touch -d "2001-02-03 04:05:06" "$T/other/place/ctx/"*
+	chown -R 1234:1234 "$T/other/place/ctx"
 	CACHE="127.0.0.1:$OPEN_PORT/ci/cache"
 }
 
