@@ -205,6 +205,42 @@ int build_fetch_blob(builder *b, const char *digest, int64_t size, ib_error **er
 			     repo);
 }
 
+void build_shared_mounts_import(builder *b, json_t *step)
+{
+	remote_state *rs = b->remote;
+	size_t i;
+	json_t *v;
+	json_array_foreach (json_object_get(step, "shared_mounts"), i, v) {
+		const char *target = json_string_value(v);
+		if (!target || json_object_get(rs->mounts, target))
+			continue;
+		json_object_set_new(rs->mounts, target, json_true());
+		cleanup_free char *dir = NULL;
+		ib_error *e = NULL;
+		if (ib_cache_mount_dir(b->cache, target, &dir, &e) < 0) {
+			warn(b, "cache mount %s: %s", target, ib_error_msg(e));
+			ib_error_free(&e);
+			continue;
+		}
+		for (size_t k = 0; k < rs->n_from; k++) {
+			bool imported = false;
+			if (!rs->from[k])
+				continue;
+			if (ib_rcache_mount_import(rs->from[k], b->store, target, dir, &imported,
+						   &e) < 0) {
+				warn(b, "cache-from %s: cache mount %s: %s", rs->from_refs[k],
+				     target, ib_error_msg(e));
+				ib_error_free(&e);
+			}
+			if (imported) {
+				ib_progress_info(b->o->progress, "cache mount %s: imported from %s",
+						 target, rs->from_refs[k]);
+				break;
+			}
+		}
+	}
+}
+
 static void note_export(builder *b, const char *key)
 {
 	json_array_append_new(b->exports, json_pack("{s:s, s:I, s:I}", "key", key, "stage",
@@ -645,6 +681,23 @@ static void export_cache(builder *b, size_t target)
 			ib_progress_info(o->progress, "cache-to %s: %zu of %zu steps written",
 					 o->cache_to[k], written, json_array_size(entries));
 		ib_error_free(&e);
+		const char *mtarget;
+		json_t *v;
+		json_object_foreach (b->remote->mounts, mtarget, v) {
+			cleanup_free char *dir = NULL;
+			bool done = false;
+			if (!rc)
+				break;
+			if (ib_cache_mount_dir(b->cache, mtarget, &dir, &e) < 0 ||
+			    ib_rcache_mount_export(rc, b->store, mtarget, dir, &done, &e) < 0) {
+				warn(b, "cache-to %s: cache mount %s: %s", o->cache_to[k], mtarget,
+				     ib_error_msg(e));
+				ib_error_free(&e);
+			} else if (done) {
+				ib_progress_info(o->progress, "cache-to %s: cache mount %s written",
+						 o->cache_to[k], mtarget);
+			}
+		}
 		ib_rcache_free(rc);
 	}
 	json_decref(entries);
@@ -828,6 +881,7 @@ static void remote_open(remote_state *rs, const ib_build_options *o)
 {
 	rs->blobs = json_object();
 	rs->bad = json_object();
+	rs->mounts = json_object();
 	rs->n_from = o->cache_from ? ib_strv_len(o->cache_from) : 0;
 	rs->from = xcalloc(rs->n_from + 1, sizeof(*rs->from));
 	rs->from_refs = (char **)o->cache_from;
@@ -852,6 +906,7 @@ static void remote_close(remote_state *rs)
 	free(rs->extra);
 	json_decref(rs->blobs);
 	json_decref(rs->bad);
+	json_decref(rs->mounts);
 }
 
 int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_result *result,

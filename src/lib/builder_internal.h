@@ -73,6 +73,7 @@ typedef struct remote_state {
 	size_t n_extra;
 	json_t *blobs; /* layer digest -> repository holding it ("host/path") */
 	json_t *bad;   /* digests that failed to download: misses from now on */
+	json_t *mounts; /* targets of shared cache mounts used: imported once */
 	bool restart;  /* a lazy layer failed: build again without it */
 } remote_state;
 
@@ -107,6 +108,10 @@ int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_la
  * registry that announced it (a lazy hit).  A failure marks the blob bad
  * and asks for a restart. */
 int build_fetch_blob(builder *b, const char *digest, int64_t size, ib_error **err);
+/* Before a run step executes: fill its empty shared cache mounts
+ * (share = "registry") from --cache-from, once per build; failures are
+ * warnings. */
+void build_shared_mounts_import(builder *b, json_t *step);
 /* Layer writer options of this build (compression, epoch, progress). */
 ib_layer_options build_layer_options(builder *b);
 /* A stage's read-only merged view for copy{from=}: mounted once, on

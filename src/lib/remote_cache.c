@@ -2,15 +2,18 @@
  * requests that read and write them (see remote_cache.h). */
 #include "remote_cache.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "auth.h"
+#include "layer.h"
 #include "oci.h"
 #include "ref.h"
 #include "registry_internal.h"
+#include "unpack.h"
 #include "util.h"
 
 #define ANN_KEY "org.imgbuild.cache.key"
@@ -21,6 +24,7 @@
 #define ANN_LAYER_TYPE "org.imgbuild.cache.layer.mediaType"
 #define ANN_POSITION "org.imgbuild.cache.position"
 #define ANN_CONFIG "org.imgbuild.cache.config"
+#define ANN_MOUNT "org.imgbuild.cache.mount"
 #define CONFIG_MAX ((size_t)4 << 20)
 
 static const char *jstr(json_t *o, const char *k)
@@ -611,4 +615,122 @@ int ib_rcache_push_image(ib_store *store, const char *dest_ref, const char *mani
 	ib_registry_session_free(s);
 	ib_ref_free(ref);
 	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* shared cache mounts                                                 */
+
+static char *mount_tag(const char *target)
+{
+	char d[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(d, target, strlen(target));
+	return xasprintf("mount-%s", ib_digest_hex(d));
+}
+
+static bool dir_is_empty(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return true;
+	struct dirent *e;
+	bool empty = true;
+	while (empty && (e = readdir(d)))
+		empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+	closedir(d);
+	return empty;
+}
+
+/* The layer of the mount artifact at tag, or IB_ENOTFOUND (no error). */
+static int mount_layer(ib_rcache *rc, const char *target, char digest[IB_DIGEST_BUFLEN],
+		       int64_t *size, ib_error **err)
+{
+	cleanup_free char *tag = mount_tag(target);
+	cleanup_free char *body = NULL;
+	size_t len = 0;
+	int r = ib_registry_manifest_get(rc->s, tag, &body, &len, NULL, NULL, err);
+	if (r == IB_ENOTFOUND) {
+		ib_error_free(err);
+		return IB_ENOTFOUND;
+	}
+	if (r < 0)
+		return r;
+	json_t *m = json_loadb(body, len, 0, NULL);
+	json_t *l = json_array_get(json_object_get(m, "layers"), 0);
+	const char *t = jstr(json_object_get(m, "annotations"), ANN_MOUNT);
+	const char *d = jstr(l, "digest");
+	r = 0;
+	if (!t || strcmp(t, target) != 0 || !valid_digest(d) ||
+	    !json_is_integer(json_object_get(l, "size")))
+		r = ib_error_setc(err, IB_EINVALID, "cache mount %s: not a mount artifact", target);
+	else {
+		memcpy(digest, d, IB_DIGEST_BUFLEN);
+		*size = json_integer_value(json_object_get(l, "size"));
+	}
+	json_decref(m);
+	return r;
+}
+
+int ib_rcache_mount_import(ib_rcache *rc, ib_store *store, const char *target, const char *dir,
+			   bool *imported, ib_error **err)
+{
+	*imported = false;
+	if (!dir_is_empty(dir))
+		return 0; /* this runner's own content is warmer */
+	char digest[IB_DIGEST_BUFLEN];
+	int64_t size = 0;
+	int r = mount_layer(rc, target, digest, &size, err);
+	if (r == IB_ENOTFOUND)
+		return 0;
+	if (r < 0 || ib_registry_blob_download(rc->s, rc->s->h, store, digest, size, err) < 0)
+		return -1;
+	cleanup_close int fd = -1;
+	int64_t got = 0;
+	if (ib_store_blob_open(store, digest, &fd, &got, err) < 0)
+		return -1;
+	ib_unpack_options uo = IB_UNPACK_OPTIONS_INIT;
+	if (ib_unpack_fd(fd, dir, &uo, NULL, err) < 0)
+		return ib_error_wrap(err, "cache mount %s", target);
+	*imported = true;
+	return 0;
+}
+
+int ib_rcache_mount_export(ib_rcache *rc, ib_store *store, const char *target, const char *dir,
+			   bool *written, ib_error **err)
+{
+	*written = false;
+	ib_layer_options lo = {.compression = IB_COMP_GZIP};
+	ib_layer_result res = {0};
+	if (ib_layer_from_upper(store, dir, NULL, &lo, &res, err) < 0)
+		return ib_error_wrap(err, "cache mount %s", target);
+	char have[IB_DIGEST_BUFLEN];
+	int64_t size = 0;
+	int r = mount_layer(rc, target, have, &size, err);
+	if (r == 0 && !strcmp(have, res.digest))
+		return 0; /* unchanged */
+	if (r < 0 && r != IB_ENOTFOUND)
+		return r;
+	cleanup_free char *cfg = NULL;
+	json_t *c = json_pack("{s:s, s:s}", "target", target, "diff_id", res.diff_id);
+	size_t clen = 0;
+	cfg = ib_json_dump_canonical(c, &clen);
+	json_decref(c);
+	char cdigest[IB_DIGEST_BUFLEN];
+	if (ib_store_blob_put(store, cfg, clen, cdigest, err) < 0 ||
+	    ensure_blob(rc, store, res.digest, res.size, NULL, NULL, err) < 0 ||
+	    ensure_blob(rc, store, cdigest, (int64_t)clen, NULL, NULL, err) < 0)
+		return -1;
+	json_t *m = json_pack("{s:i, s:s, s:s, s:{s:s, s:s, s:I}, s:[{s:s, s:s, s:I}], s:{s:s}}",
+			      "schemaVersion", 2, "mediaType", IB_MT_OCI_MANIFEST, "artifactType",
+			      IB_RCACHE_MOUNT_TYPE, "config", "mediaType", IB_RCACHE_MOUNT_TYPE,
+			      "digest", cdigest, "size", (json_int_t)clen, "layers", "mediaType",
+			      IB_MT_OCI_LAYER_GZIP, "digest", res.digest, "size",
+			      (json_int_t)res.size, "annotations", ANN_MOUNT, target);
+	size_t mlen = 0;
+	cleanup_free char *man = ib_json_dump_canonical(m, &mlen);
+	json_decref(m);
+	cleanup_free char *tag = mount_tag(target);
+	if (ib_registry_manifest_put(rc->s, tag, IB_MT_OCI_MANIFEST, man, mlen, NULL, err) < 0)
+		return -1;
+	*written = true;
+	return 0;
 }

@@ -27,6 +27,7 @@
 
 #define IB_RCACHE_STEP_TYPE "application/vnd.imgbuild.cache.step.v1+json"
 #define IB_RCACHE_INDEX_TYPE "application/vnd.imgbuild.cache.index.v1+json"
+#define IB_RCACHE_MOUNT_TYPE "application/vnd.imgbuild.cache.mount.v1+json"
 /* Index entries kept (newest first); older records stay reachable by tag. */
 #define IB_RCACHE_INDEX_MAX 2000
 
@@ -101,5 +102,14 @@ int ib_rcache_push_image(ib_store *store, const char *dest_ref, const char *mani
 			 json_t *lazy, ib_rcache_need_blob_fn need_blob, void *payload,
 			 const ib_registry_options *o, char digest_out[IB_DIGEST_BUFLEN],
 			 ib_error **err);
+
+/* Shared cache mounts (run{cache_mounts={{PATH, share="registry"}}}): the
+ * directory's content as one tar layer, tagged "mount-<sha256 hex of
+ * PATH>".  Import fills an empty dir (*imported); export writes the
+ * artifact when its content changed (*written). */
+int ib_rcache_mount_import(ib_rcache *rc, ib_store *store, const char *target, const char *dir,
+			   bool *imported, ib_error **err);
+int ib_rcache_mount_export(ib_rcache *rc, ib_store *store, const char *target, const char *dir,
+			   bool *written, ib_error **err);
 
 #endif

@@ -288,3 +288,51 @@ LUA
 	[ "$status" -eq 0 ]
 	[ "$(steps "$T/meta.json")" = "0 2" ]
 }
+
+@test "a cache mount shared through the registry starts the next runner warm" {
+	cat >"$T/ctx/mount.lua" <<'LUA'
+from "localhost/busybox:latest"
+run { "sh", "-c", "if test -f /cache/warm; then echo warm > /state; else echo cold > /state; echo x > /cache/warm; fi",
+      cache_mounts = { { "/cache", share = "registry" } }, cache = false }
+LUA
+	ref="127.0.0.1:$OPEN_PORT/ci/mounts"
+	rm -rf "$SUITE_TMP/rootM"
+	cp -a "$SUITE_TMP/rootB" "$SUITE_TMP/rootM"
+	run --separate-stderr env IMGBUILD_ROOT="$SUITE_TMP/rootM" "$IMGBUILD" build \
+		"$T/ctx/mount.lua" -t localhost/rc13 --cache-to "$ref"
+	[ "$status" -eq 0 ]
+	[[ "$stderr" == *"cache mount /cache written"* ]]
+	# unchanged content: not written again
+	run --separate-stderr env IMGBUILD_ROOT="$SUITE_TMP/rootM" "$IMGBUILD" build \
+		"$T/ctx/mount.lua" -t localhost/rc13 --cache-to "$ref"
+	[ "$status" -eq 0 ]
+	[[ "$stderr" != *"cache mount /cache written"* ]]
+	fresh_b
+	run --separate-stderr B build "$T/ctx/mount.lua" -t localhost/rc13 --cache-from "$ref"
+	[ "$status" -eq 0 ]
+	[[ "$stderr" == *"cache mount /cache: imported from $ref:index"* ]]
+	umoci unpack --image "$SUITE_TMP/rootB-$BATS_TEST_NUMBER/oci:localhost/rc13:latest" "$T/unpacked" >/dev/null
+	[ "$(cat "$T/unpacked/rootfs/state")" = "warm" ]
+	# without the shared cache, a fresh runner starts cold
+	fresh_b
+	B -q build "$T/ctx/mount.lua" -t localhost/rc13
+	umoci unpack --image "$SUITE_TMP/rootB-$BATS_TEST_NUMBER/oci:localhost/rc13:latest" "$T/unpacked2" >/dev/null
+	[ "$(cat "$T/unpacked2/rootfs/state")" = "cold" ]
+}
+
+@test "a cache mount entry with another share is refused" {
+	cat >"$T/ctx/bad.lua" <<'LUA'
+from "localhost/busybox:latest"
+run { "true", cache_mounts = { { "/cache", share = "everyone" } } }
+LUA
+	run --separate-stderr A plan "$T/ctx/bad.lua"
+	[ "$status" -ne 0 ]
+	[[ "$stderr" == *"option 'share' must be \"registry\""* ]]
+	cat >"$T/ctx/good.lua" <<'LUA'
+from "localhost/busybox:latest"
+run { "true", cache_mounts = { "/a", { "/b/", share = "registry" } } }
+LUA
+	run --separate-stderr A plan "$T/ctx/good.lua"
+	[ "$status" -eq 0 ]
+	python3 -c 'import json,sys; s=json.load(sys.stdin)["stages"][0]["steps"][0]; assert s["cache_mounts"]==["/a","/b"], s; assert s["shared_mounts"]==["/b"], s' <<<"$output"
+}
