@@ -490,7 +490,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	bo->tls_verify = g->tls_verify;
 	bo->authfile = g->authfile;
 	bo->debug = g->debug;
-	bo->push = a.push;
+	bo->push = a.push && !a.check; /* --check compares images in the store */
 	bo->progress = prog;
 	ib_build_result res = {0};
 	ib_error *err = NULL;
