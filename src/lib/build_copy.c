@@ -531,10 +531,10 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 		}
 		/* no owner: context files are written as 0:0 or owner= (so
 		 * runners with other uids share keys) */
-		cleanup_free char *line = xasprintf(
-		    "%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode,
-		    S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL, (long long)clamped,
-		    content, link_to);
+		cleanup_free char *line =
+		    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode,
+			      S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL,
+			      (long long)clamped, content, link_to);
 		ib_digest_update(c, line, strlen(line));
 		if (*it->host) {
 			char xd[IB_DIGEST_BUFLEN];

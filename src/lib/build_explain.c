@@ -17,9 +17,10 @@ char *build_explain_id(builder *b, stage_state *st, size_t idx)
 char *build_explain_position(builder *b, stage_state *st, size_t idx)
 {
 	const char *recipe = jstr(b->plan, "recipe");
-	const char *slash = recipe ? strrchr(recipe, '/') : NULL;
-	return xasprintf("%s/%s/%zu", slash ? slash + 1 : recipe ? recipe : "recipe", st->name,
-			 idx);
+	if (!recipe)
+		recipe = "recipe";
+	const char *slash = strrchr(recipe, '/');
+	return xasprintf("%s/%s/%zu", slash ? slash + 1 : recipe, st->name, idx);
 }
 
 /* The inputs a --cache-from registry recorded for this position (the

@@ -243,9 +243,9 @@ void build_shared_mounts_import(builder *b, json_t *step)
 
 static void note_export(builder *b, const char *key)
 {
-	json_array_append_new(b->exports, json_pack("{s:s, s:I, s:I}", "key", key, "stage",
-						    (json_int_t)b->cur_stage, "idx",
-						    (json_int_t)b->cur_idx));
+	json_array_append_new(b->exports,
+			      json_pack("{s:s, s:I, s:I}", "key", key, "stage",
+					(json_int_t)b->cur_stage, "idx", (json_int_t)b->cur_idx));
 }
 
 /* An entry whose blob is in the store, or in a cache registry (lazy:
@@ -652,7 +652,8 @@ static void export_cache(builder *b, size_t target)
 	size_t i;
 	json_t *x;
 	json_array_foreach (b->exports, i, x) {
-		if (!o->cache_max && (size_t)json_integer_value(json_object_get(x, "stage")) != target)
+		if (!o->cache_max &&
+		    (size_t)json_integer_value(json_object_get(x, "stage")) != target)
 			continue;
 		json_t *e = ib_cache_step_get(b->cache, jstr(x, "key"));
 		if (!e)
@@ -706,7 +707,8 @@ static void export_cache(builder *b, size_t target)
 static bool has_lazy_layers(builder *b, stage_state *st)
 {
 	for (size_t i = 0; i < st->n_layers; i++)
-		if (!st->layers[i].desc.urls && !ib_store_blob_exists(b->store, st->layers[i].desc.digest))
+		if (!st->layers[i].desc.urls &&
+		    !ib_store_blob_exists(b->store, st->layers[i].desc.digest))
 			return true;
 	return false;
 }
@@ -765,7 +767,8 @@ static int push_lazy(builder *b, stage_state *st, ib_build_result *result, ib_er
 		layers[i] = st->layers[i].desc;
 	ib_descriptor d = {0};
 	rc = ib_store_image_write(b->store, st->config, layers, st->n_layers,
-				  json_object_size(st->annotations) ? st->annotations : NULL, &d, err);
+				  json_object_size(st->annotations) ? st->annotations : NULL, &d,
+				  err);
 	free(layers);
 	for (size_t i = 0; rc == 0 && b->o->tags[i]; i++)
 		rc = ib_store_tag_set(b->store, b->o->tags[i], &d, err);
@@ -848,8 +851,8 @@ static int build_once(ib_store *s, json_t *plan, const ib_build_options *o, remo
 	/* the store holds every layer of an image it tags: lazy hits come now */
 	for (size_t i = 0; i < st->n_layers; i++) {
 		if (!st->layers[i].desc.urls &&
-		    build_fetch_blob(&b, st->layers[i].desc.digest, st->layers[i].desc.size,
-				     err) < 0) {
+		    build_fetch_blob(&b, st->layers[i].desc.digest, st->layers[i].desc.size, err) <
+			0) {
 			builder_free(&b);
 			return -1;
 		}
@@ -889,7 +892,8 @@ static void remote_open(remote_state *rs, const ib_build_options *o)
 	for (size_t i = 0; i < rs->n_from; i++) {
 		ib_error *e = NULL;
 		if (ib_rcache_open(&rs->from[i], o->cache_from[i], false, &ro, &e) < 0) {
-			ib_progress_info(o->progress, "warning: cache-from %s: %s; building without it",
+			ib_progress_info(o->progress,
+					 "warning: cache-from %s: %s; building without it",
 					 o->cache_from[i], ib_error_msg(e));
 			ib_error_free(&e);
 		}

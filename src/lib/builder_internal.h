@@ -71,10 +71,11 @@ typedef struct remote_state {
 	size_t n_from;
 	struct ib_rcache **extra; /* opened to fetch entries recorded earlier */
 	size_t n_extra;
-	json_t *blobs; /* layer digest -> repository holding it ("host/path") */
-	json_t *bad;   /* digests that failed to download: misses from now on */
+	json_t *blobs;	/* layer digest -> repository holding it ("host/path") */
+	json_t *bad;	/* digests (corrupt) and repositories (failing) of lazy layers
+			   that could not be fetched: misses from now on */
 	json_t *mounts; /* targets of shared cache mounts used: imported once */
-	bool restart;  /* a lazy layer failed: build again without it */
+	bool restart;	/* a lazy layer failed: build again without it */
 } remote_state;
 
 static inline const char *jstr(json_t *o, const char *k)

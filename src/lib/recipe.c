@@ -1287,8 +1287,9 @@ static int api_run(lua_State *L)
 					lua_getfield(L, -1, "share");
 					const char *sh = lua_tostring(L, -1);
 					if (!sh || strcmp(sh, "registry") != 0)
-						api_fail(L, "run: cache mount option 'share' must be "
-							    "\"registry\"");
+						api_fail(L,
+							 "run: cache mount option 'share' must be "
+							 "\"registry\"");
 					share = true;
 					lua_pop(L, 1);
 					lua_rawgeti(L, -1, 1);

@@ -42,8 +42,8 @@ static int normalise_ref(const char *s, char **out, ib_error **err)
 		return -1;
 	if (ref->digest) {
 		ib_ref_free(ref);
-		return ib_error_setc(err, IB_EINVALID, "cache reference %s: a digest is not allowed",
-				     s);
+		return ib_error_setc(err, IB_EINVALID,
+				     "cache reference %s: a digest is not allowed", s);
 	}
 	const char *slash = strrchr(s, '/');
 	bool tagged = strchr(slash ? slash : s, ':') != NULL;
@@ -87,8 +87,8 @@ int ib_rcache_spec_parse(const char *s, char **ref_out, int *mode_out, ib_error 
 			else if (!strcmp(v, "max"))
 				*mode_out = 1;
 			else
-				return ib_error_setc(err, IB_EINVALID, "%s: mode must be min or max",
-						     s);
+				return ib_error_setc(err, IB_EINVALID,
+						     "%s: mode must be min or max", s);
 		} else if (strcmp(tok, "oci-mediatypes") && strcmp(tok, "image-manifest") &&
 			   strcmp(tok, "ignore-error") && strcmp(tok, "compression")) {
 			return ib_error_setc(err, IB_EINVALID, "%s: unknown field \"%s\"", s, tok);
@@ -155,14 +155,14 @@ int ib_rcache_record_encode(json_t *entry, char **config_out, size_t *config_len
 		json_object_set(ann, ANN_CREATED_BY, json_object_get(entry, "created_by"));
 	if (jstr(entry, "position"))
 		json_object_set(ann, ANN_POSITION, json_object_get(entry, "position"));
-	json_t *m = json_pack("{s:i, s:s, s:s, s:{s:s, s:s, s:I}, s:[{s:O, s:O, s:O, s:{s:O}}], s:o}",
-			      "schemaVersion", 2, "mediaType", IB_MT_OCI_MANIFEST, "artifactType",
-			      IB_RCACHE_STEP_TYPE, "config", "mediaType", IB_RCACHE_STEP_TYPE,
-			      "digest", config_digest, "size", (json_int_t)*config_len, "layers",
-			      "mediaType", json_object_get(l, "mediaType"), "digest",
-			      json_object_get(l, "digest"), "size", json_object_get(l, "size"),
-			      "annotations", ANN_DIFF_ID, json_object_get(l, "diff_id"),
-			      "annotations", ann);
+	json_t *m =
+	    json_pack("{s:i, s:s, s:s, s:{s:s, s:s, s:I}, s:[{s:O, s:O, s:O, s:{s:O}}], s:o}",
+		      "schemaVersion", 2, "mediaType", IB_MT_OCI_MANIFEST, "artifactType",
+		      IB_RCACHE_STEP_TYPE, "config", "mediaType", IB_RCACHE_STEP_TYPE, "digest",
+		      config_digest, "size", (json_int_t)*config_len, "layers", "mediaType",
+		      json_object_get(l, "mediaType"), "digest", json_object_get(l, "digest"),
+		      "size", json_object_get(l, "size"), "annotations", ANN_DIFF_ID,
+		      json_object_get(l, "diff_id"), "annotations", ann);
 	*manifest_out = ib_json_dump_canonical(m, manifest_len);
 	json_decref(m);
 	return 0;
@@ -190,11 +190,11 @@ int ib_rcache_record_decode(const char *body, size_t len, const char *key, json_
 		rc = ib_error_setc(err, IB_EINVALID, "cache record for %.19s: not one layer", key);
 		goto out;
 	}
-	json_t *e = json_pack("{s:s, s:{s:O, s:O, s:O, s:O}}", "key", key, "layer", "digest",
-			      json_object_get(l, "digest"), "diff_id",
-			      json_object_get(json_object_get(l, "annotations"), ANN_DIFF_ID),
-			      "size", json_object_get(l, "size"), "mediaType",
-			      json_object_get(l, "mediaType"));
+	json_t *e =
+	    json_pack("{s:s, s:{s:O, s:O, s:O, s:O}}", "key", key, "layer", "digest",
+		      json_object_get(l, "digest"), "diff_id",
+		      json_object_get(json_object_get(l, "annotations"), ANN_DIFF_ID), "size",
+		      json_object_get(l, "size"), "mediaType", json_object_get(l, "mediaType"));
 	if (!e || !entry_layer(e)) {
 		json_decref(e);
 		rc = ib_error_setc(err, IB_EINVALID, "cache record for %.19s: bad layer", key);
@@ -236,13 +236,12 @@ int ib_rcache_index_decode(const char *body, size_t len, json_t **entries_out, i
 		    sz < 0 || !json_is_integer(json_object_get(d, "size")) ||
 		    json_object_get(out, key))
 			continue; /* someone else's entry: skip it */
-		json_t *e = json_pack("{s:s, s:{s:O, s:O, s:I, s:O}, s:{s:O, s:O}}", "key", key,
-				      "layer", "digest", json_object_get(ann, ANN_LAYER_DIGEST),
-				      "diff_id", json_object_get(ann, ANN_DIFF_ID), "size",
-				      (json_int_t)sz, "mediaType",
-				      json_object_get(ann, ANN_LAYER_TYPE), "record", "digest",
-				      json_object_get(d, "digest"), "size",
-				      json_object_get(d, "size"));
+		json_t *e =
+		    json_pack("{s:s, s:{s:O, s:O, s:I, s:O}, s:{s:O, s:O}}", "key", key, "layer",
+			      "digest", json_object_get(ann, ANN_LAYER_DIGEST), "diff_id",
+			      json_object_get(ann, ANN_DIFF_ID), "size", (json_int_t)sz,
+			      "mediaType", json_object_get(ann, ANN_LAYER_TYPE), "record", "digest",
+			      json_object_get(d, "digest"), "size", json_object_get(d, "size"));
 		if (!e || !entry_layer(e)) {
 			json_decref(e);
 			continue;
@@ -268,8 +267,8 @@ char *ib_rcache_index_encode(json_t *entries, size_t *len_out)
 	json_object_foreach (entries, key, e) {
 		json_t *l = json_object_get(e, "layer");
 		json_t *r = json_object_get(e, "record");
-		cleanup_free char *size =
-		    xasprintf("%" JSON_INTEGER_FORMAT, json_integer_value(json_object_get(l, "size")));
+		cleanup_free char *size = xasprintf("%" JSON_INTEGER_FORMAT,
+						    json_integer_value(json_object_get(l, "size")));
 		json_t *ann = json_pack("{s:s, s:O, s:O, s:s, s:O}", ANN_KEY, key, ANN_LAYER_DIGEST,
 					json_object_get(l, "digest"), ANN_DIFF_ID,
 					json_object_get(l, "diff_id"), ANN_LAYER_SIZE, size,
@@ -282,16 +281,15 @@ char *ib_rcache_index_encode(json_t *entries, size_t *len_out)
 			json_object_set(ann, ANN_POSITION, json_object_get(e, "position"));
 		if (jstr(e, "config"))
 			json_object_set(ann, ANN_CONFIG, json_object_get(e, "config"));
-		json_array_append_new(manifests,
-				      json_pack("{s:s, s:O, s:O, s:s, s:o}", "mediaType",
-						IB_MT_OCI_MANIFEST, "digest",
-						json_object_get(r, "digest"), "size",
-						json_object_get(r, "size"), "artifactType",
-						IB_RCACHE_STEP_TYPE, "annotations", ann));
+		json_array_append_new(
+		    manifests, json_pack("{s:s, s:O, s:O, s:s, s:o}", "mediaType",
+					 IB_MT_OCI_MANIFEST, "digest", json_object_get(r, "digest"),
+					 "size", json_object_get(r, "size"), "artifactType",
+					 IB_RCACHE_STEP_TYPE, "annotations", ann));
 	}
-	json_t *ix = json_pack("{s:i, s:s, s:s, s:o}", "schemaVersion", 2, "mediaType",
-			       IB_MT_OCI_INDEX, "artifactType", IB_RCACHE_INDEX_TYPE, "manifests",
-			       manifests);
+	json_t *ix =
+	    json_pack("{s:i, s:s, s:s, s:o}", "schemaVersion", 2, "mediaType", IB_MT_OCI_INDEX,
+		      "artifactType", IB_RCACHE_INDEX_TYPE, "manifests", manifests);
 	char *s = json_dumps(ix, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(ix);
 	*len_out = strlen(s);
@@ -320,9 +318,9 @@ json_t *ib_rcache_index_merge(json_t *newer, json_t *older)
 
 struct ib_rcache {
 	ib_registry_session *s;
-	char *repository; /* host/path */
-	char *tag;	  /* of the index */
-	json_t *index;	  /* key -> entry: indexed, or found by tag */
+	char *repository;  /* host/path */
+	char *tag;	   /* of the index */
+	json_t *index;	   /* key -> entry: indexed, or found by tag */
 	json_t *unindexed; /* keys found by tag only */
 	char *ref;	   /* host/path:tag */
 	ib_registry_options o;
@@ -423,8 +421,8 @@ int ib_rcache_lookup(ib_rcache *rc, const char *key, json_t **entry_out, ib_erro
 		return r;
 	if (ib_rcache_record_decode(body, len, key, &e, err) < 0)
 		return -1;
-	json_object_set_new(e, "record", json_pack("{s:s, s:I}", "digest", digest, "size",
-						   (json_int_t)len));
+	json_object_set_new(e, "record",
+			    json_pack("{s:s, s:I}", "digest", digest, "size", (json_int_t)len));
 	json_object_set(rc->index, key, e);
 	json_object_set_new(rc->unindexed, key, json_true());
 	*entry_out = e;
@@ -593,20 +591,22 @@ int ib_rcache_push_image(ib_store *store, const char *dest_ref, const char *mani
 			/* the cache repository has it: mount, send nothing */
 			r = ib_registry_blob_head(s, s->h, l->digest, NULL, err);
 			if (r == IB_ENOTFOUND)
-				r = ib_registry_blob_mount(s, s->h, l->digest, from + dlen + 1, err);
+				r = ib_registry_blob_mount(s, s->h, l->digest, from + dlen + 1,
+							   err);
 			if (r != IB_ENOTFOUND)
 				continue;
 			r = 0;
 		}
 		if (!ib_store_blob_exists(store, l->digest))
 			r = need_blob ? need_blob(payload, l->digest, l->size, err)
-				      : ib_error_setc(err, IB_ENOTFOUND, "layer %.19s is not in the store",
-						      l->digest);
+				      : ib_error_setc(err, IB_ENOTFOUND,
+						      "layer %.19s is not in the store", l->digest);
 		if (r == 0)
 			r = ib_registry_blob_upload(s, s->h, store, l->digest, l->size, NULL, err);
 	}
 	if (r == 0)
-		r = ib_registry_blob_upload(s, s->h, store, config->digest, config->size, NULL, err);
+		r = ib_registry_blob_upload(s, s->h, store, config->digest, config->size, NULL,
+					    err);
 	if (r == 0)
 		r = ib_registry_manifest_put(s, ref->tag ? ref->tag : "latest", IB_MT_OCI_MANIFEST,
 					     manifest, len, digest_out, err);

@@ -57,14 +57,16 @@ static void test_spec_parse(void **state)
 	assert_string_equal(ref, "localhost:5000/c:main");
 	assert_int_equal(mode, 1);
 	free(ref);
-	assert_int_equal(ib_rcache_spec_parse("type=registry,ref=localhost:5000/c,mode=min", &ref,
-					      &mode, &err),
-			 0);
+	assert_int_equal(
+	    ib_rcache_spec_parse("type=registry,ref=localhost:5000/c,mode=min", &ref, &mode, &err),
+	    0);
 	assert_string_equal(ref, "localhost:5000/c:index");
 	assert_int_equal(mode, 0);
 	free(ref);
-	const char *bad[] = {"type=local,dest=/tmp/x", "localhost:5000/c,mode=all",
-			     "localhost:5000/c,colour=red", "mode=max",
+	const char *bad[] = {"type=local,dest=/tmp/x",
+			     "localhost:5000/c,mode=all",
+			     "localhost:5000/c,colour=red",
+			     "mode=max",
 			     "localhost:5000/c@sha256:"
 			     "0123456789012345678901234567890123456789012345678901234567890123",
 			     "a.io/x,b.io/y"};
@@ -340,10 +342,10 @@ static void test_blob_mount(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_spec_parse),	      cmocka_unit_test(test_key_tag),
-	    cmocka_unit_test(test_record_roundtrip),  cmocka_unit_test(test_index_roundtrip),
-	    cmocka_unit_test(test_index_merge),	      cmocka_unit_test(test_lookup_round_trips),
-	    cmocka_unit_test(test_open_unreachable),  cmocka_unit_test(test_blob_mount),
+	    cmocka_unit_test(test_spec_parse),	     cmocka_unit_test(test_key_tag),
+	    cmocka_unit_test(test_record_roundtrip), cmocka_unit_test(test_index_roundtrip),
+	    cmocka_unit_test(test_index_merge),	     cmocka_unit_test(test_lookup_round_trips),
+	    cmocka_unit_test(test_open_unreachable), cmocka_unit_test(test_blob_mount),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
