@@ -147,6 +147,7 @@ static ib_registry_options cache_registry_options(const ib_build_options *o)
 	ro.debug = o->debug;
 	/* a cache that does not answer must not hold the build up */
 	ro.max_retries = 1;
+	ro.timeout_sec = 5;
 	return ro;
 }
 
@@ -737,7 +738,8 @@ static int push_lazy(builder *b, stage_state *st, ib_build_result *result, ib_er
 	char digest[IB_DIGEST_BUFLEN];
 	int rc = ib_store_blob_put(b->store, man, mlen, digest, err);
 	ib_registry_options ro = cache_registry_options(b->o);
-	ro.max_retries = 0; /* the default: this is the push itself */
+	ro.max_retries = 0; /* the defaults: this is the push itself */
+	ro.timeout_sec = 0;
 	for (size_t i = 0; rc == 0 && b->o->tags[i]; i++) {
 		char pushed[IB_DIGEST_BUFLEN];
 		ib_progress_info(b->o->progress, "pushing %s", b->o->tags[i]);

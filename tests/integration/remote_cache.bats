@@ -336,3 +336,27 @@ LUA
 	[ "$status" -eq 0 ]
 	python3 -c 'import json,sys; s=json.load(sys.stdin)["stages"][0]["steps"][0]; assert s["cache_mounts"]==["/a","/b"], s; assert s["shared_mounts"]==["/b"], s' <<<"$output"
 }
+
+@test "a cache registry that accepts connections but never answers: a warning after a bounded wait" {
+	python3 -c 'import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+print(s.getsockname()[1], flush=True)
+conns = []
+while True:
+    conns.append(s.accept()[0])' >"$T/port" 3>&- &
+	pid=$!
+	for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+	want=$(A -q build "$T/ctx/recipe.lua" -t localhost/rc14)
+	fresh_b
+	start=$(date +%s)
+	run --separate-stderr B build "$T/ctx/recipe.lua" -t localhost/rc14 \
+		--cache-from "127.0.0.1:$(cat "$T/port")/ci/cache"
+	end=$(date +%s)
+	kill "$pid"
+	[ "$status" -eq 0 ]
+	[ "${output##*$'\n'}" = "$want" ]
+	[ "$(grep -c '^warning: cache-from' <<<"$stderr")" -eq 1 ]
+	[ $((end - start)) -lt 45 ]
+}
