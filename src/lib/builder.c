@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "digest.h"
@@ -188,6 +189,14 @@ int build_fetch_blob(builder *b, const char *digest, int64_t size, ib_error **er
 	ib_rcache *rc = rc_by_repository(b, repo);
 	ib_error *e = NULL;
 	int r = rc ? ib_rcache_fetch_blob(rc, b->store, digest, size, &e) : IB_ENET;
+	/* the blob matches its digest; its content must match the diff_id
+	 * the record gave the image config */
+	const char *diff_id = jstr(rs->diff_ids, digest);
+	if (r == 0 && diff_id && (r = ib_rcache_check_diff_id(b->store, digest, diff_id, &e)) < 0) {
+		cleanup_free char *path = ib_store_blob_path(b->store, digest);
+		unlink(path);
+		r = IB_EDIGEST;
+	}
 	if (r == 0)
 		return 0;
 	warn(b, "cache %s: layer %.19s: %s; building its step instead", repo, digest,
@@ -263,6 +272,8 @@ static bool entry_usable(builder *b, json_t *e)
 	    json_object_get(b->remote->bad, remote))
 		return false;
 	json_object_set_new(b->remote->blobs, digest, json_string(remote));
+	json_object_set(b->remote->diff_ids, digest,
+			json_object_get(json_object_get(e, "layer"), "diff_id"));
 	return true;
 }
 
@@ -887,6 +898,7 @@ static void remote_open(remote_state *rs, const ib_build_options *o)
 	rs->blobs = json_object();
 	rs->bad = json_object();
 	rs->mounts = json_object();
+	rs->diff_ids = json_object();
 	rs->n_from = o->cache_from ? ib_strv_len(o->cache_from) : 0;
 	rs->from = xcalloc(rs->n_from + 1, sizeof(*rs->from));
 	rs->from_refs = (char **)o->cache_from;
@@ -913,6 +925,7 @@ static void remote_close(remote_state *rs)
 	json_decref(rs->blobs);
 	json_decref(rs->bad);
 	json_decref(rs->mounts);
+	json_decref(rs->diff_ids);
 }
 
 int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_result *result,

@@ -75,6 +75,7 @@ typedef struct remote_state {
 	json_t *bad;	/* digests (corrupt) and repositories (failing) of lazy layers
 			   that could not be fetched: misses from now on */
 	json_t *mounts; /* targets of shared cache mounts used: imported once */
+	json_t *diff_ids; /* lazy layer digest -> the diff_id its record gives */
 	bool restart;	/* a lazy layer failed: build again without it */
 } remote_state;
 

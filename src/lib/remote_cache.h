@@ -103,6 +103,11 @@ int ib_rcache_push_image(ib_store *store, const char *dest_ref, const char *mani
 			 const ib_registry_options *o, char digest_out[IB_DIGEST_BUFLEN],
 			 ib_error **err);
 
+/* Check that the stored layer blob digest decompresses to diff_id (what a
+ * record claims): IB_EDIGEST when not. */
+int ib_rcache_check_diff_id(ib_store *store, const char *digest, const char *diff_id,
+			    ib_error **err);
+
 /* Shared cache mounts (run{cache_mounts={{PATH, share="registry"}}}): the
  * directory's content as one tar layer, tagged "mount-<sha256 hex of
  * PATH>".  Import fills an empty dir (*imported); export writes the

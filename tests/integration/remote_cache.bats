@@ -360,3 +360,38 @@ while True:
 	[ "$(grep -c '^warning: cache-from' <<<"$stderr")" -eq 1 ]
 	[ $((end - start)) -lt 45 ]
 }
+
+@test "an index entry whose diff_id does not match its layer is a miss" {
+	reg_start_open LIAR
+	ref="127.0.0.1:$LIAR_PORT/ci/cache"
+	run --separate-stderr A build "$T/ctx/recipe.lua" -t localhost/rc15 --cache-to "$ref"
+	[ "$status" -eq 0 ]
+	want=${output##*$'\n'}
+	# a writer that lies: the last step's entry gets another diff_id
+	layer=$(A inspect localhost/rc15 |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["Layers"][-1]["digest"])')
+	mt=application/vnd.oci.image.index.v1+json
+	curl -sf -H "Accept: $mt" "http://127.0.0.1:$LIAR_PORT/v2/ci/cache/manifests/index" \
+		>"$T/index.json"
+	python3 - "$T/index.json" "$layer" <<'PY'
+import json, sys
+path, layer = sys.argv[1], sys.argv[2]
+ix = json.load(open(path))
+for m in ix["manifests"]:
+    a = m["annotations"]
+    if a["org.imgbuild.cache.layer.digest"] == layer:
+        a["org.imgbuild.cache.diff_id"] = "sha256:" + "0" * 64
+json.dump(ix, open(path, "w"))
+PY
+	curl -sf -X PUT -H "Content-Type: $mt" --data-binary @"$T/index.json" \
+		"http://127.0.0.1:$LIAR_PORT/v2/ci/cache/manifests/index"
+	fresh_b
+	run --separate-stderr B build "$T/ctx/recipe.lua" -t localhost/rc15 --cache-from "$ref" \
+		--metadata-file "$T/meta.json"
+	[ "$status" -eq 0 ]
+	[ "${output##*$'\n'}" = "$want" ]
+	[[ "$stderr" == *"the record says"* ]]
+	[ "$(steps "$T/meta.json")" = "1 3" ]
+	run B verify
+	[ "$status" -eq 0 ]
+}
