@@ -12,6 +12,7 @@
 #include "recipe.h"
 #include "ref.h"
 #include "registry.h"
+#include "remote_cache.h"
 #include "util.h"
 
 static const char build_help[] =
@@ -44,6 +45,12 @@ static const char build_help[] =
     "      --progress MODE        auto, tty, plain or json\n"
     "      --explain              say why each executed step missed the cache\n"
     "      --check                rebuild without cache and report the first difference\n"
+    "      --cache-from REF       use the step cache REF in a registry (repeatable;\n"
+    "                             also type=registry,ref=REF; env IMGBUILD_CACHE_FROM)\n"
+    "      --cache-to REF[,mode=min|max]  write the steps' cache records to REF\n"
+    "                             (repeatable; env IMGBUILD_CACHE_TO)\n"
+    "      --cache-mode MODE      min (default: the target stage's steps) or max\n"
+    "                             (every stage's)\n"
     "  -h, --help                 this help\n";
 
 static const char plan_help[] =
@@ -135,7 +142,8 @@ static int write_text(const char *path, const char *text)
 /* What `imgbuild build` was asked to do. */
 typedef struct build_args {
 	ib_build_options bo;
-	char **args, **tags, **secrets;
+	char **args, **tags, **secrets, **cache_from, **cache_to;
+	int cache_mode; /* -1 = not given, 0 = min, 1 = max */
 	const char *recipe, *context, *iidfile, *metafile, *load;
 	bool push, check;
 	ib_progress_mode pmode;
@@ -146,6 +154,55 @@ static void build_args_clear(build_args *a)
 	ib_strv_free(a->args);
 	ib_strv_free(a->tags);
 	ib_strv_free(a->secrets);
+	ib_strv_free(a->cache_from);
+	ib_strv_free(a->cache_to);
+}
+
+/* One --cache-from/--cache-to value, normalised onto *list. */
+static int add_cache_ref(build_args *a, char ***list, const char *opt, const char *arg)
+{
+	ib_error *err = NULL;
+	char *ref = NULL;
+	int mode = -1;
+	if (ib_rcache_spec_parse(arg, &ref, &mode, &err) < 0)
+		return usage_fail(opt, &err);
+	if (list == &a->cache_to && mode == 1 && a->cache_mode < 0)
+		a->cache_mode = 2; /* max, unless --cache-mode says otherwise */
+	ib_strv_push(list, ref);
+	free(ref);
+	return 0;
+}
+
+/* IMGBUILD_CACHE_FROM / IMGBUILD_CACHE_TO: references separated by spaces
+ * or commas; a word with '=' is one BuildKit-style value. */
+static int add_cache_env(build_args *a, char ***list, const char *var)
+{
+	const char *v = getenv(var);
+	if (!v || !*v)
+		return 0;
+	for (const char *p = v; *p;) {
+		p += strspn(p, " \t\n");
+		size_t n = strcspn(p, " \t\n");
+		if (n == 0)
+			break;
+		cleanup_free char *w = xstrndup(p, n);
+		p += n;
+		if (strchr(w, '=')) {
+			int r = add_cache_ref(a, list, var, w);
+			if (r)
+				return r;
+			continue;
+		}
+		for (const char *q = w; *q;) {
+			size_t m = strcspn(q, ",");
+			cleanup_free char *one = xstrndup(q, m);
+			q += m + (q[m] == ',');
+			int r = *one ? add_cache_ref(a, list, var, one) : 0;
+			if (r)
+				return r;
+		}
+	}
+	return 0;
 }
 
 static int add_tag(build_args *a, const char *arg)
@@ -214,6 +271,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		O_STEP_TIMEOUT,
 		O_SECOPT,
 		O_LOAD,
+		O_CACHE_MODE,
 	};
 	static const struct option opts[] = {
 	    {"tag", required_argument, NULL, 't'},
@@ -240,6 +298,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	    {"step-timeout", required_argument, NULL, O_STEP_TIMEOUT},
 	    {"security-opt", required_argument, NULL, O_SECOPT},
 	    {"load", optional_argument, NULL, O_LOAD},
+	    {"cache-mode", required_argument, NULL, O_CACHE_MODE},
 	    {NULL, 0, NULL, 0},
 	};
 	static const ib_cli_cmd cmd = {
@@ -347,16 +406,29 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 			r = ib_cli_handoff_check("build", a->load);
 			break;
 		case O_CACHE_FROM:
+			r = add_cache_ref(a, &a->cache_from, "--cache-from", optarg);
+			break;
 		case O_CACHE_TO:
-			r = ib_cli_failf(IB_ERROR, "--cache-from/--cache-to (registry cache) are "
-						   "not supported by this version");
+			r = add_cache_ref(a, &a->cache_to, "--cache-to", optarg);
+			break;
+		case O_CACHE_MODE:
+			if (strcmp(optarg, "min") && strcmp(optarg, "max"))
+				r = ib_cli_bad_value(&p, "--cache-mode must be min or max");
+			a->cache_mode = !strcmp(optarg, "max");
 			break;
 		}
 	}
+	if (r == 0 && ib_strv_len(a->cache_from) == 0)
+		r = add_cache_env(a, &a->cache_from, "IMGBUILD_CACHE_FROM");
+	if (r == 0 && ib_strv_len(a->cache_to) == 0)
+		r = add_cache_env(a, &a->cache_to, "IMGBUILD_CACHE_TO");
 	if (r)
 		return r;
 	if (p.exit >= 0)
 		return p.exit;
+	a->bo.cache_from = a->cache_from;
+	a->bo.cache_to = a->cache_to;
+	a->bo.cache_max = a->cache_mode > 0;
 	if (optind != argc - 1)
 		return ib_cli_usage_error("build", optind >= argc
 						       ? "missing RECIPE argument"
@@ -439,7 +511,7 @@ static int write_metadata(const char *path, char **tags, const ib_build_result *
 
 int ib_cmd_build(int argc, char **argv, ib_global *g)
 {
-	build_args a = {.bo = IB_BUILD_OPTIONS_INIT, .pmode = IB_PROGRESS_AUTO};
+	build_args a = {.bo = IB_BUILD_OPTIONS_INIT, .pmode = IB_PROGRESS_AUTO, .cache_mode = -1};
 	a.args = xcalloc(1, sizeof(char *));
 	a.tags = xcalloc(1, sizeof(char *));
 	a.secrets = xcalloc(1, sizeof(char *));
@@ -470,6 +542,8 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	bo->secrets = a.secrets;
 	bo->tls_verify = g->tls_verify;
 	bo->authfile = g->authfile;
+	bo->debug = g->debug;
+	bo->push = a.push && !a.check; /* --check compares images in the store */
 	bo->progress = prog;
 	ib_build_result res = {0};
 	ib_error *err = NULL;
@@ -477,7 +551,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		rc = ib_cli_fail(&err);
 	if (rc == 0 && a.check)
 		rc = run_check(store, plan, bo, &res, prog);
-	if (rc == 0 && a.push)
+	if (rc == 0 && a.push && !res.pushed)
 		rc = push_tags(store, a.tags, res.manifest.digest, g, prog);
 	if (rc == 0 && a.load) {
 		char *one[] = {res.manifest.digest, NULL};

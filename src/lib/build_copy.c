@@ -486,10 +486,12 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 			snprintf(content, IB_DIGEST_BUFLEN, "dev:%llu",
 				 (unsigned long long)it->st.st_rdev);
 		}
-		cleanup_free char *line = xasprintf(
-		    "%s\t%o\t%u\t%u\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode, it->st.st_uid,
-		    it->st.st_gid, S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL,
-		    (long long)clamped, content, link_to);
+		/* no owner: context files are written as 0:0 or owner= (so
+		 * runners with other uids share keys) */
+		cleanup_free char *line =
+		    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode,
+			      S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL,
+			      (long long)clamped, content, link_to);
 		ib_digest_update(c, line, strlen(line));
 		if (*it->host) {
 			char xd[IB_DIGEST_BUFLEN];

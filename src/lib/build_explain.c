@@ -6,6 +6,7 @@
 
 #include "cache.h"
 #include "progress.h"
+#include "remote_cache.h"
 #include "util.h"
 
 char *build_explain_id(builder *b, stage_state *st, size_t idx)
@@ -13,10 +14,43 @@ char *build_explain_id(builder *b, stage_state *st, size_t idx)
 	return xasprintf("%s\n%s\n%s\n%zu", b->context, jstr(b->plan, "recipe"), st->name, idx);
 }
 
+char *build_explain_position(builder *b, stage_state *st, size_t idx)
+{
+	const char *recipe = jstr(b->plan, "recipe");
+	if (!recipe)
+		recipe = "recipe";
+	const char *slash = strrchr(recipe, '/');
+	return xasprintf("%s/%s/%zu", slash ? slash + 1 : recipe, st->name, idx);
+}
+
+/* The inputs a --cache-from registry recorded for this position (the
+ * runner that exported it), or NULL. *from = its repository. */
+static json_t *registry_inputs(builder *b, stage_state *st, size_t idx, const char **from)
+{
+	remote_state *rs = b->remote;
+	cleanup_free char *pos = build_explain_position(b, st, idx);
+	for (size_t i = 0; rs && i < rs->n_from; i++) {
+		json_t *in = NULL;
+		ib_error *e = NULL;
+		if (!rs->from[i])
+			continue;
+		if (ib_rcache_inputs(rs->from[i], b->store, pos, &in, &e) < 0)
+			ib_error_free(&e);
+		if (in) {
+			*from = ib_rcache_repository(rs->from[i]);
+			return in;
+		}
+	}
+	return NULL;
+}
+
 void build_explain_miss(builder *b, stage_state *st, size_t idx, json_t *inputs)
 {
 	cleanup_free char *id = build_explain_id(b, st, idx);
 	json_t *prev = ib_cache_explain_get(b->cache, id);
+	const char *from = NULL;
+	if (!prev && !b->o->no_cache)
+		prev = registry_inputs(b, st, idx, &from);
 	ib_buf why = IB_BUF_INIT;
 	if (b->o->no_cache) {
 		ib_buf_appendf(&why, "--no-cache");
@@ -59,6 +93,8 @@ void build_explain_miss(builder *b, stage_state *st, size_t idx, json_t *inputs)
 		ib_buf_appendf(&why,
 			       "the cached layer was removed (prune) or the step is cache=false");
 	}
+	if (from)
+		ib_buf_appendf(&why, " (compared with the build recorded in %s)", from);
 	ib_progress_info(b->o->progress, "#%d cache miss: %s", b->step_no, why.data);
 	ib_buf_free(&why);
 	json_decref(prev);

@@ -150,6 +150,7 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	size_t m = 0, i;
 	json_t *v;
 	int rc = 0;
+	build_shared_mounts_import(b, step);
 	json_array_foreach (cm, i, v) {
 		const char *target = json_string_value(v);
 		if (rc == 0)

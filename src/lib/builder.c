@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "compress.h"
@@ -17,6 +18,7 @@
 #include "plan.h"
 #include "progress.h"
 #include "registry.h"
+#include "remote_cache.h"
 #include "sandbox.h"
 #include "unpack.h"
 #include "util.h"
@@ -65,7 +67,9 @@ int build_ensure_unpacked(builder *b, layer_ref *l, ib_error **err)
 		return -1;
 	cleanup_close int fd = -1;
 	int64_t size = 0;
-	int r = ib_store_blob_open(b->store, l->desc.digest, &fd, &size, err);
+	int r = build_fetch_blob(b, l->desc.digest, l->desc.size, err);
+	if (r == 0)
+		r = ib_store_blob_open(b->store, l->desc.digest, &fd, &size, err);
 	if (r == 0) {
 		ib_unpack_options uo = IB_UNPACK_OPTIONS_INIT;
 		uo.whiteouts = IB_WHITEOUT_OVERLAY;
@@ -126,26 +130,214 @@ static json_t *layer_entry_json(const ib_layer_result *r, const char *media_type
 			 "created_by", created_by);
 }
 
-/* Use a cached layer if its blob is still in the store. */
+static void warn(builder *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(builder *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	cleanup_free char *m = xvasprintf(fmt, ap);
+	va_end(ap);
+	ib_progress_info(b->o->progress, "warning: %s", m);
+}
+
+static ib_registry_options cache_registry_options(const ib_build_options *o)
+{
+	ib_registry_options ro = IB_REGISTRY_OPTIONS_INIT;
+	ro.tls_verify = o->tls_verify;
+	ro.authfile = o->authfile;
+	ro.debug = o->debug;
+	/* a cache that does not answer must not hold the build up */
+	ro.max_retries = 1;
+	ro.timeout_sec = 5;
+	return ro;
+}
+
+/* The cache registry session for repository ("host/path"): one of
+ * --cache-from, else one opened now (an entry recorded by an earlier
+ * build).  NULL when it cannot be reached. */
+static ib_rcache *rc_by_repository(builder *b, const char *repo)
+{
+	remote_state *rs = b->remote;
+	for (size_t i = 0; i < rs->n_from; i++)
+		if (rs->from[i] && !strcmp(ib_rcache_repository(rs->from[i]), repo))
+			return rs->from[i];
+	for (size_t i = 0; i < rs->n_extra; i++)
+		if (!strcmp(ib_rcache_repository(rs->extra[i]), repo))
+			return rs->extra[i];
+	ib_registry_options ro = cache_registry_options(b->o);
+	cleanup_free char *ref = xasprintf("%s:index", repo);
+	ib_rcache *rc = NULL;
+	ib_error *e = NULL;
+	if (ib_rcache_open(&rc, ref, false, &ro, &e) < 0) {
+		warn(b, "cache %s: %s", repo, ib_error_msg(e));
+		ib_error_free(&e);
+		return NULL;
+	}
+	rs->extra = xrealloc(rs->extra, (rs->n_extra + 1) * sizeof(*rs->extra));
+	rs->extra[rs->n_extra++] = rc;
+	return rc;
+}
+
+int build_fetch_blob(builder *b, const char *digest, int64_t size, ib_error **err)
+{
+	if (ib_store_blob_exists(b->store, digest))
+		return 0;
+	remote_state *rs = b->remote;
+	const char *repo = jstr(rs->blobs, digest);
+	if (!repo)
+		return ib_error_setc(err, IB_ENOTFOUND, "layer %.19s is not in the store", digest);
+	ib_rcache *rc = rc_by_repository(b, repo);
+	ib_error *e = NULL;
+	int r = rc ? ib_rcache_fetch_blob(rc, b->store, digest, size, &e) : IB_ENET;
+	/* the blob matches its digest; its content must match the diff_id
+	 * the record gave the image config */
+	const char *diff_id = jstr(rs->diff_ids, digest);
+	if (r == 0 && diff_id && (r = ib_rcache_check_diff_id(b->store, digest, diff_id, &e)) < 0) {
+		cleanup_free char *path = ib_store_blob_path(b->store, digest);
+		unlink(path);
+		r = IB_EDIGEST;
+	}
+	if (r == 0)
+		return 0;
+	warn(b, "cache %s: layer %.19s: %s; building its step instead", repo, digest,
+	     e ? ib_error_msg(e) : "registry unreachable");
+	/* a corrupt blob is one miss; a registry that fails is no cache */
+	json_object_set_new(rs->bad, r == IB_EDIGEST ? digest : repo, json_true());
+	if (r != IB_EDIGEST)
+		for (size_t i = 0; i < rs->n_from; i++)
+			if (rs->from[i] && !strcmp(ib_rcache_repository(rs->from[i]), repo)) {
+				ib_rcache_free(rs->from[i]);
+				rs->from[i] = NULL;
+			}
+	ib_error_free(&e);
+	rs->restart = true;
+	return ib_error_setc(err, IB_ENET, "layer %.19s could not be fetched from %s", digest,
+			     repo);
+}
+
+void build_shared_mounts_import(builder *b, json_t *step)
+{
+	remote_state *rs = b->remote;
+	size_t i;
+	json_t *v;
+	json_array_foreach (json_object_get(step, "shared_mounts"), i, v) {
+		const char *target = json_string_value(v);
+		if (!target || json_object_get(rs->mounts, target))
+			continue;
+		json_object_set_new(rs->mounts, target, json_true());
+		cleanup_free char *dir = NULL;
+		ib_error *e = NULL;
+		if (ib_cache_mount_dir(b->cache, target, &dir, &e) < 0) {
+			warn(b, "cache mount %s: %s", target, ib_error_msg(e));
+			ib_error_free(&e);
+			continue;
+		}
+		for (size_t k = 0; k < rs->n_from; k++) {
+			bool imported = false;
+			if (!rs->from[k])
+				continue;
+			if (ib_rcache_mount_import(rs->from[k], b->store, target, dir, &imported,
+						   &e) < 0) {
+				warn(b, "cache-from %s: cache mount %s: %s", rs->from_refs[k],
+				     target, ib_error_msg(e));
+				ib_error_free(&e);
+			}
+			if (imported) {
+				ib_progress_info(b->o->progress, "cache mount %s: imported from %s",
+						 target, rs->from_refs[k]);
+				break;
+			}
+		}
+	}
+}
+
+static void note_export(builder *b, const char *key)
+{
+	json_array_append_new(b->exports,
+			      json_pack("{s:s, s:I, s:I}", "key", key, "stage",
+					(json_int_t)b->cur_stage, "idx", (json_int_t)b->cur_idx));
+}
+
+/* An entry whose blob is in the store, or in a cache registry (lazy:
+ * fetched when a step needs it unpacked or the image is written). */
+static bool entry_usable(builder *b, json_t *e)
+{
+	const char *digest = jstr(json_object_get(e, "layer"), "digest");
+	if (!digest)
+		return false;
+	if (ib_store_blob_exists(b->store, digest))
+		return true;
+	const char *remote = jstr(e, "remote");
+	if (!remote || json_object_get(b->remote->bad, digest) ||
+	    json_object_get(b->remote->bad, remote))
+		return false;
+	json_object_set_new(b->remote->blobs, digest, json_string(remote));
+	json_object_set(b->remote->diff_ids, digest,
+			json_object_get(json_object_get(e, "layer"), "diff_id"));
+	return true;
+}
+
+/* Ask the --cache-from registries for key; a hit is recorded in the
+ * local step cache with the repository holding its layer. */
+static json_t *remote_lookup(builder *b, const char *key)
+{
+	remote_state *rs = b->remote;
+	for (size_t i = 0; i < rs->n_from; i++) {
+		ib_rcache *rc = rs->from[i];
+		if (!rc)
+			continue;
+		json_t *e = NULL;
+		ib_error *er = NULL;
+		if (ib_rcache_lookup(rc, key, &e, &er) < 0) {
+			warn(b, "cache-from %s: %s; building without it", rs->from_refs[i],
+			     ib_error_msg(er));
+			ib_error_free(&er);
+			ib_rcache_free(rc);
+			rs->from[i] = NULL;
+			continue;
+		}
+		if (!e)
+			continue;
+		const char *repo = ib_rcache_repository(rc);
+		json_object_del(e, "record");
+		json_object_set_new(e, "remote", json_string(repo));
+		if (!entry_usable(b, e)) {
+			json_decref(e);
+			continue;
+		}
+		if (ib_cache_step_put(b->cache, key, e, &er) < 0)
+			ib_error_free(&er);
+		char *digests[2] = {(char *)jstr(json_object_get(e, "layer"), "digest"), NULL};
+		if (ib_cache_blob_seen(b->cache, repo, digests, &er) < 0)
+			ib_error_free(&er);
+		return e;
+	}
+	return NULL;
+}
+
+/* Use a cached layer: its blob in the store, or a cache registry's. */
 bool build_use_cached(builder *b, stage_state *st, const char *key, const char *created_by)
 {
 	json_t *e = ib_cache_step_get(b->cache, key);
+	if (e && !entry_usable(b, e)) {
+		json_decref(e);
+		e = NULL;
+	}
+	if (!e)
+		e = remote_lookup(b, key);
 	if (!e)
 		return false;
 	json_t *l = json_object_get(e, "layer");
-	const char *digest = jstr(l, "digest");
-	bool ok = ib_store_blob_exists(b->store, digest);
-	if (ok) {
-		ib_descriptor d = {0};
-		d.media_type = xstrdup(jstr(l, "mediaType"));
-		memcpy(d.digest, digest, IB_DIGEST_BUFLEN);
-		d.size = json_integer_value(json_object_get(l, "size"));
-		push_layer(st, &d, jstr(l, "diff_id"));
-		ib_descriptor_clear(&d);
-		build_add_history(b, st, created_by, jstr(l, "diff_id"));
-	}
+	ib_descriptor d = {0};
+	d.media_type = xstrdup(jstr(l, "mediaType"));
+	memcpy(d.digest, jstr(l, "digest"), IB_DIGEST_BUFLEN);
+	d.size = json_integer_value(json_object_get(l, "size"));
+	push_layer(st, &d, jstr(l, "diff_id"));
+	ib_descriptor_clear(&d);
+	build_add_history(b, st, created_by, jstr(l, "diff_id"));
+	note_export(b, key);
 	json_decref(e);
-	return ok;
+	return true;
 }
 
 int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_layer_result *r,
@@ -163,6 +355,8 @@ int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_la
 	json_object_set_new(e, "key", json_string(key));
 	int rc = ib_cache_step_put(b->cache, key, e, err);
 	json_decref(e);
+	if (rc == 0)
+		note_export(b, key);
 	return rc;
 }
 
@@ -338,6 +532,7 @@ static double mono_now(void)
 
 static int build_stage(builder *b, stage_state *st, ib_error **err)
 {
+	b->cur_stage = (size_t)(st - b->stages);
 	if (init_stage(b, st, err) < 0)
 		return -1;
 	json_t *steps = json_object_get(st->plan, "steps");
@@ -345,6 +540,7 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 	b->chain_missed = false;
 	for (size_t i = 0; i < n; i++) {
 		json_t *step = json_array_get(steps, i);
+		b->cur_idx = i;
 		int kind = ib_plan_step_kind_of(step); /* known: ib_plan_validate */
 		char parent[IB_DIGEST_BUFLEN];
 		memcpy(parent, st->key, IB_DIGEST_BUFLEN);
@@ -438,19 +634,159 @@ static void builder_free(builder *b)
 	free(b->created);
 	free(b->context);
 	build_clear_last(b);
+	json_decref(b->exports);
 	ib_cache_free(b->cache);
 }
 
-int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_result *result,
-		 ib_error **err)
+/* --cache-to: records for the exported steps the registries lack.  A
+ * failure is a warning: the image is built. */
+static int export_need_blob(void *payload, const char *digest, int64_t size, ib_error **err)
 {
-	memset(result, 0, sizeof(*result));
-	if (ib_plan_validate(plan, err) < 0)
-		return ib_error_wrap(err, "%s", o->recipe_path ? o->recipe_path : "plan");
+	return build_fetch_blob(payload, digest, size, err);
+}
+
+static void export_cache(builder *b, size_t target)
+{
+	const ib_build_options *o = b->o;
+	json_t *entries = json_array();
+	size_t i;
+	json_t *x;
+	json_array_foreach (b->exports, i, x) {
+		if (!o->cache_max &&
+		    (size_t)json_integer_value(json_object_get(x, "stage")) != target)
+			continue;
+		json_t *e = ib_cache_step_get(b->cache, jstr(x, "key"));
+		if (!e)
+			continue;
+		/* where the step is and its inputs: --explain on other runners */
+		stage_state *st = &b->stages[json_integer_value(json_object_get(x, "stage"))];
+		size_t idx = (size_t)json_integer_value(json_object_get(x, "idx"));
+		cleanup_free char *id = build_explain_id(b, st, idx);
+		cleanup_free char *pos = build_explain_position(b, st, idx);
+		json_object_set_new(e, "position", json_string(pos));
+		json_t *inputs = ib_cache_explain_get(b->cache, id);
+		if (inputs)
+			json_object_set_new(e, "inputs", inputs);
+		json_array_append_new(entries, e);
+	}
+	ib_registry_options ro = cache_registry_options(o);
+	for (size_t k = 0; o->cache_to[k]; k++) {
+		ib_rcache *rc = NULL;
+		ib_error *e = NULL;
+		size_t written = 0;
+		if (ib_rcache_open(&rc, o->cache_to[k], true, &ro, &e) == 0)
+			ib_rcache_export(rc, b->store, entries, export_need_blob, b, &written, &e);
+		if (e)
+			warn(b, "cache-to %s: %s", o->cache_to[k], ib_error_msg(e));
+		else
+			ib_progress_info(o->progress, "cache-to %s: %zu of %zu steps written",
+					 o->cache_to[k], written, json_array_size(entries));
+		ib_error_free(&e);
+		const char *mtarget;
+		json_t *v;
+		json_object_foreach (b->remote->mounts, mtarget, v) {
+			cleanup_free char *dir = NULL;
+			bool done = false;
+			if (!rc)
+				break;
+			if (ib_cache_mount_dir(b->cache, mtarget, &dir, &e) < 0 ||
+			    ib_rcache_mount_export(rc, b->store, mtarget, dir, &done, &e) < 0) {
+				warn(b, "cache-to %s: cache mount %s: %s", o->cache_to[k], mtarget,
+				     ib_error_msg(e));
+				ib_error_free(&e);
+			} else if (done) {
+				ib_progress_info(o->progress, "cache-to %s: cache mount %s written",
+						 o->cache_to[k], mtarget);
+			}
+		}
+		ib_rcache_free(rc);
+	}
+	json_decref(entries);
+}
+
+static bool has_lazy_layers(builder *b, stage_state *st)
+{
+	for (size_t i = 0; i < st->n_layers; i++)
+		if (!st->layers[i].desc.urls &&
+		    !ib_store_blob_exists(b->store, st->layers[i].desc.digest))
+			return true;
+	return false;
+}
+
+/* --push of an image with layers still in a cache registry: store the
+ * config and manifest, push to every tag mounting those layers from the
+ * cache (zero layer bytes downloaded), and tag locally only if the store
+ * ended up with every layer (a push to another registry fetches them). */
+static int push_lazy(builder *b, stage_state *st, ib_build_result *result, ib_error **err)
+{
+	ib_manifest m;
+	memset(&m, 0, sizeof(m));
+	size_t clen = 0, mlen = 0;
+	cleanup_free char *cj = ib_config_serialize(st->config, &clen);
+	if (ib_store_blob_put(b->store, cj, clen, m.config.digest, err) < 0)
+		return -1;
+	m.media_type = IB_MT_OCI_MANIFEST;
+	m.config.media_type = IB_MT_OCI_CONFIG;
+	m.config.size = (int64_t)clen;
+	m.layers = xcalloc(st->n_layers + 1, sizeof(ib_descriptor));
+	for (size_t i = 0; i < st->n_layers; i++)
+		m.layers[i] = st->layers[i].desc; /* shallow: borrowed */
+	m.n_layers = st->n_layers;
+	m.annotations = json_object_size(st->annotations) ? st->annotations : NULL;
+	cleanup_free char *man = ib_manifest_serialize(&m, &mlen);
+	char digest[IB_DIGEST_BUFLEN];
+	int rc = ib_store_blob_put(b->store, man, mlen, digest, err);
+	ib_registry_options ro = cache_registry_options(b->o);
+	ro.max_retries = 0; /* the defaults: this is the push itself */
+	ro.timeout_sec = 0;
+	for (size_t i = 0; rc == 0 && b->o->tags[i]; i++) {
+		char pushed[IB_DIGEST_BUFLEN];
+		ib_progress_info(b->o->progress, "pushing %s", b->o->tags[i]);
+		rc = ib_rcache_push_image(b->store, b->o->tags[i], man, mlen, &m.config, m.layers,
+					  m.n_layers, b->remote->blobs, export_need_blob, b, &ro,
+					  pushed, err);
+		if (rc == 0 && strcmp(pushed, digest) != 0)
+			rc = ib_error_setc(err, IB_EDIGEST, "push %s: registry holds %s, built %s",
+					   b->o->tags[i], pushed, digest);
+	}
+	free(m.layers);
+	if (rc < 0)
+		return -1;
+	result->pushed = true;
+	result->manifest.media_type = xstrdup(IB_MT_OCI_MANIFEST);
+	memcpy(result->manifest.digest, digest, IB_DIGEST_BUFLEN);
+	result->manifest.size = (int64_t)mlen;
+	memcpy(result->config_digest, m.config.digest, IB_DIGEST_BUFLEN);
+	if (has_lazy_layers(b, st)) {
+		ib_progress_info(b->o->progress,
+				 "layers were mounted from the cache, not downloaded: the image "
+				 "is in the registry, not tagged in the local store");
+		return 0;
+	}
+	ib_descriptor *layers = xcalloc(st->n_layers + 1, sizeof(ib_descriptor));
+	for (size_t i = 0; i < st->n_layers; i++)
+		layers[i] = st->layers[i].desc;
+	ib_descriptor d = {0};
+	rc = ib_store_image_write(b->store, st->config, layers, st->n_layers,
+				  json_object_size(st->annotations) ? st->annotations : NULL, &d,
+				  err);
+	free(layers);
+	for (size_t i = 0; rc == 0 && b->o->tags[i]; i++)
+		rc = ib_store_tag_set(b->store, b->o->tags[i], &d, err);
+	ib_descriptor_clear(&d);
+	result->tagged_locally = rc == 0;
+	return rc;
+}
+
+static int build_once(ib_store *s, json_t *plan, const ib_build_options *o, remote_state *rs,
+		      ib_build_result *result, ib_error **err)
+{
 	builder b = {0};
 	b.store = s;
 	b.o = o;
 	b.plan = plan;
+	b.remote = rs;
+	b.exports = json_array();
 	memset(result, 0, sizeof(*result));
 	char created[64];
 	ib_format_rfc3339(created, sizeof(created), o->source_date_epoch);
@@ -459,6 +795,7 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 	if (!realpath(o->context_dir ? o->context_dir : ".", ctx)) {
 		int e = errno;
 		free(b.created);
+		json_decref(b.exports);
 		return ib_error_set(err, e, "build context %s", o->context_dir);
 	}
 	b.context = xstrdup(ctx);
@@ -503,6 +840,24 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 
 	stage_state *st = &b.stages[target];
 	json_object_set_new(st->config, "created", json_string(b.created));
+	if (o->push && o->tags && o->tags[0] && has_lazy_layers(&b, st)) {
+		rc = push_lazy(&b, st, result, err);
+		result->steps_run = b.steps_run;
+		result->steps_cached = b.steps_cached;
+		if (rc == 0 && o->cache_to && o->cache_to[0])
+			export_cache(&b, target);
+		builder_free(&b);
+		return rc;
+	}
+	/* the store holds every layer of an image it tags: lazy hits come now */
+	for (size_t i = 0; i < st->n_layers; i++) {
+		if (!st->layers[i].desc.urls &&
+		    build_fetch_blob(&b, st->layers[i].desc.digest, st->layers[i].desc.size, err) <
+			0) {
+			builder_free(&b);
+			return -1;
+		}
+	}
 	ib_descriptor *layers = xcalloc(st->n_layers + 1, sizeof(ib_descriptor));
 	for (size_t i = 0; i < st->n_layers; i++)
 		layers[i] = st->layers[i].desc; /* shallow: borrowed */
@@ -517,9 +872,71 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 	}
 	for (size_t i = 0; rc == 0 && o->tags && o->tags[i]; i++)
 		rc = ib_store_tag_set(s, o->tags[i], &result->manifest, err);
+	result->tagged_locally = rc == 0;
 	result->steps_run = b.steps_run;
 	result->steps_cached = b.steps_cached;
+	if (rc == 0 && o->cache_to && o->cache_to[0])
+		export_cache(&b, target);
 	builder_free(&b);
+	return rc;
+}
+
+static void remote_open(remote_state *rs, const ib_build_options *o)
+{
+	rs->blobs = json_object();
+	rs->bad = json_object();
+	rs->mounts = json_object();
+	rs->diff_ids = json_object();
+	rs->n_from = o->cache_from ? ib_strv_len(o->cache_from) : 0;
+	rs->from = xcalloc(rs->n_from + 1, sizeof(*rs->from));
+	rs->from_refs = (char **)o->cache_from;
+	ib_registry_options ro = cache_registry_options(o);
+	for (size_t i = 0; i < rs->n_from; i++) {
+		ib_error *e = NULL;
+		if (ib_rcache_open(&rs->from[i], o->cache_from[i], false, &ro, &e) < 0) {
+			ib_progress_info(o->progress,
+					 "warning: cache-from %s: %s; building without it",
+					 o->cache_from[i], ib_error_msg(e));
+			ib_error_free(&e);
+		}
+	}
+}
+
+static void remote_close(remote_state *rs)
+{
+	for (size_t i = 0; i < rs->n_from; i++)
+		ib_rcache_free(rs->from[i]);
+	for (size_t i = 0; i < rs->n_extra; i++)
+		ib_rcache_free(rs->extra[i]);
+	free(rs->from);
+	free(rs->extra);
+	json_decref(rs->blobs);
+	json_decref(rs->bad);
+	json_decref(rs->mounts);
+	json_decref(rs->diff_ids);
+}
+
+int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_result *result,
+		 ib_error **err)
+{
+	memset(result, 0, sizeof(*result));
+	if (ib_plan_validate(plan, err) < 0)
+		return ib_error_wrap(err, "%s", o->recipe_path ? o->recipe_path : "plan");
+	remote_state rs = {0};
+	remote_open(&rs, o);
+	int rc;
+	for (int attempt = 0;; attempt++) {
+		rs.restart = false;
+		rc = build_once(s, plan, o, &rs, result, err);
+		/* a cached layer that could not be fetched: its steps run instead */
+		if (rc == 0 || !rs.restart || attempt >= 5)
+			break;
+		ib_error_free(err);
+		ib_build_result_clear(result);
+		memset(result, 0, sizeof(*result));
+		ib_progress_info(o->progress, "building again without the layers that failed");
+	}
+	remote_close(&rs);
 	return rc;
 }
 

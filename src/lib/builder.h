@@ -30,6 +30,17 @@ typedef struct ib_build_options {
 	/* "ID=PATH" sources for run{secrets=...} given on the command line;
 	 * NULL-terminated, may be NULL */
 	char *const *secrets;
+	/* registry step caches (remote_cache.h): normalised references,
+	 * NULL-terminated, may be NULL; cache_max: --cache-to exports every
+	 * stage's steps (mode=max), else the target stage's (mode=min) */
+	char *const *cache_from;
+	char *const *cache_to;
+	bool cache_max;
+	bool debug; /* log cache registry requests to stderr */
+	/* the caller pushes every tag after the build: when layers of cache
+	 * hits were not downloaded, the build pushes them itself with
+	 * cross-repository mounts (ib_build_result.pushed) */
+	bool push;
 	ib_progress *progress; /* required */
 	/* run steps' sandbox (see ib_sandbox_options): 0 = its defaults */
 	long pids_limit;
@@ -50,6 +61,10 @@ typedef struct ib_build_result {
 	char config_digest[IB_DIGEST_BUFLEN];
 	int steps_run;
 	int steps_cached;
+	/* every tag was pushed by the build (o->push with layers left in a
+	 * cache registry); tagged_locally: the store has the image tagged */
+	bool pushed;
+	bool tagged_locally;
 } ib_build_result;
 
 /* Build the plan into the store.  On failure steps that completed stay

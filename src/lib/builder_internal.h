@@ -56,7 +56,28 @@ typedef struct builder {
 	char *last[LAST_LINES];
 	size_t n_last;
 	int cur_id;
+	/* registry step caches (--cache-from); they outlive a restart */
+	struct remote_state *remote;
+	size_t cur_stage; /* index of the stage being built */
+	size_t cur_idx;	  /* index of the step being built in its stage */
+	json_t *exports;  /* [{"key", "stage", "idx"}] of this build's layer steps */
 } builder;
+
+/* What survives a restart of the build: the cache registries and the
+ * layers that could not be fetched from them. */
+typedef struct remote_state {
+	struct ib_rcache **from; /* --cache-from, NULL where disabled */
+	char **from_refs;
+	size_t n_from;
+	struct ib_rcache **extra; /* opened to fetch entries recorded earlier */
+	size_t n_extra;
+	json_t *blobs;	/* layer digest -> repository holding it ("host/path") */
+	json_t *bad;	/* digests (corrupt) and repositories (failing) of lazy layers
+			   that could not be fetched: misses from now on */
+	json_t *mounts; /* targets of shared cache mounts used: imported once */
+	json_t *diff_ids; /* lazy layer digest -> the diff_id its record gives */
+	bool restart;	/* a lazy layer failed: build again without it */
+} remote_state;
 
 static inline const char *jstr(json_t *o, const char *k)
 {
@@ -85,6 +106,14 @@ bool build_use_cached(builder *b, stage_state *st, const char *key, const char *
 /* Push a written layer onto the stage and record it in the step cache. */
 int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_layer_result *r,
 		       const char *created_by, ib_error **err);
+/* Make sure the store has a layer blob, downloading it from the cache
+ * registry that announced it (a lazy hit).  A failure marks the blob bad
+ * and asks for a restart. */
+int build_fetch_blob(builder *b, const char *digest, int64_t size, ib_error **err);
+/* Before a run step executes: fill its empty shared cache mounts
+ * (share = "registry") from --cache-from, once per build; failures are
+ * warnings. */
+void build_shared_mounts_import(builder *b, json_t *step);
 /* Layer writer options of this build (compression, epoch, progress). */
 ib_layer_options build_layer_options(builder *b);
 /* A stage's read-only merged view for copy{from=}: mounted once, on
@@ -137,6 +166,9 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 /* Where a step's --explain record is kept (caller frees); say why a step
  * missed the cache; record its inputs for the next build. */
 char *build_explain_id(builder *b, stage_state *st, size_t idx);
+/* The step's position as registry cache records name it, independent of
+ * paths: "RECIPE-FILE-NAME/STAGE/INDEX" (caller frees). */
+char *build_explain_position(builder *b, stage_state *st, size_t idx);
 void build_explain_miss(builder *b, stage_state *st, size_t idx, json_t *inputs);
 void build_explain_record(builder *b, stage_state *st, size_t idx, json_t *inputs);
 

@@ -1247,7 +1247,7 @@ static int api_run(lua_State *L)
 
 	bool cache = true;
 	const char *network = "default";
-	json_t *env = NULL, *mounts = NULL, *secrets = NULL;
+	json_t *env = NULL, *mounts = NULL, *secrets = NULL, *shared = NULL;
 	json_t *user = json_null(), *workdir = json_null();
 	json_int_t timeout = 0;
 	if (!shell_form) {
@@ -1270,13 +1270,31 @@ static int api_run(lua_State *L)
 			mounts = anchor(ctx, json_array());
 			for (lua_Integer i = 1; i <= nm; i++) {
 				pos_push(L, mt, i, "run: option 'cache_mounts'");
+				bool share = false;
+				if (lua_type(L, -1) == LUA_TTABLE) {
+					/* {PATH, share = "registry"}: also in --cache-to */
+					lua_getfield(L, -1, "share");
+					const char *sh = lua_tostring(L, -1);
+					if (!sh || strcmp(sh, "registry") != 0)
+						api_fail(L,
+							 "run: cache mount option 'share' must be "
+							 "\"registry\"");
+					share = true;
+					lua_pop(L, 1);
+					lua_rawgeti(L, -1, 1);
+					lua_remove(L, -2);
+				}
 				const char *p = want_nonempty(L, -1, "run", "cache mount");
 				if (p[0] != '/')
 					api_fail(
 					    L, "run: cache mount '%s' must be an absolute path", p);
-				json_array_append_new(
-				    mounts, plan_string(ctx, "run", "cache mount",
-							arena_own(ctx, path_clean(p), free)));
+				const char *clean = arena_own(ctx, path_clean(p), free);
+				json_array_append_new(mounts, plan_string(ctx, "run", "cache mount", clean));
+				if (share) {
+					if (!shared)
+						shared = anchor(ctx, json_array());
+					json_array_append_new(shared, plan_string(ctx, "run", "cache mount", clean));
+				}
 				lua_pop(L, 1);
 			}
 		}
@@ -1342,6 +1360,8 @@ static int api_run(lua_State *L)
 	}
 	json_object_set_new(step, "cache", json_boolean(cache));
 	json_object_set(step, "cache_mounts", mounts ? mounts : anchor(ctx, json_array()));
+	if (shared)
+		json_object_set(step, "shared_mounts", shared);
 	json_object_set(step, "env", env ? env : anchor(ctx, json_object()));
 	json_object_set(step, "secrets", secrets ? secrets : anchor(ctx, json_array()));
 	json_object_set_new(step, "timeout", json_integer(timeout));

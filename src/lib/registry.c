@@ -722,6 +722,19 @@ static int start_upload(ib_registry_session *s, CURL *h, const char *digest, con
 	return r;
 }
 
+int ib_registry_blob_mount(ib_registry_session *s, CURL *h, const char *digest,
+			   const char *mount_from, ib_error **err)
+{
+	cleanup_free char *location = NULL;
+	bool retryable = false;
+	int r = start_upload(s, h, digest, mount_from, &location, &retryable, err);
+	if (r == 0 && location)
+		return IB_ENOTFOUND; /* refused: an upload session was opened instead */
+	if (r == 0)
+		ib_registry_report_event(s, digest, "mounted", 0);
+	return r;
+}
+
 /* Send the blob's bytes to an upload session: one PUT, or PATCH chunks and
  * a closing PUT. */
 static int send_upload(ib_registry_session *s, CURL *h, int fd, const char *digest, int64_t size,

@@ -53,6 +53,8 @@ typedef struct ib_registry_options {
 				 above; 0 = default (64 MiB) */
 	int parallel;	      /* concurrent blob transfers, 0 = default (3) */
 	const char *platform; /* "os/arch[/variant]" or NULL = host */
+	int timeout_sec;      /* connect timeout, and how long a request may stall
+				 without a byte; 0 = defaults (30 s, 60 s) */
 	ib_transfer_progress_fn progress;
 	void *payload; /* for progress and event */
 	ib_transfer_event_fn event;

@@ -450,9 +450,10 @@ static void perform_once(ib_registry_session *s, CURL *h, http_req *req, const c
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 30L);
+	long tmo = s->o.timeout_sec > 0 ? (long)s->o.timeout_sec : 0;
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, tmo ? tmo : 30L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, tmo ? tmo : 60L);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "imgbuild/" IB_VERSION);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, resp->curl_err);

@@ -251,6 +251,11 @@ int ib_registry_blob_download(ib_registry_session *s, CURL *h, ib_store *store, 
  * retryable failures.  size < 0 = don't check the local size. */
 int ib_registry_blob_upload(ib_registry_session *s, CURL *h, ib_store *store, const char *digest,
 			    int64_t size, const char *mount_from, ib_error **err);
+/* Mount a blob from repository mount_from (a path on the same registry)
+ * without sending it: 0 when mounted, IB_ENOTFOUND (no error set) when the
+ * registry refused the mount. */
+int ib_registry_blob_mount(ib_registry_session *s, CURL *h, const char *digest,
+			   const char *mount_from, ib_error **err);
 /* GET a manifest or index by tag or digest.  Bodies over
  * IB_MAX_MANIFEST_SIZE are refused; by digest the bytes are verified, by
  * tag they are checked against Docker-Content-Digest when sent.  All
