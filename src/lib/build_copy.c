@@ -248,8 +248,12 @@ static int expand_source(const char *root, const char *src, char ***out, ib_erro
 }
 
 /* Collect what a copy step adds: items with archive paths. */
+/* Collect the sources of a copy step.  Without resolve the destination is
+ * taken as written (cleaned), which is all the step key needs: the parent
+ * key fixes the image it resolves in, and resolving reads the stage's
+ * layers, which a cache hit must not need (they may not even be local). */
 static int copy_collect(builder *b, stage_state *st, json_t *step, const char *root,
-			bool from_context, copy_list *l, ib_error **err)
+			bool from_context, bool resolve, copy_list *l, ib_error **err)
 {
 	json_t *sources = json_object_get(step, "sources");
 	json_t *exclude = json_object_get(step, "exclude");
@@ -287,12 +291,12 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 	}
 	cleanup_free char *dest_resolved = NULL;
 	l->last_is_dest = whole;
-	if (*(dest_abs + 1) &&
+	if (resolve && *(dest_abs + 1) &&
 	    resolve_dest(b, st, dest_abs + 1, whole, l, &dest_resolved, err) < 0) {
 		ib_strv_free(all);
 		return -1;
 	}
-	const char *dest_rel = dest_resolved ? dest_resolved : "";
+	const char *dest_rel = dest_resolved ? dest_resolved : resolve ? "" : dest_abs + 1;
 	int rc = 0;
 	for (size_t k = 0; all[k] && rc == 0; k++) {
 		const char *rel = all[k];
@@ -653,7 +657,7 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 	}
 
 	copy_list l = {0};
-	rc = copy_collect(b, st, step, root, from_context, &l, err);
+	rc = copy_collect(b, st, step, root, from_context, false, &l, err);
 	/* content from a stage or image is fixed by its key (from_key) */
 	char cdigest[IB_DIGEST_BUFLEN] = "from";
 	if (rc == 0 && from_context)
@@ -676,6 +680,19 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 			inputs = json_pack("{s:s, s:O, s:O, s:o}", "parent", parent, "step", step,
 					   "extra", extra, "sources", copy_sources_json(&l));
 	} else {
+		/* a miss writes the layer: now the destination is resolved in
+		 * the image (symlinks followed, existing directories' metadata) */
+		copy_list_free(&l);
+		memset(&l, 0, sizeof(l));
+		rc = copy_collect(b, st, step, root, from_context, true, &l, err);
+		/* the items' content digests (the stat cache answers) */
+		char again[IB_DIGEST_BUFLEN];
+		if (rc == 0 && from_context)
+			rc = copy_digest(b, &l, again, err);
+		if (rc < 0) {
+			copy_list_free(&l);
+			goto done;
+		}
 		inputs = json_pack("{s:s, s:O, s:O, s:o}", "parent", parent, "step", step, "extra",
 				   extra, "sources", copy_sources_json(&l));
 		if (b->o->explain)
