@@ -312,7 +312,12 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 {
 	json_t *sources = json_object_get(step, "sources");
 	json_t *exclude = json_object_get(step, "exclude");
-	const char *dest_in = jstr(step, "dest");
+	cleanup_free char *dest_in = build_expand(st, jstr(step, "dest"), err);
+	if (!dest_in || !*dest_in) {
+		if (dest_in)
+			ib_error_setc(err, IB_EINVALID, "the destination expands to nothing");
+		return ib_error_wrap(err, "copy: %s", jstr(step, "dest"));
+	}
 	cleanup_free char *dest_abs = build_image_path(st, dest_in);
 	bool dest_is_dir = dest_in[strlen(dest_in) - 1] == '/';
 	char rootreal[PATH_MAX];
@@ -843,6 +848,11 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 		goto done;
 	}
 	json_object_set_new(extra, "content", json_string(cdigest));
+	if (strchr(jstr(step, "dest"), '$')) { /* the key holds what $VARs gave */
+		char *x = build_expand(st, jstr(step, "dest"), NULL);
+		json_object_set_new(extra, "dest", json_string(x ? x : ""));
+		free(x);
+	}
 	build_step_key(key_out, parent, step, extra);
 	srcs = build_argv_string(json_object_get(step, "sources"));
 	created_by =

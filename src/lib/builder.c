@@ -266,6 +266,7 @@ static int init_stage(builder *b, stage_state *st, ib_error **err)
 	st->shell = json_pack("[ss]", "/bin/sh", "-c");
 	if (json_is_true(json_object_get(from, "scratch"))) {
 		st->config = empty_config();
+		build_default_path(st);
 		ib_digest_buffer(st->key, "scratch", 7);
 		return 0;
 	}
@@ -306,6 +307,7 @@ static int init_stage(builder *b, stage_state *st, ib_error **err)
 		push_layer(st, &img->manifest->layers[i], ib_config_diff_id(img->config, i));
 	memcpy(st->key, img->desc.digest, IB_DIGEST_BUFLEN);
 	ib_image_free(img);
+	build_default_path(st);
 	return 0;
 }
 

@@ -113,6 +113,10 @@ char *build_clean_path(const char *p);
 /* Absolute path in the image: relative paths resolve against the
  * workdir; caller frees. */
 char *build_image_path(stage_state *st, const char *p);
+/* $VAR expansion (Dockerfile rules) against the stage's current Env. */
+char *build_expand(stage_state *st, const char *s, ib_error **err);
+/* Give the stage docker's default PATH when its config has none. */
+void build_default_path(stage_state *st);
 /* Apply a config-only step of the given kind (ib_plan_step_kind). */
 int build_config_step(builder *b, stage_state *st, json_t *step, int kind, ib_error **err);
 

@@ -351,7 +351,8 @@ static const char *is_ports(json_t *v)
 		return "an array of \"N/proto\"";
 	json_array_foreach (v, i, e) {
 		const char *s = json_string_value(e);
-		if (!s || !ib_plan_port_parse(s, &lo, &hi, &proto))
+		/* "$VAR" forms are expanded and checked at build time */
+		if (!s || (!strchr(s, '$') && !ib_plan_port_parse(s, &lo, &hi, &proto)))
 			return "an array of \"N/proto\"";
 	}
 	return NULL;
@@ -360,7 +361,7 @@ static const char *is_ports(json_t *v)
 static const char *is_signal(json_t *v)
 {
 	const char *s = json_string_value(v);
-	return s && ib_plan_valid_signal(s) ? NULL : "a signal name or number";
+	return s && (strchr(s, '$') || ib_plan_valid_signal(s)) ? NULL : "a signal name or number";
 }
 
 static const char *is_from_or_null(json_t *v);

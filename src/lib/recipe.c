@@ -1521,7 +1521,7 @@ static int api_user(lua_State *L)
 	if (lua_type(L, 1) == LUA_TNUMBER && (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 0))
 		api_fail(L, "user: expected \"user[:group]\" or \"uid[:gid]\"");
 	const char *u = want_scalar(L, 1, "user", "user");
-	if (!ib_plan_valid_owner(u))
+	if (!strchr(u, '$') && !ib_plan_valid_owner(u))
 		api_fail(L, "user: expected \"user[:group]\" or \"uid[:gid]\", got '%s'", u);
 	json_t *step = new_step(L, ctx, "user");
 	json_object_set_new(step, "user", json_string(u));
@@ -1603,6 +1603,11 @@ static int api_expose(lua_State *L)
 		const char *p = want_scalar(L, -1, "expose", "port");
 		unsigned lo, hi;
 		const char *proto;
+		if (strchr(p, '$')) { /* $VAR: expanded and checked at build time */
+			json_array_append_new(ports, plan_string(ctx, "expose", "port", p));
+			lua_pop(L, 1);
+			continue;
+		}
 		if (!ib_plan_port_parse(p, &lo, &hi, &proto))
 			api_fail(L,
 				 "expose: invalid port '%s' (expected N, N/tcp, N/udp or N-M/proto "
@@ -1633,6 +1638,11 @@ static int api_volume(lua_State *L)
 	for (lua_Integer i = 1; i <= n; i++) {
 		pos_push(L, 1, i, "volume");
 		const char *p = want_nonempty(L, -1, "volume", "path");
+		if (strchr(p, '$')) { /* $VAR: expanded and checked at build time */
+			json_array_append_new(paths, plan_string(ctx, "volume", "path", p));
+			lua_pop(L, 1);
+			continue;
+		}
 		if (p[0] != '/')
 			api_fail(L, "volume: path '%s' must be absolute", p);
 		json_array_append_new(
@@ -1677,7 +1687,7 @@ static int api_stopsignal(lua_State *L)
 	size_t si = api_target(L, ctx, "stopsignal");
 	want_one_arg(L, "stopsignal", "a signal name or number");
 	const char *s = want_scalar(L, 1, "stopsignal", "signal");
-	if (!ib_plan_valid_signal(s))
+	if (!strchr(s, '$') && !ib_plan_valid_signal(s))
 		api_fail(L, "stopsignal: invalid signal '%s' (e.g. \"SIGTERM\", \"TERM\" or 15)",
 			 s);
 	json_t *step = new_step(L, ctx, "stopsignal");
