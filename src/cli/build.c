@@ -37,7 +37,8 @@ static const char build_help[] =
     "      --step-timeout SECS    timeout of run steps without their own (default none)\n"
     "      --security-opt seccomp=unconfined  run steps without the seccomp filter\n"
     "      --secret id=ID,src=PATH  source of the run{secrets} ID (else the recipe's\n"
-    "                             src, which must lie inside the build context)\n"
+    "                             src, which must lie inside the build context);\n"
+    "                             id=ID,env=VAR: the value of an environment variable\n"
     "      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else 0)\n"
     "      --iidfile FILE         write the image digest to FILE\n"
     "      --metadata-file FILE   write build metadata as JSON to FILE\n"
@@ -164,11 +165,13 @@ static int add_tag(build_args *a, const char *arg)
 	return 0;
 }
 
-/* --secret id=ID,src=PATH (docker/buildah syntax) -> "ID=PATH" */
+/* --secret id=ID,src=PATH (docker/buildah syntax) -> "ID=PATH";
+ * --secret id=ID,env=NAME (BuildKit) -> "env:ID=NAME" (read at build time);
+ * a bare --secret id=ID looks for the variable ID, as BuildKit does. */
 static int add_secret(build_args *a, const char *arg)
 {
 	cleanup_free char *dup = xstrdup(arg);
-	const char *id = NULL, *src = NULL;
+	const char *id = NULL, *src = NULL, *env = NULL;
 	for (char *tok = dup, *next; tok; tok = next) {
 		next = strchr(tok, ',');
 		if (next)
@@ -177,12 +180,17 @@ static int add_secret(build_args *a, const char *arg)
 			id = tok + 3;
 		else if (!strncmp(tok, "src=", 4) || !strncmp(tok, "source=", 7))
 			src = strchr(tok, '=') + 1;
-		else
+		else if (!strncmp(tok, "env=", 4))
+			env = tok + 4;
+		else if (strcmp(tok, "type=file") && strcmp(tok, "type=env"))
 			return ib_cli_usage_error("build", "--secret %s: unknown field", arg);
 	}
-	if (!id || !*id || !src || !*src)
-		return ib_cli_usage_error("build", "--secret wants id=ID,src=PATH");
-	cleanup_free char *kv = xasprintf("%s=%s", id, src);
+	if (!id || !*id || (src && !*src) || (env && !*env) || (src && env))
+		return ib_cli_usage_error("build",
+					  "--secret wants id=ID,src=PATH or id=ID,env=VARIABLE");
+	if (!src && !env)
+		env = id;
+	cleanup_free char *kv = src ? xasprintf("%s=%s", id, src) : xasprintf("env:%s=%s", id, env);
 	ib_strv_push(&a->secrets, kv);
 	return 0;
 }

@@ -27,7 +27,8 @@ typedef struct ib_build_options {
 	bool explain;	 /* say why each executed step missed the cache */
 	bool tls_verify; /* for base image pulls */
 	const char *authfile;
-	/* "ID=PATH" sources for run{secrets=...} given on the command line;
+	/* "ID=PATH" (a file) or "env:ID=NAME" (an environment variable)
+	 * sources for run{secrets=...} given on the command line;
 	 * NULL-terminated, may be NULL */
 	char *const *secrets;
 	ib_progress *progress; /* required */

@@ -574,14 +574,42 @@ int ib_cache_trim(ib_cache *c, ib_store *store, uint64_t budget, size_t *dropped
 	return r;
 }
 
-int ib_cache_mount_dir(ib_cache *c, const char *target, char **out, ib_error **err)
+static char *mount_rel(const char *id, const char *suffix)
 {
 	char d[IB_DIGEST_BUFLEN];
-	ib_digest_buffer(d, target, strlen(target));
-	cleanup_free char *rel = xasprintf("mounts/%.16s", ib_digest_hex(d));
+	ib_digest_buffer(d, id, strlen(id));
+	return xasprintf("mounts/%.16s%s", ib_digest_hex(d), suffix);
+}
+
+int ib_cache_mount_dir(ib_cache *c, const char *id, char **out, ib_error **err)
+{
+	cleanup_free char *rel = mount_rel(id, "");
 	cleanup_free char *dir = ib_path_join(c->dir, rel);
 	if (ib_mkdir_p(dir, 0755, err) < 0)
 		return -1;
 	*out = steal_pointer(&dir);
+	return 0;
+}
+
+int ib_cache_mount_lock(ib_cache *c, const char *id, bool nowait, int *fd_out, ib_error **err)
+{
+	cleanup_free char *rel = mount_rel(id, ".lock");
+	cleanup_free char *path = ib_path_join(c->dir, rel);
+	cleanup_free char *dir = ib_path_join(c->dir, "mounts");
+	if (ib_mkdir_p(dir, 0755, err) < 0)
+		return -1;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return ib_error_set(err, errno, "open %s", path);
+	while (flock(fd, LOCK_EX | (nowait ? LOCK_NB : 0)) < 0) {
+		if (errno == EINTR)
+			continue;
+		int e = errno;
+		close(fd);
+		if (nowait && e == EWOULDBLOCK)
+			return 1;
+		return ib_error_set(err, e, "lock %s", path);
+	}
+	*fd_out = fd;
 	return 0;
 }

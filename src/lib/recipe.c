@@ -1297,6 +1297,76 @@ static int api_copy(lua_State *L)
 	return 0;
 }
 
+/* A cache mount (on top of the stack): a path, or {target=, id=, uid=,
+ * gid=, mode=, sharing=}.  A bare path stays a string in the plan. */
+static json_t *parse_cache_mount(lua_State *L, ib_eval *ctx, lua_Integer i)
+{
+	static const char *const opts[] = {"target", "id", "uid", "gid", "mode", "sharing", NULL};
+	static const char fn[] = "run: cache mount";
+	int e = lua_gettop(L);
+	if (lua_type(L, e) != LUA_TTABLE) {
+		const char *p = want_nonempty(L, e, "run", "cache mount");
+		if (p[0] != '/')
+			api_fail(L, "run: cache mount '%s' must be an absolute path", p);
+		return anchor(ctx, plan_string(ctx, "run", "cache mount",
+					       arena_own(ctx, path_clean(p), free)));
+	}
+	if (check_table(L, e, fn, opts) != 0)
+		api_fail(L, "run: cache mount %I: expected {target=, id=, uid=, gid=, mode=, "
+			    "sharing=}",
+			 i);
+	if (opt_push(L, e, "target") == LUA_TNIL)
+		api_fail(L, "run: cache mount %I: option 'target' is required", i);
+	const char *p = want_nonempty(L, -1, fn, "option 'target'");
+	if (p[0] != '/')
+		api_fail(L, "run: cache mount '%s' must be an absolute path", p);
+	const char *target = arena_own(ctx, path_clean(p), free);
+	json_t *m = anchor(ctx, json_object()); /* api_fail longjmps: the anchor frees it */
+	json_object_set_new(m, "target", plan_string(ctx, "run", "cache mount", target));
+	const char *id = target;
+	if (opt_push(L, e, "id") != LUA_TNIL)
+		id = want_nonempty(L, -1, fn, "option 'id'");
+	json_object_set_new(m, "id", plan_string(ctx, "run", "cache mount id", id));
+	static const char *const ids[] = {"uid", "gid"};
+	for (size_t k = 0; k < 2; k++) {
+		if (opt_push(L, e, ids[k]) == LUA_TNIL)
+			continue;
+		if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 ||
+		    lua_tointeger(L, -1) > 4294967294LL) {
+			api_fail(L, "run: cache mount %I: option '%s' must be a number >= 0", i,
+				 ids[k]);
+		}
+		json_object_set_new(m, ids[k], json_integer((json_int_t)lua_tointeger(L, -1)));
+	}
+	int t = opt_push(L, e, "mode");
+	if (t != LUA_TNIL) {
+		const char *ms = t == LUA_TSTRING ? lua_tostring(L, -1) : "";
+		size_t ml = strlen(ms);
+		unsigned long v = ml ? strtoul(ms, NULL, 8) : 0;
+		if (ml == 0 || ml > 5 || strspn(ms, "01234567") != ml || v > IB_PLAN_MODE_MAX) {
+			api_fail(L,
+				 "run: cache mount %I: option 'mode' must be an octal string like "
+				 "\"0755\"",
+				 i);
+		}
+		char buf[8];
+		snprintf(buf, sizeof(buf), "%04lo", v);
+		json_object_set_new(m, "mode", json_string(buf));
+	}
+	const char *sharing = "shared";
+	if (opt_push(L, e, "sharing") != LUA_TNIL)
+		sharing = want_string(L, -1, fn, "option 'sharing'");
+	if (strcmp(sharing, "shared") && strcmp(sharing, "private") && strcmp(sharing, "locked")) {
+		api_fail(L,
+			 "run: cache mount %I: option 'sharing' must be \"shared\", \"private\" "
+			 "or \"locked\", got '%s'",
+			 i, sharing);
+	}
+	json_object_set_new(m, "sharing", json_string(sharing));
+	lua_settop(L, e);
+	return m;
+}
+
 static json_t *parse_secrets(lua_State *L, ib_eval *ctx, int t)
 {
 	static const char *const opts[] = {"id", "src", "target", NULL};
@@ -1325,8 +1395,9 @@ static json_t *parse_secrets(lua_State *L, ib_eval *ctx, int t)
 			api_fail(L, "%s: entry %I must be a path or {id=, src=, target=}, got %s",
 				 fn, i, type_name(L, e));
 		}
-		if (!src)
-			api_fail(L, "run: secret %I: option 'src' is required", i);
+		/* without src, --secret id=ID,... must give the source at build time */
+		if (!src && !id)
+			api_fail(L, "run: secret %I: give 'id' (and a default 'src')", i);
 		if (!id) {
 			const char *slash = strrchr(src, '/');
 			id = slash ? slash + 1 : src;
@@ -1351,10 +1422,13 @@ static json_t *parse_secrets(lua_State *L, ib_eval *ctx, int t)
 		} else {
 			tgt = arena_own(ctx, xasprintf("/run/secrets/%s", id), free);
 		}
-		plan_text_check(ctx, "run: secret", "option 'src'", src);
+		if (src)
+			plan_text_check(ctx, "run: secret", "option 'src'", src);
 		plan_text_check(ctx, "run: secret", "option 'target'", tgt);
-		json_array_append_new(
-		    a, json_pack("{s:s, s:s, s:s}", "id", id, "src", src, "target", tgt));
+		json_t *sec = json_pack("{s:s, s:s}", "id", id, "target", tgt);
+		if (src)
+			json_object_set_new(sec, "src", json_string(src));
+		json_array_append_new(a, sec);
 		lua_settop(L, e - 1);
 	}
 	return a;
@@ -1399,13 +1473,7 @@ static int api_run(lua_State *L)
 			mounts = anchor(ctx, json_array());
 			for (lua_Integer i = 1; i <= nm; i++) {
 				pos_push(L, mt, i, "run: option 'cache_mounts'");
-				const char *p = want_nonempty(L, -1, "run", "cache mount");
-				if (p[0] != '/')
-					api_fail(
-					    L, "run: cache mount '%s' must be an absolute path", p);
-				json_array_append_new(
-				    mounts, plan_string(ctx, "run", "cache mount",
-							arena_own(ctx, path_clean(p), free)));
+				json_array_append(mounts, parse_cache_mount(L, ctx, i));
 				lua_pop(L, 1);
 			}
 		}

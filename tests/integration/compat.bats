@@ -77,3 +77,62 @@ LUA
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"bad.lua:2"*"missing '}'"* ]]
 }
+
+@test "secrets: --secret id=,src= alone is enough; env= takes the value from the environment and leaves no trace" {
+	mkdir -p "$T/sc"
+	echo "file-secret-value" > "$T/sc-ca.pem"
+	cat > "$T/sc/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run { "/bin/sh", "-c", "cat /run/secrets/ca /run/secrets/tok | tr a-z A-Z > /seen.txt; ls -l /run/secrets", secrets = { "ca", { id = "tok" } } }
+LUA
+	run "$IMGBUILD" build "$T/sc/recipe.lua"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *'secret "ca"'* || "$output" == *'secret "tok"'* ]]
+	NPM_TOKEN_X=env-token-value run "$IMGBUILD" build "$T/sc/recipe.lua" -t localhost/sc:1 \
+		--secret "id=ca,src=$T/sc-ca.pem" --secret id=tok,env=NPM_TOKEN_X --progress plain
+	echo "$output"
+	[ "$status" -eq 0 ]
+	run podrun localhost/sc:1 cat /seen.txt
+	[[ "$output" == *FILE-SECRET-VALUE*ENV-TOKEN-VALUE* ]]
+	run podrun localhost/sc:1 ls /run/secrets
+	[[ "$output" != *tok* && "$output" != *ca* ]]
+	! grep -rqa "env-token-value" "$IMGBUILD_ROOT/oci/blobs" "$IMGBUILD_ROOT/cache" || false
+	for b in "$IMGBUILD_ROOT"/oci/blobs/sha256/*; do
+		if gzip -t "$b" 2>/dev/null; then ! zcat "$b" | grep -qa "env-token-value" || false; fi
+	done
+	# nothing of the step is left in the store's temp area
+	[ -z "$(ls "$IMGBUILD_ROOT/tmp" 2>/dev/null)" ]
+	# a variable that is not set is an error naming it
+	run "$IMGBUILD" build "$T/sc/recipe.lua" --secret "id=ca,src=$T/sc-ca.pem" \
+		--secret id=tok,env=IB_SURELY_UNSET_VAR --no-cache
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"IB_SURELY_UNSET_VAR is not set"* ]]
+}
+
+@test "cache mounts: uid/gid/mode make a non-root cache writable; id shares it across targets" {
+	mkdir -p "$T/cm"
+	cat > "$T/cm/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run { "/bin/sh", "-c", "echo one >> /home/app/.cache/log; stat -c '%u:%g %a' /home/app/.cache > /tmp/owner",
+      user = "app", cache_mounts = { { target = "/home/app/.cache", id = "appcache", uid = 1000, gid = 1000, mode = "0750" } } }
+run { "/bin/sh", "-c", "cat /x/log > /seen; cat /tmp/owner >> /seen", cache_mounts = { { target = "/x", id = "appcache", sharing = "locked" } } }
+run { "/bin/sh", "-c", "ls /y | wc -l > /private-count", cache_mounts = { { target = "/y", id = "appcache", sharing = "private" } } }
+run { "/bin/sh", "-c", "ls /z | wc -l > /plain-count", cache_mounts = { "/z" } }
+LUA
+	run "$IMGBUILD" build "$T/cm/recipe.lua" -t localhost/cm:1 --progress plain
+	echo "$output"
+	[ "$status" -eq 0 ]
+	run podrun localhost/cm:1 cat /seen /private-count /plain-count
+	echo "$output"
+	[ "${lines[0]}" = "one" ]
+	[ "${lines[1]}" = "1000:1000 750" ]
+	[ "${lines[2]}" = "1" ]
+	[ "${lines[3]}" = "0" ]
+	cat > "$T/cm/bad.lua" <<'LUA'
+from "localhost/busybox:latest"
+run { "true", cache_mounts = { { target = "/c", sharing = "sometimes" } } }
+LUA
+	run "$IMGBUILD" build "$T/cm/bad.lua"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"bad.lua:2"*"sharing"* ]]
+}
