@@ -453,6 +453,7 @@ static void builder_free(builder *b)
 	free(b->stages);
 	free(b->created);
 	free(b->context);
+	ib_ignore_free(b->ignore);
 	build_clear_last(b);
 	ib_cache_free(b->cache);
 }
@@ -483,6 +484,10 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 		return -1;
 	}
 	ib_cache_stat_scope(b.cache, b.context);
+	if (ib_ignore_load(b.context, o->recipe_path, &b.ignore, err) < 0) {
+		builder_free(&b);
+		return -1;
+	}
 	json_t *stages = json_object_get(plan, "stages");
 	b.n_stages = json_array_size(stages);
 	if (b.n_stages == 0) {

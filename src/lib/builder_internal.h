@@ -13,6 +13,7 @@
 
 #include "builder.h"
 #include "cache.h"
+#include "ignore.h"
 #include "layer.h"
 #include "store.h"
 
@@ -51,6 +52,7 @@ typedef struct builder {
 	bool chain_missed;    /* an earlier step of this chain ran (for --explain) */
 	char *created;	      /* RFC 3339 build timestamp */
 	char *context;	      /* absolute, canonical build context */
+	ib_ignore *ignore;    /* the context's ignore file, or NULL */
 	uint64_t layer_total; /* expected tar size of the layer being written, 0 = unknown */
 	/* ring of the current step's last output lines */
 	char *last[LAST_LINES];

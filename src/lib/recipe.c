@@ -35,6 +35,7 @@
 
 #include "embedded.h"
 #include "ref.h"
+#include "ignore.h"
 #include "pathglob.h"
 #include "plan.h"
 #include "util.h"
@@ -83,6 +84,7 @@ typedef struct ib_eval {
 	const char *recipe_path; /* as given */
 	char *recipe_dir;	 /* "" when the recipe path has no '/' */
 	char *context_dir;
+	ib_ignore *ignore; /* the context's ignore file, or NULL */
 	char *recipe_data;
 	size_t recipe_len;
 	char **barg_names; /* --build-arg names/values; value NULL = unset */
@@ -1117,6 +1119,21 @@ static int api_stage(lua_State *L)
 /* ------------------------------------------------------------------ */
 /* API: copy and run                                                   */
 
+/* Drop the paths the ignore file excludes from a NULL-terminated list
+ * (in place, order kept). */
+static void drop_ignored(const ib_eval *ctx, char **v)
+{
+	size_t o = 0;
+	for (size_t i = 0; v && v[i]; i++) {
+		if (ib_ignore_match(ctx->ignore, v[i]))
+			free(v[i]);
+		else
+			v[o++] = v[i];
+	}
+	if (v)
+		v[o] = NULL;
+}
+
 /* Check that a context source exists (or a glob matches); returns the
  * number of entries it stands for.  clean is the cleaned relative path. */
 static size_t check_context_source(lua_State *L, ib_eval *ctx, const char *src, const char *clean)
@@ -1127,6 +1144,7 @@ static size_t check_context_source(lua_State *L, ib_eval *ctx, const char *src, 
 		if (ib_glob(ctx->context_dir, clean, &matches, &e) < 0)
 			raise_ib(L, &e, "copy");
 		arena_own(ctx, matches, free_strv_item);
+		drop_ignored(ctx, matches);
 		size_t n = ib_strv_len(matches);
 		if (n == 0)
 			api_fail(L, "copy: no file in the build context matches '%s'", src);
@@ -1139,6 +1157,9 @@ static size_t check_context_source(lua_State *L, ib_eval *ctx, const char *src, 
 		}
 		raise_ib(L, &e, "copy");
 	}
+	if (ib_ignore_match(ctx->ignore, clean))
+		api_fail(L, "copy: source '%s' is excluded by %s", src,
+			 ib_ignore_source(ctx->ignore));
 	return 1;
 }
 
@@ -1945,6 +1966,9 @@ static int api_context_read(lua_State *L)
 	if (ctx_resolve(ctx->context_dir, path, true, &rel, &st, &e) < 0)
 		raise_ib(L, &e, "context.read");
 	arena_own(ctx, rel, free);
+	if (ib_ignore_match(ctx->ignore, rel))
+		api_fail(L, "context.read: '%s' is excluded by %s", path,
+			 ib_ignore_source(ctx->ignore));
 	if (!S_ISREG(st.st_mode))
 		api_fail(L, "context.read: '%s' is not a regular file", path);
 	char *full = arena_own(ctx, ib_path_join(ctx->context_dir, *rel ? rel : "."), free);
@@ -1971,14 +1995,16 @@ static int api_context_exists(lua_State *L)
 	ib_eval *ctx = api_begin(L);
 	const char *path = context_path_arg(L, "context.exists");
 	ib_error *e = NULL;
-	if (ctx_resolve(ctx->context_dir, path, true, NULL, NULL, &e) < 0) {
+	char *rel = NULL;
+	if (ctx_resolve(ctx->context_dir, path, true, &rel, NULL, &e) < 0) {
 		if (e->code != IB_ENOTFOUND)
 			raise_ib(L, &e, "context.exists");
 		ib_error_free(&e);
 		lua_pushboolean(L, 0);
 		return 1;
 	}
-	lua_pushboolean(L, 1);
+	arena_own(ctx, rel, free);
+	lua_pushboolean(L, !ib_ignore_match(ctx->ignore, rel));
 	return 1;
 }
 
@@ -1993,6 +2019,7 @@ static int api_context_glob(lua_State *L)
 	if (ib_glob(ctx->context_dir, pattern, &matches, &e) < 0)
 		raise_ib(L, &e, "context.glob");
 	arena_own(ctx, matches, free_strv_item);
+	drop_ignored(ctx, matches);
 	size_t n = ib_strv_len(matches);
 	lua_createtable(L, (int)(n < INT_MAX ? n : 0), 0);
 	for (size_t i = 0; i < n; i++) {
@@ -2859,6 +2886,7 @@ static void eval_clear(ib_eval *ctx)
 	free(ctx->recipe_data);
 	free(ctx->recipe_dir);
 	free(ctx->context_dir);
+	ib_ignore_free(ctx->ignore);
 }
 
 static int parse_build_args(ib_eval *ctx, char *const *args, ib_error **err)
@@ -2926,6 +2954,9 @@ int ib_recipe_eval(json_t **plan_out, const char *recipe_path, const ib_recipe_o
 		goto out;
 	}
 	if ((rc = parse_build_args(&ctx, opts->build_args, err)) < 0)
+		goto out;
+	/* docker: what the ignore file excludes is not in the context at all */
+	if ((rc = ib_ignore_load(ctx.context_dir, recipe_path, &ctx.ignore, err)) < 0)
 		goto out;
 
 	const char *base = slash ? slash + 1 : recipe_path;

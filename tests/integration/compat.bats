@@ -136,3 +136,56 @@ LUA
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"bad.lua:2"*"sharing"* ]]
 }
+
+@test "ignore file: .dockerignore keeps .git out of copy, context.glob and the cache key; RECIPE.lua.dockerignore wins" {
+	mkdir -p "$T/ig/ctx/.git/objects" "$T/ig/ctx/src" "$T/ig/ctx/logs"
+	echo "[core]" > "$T/ig/ctx/.git/config"
+	echo "ref: refs/heads/main" > "$T/ig/ctx/.git/HEAD"
+	echo "int main;" > "$T/ig/ctx/src/main.c"
+	echo "x" > "$T/ig/ctx/logs/a.log"
+	echo "keep" > "$T/ig/ctx/logs/keep.log"
+	echo "notes" > "$T/ig/ctx/NOTES.md"
+	printf '# docker syntax\n/.git\n**/*.log\n!logs/keep.log\n*.md\n' > "$T/ig/ctx/.dockerignore"
+	cat > "$T/ig/ctx/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+local n = 0
+for _, f in ipairs(context.glob("**")) do n = n + 1 end
+label { seen = tostring(n), md = tostring(context.exists("NOTES.md")) }
+copy { ".", "/ctx/" }
+run "find /ctx | sort > /listing"
+LUA
+	run "$IMGBUILD" build "$T/ig/ctx/recipe.lua" -t localhost/ig:1 --progress plain
+	echo "$output"
+	[ "$status" -eq 0 ]
+	run podrun localhost/ig:1 cat /listing
+	echo "$output"
+	[[ "$output" != *".git"* ]]
+	[[ "$output" != *"a.log"* ]]
+	[[ "$output" != *"NOTES.md"* ]]
+	[[ "$output" == *"/ctx/logs/keep.log"* ]]
+	[[ "$output" == *"/ctx/src/main.c"* ]]
+	[[ "$output" == *"/ctx/recipe.lua"* ]]
+	run config_of localhost/ig:1
+	# context.glob("**"): .dockerignore, logs, logs/keep.log, recipe.lua, src, src/main.c
+	[[ "$output" == *'"seen": "6"'* ]]
+	[[ "$output" == *'"md": "false"'* ]]
+	# an ignored file changes: the copy step stays cached
+	echo "changed" >> "$T/ig/ctx/.git/config"
+	echo "more" >> "$T/ig/ctx/logs/a.log"
+	run "$IMGBUILD" build "$T/ig/ctx/recipe.lua" --progress plain
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"COPY"*"CACHED"* ]]
+	# an explicitly named ignored source is an error, like a missing file
+	printf 'from "localhost/busybox:latest"\ncopy { "NOTES.md", "/n" }\n' > "$T/ig/ctx/named.lua"
+	run "$IMGBUILD" build "$T/ig/ctx/named.lua"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"excluded by"*".dockerignore"* ]]
+	# RECIPE.lua.dockerignore next to the recipe takes precedence
+	printf 'src\n' > "$T/ig/ctx/recipe.lua.dockerignore"
+	run "$IMGBUILD" build "$T/ig/ctx/recipe.lua" -t localhost/ig:2
+	[ "$status" -eq 0 ]
+	run podrun localhost/ig:2 cat /listing
+	[[ "$output" == *"/ctx/.git/config"* ]]
+	[[ "$output" != *"/ctx/src"* ]]
+}
