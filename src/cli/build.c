@@ -8,10 +8,12 @@
 
 #include "builder.h"
 #include "compress.h"
+#include "imgdiff.h"
 #include "cli/commands.h"
 #include "recipe.h"
 #include "ref.h"
 #include "registry.h"
+#include "store.h"
 #include "util.h"
 
 static const char build_help[] =
@@ -44,7 +46,11 @@ static const char build_help[] =
     "      --metadata-file FILE   write build metadata as JSON to FILE\n"
     "      --progress MODE        auto, tty, plain or json\n"
     "      --explain              say why each executed step missed the cache\n"
-    "      --check                rebuild without cache and report the first difference\n"
+    "      --check                rebuild without cache into a scratch area (the step\n"
+    "                             cache, cache mounts and tags stay as they were; -t\n"
+    "                             tags only a reproducible build); list each\n"
+    "                             differing file; exit 1 when the builds differ\n"
+    "      --check-limit N        list at most N differences (default 20, 0: all)\n"
     "  -h, --help                 this help\n";
 
 static const char plan_help[] =
@@ -139,6 +145,7 @@ typedef struct build_args {
 	char **args, **tags, **secrets;
 	const char *recipe, *context, *iidfile, *metafile, *load;
 	bool push, check;
+	size_t check_limit; /* differences --check lists (0: all) */
 	ib_progress_mode pmode;
 } build_args;
 
@@ -215,6 +222,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		O_PROGRESS,
 		O_EXPLAIN,
 		O_CHECK,
+		O_CHECK_LIMIT,
 		O_CACHE_FROM,
 		O_CACHE_TO,
 		O_PIDS,
@@ -241,6 +249,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	    {"progress", required_argument, NULL, O_PROGRESS},
 	    {"explain", no_argument, NULL, O_EXPLAIN},
 	    {"check", no_argument, NULL, O_CHECK},
+	    {"check-limit", required_argument, NULL, O_CHECK_LIMIT},
 	    {"cache-from", required_argument, NULL, O_CACHE_FROM},
 	    {"cache-to", required_argument, NULL, O_CACHE_TO},
 	    {"pids-limit", required_argument, NULL, O_PIDS},
@@ -350,6 +359,14 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		case O_CHECK:
 			a->check = true;
 			break;
+		case O_CHECK_LIMIT: {
+			uint64_t v = 0;
+			if (ib_parse_u64(optarg, &v) < 0 || v > INT32_MAX)
+				r = ib_cli_bad_value(&p, "--check-limit wants a number (0: no limit)");
+			a->check_limit = (size_t)v;
+			a->check = true;
+			break;
+		}
 		case O_LOAD:
 			a->load = optarg ? optarg : "auto";
 			r = ib_cli_handoff_check("build", a->load);
@@ -380,12 +397,15 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	return -1;
 }
 
-/* --check: build again without the cache; 0 when both images are the same. */
+/* --check: build again without the cache into a scratch area (the step
+ * cache and the cache mounts are only read, nothing is tagged); 0 when both
+ * images are the same, else every difference (at most limit lines) and 1. */
 static int run_check(ib_store *store, json_t *plan, const ib_build_options *bo,
-		     const ib_build_result *res, ib_progress *prog)
+		     const ib_build_result *res, size_t limit, ib_progress *prog)
 {
 	ib_build_options bo2 = *bo;
 	bo2.no_cache = true;
+	bo2.cache_readonly = true;
 	bo2.tags = NULL;
 	bo2.explain = false;
 	ib_build_result res2 = {0};
@@ -393,17 +413,34 @@ static int run_check(ib_store *store, json_t *plan, const ib_build_options *bo,
 	ib_progress_info(prog, "--check: rebuilding without cache");
 	if (ib_build_run(store, plan, &bo2, &res2, &err) < 0)
 		return ib_cli_fail(&err);
-	char *report = NULL;
-	int r = ib_build_compare(store, res->manifest.digest, res2.manifest.digest, &report, &err);
+	char **lines = NULL;
+	size_t total = 0;
+	int r = ib_image_differences(store, res->manifest.digest, res2.manifest.digest,
+				     limit ? limit : SIZE_MAX, &lines, &total, &err);
 	ib_build_result_clear(&res2);
 	if (r < 0)
 		return ib_cli_fail(&err);
-	if (report) {
-		r = ib_cli_failf(IB_ERROR, "not reproducible: %s", report);
-		free(report);
-		return r;
+	if (total) {
+		for (size_t i = 0; lines && lines[i]; i++)
+			fprintf(stderr, "%s\n", lines[i]);
+		size_t shown = ib_strv_len(lines);
+		if (shown < total)
+			fprintf(stderr, "... and %zu more (--check-limit)\n", total - shown);
+		ib_strv_free(lines);
+		return ib_cli_failf(IB_ERROR, "not reproducible: %zu difference%s", total,
+				    total == 1 ? "" : "s");
 	}
 	ib_progress_info(prog, "--check: reproducible (%s)", res->manifest.digest);
+	return 0;
+}
+
+/* --check: the tags move only once the build is known to be reproducible. */
+static int set_tags(ib_store *store, char **tags, const ib_build_result *res)
+{
+	ib_error *err = NULL;
+	for (size_t i = 0; tags[i]; i++)
+		if (ib_store_tag_set(store, tags[i], &res->manifest, &err) < 0)
+			return ib_cli_fail(&err);
 	return 0;
 }
 
@@ -447,7 +484,7 @@ static int write_metadata(const char *path, char **tags, const ib_build_result *
 
 int ib_cmd_build(int argc, char **argv, ib_global *g)
 {
-	build_args a = {.bo = IB_BUILD_OPTIONS_INIT, .pmode = IB_PROGRESS_AUTO};
+	build_args a = {.bo = IB_BUILD_OPTIONS_INIT, .pmode = IB_PROGRESS_AUTO, .check_limit = 20};
 	a.args = xcalloc(1, sizeof(char *));
 	a.tags = xcalloc(1, sizeof(char *));
 	a.secrets = xcalloc(1, sizeof(char *));
@@ -474,7 +511,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	ib_build_options *bo = &a.bo;
 	bo->recipe_path = a.recipe;
 	bo->context_dir = ctx;
-	bo->tags = a.tags;
+	bo->tags = a.check ? NULL : a.tags; /* --check tags after the check */
 	bo->secrets = a.secrets;
 	bo->tls_verify = g->tls_verify;
 	bo->authfile = g->authfile;
@@ -484,7 +521,9 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	if (ib_build_run(store, plan, bo, &res, &err) < 0)
 		rc = ib_cli_fail(&err);
 	if (rc == 0 && a.check)
-		rc = run_check(store, plan, bo, &res, prog);
+		rc = run_check(store, plan, bo, &res, a.check_limit, prog);
+	if (rc == 0 && a.check)
+		rc = set_tags(store, a.tags, &res);
 	if (rc == 0 && a.push)
 		rc = push_tags(store, a.tags, res.manifest.digest, g, prog);
 	if (rc == 0 && a.load) {

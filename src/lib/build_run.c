@@ -103,17 +103,30 @@ static int cache_mount_source(builder *b, const char *tmp, json_t *v, size_t i, 
 			      int *lock_fd, ib_error **err)
 {
 	*lock_fd = -1;
-	if (json_is_string(v))
+	if (ib_cache_is_readonly(b->cache)) {
+		/* build --check: fresh empty caches, the kept ones untouched */
+		cleanup_free char *rel = xasprintf("cache-scratch-%zu", i);
+		*out = ib_path_join(tmp, rel);
+		if (ib_mkdir_p(*out, 0755, err) < 0)
+			return -1;
+	} else if (json_is_string(v)) {
 		return ib_cache_mount_dir(b->cache, json_string_value(v), out, err);
+	}
+	if (json_is_string(v))
+		return 0;
 	const char *id = jstr(v, "id"), *sharing = jstr(v, "sharing");
 	int r = 0;
-	if (!strcmp(sharing, "locked"))
+	if (*out) {
+		/* a scratch directory above: no lock, no shared directory */
+	} else if (!strcmp(sharing, "locked"))
 		r = ib_cache_mount_lock(b->cache, id, false, lock_fd, err);
 	else if (!strcmp(sharing, "private"))
 		r = ib_cache_mount_lock(b->cache, id, true, lock_fd, err);
 	if (r < 0)
 		return -1;
-	if (r == 1) {
+	if (*out) {
+		/* uid, gid and mode below still apply */
+	} else if (r == 1) {
 		cleanup_free char *rel = xasprintf("cache-private-%zu", i);
 		*out = ib_path_join(tmp, rel);
 		r = ib_mkdir_p(*out, 0755, err);

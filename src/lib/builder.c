@@ -484,6 +484,8 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 		return -1;
 	}
 	ib_cache_stat_scope(b.cache, b.context);
+	if (o->cache_readonly)
+		ib_cache_set_readonly(b.cache);
 	if (ib_ignore_load(b.context, o->recipe_path, &b.ignore, err) < 0) {
 		builder_free(&b);
 		return -1;

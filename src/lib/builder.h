@@ -25,6 +25,9 @@ typedef struct ib_build_options {
 	const char *network;   /* default network of run steps: "default" (NULL), "host", "none" */
 	int64_t source_date_epoch;
 	bool explain;	 /* say why each executed step missed the cache */
+	/* build --check's rebuild: the step cache and cache mounts are only
+	 * read (the cache mounts the steps see are fresh and empty) */
+	bool cache_readonly;
 	bool tls_verify; /* for base image pulls */
 	const char *authfile;
 	/* "ID=PATH" (a file) or "env:ID=NAME" (an environment variable)

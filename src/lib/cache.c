@@ -46,6 +46,7 @@ struct ib_cache {
 	char **scopes; /* directories whose unused entries are dropped on save */
 	ib_store *store;
 	json_t *blob_records; /* registry-blobs.json, loaded by the first lookup */
+	bool readonly;	      /* lookups only: nothing is written (build --check) */
 };
 
 int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
@@ -91,7 +92,7 @@ static void stat_cache_save(ib_cache *c)
 	bool prune = false;
 	for (size_t i = 0; i < c->stat_cap && !prune; i++)
 		prune = c->stat[i].path && !c->stat[i].used && in_scope(c, c->stat[i].path);
-	if (!c->stat_dirty && !prune)
+	if ((!c->stat_dirty && !prune) || c->readonly)
 		return;
 	ib_buf b = IB_BUF_INIT;
 	for (size_t i = 0; i < c->stat_cap; i++) {
@@ -183,8 +184,20 @@ json_t *ib_cache_step_get(ib_cache *c, const char *key)
 	return j;
 }
 
+void ib_cache_set_readonly(ib_cache *c)
+{
+	c->readonly = true;
+}
+
+bool ib_cache_is_readonly(const ib_cache *c)
+{
+	return c->readonly;
+}
+
 int ib_cache_step_put(ib_cache *c, const char *key, json_t *entry, ib_error **err)
 {
+	if (c->readonly)
+		return 0;
 	cleanup_free char *p = key_path(c->steps_dir, key);
 	if (!p)
 		return ib_error_setc(err, IB_EINVALID, "invalid cache key %s", key);
@@ -212,6 +225,8 @@ bool ib_cache_explain_exists(ib_cache *c, const char *id)
 
 int ib_cache_explain_put(ib_cache *c, const char *id, json_t *inputs, ib_error **err)
 {
+	if (c->readonly)
+		return 0;
 	cleanup_free char *p = explain_path(c, id);
 	return write_json(p, inputs, err);
 }
@@ -423,6 +438,8 @@ static int blob_records_lock(ib_cache *c, ib_error **err)
 
 int ib_cache_blob_seen(ib_cache *c, const char *repository, char *const *digests, ib_error **err)
 {
+	if (c->readonly)
+		return 0;
 	cleanup_close int lfd = blob_records_lock(c, err);
 	if (lfd < 0)
 		return lfd;

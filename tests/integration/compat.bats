@@ -189,3 +189,43 @@ LUA
 	[[ "$output" == *"/ctx/.git/config"* ]]
 	[[ "$output" != *"/ctx/src"* ]]
 }
+
+@test "--check: lists every differing file with what differs, leaves the step cache and tags as they were" {
+	mkdir -p "$T/ck"
+	cat > "$T/ck/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run "echo stable > /stable.txt"
+run { "/bin/sh", "-c", "for i in 1 2 3 4 5; do cat /proc/sys/kernel/random/uuid > /r$i; done; echo x > /cache/seen", cache_mounts = { "/cache" } }
+LUA
+	run "$IMGBUILD" -q build "$T/ck/recipe.lua" -t localhost/ck:1
+	[ "$status" -eq 0 ]
+	first=$output
+	snapshot() {
+		sha256sum "$IMGBUILD_ROOT/oci/index.json"
+		(cd "$IMGBUILD_ROOT/cache" && find . | sort && find . -type f -exec sha256sum {} + | sort)
+	}
+	before=$(snapshot)
+	run "$IMGBUILD" build "$T/ck/recipe.lua" -t localhost/ck:1 -t localhost/ck:2 --check --progress plain
+	echo "$output"
+	[ "$status" -eq 1 ]
+	for i in 1 2 3 4 5; do [[ "$output" == *"layer "*": r$i: content"* ]]; done
+	[[ "$output" != *"the image configs differ"* ]]
+	[[ "$output" == *"imgbuild: error: not reproducible: 5 differences"* ]]
+	after=$(snapshot)
+	[ "$before" = "$after" ]
+	# the tag did not move, no new tag, and the next cached build gives the first digest
+	run "$IMGBUILD" images
+	[[ "$output" != *"localhost/ck:2"* && "$output" != *"ck "*" 2 "* ]]
+	run "$IMGBUILD" -q build "$T/ck/recipe.lua"
+	[ "$output" = "$first" ]
+	# --check-limit bounds the list
+	run "$IMGBUILD" build "$T/ck/recipe.lua" --check-limit 2
+	[ "$status" -eq 1 ]
+	[ "$(echo "$output" | grep -c '^layer ')" -eq 2 ]
+	[[ "$output" == *"... and 3 more (--check-limit)"* ]]
+	# a reproducible recipe passes and then tags
+	printf 'from "localhost/busybox:latest"\nrun "echo ok > /ok"\n' > "$T/ck/ok.lua"
+	run "$IMGBUILD" build "$T/ck/ok.lua" -t localhost/ckok:1 --check
+	[ "$status" -eq 0 ]
+	[ -n "$(skopeo inspect --raw "oci:$IMGBUILD_ROOT/oci:localhost/ckok:1")" ]
+}
