@@ -362,7 +362,8 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		case O_CHECK_LIMIT: {
 			uint64_t v = 0;
 			if (ib_parse_u64(optarg, &v) < 0 || v > INT32_MAX)
-				r = ib_cli_bad_value(&p, "--check-limit wants a number (0: no limit)");
+				r = ib_cli_bad_value(&p,
+						     "--check-limit wants a number (0: no limit)");
 			a->check_limit = (size_t)v;
 			a->check = true;
 			break;

@@ -221,8 +221,8 @@ static char *config_user(stage_state *st, json_t *step, json_t *c, ib_error **er
 {
 	cleanup_free char *u = build_expand(st, jstr(step, "user"), err);
 	if (u && !ib_plan_valid_owner(u))
-		ib_error_setc(err, IB_EINVALID, "expected \"user[:group]\" or \"uid[:gid]\", got '%s'",
-			      u);
+		ib_error_setc(err, IB_EINVALID,
+			      "expected \"user[:group]\" or \"uid[:gid]\", got '%s'", u);
 	if (!u || !ib_plan_valid_owner(u)) {
 		ib_error_wrap(err, "user %s", jstr(step, "user"));
 		return NULL;
@@ -294,8 +294,9 @@ static char *add_to_set(stage_state *st, json_t *c, const char *field, json_t *l
 		}
 		if (s[0] != '/') {
 			ib_buf_free(&hb);
-			ib_error_setc(err, IB_EINVALID, "volume: path '%s' must be absolute (from '%s')",
-				      s, json_string_value(v));
+			ib_error_setc(err, IB_EINVALID,
+				      "volume: path '%s' must be absolute (from '%s')", s,
+				      json_string_value(v));
 			return NULL;
 		}
 		cleanup_free char *p = build_clean_path(s);

@@ -49,7 +49,7 @@ typedef struct copy_list {
 	size_t n, alloc;
 	parent_dir *parents; /* shallowest first */
 	size_t n_parents;
-	bool last_is_dest; /* the last parent is the destination directory */
+	bool last_is_dest;	 /* the last parent is the destination directory */
 	const ib_ignore *ignore; /* the context's ignore file (context copies) */
 } copy_list;
 
@@ -422,8 +422,8 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 		}
 	}
 	if (rc == 0 && n_ignored && n_ignored == ib_strv_len(all))
-		rc = ib_error_setc(err, IB_ENOTFOUND, "copy: \"%s\" is excluded by %s",
-				   all[0], ib_ignore_source(l->ignore));
+		rc = ib_error_setc(err, IB_ENOTFOUND, "copy: \"%s\" is excluded by %s", all[0],
+				   ib_ignore_source(l->ignore));
 	ib_strv_free(all);
 	return rc;
 }

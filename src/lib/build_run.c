@@ -64,9 +64,10 @@ static int secret_source(builder *b, const char *tmp, const char *id, const char
 		}
 		const char *val = getenv(s + idlen + 1);
 		if (!val)
-			return ib_error_setc(err, IB_ENOTFOUND,
-					     "run: secret \"%s\": environment variable %s is not set",
-					     id, s + idlen + 1);
+			return ib_error_setc(
+			    err, IB_ENOTFOUND,
+			    "run: secret \"%s\": environment variable %s is not set", id,
+			    s + idlen + 1);
 		cleanup_free char *dir = ib_path_join(tmp, "secrets");
 		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 			return ib_error_set(err, errno, "mkdir %s", dir);
@@ -77,10 +78,11 @@ static int secret_source(builder *b, const char *tmp, const char *id, const char
 		return 0;
 	}
 	if (!src)
-		return ib_error_setc(err, IB_ENOTFOUND,
-				     "run: secret \"%s\" has no source: pass --secret id=%s,src=PATH "
-				     "or --secret id=%s,env=VARIABLE",
-				     id, id, id);
+		return ib_error_setc(
+		    err, IB_ENOTFOUND,
+		    "run: secret \"%s\" has no source: pass --secret id=%s,src=PATH "
+		    "or --secret id=%s,env=VARIABLE",
+		    id, id, id);
 	cleanup_free char *p = src[0] == '/' ? xstrdup(src) : ib_path_join(b->context, src);
 	char real[PATH_MAX];
 	if (!realpath(p, real))
@@ -138,8 +140,8 @@ static int cache_mount_source(builder *b, const char *tmp, json_t *v, size_t i, 
 	/* Docker: the mount's root belongs to uid:gid (default 0:0) with mode
 	 * (default 0755); applied on every use so a changed recipe takes effect */
 	json_t *uid = json_object_get(v, "uid"), *gid = json_object_get(v, "gid");
-	if ((uid || gid) && chown(*out, (uid_t)json_integer_value(uid),
-				  (gid_t)json_integer_value(gid)) < 0)
+	if ((uid || gid) &&
+	    chown(*out, (uid_t)json_integer_value(uid), (gid_t)json_integer_value(gid)) < 0)
 		return ib_error_set(err, errno, "run: cache mount %s: chown %s", jstr(v, "target"),
 				    *out);
 	int32_t mode = jstr(v, "mode") ? ib_plan_mode_parse(jstr(v, "mode")) : -1;

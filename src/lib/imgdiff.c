@@ -406,7 +406,7 @@ typedef struct tar_entry_sum {
 	char *meta; /* type, mode, owner, size, link target, content digest */
 	mode_t mode;
 	int64_t uid, gid, size, mtime;
-	char *link;			/* "" for none */
+	char *link; /* "" for none */
 	char content[IB_DIGEST_BUFLEN];
 	char xattrs[IB_DIGEST_BUFLEN];
 } tar_entry_sum;
@@ -608,7 +608,8 @@ static void compare_layer(diff_lines *d, size_t layer, tar_entry_sum *ea, size_t
 		} else {
 			char *what = entry_difference(&ea[i], &eb[k]);
 			if (what)
-				add_line(d, xasprintf("layer %zu: %s: %s", layer, ea[i].path, what));
+				add_line(d,
+					 xasprintf("layer %zu: %s: %s", layer, ea[i].path, what));
 			free(what);
 			i++;
 			k++;
@@ -648,9 +649,10 @@ int ib_image_differences(ib_store *s, const char *digest_a, const char *digest_b
 		size_t before = d.total;
 		compare_layer(&d, i + 1, ea, ca, eb, cb);
 		if (d.total == before)
-			add_line(&d, xasprintf("layer %zu: same files, different tar bytes (%s vs %s)",
-					       i + 1, a->manifest->layers[i].digest,
-					       bimg->manifest->layers[i].digest));
+			add_line(&d,
+				 xasprintf("layer %zu: same files, different tar bytes (%s vs %s)",
+					   i + 1, a->manifest->layers[i].digest,
+					   bimg->manifest->layers[i].digest));
 		free_sums(ea, ca);
 		free_sums(eb, cb);
 	}

@@ -1333,8 +1333,9 @@ static json_t *parse_cache_mount(lua_State *L, ib_eval *ctx, lua_Integer i)
 					       arena_own(ctx, path_clean(p), free)));
 	}
 	if (check_table(L, e, fn, opts) != 0)
-		api_fail(L, "run: cache mount %I: expected {target=, id=, uid=, gid=, mode=, "
-			    "sharing=}",
+		api_fail(L,
+			 "run: cache mount %I: expected {target=, id=, uid=, gid=, mode=, "
+			 "sharing=}",
 			 i);
 	if (opt_push(L, e, "target") == LUA_TNIL)
 		api_fail(L, "run: cache mount %I: option 'target' is required", i);
