@@ -1304,7 +1304,10 @@ static int api_copy(lua_State *L)
 	}
 	pos_push(L, 1, n, "copy");
 	const char *dest = want_nonempty(L, -1, "copy", "destination");
-	char *rdest = arena_own(ctx, path_resolve(ctx->stages[si].workdir, dest, true), free);
+	/* with $VAR the build expands and resolves it against its workdir */
+	char *rdest = strchr(dest, '$')
+			  ? arena_own(ctx, xstrdup(dest), free)
+			  : arena_own(ctx, path_resolve(ctx->stages[si].workdir, dest, true), free);
 	if (entries > 1 && rdest[strlen(rdest) - 1] != '/')
 		api_fail(L, "copy: destination '%s' must end with '/' when copying several files",
 			 dest);
@@ -1593,13 +1596,18 @@ static int api_workdir(lua_State *L)
 	size_t si = api_target(L, ctx, "workdir");
 	want_one_arg(L, "workdir", "a path");
 	const char *p = want_nonempty(L, 1, "workdir", "path");
-	char *resolved = arena_own(ctx, path_resolve(ctx->stages[si].workdir, p, false), free);
+	/* with $VAR the build expands it and resolves it against the workdir
+	 * then in effect; later relative paths are resolved there too */
+	char *resolved =
+	    strchr(p, '$') ? arena_own(ctx, xstrdup(p), free)
+			   : arena_own(ctx, path_resolve(ctx->stages[si].workdir, p, false), free);
 	json_t *step = new_step(L, ctx, "workdir");
 	json_object_set_new(step, "path", plan_string(ctx, "workdir", "path", resolved));
 	commit_step(ctx, si, step);
 	/* a relative result means the base image's workdir is unknown here */
 	free(ctx->stages[si].workdir);
-	ctx->stages[si].workdir = resolved[0] == '/' ? xstrdup(resolved) : NULL;
+	ctx->stages[si].workdir =
+	    resolved[0] == '/' && !strchr(resolved, '$') ? xstrdup(resolved) : NULL;
 	return 0;
 }
 

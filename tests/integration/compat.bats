@@ -33,7 +33,9 @@ from "localhost/busybox:latest"
 env { APP_HOME = "/opt/app" }
 env { PATH = "${APP_HOME}/bin:$PATH", APP_BIN = "${APP_HOME}/bin", PRICE = "\\$5" }
 copy { "hello", "$APP_BIN/" }
+workdir "/srv"
 workdir "$APP_HOME/work"
+copy { "hello", "rel/" }
 label { ["app.home"] = "${APP_HOME}", ["app.mode"] = "${MODE:-prod}${APP_HOME:+-set}" }
 expose "${PORT:-8080}"
 user "${APP_USER:-app}"
@@ -41,9 +43,14 @@ LUA
 	run "$IMGBUILD" build "$T/ex/recipe.lua" -t localhost/ex:1 --progress plain
 	echo "$output"
 	[ "$status" -eq 0 ]
-	run podrun localhost/ex:1 sh -c 'hello; pwd; id -un; echo "$APP_BIN $PRICE"'
+	run podrun localhost/ex:1 sh -c 'hello; pwd; id -un; echo "$APP_BIN $PRICE"; ls /opt/app/work/rel'
 	echo "$output"
 	[ "$status" -eq 0 ]
+	[ "${lines[0]}" = "hello-from-tool" ]
+	[ "${lines[1]}" = "/opt/app/work" ]
+	[ "${lines[2]}" = "app" ]
+	[ "${lines[3]}" = '/opt/app/bin $5' ]
+	[ "${lines[4]}" = "hello" ]
 	[[ "$output" == *hello-from-tool* ]]
 	[[ "$output" == *"/opt/app/work"* ]]
 	[[ "$output" == *app* ]]
