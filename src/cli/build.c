@@ -8,11 +8,13 @@
 
 #include "builder.h"
 #include "compress.h"
+#include "imgdiff.h"
 #include "cli/commands.h"
 #include "recipe.h"
 #include "ref.h"
 #include "registry.h"
 #include "remote_cache.h"
+#include "store.h"
 #include "util.h"
 
 static const char build_help[] =
@@ -38,13 +40,18 @@ static const char build_help[] =
     "      --step-timeout SECS    timeout of run steps without their own (default none)\n"
     "      --security-opt seccomp=unconfined  run steps without the seccomp filter\n"
     "      --secret id=ID,src=PATH  source of the run{secrets} ID (else the recipe's\n"
-    "                             src, which must lie inside the build context)\n"
+    "                             src, which must lie inside the build context);\n"
+    "                             id=ID,env=VAR: the value of an environment variable\n"
     "      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else 0)\n"
     "      --iidfile FILE         write the image digest to FILE\n"
     "      --metadata-file FILE   write build metadata as JSON to FILE\n"
     "      --progress MODE        auto, tty, plain or json\n"
     "      --explain              say why each executed step missed the cache\n"
-    "      --check                rebuild without cache and report the first difference\n"
+    "      --check                rebuild without cache into a scratch area (the step\n"
+    "                             cache, cache mounts and tags stay as they were; -t\n"
+    "                             tags only a reproducible build); list each\n"
+    "                             differing file; exit 1 when the builds differ\n"
+    "      --check-limit N        list at most N differences (default 20, 0: all)\n"
     "      --cache-from REF       use the step cache REF in a registry (repeatable;\n"
     "                             also type=registry,ref=REF; env IMGBUILD_CACHE_FROM)\n"
     "      --cache-to REF[,mode=min|max]  write the steps' cache records to REF\n"
@@ -146,6 +153,7 @@ typedef struct build_args {
 	int cache_mode; /* -1 = not given, 0 = min, 1 = max */
 	const char *recipe, *context, *iidfile, *metafile, *load;
 	bool push, check;
+	size_t check_limit; /* differences --check lists (0: all) */
 	ib_progress_mode pmode;
 } build_args;
 
@@ -221,11 +229,13 @@ static int add_tag(build_args *a, const char *arg)
 	return 0;
 }
 
-/* --secret id=ID,src=PATH (docker/buildah syntax) -> "ID=PATH" */
+/* --secret id=ID,src=PATH (docker/buildah syntax) -> "ID=PATH";
+ * --secret id=ID,env=NAME (BuildKit) -> "env:ID=NAME" (read at build time);
+ * a bare --secret id=ID looks for the variable ID, as BuildKit does. */
 static int add_secret(build_args *a, const char *arg)
 {
 	cleanup_free char *dup = xstrdup(arg);
-	const char *id = NULL, *src = NULL;
+	const char *id = NULL, *src = NULL, *env = NULL;
 	for (char *tok = dup, *next; tok; tok = next) {
 		next = strchr(tok, ',');
 		if (next)
@@ -234,12 +244,17 @@ static int add_secret(build_args *a, const char *arg)
 			id = tok + 3;
 		else if (!strncmp(tok, "src=", 4) || !strncmp(tok, "source=", 7))
 			src = strchr(tok, '=') + 1;
-		else
+		else if (!strncmp(tok, "env=", 4))
+			env = tok + 4;
+		else if (strcmp(tok, "type=file") && strcmp(tok, "type=env"))
 			return ib_cli_usage_error("build", "--secret %s: unknown field", arg);
 	}
-	if (!id || !*id || !src || !*src)
-		return ib_cli_usage_error("build", "--secret wants id=ID,src=PATH");
-	cleanup_free char *kv = xasprintf("%s=%s", id, src);
+	if (!id || !*id || (src && !*src) || (env && !*env) || (src && env))
+		return ib_cli_usage_error("build",
+					  "--secret wants id=ID,src=PATH or id=ID,env=VARIABLE");
+	if (!src && !env)
+		env = id;
+	cleanup_free char *kv = src ? xasprintf("%s=%s", id, src) : xasprintf("env:%s=%s", id, env);
 	ib_strv_push(&a->secrets, kv);
 	return 0;
 }
@@ -264,6 +279,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		O_PROGRESS,
 		O_EXPLAIN,
 		O_CHECK,
+		O_CHECK_LIMIT,
 		O_CACHE_FROM,
 		O_CACHE_TO,
 		O_PIDS,
@@ -291,6 +307,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	    {"progress", required_argument, NULL, O_PROGRESS},
 	    {"explain", no_argument, NULL, O_EXPLAIN},
 	    {"check", no_argument, NULL, O_CHECK},
+	    {"check-limit", required_argument, NULL, O_CHECK_LIMIT},
 	    {"cache-from", required_argument, NULL, O_CACHE_FROM},
 	    {"cache-to", required_argument, NULL, O_CACHE_TO},
 	    {"pids-limit", required_argument, NULL, O_PIDS},
@@ -401,6 +418,15 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		case O_CHECK:
 			a->check = true;
 			break;
+		case O_CHECK_LIMIT: {
+			uint64_t v = 0;
+			if (ib_parse_u64(optarg, &v) < 0 || v > INT32_MAX)
+				r = ib_cli_bad_value(&p,
+						     "--check-limit wants a number (0: no limit)");
+			a->check_limit = (size_t)v;
+			a->check = true;
+			break;
+		}
 		case O_LOAD:
 			a->load = optarg ? optarg : "auto";
 			r = ib_cli_handoff_check("build", a->load);
@@ -444,12 +470,15 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	return -1;
 }
 
-/* --check: build again without the cache; 0 when both images are the same. */
+/* --check: build again without the cache into a scratch area (the step
+ * cache and the cache mounts are only read, nothing is tagged); 0 when both
+ * images are the same, else every difference (at most limit lines) and 1. */
 static int run_check(ib_store *store, json_t *plan, const ib_build_options *bo,
-		     const ib_build_result *res, ib_progress *prog)
+		     const ib_build_result *res, size_t limit, ib_progress *prog)
 {
 	ib_build_options bo2 = *bo;
 	bo2.no_cache = true;
+	bo2.cache_readonly = true;
 	bo2.tags = NULL;
 	bo2.explain = false;
 	ib_build_result res2 = {0};
@@ -457,17 +486,34 @@ static int run_check(ib_store *store, json_t *plan, const ib_build_options *bo,
 	ib_progress_info(prog, "--check: rebuilding without cache");
 	if (ib_build_run(store, plan, &bo2, &res2, &err) < 0)
 		return ib_cli_fail(&err);
-	char *report = NULL;
-	int r = ib_build_compare(store, res->manifest.digest, res2.manifest.digest, &report, &err);
+	char **lines = NULL;
+	size_t total = 0;
+	int r = ib_image_differences(store, res->manifest.digest, res2.manifest.digest,
+				     limit ? limit : SIZE_MAX, &lines, &total, &err);
 	ib_build_result_clear(&res2);
 	if (r < 0)
 		return ib_cli_fail(&err);
-	if (report) {
-		r = ib_cli_failf(IB_ERROR, "not reproducible: %s", report);
-		free(report);
-		return r;
+	if (total) {
+		for (size_t i = 0; lines && lines[i]; i++)
+			fprintf(stderr, "%s\n", lines[i]);
+		size_t shown = ib_strv_len(lines);
+		if (shown < total)
+			fprintf(stderr, "... and %zu more (--check-limit)\n", total - shown);
+		ib_strv_free(lines);
+		return ib_cli_failf(IB_ERROR, "not reproducible: %zu difference%s", total,
+				    total == 1 ? "" : "s");
 	}
 	ib_progress_info(prog, "--check: reproducible (%s)", res->manifest.digest);
+	return 0;
+}
+
+/* --check: the tags move only once the build is known to be reproducible. */
+static int set_tags(ib_store *store, char **tags, const ib_build_result *res)
+{
+	ib_error *err = NULL;
+	for (size_t i = 0; tags[i]; i++)
+		if (ib_store_tag_set(store, tags[i], &res->manifest, &err) < 0)
+			return ib_cli_fail(&err);
 	return 0;
 }
 
@@ -511,7 +557,10 @@ static int write_metadata(const char *path, char **tags, const ib_build_result *
 
 int ib_cmd_build(int argc, char **argv, ib_global *g)
 {
-	build_args a = {.bo = IB_BUILD_OPTIONS_INIT, .pmode = IB_PROGRESS_AUTO, .cache_mode = -1};
+	build_args a = {.bo = IB_BUILD_OPTIONS_INIT,
+			.pmode = IB_PROGRESS_AUTO,
+			.cache_mode = -1,
+			.check_limit = 20};
 	a.args = xcalloc(1, sizeof(char *));
 	a.tags = xcalloc(1, sizeof(char *));
 	a.secrets = xcalloc(1, sizeof(char *));
@@ -538,7 +587,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	ib_build_options *bo = &a.bo;
 	bo->recipe_path = a.recipe;
 	bo->context_dir = ctx;
-	bo->tags = a.tags;
+	bo->tags = a.check ? NULL : a.tags; /* --check tags after the check */
 	bo->secrets = a.secrets;
 	bo->tls_verify = g->tls_verify;
 	bo->authfile = g->authfile;
@@ -550,7 +599,9 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	if (ib_build_run(store, plan, bo, &res, &err) < 0)
 		rc = ib_cli_fail(&err);
 	if (rc == 0 && a.check)
-		rc = run_check(store, plan, bo, &res, prog);
+		rc = run_check(store, plan, bo, &res, a.check_limit, prog);
+	if (rc == 0 && a.check)
+		rc = set_tags(store, a.tags, &res);
 	if (rc == 0 && a.push && !res.pushed)
 		rc = push_tags(store, a.tags, res.manifest.digest, g, prog);
 	if (rc == 0 && a.load) {

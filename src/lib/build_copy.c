@@ -49,7 +49,8 @@ typedef struct copy_list {
 	size_t n, alloc;
 	parent_dir *parents; /* shallowest first */
 	size_t n_parents;
-	bool last_is_dest; /* the last parent is the destination directory */
+	bool last_is_dest;	 /* the last parent is the destination directory */
+	const ib_ignore *ignore; /* the context's ignore file (context copies) */
 } copy_list;
 
 static void copy_list_add(copy_list *l, const char *dest, const char *host, const char *rel,
@@ -210,12 +211,25 @@ static int walk_tree(copy_list *l, const char *host, const char *dest, const cha
 		cleanup_free char *rr = *rel ? ib_path_join(rel, de->d_name) : xstrdup(de->d_name);
 		if (excluded(exclude, rr))
 			continue;
+		/* an ignored directory is looked into only for '!' exceptions */
+		bool ignored = ib_ignore_match(l->ignore, rr);
+		if (ignored && !ib_ignore_has_exceptions(l->ignore))
+			continue;
 		struct stat st;
 		if (lstat(h, &st) < 0)
 			return ib_error_set(err, errno, "stat %s", rr);
+		if (ignored && !S_ISDIR(st.st_mode))
+			continue;
+		size_t mark = l->n;
 		copy_list_add(l, dd, h, rr, &st);
 		if (S_ISDIR(st.st_mode) && walk_tree(l, h, dd, rr, exclude, err) < 0)
 			return -1;
+		if (ignored && l->n == mark + 1) { /* nothing inside was kept */
+			l->n--;
+			free(l->items[mark].dest);
+			free(l->items[mark].host);
+			free(l->items[mark].rel);
+		}
 	}
 	return 0;
 }
@@ -257,7 +271,12 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 {
 	json_t *sources = json_object_get(step, "sources");
 	json_t *exclude = json_object_get(step, "exclude");
-	const char *dest_in = jstr(step, "dest");
+	cleanup_free char *dest_in = build_expand(st, jstr(step, "dest"), err);
+	if (!dest_in || !*dest_in) {
+		if (dest_in)
+			ib_error_setc(err, IB_EINVALID, "the destination expands to nothing");
+		return ib_error_wrap(err, "copy: %s", jstr(step, "dest"));
+	}
 	cleanup_free char *dest_abs = build_image_path(st, dest_in);
 	bool dest_is_dir = dest_in[strlen(dest_in) - 1] == '/';
 	cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -298,10 +317,21 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 	}
 	const char *dest_rel = dest_resolved ? dest_resolved : resolve ? "" : dest_abs + 1;
 	int rc = 0;
+	size_t n_ignored = 0;
+	l->ignore = from_context ? b->ignore : NULL;
 	for (size_t k = 0; all[k] && rc == 0; k++) {
 		const char *rel = all[k];
 		if (*rel && excluded(exclude, rel))
 			continue;
+		if (*rel && ib_ignore_match(l->ignore, rel)) {
+			cleanup_free char *h = ib_path_join(root, rel);
+			struct stat ist;
+			if (!ib_ignore_has_exceptions(l->ignore) || lstat(h, &ist) < 0 ||
+			    !S_ISDIR(ist.st_mode)) {
+				n_ignored++;
+				continue;
+			}
+		}
 		/* the parent of a source must resolve inside the root: a symlink
 		 * in the context or in a stage, absolute or climbing out with "..",
 		 * must not lead the copy to host files; the host path is then
@@ -354,6 +384,9 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 			copy_list_add(l, d, host, rel, &sst);
 		}
 	}
+	if (rc == 0 && n_ignored && n_ignored == ib_strv_len(all))
+		rc = ib_error_setc(err, IB_ENOTFOUND, "copy: \"%s\" is excluded by %s", all[0],
+				   ib_ignore_source(l->ignore));
 	ib_strv_free(all);
 	return rc;
 }
@@ -667,6 +700,11 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 		goto done;
 	}
 	json_object_set_new(extra, "content", json_string(cdigest));
+	if (strchr(jstr(step, "dest"), '$')) { /* the key holds what $VARs gave */
+		char *x = build_expand(st, jstr(step, "dest"), NULL);
+		json_object_set_new(extra, "dest", json_string(x ? x : ""));
+		free(x);
+	}
 	build_step_key(key_out, parent, step, extra);
 	srcs = build_argv_string(json_object_get(step, "sources"));
 	created_by =

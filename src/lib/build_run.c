@@ -7,9 +7,12 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "path.h"
+#include "plan.h"
 #include "progress.h"
 #include "sandbox.h"
 #include "util.h"
@@ -55,21 +58,49 @@ static char *context_rel(const char *context, const char *src)
 	return *below ? xasprintf("%s/%s", below, slash + 1) : xstrdup(slash + 1);
 }
 
-/* Where a secret's bytes come from: --secret id=ID,src=PATH on the command
- * line (the person running the build decides), else the recipe's src,
+/* Where a secret's bytes come from: --secret on the command line (the
+ * person running the build decides: "ID=PATH" for a file, "env:ID=NAME"
+ * for an environment variable of this process, whose value is written to
+ * a private file under tmp, removed with the step), else the recipe's src,
  * which must be a file inside the build context, reached by the context's
  * rules (no absolute symlink, no ".." out of it): a recipe alone never
  * reads arbitrary host files into a build. */
-static int secret_source(builder *b, const char *id, const char *src, char **out, ib_error **err)
+static int secret_source(builder *b, const char *tmp, const char *id, const char *src, char **out,
+			 ib_error **err)
 {
 	size_t idlen = strlen(id);
 	for (size_t i = 0; b->o->secrets && b->o->secrets[i]; i++) {
 		const char *s = b->o->secrets[i];
-		if (!strncmp(s, id, idlen) && s[idlen] == '=') {
+		bool env = !strncmp(s, "env:", 4);
+		if (env)
+			s += 4;
+		if (strncmp(s, id, idlen) || s[idlen] != '=')
+			continue;
+		if (!env) {
 			*out = xstrdup(s + idlen + 1);
 			return 0;
 		}
+		const char *val = getenv(s + idlen + 1);
+		if (!val)
+			return ib_error_setc(
+			    err, IB_ENOTFOUND,
+			    "run: secret \"%s\": environment variable %s is not set", id,
+			    s + idlen + 1);
+		cleanup_free char *dir = ib_path_join(tmp, "secrets");
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+			return ib_error_set(err, errno, "mkdir %s", dir);
+		cleanup_free char *path = ib_path_join(dir, id);
+		if (ib_write_file_atomic(path, val, strlen(val), 0444, err) < 0)
+			return -1;
+		*out = xstrdup(path);
+		return 0;
 	}
+	if (!src)
+		return ib_error_setc(
+		    err, IB_ENOTFOUND,
+		    "run: secret \"%s\" has no source: pass --secret id=%s,src=PATH "
+		    "or --secret id=%s,env=VARIABLE",
+		    id, id, id);
 	cleanup_free char *rel = src[0] == '/' ? context_rel(b->context, src) : xstrdup(src);
 	cleanup_free char *res = NULL;
 	ib_error *e = NULL;
@@ -97,6 +128,61 @@ static int secret_source(builder *b, const char *id, const char *src, char **out
 		return r;
 	}
 	*out = ib_path_join(b->context, res);
+	return 0;
+}
+
+/* The host directory of cache mount number i (a path, or {target, id,
+ * uid, gid, mode, sharing}): ROOT/cache/mounts/X by id.  "locked" holds
+ * the id's lock for the step (*lock_fd, else -1); "private" takes it
+ * without waiting, and when another step holds it uses a fresh empty
+ * directory under tmp, dropped with the step. */
+static int cache_mount_source(builder *b, const char *tmp, json_t *v, size_t i, char **out,
+			      int *lock_fd, ib_error **err)
+{
+	*lock_fd = -1;
+	if (ib_cache_is_readonly(b->cache)) {
+		/* build --check: fresh empty caches, the kept ones untouched */
+		cleanup_free char *rel = xasprintf("cache-scratch-%zu", i);
+		*out = ib_path_join(tmp, rel);
+		if (ib_mkdir_p(*out, 0755, err) < 0)
+			return -1;
+	} else if (json_is_string(v)) {
+		return ib_cache_mount_dir(b->cache, json_string_value(v), out, err);
+	}
+	if (json_is_string(v))
+		return 0;
+	const char *id = jstr(v, "id"), *sharing = jstr(v, "sharing");
+	int r = 0;
+	if (*out) {
+		/* a scratch directory above: no lock, no shared directory */
+	} else if (!strcmp(sharing, "locked"))
+		r = ib_cache_mount_lock(b->cache, id, false, lock_fd, err);
+	else if (!strcmp(sharing, "private"))
+		r = ib_cache_mount_lock(b->cache, id, true, lock_fd, err);
+	if (r < 0)
+		return -1;
+	if (*out) {
+		/* uid, gid and mode below still apply */
+	} else if (r == 1) {
+		cleanup_free char *rel = xasprintf("cache-private-%zu", i);
+		*out = ib_path_join(tmp, rel);
+		r = ib_mkdir_p(*out, 0755, err);
+	} else {
+		r = ib_cache_mount_dir(b->cache, id, out, err);
+	}
+	if (r < 0)
+		return -1;
+	/* Docker: the mount's root belongs to uid:gid (default 0:0) with mode
+	 * (default 0755); applied on every use so a changed recipe takes effect */
+	json_t *uid = json_object_get(v, "uid"), *gid = json_object_get(v, "gid");
+	if ((uid || gid) &&
+	    chown(*out, (uid_t)json_integer_value(uid), (gid_t)json_integer_value(gid)) < 0)
+		return ib_error_set(err, errno, "run: cache mount %s: chown %s", jstr(v, "target"),
+				    *out);
+	int32_t mode = jstr(v, "mode") ? ib_plan_mode_parse(jstr(v, "mode")) : -1;
+	if (mode >= 0 && chmod(*out, (mode_t)mode) < 0)
+		return ib_error_set(err, errno, "run: cache mount %s: chmod %s", jstr(v, "target"),
+				    *out);
 	return 0;
 }
 
@@ -151,16 +237,20 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	json_t *v;
 	int rc = 0;
 	build_shared_mounts_import(b, step);
+	int *locks = xcalloc(json_array_size(cm) + 1, sizeof(int));
 	json_array_foreach (cm, i, v) {
-		const char *target = json_string_value(v);
+		const char *target = json_is_string(v) ? json_string_value(v) : jstr(v, "target");
+		locks[i] = -1;
 		if (rc == 0)
-			rc = ib_cache_mount_dir(b->cache, target, &mount_src[m], err);
-		mounts[m] = (ib_sandbox_mount){.source = mount_src[m], .target = target};
+			rc = cache_mount_source(b, tmp, v, i, &mount_src[m], &locks[i], err);
+		mounts[m] = (ib_sandbox_mount){.source = mount_src[m] ? mount_src[m] : "",
+					       .target = target};
 		m++;
 	}
 	json_array_foreach (sec, i, v) {
 		if (rc == 0)
-			rc = secret_source(b, jstr(v, "id"), jstr(v, "src"), &mount_src[m], err);
+			rc = secret_source(b, tmp, jstr(v, "id"), jstr(v, "src"), &mount_src[m],
+					   err);
 		mounts[m] = (ib_sandbox_mount){.source = mount_src[m] ? mount_src[m] : "",
 					       .target = jstr(v, "target"),
 					       .readonly = true,
@@ -206,6 +296,10 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	build_clear_last(b);
 	if (rc == 0)
 		rc = ib_sandbox_run(&so, &status, err);
+	for (size_t k = 0; k < json_array_size(cm); k++)
+		if (locks[k] >= 0)
+			close(locks[k]);
+	free(locks);
 	ib_strv_free(lowers);
 	ib_strv_free(mount_src);
 	free(mounts);

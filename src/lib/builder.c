@@ -450,6 +450,7 @@ static int init_stage(builder *b, stage_state *st, ib_error **err)
 		const char *os, *arch, *variant;
 		ib_host_platform(&os, &arch, &variant);
 		st->config = ib_config_new(os, arch, variant, NULL);
+		build_default_path(st);
 		ib_digest_buffer(st->key, "scratch", 7);
 		return 0;
 	}
@@ -494,6 +495,7 @@ static int init_stage(builder *b, stage_state *st, ib_error **err)
 	}
 	memcpy(st->key, img->desc.digest, IB_DIGEST_BUFLEN);
 	ib_image_free(img);
+	build_default_path(st);
 	return 0;
 }
 
@@ -633,6 +635,7 @@ static void builder_free(builder *b)
 	free(b->stages);
 	free(b->created);
 	free(b->context);
+	ib_ignore_free(b->ignore);
 	build_clear_last(b);
 	json_decref(b->exports);
 	ib_cache_free(b->cache);
@@ -804,6 +807,12 @@ static int build_once(ib_store *s, json_t *plan, const ib_build_options *o, remo
 		return -1;
 	}
 	ib_cache_stat_scope(b.cache, b.context);
+	if (o->cache_readonly)
+		ib_cache_set_readonly(b.cache);
+	if (ib_ignore_load(b.context, o->recipe_path, &b.ignore, err) < 0) {
+		builder_free(&b);
+		return -1;
+	}
 	json_t *stages = json_object_get(plan, "stages");
 	b.n_stages = json_array_size(stages);
 	if (b.n_stages == 0) {

@@ -25,9 +25,13 @@ typedef struct ib_build_options {
 	const char *network;   /* default network of run steps: "default" (NULL), "host", "none" */
 	int64_t source_date_epoch;
 	bool explain;	 /* say why each executed step missed the cache */
+	/* build --check's rebuild: the step cache and cache mounts are only
+	 * read (the cache mounts the steps see are fresh and empty) */
+	bool cache_readonly;
 	bool tls_verify; /* for base image pulls */
 	const char *authfile;
-	/* "ID=PATH" sources for run{secrets=...} given on the command line;
+	/* "ID=PATH" (a file) or "env:ID=NAME" (an environment variable)
+	 * sources for run{secrets=...} given on the command line;
 	 * NULL-terminated, may be NULL */
 	char *const *secrets;
 	/* registry step caches (remote_cache.h): normalised references,

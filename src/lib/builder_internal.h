@@ -13,6 +13,7 @@
 
 #include "builder.h"
 #include "cache.h"
+#include "ignore.h"
 #include "layer.h"
 #include "store.h"
 
@@ -51,6 +52,7 @@ typedef struct builder {
 	bool chain_missed;    /* an earlier step of this chain ran (for --explain) */
 	char *created;	      /* RFC 3339 build timestamp */
 	char *context;	      /* absolute, canonical build context */
+	ib_ignore *ignore;    /* the context's ignore file, or NULL */
 	uint64_t layer_total; /* expected tar size of the layer being written, 0 = unknown */
 	/* ring of the current step's last output lines */
 	char *last[LAST_LINES];
@@ -141,6 +143,10 @@ char *build_argv_string(json_t *argv);
 /* Absolute path in the image: relative paths resolve against the
  * workdir; caller frees. */
 char *build_image_path(stage_state *st, const char *p);
+/* $VAR expansion (Dockerfile rules) against the stage's current Env. */
+char *build_expand(stage_state *st, const char *s, ib_error **err);
+/* Give the stage docker's default PATH when its config has none. */
+void build_default_path(stage_state *st);
 /* Apply a config-only step of the given kind (ib_plan_step_kind). */
 int build_config_step(builder *b, stage_state *st, json_t *step, int kind, ib_error **err);
 

@@ -46,6 +46,7 @@ struct ib_cache {
 	char **scopes; /* directories whose unused entries are dropped on save */
 	ib_store *store;
 	json_t *blob_records; /* registry-blobs.json, loaded by the first lookup */
+	bool readonly;	      /* lookups only: nothing is written (build --check) */
 };
 
 int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
@@ -91,7 +92,7 @@ static void stat_cache_save(ib_cache *c)
 	bool prune = false;
 	for (size_t i = 0; i < c->stat_cap && !prune; i++)
 		prune = c->stat[i].path && !c->stat[i].used && in_scope(c, c->stat[i].path);
-	if (!c->stat_dirty && !prune)
+	if ((!c->stat_dirty && !prune) || c->readonly)
 		return;
 	ib_buf b = IB_BUF_INIT;
 	for (size_t i = 0; i < c->stat_cap; i++) {
@@ -183,8 +184,20 @@ json_t *ib_cache_step_get(ib_cache *c, const char *key)
 	return j;
 }
 
+void ib_cache_set_readonly(ib_cache *c)
+{
+	c->readonly = true;
+}
+
+bool ib_cache_is_readonly(const ib_cache *c)
+{
+	return c->readonly;
+}
+
 int ib_cache_step_put(ib_cache *c, const char *key, json_t *entry, ib_error **err)
 {
+	if (c->readonly)
+		return 0;
 	cleanup_free char *p = key_path(c->steps_dir, key);
 	if (!p)
 		return ib_error_setc(err, IB_EINVALID, "invalid cache key %s", key);
@@ -212,6 +225,8 @@ bool ib_cache_explain_exists(ib_cache *c, const char *id)
 
 int ib_cache_explain_put(ib_cache *c, const char *id, json_t *inputs, ib_error **err)
 {
+	if (c->readonly)
+		return 0;
 	cleanup_free char *p = explain_path(c, id);
 	return write_json(p, inputs, err);
 }
@@ -423,6 +438,8 @@ static int blob_records_lock(ib_cache *c, ib_error **err)
 
 int ib_cache_blob_seen(ib_cache *c, const char *repository, char *const *digests, ib_error **err)
 {
+	if (c->readonly)
+		return 0;
 	cleanup_close int lfd = blob_records_lock(c, err);
 	if (lfd < 0)
 		return lfd;
@@ -574,14 +591,42 @@ int ib_cache_trim(ib_cache *c, ib_store *store, uint64_t budget, size_t *dropped
 	return r;
 }
 
-int ib_cache_mount_dir(ib_cache *c, const char *target, char **out, ib_error **err)
+static char *mount_rel(const char *id, const char *suffix)
 {
 	char d[IB_DIGEST_BUFLEN];
-	ib_digest_buffer(d, target, strlen(target));
-	cleanup_free char *rel = xasprintf("mounts/%.16s", ib_digest_hex(d));
+	ib_digest_buffer(d, id, strlen(id));
+	return xasprintf("mounts/%.16s%s", ib_digest_hex(d), suffix);
+}
+
+int ib_cache_mount_dir(ib_cache *c, const char *id, char **out, ib_error **err)
+{
+	cleanup_free char *rel = mount_rel(id, "");
 	cleanup_free char *dir = ib_path_join(c->dir, rel);
 	if (ib_mkdir_p(dir, 0755, err) < 0)
 		return -1;
 	*out = steal_pointer(&dir);
+	return 0;
+}
+
+int ib_cache_mount_lock(ib_cache *c, const char *id, bool nowait, int *fd_out, ib_error **err)
+{
+	cleanup_free char *rel = mount_rel(id, ".lock");
+	cleanup_free char *path = ib_path_join(c->dir, rel);
+	cleanup_free char *dir = ib_path_join(c->dir, "mounts");
+	if (ib_mkdir_p(dir, 0755, err) < 0)
+		return -1;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return ib_error_set(err, errno, "open %s", path);
+	while (flock(fd, LOCK_EX | (nowait ? LOCK_NB : 0)) < 0) {
+		if (errno == EINTR)
+			continue;
+		int e = errno;
+		close(fd);
+		if (nowait && e == EWOULDBLOCK)
+			return 1;
+		return ib_error_set(err, e, "lock %s", path);
+	}
+	*fd_out = fd;
 	return 0;
 }

@@ -86,10 +86,20 @@ char *ib_cache_blob_where(ib_cache *c, const char *digest, const char *domain,
  * ib_store_prune) and the files older versions kept in ROOT. */
 int ib_cache_blob_records_prune(ib_cache *c, ib_error **err);
 
-/* ROOT/cache/mounts/ID for a run step's cache mount at target (an
- * absolute path in the image), created if missing: the same target shares
- * one directory across builds and is removed with the cache.  *out is the
- * caller's. */
-int ib_cache_mount_dir(ib_cache *c, const char *target, char **out, ib_error **err);
+/* From now on the cache is only read: step, explain, blob and file-digest
+ * records are not written (build --check's rebuild leaves it as it was). */
+void ib_cache_set_readonly(ib_cache *c);
+bool ib_cache_is_readonly(const ib_cache *c);
+
+/* ROOT/cache/mounts/X for a run step's cache mount with this id (by
+ * default its target, an absolute path in the image), created if missing:
+ * the same id shares one directory across builds and is removed with the
+ * cache.  *out is the caller's. */
+int ib_cache_mount_dir(ib_cache *c, const char *id, char **out, ib_error **err);
+
+/* Lock the cache mount with this id (flock on a file beside its
+ * directory) for a step: wait for it, or with nowait return 1 when
+ * another holder has it.  0 with *fd_out the lock to close afterwards. */
+int ib_cache_mount_lock(ib_cache *c, const char *id, bool nowait, int *fd_out, ib_error **err);
 
 #endif

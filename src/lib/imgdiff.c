@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -128,6 +129,19 @@ int ib_layer_walk(ib_store *s, const char *blob_digest, int64_t expect_size, ib_
 		r = hash_data(a, dbuf, content_ctx, path, content, err);
 		if (r < 0)
 			goto verify;
+		char xattrs[IB_DIGEST_BUFLEN] = "";
+		if (archive_entry_xattr_reset(ae) > 0) {
+			ib_digest_ctx *xc = ib_digest_new();
+			const char *xn;
+			const void *xv;
+			size_t xs;
+			while (archive_entry_xattr_next(ae, &xn, &xv, &xs) == ARCHIVE_OK) {
+				ib_digest_update(xc, xn, strlen(xn) + 1);
+				ib_digest_update(xc, xv, xs);
+			}
+			ib_digest_final(xc, xattrs);
+			ib_digest_free(xc);
+		}
 		ib_layer_entry e = {
 		    .path = path,
 		    .raw_path = raw,
@@ -140,6 +154,7 @@ int ib_layer_walk(ib_store *s, const char *blob_digest, int64_t expect_size, ib_
 		    .symlink = archive_entry_symlink(ae),
 		    .hardlink = archive_entry_hardlink(ae),
 		    .content = content,
+		    .xattrs = xattrs,
 		};
 		r = cb(&e, payload, err);
 		if (r < 0)
@@ -384,6 +399,11 @@ void ib_diff_entries_free(ib_diff_entry *v, size_t n)
 typedef struct tar_entry_sum {
 	char *path; /* as written in the tar */
 	char *meta; /* type, mode, owner, size, link target, content digest */
+	mode_t mode;
+	int64_t uid, gid, size, mtime;
+	char *link; /* "" for none */
+	char content[IB_DIGEST_BUFLEN];
+	char xattrs[IB_DIGEST_BUFLEN];
 } tar_entry_sum;
 
 typedef struct sum_list {
@@ -396,6 +416,7 @@ static void free_sums(tar_entry_sum *v, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		free(v[i].path);
 		free(v[i].meta);
+		free(v[i].link);
 	}
 	free(v);
 }
@@ -412,6 +433,15 @@ static int sum_entry(const ib_layer_entry *e, void *payload, ib_error **err)
 		      "content %.19s",
 		      (unsigned)e->mode, (long long)e->uid, (long long)e->gid, (long long)e->size,
 		      (long long)e->mtime, link ? link : "", e->content);
+	tar_entry_sum *t = &l->v[l->n];
+	t->mode = e->mode;
+	t->uid = e->uid;
+	t->gid = e->gid;
+	t->size = e->size;
+	t->mtime = e->mtime;
+	t->link = xstrdup(link ? link : "");
+	snprintf(t->content, sizeof(t->content), "%s", e->content);
+	snprintf(t->xattrs, sizeof(t->xattrs), "%s", e->xattrs ? e->xattrs : "");
 	l->n++;
 	return 0;
 }
@@ -496,4 +526,154 @@ int ib_image_first_difference(ib_store *s, const char *digest_a, const char *dig
 	ib_image_free(a);
 	ib_image_free(bimg);
 	return rc;
+}
+
+/* ---- every difference (build --check) ---- */
+
+static int sum_cmp(const void *a, const void *b)
+{
+	return strcmp(((const tar_entry_sum *)a)->path, ((const tar_entry_sum *)b)->path);
+}
+
+/* What differs between two entries of one path: "content, mode (0644 vs
+ * 0755)", or NULL when nothing does. */
+static char *entry_difference(const tar_entry_sum *x, const tar_entry_sum *y)
+{
+	ib_buf b = IB_BUF_INIT;
+	if ((x->mode & S_IFMT) != (y->mode & S_IFMT))
+		ib_buf_appendf(&b, ", type");
+	if (strcmp(x->content, y->content) || x->size != y->size)
+		ib_buf_appendf(&b, ", content");
+	if (strcmp(x->link, y->link))
+		ib_buf_appendf(&b, ", link (\"%s\" vs \"%s\")", x->link, y->link);
+	if ((x->mode & 07777) != (y->mode & 07777))
+		ib_buf_appendf(&b, ", mode (%04o vs %04o)", (unsigned)(x->mode & 07777),
+			       (unsigned)(y->mode & 07777));
+	if (x->uid != y->uid || x->gid != y->gid)
+		ib_buf_appendf(&b, ", owner (%lld:%lld vs %lld:%lld)", (long long)x->uid,
+			       (long long)x->gid, (long long)y->uid, (long long)y->gid);
+	if (x->mtime != y->mtime)
+		ib_buf_appendf(&b, ", mtime (%lld vs %lld)", (long long)x->mtime,
+			       (long long)y->mtime);
+	if (strcmp(x->xattrs, y->xattrs))
+		ib_buf_appendf(&b, ", xattr");
+	if (b.len == 0) {
+		ib_buf_free(&b);
+		return NULL;
+	}
+	char *all = ib_buf_steal(&b, NULL);
+	char *out = xstrdup(all + 2);
+	free(all);
+	return out;
+}
+
+typedef struct diff_lines {
+	char **v;
+	size_t n, limit, total;
+} diff_lines;
+
+static void add_line(diff_lines *d, char *line)
+{
+	if (d->n < d->limit) {
+		d->v = xrealloc(d->v, (d->n + 2) * sizeof(char *));
+		d->v[d->n++] = line;
+		d->v[d->n] = NULL;
+	} else {
+		free(line);
+	}
+	d->total++;
+}
+
+static void compare_layer(diff_lines *d, size_t layer, tar_entry_sum *ea, size_t ca,
+			  tar_entry_sum *eb, size_t cb)
+{
+	qsort(ea, ca, sizeof(*ea), sum_cmp);
+	qsort(eb, cb, sizeof(*eb), sum_cmp);
+	size_t i = 0, k = 0;
+	while (i < ca || k < cb) {
+		int c = i >= ca ? 1 : k >= cb ? -1 : strcmp(ea[i].path, eb[k].path);
+		if (c < 0) {
+			add_line(d, xasprintf("layer %zu: %s: only in the first build", layer,
+					      ea[i].path));
+			i++;
+		} else if (c > 0) {
+			add_line(d, xasprintf("layer %zu: %s: only in the second build", layer,
+					      eb[k].path));
+			k++;
+		} else {
+			char *what = entry_difference(&ea[i], &eb[k]);
+			if (what)
+				add_line(d,
+					 xasprintf("layer %zu: %s: %s", layer, ea[i].path, what));
+			free(what);
+			i++;
+			k++;
+		}
+	}
+}
+
+int ib_image_differences(ib_store *s, const char *digest_a, const char *digest_b, size_t limit,
+			 char ***lines, size_t *n_total, ib_error **err)
+{
+	*lines = NULL;
+	*n_total = 0;
+	if (!strcmp(digest_a, digest_b))
+		return 0;
+	ib_image *a = NULL, *bimg = NULL;
+	int rc = ib_store_image_load_digest(s, digest_a, &a, err);
+	if (rc == 0)
+		rc = ib_store_image_load_digest(s, digest_b, &bimg, err);
+	if (rc < 0) {
+		ib_image_free(a);
+		return rc;
+	}
+	diff_lines d = {NULL, 0, limit, 0};
+	size_t na = a->manifest->n_layers, nb = bimg->manifest->n_layers;
+	for (size_t i = 0; i < na && i < nb; i++) {
+		if (!strcmp(a->manifest->layers[i].digest, bimg->manifest->layers[i].digest))
+			continue;
+		tar_entry_sum *ea = NULL, *eb = NULL;
+		size_t ca = 0, cb = 0;
+		rc = list_layer(s, &a->manifest->layers[i], &ea, &ca, err);
+		if (rc == 0)
+			rc = list_layer(s, &bimg->manifest->layers[i], &eb, &cb, err);
+		if (rc < 0) {
+			free_sums(ea, ca);
+			break;
+		}
+		size_t before = d.total;
+		compare_layer(&d, i + 1, ea, ca, eb, cb);
+		if (d.total == before)
+			add_line(&d,
+				 xasprintf("layer %zu: same files, different tar bytes (%s vs %s)",
+					   i + 1, a->manifest->layers[i].digest,
+					   bimg->manifest->layers[i].digest));
+		free_sums(ea, ca);
+		free_sums(eb, cb);
+	}
+	if (rc == 0 && na != nb)
+		add_line(&d, xasprintf("the builds have %zu and %zu layers", na, nb));
+	if (rc == 0 && strcmp(a->manifest->config.digest, bimg->manifest->config.digest)) {
+		/* the layers' diff_ids follow the layers: report the rest only */
+		json_t *ca = json_deep_copy(a->config), *cb = json_deep_copy(bimg->config);
+		json_object_del(ca, "rootfs");
+		json_object_del(cb, "rootfs");
+		if (!json_equal(ca, cb) || d.total == 0)
+			add_line(&d, xasprintf("the image configs differ (%s vs %s)",
+					       a->manifest->config.digest,
+					       bimg->manifest->config.digest));
+		json_decref(ca);
+		json_decref(cb);
+	}
+	if (rc == 0 && d.total == 0)
+		add_line(&d, xstrdup("the manifests differ (annotations)"));
+	ib_image_free(a);
+	ib_image_free(bimg);
+	if (rc < 0) {
+		ib_strv_free(d.v);
+		return rc;
+	}
+	*lines = d.v;
+	*n_total = d.total;
+	return 0;
 }

@@ -38,6 +38,9 @@ typedef struct ib_layer_entry {
 	 * content; the digest of nothing for directories, symlinks, devices
 	 * and (in the tars layer.c writes) hardlinks. */
 	const char *content;
+	/* "sha256:..." of the entry's extended attributes (name, NUL, value,
+	 * in tar order), or "" when it has none. */
+	const char *xattrs;
 } ib_layer_entry;
 
 /* Called for each entry, in tar order.  Return 0 to go on; a negative IB_E*
@@ -81,5 +84,15 @@ void ib_diff_entries_free(ib_diff_entry *v, size_t n);
  * first difference, NULL when the images are identical. */
 int ib_image_first_difference(ib_store *s, const char *digest_a, const char *digest_b,
 			      char **report, ib_error **err);
+
+/* Every difference between two stored images, layer by layer, tar entry
+ * by tar entry (build --check): one line per differing path, e.g.
+ * "layer 2: usr/bin/tool: content, mtime (1700000000 vs 1700000042)", or
+ * "layer 3: tmp/x: only in the second build"; layer count and config
+ * differences get a line of their own.  At most limit lines go to *lines
+ * (NULL-terminated, caller frees with ib_strv_free; NULL when identical),
+ * *n_total counts them all. */
+int ib_image_differences(ib_store *s, const char *digest_a, const char *digest_b, size_t limit,
+			 char ***lines, size_t *n_total, ib_error **err);
 
 #endif

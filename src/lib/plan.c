@@ -351,7 +351,8 @@ static const char *is_ports(json_t *v)
 		return "an array of \"N/proto\"";
 	json_array_foreach (v, i, e) {
 		const char *s = json_string_value(e);
-		if (!s || !ib_plan_port_parse(s, &lo, &hi, &proto))
+		/* "$VAR" forms are expanded and checked at build time */
+		if (!s || (!strchr(s, '$') && !ib_plan_port_parse(s, &lo, &hi, &proto)))
 			return "an array of \"N/proto\"";
 	}
 	return NULL;
@@ -360,22 +361,51 @@ static const char *is_ports(json_t *v)
 static const char *is_signal(json_t *v)
 {
 	const char *s = json_string_value(v);
-	return s && ib_plan_valid_signal(s) ? NULL : "a signal name or number";
+	return s && (strchr(s, '$') || ib_plan_valid_signal(s)) ? NULL : "a signal name or number";
 }
 
 static const char *is_from_or_null(json_t *v);
+
+static const char *is_cache_mounts(json_t *v)
+{
+	static const char want[] = "an array of paths or {target, id, uid?, gid?, mode?, sharing}";
+	size_t i;
+	json_t *e;
+	if (!json_is_array(v))
+		return want;
+	json_array_foreach (v, i, e) {
+		if (json_is_string(e))
+			continue;
+		const char *t = json_string_value(json_object_get(e, "target"));
+		const char *id = json_string_value(json_object_get(e, "id"));
+		const char *sh = json_string_value(json_object_get(e, "sharing"));
+		json_t *mode = json_object_get(e, "mode");
+		if (!t || t[0] != '/' || !id || !*id || !sh ||
+		    (strcmp(sh, "shared") && strcmp(sh, "private") && strcmp(sh, "locked")) ||
+		    (mode && ib_plan_mode_parse(json_string_value(mode)) < 0))
+			return want;
+		static const char *const ids[] = {"uid", "gid"};
+		for (size_t k = 0; k < 2; k++) {
+			json_t *n = json_object_get(e, ids[k]);
+			if (n && (!json_is_integer(n) || json_integer_value(n) < 0 ||
+				  json_integer_value(n) > 4294967294LL))
+				return want;
+		}
+	}
+	return NULL;
+}
 
 static const char *is_secrets(json_t *v)
 {
 	size_t i;
 	json_t *e;
 	if (!json_is_array(v))
-		return "an array of {id, src, target}";
+		return "an array of {id, target, src?}";
 	json_array_foreach (v, i, e) {
-		if (!json_is_string(json_object_get(e, "id")) ||
-		    !json_is_string(json_object_get(e, "src")) ||
+		json_t *src = json_object_get(e, "src"); /* optional: --secret gives it */
+		if (!json_is_string(json_object_get(e, "id")) || (src && !json_is_string(src)) ||
 		    !json_is_string(json_object_get(e, "target")))
-			return "an array of {id, src, target}";
+			return "an array of {id, target, src?}";
 	}
 	return NULL;
 }
@@ -392,7 +422,7 @@ static const field_rule rules[IB_STEP_KIND_COUNT][MAX_FIELDS] = {
 		     {"network", is_network},
 		     {"user", is_string_or_null},
 		     {"workdir", is_string_or_null},
-		     {"cache_mounts", is_strings},
+		     {"cache_mounts", is_cache_mounts},
 		     {"secrets", is_secrets},
 		     {"timeout", is_timeout},
 		     {"cache", is_bool}},

@@ -48,9 +48,13 @@
  *               shell, e.g. ["/bin/sh","-c","cmd"]), "shell_form": bool,
  *               "network": "default"|"none"|"host", "env": {K:V} (this step
  *               only), "user": s|null, "workdir": s|null (this step only),
- *               "cache_mounts": [absolute paths],
+ *               "cache_mounts": [absolute path | {"target": s, "id": s,
+ *               "uid": n, "gid": n, "mode": "0755", "sharing":
+ *               "shared"|"private"|"locked"}] (a bare path: id = target,
+ *               0:0 0755 shared),
  *               "secrets": [{"id": s, "src": s, "target": s}] (src: a host
- *               file, as written; target defaults to "/run/secrets/<id>"),
+ *               file, as written, absent when --secret must give it; target
+ *               defaults to "/run/secrets/<id>"),
  *               "timeout": seconds (0 = none), "cache": bool
  *   copy:       "sources": [..], "dest": s, "from": FROM | null,
  *               "owner": "uid[:gid]"|"user[:group]" | null,

@@ -36,6 +36,7 @@
 #include "embedded.h"
 #include "ref.h"
 #include "path.h"
+#include "ignore.h"
 #include "pathglob.h"
 #include "plan.h"
 #include "util.h"
@@ -83,6 +84,7 @@ typedef struct ib_eval {
 	const char *recipe_path; /* as given */
 	char *recipe_dir;	 /* "" when the recipe path has no '/' */
 	char *context_dir;
+	ib_ignore *ignore; /* the context's ignore file, or NULL */
 	char *recipe_data;
 	size_t recipe_len;
 	char **barg_names; /* --build-arg names/values; value NULL = unset */
@@ -988,6 +990,21 @@ static int api_stage(lua_State *L)
 /* ------------------------------------------------------------------ */
 /* API: copy and run                                                   */
 
+/* Drop the paths the ignore file excludes from a NULL-terminated list
+ * (in place, order kept). */
+static void drop_ignored(const ib_eval *ctx, char **v)
+{
+	size_t o = 0;
+	for (size_t i = 0; v && v[i]; i++) {
+		if (ib_ignore_match(ctx->ignore, v[i]))
+			free(v[i]);
+		else
+			v[o++] = v[i];
+	}
+	if (v)
+		v[o] = NULL;
+}
+
 /* Check that a context source exists (or a glob matches); returns the
  * number of entries it stands for.  clean is the cleaned relative path. */
 static size_t check_context_source(lua_State *L, ib_eval *ctx, const char *src, const char *clean)
@@ -998,6 +1015,7 @@ static size_t check_context_source(lua_State *L, ib_eval *ctx, const char *src, 
 		if (ib_glob(ctx->context_dir, clean, &matches, &e) < 0)
 			raise_ib(L, &e, "copy");
 		arena_own(ctx, matches, free_strv_item);
+		drop_ignored(ctx, matches);
 		size_t n = ib_strv_len(matches);
 		if (n == 0)
 			api_fail(L, "copy: no file in the build context matches '%s'", src);
@@ -1010,6 +1028,9 @@ static size_t check_context_source(lua_State *L, ib_eval *ctx, const char *src, 
 		}
 		raise_ib(L, &e, "copy");
 	}
+	if (ib_ignore_match(ctx->ignore, clean))
+		api_fail(L, "copy: source '%s' is excluded by %s", src,
+			 ib_ignore_source(ctx->ignore));
 	return 1;
 }
 
@@ -1154,7 +1175,10 @@ static int api_copy(lua_State *L)
 	}
 	pos_push(L, 1, n, "copy");
 	const char *dest = want_nonempty(L, -1, "copy", "destination");
-	char *rdest = arena_own(ctx, path_resolve(ctx->stages[si].workdir, dest, true), free);
+	/* with $VAR the build expands and resolves it against its workdir */
+	char *rdest = strchr(dest, '$')
+			  ? arena_own(ctx, xstrdup(dest), free)
+			  : arena_own(ctx, path_resolve(ctx->stages[si].workdir, dest, true), free);
 	if (entries > 1 && rdest[strlen(rdest) - 1] != '/')
 		api_fail(L, "copy: destination '%s' must end with '/' when copying several files",
 			 dest);
@@ -1166,6 +1190,93 @@ static int api_copy(lua_State *L)
 	json_object_set(step, "exclude", exclude);
 	commit_step(ctx, si, step);
 	return 0;
+}
+
+/* A cache mount (on top of the stack): a path, or {target=, id=, uid=,
+ * gid=, mode=, sharing=}.  A bare path stays a string in the plan. */
+/* One cache_mounts entry: "PATH", {target=PATH, ...} or {PATH, ...};
+ * *share is set when it asks to be shared through the registry cache
+ * (share = "registry"). */
+static json_t *parse_cache_mount(lua_State *L, ib_eval *ctx, lua_Integer i, bool *share)
+{
+	static const char *const opts[] = {"target", "id",      "uid",   "gid",
+					   "mode",   "sharing", "share", NULL};
+	static const char fn[] = "run: cache mount";
+	int e = lua_gettop(L);
+	if (lua_type(L, e) != LUA_TTABLE) {
+		const char *p = want_nonempty(L, e, "run", "cache mount");
+		if (p[0] != '/')
+			api_fail(L, "run: cache mount '%s' must be an absolute path", p);
+		return anchor(ctx, plan_string(ctx, "run", "cache mount",
+					       arena_own(ctx, path_clean(p), free)));
+	}
+	lua_Integer npos = check_table(L, e, fn, opts);
+	bool has_target = opt_push(L, e, "target") != LUA_TNIL;
+	if (npos > 1 || (npos == 1 && has_target))
+		api_fail(L,
+			 "run: cache mount %I: expected {target=, id=, uid=, gid=, mode=, "
+			 "sharing=, share=}",
+			 i);
+	if (npos == 1) {
+		lua_pop(L, 1);
+		lua_rawgeti(L, e, 1);
+	} else if (!has_target) {
+		api_fail(L, "run: cache mount %I: option 'target' is required", i);
+	}
+	const char *p = want_nonempty(L, -1, fn, "option 'target'");
+	if (p[0] != '/')
+		api_fail(L, "run: cache mount '%s' must be an absolute path", p);
+	const char *target = arena_own(ctx, path_clean(p), free);
+	json_t *m = anchor(ctx, json_object()); /* api_fail longjmps: the anchor frees it */
+	json_object_set_new(m, "target", plan_string(ctx, "run", "cache mount", target));
+	const char *id = target;
+	if (opt_push(L, e, "id") != LUA_TNIL)
+		id = want_nonempty(L, -1, fn, "option 'id'");
+	json_object_set_new(m, "id", plan_string(ctx, "run", "cache mount id", id));
+	static const char *const ids[] = {"uid", "gid"};
+	for (size_t k = 0; k < 2; k++) {
+		if (opt_push(L, e, ids[k]) == LUA_TNIL)
+			continue;
+		if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 ||
+		    lua_tointeger(L, -1) > 4294967294LL) {
+			api_fail(L, "run: cache mount %I: option '%s' must be a number >= 0", i,
+				 ids[k]);
+		}
+		json_object_set_new(m, ids[k], json_integer((json_int_t)lua_tointeger(L, -1)));
+	}
+	int t = opt_push(L, e, "mode");
+	if (t != LUA_TNIL) {
+		const char *ms = t == LUA_TSTRING ? lua_tostring(L, -1) : "";
+		size_t ml = strlen(ms);
+		unsigned long v = ml ? strtoul(ms, NULL, 8) : 0;
+		if (ml == 0 || ml > 5 || strspn(ms, "01234567") != ml || v > IB_PLAN_MODE_MAX) {
+			api_fail(L,
+				 "run: cache mount %I: option 'mode' must be an octal string like "
+				 "\"0755\"",
+				 i);
+		}
+		char buf[8];
+		snprintf(buf, sizeof(buf), "%04lo", v);
+		json_object_set_new(m, "mode", json_string(buf));
+	}
+	const char *sharing = "shared";
+	if (opt_push(L, e, "sharing") != LUA_TNIL)
+		sharing = want_string(L, -1, fn, "option 'sharing'");
+	if (strcmp(sharing, "shared") && strcmp(sharing, "private") && strcmp(sharing, "locked")) {
+		api_fail(L,
+			 "run: cache mount %I: option 'sharing' must be \"shared\", \"private\" "
+			 "or \"locked\", got '%s'",
+			 i, sharing);
+	}
+	json_object_set_new(m, "sharing", json_string(sharing));
+	if (opt_push(L, e, "share") != LUA_TNIL) {
+		const char *sh = want_string(L, -1, fn, "option 'share'");
+		if (strcmp(sh, "registry") != 0)
+			api_fail(L, "run: cache mount option 'share' must be \"registry\"");
+		*share = true;
+	}
+	lua_settop(L, e);
+	return m;
 }
 
 static json_t *parse_secrets(lua_State *L, ib_eval *ctx, int t)
@@ -1196,8 +1307,9 @@ static json_t *parse_secrets(lua_State *L, ib_eval *ctx, int t)
 			api_fail(L, "%s: entry %I must be a path or {id=, src=, target=}, got %s",
 				 fn, i, type_name(L, e));
 		}
-		if (!src)
-			api_fail(L, "run: secret %I: option 'src' is required", i);
+		/* without src, --secret id=ID,... must give the source at build time */
+		if (!src && !id)
+			api_fail(L, "run: secret %I: give 'id' (and a default 'src')", i);
 		if (!id) {
 			const char *slash = strrchr(src, '/');
 			id = slash ? slash + 1 : src;
@@ -1222,10 +1334,13 @@ static json_t *parse_secrets(lua_State *L, ib_eval *ctx, int t)
 		} else {
 			tgt = arena_own(ctx, xasprintf("/run/secrets/%s", id), free);
 		}
-		plan_text_check(ctx, "run: secret", "option 'src'", src);
+		if (src)
+			plan_text_check(ctx, "run: secret", "option 'src'", src);
 		plan_text_check(ctx, "run: secret", "option 'target'", tgt);
-		json_array_append_new(
-		    a, json_pack("{s:s, s:s, s:s}", "id", id, "src", src, "target", tgt));
+		json_t *sec = json_pack("{s:s, s:s}", "id", id, "target", tgt);
+		if (src)
+			json_object_set_new(sec, "src", json_string(src));
+		json_array_append_new(a, sec);
 		lua_settop(L, e - 1);
 	}
 	return a;
@@ -1271,29 +1386,14 @@ static int api_run(lua_State *L)
 			for (lua_Integer i = 1; i <= nm; i++) {
 				pos_push(L, mt, i, "run: option 'cache_mounts'");
 				bool share = false;
-				if (lua_type(L, -1) == LUA_TTABLE) {
-					/* {PATH, share = "registry"}: also in --cache-to */
-					lua_getfield(L, -1, "share");
-					const char *sh = lua_tostring(L, -1);
-					if (!sh || strcmp(sh, "registry") != 0)
-						api_fail(L,
-							 "run: cache mount option 'share' must be "
-							 "\"registry\"");
-					share = true;
-					lua_pop(L, 1);
-					lua_rawgeti(L, -1, 1);
-					lua_remove(L, -2);
-				}
-				const char *p = want_nonempty(L, -1, "run", "cache mount");
-				if (p[0] != '/')
-					api_fail(
-					    L, "run: cache mount '%s' must be an absolute path", p);
-				const char *clean = arena_own(ctx, path_clean(p), free);
-				json_array_append_new(mounts, plan_string(ctx, "run", "cache mount", clean));
+				json_t *cm = parse_cache_mount(L, ctx, i, &share);
+				json_array_append(mounts, cm);
 				if (share) {
 					if (!shared)
 						shared = anchor(ctx, json_array());
-					json_array_append_new(shared, plan_string(ctx, "run", "cache mount", clean));
+					json_array_append(shared,
+							  json_is_string(cm) ? cm
+									     : json_object_get(cm, "target"));
 				}
 				lua_pop(L, 1);
 			}
@@ -1394,13 +1494,18 @@ static int api_workdir(lua_State *L)
 	size_t si = api_target(L, ctx, "workdir");
 	want_one_arg(L, "workdir", "a path");
 	const char *p = want_nonempty(L, 1, "workdir", "path");
-	char *resolved = arena_own(ctx, path_resolve(ctx->stages[si].workdir, p, false), free);
+	/* with $VAR the build expands it and resolves it against the workdir
+	 * then in effect; later relative paths are resolved there too */
+	char *resolved =
+	    strchr(p, '$') ? arena_own(ctx, xstrdup(p), free)
+			   : arena_own(ctx, path_resolve(ctx->stages[si].workdir, p, false), free);
 	json_t *step = new_step(L, ctx, "workdir");
 	json_object_set_new(step, "path", plan_string(ctx, "workdir", "path", resolved));
 	commit_step(ctx, si, step);
 	/* a relative result means the base image's workdir is unknown here */
 	free(ctx->stages[si].workdir);
-	ctx->stages[si].workdir = resolved[0] == '/' ? xstrdup(resolved) : NULL;
+	ctx->stages[si].workdir =
+	    resolved[0] == '/' && !strchr(resolved, '$') ? xstrdup(resolved) : NULL;
 	return 0;
 }
 
@@ -1412,7 +1517,7 @@ static int api_user(lua_State *L)
 	if (lua_type(L, 1) == LUA_TNUMBER && (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 0))
 		api_fail(L, "user: expected \"user[:group]\" or \"uid[:gid]\"");
 	const char *u = want_scalar(L, 1, "user", "user");
-	if (!ib_plan_valid_owner(u))
+	if (!strchr(u, '$') && !ib_plan_valid_owner(u))
 		api_fail(L, "user: expected \"user[:group]\" or \"uid[:gid]\", got '%s'", u);
 	json_t *step = new_step(L, ctx, "user");
 	json_object_set_new(step, "user", json_string(u));
@@ -1494,6 +1599,11 @@ static int api_expose(lua_State *L)
 		const char *p = want_scalar(L, -1, "expose", "port");
 		unsigned lo, hi;
 		const char *proto;
+		if (strchr(p, '$')) { /* $VAR: expanded and checked at build time */
+			json_array_append_new(ports, plan_string(ctx, "expose", "port", p));
+			lua_pop(L, 1);
+			continue;
+		}
 		if (!ib_plan_port_parse(p, &lo, &hi, &proto))
 			api_fail(L,
 				 "expose: invalid port '%s' (expected N, N/tcp, N/udp or N-M/proto "
@@ -1524,6 +1634,11 @@ static int api_volume(lua_State *L)
 	for (lua_Integer i = 1; i <= n; i++) {
 		pos_push(L, 1, i, "volume");
 		const char *p = want_nonempty(L, -1, "volume", "path");
+		if (strchr(p, '$')) { /* $VAR: expanded and checked at build time */
+			json_array_append_new(paths, plan_string(ctx, "volume", "path", p));
+			lua_pop(L, 1);
+			continue;
+		}
 		if (p[0] != '/')
 			api_fail(L, "volume: path '%s' must be absolute", p);
 		json_array_append_new(
@@ -1568,7 +1683,7 @@ static int api_stopsignal(lua_State *L)
 	size_t si = api_target(L, ctx, "stopsignal");
 	want_one_arg(L, "stopsignal", "a signal name or number");
 	const char *s = want_scalar(L, 1, "stopsignal", "signal");
-	if (!ib_plan_valid_signal(s))
+	if (!strchr(s, '$') && !ib_plan_valid_signal(s))
 		api_fail(L, "stopsignal: invalid signal '%s' (e.g. \"SIGTERM\", \"TERM\" or 15)",
 			 s);
 	json_t *step = new_step(L, ctx, "stopsignal");
@@ -1758,6 +1873,9 @@ static int api_context_read(lua_State *L)
 	if (ctx_resolve(ctx->context_dir, path, true, &rel, &st, &e) < 0)
 		raise_ib(L, &e, "context.read");
 	arena_own(ctx, rel, free);
+	if (ib_ignore_match(ctx->ignore, rel))
+		api_fail(L, "context.read: '%s' is excluded by %s", path,
+			 ib_ignore_source(ctx->ignore));
 	if (!S_ISREG(st.st_mode))
 		api_fail(L, "context.read: '%s' is not a regular file", path);
 	char *data = NULL;
@@ -1783,14 +1901,16 @@ static int api_context_exists(lua_State *L)
 	ib_eval *ctx = api_begin(L);
 	const char *path = context_path_arg(L, "context.exists");
 	ib_error *e = NULL;
-	if (ctx_resolve(ctx->context_dir, path, true, NULL, NULL, &e) < 0) {
+	char *rel = NULL;
+	if (ctx_resolve(ctx->context_dir, path, true, &rel, NULL, &e) < 0) {
 		if (e->code != IB_ENOTFOUND)
 			raise_ib(L, &e, "context.exists");
 		ib_error_free(&e);
 		lua_pushboolean(L, 0);
 		return 1;
 	}
-	lua_pushboolean(L, 1);
+	arena_own(ctx, rel, free);
+	lua_pushboolean(L, !ib_ignore_match(ctx->ignore, rel));
 	return 1;
 }
 
@@ -1805,6 +1925,7 @@ static int api_context_glob(lua_State *L)
 	if (ib_glob(ctx->context_dir, pattern, &matches, &e) < 0)
 		raise_ib(L, &e, "context.glob");
 	arena_own(ctx, matches, free_strv_item);
+	drop_ignored(ctx, matches);
 	size_t n = ib_strv_len(matches);
 	lua_createtable(L, (int)(n < INT_MAX ? n : 0), 0);
 	for (size_t i = 0; i < n; i++) {
@@ -2670,6 +2791,7 @@ static void eval_clear(ib_eval *ctx)
 	free(ctx->recipe_data);
 	free(ctx->recipe_dir);
 	free(ctx->context_dir);
+	ib_ignore_free(ctx->ignore);
 }
 
 static int parse_build_args(ib_eval *ctx, char *const *args, ib_error **err)
@@ -2737,6 +2859,9 @@ int ib_recipe_eval(json_t **plan_out, const char *recipe_path, const ib_recipe_o
 		goto out;
 	}
 	if ((rc = parse_build_args(&ctx, opts->build_args, err)) < 0)
+		goto out;
+	/* docker: what the ignore file excludes is not in the context at all */
+	if ((rc = ib_ignore_load(ctx.context_dir, recipe_path, &ctx.ignore, err)) < 0)
 		goto out;
 
 	const char *base = slash ? slash + 1 : recipe_path;

@@ -256,7 +256,7 @@ assert all("event" in e for e in events)
 '
 }
 
-@test "--check names the first layer and file that differ when a step is not reproducible" {
+@test "--check names the layer and file that differ when a step is not reproducible" {
 	mkdir -p "$T/nr"
 	cat > "$T/nr/recipe.lua" <<'LUA'
 from "localhost/busybox:latest"
@@ -266,8 +266,9 @@ LUA
 	run "$IMGBUILD" build "$T/nr/recipe.lua" --check --progress plain
 	echo "$output"
 	[ "$status" -eq 1 ]
+	[[ "$output" == *"layer "*": random.txt: content"* ]]
 	last=$(echo "$output" | tail -1)
-	[[ "$last" == "imgbuild: error: not reproducible: layer "*"random.txt"* ]]
+	[[ "$last" == "imgbuild: error: not reproducible: 1 difference" ]]
 }
 
 @test "two builds at once in one store both succeed and leave a store verify accepts" {
@@ -659,8 +660,9 @@ LUA
 import json, sys
 blob = lambda d: open(sys.argv[1] + "/blobs/sha256/" + d.split(":")[1], "rb").read()
 env = json.loads(blob(json.loads(blob(sys.argv[2]))["config"]["digest"]))["config"]["Env"]
-assert len(env) == 100000, len(env)
-assert env[0] == "V1=again" and env[-1] == "V100000=100000", (env[0], env[-1])
+# scratch starts with docker's default PATH
+assert len(env) == 100001, len(env)
+assert env[0].startswith("PATH=") and env[1] == "V1=again" and env[-1] == "V100000=100000", (env[1], env[-1])
 PY
 }
 

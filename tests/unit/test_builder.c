@@ -393,7 +393,9 @@ static const config_case config_cases[] = {
      "stage('final', 'scratch')\n"
      "env { A = '1', B = '2' }\n"
      "env { A = '3' }\n",
-     "{\"Env\": [\"A=3\", \"B=2\"]}"},
+     /* scratch has docker's default PATH, as with BuildKit */
+     "{\"Env\": [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\", "
+     "\"A=3\", \"B=2\"]}"},
     {"test_workdir_relative_resolves_against_previous",
      "stage('final', 'scratch')\n"
      "workdir '/app'\n"

@@ -717,12 +717,53 @@ static void test_first_difference_names_the_layer_and_file(void **state)
 	free(report);
 }
 
+static void test_differences_list_every_file_with_what_differs(void **state)
+{
+	fx *f = *state;
+	test_layer l1, l2;
+	ib_layer_writer *w = writer(f, IB_COMP_GZIP);
+	add_dir(w, "etc");
+	add_file_at(f, w, "etc/motd", "hello\n", 0644, 1500000000);
+	add_file(f, w, "etc/same", "same\n");
+	add_file(f, w, "only-a", "a\n");
+	finish(w, IB_COMP_GZIP, &l1);
+	w = writer(f, IB_COMP_GZIP);
+	add_dir(w, "etc");
+	add_file_at(f, w, "etc/motd", "world\n", 0600, 1600000000);
+	add_file(f, w, "etc/same", "same\n");
+	add_file(f, w, "only-b", "b\n");
+	finish(w, IB_COMP_GZIP, &l2);
+	char r1[IB_DIGEST_BUFLEN], r2[IB_DIGEST_BUFLEN];
+	image(f, &l1, 1, r1);
+	image(f, &l2, 1, r2);
+	char **lines = (char **)1;
+	size_t total = 1;
+	ib_error *err = NULL;
+	tu_must(ib_image_differences(f->store, r1, r1, 10, &lines, &total, &err), &err, "same");
+	assert_null(lines);
+	assert_int_equal(total, 0);
+	tu_must(ib_image_differences(f->store, r1, r2, 10, &lines, &total, &err), &err, "differ");
+	assert_int_equal(total, 3);
+	assert_int_equal(ib_strv_len(lines), 3);
+	assert_string_equal(lines[0], "layer 1: etc/motd: content, mode (0644 vs 0600), mtime "
+				      "(1500000000 vs 1600000000)");
+	assert_string_equal(lines[1], "layer 1: only-a: only in the first build");
+	assert_string_equal(lines[2], "layer 1: only-b: only in the second build");
+	ib_strv_free(lines);
+	/* the limit bounds the lines, not the count */
+	tu_must(ib_image_differences(f->store, r1, r2, 1, &lines, &total, &err), &err, "limit");
+	assert_int_equal(total, 3);
+	assert_int_equal(ib_strv_len(lines), 1);
+	ib_strv_free(lines);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 	    T(test_walk_reports_every_entry_with_normalised_path_and_metadata),
 	    T(test_first_difference_names_the_layer_and_file),
+	    T(test_differences_list_every_file_with_what_differs),
 	    T(test_walk_cleans_names_spelled_with_extra_slashes_and_dots),
 	    T(test_walk_reports_hardlinks_with_their_target),
 	    T(test_walk_stops_with_the_callbacks_error),

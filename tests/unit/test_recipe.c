@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "plan.h"
 #include "recipe.h"
 #include "testutil.h"
 #include "util.h"
@@ -894,6 +895,70 @@ static void test_invalid_utf8_is_an_error(void **state)
 	tmp_remove(&t);
 }
 
+static void test_cache_mounts_and_secrets_options(void **state)
+{
+	(void)state;
+	json_t *plan = NULL;
+	cleanup_free char *msg = eval_text(
+	    "from 'scratch'\n"
+	    "run { 'x', cache_mounts = { '/a/./b/', { target = '/home/app/.cache', uid = 1000,"
+	    " gid = 1000, mode = '750', sharing = 'locked' }, { target = '/c', id = 'shared' } },"
+	    " secrets = { 'ca', { id = 'tok' }, { id = 'k', src = 'key', target = '/k' } } }\n",
+	    &plan);
+	if (msg)
+		fail_msg("%s", msg);
+	json_t *step = step_at(plan, 0, 0);
+	assert_json(json_object_get(step, "cache_mounts"),
+		    "[\"/a/b\",{\"gid\":1000,\"id\":\"/home/app/.cache\",\"mode\":\"0750\","
+		    "\"sharing\":\"locked\",\"target\":\"/home/app/.cache\",\"uid\":1000},"
+		    "{\"id\":\"shared\",\"sharing\":\"shared\",\"target\":\"/c\"}]");
+	assert_json(json_object_get(step, "secrets"),
+		    "[{\"id\":\"ca\",\"src\":\"ca\",\"target\":\"/run/secrets/ca\"},"
+		    "{\"id\":\"tok\",\"target\":\"/run/secrets/tok\"},"
+		    "{\"id\":\"k\",\"src\":\"key\",\"target\":\"/k\"}]");
+	assert_int_equal(ib_plan_validate(plan, NULL), 0);
+	/* the validator at build start refuses what the recipe API would */
+	json_object_set_new(json_array_get(json_object_get(step, "cache_mounts"), 1), "sharing",
+			    json_string("sometimes"));
+	assert_true(ib_plan_validate(plan, NULL) < 0);
+	json_decref(plan);
+
+	expect_failure("from 'scratch'\nrun { 'x', cache_mounts = { { id = 'x' } } }\n", 2,
+		       "option 'target' is required", 30);
+	expect_failure("from 'scratch'\nrun { 'x', cache_mounts = { { target = 'rel' } } }\n", 2,
+		       "must be an absolute path", 30);
+	expect_failure(
+	    "from 'scratch'\nrun { 'x', cache_mounts = { { target = '/c', uid = -1 } } }\n", 2,
+	    "option 'uid' must be a number >= 0", 30);
+	expect_failure(
+	    "from 'scratch'\nrun { 'x', cache_mounts = { { target = '/c', mode = 493 } } }\n", 2,
+	    "option 'mode' must be an octal string", 30);
+	expect_failure(
+	    "from 'scratch'\nrun { 'x', cache_mounts = { { target = '/c', size = 1 } } }\n", 2,
+	    "size", 30);
+}
+
+static void test_dollar_forms_are_checked_at_build_time(void **state)
+{
+	(void)state;
+	json_t *plan = NULL;
+	cleanup_free char *msg = eval_text("from 'scratch'\n"
+					   "expose('${PORT:-80}')\n"
+					   "volume('$DATA')\n"
+					   "user('${U}')\n"
+					   "stopsignal('$SIG')\n",
+					   &plan);
+	if (msg)
+		fail_msg("%s", msg);
+	assert_json(json_object_get(step_at(plan, 0, 0), "ports"), "[\"${PORT:-80}\"]");
+	assert_json(json_object_get(step_at(plan, 0, 1), "paths"), "[\"$DATA\"]");
+	assert_int_equal(ib_plan_validate(plan, NULL), 0);
+	json_decref(plan);
+	/* without '$' the recipe still checks them */
+	expect_failure("from 'scratch'\nexpose('http')\n", 2, "invalid port", 30);
+	expect_failure("from 'scratch'\nuser('a:b:c')\n", 2, "user", 30);
+}
+
 static void test_require_refuses_symlinks_leaving_the_recipe_dir(void **state)
 {
 	(void)state;
@@ -1050,6 +1115,8 @@ int main(void)
 	    cmocka_unit_test(test_pattern_matching_is_bounded),
 	    cmocka_unit_test(test_plan_counts_against_the_memory_limit),
 	    cmocka_unit_test(test_invalid_utf8_is_an_error),
+	    cmocka_unit_test(test_cache_mounts_and_secrets_options),
+	    cmocka_unit_test(test_dollar_forms_are_checked_at_build_time),
 	    cmocka_unit_test(test_require_refuses_symlinks_leaving_the_recipe_dir),
 	    cmocka_unit_test(test_broken_recipes_report_file_and_line),
 	};
