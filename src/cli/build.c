@@ -1,5 +1,12 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +45,8 @@ static const char build_help[] =
     "      --security-opt seccomp=unconfined  run steps without the seccomp filter\n"
     "      --secret id=ID,src=PATH  source of the run{secrets} ID (else the recipe's\n"
     "                             src, which must lie inside the build context)\n"
-    "      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else 0)\n"
+    "      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else the\n"
+    "                             commit time of the context's git HEAD, else 0)\n"
     "      --iidfile FILE         write the image digest to FILE\n"
     "      --metadata-file FILE   write build metadata as JSON to FILE\n"
     "      --progress MODE        auto, tty, plain or json\n"
@@ -132,12 +140,80 @@ static int write_text(const char *path, const char *text)
 	return 0;
 }
 
+/* The commit time of HEAD of the git work tree holding dir, from
+ * `git -C DIR log -1 --format=%ct` (no shell, at most GIT_TIMEOUT_MS).
+ * false when there is none: no git, not a work tree, no commit, timeout. */
+#define GIT_TIMEOUT_MS 10000
+static bool git_head_time(const char *dir, int64_t *out)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return false;
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	char *argv[] = {"git", "-C", (char *)dir, "log", "-1", "--format=%ct", NULL};
+	pid_t pid;
+	int rc = posix_spawnp(&pid, "git", &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(p[1]);
+	if (rc != 0) {
+		close(p[0]);
+		return false;
+	}
+	char buf[64];
+	size_t len = 0;
+	bool timed_out = false;
+	struct timespec start;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long long left = GIT_TIMEOUT_MS - ((now.tv_sec - start.tv_sec) * 1000LL +
+						   (now.tv_nsec - start.tv_nsec) / 1000000);
+		struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+		int pr = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0) {
+			timed_out = true;
+			break;
+		}
+		ssize_t n = read(p[0], buf + len, sizeof(buf) - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len == sizeof(buf) - 1)
+			break;
+	}
+	close(p[0]);
+	if (timed_out)
+		kill(pid, SIGKILL);
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (timed_out || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return false;
+	buf[len] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	uint64_t v;
+	if (ib_parse_u64(buf, &v) < 0 || v > (uint64_t)INT64_MAX / 2)
+		return false;
+	*out = (int64_t)v;
+	return true;
+}
+
 /* What `imgbuild build` was asked to do. */
 typedef struct build_args {
 	ib_build_options bo;
 	char **args, **tags, **secrets;
 	const char *recipe, *context, *iidfile, *metafile, *load;
 	bool push, check;
+	bool sde_given; /* --source-date-epoch or SOURCE_DATE_EPOCH */
 	ib_progress_mode pmode;
 } build_args;
 
@@ -369,6 +445,8 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		return ib_cli_usage_error("build", "--push needs at least one -t REF");
 	if (ib_parse_source_date_epoch(sde, &a->bo.source_date_epoch, &err) < 0)
 		return usage_fail("--source-date-epoch", &err);
+	const char *env_sde = getenv("SOURCE_DATE_EPOCH");
+	a->sde_given = sde || (env_sde && *env_sde);
 	return -1;
 }
 
@@ -455,6 +533,9 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		build_args_clear(&a);
 		return rc;
 	}
+	if (!a.sde_given && git_head_time(ctx, &a.bo.source_date_epoch) && g->debug)
+		fprintf(stderr, "imgbuild: debug: build time %lld from the git HEAD of %s\n",
+			(long long)a.bo.source_date_epoch, ctx);
 	ib_build_prepare_process();
 	ib_store *store = ib_cli_open_store(g);
 	if (!store) {

@@ -1,0 +1,60 @@
+#!/usr/bin/env bats
+# The daily commands: names of bases, store visibility, build dates, output
+# formats, operations and `imgbuild run`.  The real binary, checked with
+# podman where it applies.
+
+bats_require_minimum_version 1.5.0
+
+load helpers/build
+
+setup_file() {
+	build_setup_file
+}
+
+teardown_file() {
+	build_teardown_file
+}
+
+setup() {
+	T="$(mktemp -d "$SUITE_TMP/t.XXXXXX")"
+}
+
+# json_get EXPR: evaluate a python expression on `j` = JSON from stdin.
+json_get() {
+	python3 -c "import json, sys; j = json.load(sys.stdin); print(($1))"
+}
+
+# git_repo DIR: a repository with one commit dated 2023-11-14T22:13:20Z.
+git_repo() {
+	mkdir -p "$1"
+	printf 'stage("s", "localhost/busybox:latest")\ncopy { "hello.txt", "/hello.txt" }\n' >"$1/recipe.lua"
+	echo hello >"$1/hello.txt"
+	git -C "$1" init -q
+	git -C "$1" add -A
+	GIT_AUTHOR_DATE="1700000000 +0000" GIT_COMMITTER_DATE="1700000000 +0000" \
+		git -C "$1" -c user.name=t -c user.email=t@example.invalid commit -q -m one
+}
+
+@test "date: a git context's image carries the commit date, the same digest from two clones" {
+	need git
+	git_repo "$T/repo"
+	git clone -q "$T/repo" "$T/clone1"
+	sleep 1
+	git clone -q "$T/repo" "$T/clone2"
+	unset SOURCE_DATE_EPOCH
+	run -0 "$IMGBUILD" -q build "$T/clone1/recipe.lua" -t localhost/dated:1
+	d1=$output
+	run -0 "$IMGBUILD" -q build "$T/clone2/recipe.lua" -t localhost/dated:2
+	[ "$output" = "$d1" ]
+	created=$("$IMGBUILD" inspect localhost/dated:1 | json_get 'j["Config"]["created"]')
+	[ "$created" = "2023-11-14T22:13:20Z" ]
+	# SOURCE_DATE_EPOCH and --source-date-epoch still win over git
+	SOURCE_DATE_EPOCH=5 run -0 "$IMGBUILD" -q build "$T/clone1/recipe.lua" -t localhost/dated:3
+	created=$("$IMGBUILD" inspect localhost/dated:3 | json_get 'j["Config"]["created"]')
+	[ "$created" = "1970-01-01T00:00:05Z" ]
+	# outside a git work tree: 0
+	mkdir "$T/plain" && cp "$T/repo/recipe.lua" "$T/repo/hello.txt" "$T/plain/"
+	run -0 "$IMGBUILD" -q build "$T/plain/recipe.lua" -t localhost/dated:4
+	created=$("$IMGBUILD" inspect localhost/dated:4 | json_get 'j["Config"]["created"]')
+	[ "$created" = "1970-01-01T00:00:00Z" ]
+}
