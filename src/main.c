@@ -30,6 +30,7 @@ static const struct {
     {"load", ib_cmd_load, "Load images from a docker or OCI archive"},
     {"load-into", ib_cmd_load_into, "Hand images to docker or podman"},
     {"import", ib_cmd_import, "Create a one-layer image from a rootfs tarball"},
+    {"run", ib_cmd_run, "Run a command in an image (build sandbox, nothing kept)"},
     {"diff", ib_cmd_diff, "Show file differences between two images"},
     {"prune", ib_cmd_prune, "Delete unreferenced blobs, layers and cache"},
     {"verify", ib_cmd_verify, "Re-hash every blob in the store"},

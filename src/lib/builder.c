@@ -56,29 +56,34 @@ stage_state *build_find_stage(builder *b, const char *name)
 }
 
 /* Make sure the layer is unpacked under ROOT/layers (overlay format). */
-int build_ensure_unpacked(builder *b, layer_ref *l, ib_error **err)
+int build_unpack_layer(ib_store *s, const char *digest, const char *diff_id, ib_error **err)
 {
-	if (ib_store_layer_unpacked(b->store, l->diff_id))
+	if (ib_store_layer_unpacked(s, diff_id))
 		return 0;
-	cleanup_free char *tmp = ib_store_tmp_path(b->store, "unpack");
+	cleanup_free char *tmp = ib_store_tmp_path(s, "unpack");
 	if (ib_mkdir_p(tmp, 0755, err) < 0)
 		return -1;
 	cleanup_close int fd = -1;
 	int64_t size = 0;
-	int r = ib_store_blob_open(b->store, l->desc.digest, &fd, &size, err);
+	int r = ib_store_blob_open(s, digest, &fd, &size, err);
 	if (r == 0) {
 		ib_unpack_options uo = IB_UNPACK_OPTIONS_INIT;
 		uo.whiteouts = IB_WHITEOUT_OVERLAY;
 		r = ib_unpack_fd(fd, tmp, &uo, NULL, err);
 	}
 	if (r == 0)
-		r = ib_store_layer_install(b->store, tmp, l->diff_id, err);
+		r = ib_store_layer_install(s, tmp, diff_id, err);
 	ib_error *e2 = NULL;
 	ib_rm_rf(tmp, &e2);
 	ib_error_free(&e2);
 	if (r < 0)
-		return ib_error_wrap(err, "unpack layer %.19s", l->desc.digest);
+		return ib_error_wrap(err, "unpack layer %.19s", digest);
 	return 0;
+}
+
+int build_ensure_unpacked(builder *b, layer_ref *l, ib_error **err)
+{
+	return build_unpack_layer(b->store, l->desc.digest, l->diff_id, err);
 }
 
 int build_ensure_stage_unpacked(builder *b, stage_state *st, ib_error **err)

@@ -58,3 +58,35 @@ git_repo() {
 	created=$("$IMGBUILD" inspect localhost/dated:4 | json_get 'j["Config"]["created"]')
 	[ "$created" = "1970-01-01T00:00:00Z" ]
 }
+
+@test "run: a built image runs with its user, workdir, env and cmd; exit status passes through; nothing is kept" {
+	cat >"$T/recipe.lua" <<'LUA'
+stage("s", "localhost/busybox:latest")
+run { "sh", "-c", "mkdir -p /work && chown 1000:1000 /work" }
+env { GREETING = "hi" }
+user "app"
+workdir "/work"
+cmd { "sh", "-c", "echo greeting=$GREETING uid=$(id -u) pwd=$(pwd); exit 3" }
+LUA
+	run -0 "$IMGBUILD" -q build "$T/recipe.lua" -t localhost/runme:1
+	run -3 "$IMGBUILD" run localhost/runme:1
+	[ "$output" = "greeting=hi uid=1000 pwd=/work" ]
+	run -0 "$IMGBUILD" run -e GREETING=yo --network none localhost/runme:1 -- sh -c 'echo $GREETING; touch /work/x; ls /work'
+	[ "${lines[0]}" = "yo" ]
+	[ "${lines[1]}" = "x" ]
+	# the file written by the last run is gone; a command's own status comes back
+	run -0 "$IMGBUILD" run localhost/runme:1 ls -A /work
+	[ "$output" = "" ]
+	run -42 "$IMGBUILD" run localhost/runme:1 sh -c 'exit 42'
+	run -127 "$IMGBUILD" run localhost/runme:1 /no/such/tool
+	run -125 "$IMGBUILD" run localhost/no-such-image:1 true
+	[[ "$output" == *"not found"* ]]
+	# no run dir is left behind
+	run ls "$IMGBUILD_ROOT/tmp"
+	[[ "$output" != *run-* ]]
+	# podman agrees on what the image does
+	if command -v podman >/dev/null; then
+		run -3 podrun localhost/runme:1
+		[[ "$output" == *"greeting=hi uid=1000 pwd=/work"* ]]
+	fi
+}
