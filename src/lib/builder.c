@@ -13,9 +13,11 @@
 #include "cache.h"
 #include "compress.h"
 #include "digest.h"
+#include "handoff.h"
 #include "imgdiff.h"
 #include "plan.h"
 #include "progress.h"
+#include "ref.h"
 #include "registry.h"
 #include "sandbox.h"
 #include "unpack.h"
@@ -232,6 +234,44 @@ static json_t *empty_config(void)
 	return c;
 }
 
+/* A base named without a registry (written) that is not in the store by its
+ * normalised name: the one local image of that name under any registry
+ * (podman's short-name rule).  IB_ENOTFOUND when there is none. */
+static int build_find_local_base(builder *b, const char *written, ib_image **out,
+				 ib_error **err)
+{
+	if (!written)
+		return IB_ENOTFOUND;
+	cleanup_strv char **m = NULL;
+	if (ib_store_short_name_matches(b->store, written, &m, err) < 0)
+		return -1;
+	size_t n = ib_strv_len(m);
+	if (n == 0)
+		return IB_ENOTFOUND;
+	if (n > 1) {
+		return ib_error_setc(err, IB_EINVALID,
+				     "short name \"%s\" matches several local images (%s, %s%s); "
+				     "write the full name",
+				     written, m[0], m[1], n > 2 ? ", ..." : "");
+	}
+	ib_progress_info(b->o->progress, "%s: using the local %s", written, m[0]);
+	return ib_store_image_load(b->store, m[0], out, err);
+}
+
+/* The error for a base that is neither in the store nor pulled: why, the
+ * similar local names, and where else the image is. */
+static int build_base_not_found(builder *b, const char *ref, const char *why, ib_error **err)
+{
+	cleanup_free char *list = ib_store_similar_names(b->store, ref, 5);
+	cleanup_free char *familiar = ib_ref_familiarize(ref);
+	const char *engine = ib_handoff_image_holder(ref);
+	cleanup_free char *hint =
+	    engine ? xasprintf("; %s has it: %s save %s | imgbuild load", engine, engine, familiar)
+		   : NULL;
+	return ib_error_setc(err, IB_ENOTFOUND, "%s%s%s%s", why, list ? "; similar: " : "",
+			     list ? list : "", hint ? hint : "");
+}
+
 int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image **out,
 			  ib_error **err)
 {
@@ -239,11 +279,16 @@ int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image *
 	if (!pull)
 		pull = b->o->pull ? b->o->pull : "missing";
 	int r = IB_ENOTFOUND;
+	const char *written = jstr(json_object_get(stage, "from"), "short");
 	if (strcmp(pull, "always") != 0) {
 		r = ib_store_image_load(b->store, ref, out, err);
-		if (r == 0 || r != IB_ENOTFOUND || !strcmp(pull, "never"))
+		if (r == 0 || r != IB_ENOTFOUND)
 			return r;
 		ib_error_free(err);
+		if ((r = build_find_local_base(b, written, out, err)) != IB_ENOTFOUND)
+			return r;
+		if (!strcmp(pull, "never") || !strncmp(ref, "localhost/", 10))
+			return build_base_not_found(b, ref, "not found locally", err);
 	}
 	ib_registry_options ro = IB_REGISTRY_OPTIONS_INIT;
 	ro.tls_verify = b->o->tls_verify;
@@ -254,10 +299,14 @@ int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image *
 	ib_descriptor d = {0};
 	ib_progress_info(b->o->progress, "pulling %s", ref);
 	r = ib_registry_pull(b->store, ref, &ro, &d, err);
+	if (r < 0 && strcmp(pull, "always") != 0) {
+		cleanup_free char *why = xasprintf("not in the store, and pulling it failed: %s",
+						   (*err)->msg);
+		ib_error_free(err);
+		return build_base_not_found(b, ref, why, err);
+	}
 	if (r < 0)
-		return strcmp(pull, "always")
-			   ? ib_error_wrap(err, "not in the store, and pulling it failed")
-			   : r;
+		return r;
 	r = ib_store_image_load_digest(b->store, d.digest, out, err);
 	ib_descriptor_clear(&d);
 	return r;

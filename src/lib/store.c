@@ -1686,3 +1686,72 @@ int ib_store_verify(ib_store *s, ib_verify_cb cb, void *payload, ib_error **err)
 	walk_free(&w);
 	return r < 0 ? r : problems;
 }
+
+/* ---- names ---- */
+
+int ib_store_short_name_matches(ib_store *s, const char *short_name, char ***out, ib_error **err)
+{
+	*out = xcalloc(1, sizeof(char *));
+	ib_store_tag *tags = NULL;
+	size_t n = 0;
+	if (ib_store_tags(s, &tags, &n, err) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (ib_ref_short_matches(short_name, tags[i].name))
+			ib_strv_push(out, tags[i].name);
+	ib_store_tags_free(tags, n);
+	return 0;
+}
+
+typedef struct similar {
+	size_t dist;
+	char *name;
+} similar;
+
+static int similar_cmp(const void *a, const void *b)
+{
+	const similar *x = a, *y = b;
+	if (x->dist != y->dist)
+		return x->dist < y->dist ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+char *ib_store_similar_names(ib_store *s, const char *ref, size_t max)
+{
+	char *out = NULL;
+	ib_store_tag *tags = NULL;
+	size_t n = 0;
+	ib_error *e = NULL;
+	if (ib_store_tags(s, &tags, &n, &e) < 0) {
+		ib_error_free(&e);
+		return NULL;
+	}
+	cleanup_free char *want = ib_ref_familiarize(ref);
+	similar *c = xcalloc(n + 1, sizeof(*c));
+	size_t nc = 0;
+	for (size_t i = 0; i < n; i++) {
+		char *name = ib_ref_familiarize(tags[i].name);
+		/* a typo or two, a registry prefix more or less */
+		size_t d = ib_ref_edit_distance(want, name);
+		size_t limit = strlen(want) / 4 > 2 ? strlen(want) / 4 : 2;
+		const char *slash = strchr(name, '/');
+		if (d > limit && slash && ib_ref_edit_distance(want, slash + 1) <= limit)
+			d = limit;
+		if (d <= limit && strcmp(name, want) != 0)
+			c[nc++] = (similar){d, name};
+		else
+			free(name);
+	}
+	ib_store_tags_free(tags, n);
+	qsort(c, nc, sizeof(*c), similar_cmp);
+	for (size_t i = 0; i < nc; i++) {
+		if (i < max) {
+			char *t = xasprintf("%s%s%s", out ? out : "", out ? ", " : "", c[i].name);
+			free(out);
+			out = t;
+		}
+		free(c[i].name);
+	}
+	free(c);
+	return out;
+}

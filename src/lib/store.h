@@ -195,4 +195,14 @@ void ib_platform_from_machine(const char *machine, const char **arch, const char
  * usually omit "v8"); a different variant never matches. */
 int ib_platform_select(const ib_index *idx, const char *os, const char *arch, const char *variant);
 
+/* ---- names ---- */
+/* The tags (full names) that the short name short_name, as the user wrote
+ * it, names under some registry (ib_ref_short_matches).  *out is
+ * NULL-terminated; free with ib_strv_free. */
+int ib_store_short_name_matches(ib_store *s, const char *short_name, char ***out, ib_error **err);
+/* Up to max tags (familiar form) whose names are a few edits from ref's,
+ * closest first, as "a, b"; NULL when there is none (also when the store
+ * cannot be read).  Caller frees. */
+char *ib_store_similar_names(ib_store *s, const char *ref, size_t max);
+
 #endif

@@ -90,3 +90,44 @@ LUA
 		[[ "$output" == *"greeting=hi uid=1000 pwd=/work"* ]]
 	fi
 }
+
+@test "names: a short from name uses the one local image of that name; a localhost/ typo lists similar names, never connects" {
+	run -0 "$IMGBUILD" tag localhost/busybox:latest localhost/debian:bookworm
+	printf 'stage("s", "debian:bookworm")\nrun { "sh", "-c", "echo short-ok > /ok" }\n' >"$T/short.lua"
+	run -0 "$IMGBUILD" build "$T/short.lua" -t localhost/short:1 --progress plain
+	[[ "$output" == *"using the local localhost/debian:bookworm"* ]]
+	run -0 "$IMGBUILD" run localhost/short:1 cat /ok
+	[ "$output" = "short-ok" ]
+	# the full docker.io name is not a short name: it is not taken from localhost/
+	printf 'stage("s", "docker.io/library/debian:bookworm")\n' >"$T/full.lua"
+	run -1 "$IMGBUILD" build "$T/full.lua" --pull never
+	[[ "$output" != *"using the local"* ]]
+	# a typo in a localhost/ name: no network, similar local names
+	printf 'stage("s", "localhost/debain:bookworm")\n' >"$T/typo.lua"
+	run -1 "$IMGBUILD" build "$T/typo.lua"
+	[[ "$output" == *"not found locally; similar: localhost/debian:bookworm"* ]]
+	[[ "$output" != *"connect"* ]]
+	[ "${#lines[@]}" -eq 1 ]
+	# two local images of one short name: ambiguous, say so
+	run -0 "$IMGBUILD" tag localhost/busybox:latest quay.io/debian:bookworm
+	run -1 "$IMGBUILD" build "$T/short.lua" --no-cache
+	[[ "$output" == *"matches several local images"* ]]
+	run -0 "$IMGBUILD" rmi quay.io/debian:bookworm localhost/debian:bookworm
+}
+
+@test "names: a base only podman has: the error says how to bring it over" {
+	need podman skopeo
+	mkdir -p "$T/ps" "$T/pr"
+	printf '[storage]\ndriver = "vfs"\ngraphroot = "%s"\nrunroot = "%s"\n' "$T/ps" "$T/pr" >"$T/storage.conf"
+	export CONTAINERS_STORAGE_CONF="$T/storage.conf"
+	skopeo copy -q "oci:$IMGBUILD_ROOT/oci:localhost/busybox:latest" \
+		"containers-storage:docker.io/library/onlyinpodman:1"
+	run -0 podman image exists docker.io/library/onlyinpodman:1
+	printf 'stage("s", "onlyinpodman:1")\n' >"$T/p.lua"
+	run -1 "$IMGBUILD" build "$T/p.lua" --pull never
+	[[ "$output" == *"podman has it: podman save onlyinpodman:1 | imgbuild load"* ]]
+	# and that command brings it over
+	podman save onlyinpodman:1 | "$IMGBUILD" load
+	run -0 "$IMGBUILD" build "$T/p.lua" --pull never
+	podman rmi -af >/dev/null 2>&1 || true
+}
