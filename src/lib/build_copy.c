@@ -845,8 +845,13 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 	json_object_set_new(extra, "content", json_string(cdigest));
 	build_step_key(key_out, parent, step, extra);
 	srcs = build_argv_string(json_object_get(step, "sources"));
-	created_by =
-	    xasprintf("COPY %s%s %s", from_context ? "" : "--from ", srcs, jstr(step, "dest"));
+	/* as docker's history: COPY --from=STAGE|IMAGE SRC... DEST */
+	const char *from_name = from_context ? NULL
+			       : jstr(from, "stage") ? jstr(from, "stage")
+			       : jstr(from, "short") ? jstr(from, "short")
+						     : jstr(from, "image");
+	cleanup_free char *from_opt = from_name ? xasprintf("--from=%s ", from_name) : NULL;
+	created_by = xasprintf("COPY %s%s %s", from_opt ? from_opt : "", srcs, jstr(step, "dest"));
 	json_t *inputs = NULL;
 	if (!b->o->no_cache && build_use_cached(b, st, key_out, created_by)) {
 		*cached = true;

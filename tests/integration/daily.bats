@@ -131,3 +131,26 @@ LUA
 	run -0 "$IMGBUILD" build "$T/p.lua" --pull never
 	podman rmi -af >/dev/null 2>&1 || true
 }
+
+@test "history: stage names in COPY --from= and the exec form of ENTRYPOINT/CMD, as docker shows them" {
+	cat >"$T/recipe.lua" <<'LUA'
+local build = stage("build", "localhost/busybox:latest")
+run { "sh", "-c", "echo hi > /hello" }
+stage("final", "localhost/busybox:latest")
+copy { from = build, "/hello", "/hello" }
+entrypoint { "/bin/sh" }
+cmd { "-c", "cat /hello" }
+LUA
+	run -0 "$IMGBUILD" -q build "$T/recipe.lua" -t localhost/hist:1
+	run -0 "$IMGBUILD" history --no-trunc localhost/hist:1
+	[[ "$output" == *"COPY --from=build /hello /hello"* ]]
+	[[ "$output" == *'ENTRYPOINT ["/bin/sh"]'* ]]
+	[[ "$output" == *'CMD ["-c" "cat /hello"]'* ]]
+	if command -v podman >/dev/null; then
+		skopeo copy -q "oci:$IMGBUILD_ROOT/oci:localhost/hist:1" \
+			"containers-storage:[vfs@$SUITE_TMP/pstore+$SUITE_TMP/prun]localhost/hist:1" >/dev/null
+		run -0 pod history --no-trunc --format '{{.CreatedBy}}' localhost/hist:1
+		[[ "$output" == *"COPY --from=build /hello /hello"* ]]
+		[[ "$output" == *'ENTRYPOINT ["/bin/sh"]'* ]]
+	fi
+}
