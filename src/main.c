@@ -32,6 +32,7 @@ static const struct {
     {"import", ib_cmd_import, "Create a one-layer image from a rootfs tarball"},
     {"run", ib_cmd_run, "Run a command in an image (build sandbox, nothing kept)"},
     {"diff", ib_cmd_diff, "Show file differences between two images"},
+    {"df", ib_cmd_df, "Show what the store uses and what prune would free"},
     {"prune", ib_cmd_prune, "Delete unreferenced blobs, layers and cache"},
     {"verify", ib_cmd_verify, "Re-hash every blob in the store"},
     {"version", ib_cmd_version, "Show the version"},

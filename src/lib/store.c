@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1754,4 +1755,171 @@ char *ib_store_similar_names(ib_store *s, const char *ref, size_t max)
 	}
 	free(c);
 	return out;
+}
+
+/* ------------------------------------------------------------ disk usage */
+
+static __thread uint64_t du_bytes, du_files;
+
+static int du_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)path;
+	(void)flag;
+	(void)ftw;
+	if (S_ISREG(sb->st_mode) || S_ISLNK(sb->st_mode)) {
+		du_bytes += (uint64_t)sb->st_size;
+		du_files++;
+	}
+	return 0;
+}
+
+uint64_t ib_dir_usage(const char *path)
+{
+	du_bytes = 0;
+	du_files = 0;
+	if (nftw(path, du_cb, 16, FTW_PHYS) < 0)
+		return 0;
+	return du_bytes;
+}
+
+/* Entries of dir with their sizes; which are kept by keep (diff_id -> x). */
+static void usage_dir(const char *dir, json_t *keep1, char **keep2, uint64_t *n, uint64_t *bytes,
+		      uint64_t *n_free, uint64_t *bytes_free)
+{
+	cleanup_dir DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		cleanup_free char *p = ib_path_join(dir, de->d_name);
+		uint64_t b = ib_dir_usage(p);
+		(*n)++;
+		*bytes += b;
+		bool kept = false;
+		if (keep1 && valid_blob_name(de->d_name)) {
+			char digest[IB_DIGEST_BUFLEN];
+			digest_from_name(digest, de->d_name);
+			kept = json_object_get(keep1, digest) ||
+			       strv_contains_digest(keep2, de->d_name);
+		}
+		if (!kept) {
+			(*n_free)++;
+			*bytes_free += b;
+		}
+	}
+}
+
+static uint64_t blob_size(ib_store *s, const char *digest)
+{
+	cleanup_free char *p = ib_store_blob_path(s, digest);
+	struct stat sb;
+	return p && stat(p, &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
+}
+
+int ib_store_usage_get(ib_store *s, char **cache_digests, char **cache_diff_ids,
+		       ib_store_usage *u, ib_error **err)
+{
+	memset(u, 0, sizeof(*u));
+	ib_index *idx = NULL;
+	int r = read_index(s, &idx, err);
+	if (r < 0)
+		return r;
+	/* per image (manifest digest, once): its blobs; per layer: how many
+	 * images use it */
+	json_t *images = json_object(), *layer_users = json_object();
+	u->images = xcalloc(idx->n_manifests + 1, sizeof(*u->images));
+	for (size_t i = 0; i < idx->n_manifests; i++) {
+		const ib_descriptor *d = &idx->manifests[i];
+		const char *name = desc_ref_name(d);
+		ib_store_usage_image *im = &u->images[u->n_images++];
+		im->name = name ? ib_ref_familiarize(name) : xstrdup("<none>");
+		memcpy(im->digest, d->digest, IB_DIGEST_BUFLEN);
+		if (json_object_get(images, d->digest))
+			continue;
+		struct walk w;
+		walk_init(&w, s, false);
+		ib_error *e = NULL;
+		walk_manifest(&w, d->digest, im->name, false, 0, &e);
+		ib_error_free(&e);
+		json_object_set_new(images, d->digest, json_incref(w.reachable));
+		const char *k;
+		json_t *v;
+		json_object_foreach (w.reachable, k, v) {
+			json_t *c = json_object_get(layer_users, k);
+			json_object_set_new(layer_users, k,
+					    json_integer(c ? json_integer_value(c) + 1 : 1));
+		}
+		walk_free(&w);
+	}
+	ib_index_free(idx);
+	for (size_t i = 0; i < u->n_images; i++) {
+		ib_store_usage_image *im = &u->images[i];
+		const char *k;
+		json_t *v;
+		json_object_foreach (json_object_get(images, im->digest), k, v) {
+			uint64_t b = blob_size(s, k);
+			im->size += b;
+			if (json_integer_value(json_object_get(layer_users, k)) > 1)
+				im->shared += b;
+			else
+				im->unique += b;
+		}
+	}
+	{
+		const char *k;
+		json_t *v;
+		json_object_foreach (layer_users, k, v) {
+			uint64_t b = blob_size(s, k);
+			u->images_bytes += b;
+			if (json_integer_value(v) > 1) {
+				u->shared_blobs++;
+				u->shared_bytes += b;
+			} else {
+				u->unique_blobs++;
+				u->unique_bytes += b;
+			}
+		}
+	}
+	u->n_distinct_images = json_object_size(images);
+	/* blobs neither image uses: the step cache's, or nobody's */
+	cleanup_dir DIR *d = opendir(s->blobs);
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL) {
+		if (!valid_blob_name(de->d_name))
+			continue;
+		char digest[IB_DIGEST_BUFLEN];
+		digest_from_name(digest, de->d_name);
+		if (json_object_get(layer_users, digest))
+			continue;
+		uint64_t b = blob_size(s, digest);
+		if (strv_contains_digest(cache_digests, de->d_name)) {
+			u->cache_blobs++;
+			u->cache_bytes += b;
+		} else {
+			u->unreferenced_blobs++;
+			u->unreferenced_bytes += b;
+		}
+	}
+	/* unpacked layers: kept by prune when an image or the cache uses them */
+	struct walk w;
+	walk_init(&w, s, false);
+	ib_error *e = NULL;
+	walk_store(&w, &e);
+	ib_error_free(&e);
+	usage_dir(s->layers, w.diff_ids, cache_diff_ids, &u->unpacked, &u->unpacked_bytes,
+		  &u->unpacked_unused, &u->unpacked_unused_bytes);
+	walk_free(&w);
+	uint64_t dummy_n = 0, dummy_b = 0;
+	usage_dir(s->tmp, NULL, NULL, &u->tmp_entries, &u->tmp_bytes, &dummy_n, &dummy_b);
+	json_decref(images);
+	json_decref(layer_users);
+	return 0;
+}
+
+void ib_store_usage_free(ib_store_usage *u)
+{
+	for (size_t i = 0; i < u->n_images; i++)
+		free(u->images[i].name);
+	free(u->images);
+	memset(u, 0, sizeof(*u));
 }

@@ -154,3 +154,45 @@ LUA
 		[[ "$output" == *'ENTRYPOINT ["/bin/sh"]'* ]]
 	fi
 }
+
+@test "df: images, unique and shared blobs, step cache, cache mounts, temp; prune says what it removed and keeps cache mounts unless asked" {
+	"$IMGBUILD" save -o "$T/bb.tar" localhost/busybox:latest
+	export IMGBUILD_ROOT="$T/root"
+	run -0 "$IMGBUILD" load -i "$T/bb.tar"
+	cat >"$T/a.lua" <<'LUA'
+stage("s", "localhost/busybox:latest")
+run { "sh", "-c", "head -c 100000 /dev/zero > /var/cache/x/blob; echo a > /a", cache_mounts = { "/var/cache/x" } }
+LUA
+	printf 'stage("s", "localhost/busybox:latest")\nrun { "sh", "-c", "echo b > /b" }\n' >"$T/b.lua"
+	run -0 "$IMGBUILD" -q build "$T/a.lua" -t localhost/a:1
+	run -0 "$IMGBUILD" -q build "$T/b.lua" -t localhost/b:1
+	run -0 "$IMGBUILD" df --json
+	echo "$output" >"$T/df.json"
+	df_get() { json_get "$1" <"$T/df.json"; }
+	[ "$(df_get 'j["images"]["count"]')" = 3 ]
+	# the busybox layers are shared by all three images, each run layer is unique
+	[ "$(df_get 'j["images"]["shared"] > 1000000')" = True ]
+	[ "$(df_get 'j["images"]["unique"] > 0')" = True ]
+	[ "$(df_get 'j["step_cache"]["entries"] >= 2')" = True ]
+	[ "$(df_get 'j["cache_mounts"]["count"]')" = 1 ]
+	[ "$(df_get 'j["cache_mounts"]["size"]')" = 100000 ]
+	[ "$(df_get 'j["unpacked_layers"]["count"] >= 2')" = True ]
+	run -0 "$IMGBUILD" df -v
+	[[ "$output" == *"Cache mounts"*"1"*"97.7KB"* || "$output" == *"Cache mounts"*"1"*"100"* ]]
+	[[ "$output" == *"localhost/a:1"* ]]
+	# a plain prune keeps the cache mounts (and says what it deleted)
+	mkdir -p "$IMGBUILD_ROOT/tmp/leftover"
+	run -0 "$IMGBUILD" prune
+	[[ "$output" == *"Deleted 1 temporary entries"* ]]
+	[[ "$output" != *"cache mounts"* ]]
+	[ "$("$IMGBUILD" df --json | json_get 'j["cache_mounts"]["count"]')" = 1 ]
+	run -0 "$IMGBUILD" prune --cache-mounts
+	[[ "$output" == *"Deleted 1 cache mounts"* ]]
+	[ "$("$IMGBUILD" df --json | json_get 'j["cache_mounts"]["count"]')" = 0 ]
+	# --all drops the step cache and the cache mounts, and says so
+	run -0 "$IMGBUILD" -q build "$T/a.lua" -t localhost/a:1 --no-cache
+	run -0 "$IMGBUILD" prune --all
+	[[ "$output" == *"step cache entries"* ]]
+	[[ "$output" == *"Deleted 1 cache mounts"* ]]
+	[ "$("$IMGBUILD" df --json | json_get 'j["step_cache"]["entries"]')" = 0 ]
+}
