@@ -1,7 +1,9 @@
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -205,6 +207,81 @@ static bool git_head_time(const char *dir, int64_t *out)
 		return false;
 	*out = (int64_t)v;
 	return true;
+}
+
+/* ---- SIGINT/SIGTERM during a build ----
+ * Both are blocked while the build runs and taken by a thread of their own:
+ * it kills our children (the step's sandbox monitor, whose death takes the
+ * step's PID namespace with it), so the build fails at once and unwinds
+ * through its usual cleanup (the step's ROOT/tmp/run-* dir is removed);
+ * the build then reports "interrupted" and exits 128+signal.  A build that
+ * does not unwind within INTERRUPT_GRACE_MS (a pull, a long compression)
+ * has its temp entries removed by that thread, which then exits. */
+#define INTERRUPT_GRACE_MS 5000
+static volatile sig_atomic_t interrupted_by;
+static ib_store *interrupt_store;
+static sigset_t interrupt_set;
+
+/* SIGKILL to every child of every thread of ours. */
+static void kill_children(void)
+{
+	cleanup_dir DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		cleanup_free char *p = xasprintf("/proc/self/task/%s/children", de->d_name);
+		cleanup_free char *text = NULL;
+		size_t len = 0;
+		ib_error *e = NULL;
+		if (ib_read_file(p, 65536, &text, &len, &e) < 0) {
+			ib_error_free(&e);
+			continue;
+		}
+		for (char *q = text; q && *q;) {
+			char *end;
+			long pid = strtol(q, &end, 10);
+			if (end == q)
+				break;
+			if (pid > 1)
+				kill((pid_t)pid, SIGKILL);
+			q = end;
+		}
+	}
+}
+
+static void *interrupt_main(void *payload)
+{
+	(void)payload;
+	int sig = 0;
+	if (sigwait(&interrupt_set, &sig) != 0)
+		return NULL;
+	interrupted_by = sig;
+	for (int i = 0; i < INTERRUPT_GRACE_MS / 100; i++) {
+		kill_children();
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	if (interrupt_store)
+		ib_store_tmp_remove_own(interrupt_store);
+	static const char msg[] = "imgbuild: error: interrupted\n";
+	ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	(void)w;
+	_exit(128 + sig);
+}
+
+static void interrupt_watch(ib_store *s)
+{
+	interrupt_store = s;
+	sigemptyset(&interrupt_set);
+	sigaddset(&interrupt_set, SIGINT);
+	sigaddset(&interrupt_set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &interrupt_set, NULL);
+	pthread_t t;
+	if (pthread_create(&t, NULL, interrupt_main, NULL) == 0)
+		pthread_detach(t);
+	else
+		pthread_sigmask(SIG_UNBLOCK, &interrupt_set, NULL);
 }
 
 /* What `imgbuild build` was asked to do. */
@@ -554,10 +631,19 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	bo->progress = prog;
 	ib_build_result res = {0};
 	ib_error *err = NULL;
+	interrupt_watch(store);
 	if (ib_build_run(store, plan, bo, &res, &err) < 0)
-		rc = ib_cli_fail(&err);
-	if (rc == 0 && a.check)
+		rc = interrupted_by ? 1 : ib_cli_fail(&err);
+	if (rc == 0 && a.check && !interrupted_by)
 		rc = run_check(store, plan, bo, &res, prog);
+	if (interrupted_by) {
+		ib_error_free(&err);
+		ib_cli_failf(IB_ERROR, "interrupted");
+		rc = 128 + interrupted_by;
+	} else {
+		/* pushes and hand-offs are interrupted the ordinary way */
+		pthread_sigmask(SIG_UNBLOCK, &interrupt_set, NULL);
+	}
 	if (rc == 0 && a.push)
 		rc = push_tags(store, a.tags, res.manifest.digest, g, prog);
 	if (rc == 0 && a.load) {

@@ -146,8 +146,19 @@ static void clear_status(ib_progress *p)
 	}
 }
 
+/* Every JSON event carries "time": when it happened, RFC 3339 in UTC with
+ * milliseconds ("2024-05-01T12:00:00.123Z"). */
 static void emit_json(ib_progress *p, json_t *ev)
 {
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	time_t secs = ts.tv_sec;
+	gmtime_r(&secs, &tm);
+	char when[40], stamp[64];
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(stamp, sizeof(stamp), "%s.%03dZ", when, (int)(ts.tv_nsec / 1000000) % 1000);
+	json_object_set_new(ev, "time", json_string(stamp));
 	char *s = json_dumps(ev, JSON_COMPACT | JSON_SORT_KEYS);
 	fprintf(p->out, "%s\n", s);
 	free(s);

@@ -1923,3 +1923,22 @@ void ib_store_usage_free(ib_store_usage *u)
 	free(u->images);
 	memset(u, 0, sizeof(*u));
 }
+
+int ib_store_tmp_remove_own(ib_store *s)
+{
+	char mark[32];
+	snprintf(mark, sizeof(mark), "-%d-", (int)getpid());
+	cleanup_dir DIR *d = opendir(s->tmp);
+	struct dirent *de;
+	int n = 0;
+	while (d && (de = readdir(d)) != NULL) {
+		if (!strstr(de->d_name, mark))
+			continue;
+		cleanup_free char *p = ib_path_join(s->tmp, de->d_name);
+		ib_error *e = NULL;
+		if (ib_rm_rf(p, &e) == 0)
+			n++;
+		ib_error_free(&e);
+	}
+	return n;
+}

@@ -237,4 +237,8 @@ void ib_store_usage_free(ib_store_usage *u);
  * does not exist). */
 uint64_t ib_dir_usage(const char *path);
 
+/* Remove the entries of ROOT/tmp this process made (ib_store_tmp_path
+ * names carry the pid), for an interrupted build; returns how many. */
+int ib_store_tmp_remove_own(ib_store *s);
+
 #endif

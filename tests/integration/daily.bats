@@ -196,3 +196,50 @@ LUA
 	[[ "$output" == *"Deleted 1 cache mounts"* ]]
 	[ "$("$IMGBUILD" df --json | json_get 'j["step_cache"]["entries"]')" = 0 ]
 }
+
+# interrupt_build SIGNAL: start a build whose step sleeps, send SIGNAL once
+# the step runs; sets status/output of the build.
+interrupt_build() {
+	printf 'stage("s", "localhost/busybox:latest")\nrun { "sh", "-c", "echo started; sleep 4321" }\n' >"$T/sleep.lua"
+	"$IMGBUILD" build "$T/sleep.lua" --no-cache --progress plain >"$T/out" 2>&1 &
+	local pid=$!
+	for _ in $(seq 100); do
+		grep -q started "$T/out" && break
+		sleep 0.1
+	done
+	grep -q started "$T/out"
+	ls "$IMGBUILD_ROOT/tmp" | grep -q '^run-'
+	kill -s "$1" "$pid"
+	status=0
+	wait "$pid" || status=$?
+	output=$(cat "$T/out")
+}
+
+@test "interrupt: SIGINT/SIGTERM during a run step kill it, remove its temp dirs, exit 130/143 with 'interrupted'" {
+	interrupt_build INT
+	[ "$status" -eq 130 ]
+	[[ "$output" == *"imgbuild: error: interrupted"* ]]
+	[[ "$output" != *"exited with status"* ]]
+	! ls "$IMGBUILD_ROOT/tmp" | grep -q '^run-'
+	! pgrep -f "sleep 4321"
+	interrupt_build TERM
+	[ "$status" -eq 143 ]
+	[[ "$output" == *"imgbuild: error: interrupted"* ]]
+	! ls "$IMGBUILD_ROOT/tmp" | grep -q '^run-'
+	! pgrep -f "sleep 4321"
+}
+
+@test "--progress json: every event has an RFC 3339 time with milliseconds; finished steps their wall time" {
+	printf 'stage("s", "localhost/busybox:latest")\nrun { "sh", "-c", "sleep 0.3" }\n' >"$T/j.lua"
+	run --separate-stderr -0 "$IMGBUILD" build "$T/j.lua" --no-cache --progress json
+	echo "$stderr" | python3 -c '
+import json, re, sys
+events = [json.loads(l) for l in sys.stdin if l.strip()]
+assert events
+for e in events:
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["time"]), e
+ids = {e["id"] for e in events if e["event"] == "step" and "sleep" in e.get("label", "")}
+done = [e for e in events if e["event"] == "step" and e["state"] == "done" and e["id"] in ids]
+assert done and all(e["seconds"] >= 0.3 for e in done), done
+'
+}
