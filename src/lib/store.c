@@ -4,6 +4,8 @@
  * only ever appears complete (written in ROOT/tmp, fsync'd, renamed). */
 #include "store.h"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -1941,4 +1943,87 @@ int ib_store_tmp_remove_own(ib_store *s)
 		ib_error_free(&e);
 	}
 	return n;
+}
+
+/* ------------------------------------------------- uncompressed layer sizes */
+
+/* ROOT/cache/layer-sizes.json: blob digest -> bytes of its uncompressed
+ * content, filled on first use (decompressing the blob once). */
+#define LAYER_SIZES_MAX (16u << 20)
+
+static uint64_t count_uncompressed(ib_store *s, const char *digest, bool *ok)
+{
+	*ok = false;
+	cleanup_close int fd = -1;
+	int64_t size = 0;
+	ib_error *e = NULL;
+	if (ib_store_blob_open(s, digest, &fd, &size, &e) < 0) {
+		ib_error_free(&e);
+		return 0;
+	}
+	struct archive *a = archive_read_new();
+	archive_read_support_filter_all(a);
+	archive_read_support_format_raw(a);
+	uint64_t total = 0;
+	struct archive_entry *ent;
+	if (archive_read_open_fd(a, fd, 65536) == ARCHIVE_OK &&
+	    archive_read_next_header(a, &ent) == ARCHIVE_OK) {
+		char *buf = xmalloc(65536);
+		la_ssize_t n;
+		while ((n = archive_read_data(a, buf, 65536)) > 0)
+			total += (uint64_t)n;
+		free(buf);
+		*ok = n == 0;
+	} else if (size == 0) {
+		*ok = true;
+	}
+	archive_read_free(a);
+	return total;
+}
+
+int ib_store_content_sizes(ib_store *s, const ib_descriptor *layers, size_t n, uint64_t *out,
+			   ib_error **err)
+{
+	(void)err;
+	cleanup_free char *path = ib_path_join(s->root, "cache/layer-sizes.json");
+	cleanup_free char *text = NULL;
+	size_t len = 0;
+	ib_error *e = NULL;
+	json_t *map = NULL;
+	if (ib_read_file(path, LAYER_SIZES_MAX, &text, &len, &e) == 0)
+		map = json_loadb(text, len, 0, NULL);
+	ib_error_free(&e);
+	if (!json_is_object(map)) {
+		json_decref(map);
+		map = json_object();
+	}
+	bool changed = false;
+	*out = 0;
+	for (size_t i = 0; i < n; i++) {
+		const ib_descriptor *d = &layers[i];
+		json_t *v = json_object_get(map, d->digest);
+		if (json_is_integer(v)) {
+			*out += (uint64_t)json_integer_value(v);
+			continue;
+		}
+		bool ok = false;
+		uint64_t sz = count_uncompressed(s, d->digest, &ok);
+		if (!ok) /* unreadable: the compressed size is the best there is */
+			sz = (uint64_t)d->size;
+		*out += sz;
+		if (ok) {
+			json_object_set_new(map, d->digest, json_integer((json_int_t)sz));
+			changed = true;
+		}
+	}
+	if (changed) {
+		char *t = json_dumps(map, JSON_COMPACT | JSON_SORT_KEYS);
+		cleanup_free char *dir = ib_path_join(s->root, "cache");
+		if (t && ib_mkdir_p(dir, 0700, &e) == 0)
+			ib_write_file_atomic(path, t, strlen(t), 0600, &e);
+		ib_error_free(&e);
+		free(t);
+	}
+	json_decref(map);
+	return 0;
 }

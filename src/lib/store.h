@@ -241,4 +241,10 @@ uint64_t ib_dir_usage(const char *path);
  * names carry the pid), for an interrupted build; returns how many. */
 int ib_store_tmp_remove_own(ib_store *s);
 
+/* *out = the uncompressed size of the layers' content (what docker and
+ * podman show as an image's size), from ROOT/cache/layer-sizes.json, a
+ * blob not recorded there being decompressed once and recorded. */
+int ib_store_content_sizes(ib_store *s, const ib_descriptor *layers, size_t n, uint64_t *out,
+			   ib_error **err);
+
 #endif
