@@ -243,3 +243,35 @@ done = [e for e in events if e["event"] == "step" and e["state"] == "done" and e
 assert done and all(e["seconds"] >= 0.3 for e in done), done
 '
 }
+
+@test "images: SIZE is the uncompressed content (as podman shows it); --format with fields, json, index, join" {
+	cat >"$T/recipe.lua" <<'LUA'
+stage("s", "localhost/busybox:latest")
+run { "sh", "-c", "head -c 3000000 /dev/zero > /zeros" }
+label { k = "v" }
+cmd { "sh", "-c", "echo hi" }
+LUA
+	run -0 "$IMGBUILD" -q build "$T/recipe.lua" -t localhost/fmt:1
+	run -0 "$IMGBUILD" images --format '{{.Repository}}|{{.Tag}}|{{.SizeBytes}}|{{.CompressedSizeBytes}}'
+	line=$(grep '^localhost/fmt|1|' <<<"$output")
+	IFS='|' read -r _ _ size csize <<<"$line"
+	# three MB of zeros compress to almost nothing: SIZE is what unpacks
+	[ "$size" -gt 3000000 ]
+	[ "$csize" -lt 2000000 ]
+	[ "$("$IMGBUILD" images --json | json_get '[i["size"] for i in j if i["reference"] == "localhost/fmt:1"][0]')" = "$size" ]
+	if command -v podman >/dev/null; then
+		skopeo copy -q "oci:$IMGBUILD_ROOT/oci:localhost/fmt:1" \
+			"containers-storage:[vfs@$SUITE_TMP/pstore+$SUITE_TMP/prun]localhost/fmt:1" >/dev/null
+		# podman adds its copies of the manifest and config (a few kB)
+		psize=$(pod image inspect --format '{{.Size}}' localhost/fmt:1)
+		[ "$psize" -ge "$size" ] && [ "$((psize - size))" -lt 65536 ]
+	fi
+	run -0 "$IMGBUILD" inspect --format '{{index .Config.Labels "k"}} {{join .Config.Cmd " "}} {{json .Config.Cmd}}' localhost/fmt:1
+	[ "$output" = 'v sh -c echo hi ["sh","-c","echo hi"]' ]
+	run -0 "$IMGBUILD" inspect -f '{{.Config.Env}} {{.Size}}' localhost/fmt:1
+	[ "$output" = "[PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin] $size" ]
+	id=$("$IMGBUILD" inspect localhost/fmt:1 | json_get 'j["ConfigDigest"]')
+	[ "$("$IMGBUILD" inspect -f '{{.Id}}' localhost/fmt:1)" = "$id" ]
+	run -2 "$IMGBUILD" inspect -f '{{nosuch .Id}}' localhost/fmt:1
+	[[ "$output" == *'unknown function "nosuch"'* ]]
+}
