@@ -275,3 +275,27 @@ LUA
 	run -2 "$IMGBUILD" inspect -f '{{nosuch .Id}}' localhost/fmt:1
 	[[ "$output" == *'unknown function "nosuch"'* ]]
 }
+
+@test "diff: images in docker and OCI archives and OCI layout dirs against the store; the store is left as it was" {
+	need skopeo
+	printf 'stage("s", "localhost/busybox:latest")\nrun { "sh", "-c", "echo x > /added; rm /bin/ls" }\n' >"$T/d.lua"
+	run -0 "$IMGBUILD" -q build "$T/d.lua" -t localhost/d:1
+	"$IMGBUILD" save -o "$T/d-docker.tar" localhost/d:1
+	"$IMGBUILD" save --format oci -o "$T/d-oci.tar" localhost/d:1
+	skopeo copy -q "oci:$IMGBUILD_ROOT/oci:localhost/d:1" "oci:$T/layout:v1"
+	"$IMGBUILD" rmi localhost/d:1
+	before=$("$IMGBUILD" images --format '{{.Reference}}')
+	want=$'A /added\nD /bin/ls'
+	run -0 "$IMGBUILD" diff localhost/busybox:latest "docker-archive:$T/d-docker.tar"
+	[ "$output" = "$want" ]
+	run -0 "$IMGBUILD" diff localhost/busybox:latest "oci-archive:$T/d-oci.tar"
+	[ "$output" = "$want" ]
+	run -0 "$IMGBUILD" diff "oci:$T/layout:v1" localhost/busybox:latest
+	[ "$output" = $'D /added\nA /bin/ls' ]
+	run -0 "$IMGBUILD" diff "oci:$T/layout:v1" "docker-archive:$T/d-docker.tar"
+	[ "$output" = "" ]
+	run -1 "$IMGBUILD" diff "oci:$T/layout:nope" localhost/busybox:latest
+	[[ "$output" == *"no image tagged nope"* ]]
+	[ "$("$IMGBUILD" images --format '{{.Reference}}')" = "$before" ]
+	! ls "$IMGBUILD_ROOT/tmp" | grep -q '^diff-'
+}
