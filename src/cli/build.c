@@ -558,16 +558,22 @@ static int run_check(ib_store *store, json_t *plan, const ib_build_options *bo,
 static int push_tags(ib_store *store, char **tags, const char *digest, ib_global *g,
 		     ib_progress *prog)
 {
+	/* the printer of `imgbuild push` */
+	ib_transfer_printer *pr = ib_transfer_printer_for(prog, "pushing");
 	ib_registry_options ro = IB_REGISTRY_OPTIONS_INIT;
-	ib_cli_registry_options(&ro, g, NULL);
-	ro.progress = ib_progress_transfer_cb;
-	ro.payload = prog;
+	ib_cli_registry_options(&ro, g, pr);
 	ib_error *err = NULL;
 	for (size_t i = 0; tags[i]; i++) {
 		char pushed[IB_DIGEST_BUFLEN];
 		ib_progress_info(prog, "pushing %s", tags[i]);
-		if (ib_registry_push(store, tags[i], NULL, &ro, pushed, &err) < 0)
+		int r = ib_registry_push(store, tags[i], NULL, &ro, pushed, &err);
+		ib_transfer_printer_free(pr);
+		pr = tags[i + 1] ? ib_transfer_printer_for(prog, "pushing") : NULL;
+		ro.payload = pr;
+		if (r < 0) {
+			ib_transfer_printer_free(pr);
 			return ib_cli_fail(&err);
+		}
 		if (strcmp(pushed, digest) != 0)
 			return ib_cli_failf(IB_EDIGEST, "push %s: registry holds %s, built %s",
 					    tags[i], pushed, digest);

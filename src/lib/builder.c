@@ -294,11 +294,15 @@ int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image *
 	ro.tls_verify = b->o->tls_verify;
 	ro.authfile = b->o->authfile;
 	ro.platform = jstr(stage, "platform");
-	ro.progress = ib_progress_transfer_cb;
-	ro.payload = b->o->progress;
+	/* the printer of `imgbuild pull` */
+	ib_transfer_printer *pr = ib_transfer_printer_for(b->o->progress, "pulling");
+	ro.progress = ib_transfer_printer_progress;
+	ro.event = ib_transfer_printer_event;
+	ro.payload = pr;
 	ib_descriptor d = {0};
 	ib_progress_info(b->o->progress, "pulling %s", ref);
 	r = ib_registry_pull(b->store, ref, &ro, &d, err);
+	ib_transfer_printer_free(pr);
 	if (r < 0 && strcmp(pull, "always") != 0) {
 		cleanup_free char *why = xasprintf("not in the store, and pulling it failed: %s",
 						   (*err)->msg);

@@ -393,6 +393,7 @@ typedef struct pline {
 struct ib_transfer_printer {
 	FILE *f;
 	bool tty, quiet;
+	ib_progress *json; /* a build's --progress json: events go there */
 	char *verb;
 	pthread_mutex_t lock;
 	pline *v;
@@ -409,6 +410,16 @@ ib_transfer_printer *ib_transfer_printer_new(FILE *f, const char *verb, bool qui
 	p->tty = isatty(fileno(f)) == 1;
 	p->verb = xstrdup(verb);
 	pthread_mutex_init(&p->lock, NULL);
+	return p;
+}
+
+ib_transfer_printer *ib_transfer_printer_for(ib_progress *prog, const char *verb)
+{
+	ib_transfer_printer *p = ib_transfer_printer_new(prog->out, verb, prog->quiet);
+	if (prog->mode == IB_PROGRESS_JSON)
+		p->json = prog;
+	else if (prog->mode == IB_PROGRESS_PLAIN)
+		p->tty = false;
 	return p;
 }
 
@@ -466,7 +477,7 @@ static void draw(ib_transfer_printer *p, bool force)
 void ib_transfer_printer_progress(const char *what, uint64_t done, uint64_t total, void *payload)
 {
 	ib_transfer_printer *p = payload;
-	if (!p || p->quiet || !p->tty)
+	if (!p || p->quiet || !p->tty || p->json)
 		return;
 	pthread_mutex_lock(&p->lock);
 	pline *l = pline_get(p, what);
@@ -486,6 +497,14 @@ void ib_transfer_printer_event(const char *what, const char *state, uint64_t siz
 			   : !strcmp(state, "skipped") ? "skipped (foreign layer)"
 			   : !strcmp(state, "done")    ? "done"
 						       : state;
+	if (p->json) {
+		lock(p->json);
+		emit_json(p->json, json_pack("{s:s, s:s, s:s, s:s, s:I}", "event", "transfer", "verb",
+					     p->verb, "what", what, "state", state, "size",
+					     (json_int_t)size));
+		unlock(p->json);
+		return;
+	}
 	pthread_mutex_lock(&p->lock);
 	if (p->tty) {
 		pline *l = pline_get(p, what);

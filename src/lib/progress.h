@@ -49,6 +49,10 @@ typedef struct ib_transfer_printer ib_transfer_printer;
  * per blob with bytes and rate, redrawn in place; elsewhere one plain line
  * per finished blob.  quiet: print nothing. */
 ib_transfer_printer *ib_transfer_printer_new(FILE *f, const char *verb, bool quiet);
+/* The same printer for a transfer inside a build: on prog's stream, plain
+ * lines for --progress plain, JSON "transfer" events for --progress json
+ * ({"event":"transfer","verb","what","state","size","time"}). */
+ib_transfer_printer *ib_transfer_printer_for(ib_progress *prog, const char *verb);
 /* Finish the live view. Safe on NULL. */
 void ib_transfer_printer_free(ib_transfer_printer *p);
 /* Use as o->progress / o->event with o->payload = the printer. */
