@@ -616,9 +616,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		build_args_clear(&a);
 		return rc;
 	}
-	if (!a.sde_given && git_head_time(ctx, &a.bo.source_date_epoch) && g->debug)
-		fprintf(stderr, "imgbuild: debug: build time %lld from the git HEAD of %s\n",
-			(long long)a.bo.source_date_epoch, ctx);
+	bool from_git = !a.sde_given && git_head_time(ctx, &a.bo.source_date_epoch);
 	ib_build_prepare_process();
 	ib_store *store = ib_cli_open_store(g);
 	if (!store) {
@@ -627,6 +625,14 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		return 1;
 	}
 	ib_progress *prog = ib_progress_new(a.pmode, g->quiet, stderr);
+	ib_progress_set_debug(prog, g->debug);
+	if (g->debug)
+		ib_progress_debug(prog, "build time %lld (%s), context %s",
+				  (long long)a.bo.source_date_epoch,
+				  from_git ? "commit time of the context's git HEAD"
+				  : a.sde_given ? "--source-date-epoch / SOURCE_DATE_EPOCH"
+						: "default 0",
+				  ctx);
 	ib_build_options *bo = &a.bo;
 	bo->recipe_path = a.recipe;
 	bo->context_dir = ctx;
@@ -638,7 +644,15 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	ib_build_result res = {0};
 	ib_error *err = NULL;
 	interrupt_watch(store);
-	if (ib_build_run(store, plan, bo, &res, &err) < 0)
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int br = ib_build_run(store, plan, bo, &res, &err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ib_progress_debug(prog, "build %s after %.3fs: %d steps run, %d cached",
+			  br < 0 ? "failed" : "done",
+			  (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+			  res.steps_run, res.steps_cached);
+	if (br < 0)
 		rc = interrupted_by ? 1 : ib_cli_fail(&err);
 	if (rc == 0 && a.check && !interrupted_by)
 		rc = run_check(store, plan, bo, &res, prog);

@@ -138,11 +138,16 @@ static json_t *layer_entry_json(const ib_layer_result *r, const char *media_type
 bool build_use_cached(builder *b, stage_state *st, const char *key, const char *created_by)
 {
 	json_t *e = ib_cache_step_get(b->cache, key);
-	if (!e)
+	if (!e) {
+		ib_progress_debug(b->o->progress, "cache lookup %.19s: miss (%s)", key, created_by);
 		return false;
+	}
 	json_t *l = json_object_get(e, "layer");
 	const char *digest = jstr(l, "digest");
 	bool ok = ib_store_blob_exists(b->store, digest);
+	ib_progress_debug(b->o->progress, "cache lookup %.19s: %s %.19s (%s)", key,
+			  ok ? "hit, layer" : "entry without its blob", digest ? digest : "-",
+			  created_by);
 	if (ok) {
 		ib_descriptor d = {0};
 		d.media_type = xstrdup(jstr(l, "mediaType"));

@@ -30,6 +30,8 @@ struct ib_progress {
 	double run_t0;
 	bool line_open;		      /* the running step's line is the cursor's line */
 	uint64_t run_done, run_total; /* bytes shown on the running line */
+	bool debug;		      /* --debug: ib_progress_debug prints */
+	double t_start;		      /* for the debug lines' timestamps */
 };
 
 static double now(void);
@@ -356,6 +358,40 @@ void ib_progress_bytes(ib_progress *p, int id, const char *what, uint64_t done, 
 void ib_progress_transfer_cb(const char *what, uint64_t done, uint64_t total, void *payload)
 {
 	ib_progress_bytes(payload, 0, what, done, total);
+}
+
+void ib_progress_set_debug(ib_progress *p, bool on)
+{
+	p->debug = on;
+	p->t_start = now();
+}
+
+bool ib_progress_debugging(const ib_progress *p)
+{
+	return p && p->debug;
+}
+
+void ib_progress_debug(ib_progress *p, const char *fmt, ...)
+{
+	if (!p || !p->debug)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	cleanup_free char *m = xvasprintf(fmt, ap);
+	va_end(ap);
+	double t = now() - p->t_start;
+	if (p->mode == IB_PROGRESS_JSON) {
+		lock(p);
+		emit_json(p, json_pack("{s:s, s:s, s:f}", "event", "debug", "message", m, "elapsed", t));
+		unlock(p);
+		return;
+	}
+	lock(p);
+	clear_status(p);
+	close_line(p);
+	fprintf(p->out, "debug: [%7.3fs] %s\n", t, m);
+	fflush(p->out);
+	unlock(p);
 }
 
 void ib_progress_info(ib_progress *p, const char *fmt, ...)

@@ -299,3 +299,17 @@ LUA
 	[ "$("$IMGBUILD" images --format '{{.Reference}}')" = "$before" ]
 	! ls "$IMGBUILD_ROOT/tmp" | grep -q '^diff-'
 }
+
+@test "--debug: a build shows the build time's source, cache lookups, sandbox setup and timings" {
+	printf 'stage("s", "localhost/busybox:latest")\nrun { "sh", "-c", "echo dbg > /dbg" }\n' >"$T/dbg.lua"
+	run --separate-stderr -0 "$IMGBUILD" build "$T/dbg.lua" --no-cache --progress plain
+	[[ "$stderr" != *"debug:"* ]]
+	run --separate-stderr -0 "$IMGBUILD" --debug build "$T/dbg.lua" --progress plain
+	[[ "$stderr" == *"debug: ["*"s] build time 0 (--source-date-epoch / SOURCE_DATE_EPOCH)"* ]]
+	[[ "$stderr" == *"cache lookup sha256:"*": hit, layer sha256:"* ]]
+	[[ "$stderr" == *"build done after "*"s: 0 steps run, 1 cached"* ]]
+	run --separate-stderr -0 "$IMGBUILD" build "$T/dbg.lua" --no-cache --progress plain --debug
+	[[ "$stderr" == *"sandbox: "*" lower dirs, upper "*"/tmp/run-"*", user root, workdir /, network default,"* ]]
+	[[ "$stderr" == *"sandbox: exit status 0 after "* ]]
+	[[ "$stderr" == *"build done after "*"s: 1 steps run, 0 cached"* ]]
+}
