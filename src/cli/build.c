@@ -629,7 +629,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	if (g->debug)
 		ib_progress_debug(prog, "build time %lld (%s), context %s",
 				  (long long)a.bo.source_date_epoch,
-				  from_git ? "commit time of the context's git HEAD"
+				  from_git	? "commit time of the context's git HEAD"
 				  : a.sde_given ? "--source-date-epoch / SOURCE_DATE_EPOCH"
 						: "default 0",
 				  ctx);

@@ -142,21 +142,20 @@ int ib_cmd_df(int argc, char **argv, ib_global *g)
 					    (json_int_t)u.images[i].unique));
 		json_t *ms = json_array();
 		for (size_t i = 0; i < n_mounts; i++)
-			json_array_append_new(ms, json_pack("{s:s, s:I}", "id", mounts[i].id, "size",
-							    (json_int_t)mounts[i].bytes));
+			json_array_append_new(ms, json_pack("{s:s, s:I}", "id", mounts[i].id,
+							    "size", (json_int_t)mounts[i].bytes));
 		json_t *o = json_pack(
 		    "{s:{s:I, s:I, s:I, s:I, s:I, s:o}, s:{s:I, s:I, s:I}, s:{s:I, s:I}, "
 		    "s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:o}, s:{s:I, s:I}}",
 		    "images", "count", (json_int_t)u.n_images, "distinct",
-		    (json_int_t)u.n_distinct_images, "size", (json_int_t)u.images_bytes,
-		    "unique", (json_int_t)u.unique_bytes, "shared",
-		    (json_int_t)u.shared_bytes, "list", imgs, "step_cache", "entries",
-		    (json_int_t)n_steps, "blobs", (json_int_t)u.cache_blobs, "size",
-		    (json_int_t)u.cache_bytes, "unreferenced", "blobs",
-		    (json_int_t)u.unreferenced_blobs, "size", (json_int_t)u.unreferenced_bytes,
-		    "unpacked_layers", "count", (json_int_t)u.unpacked, "size",
-		    (json_int_t)u.unpacked_bytes, "reclaimable_count",
-		    (json_int_t)u.unpacked_unused, "reclaimable",
+		    (json_int_t)u.n_distinct_images, "size", (json_int_t)u.images_bytes, "unique",
+		    (json_int_t)u.unique_bytes, "shared", (json_int_t)u.shared_bytes, "list", imgs,
+		    "step_cache", "entries", (json_int_t)n_steps, "blobs",
+		    (json_int_t)u.cache_blobs, "size", (json_int_t)u.cache_bytes, "unreferenced",
+		    "blobs", (json_int_t)u.unreferenced_blobs, "size",
+		    (json_int_t)u.unreferenced_bytes, "unpacked_layers", "count",
+		    (json_int_t)u.unpacked, "size", (json_int_t)u.unpacked_bytes,
+		    "reclaimable_count", (json_int_t)u.unpacked_unused, "reclaimable",
 		    (json_int_t)u.unpacked_unused_bytes, "cache_mounts", "count",
 		    (json_int_t)n_mounts, "size", (json_int_t)mounts_bytes, "list", ms, "temporary",
 		    "entries", (json_int_t)u.tmp_entries, "size", (json_int_t)u.tmp_bytes);
@@ -179,12 +178,14 @@ int ib_cmd_df(int argc, char **argv, ib_global *g)
 		ROW("Images", u.n_images, u.images_bytes, size_str(0));
 		ROW("  unique blobs", u.unique_blobs, u.unique_bytes, size_str(0));
 		ROW("  shared blobs", u.shared_blobs, u.shared_bytes, size_str(0));
-		ROW("Step cache", n_steps, u.cache_bytes, reclaim_str(u.cache_bytes, u.cache_bytes));
+		ROW("Step cache", n_steps, u.cache_bytes,
+		    reclaim_str(u.cache_bytes, u.cache_bytes));
 		ROW("Unreferenced", u.unreferenced_blobs, u.unreferenced_bytes,
 		    reclaim_str(u.unreferenced_bytes, u.unreferenced_bytes));
 		ROW("Unpacked layers", u.unpacked, u.unpacked_bytes,
 		    reclaim_str(u.unpacked_unused_bytes, u.unpacked_bytes));
-		ROW("Cache mounts", n_mounts, mounts_bytes, reclaim_str(mounts_bytes, mounts_bytes));
+		ROW("Cache mounts", n_mounts, mounts_bytes,
+		    reclaim_str(mounts_bytes, mounts_bytes));
 		ROW("Temporary", u.tmp_entries, u.tmp_bytes, reclaim_str(u.tmp_bytes, u.tmp_bytes));
 #undef ROW
 		ib_cli_print_table(head, NCOL, cells, NROW);
@@ -194,7 +195,8 @@ int ib_cmd_df(int argc, char **argv, ib_global *g)
 			char **ic = xcalloc(u.n_images * 5 + 1, sizeof(char *));
 			for (size_t i = 0; i < u.n_images; i++) {
 				ic[i * 5] = xstrdup(u.images[i].name);
-				ic[i * 5 + 1] = xasprintf("%.12s", ib_digest_hex(u.images[i].digest));
+				ic[i * 5 + 1] =
+				    xasprintf("%.12s", ib_digest_hex(u.images[i].digest));
 				ic[i * 5 + 2] = size_str(u.images[i].size);
 				ic[i * 5 + 3] = size_str(u.images[i].shared);
 				ic[i * 5 + 4] = size_str(u.images[i].unique);

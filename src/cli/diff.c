@@ -84,7 +84,8 @@ static int tar_dir(const char *dir, const char *out, ib_error **err)
 			break;
 		}
 		if (r != ARCHIVE_OK) {
-			rc = ib_error_setc(err, IB_ERROR, "oci:%s: %s", dir, archive_error_string(rd));
+			rc = ib_error_setc(err, IB_ERROR, "oci:%s: %s", dir,
+					   archive_error_string(rd));
 			archive_entry_free(e);
 			break;
 		}
@@ -99,7 +100,8 @@ static int tar_dir(const char *dir, const char *out, ib_error **err)
 		}
 		archive_entry_set_pathname(e, rel);
 		if (archive_write_header(wr, e) != ARCHIVE_OK) {
-			rc = ib_error_setc(err, IB_ERROR, "tar %s: %s", out, archive_error_string(wr));
+			rc = ib_error_setc(err, IB_ERROR, "tar %s: %s", out,
+					   archive_error_string(wr));
 			archive_entry_free(e);
 			break;
 		}
@@ -109,7 +111,8 @@ static int tar_dir(const char *dir, const char *out, ib_error **err)
 			while (fd >= 0 && (n = read(fd, buf, 65536)) > 0)
 				archive_write_data(wr, buf, (size_t)n);
 			if (fd < 0 || n < 0)
-				rc = ib_error_set(err, errno, "read %s", archive_entry_sourcepath(e));
+				rc = ib_error_set(err, errno, "read %s",
+						  archive_entry_sourcepath(e));
 			if (fd >= 0)
 				close(fd);
 		}

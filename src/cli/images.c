@@ -160,10 +160,10 @@ static json_t *format_data(const row *r)
 		ib_format_size(size, sizeof(size), (uint64_t)r->size);
 		ib_format_size(csize, sizeof(csize), (uint64_t)r->compressed_size);
 	}
-	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "Repository", r->name,
-			      "Tag", r->tag, "Reference", r->reference, "ID",
-			      ib_digest_hex(r->digest), "Digest", r->digest, "CreatedSince", since,
-			      "Size", size, "CompressedSize", csize);
+	json_t *o =
+	    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "Repository", r->name, "Tag",
+		      r->tag, "Reference", r->reference, "ID", ib_digest_hex(r->digest), "Digest",
+		      r->digest, "CreatedSince", since, "Size", size, "CompressedSize", csize);
 	json_object_set_new(o, "ID", json_stringn(ib_digest_hex(r->digest), 12));
 	json_object_set_new(o, "CreatedAt", r->created ? json_string(r->created) : json_null());
 	json_object_set_new(o, "SizeBytes", json_integer(r->size));

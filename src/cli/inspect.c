@@ -124,8 +124,9 @@ static int print_format(json_t *o, json_t *config, uint64_t size, uint64_t compr
 	json_object_set(d, "Id", json_object_get(o, "ConfigDigest"));
 	static const struct {
 		const char *from, *to;
-	} copy[] = {{"created", "Created"}, {"architecture", "Architecture"}, {"os", "Os"},
-		    {"variant", "Variant"}, {"author", "Author"},	      {"history", "History"}};
+	} copy[] = {{"created", "Created"}, {"architecture", "Architecture"},
+		    {"os", "Os"},	    {"variant", "Variant"},
+		    {"author", "Author"},   {"history", "History"}};
 	for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++) {
 		json_t *v = json_object_get(config, copy[i].from);
 		if (v)

@@ -37,8 +37,11 @@ int ib_cmd_run(int argc, char **argv, ib_global *g)
 	    {"workdir", required_argument, NULL, 'w'},
 	    {NULL, 0, NULL, 0},
 	};
-	static const ib_cli_cmd cmd = {
-	    .name = "run", .help = usage, .shortopts = "e:u:w:", .longopts = opts, .in_order = true};
+	static const ib_cli_cmd cmd = {.name = "run",
+				       .help = usage,
+				       .shortopts = "e:u:w:",
+				       .longopts = opts,
+				       .in_order = true};
 	ib_image_run_options o = {0};
 	cleanup_strv char **env = xcalloc(1, sizeof(char *));
 	int r = 0, c;

@@ -183,17 +183,17 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	ib_progress_debug(b->o->progress,
 			  "sandbox: %zu lower dirs, upper %s, user %s, workdir %s, network %s, "
 			  "%zu mounts, timeout %us, pids %ld, memory %llu, seccomp %s",
-			  ib_strv_len(lowers), upper, so.user ? so.user : "root", so.workdir, net, m,
-			  so.timeout_sec, so.pids_limit, so.memory_limit,
+			  ib_strv_len(lowers), upper, so.user ? so.user : "root", so.workdir, net,
+			  m, so.timeout_sec, so.pids_limit, so.memory_limit,
 			  so.seccomp_unconfined ? "off" : "on");
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (rc == 0)
 		rc = ib_sandbox_run(&so, &status, err);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	ib_progress_debug(b->o->progress, "sandbox: %s %d after %.3fs",
-			  rc < 0 ? "failed, status" : "exit status", status,
-			  (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	ib_progress_debug(
+	    b->o->progress, "sandbox: %s %d after %.3fs", rc < 0 ? "failed, status" : "exit status",
+	    status, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	ib_strv_free(lowers);
 	ib_strv_free(mount_src);
 	free(mounts);

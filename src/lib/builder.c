@@ -242,8 +242,7 @@ static json_t *empty_config(void)
 /* A base named without a registry (written) that is not in the store by its
  * normalised name: the one local image of that name under any registry
  * (podman's short-name rule).  IB_ENOTFOUND when there is none. */
-static int build_find_local_base(builder *b, const char *written, ib_image **out,
-				 ib_error **err)
+static int build_find_local_base(builder *b, const char *written, ib_image **out, ib_error **err)
 {
 	if (!written)
 		return IB_ENOTFOUND;
@@ -309,8 +308,8 @@ int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image *
 	r = ib_registry_pull(b->store, ref, &ro, &d, err);
 	ib_transfer_printer_free(pr);
 	if (r < 0 && strcmp(pull, "always") != 0) {
-		cleanup_free char *why = xasprintf("not in the store, and pulling it failed: %s",
-						   (*err)->msg);
+		cleanup_free char *why =
+		    xasprintf("not in the store, and pulling it failed: %s", (*err)->msg);
 		ib_error_free(err);
 		return build_base_not_found(b, ref, why, err);
 	}

@@ -202,7 +202,8 @@ static int call(parser *ps, const char *name, json_t **args, size_t n, json_t **
 		json_t *e;
 		json_array_foreach (args[0], i, e) {
 			if (i)
-				ib_buf_append(&b, json_string_value(args[1]), json_string_length(args[1]));
+				ib_buf_append(&b, json_string_value(args[1]),
+					      json_string_length(args[1]));
 			print_value(&b, e);
 		}
 		size_t len = 0;

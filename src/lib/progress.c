@@ -382,7 +382,8 @@ void ib_progress_debug(ib_progress *p, const char *fmt, ...)
 	double t = now() - p->t_start;
 	if (p->mode == IB_PROGRESS_JSON) {
 		lock(p);
-		emit_json(p, json_pack("{s:s, s:s, s:f}", "event", "debug", "message", m, "elapsed", t));
+		emit_json(
+		    p, json_pack("{s:s, s:s, s:f}", "event", "debug", "message", m, "elapsed", t));
 		unlock(p);
 		return;
 	}
@@ -535,8 +536,8 @@ void ib_transfer_printer_event(const char *what, const char *state, uint64_t siz
 						       : state;
 	if (p->json) {
 		lock(p->json);
-		emit_json(p->json, json_pack("{s:s, s:s, s:s, s:s, s:I}", "event", "transfer", "verb",
-					     p->verb, "what", what, "state", state, "size",
+		emit_json(p->json, json_pack("{s:s, s:s, s:s, s:s, s:I}", "event", "transfer",
+					     "verb", p->verb, "what", what, "state", state, "size",
 					     (json_int_t)size));
 		unlock(p->json);
 		return;

@@ -1818,8 +1818,8 @@ static uint64_t blob_size(ib_store *s, const char *digest)
 	return p && stat(p, &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
 }
 
-int ib_store_usage_get(ib_store *s, char **cache_digests, char **cache_diff_ids,
-		       ib_store_usage *u, ib_error **err)
+int ib_store_usage_get(ib_store *s, char **cache_digests, char **cache_diff_ids, ib_store_usage *u,
+		       ib_error **err)
 {
 	memset(u, 0, sizeof(*u));
 	ib_index *idx = NULL;

@@ -207,31 +207,31 @@ char *ib_store_similar_names(ib_store *s, const char *ref, size_t max);
 
 /* ---- disk usage (imgbuild df) ---- */
 typedef struct ib_store_usage_image {
-	char *name;			/* familiar tag name */
+	char *name;		       /* familiar tag name */
 	char digest[IB_DIGEST_BUFLEN]; /* manifest (or index) */
-	uint64_t size;			/* its blobs: manifest, config, layers */
-	uint64_t shared, unique;	/* of size: blobs other images use too / only it */
+	uint64_t size;		       /* its blobs: manifest, config, layers */
+	uint64_t shared, unique;       /* of size: blobs other images use too / only it */
 } ib_store_usage_image;
 
 typedef struct ib_store_usage {
 	ib_store_usage_image *images; /* one per tag */
 	size_t n_images;
-	size_t n_distinct_images;		   /* different manifests */
-	uint64_t images_bytes;			   /* blobs reachable from tags, once each */
+	size_t n_distinct_images; /* different manifests */
+	uint64_t images_bytes;	  /* blobs reachable from tags, once each */
 	/* of those: used by one image / by several (layers, configs) */
 	uint64_t unique_blobs, unique_bytes, shared_blobs, shared_bytes;
-	uint64_t cache_blobs, cache_bytes;	   /* blobs only the step cache uses */
+	uint64_t cache_blobs, cache_bytes;		 /* blobs only the step cache uses */
 	uint64_t unreferenced_blobs, unreferenced_bytes; /* blobs nothing uses */
-	uint64_t unpacked, unpacked_bytes;	   /* ROOT/layers entries */
+	uint64_t unpacked, unpacked_bytes;		 /* ROOT/layers entries */
 	uint64_t unpacked_unused, unpacked_unused_bytes; /* of those: prune removes */
-	uint64_t tmp_entries, tmp_bytes;	   /* ROOT/tmp */
+	uint64_t tmp_entries, tmp_bytes;		 /* ROOT/tmp */
 } ib_store_usage;
 
 /* What the store holds, for `df`: the step cache's blobs and diff_ids come
  * from the caller (ib_cache_referenced; may be NULL).  Sizes are apparent
  * sizes of regular files and symlinks. */
-int ib_store_usage_get(ib_store *s, char **cache_digests, char **cache_diff_ids,
-		       ib_store_usage *u, ib_error **err);
+int ib_store_usage_get(ib_store *s, char **cache_digests, char **cache_diff_ids, ib_store_usage *u,
+		       ib_error **err);
 void ib_store_usage_free(ib_store_usage *u);
 /* Apparent size of the regular files and symlinks under path (0 when it
  * does not exist). */

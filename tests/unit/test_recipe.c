@@ -188,7 +188,8 @@ static void test_global_form_stages(void **state)
 
 	json_t *anon = stage_at(plan, 1);
 	assert_string_equal(str(anon, "name"), "stage1");
-	assert_json(json_object_get(anon, "from"), "{\"image\":\"docker.io/library/alpine:3.19\",\"short\":\"alpine:3.19\"}");
+	assert_json(json_object_get(anon, "from"),
+		    "{\"image\":\"docker.io/library/alpine:3.19\",\"short\":\"alpine:3.19\"}");
 	assert_string_equal(str(anon, "platform"), "linux/arm64");
 	assert_string_equal(str(anon, "pull"), "always");
 	assert_int_equal(num(anon, "line"), 15);
@@ -251,7 +252,8 @@ static void test_global_form_copy(void **state)
 	assert_json(json_object_get(s, "sources"), "[\"/out/hello\"]");
 	assert_string_equal(str(s, "dest"), "/usr/local/bin/hello");
 	s = step_at(plan, 2, 1);
-	assert_json(json_object_get(s, "from"), "{\"image\":\"docker.io/library/busybox:1.36\",\"short\":\"busybox:1.36\"}");
+	assert_json(json_object_get(s, "from"),
+		    "{\"image\":\"docker.io/library/busybox:1.36\",\"short\":\"busybox:1.36\"}");
 	/* a string naming an existing stage refers to the stage */
 	s = step_at(plan, 2, 12);
 	assert_json(json_object_get(s, "from"), "{\"stage\":\"stage1\"}");
