@@ -6,6 +6,7 @@
 bats_require_minimum_version 1.5.0
 
 load helpers/build
+load helpers/testnet
 
 setup_file() {
 	build_setup_file
@@ -17,6 +18,10 @@ teardown_file() {
 
 setup() {
 	T="$(mktemp -d "$SUITE_TMP/t.XXXXXX")"
+}
+
+teardown() {
+	testnet_down
 }
 
 # json_get EXPR: evaluate a python expression on `j` = JSON from stdin.
@@ -312,4 +317,26 @@ LUA
 	[[ "$stderr" == *"sandbox: "*" lower dirs, upper "*"/tmp/run-"*", user root, workdir /, network default,"* ]]
 	[[ "$stderr" == *"sandbox: exit status 0 after "* ]]
 	[[ "$stderr" == *"build done after "*"s: 1 steps run, 0 cached"* ]]
+}
+
+@test "diff: a registry image (docker://NAME) is pulled into a temporary store, not the store" {
+	need docker-registry skopeo
+	testnet_up || skip "cannot create a test network namespace here"
+	mkdir -p "$T/reg/data"
+	printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s:5000\n  secret: s\n' \
+		"$T/reg/data" "$TESTNET_IP" >"$T/reg/config.yml"
+	testnet_exec docker-registry serve "$T/reg/config.yml" >"$T/reg/log" 2>&1 3>&- &
+	for _ in $(seq 50); do
+		curl -fsS "http://$TESTNET_IP:5000/v2/" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	printf 'stage("s", "localhost/busybox:latest")\nrun { "sh", "-c", "echo r > /remote" }\n' >"$T/r.lua"
+	run -0 "$IMGBUILD" -q build "$T/r.lua" -t localhost/r:1
+	skopeo copy -q --dest-tls-verify=false "oci:$IMGBUILD_ROOT/oci:localhost/r:1" \
+		"docker://$TESTNET_IP:5000/team/r:1"
+	"$IMGBUILD" rmi localhost/r:1
+	before=$("$IMGBUILD" images --format '{{.Reference}}')
+	run -0 "$IMGBUILD" --tls-verify=false diff localhost/busybox:latest "docker://$TESTNET_IP:5000/team/r:1"
+	[ "$output" = "A /remote" ]
+	[ "$("$IMGBUILD" images --format '{{.Reference}}')" = "$before" ]
 }
