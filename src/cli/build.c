@@ -1,5 +1,14 @@
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +51,8 @@ static const char build_help[] =
     "      --secret id=ID,src=PATH  source of the run{secrets} ID (else the recipe's\n"
     "                             src, which must lie inside the build context);\n"
     "                             id=ID,env=VAR: the value of an environment variable\n"
-    "      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else 0)\n"
+    "      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else the\n"
+    "                             commit time of the context's git HEAD, else 0)\n"
     "      --iidfile FILE         write the image digest to FILE\n"
     "      --metadata-file FILE   write build metadata as JSON to FILE\n"
     "      --progress MODE        auto, tty, plain or json\n"
@@ -146,6 +156,148 @@ static int write_text(const char *path, const char *text)
 	return 0;
 }
 
+/* The commit time of HEAD of the git work tree holding dir, from
+ * `git -C DIR log -1 --format=%ct` (no shell, at most GIT_TIMEOUT_MS).
+ * false when there is none: no git, not a work tree, no commit, timeout. */
+#define GIT_TIMEOUT_MS 10000
+static bool git_head_time(const char *dir, int64_t *out)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return false;
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	char *argv[] = {"git", "-C", (char *)dir, "log", "-1", "--format=%ct", NULL};
+	pid_t pid;
+	int rc = posix_spawnp(&pid, "git", &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(p[1]);
+	if (rc != 0) {
+		close(p[0]);
+		return false;
+	}
+	char buf[64];
+	size_t len = 0;
+	bool timed_out = false;
+	struct timespec start;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long long left = GIT_TIMEOUT_MS - ((now.tv_sec - start.tv_sec) * 1000LL +
+						   (now.tv_nsec - start.tv_nsec) / 1000000);
+		struct pollfd pfd = {.fd = p[0], .events = POLLIN};
+		int pr = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0) {
+			timed_out = true;
+			break;
+		}
+		ssize_t n = read(p[0], buf + len, sizeof(buf) - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len == sizeof(buf) - 1)
+			break;
+	}
+	close(p[0]);
+	if (timed_out)
+		kill(pid, SIGKILL);
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (timed_out || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return false;
+	buf[len] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	uint64_t v;
+	if (ib_parse_u64(buf, &v) < 0 || v > (uint64_t)INT64_MAX / 2)
+		return false;
+	*out = (int64_t)v;
+	return true;
+}
+
+/* ---- SIGINT/SIGTERM during a build ----
+ * Both are blocked while the build runs and taken by a thread of their own:
+ * it kills our children (the step's sandbox monitor, whose death takes the
+ * step's PID namespace with it), so the build fails at once and unwinds
+ * through its usual cleanup (the step's ROOT/tmp/run-* dir is removed);
+ * the build then reports "interrupted" and exits 128+signal.  A build that
+ * does not unwind within INTERRUPT_GRACE_MS (a pull, a long compression)
+ * has its temp entries removed by that thread, which then exits. */
+#define INTERRUPT_GRACE_MS 5000
+static volatile sig_atomic_t interrupted_by;
+static ib_store *interrupt_store;
+static sigset_t interrupt_set;
+
+/* SIGKILL to every child of every thread of ours. */
+static void kill_children(void)
+{
+	cleanup_dir DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		cleanup_free char *p = xasprintf("/proc/self/task/%s/children", de->d_name);
+		cleanup_free char *text = NULL;
+		size_t len = 0;
+		ib_error *e = NULL;
+		if (ib_read_file(p, 65536, &text, &len, &e) < 0) {
+			ib_error_free(&e);
+			continue;
+		}
+		for (char *q = text; q && *q;) {
+			char *end;
+			long pid = strtol(q, &end, 10);
+			if (end == q)
+				break;
+			if (pid > 1)
+				kill((pid_t)pid, SIGKILL);
+			q = end;
+		}
+	}
+}
+
+static void *interrupt_main(void *payload)
+{
+	(void)payload;
+	int sig = 0;
+	if (sigwait(&interrupt_set, &sig) != 0)
+		return NULL;
+	interrupted_by = sig;
+	for (int i = 0; i < INTERRUPT_GRACE_MS / 100; i++) {
+		kill_children();
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	if (interrupt_store)
+		ib_store_tmp_remove_own(interrupt_store);
+	static const char msg[] = "imgbuild: error: interrupted\n";
+	ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	(void)w;
+	_exit(128 + sig);
+}
+
+static void interrupt_watch(ib_store *s)
+{
+	interrupt_store = s;
+	sigemptyset(&interrupt_set);
+	sigaddset(&interrupt_set, SIGINT);
+	sigaddset(&interrupt_set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &interrupt_set, NULL);
+	pthread_t t;
+	if (pthread_create(&t, NULL, interrupt_main, NULL) == 0)
+		pthread_detach(t);
+	else
+		pthread_sigmask(SIG_UNBLOCK, &interrupt_set, NULL);
+}
+
 /* What `imgbuild build` was asked to do. */
 typedef struct build_args {
 	ib_build_options bo;
@@ -154,6 +306,7 @@ typedef struct build_args {
 	const char *recipe, *context, *iidfile, *metafile, *load;
 	bool push, check;
 	size_t check_limit; /* differences --check lists (0: all) */
+	bool sde_given; /* --source-date-epoch or SOURCE_DATE_EPOCH */
 	ib_progress_mode pmode;
 } build_args;
 
@@ -467,6 +620,8 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		return ib_cli_usage_error("build", "--push needs at least one -t REF");
 	if (ib_parse_source_date_epoch(sde, &a->bo.source_date_epoch, &err) < 0)
 		return usage_fail("--source-date-epoch", &err);
+	const char *env_sde = getenv("SOURCE_DATE_EPOCH");
+	a->sde_given = sde || (env_sde && *env_sde);
 	return -1;
 }
 
@@ -521,16 +676,22 @@ static int set_tags(ib_store *store, char **tags, const ib_build_result *res)
 static int push_tags(ib_store *store, char **tags, const char *digest, ib_global *g,
 		     ib_progress *prog)
 {
+	/* the printer of `imgbuild push` */
+	ib_transfer_printer *pr = ib_transfer_printer_for(prog, "pushing");
 	ib_registry_options ro = IB_REGISTRY_OPTIONS_INIT;
-	ib_cli_registry_options(&ro, g, NULL);
-	ro.progress = ib_progress_transfer_cb;
-	ro.payload = prog;
+	ib_cli_registry_options(&ro, g, pr);
 	ib_error *err = NULL;
 	for (size_t i = 0; tags[i]; i++) {
 		char pushed[IB_DIGEST_BUFLEN];
 		ib_progress_info(prog, "pushing %s", tags[i]);
-		if (ib_registry_push(store, tags[i], NULL, &ro, pushed, &err) < 0)
+		int r = ib_registry_push(store, tags[i], NULL, &ro, pushed, &err);
+		ib_transfer_printer_free(pr);
+		pr = tags[i + 1] ? ib_transfer_printer_for(prog, "pushing") : NULL;
+		ro.payload = pr;
+		if (r < 0) {
+			ib_transfer_printer_free(pr);
 			return ib_cli_fail(&err);
+		}
 		if (strcmp(pushed, digest) != 0)
 			return ib_cli_failf(IB_EDIGEST, "push %s: registry holds %s, built %s",
 					    tags[i], pushed, digest);
@@ -576,6 +737,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		build_args_clear(&a);
 		return rc;
 	}
+	bool from_git = !a.sde_given && git_head_time(ctx, &a.bo.source_date_epoch);
 	ib_build_prepare_process();
 	ib_store *store = ib_cli_open_store(g);
 	if (!store) {
@@ -584,6 +746,14 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		return 1;
 	}
 	ib_progress *prog = ib_progress_new(a.pmode, g->quiet, stderr);
+	ib_progress_set_debug(prog, g->debug);
+	if (g->debug)
+		ib_progress_debug(prog, "build time %lld (%s), context %s",
+				  (long long)a.bo.source_date_epoch,
+				  from_git	? "commit time of the context's git HEAD"
+				  : a.sde_given ? "--source-date-epoch / SOURCE_DATE_EPOCH"
+						: "default 0",
+				  ctx);
 	ib_build_options *bo = &a.bo;
 	bo->recipe_path = a.recipe;
 	bo->context_dir = ctx;
@@ -596,12 +766,29 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	bo->progress = prog;
 	ib_build_result res = {0};
 	ib_error *err = NULL;
-	if (ib_build_run(store, plan, bo, &res, &err) < 0)
-		rc = ib_cli_fail(&err);
-	if (rc == 0 && a.check)
+	interrupt_watch(store);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int br = ib_build_run(store, plan, bo, &res, &err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ib_progress_debug(prog, "build %s after %.3fs: %d steps run, %d cached",
+			  br < 0 ? "failed" : "done",
+			  (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+			  res.steps_run, res.steps_cached);
+	if (br < 0)
+		rc = interrupted_by ? 1 : ib_cli_fail(&err);
+	if (rc == 0 && a.check && !interrupted_by)
 		rc = run_check(store, plan, bo, &res, a.check_limit, prog);
-	if (rc == 0 && a.check)
+	if (rc == 0 && a.check && !interrupted_by)
 		rc = set_tags(store, a.tags, &res);
+	if (interrupted_by) {
+		ib_error_free(&err);
+		ib_cli_failf(IB_ERROR, "interrupted");
+		rc = 128 + interrupted_by;
+	} else {
+		/* pushes and hand-offs are interrupted the ordinary way */
+		pthread_sigmask(SIG_UNBLOCK, &interrupt_set, NULL);
+	}
 	if (rc == 0 && a.push && !res.pushed)
 		rc = push_tags(store, a.tags, res.manifest.digest, g, prog);
 	if (rc == 0 && a.load) {

@@ -44,7 +44,9 @@ int ib_cmd_load(int argc, char **argv, ib_global *g);
 int ib_cmd_load_into(int argc, char **argv, ib_global *g);
 int ib_cmd_import(int argc, char **argv, ib_global *g);
 int ib_cmd_diff(int argc, char **argv, ib_global *g);
+int ib_cmd_run(int argc, char **argv, ib_global *g);
 int ib_cmd_prune(int argc, char **argv, ib_global *g);
+int ib_cmd_df(int argc, char **argv, ib_global *g);
 int ib_cmd_verify(int argc, char **argv, ib_global *g);
 int ib_cmd_version(int argc, char **argv, ib_global *g);
 

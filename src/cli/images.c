@@ -6,18 +6,26 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "gotmpl.h"
 #include "ref.h"
 #include "util.h"
 
 static const char usage[] =
-    "Usage: imgbuild images [--json]\n"
+    "Usage: imgbuild images [--json | --format TEMPLATE]\n"
     "\n"
     "List the tagged images of the store: name, tag, manifest digest (short),\n"
-    "creation time and size (sum of the compressed layers).\n"
+    "creation time and size (the uncompressed content of the layers, as\n"
+    "docker and podman show it; the compressed size is in --json and\n"
+    "--format).\n"
     "\n"
     "Options:\n"
-    "  --json     print a JSON array of {name, tag, reference, digest, created, size}\n"
-    "  -h, --help this help\n";
+    "  --json           print a JSON array of {name, tag, reference, digest,\n"
+    "                   created, size, compressed_size}\n"
+    "  --format TMPL    one line per image from a Go-template-style string with\n"
+    "                   .Repository .Tag .Reference .ID .Digest .CreatedAt\n"
+    "                   .CreatedSince .Size .CompressedSize (bytes: .SizeBytes\n"
+    "                   .CompressedSizeBytes) and json, index, join\n"
+    "  -h, --help       this help\n";
 
 typedef struct row {
 	char *name;	 /* familiar repository name */
@@ -25,7 +33,8 @@ typedef struct row {
 	char *reference; /* full normalised reference */
 	char digest[IB_DIGEST_BUFLEN];
 	char *created; /* config "created" or NULL */
-	int64_t size;  /* -1 when the image could not be read */
+	int64_t size;  /* uncompressed content; -1 when the image could not be read */
+	int64_t compressed_size;
 } row;
 
 /* Familiar repository name and tag (ref.c's rule) of a stored name. */
@@ -107,9 +116,12 @@ static void fill_row(ib_store *s, const ib_store_tag *t, row *r)
 	json_t *created = json_object_get(img->config, "created");
 	if (json_is_string(created))
 		r->created = xstrdup(json_string_value(created));
-	r->size = 0;
+	r->compressed_size = 0;
 	for (size_t k = 0; k < img->manifest->n_layers; k++)
-		r->size += img->manifest->layers[k].size;
+		r->compressed_size += img->manifest->layers[k].size;
+	uint64_t content = 0;
+	ib_store_content_sizes(s, img->manifest->layers, img->manifest->n_layers, &content, NULL);
+	r->size = (int64_t)content;
 	ib_image_free(img);
 }
 
@@ -126,12 +138,53 @@ static void print_json(const row *rows, size_t n)
 				    rows[i].created ? json_string(rows[i].created) : json_null());
 		json_object_set_new(o, "size",
 				    rows[i].size >= 0 ? json_integer(rows[i].size) : json_null());
+		json_object_set_new(o, "compressed_size",
+				    rows[i].size >= 0 ? json_integer(rows[i].compressed_size)
+						      : json_null());
 		json_array_append_new(arr, o);
 	}
 	char *s = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	puts(s);
 	free(s);
 	json_decref(arr);
+}
+
+/* The fields of `docker images --format`. */
+static json_t *format_data(const row *r)
+{
+	char since[64], size[32], csize[32];
+	human_since(since, sizeof(since), r->created);
+	snprintf(size, sizeof(size), "N/A");
+	snprintf(csize, sizeof(csize), "N/A");
+	if (r->size >= 0) {
+		ib_format_size(size, sizeof(size), (uint64_t)r->size);
+		ib_format_size(csize, sizeof(csize), (uint64_t)r->compressed_size);
+	}
+	json_t *o =
+	    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "Repository", r->name, "Tag",
+		      r->tag, "Reference", r->reference, "ID", ib_digest_hex(r->digest), "Digest",
+		      r->digest, "CreatedSince", since, "Size", size, "CompressedSize", csize);
+	json_object_set_new(o, "ID", json_stringn(ib_digest_hex(r->digest), 12));
+	json_object_set_new(o, "CreatedAt", r->created ? json_string(r->created) : json_null());
+	json_object_set_new(o, "SizeBytes", json_integer(r->size));
+	json_object_set_new(o, "CompressedSizeBytes", json_integer(r->compressed_size));
+	return o;
+}
+
+static int print_format(const row *rows, size_t n, const char *tmpl)
+{
+	for (size_t i = 0; i < n; i++) {
+		json_t *d = format_data(&rows[i]);
+		char *line = NULL;
+		ib_error *err = NULL;
+		int r = ib_gotmpl_render(tmpl, d, &line, &err);
+		json_decref(d);
+		if (r < 0)
+			return ib_cli_fail(&err);
+		puts(line);
+		free(line);
+	}
+	return 0;
 }
 
 static void print_table(const row *rows, size_t n)
@@ -158,15 +211,22 @@ static void print_table(const row *rows, size_t n)
 
 int ib_cmd_images(int argc, char **argv, ib_global *g)
 {
-	enum { O_JSON = 256 };
+	enum { O_JSON = 256, O_FORMAT };
 	static const struct option opts[] = {{"json", no_argument, NULL, O_JSON},
+					     {"format", required_argument, NULL, O_FORMAT},
 					     {NULL, 0, NULL, 0}};
 	static const ib_cli_cmd cmd = {.name = "images", .help = usage, .longopts = opts};
 	bool as_json = false;
+	const char *format = NULL;
 	ib_cli_parser p;
 	ib_cli_begin(&p, &cmd, argc, argv, g);
-	while (ib_cli_next(&p) == O_JSON)
-		as_json = true;
+	int c;
+	while ((c = ib_cli_next(&p)) != -1) {
+		if (c == O_JSON)
+			as_json = true;
+		else if (c == O_FORMAT)
+			format = optarg;
+	}
 	if (p.exit >= 0)
 		return p.exit;
 	if (optind < argc)
@@ -187,10 +247,15 @@ int ib_cmd_images(int argc, char **argv, ib_global *g)
 	ib_store_tags_free(tags, n);
 	ib_store_free(s);
 	qsort(rows, n, sizeof(row), row_cmp);
+	int rc = 0;
+	if (format && !strcmp(format, "json"))
+		as_json = true;
 	if (as_json)
 		print_json(rows, n);
+	else if (format)
+		rc = print_format(rows, n, format);
 	else
 		print_table(rows, n);
 	rows_free(rows, n);
-	return 0;
+	return rc;
 }

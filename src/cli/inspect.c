@@ -6,18 +6,27 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "gotmpl.h"
 #include "ref.h"
 #include "util.h"
 
 static const char inspect_usage[] =
-    "Usage: imgbuild inspect REF\n"
+    "Usage: imgbuild inspect [-f TEMPLATE] REF\n"
     "\n"
     "Print an image's manifest, config and digests as JSON.  REF is a name\n"
     "(alpine, registry.example.com/team/app:1.4), NAME@sha256:..., a manifest\n"
     "digest or a unique prefix of one.\n"
     "\n"
     "Options:\n"
-    "  -h, --help this help\n";
+    "  -f, --format TMPL  print a Go-template-style string instead, over the\n"
+    "                     fields docker's image inspect has: .Id (config digest)\n"
+    "                     .Digest .RepoTags .Created .Architecture .Os .Author\n"
+    "                     .Config (.Config.Env, .Config.Cmd, .Config.Labels ...)\n"
+    "                     .RootFS .History .Size (uncompressed) .CompressedSize,\n"
+    "                     and .Manifest .Layers .ImageConfig (the whole config);\n"
+    "                     with json, index, join: '{{json .Config}}',\n"
+    "                     '{{index .Config.Labels \"k\"}}', '{{join .Config.Cmd \" \"}}'\n"
+    "  -h, --help         this help\n";
 
 static const char history_usage[] =
     "Usage: imgbuild history [--no-trunc] REF\n"
@@ -33,14 +42,17 @@ static const char history_usage[] =
 /* One positional REF; history also takes --no-trunc.  -1 to go on, else
  * the exit status. */
 static int single_ref(int argc, char **argv, ib_global *g, const char *cmd, bool *no_trunc,
-		      const char **ref)
+		      const char **format, const char **ref)
 {
-	enum { O_NO_TRUNC = 256 };
+	enum { O_NO_TRUNC = 256, O_FORMAT };
 	static const struct option history_opts[] = {{"no-trunc", no_argument, NULL, O_NO_TRUNC},
+						     {NULL, 0, NULL, 0}};
+	static const struct option inspect_opts[] = {{"format", required_argument, NULL, 'f'},
 						     {NULL, 0, NULL, 0}};
 	const ib_cli_cmd c = {.name = cmd,
 			      .help = no_trunc ? history_usage : inspect_usage,
-			      .longopts = no_trunc ? history_opts : NULL};
+			      .shortopts = no_trunc ? NULL : "f:",
+			      .longopts = no_trunc ? history_opts : inspect_opts};
 	*ref = NULL;
 	ib_cli_parser p;
 	ib_cli_begin(&p, &c, argc, argv, g);
@@ -48,6 +60,8 @@ static int single_ref(int argc, char **argv, ib_global *g, const char *cmd, bool
 	while ((o = ib_cli_next(&p)) != -1)
 		if (o == O_NO_TRUNC)
 			*no_trunc = true;
+		else if (o == 'f' && format)
+			*format = optarg;
 	if (p.exit >= 0)
 		return p.exit;
 	if (optind >= argc)
@@ -62,9 +76,9 @@ static int single_ref(int argc, char **argv, ib_global *g, const char *cmd, bool
  * *ref, *s and *img set (the caller frees the store and the image), else
  * the exit status for the command (help printed, or the error). */
 static int open_image(int argc, char **argv, ib_global *g, const char *cmd, bool *no_trunc,
-		      const char **ref, ib_store **s, ib_image **img)
+		      const char **format, const char **ref, ib_store **s, ib_image **img)
 {
-	int r = single_ref(argc, argv, g, cmd, no_trunc, ref);
+	int r = single_ref(argc, argv, g, cmd, no_trunc, format, ref);
 	if (r >= 0)
 		return r;
 	*s = ib_cli_open_store(g);
@@ -101,12 +115,50 @@ static json_t *tags_for(ib_store *s, const char *digest, const char *wanted, boo
 	return arr;
 }
 
+/* inspect --format: the JSON output o reshaped as docker's image inspect. */
+static int print_format(json_t *o, json_t *config, uint64_t size, uint64_t compressed,
+			const char *tmpl)
+{
+	json_t *d = json_deep_copy(o);
+	json_object_set(d, "ImageConfig", config);
+	json_object_set(d, "Id", json_object_get(o, "ConfigDigest"));
+	static const struct {
+		const char *from, *to;
+	} copy[] = {{"created", "Created"}, {"architecture", "Architecture"},
+		    {"os", "Os"},	    {"variant", "Variant"},
+		    {"author", "Author"},   {"history", "History"}};
+	for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++) {
+		json_t *v = json_object_get(config, copy[i].from);
+		if (v)
+			json_object_set(d, copy[i].to, v);
+	}
+	json_t *cc = json_object_get(config, "config");
+	json_object_set_new(d, "Config", cc ? json_incref(cc) : json_object());
+	json_t *rootfs = json_object_get(config, "rootfs"), *rf = json_object();
+	json_t *type = json_object_get(rootfs, "type"), *ids = json_object_get(rootfs, "diff_ids");
+	json_object_set_new(rf, "Type", type ? json_incref(type) : json_string("layers"));
+	json_object_set_new(rf, "Layers", ids ? json_incref(ids) : json_array());
+	json_object_set_new(d, "RootFS", rf);
+	json_object_set_new(d, "Size", json_integer((json_int_t)size));
+	json_object_set_new(d, "CompressedSize", json_integer((json_int_t)compressed));
+	char *line = NULL;
+	ib_error *err = NULL;
+	int r = ib_gotmpl_render(tmpl, d, &line, &err);
+	json_decref(d);
+	if (r < 0)
+		return ib_cli_fail(&err);
+	puts(line);
+	free(line);
+	return 0;
+}
+
 int ib_cmd_inspect(int argc, char **argv, ib_global *g)
 {
 	const char *ref;
 	ib_store *s = NULL;
 	ib_image *img = NULL;
-	int r = open_image(argc, argv, g, "inspect", NULL, &ref, &s, &img);
+	const char *format = NULL;
+	int r = open_image(argc, argv, g, "inspect", NULL, &format, &ref, &s, &img);
 	if (r >= 0)
 		return r;
 	json_t *manifest = json_loadb(img->manifest_raw, img->manifest_len, 0, NULL);
@@ -126,6 +178,13 @@ int ib_cmd_inspect(int argc, char **argv, ib_global *g)
 	}
 	bool tagged = false;
 	json_t *repo_tags = tags_for(s, img->desc.digest, full, &tagged);
+	uint64_t content = 0, compressed = 0;
+	if (format) {
+		ib_store_content_sizes(s, img->manifest->layers, img->manifest->n_layers, &content,
+				       NULL);
+		for (size_t k = 0; k < img->manifest->n_layers; k++)
+			compressed += (uint64_t)img->manifest->layers[k].size;
+	}
 	ib_store_free(s);
 
 	json_t *o = json_object();
@@ -153,6 +212,12 @@ int ib_cmd_inspect(int argc, char **argv, ib_global *g)
 	json_object_set_new(o, "Layers", layers);
 	json_object_set_new(o, "Manifest", manifest);
 	json_object_set(o, "Config", img->config);
+	if (format) {
+		r = print_format(o, img->config, content, compressed, format);
+		json_decref(o);
+		ib_image_free(img);
+		return r;
+	}
 	char *out = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	puts(out);
 	free(out);
@@ -206,7 +271,7 @@ int ib_cmd_history(int argc, char **argv, ib_global *g)
 	bool no_trunc = false;
 	ib_store *s = NULL;
 	ib_image *img = NULL;
-	int r = open_image(argc, argv, g, "history", &no_trunc, &ref, &s, &img);
+	int r = open_image(argc, argv, g, "history", &no_trunc, NULL, &ref, &s, &img);
 	if (r >= 0)
 		return r;
 	ib_store_free(s);

@@ -16,14 +16,17 @@
 #include "util.h"
 
 static const char prune_usage[] =
-    "Usage: imgbuild prune [--all] [--keep-storage SIZE]\n"
+    "Usage: imgbuild prune [--all] [--cache-mounts] [--keep-storage SIZE]\n"
     "\n"
     "Delete blobs no tag refers to, unpacked layers no image uses and leftover\n"
-    "temporary files.  Layers the step cache refers to are kept, so cached\n"
-    "builds stay cached.\n"
+    "temporary files, and say what was deleted.  Layers the step cache refers\n"
+    "to are kept, so cached builds stay cached; so are cache mounts.  See\n"
+    "`imgbuild df` for what the store uses.\n"
     "\n"
     "Options:\n"
-    "  -a, --all             also drop the whole step cache (and its layers)\n"
+    "  -a, --all             also drop the whole step cache (and its layers) and\n"
+    "                        the cache mounts, as `docker builder prune --all`\n"
+    "      --cache-mounts    also drop the cache mounts (run{cache_mounts=...})\n"
     "  --keep-storage SIZE   keep at most SIZE (e.g. 500MB, 10GB, 1GiB) of\n"
     "                        cache-only layers, the most recently used first;\n"
     "                        older cache entries are dropped\n"
@@ -38,9 +41,29 @@ static const char verify_usage[] =
     "Options:\n"
     "  -h, --help this help\n";
 
-static int do_prune(ib_store *s, bool all, bool have_budget, uint64_t budget, ib_error **err)
+static size_t count_dir(const char *dir)
+{
+	cleanup_dir DIR *d = opendir(dir);
+	size_t n = 0;
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	return n;
+}
+
+static int do_prune(ib_store *s, bool all, bool mounts, bool have_budget, uint64_t budget,
+		    ib_error **err)
 {
 	size_t dropped = 0;
+	/* what --all and --cache-mounts remove, measured first to say so */
+	cleanup_free char *steps_dir = ib_path_join(ib_store_root(s), "cache/steps");
+	cleanup_free char *mounts_dir = ib_path_join(ib_store_root(s), "cache/mounts");
+	size_t n_steps = all ? count_dir(steps_dir) : 0;
+	size_t n_mounts = all || mounts ? count_dir(mounts_dir) : 0;
+	uint64_t mounts_bytes = n_mounts ? ib_dir_usage(mounts_dir) : 0;
+	if (mounts && !all && ib_rm_rf(mounts_dir, err) < 0)
+		return ib_error_wrap(err, "remove the cache mounts");
 	ib_cache *cache = NULL;
 	int r = ib_cache_open(&cache, s, err);
 	if (r < 0)
@@ -76,6 +99,15 @@ static int do_prune(ib_store *s, bool all, bool have_budget, uint64_t budget, ib
 	printf("Deleted %" PRIu64 " blobs, freed %s\n", stats.blobs_removed, freed);
 	if (stats.layers_removed)
 		printf("Deleted %" PRIu64 " unpacked layers\n", stats.layers_removed);
+	if (stats.tmp_removed)
+		printf("Deleted %" PRIu64 " temporary entries\n", stats.tmp_removed);
+	if (n_steps)
+		printf("Deleted %zu step cache entries\n", n_steps);
+	if (n_mounts) {
+		char mb[32];
+		ib_format_size(mb, sizeof(mb), mounts_bytes);
+		printf("Deleted %zu cache mounts, freed %s\n", n_mounts, mb);
+	}
 	if (dropped)
 		printf("Dropped %zu step cache entries over the storage limit\n", dropped);
 	return 0;
@@ -83,13 +115,14 @@ static int do_prune(ib_store *s, bool all, bool have_budget, uint64_t budget, ib
 
 int ib_cmd_prune(int argc, char **argv, ib_global *g)
 {
-	enum { O_KEEP = 256 };
+	enum { O_KEEP = 256, O_MOUNTS };
 	static const struct option opts[] = {{"all", no_argument, NULL, 'a'},
+					     {"cache-mounts", no_argument, NULL, O_MOUNTS},
 					     {"keep-storage", required_argument, NULL, O_KEEP},
 					     {NULL, 0, NULL, 0}};
 	static const ib_cli_cmd cmd = {
 	    .name = "prune", .help = prune_usage, .shortopts = "a", .longopts = opts};
-	bool all = false, have_budget = false;
+	bool all = false, mounts = false, have_budget = false;
 	uint64_t budget = 0;
 	ib_cli_parser p;
 	ib_cli_begin(&p, &cmd, argc, argv, g);
@@ -97,6 +130,8 @@ int ib_cmd_prune(int argc, char **argv, ib_global *g)
 	while ((c = ib_cli_next(&p)) != -1) {
 		if (c == 'a') {
 			all = true;
+		} else if (c == O_MOUNTS) {
+			mounts = true;
 		} else if (c == O_KEEP) {
 			if (ib_parse_size(optarg, false, &budget) < 0)
 				return ib_cli_bad_value(&p, "invalid size '%s' (e.g. 500MB, 10GB)",
@@ -112,7 +147,7 @@ int ib_cmd_prune(int argc, char **argv, ib_global *g)
 	if (!s)
 		return 1;
 	ib_error *err = NULL;
-	int r = do_prune(s, all, have_budget, budget, &err);
+	int r = do_prune(s, all, mounts, have_budget, budget, &err);
 	ib_store_free(s);
 	return r < 0 ? ib_cli_fail(&err) : 0;
 }

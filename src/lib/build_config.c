@@ -179,6 +179,24 @@ static char *config_user(stage_state *st, json_t *step, json_t *c, ib_error **er
 	return xasprintf("USER %s", u);
 }
 
+/* An exec form as docker's history shows it: ["/bin/sh" "-c" "x"]. */
+static char *exec_form(json_t *argv)
+{
+	char *out = xstrdup("[");
+	size_t i;
+	json_t *v;
+	json_array_foreach (argv, i, v) {
+		char *q = json_dumps(v, JSON_ENCODE_ANY);
+		char *t = xasprintf("%s%s%s", out, i ? " " : "", q ? q : "\"\"");
+		free(q);
+		free(out);
+		out = t;
+	}
+	char *t = xasprintf("%s]", out);
+	free(out);
+	return t;
+}
+
 static char *config_entrypoint(stage_state *st, json_t *step, json_t *c, ib_error **err)
 {
 	(void)err;
@@ -187,7 +205,7 @@ static char *config_entrypoint(stage_state *st, json_t *step, json_t *c, ib_erro
 	/* Docker: a new entrypoint drops a CMD inherited from the base. */
 	if (!st->cmd_set)
 		json_object_del(c, "Cmd");
-	cleanup_free char *s = build_argv_string(argv);
+	cleanup_free char *s = exec_form(argv);
 	return xasprintf("ENTRYPOINT %s", s);
 }
 
@@ -197,7 +215,7 @@ static char *config_cmd(stage_state *st, json_t *step, json_t *c, ib_error **err
 	json_t *argv = json_object_get(step, "argv");
 	json_object_set(c, "Cmd", argv);
 	st->cmd_set = true;
-	cleanup_free char *s = build_argv_string(argv);
+	cleanup_free char *s = exec_form(argv);
 	return xasprintf("CMD %s", s);
 }
 

@@ -707,8 +707,14 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 	}
 	build_step_key(key_out, parent, step, extra);
 	srcs = build_argv_string(json_object_get(step, "sources"));
+	/* as docker's history: COPY --from=STAGE|IMAGE SRC... DEST */
+	const char *from_name = from_context	      ? NULL
+				: jstr(from, "stage") ? jstr(from, "stage")
+				: jstr(from, "short") ? jstr(from, "short")
+						      : jstr(from, "image");
 	created_by =
-	    xasprintf("COPY %s%s %s", from_context ? "" : "--from ", srcs, jstr(step, "dest"));
+	    xasprintf("COPY %s%s%s%s %s", from_name ? "--from=" : "", from_name ? from_name : "",
+		      from_name ? " " : "", srcs, jstr(step, "dest"));
 	json_t *inputs = NULL;
 	if (!b->o->no_cache && build_use_cached(b, st, key_out, created_by)) {
 		*cached = true;

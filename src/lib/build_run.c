@@ -5,10 +5,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <time.h>
 
 #include "cache.h"
 #include "path.h"
@@ -214,15 +216,25 @@ static char **json_strv(json_t *arr)
 	return out;
 }
 
+/* A run's throwaway dirs: ROOT/tmp/run-X holding the overlay upper and
+ * work dirs.  The caller removes *tmp (also after a failure here). */
+static int run_scratch(ib_store *s, char **tmp, char **upper, char **work, ib_error **err)
+{
+	*tmp = ib_store_tmp_path(s, "run");
+	*upper = ib_path_join(*tmp, "upper");
+	*work = ib_path_join(*tmp, "work");
+	if (ib_mkdir_p(*upper, 0755, err) < 0 || ib_mkdir_p(*work, 0755, err) < 0)
+		return -1;
+	return 0;
+}
+
 static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 		    const char *created_by, ib_error **err)
 {
 	if (build_ensure_stage_unpacked(b, st, err) < 0)
 		return -1;
-	cleanup_free char *tmp = ib_store_tmp_path(b->store, "run");
-	cleanup_free char *upper = ib_path_join(tmp, "upper");
-	cleanup_free char *work = ib_path_join(tmp, "work");
-	if (ib_mkdir_p(upper, 0755, err) < 0 || ib_mkdir_p(work, 0755, err) < 0)
+	cleanup_free char *tmp = NULL, *upper = NULL, *work = NULL;
+	if (run_scratch(b->store, &tmp, &upper, &work, err) < 0)
 		return -1;
 	char **lowers = build_lower_dirs(b, st);
 	cleanup_strv char **argv = json_strv(json_object_get(step, "argv"));
@@ -294,8 +306,20 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	so.payload = b;
 	int status = 0;
 	build_clear_last(b);
+	ib_progress_debug(b->o->progress,
+			  "sandbox: %zu lower dirs, upper %s, user %s, workdir %s, network %s, "
+			  "%zu mounts, timeout %us, pids %ld, memory %llu, seccomp %s",
+			  ib_strv_len(lowers), upper, so.user ? so.user : "root", so.workdir, net,
+			  m, so.timeout_sec, so.pids_limit, so.memory_limit,
+			  so.seccomp_unconfined ? "off" : "on");
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (rc == 0)
 		rc = ib_sandbox_run(&so, &status, err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ib_progress_debug(
+	    b->o->progress, "sandbox: %s %d after %.3fs", rc < 0 ? "failed, status" : "exit status",
+	    status, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	for (size_t k = 0; k < json_array_size(cm); k++)
 		if (locks[k] >= 0)
 			close(locks[k]);
@@ -379,4 +403,109 @@ int build_run_step(builder *b, stage_state *st, json_t *step, size_t idx, const 
 		build_explain_record(b, st, idx, inputs);
 	json_decref(inputs);
 	return rc;
+}
+
+/* ---- imgbuild run ---- */
+
+static void run_output(const char *line, size_t len, void *payload)
+{
+	(void)payload;
+	fwrite(line, 1, len, stdout);
+	fputc('\n', stdout);
+	fflush(stdout);
+}
+
+/* env with "K=V" set: an entry "K=..." replaced, else appended. */
+static void env_put(json_t *env, const char *kv)
+{
+	size_t klen = strcspn(kv, "=");
+	size_t i;
+	json_t *v;
+	json_array_foreach (env, i, v) {
+		const char *e = json_string_value(v);
+		if (e && !strncmp(e, kv, klen) && (e[klen] == '=' || e[klen] == '\0')) {
+			json_array_set_new(env, i, json_string(kv));
+			return;
+		}
+	}
+	json_array_append_new(env, json_string(kv));
+}
+
+int ib_image_run(ib_store *s, const char *ref, const ib_image_run_options *o, int *exit_status,
+		 ib_error **err)
+{
+	ib_image *img = NULL;
+	int rc = ib_store_image_load(s, ref, &img, err);
+	if (rc < 0)
+		return rc;
+	json_t *cfg = json_object_get(img->config, "config");
+	json_t *diff_ids = json_object_get(json_object_get(img->config, "rootfs"), "diff_ids");
+	size_t n = img->manifest->n_layers;
+	if (json_array_size(diff_ids) != n) {
+		ib_image_free(img);
+		return ib_error_setc(err, IB_EINVALID, "%s: %zu layers but %zu diff_ids", ref, n,
+				     json_array_size(diff_ids));
+	}
+	char **lowers = xcalloc(n + 1, sizeof(char *));
+	size_t nl = 0;
+	for (size_t i = n; i > 0 && rc == 0; i--) {
+		const char *id = json_string_value(json_array_get(diff_ids, i - 1));
+		bool seen = false;
+		for (size_t k = n; k > i && !seen; k--)
+			seen = !strcmp(json_string_value(json_array_get(diff_ids, k - 1)), id);
+		if (seen)
+			continue;
+		rc = build_unpack_layer(s, img->manifest->layers[i - 1].digest, id, err);
+		lowers[nl++] = ib_store_layer_dir(s, id);
+	}
+	/* argv: the entrypoint, then the given command or the config's Cmd */
+	json_t *args = json_array();
+	json_array_extend(args, json_object_get(cfg, "Entrypoint"));
+	if (o->argv && o->argv[0])
+		for (size_t i = 0; o->argv[i]; i++)
+			json_array_append_new(args, json_string(o->argv[i]));
+	else
+		json_array_extend(args, json_object_get(cfg, "Cmd"));
+	json_t *envj = json_deep_copy(json_object_get(cfg, "Env"));
+	if (!json_is_array(envj)) {
+		json_decref(envj);
+		envj = json_array();
+	}
+	for (size_t i = 0; o->env && o->env[i]; i++)
+		env_put(envj, o->env[i]);
+	cleanup_strv char **argv = json_strv(args);
+	cleanup_strv char **env = json_strv(envj);
+	json_decref(args);
+	json_decref(envj);
+	if (rc == 0 && !argv[0])
+		rc = ib_error_setc(err, IB_EUSAGE, "%s has no entrypoint or cmd: give a command",
+				   ref);
+	cleanup_free char *tmp = NULL, *upper = NULL, *work = NULL;
+	if (rc == 0)
+		rc = run_scratch(s, &tmp, &upper, &work, err);
+	if (rc == 0) {
+		const char *user = o->user ? o->user : jstr(cfg, "User");
+		const char *wd = o->workdir ? o->workdir : jstr(cfg, "WorkingDir");
+		ib_sandbox_options so = IB_SANDBOX_OPTIONS_INIT;
+		so.lower_dirs = lowers;
+		so.upper_dir = upper;
+		so.work_dir = work;
+		so.argv = argv;
+		so.env = env;
+		so.user = user && *user ? user : NULL;
+		so.workdir = wd && *wd ? wd : "/";
+		so.network = o->network ? o->network : "default";
+		so.output = run_output;
+		rc = ib_sandbox_run(&so, exit_status, err);
+	}
+	if (tmp) {
+		ib_error *e2 = NULL;
+		ib_rm_rf(tmp, &e2);
+		ib_error_free(&e2);
+	}
+	ib_strv_free(lowers);
+	ib_image_free(img);
+	if (rc < 0)
+		return ib_error_wrap(err, "run %s", ref);
+	return 0;
 }

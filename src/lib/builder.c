@@ -14,9 +14,11 @@
 #include "cache.h"
 #include "compress.h"
 #include "digest.h"
+#include "handoff.h"
 #include "imgdiff.h"
 #include "plan.h"
 #include "progress.h"
+#include "ref.h"
 #include "registry.h"
 #include "remote_cache.h"
 #include "sandbox.h"
@@ -58,31 +60,39 @@ stage_state *build_find_stage(builder *b, const char *name)
 }
 
 /* Make sure the layer is unpacked under ROOT/layers (overlay format). */
-int build_ensure_unpacked(builder *b, layer_ref *l, ib_error **err)
+int build_unpack_layer(ib_store *s, const char *digest, const char *diff_id, ib_error **err)
 {
-	if (ib_store_layer_unpacked(b->store, l->diff_id))
+	if (ib_store_layer_unpacked(s, diff_id))
 		return 0;
-	cleanup_free char *tmp = ib_store_tmp_path(b->store, "unpack");
+	cleanup_free char *tmp = ib_store_tmp_path(s, "unpack");
 	if (ib_mkdir_p(tmp, 0755, err) < 0)
 		return -1;
 	cleanup_close int fd = -1;
 	int64_t size = 0;
-	int r = build_fetch_blob(b, l->desc.digest, l->desc.size, err);
-	if (r == 0)
-		r = ib_store_blob_open(b->store, l->desc.digest, &fd, &size, err);
+	int r = ib_store_blob_open(s, digest, &fd, &size, err);
 	if (r == 0) {
 		ib_unpack_options uo = IB_UNPACK_OPTIONS_INIT;
 		uo.whiteouts = IB_WHITEOUT_OVERLAY;
 		r = ib_unpack_fd(fd, tmp, &uo, NULL, err);
 	}
 	if (r == 0)
-		r = ib_store_layer_install(b->store, tmp, l->diff_id, err);
+		r = ib_store_layer_install(s, tmp, diff_id, err);
 	ib_error *e2 = NULL;
 	ib_rm_rf(tmp, &e2);
 	ib_error_free(&e2);
 	if (r < 0)
-		return ib_error_wrap(err, "unpack layer %.19s", l->desc.digest);
+		return ib_error_wrap(err, "unpack layer %.19s", digest);
 	return 0;
+}
+
+int build_ensure_unpacked(builder *b, layer_ref *l, ib_error **err)
+{
+	if (ib_store_layer_unpacked(b->store, l->diff_id))
+		return 0;
+	/* a layer a cache hit left in the cache registry comes now */
+	if (build_fetch_blob(b, l->desc.digest, l->desc.size, err) < 0)
+		return ib_error_wrap(err, "unpack layer %.19s", l->desc.digest);
+	return build_unpack_layer(b->store, l->desc.digest, l->diff_id, err);
 }
 
 int build_ensure_stage_unpacked(builder *b, stage_state *st, ib_error **err)
@@ -325,9 +335,14 @@ bool build_use_cached(builder *b, stage_state *st, const char *key, const char *
 	}
 	if (!e)
 		e = remote_lookup(b, key);
-	if (!e)
+	if (!e) {
+		ib_progress_debug(b->o->progress, "cache lookup %.19s: miss (%s)", key, created_by);
 		return false;
+	}
 	json_t *l = json_object_get(e, "layer");
+	ib_progress_debug(b->o->progress, "cache lookup %.19s: hit, layer %.19s%s (%s)", key,
+			  jstr(l, "digest"), json_object_get(e, "remote") ? " in the cache registry" : "",
+			  created_by);
 	ib_descriptor d = {0};
 	d.media_type = xstrdup(jstr(l, "mediaType"));
 	memcpy(d.digest, jstr(l, "digest"), IB_DIGEST_BUFLEN);
@@ -409,6 +424,43 @@ void ib_build_prepare_process(void)
 	ib_sandbox_prepare_process();
 }
 
+/* A base named without a registry (written) that is not in the store by its
+ * normalised name: the one local image of that name under any registry
+ * (podman's short-name rule).  IB_ENOTFOUND when there is none. */
+static int build_find_local_base(builder *b, const char *written, ib_image **out, ib_error **err)
+{
+	if (!written)
+		return IB_ENOTFOUND;
+	cleanup_strv char **m = NULL;
+	if (ib_store_short_name_matches(b->store, written, &m, err) < 0)
+		return -1;
+	size_t n = ib_strv_len(m);
+	if (n == 0)
+		return IB_ENOTFOUND;
+	if (n > 1) {
+		return ib_error_setc(err, IB_EINVALID,
+				     "short name \"%s\" matches several local images (%s, %s%s); "
+				     "write the full name",
+				     written, m[0], m[1], n > 2 ? ", ..." : "");
+	}
+	ib_progress_info(b->o->progress, "%s: using the local %s", written, m[0]);
+	return ib_store_image_load(b->store, m[0], out, err);
+}
+
+/* The error for a base that is neither in the store nor pulled: why, the
+ * similar local names, and where else the image is. */
+static int build_base_not_found(builder *b, const char *ref, const char *why, ib_error **err)
+{
+	cleanup_free char *list = ib_store_similar_names(b->store, ref, 5);
+	cleanup_free char *familiar = ib_ref_familiarize(ref);
+	const char *engine = ib_handoff_image_holder(ref);
+	cleanup_free char *hint =
+	    engine ? xasprintf("; %s has it: %s save %s | imgbuild load", engine, engine, familiar)
+		   : NULL;
+	return ib_error_setc(err, IB_ENOTFOUND, "%s%s%s%s", why, list ? "; similar: " : "",
+			     list ? list : "", hint ? hint : "");
+}
+
 int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image **out,
 			  ib_error **err)
 {
@@ -416,25 +468,38 @@ int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image *
 	if (!pull)
 		pull = b->o->pull ? b->o->pull : "missing";
 	int r = IB_ENOTFOUND;
+	const char *written = jstr(json_object_get(stage, "from"), "short");
 	if (strcmp(pull, "always") != 0) {
 		r = ib_store_image_load(b->store, ref, out, err);
-		if (r == 0 || r != IB_ENOTFOUND || !strcmp(pull, "never"))
+		if (r == 0 || r != IB_ENOTFOUND)
 			return r;
 		ib_error_free(err);
+		if ((r = build_find_local_base(b, written, out, err)) != IB_ENOTFOUND)
+			return r;
+		if (!strcmp(pull, "never") || !strncmp(ref, "localhost/", 10))
+			return build_base_not_found(b, ref, "not found locally", err);
 	}
 	ib_registry_options ro = IB_REGISTRY_OPTIONS_INIT;
 	ro.tls_verify = b->o->tls_verify;
 	ro.authfile = b->o->authfile;
 	ro.platform = jstr(stage, "platform");
-	ro.progress = ib_progress_transfer_cb;
-	ro.payload = b->o->progress;
+	/* the printer of `imgbuild pull` */
+	ib_transfer_printer *pr = ib_transfer_printer_for(b->o->progress, "pulling");
+	ro.progress = ib_transfer_printer_progress;
+	ro.event = ib_transfer_printer_event;
+	ro.payload = pr;
 	ib_descriptor d = {0};
 	ib_progress_info(b->o->progress, "pulling %s", ref);
 	r = ib_registry_pull(b->store, ref, &ro, &d, err);
+	ib_transfer_printer_free(pr);
+	if (r < 0 && strcmp(pull, "always") != 0) {
+		cleanup_free char *why =
+		    xasprintf("not in the store, and pulling it failed: %s", (*err)->msg);
+		ib_error_free(err);
+		return build_base_not_found(b, ref, why, err);
+	}
 	if (r < 0)
-		return strcmp(pull, "always")
-			   ? ib_error_wrap(err, "not in the store, and pulling it failed")
-			   : r;
+		return r;
 	r = ib_store_image_load_digest(b->store, d.digest, out, err);
 	ib_descriptor_clear(&d);
 	return r;

@@ -83,6 +83,20 @@ void ib_build_result_clear(ib_build_result *r);
 int ib_build_compare(ib_store *s, const char *digest_a, const char *digest_b, char **report,
 		     ib_error **err);
 
+/* `imgbuild run`: a command in an image, in the run steps' sandbox on the
+ * image's unpacked layers with a throwaway upper dir (nothing is kept). */
+typedef struct ib_image_run_options {
+	char *const *argv;   /* replaces the config's Cmd (after its Entrypoint); NULL = Cmd */
+	char *const *env;    /* "K=V" set on top of the config's Env; may be NULL */
+	const char *network; /* NULL = "default" (see ib_sandbox_options) */
+	const char *user;    /* NULL = the config's User */
+	const char *workdir; /* NULL = the config's WorkingDir, else "/" */
+} ib_image_run_options;
+/* *exit_status gets the command's status (ib_sandbox_run); its merged
+ * output goes to stdout line by line. */
+int ib_image_run(ib_store *s, const char *ref, const ib_image_run_options *o, int *exit_status,
+		 ib_error **err);
+
 /* Prepare the calling process for builds: a private mount namespace so the
  * read-only overlays used by copy-from-stage never show on the host.  Must
  * be called before any thread is created.  Non-fatal when unavailable. */

@@ -98,6 +98,7 @@ stage_state *build_find_stage(builder *b, const char *name);
 /* Unpack a layer (or every layer of a stage) under ROOT/layers when it
  * is not there yet. */
 int build_ensure_unpacked(builder *b, layer_ref *l, ib_error **err);
+int build_unpack_layer(ib_store *s, const char *digest, const char *diff_id, ib_error **err);
 int build_ensure_stage_unpacked(builder *b, stage_state *st, ib_error **err);
 /* The stage's layer dirs, top-most first, each diff_id once
  * (NULL-terminated, caller frees with ib_strv_free). */

@@ -385,3 +385,62 @@ int ib_handoff_load(ib_store *s, char *const *refs, size_t n_refs, const ib_hand
 		*used = e;
 	return r;
 }
+
+/* ---- where else an image is ---- */
+
+static bool docker_has(const char *name)
+{
+	docker_api d = {0};
+	ib_error *e = NULL;
+	if (docker_api_init(&d, &e) < 0) {
+		ib_error_free(&e);
+		docker_api_clear(&d);
+		return false;
+	}
+	ib_buf answer;
+	ib_buf_init(&answer, DOCKER_ANSWER_CAP);
+	char errbuf[CURL_ERROR_SIZE];
+	cleanup_free char *path = xasprintf("/images/%s/json", name);
+	CURL *h = docker_handle(&d, path, &answer, errbuf);
+	bool ok = false;
+	if (h) {
+		long code = 0;
+		curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+		ok = curl_easy_perform(h) == CURLE_OK &&
+		     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code == 200;
+		curl_easy_cleanup(h);
+	}
+	ib_buf_free(&answer);
+	docker_api_clear(&d);
+	return ok;
+}
+
+static bool podman_has(const char *name)
+{
+	if (!in_path("podman"))
+		return false;
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	char *argv[] = {(char *)"podman", (char *)"image", (char *)"exists", (char *)name, NULL};
+	pid_t pid;
+	int rc = posix_spawnp(&pid, "podman", &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (rc != 0)
+		return false;
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+const char *ib_handoff_image_holder(const char *ref)
+{
+	if (docker_has(ref))
+		return "docker";
+	if (podman_has(ref))
+		return "podman";
+	return NULL;
+}

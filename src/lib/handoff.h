@@ -61,4 +61,9 @@ int ib_handoff_docker_messages(const char *body, size_t len, FILE *out, ib_error
 int ib_handoff_load(ib_store *s, char *const *refs, size_t n_refs, const ib_handoff_options *o,
 		    ib_handoff_engine *used, ib_error **err);
 
+/* Which local engine holds the image ref (full name): "docker" when its
+ * API answers GET /images/REF/json, else "podman" when `podman image
+ * exists REF` says so, else NULL.  For "how to bring it over" hints. */
+const char *ib_handoff_image_holder(const char *ref);
+
 #endif

@@ -345,12 +345,18 @@ static int diff_entry_cmp(const void *a, const void *b)
 int ib_image_diff(ib_store *s, const char *ref1, const char *ref2, ib_diff_entry **out,
 		  size_t *n_out, ib_error **err)
 {
+	return ib_image_diff_stores(s, ref1, s, ref2, out, n_out, err);
+}
+
+int ib_image_diff_stores(ib_store *s1, const char *ref1, ib_store *s2, const char *ref2,
+			 ib_diff_entry **out, size_t *n_out, ib_error **err)
+{
 	*out = NULL;
 	*n_out = 0;
 	json_t *a = NULL, *b = NULL;
-	int r = flatten(s, ref1, &a, err);
+	int r = flatten(s1, ref1, &a, err);
 	if (r == 0)
-		r = flatten(s, ref2, &b, err);
+		r = flatten(s2, ref2, &b, err);
 	if (r < 0) {
 		json_decref(a);
 		return r;

@@ -76,6 +76,9 @@ typedef struct ib_diff_entry {
  * layer. */
 int ib_image_diff(ib_store *s, const char *ref1, const char *ref2, ib_diff_entry **out,
 		  size_t *n_out, ib_error **err);
+/* The same for ref1 in store s1 and ref2 in store s2. */
+int ib_image_diff_stores(ib_store *s1, const char *ref1, ib_store *s2, const char *ref2,
+			 ib_diff_entry **out, size_t *n_out, ib_error **err);
 /* Free the array and its paths.  Safe on NULL. */
 void ib_diff_entries_free(ib_diff_entry *v, size_t n);
 

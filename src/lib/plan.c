@@ -450,10 +450,16 @@ static const field_rule rules[IB_STEP_KIND_COUNT][MAX_FIELDS] = {
     [IB_STEP_SHELL] = {{"argv", is_argv}},
 };
 
-/* FROM: exactly one of {"scratch": true}, {"image": s}, {"stage": s}. */
+/* FROM: exactly one of {"scratch": true}, {"image": s}, {"stage": s};
+ * "image" may come with "short": what the user wrote for it. */
 static const char *is_from(json_t *v)
 {
-	static const char *want = "{\"scratch\": true}, {\"image\": s} or {\"stage\": s}";
+	static const char *want = "{\"scratch\": true}, {\"image\": s[, \"short\": s]} or "
+				  "{\"stage\": s}";
+	if (json_is_object(v) && json_object_size(v) == 2 &&
+	    json_is_string(json_object_get(v, "image")) &&
+	    json_is_string(json_object_get(v, "short")))
+		return NULL;
 	if (!json_is_object(v) || json_object_size(v) != 1)
 		return want;
 	if (json_is_true(json_object_get(v, "scratch")) ||

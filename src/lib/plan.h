@@ -26,6 +26,7 @@
  * }
  * FROM = {"scratch": true}
  *      | {"image": "docker.io/library/debian:bookworm"}  -- normalised (ref.h)
+ *        (+ "short": "debian:bookworm" when written without a registry)
  *      | {"stage": "build"}             -- an earlier stage, by stage object or
  *                                          by a string equal to its name
  * A stage used as the base of another gets no further steps (the recipe

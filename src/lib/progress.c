@@ -30,6 +30,8 @@ struct ib_progress {
 	double run_t0;
 	bool line_open;		      /* the running step's line is the cursor's line */
 	uint64_t run_done, run_total; /* bytes shown on the running line */
+	bool debug;		      /* --debug: ib_progress_debug prints */
+	double t_start;		      /* for the debug lines' timestamps */
 };
 
 static double now(void);
@@ -146,8 +148,19 @@ static void clear_status(ib_progress *p)
 	}
 }
 
+/* Every JSON event carries "time": when it happened, RFC 3339 in UTC with
+ * milliseconds ("2024-05-01T12:00:00.123Z"). */
 static void emit_json(ib_progress *p, json_t *ev)
 {
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	time_t secs = ts.tv_sec;
+	gmtime_r(&secs, &tm);
+	char when[40], stamp[64];
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(stamp, sizeof(stamp), "%s.%03dZ", when, (int)(ts.tv_nsec / 1000000) % 1000);
+	json_object_set_new(ev, "time", json_string(stamp));
 	char *s = json_dumps(ev, JSON_COMPACT | JSON_SORT_KEYS);
 	fprintf(p->out, "%s\n", s);
 	free(s);
@@ -347,6 +360,41 @@ void ib_progress_transfer_cb(const char *what, uint64_t done, uint64_t total, vo
 	ib_progress_bytes(payload, 0, what, done, total);
 }
 
+void ib_progress_set_debug(ib_progress *p, bool on)
+{
+	p->debug = on;
+	p->t_start = now();
+}
+
+bool ib_progress_debugging(const ib_progress *p)
+{
+	return p && p->debug;
+}
+
+void ib_progress_debug(ib_progress *p, const char *fmt, ...)
+{
+	if (!p || !p->debug)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	cleanup_free char *m = xvasprintf(fmt, ap);
+	va_end(ap);
+	double t = now() - p->t_start;
+	if (p->mode == IB_PROGRESS_JSON) {
+		lock(p);
+		emit_json(
+		    p, json_pack("{s:s, s:s, s:f}", "event", "debug", "message", m, "elapsed", t));
+		unlock(p);
+		return;
+	}
+	lock(p);
+	clear_status(p);
+	close_line(p);
+	fprintf(p->out, "debug: [%7.3fs] %s\n", t, m);
+	fflush(p->out);
+	unlock(p);
+}
+
 void ib_progress_info(ib_progress *p, const char *fmt, ...)
 {
 	if (p->quiet)
@@ -382,6 +430,7 @@ typedef struct pline {
 struct ib_transfer_printer {
 	FILE *f;
 	bool tty, quiet;
+	ib_progress *json; /* a build's --progress json: events go there */
 	char *verb;
 	pthread_mutex_t lock;
 	pline *v;
@@ -398,6 +447,16 @@ ib_transfer_printer *ib_transfer_printer_new(FILE *f, const char *verb, bool qui
 	p->tty = isatty(fileno(f)) == 1;
 	p->verb = xstrdup(verb);
 	pthread_mutex_init(&p->lock, NULL);
+	return p;
+}
+
+ib_transfer_printer *ib_transfer_printer_for(ib_progress *prog, const char *verb)
+{
+	ib_transfer_printer *p = ib_transfer_printer_new(prog->out, verb, prog->quiet);
+	if (prog->mode == IB_PROGRESS_JSON)
+		p->json = prog;
+	else if (prog->mode == IB_PROGRESS_PLAIN)
+		p->tty = false;
 	return p;
 }
 
@@ -455,7 +514,7 @@ static void draw(ib_transfer_printer *p, bool force)
 void ib_transfer_printer_progress(const char *what, uint64_t done, uint64_t total, void *payload)
 {
 	ib_transfer_printer *p = payload;
-	if (!p || p->quiet || !p->tty)
+	if (!p || p->quiet || !p->tty || p->json)
 		return;
 	pthread_mutex_lock(&p->lock);
 	pline *l = pline_get(p, what);
@@ -475,6 +534,14 @@ void ib_transfer_printer_event(const char *what, const char *state, uint64_t siz
 			   : !strcmp(state, "skipped") ? "skipped (foreign layer)"
 			   : !strcmp(state, "done")    ? "done"
 						       : state;
+	if (p->json) {
+		lock(p->json);
+		emit_json(p->json, json_pack("{s:s, s:s, s:s, s:s, s:I}", "event", "transfer",
+					     "verb", p->verb, "what", what, "state", state, "size",
+					     (json_int_t)size));
+		unlock(p->json);
+		return;
+	}
 	pthread_mutex_lock(&p->lock);
 	if (p->tty) {
 		pline *l = pline_get(p, what);

@@ -38,6 +38,13 @@ void ib_progress_bytes(ib_progress *p, int id, const char *what, uint64_t done, 
  * pulls and pushes shown as part of a build: payload = the ib_progress. */
 void ib_progress_transfer_cb(const char *what, uint64_t done, uint64_t total, void *payload);
 
+/* --debug: lines "debug: [SECONDS] MSG" (seconds since the call to
+ * ib_progress_set_debug; a JSON "debug" event in json mode), printed even
+ * when quiet; nothing unless turned on. */
+void ib_progress_set_debug(ib_progress *p, bool on);
+bool ib_progress_debugging(const ib_progress *p);
+void ib_progress_debug(ib_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* A free-form informational line. */
 void ib_progress_info(ib_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -49,6 +56,10 @@ typedef struct ib_transfer_printer ib_transfer_printer;
  * per blob with bytes and rate, redrawn in place; elsewhere one plain line
  * per finished blob.  quiet: print nothing. */
 ib_transfer_printer *ib_transfer_printer_new(FILE *f, const char *verb, bool quiet);
+/* The same printer for a transfer inside a build: on prog's stream, plain
+ * lines for --progress plain, JSON "transfer" events for --progress json
+ * ({"event":"transfer","verb","what","state","size","time"}). */
+ib_transfer_printer *ib_transfer_printer_for(ib_progress *prog, const char *verb);
 /* Finish the live view. Safe on NULL. */
 void ib_transfer_printer_free(ib_transfer_printer *p);
 /* Use as o->progress / o->event with o->payload = the printer. */

@@ -743,6 +743,10 @@ static json_t *image_json(lua_State *L, ib_eval *ctx, const char *fn, const char
 		raise_ib(L, &e, fn);
 	cleanup_free char *norm = ib_ref_string(ref);
 	ib_ref_free(ref);
+	/* a short name keeps what the user wrote: a local image of that name
+	 * under another registry may stand for it (builder) */
+	if (ib_ref_is_short(s))
+		return anchor(ctx, json_pack("{s:s, s:s}", "image", norm, "short", s));
 	return anchor(ctx, json_pack("{s:s}", "image", norm));
 }
 

@@ -375,3 +375,68 @@ char *ib_ref_familiarize(const char *normalized)
 	ib_ref_free(ref);
 	return r;
 }
+
+bool ib_ref_is_short(const char *s)
+{
+	const char *slash = strchr(s, '/');
+	if (!slash)
+		return true;
+	size_t n = (size_t)(slash - s);
+	if (n == 9 && !strncmp(s, "localhost", 9))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] == '.' || s[i] == ':' || (s[i] >= 'A' && s[i] <= 'Z'))
+			return false;
+	return true;
+}
+
+bool ib_ref_short_matches(const char *short_name, const char *full)
+{
+	ib_ref *a = NULL, *b = NULL;
+	bool match = false;
+	if (ib_ref_parse(&a, short_name, NULL) == 0 && ib_ref_parse(&b, full, NULL) == 0) {
+		/* "debian" is docker.io/library/debian: its path is "library/debian" */
+		const char *pa = a->path;
+		bool lib = !strchr(short_name, '/') && !strncmp(pa, "library/", 8);
+		match = (!strcmp(pa, b->path) || (lib && !strcmp(pa + 8, b->path))) &&
+			((!a->tag && !b->tag) || (a->tag && b->tag && !strcmp(a->tag, b->tag))) &&
+			((!a->digest && !b->digest) ||
+			 (a->digest && b->digest && !strcmp(a->digest, b->digest)));
+	}
+	ib_ref_free(a);
+	ib_ref_free(b);
+	return match;
+}
+
+size_t ib_ref_edit_distance(const char *a, const char *b)
+{
+	/* optimal string alignment: insert, delete, substitute, swap two
+	 * neighbours; three rows of the table */
+	size_t la = strlen(a), lb = strlen(b);
+	size_t *rows = xcalloc(3 * (lb + 1), sizeof(size_t));
+	size_t *pp = rows, *p = rows + lb + 1, *c = rows + 2 * (lb + 1);
+	for (size_t j = 0; j <= lb; j++)
+		p[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		c[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t cost = a[i - 1] != b[j - 1];
+			size_t v = p[j - 1] + cost;
+			if (p[j] + 1 < v)
+				v = p[j] + 1;
+			if (c[j - 1] + 1 < v)
+				v = c[j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    pp[j - 2] + 1 < v)
+				v = pp[j - 2] + 1;
+			c[j] = v;
+		}
+		size_t *t = pp;
+		pp = p;
+		p = c;
+		c = t;
+	}
+	size_t d = p[lb];
+	free(rows);
+	return d;
+}

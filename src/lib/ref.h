@@ -7,6 +7,7 @@
 #define IB_REF_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "error.h"
 
@@ -46,5 +47,18 @@ bool ib_ref_is_loopback(const char *domain);
 /* Shorten a normalised name string for display ("docker.io/library/x:t" ->
  * "x:t").  Returns a new string; input that does not parse is copied. */
 char *ib_ref_familiarize(const char *normalized);
+
+/* Whether the user wrote s without a registry: its first component (when
+ * there is a "/") has no ".", ":" or upper case and is not "localhost".
+ * "debian:bookworm" and "team/app" are short; "localhost/x", "quay.io/x"
+ * are not. */
+bool ib_ref_is_short(const char *s);
+/* Whether the short name short_name (as the user wrote it) names the
+ * image full under some registry (podman's short-name rule): same path
+ * ("debian" also matching "library/debian"), same tag and digest. */
+bool ib_ref_short_matches(const char *short_name, const char *full);
+/* Edit distance (insertions, deletions, substitutions, swaps of two
+ * neighbours) between a and b, for "similar names" hints. */
+size_t ib_ref_edit_distance(const char *a, const char *b);
 
 #endif

@@ -4,8 +4,11 @@
  * only ever appears complete (written in ROOT/tmp, fsync'd, renamed). */
 #include "store.h"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1685,4 +1688,342 @@ int ib_store_verify(ib_store *s, ib_verify_cb cb, void *payload, ib_error **err)
 	}
 	walk_free(&w);
 	return r < 0 ? r : problems;
+}
+
+/* ---- names ---- */
+
+int ib_store_short_name_matches(ib_store *s, const char *short_name, char ***out, ib_error **err)
+{
+	*out = xcalloc(1, sizeof(char *));
+	ib_store_tag *tags = NULL;
+	size_t n = 0;
+	if (ib_store_tags(s, &tags, &n, err) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (ib_ref_short_matches(short_name, tags[i].name))
+			ib_strv_push(out, tags[i].name);
+	ib_store_tags_free(tags, n);
+	return 0;
+}
+
+typedef struct similar {
+	size_t dist;
+	char *name;
+} similar;
+
+static int similar_cmp(const void *a, const void *b)
+{
+	const similar *x = a, *y = b;
+	if (x->dist != y->dist)
+		return x->dist < y->dist ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+char *ib_store_similar_names(ib_store *s, const char *ref, size_t max)
+{
+	char *out = NULL;
+	ib_store_tag *tags = NULL;
+	size_t n = 0;
+	ib_error *e = NULL;
+	if (ib_store_tags(s, &tags, &n, &e) < 0) {
+		ib_error_free(&e);
+		return NULL;
+	}
+	cleanup_free char *want = ib_ref_familiarize(ref);
+	similar *c = xcalloc(n + 1, sizeof(*c));
+	size_t nc = 0;
+	for (size_t i = 0; i < n; i++) {
+		char *name = ib_ref_familiarize(tags[i].name);
+		/* a typo or two, a registry prefix more or less */
+		size_t d = ib_ref_edit_distance(want, name);
+		size_t limit = strlen(want) / 4 > 2 ? strlen(want) / 4 : 2;
+		const char *slash = strchr(name, '/');
+		if (d > limit && slash && ib_ref_edit_distance(want, slash + 1) <= limit)
+			d = limit;
+		if (d <= limit && strcmp(name, want) != 0)
+			c[nc++] = (similar){d, name};
+		else
+			free(name);
+	}
+	ib_store_tags_free(tags, n);
+	qsort(c, nc, sizeof(*c), similar_cmp);
+	for (size_t i = 0; i < nc; i++) {
+		if (i < max) {
+			char *t = xasprintf("%s%s%s", out ? out : "", out ? ", " : "", c[i].name);
+			free(out);
+			out = t;
+		}
+		free(c[i].name);
+	}
+	free(c);
+	return out;
+}
+
+/* ------------------------------------------------------------ disk usage */
+
+static __thread uint64_t du_bytes, du_files;
+
+static int du_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)path;
+	(void)flag;
+	(void)ftw;
+	if (S_ISREG(sb->st_mode) || S_ISLNK(sb->st_mode)) {
+		du_bytes += (uint64_t)sb->st_size;
+		du_files++;
+	}
+	return 0;
+}
+
+uint64_t ib_dir_usage(const char *path)
+{
+	du_bytes = 0;
+	du_files = 0;
+	if (nftw(path, du_cb, 16, FTW_PHYS) < 0)
+		return 0;
+	return du_bytes;
+}
+
+/* Entries of dir with their sizes; which are kept by keep (diff_id -> x). */
+static void usage_dir(const char *dir, json_t *keep1, char **keep2, uint64_t *n, uint64_t *bytes,
+		      uint64_t *n_free, uint64_t *bytes_free)
+{
+	cleanup_dir DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		cleanup_free char *p = ib_path_join(dir, de->d_name);
+		uint64_t b = ib_dir_usage(p);
+		(*n)++;
+		*bytes += b;
+		bool kept = false;
+		if (keep1 && valid_blob_name(de->d_name)) {
+			char digest[IB_DIGEST_BUFLEN];
+			digest_from_name(digest, de->d_name);
+			kept = json_object_get(keep1, digest) ||
+			       strv_contains_digest(keep2, de->d_name);
+		}
+		if (!kept) {
+			(*n_free)++;
+			*bytes_free += b;
+		}
+	}
+}
+
+static uint64_t blob_size(ib_store *s, const char *digest)
+{
+	cleanup_free char *p = ib_store_blob_path(s, digest);
+	struct stat sb;
+	return p && stat(p, &sb) == 0 && S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
+}
+
+int ib_store_usage_get(ib_store *s, char **cache_digests, char **cache_diff_ids, ib_store_usage *u,
+		       ib_error **err)
+{
+	memset(u, 0, sizeof(*u));
+	ib_index *idx = NULL;
+	int r = read_index(s, &idx, err);
+	if (r < 0)
+		return r;
+	/* per image (manifest digest, once): its blobs; per layer: how many
+	 * images use it */
+	json_t *images = json_object(), *layer_users = json_object();
+	u->images = xcalloc(idx->n_manifests + 1, sizeof(*u->images));
+	for (size_t i = 0; i < idx->n_manifests; i++) {
+		const ib_descriptor *d = &idx->manifests[i];
+		const char *name = desc_ref_name(d);
+		ib_store_usage_image *im = &u->images[u->n_images++];
+		im->name = name ? ib_ref_familiarize(name) : xstrdup("<none>");
+		memcpy(im->digest, d->digest, IB_DIGEST_BUFLEN);
+		if (json_object_get(images, d->digest))
+			continue;
+		struct walk w;
+		walk_init(&w, s, false);
+		ib_error *e = NULL;
+		walk_manifest(&w, d->digest, im->name, false, 0, &e);
+		ib_error_free(&e);
+		json_object_set_new(images, d->digest, json_incref(w.reachable));
+		const char *k;
+		json_t *v;
+		json_object_foreach (w.reachable, k, v) {
+			json_t *c = json_object_get(layer_users, k);
+			json_object_set_new(layer_users, k,
+					    json_integer(c ? json_integer_value(c) + 1 : 1));
+		}
+		walk_free(&w);
+	}
+	ib_index_free(idx);
+	for (size_t i = 0; i < u->n_images; i++) {
+		ib_store_usage_image *im = &u->images[i];
+		const char *k;
+		json_t *v;
+		json_object_foreach (json_object_get(images, im->digest), k, v) {
+			uint64_t b = blob_size(s, k);
+			im->size += b;
+			if (json_integer_value(json_object_get(layer_users, k)) > 1)
+				im->shared += b;
+			else
+				im->unique += b;
+		}
+	}
+	{
+		const char *k;
+		json_t *v;
+		json_object_foreach (layer_users, k, v) {
+			uint64_t b = blob_size(s, k);
+			u->images_bytes += b;
+			if (json_integer_value(v) > 1) {
+				u->shared_blobs++;
+				u->shared_bytes += b;
+			} else {
+				u->unique_blobs++;
+				u->unique_bytes += b;
+			}
+		}
+	}
+	u->n_distinct_images = json_object_size(images);
+	/* blobs neither image uses: the step cache's, or nobody's */
+	cleanup_dir DIR *d = opendir(s->blobs);
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL) {
+		if (!valid_blob_name(de->d_name))
+			continue;
+		char digest[IB_DIGEST_BUFLEN];
+		digest_from_name(digest, de->d_name);
+		if (json_object_get(layer_users, digest))
+			continue;
+		uint64_t b = blob_size(s, digest);
+		if (strv_contains_digest(cache_digests, de->d_name)) {
+			u->cache_blobs++;
+			u->cache_bytes += b;
+		} else {
+			u->unreferenced_blobs++;
+			u->unreferenced_bytes += b;
+		}
+	}
+	/* unpacked layers: kept by prune when an image or the cache uses them */
+	struct walk w;
+	walk_init(&w, s, false);
+	ib_error *e = NULL;
+	walk_store(&w, &e);
+	ib_error_free(&e);
+	usage_dir(s->layers, w.diff_ids, cache_diff_ids, &u->unpacked, &u->unpacked_bytes,
+		  &u->unpacked_unused, &u->unpacked_unused_bytes);
+	walk_free(&w);
+	uint64_t dummy_n = 0, dummy_b = 0;
+	usage_dir(s->tmp, NULL, NULL, &u->tmp_entries, &u->tmp_bytes, &dummy_n, &dummy_b);
+	json_decref(images);
+	json_decref(layer_users);
+	return 0;
+}
+
+void ib_store_usage_free(ib_store_usage *u)
+{
+	for (size_t i = 0; i < u->n_images; i++)
+		free(u->images[i].name);
+	free(u->images);
+	memset(u, 0, sizeof(*u));
+}
+
+int ib_store_tmp_remove_own(ib_store *s)
+{
+	char mark[32];
+	snprintf(mark, sizeof(mark), "-%d-", (int)getpid());
+	cleanup_dir DIR *d = opendir(s->tmp);
+	struct dirent *de;
+	int n = 0;
+	while (d && (de = readdir(d)) != NULL) {
+		if (!strstr(de->d_name, mark))
+			continue;
+		cleanup_free char *p = ib_path_join(s->tmp, de->d_name);
+		ib_error *e = NULL;
+		if (ib_rm_rf(p, &e) == 0)
+			n++;
+		ib_error_free(&e);
+	}
+	return n;
+}
+
+/* ------------------------------------------------- uncompressed layer sizes */
+
+/* ROOT/cache/layer-sizes.json: blob digest -> bytes of its uncompressed
+ * content, filled on first use (decompressing the blob once). */
+#define LAYER_SIZES_MAX (16u << 20)
+
+static uint64_t count_uncompressed(ib_store *s, const char *digest, bool *ok)
+{
+	*ok = false;
+	cleanup_close int fd = -1;
+	int64_t size = 0;
+	ib_error *e = NULL;
+	if (ib_store_blob_open(s, digest, &fd, &size, &e) < 0) {
+		ib_error_free(&e);
+		return 0;
+	}
+	struct archive *a = archive_read_new();
+	archive_read_support_filter_all(a);
+	archive_read_support_format_raw(a);
+	uint64_t total = 0;
+	struct archive_entry *ent;
+	if (archive_read_open_fd(a, fd, 65536) == ARCHIVE_OK &&
+	    archive_read_next_header(a, &ent) == ARCHIVE_OK) {
+		char *buf = xmalloc(65536);
+		la_ssize_t n;
+		while ((n = archive_read_data(a, buf, 65536)) > 0)
+			total += (uint64_t)n;
+		free(buf);
+		*ok = n == 0;
+	} else if (size == 0) {
+		*ok = true;
+	}
+	archive_read_free(a);
+	return total;
+}
+
+int ib_store_content_sizes(ib_store *s, const ib_descriptor *layers, size_t n, uint64_t *out,
+			   ib_error **err)
+{
+	(void)err;
+	cleanup_free char *path = ib_path_join(s->root, "cache/layer-sizes.json");
+	cleanup_free char *text = NULL;
+	size_t len = 0;
+	ib_error *e = NULL;
+	json_t *map = NULL;
+	if (ib_read_file(path, LAYER_SIZES_MAX, &text, &len, &e) == 0)
+		map = json_loadb(text, len, 0, NULL);
+	ib_error_free(&e);
+	if (!json_is_object(map)) {
+		json_decref(map);
+		map = json_object();
+	}
+	bool changed = false;
+	*out = 0;
+	for (size_t i = 0; i < n; i++) {
+		const ib_descriptor *d = &layers[i];
+		json_t *v = json_object_get(map, d->digest);
+		if (json_is_integer(v)) {
+			*out += (uint64_t)json_integer_value(v);
+			continue;
+		}
+		bool ok = false;
+		uint64_t sz = count_uncompressed(s, d->digest, &ok);
+		if (!ok) /* unreadable: the compressed size is the best there is */
+			sz = (uint64_t)d->size;
+		*out += sz;
+		if (ok) {
+			json_object_set_new(map, d->digest, json_integer((json_int_t)sz));
+			changed = true;
+		}
+	}
+	if (changed) {
+		char *t = json_dumps(map, JSON_COMPACT | JSON_SORT_KEYS);
+		cleanup_free char *dir = ib_path_join(s->root, "cache");
+		if (t && ib_mkdir_p(dir, 0700, &e) == 0)
+			ib_write_file_atomic(path, t, strlen(t), 0600, &e);
+		ib_error_free(&e);
+		free(t);
+	}
+	json_decref(map);
+	return 0;
 }

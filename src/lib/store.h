@@ -195,4 +195,56 @@ void ib_platform_from_machine(const char *machine, const char **arch, const char
  * usually omit "v8"); a different variant never matches. */
 int ib_platform_select(const ib_index *idx, const char *os, const char *arch, const char *variant);
 
+/* ---- names ---- */
+/* The tags (full names) that the short name short_name, as the user wrote
+ * it, names under some registry (ib_ref_short_matches).  *out is
+ * NULL-terminated; free with ib_strv_free. */
+int ib_store_short_name_matches(ib_store *s, const char *short_name, char ***out, ib_error **err);
+/* Up to max tags (familiar form) whose names are a few edits from ref's,
+ * closest first, as "a, b"; NULL when there is none (also when the store
+ * cannot be read).  Caller frees. */
+char *ib_store_similar_names(ib_store *s, const char *ref, size_t max);
+
+/* ---- disk usage (imgbuild df) ---- */
+typedef struct ib_store_usage_image {
+	char *name;		       /* familiar tag name */
+	char digest[IB_DIGEST_BUFLEN]; /* manifest (or index) */
+	uint64_t size;		       /* its blobs: manifest, config, layers */
+	uint64_t shared, unique;       /* of size: blobs other images use too / only it */
+} ib_store_usage_image;
+
+typedef struct ib_store_usage {
+	ib_store_usage_image *images; /* one per tag */
+	size_t n_images;
+	size_t n_distinct_images; /* different manifests */
+	uint64_t images_bytes;	  /* blobs reachable from tags, once each */
+	/* of those: used by one image / by several (layers, configs) */
+	uint64_t unique_blobs, unique_bytes, shared_blobs, shared_bytes;
+	uint64_t cache_blobs, cache_bytes;		 /* blobs only the step cache uses */
+	uint64_t unreferenced_blobs, unreferenced_bytes; /* blobs nothing uses */
+	uint64_t unpacked, unpacked_bytes;		 /* ROOT/layers entries */
+	uint64_t unpacked_unused, unpacked_unused_bytes; /* of those: prune removes */
+	uint64_t tmp_entries, tmp_bytes;		 /* ROOT/tmp */
+} ib_store_usage;
+
+/* What the store holds, for `df`: the step cache's blobs and diff_ids come
+ * from the caller (ib_cache_referenced; may be NULL).  Sizes are apparent
+ * sizes of regular files and symlinks. */
+int ib_store_usage_get(ib_store *s, char **cache_digests, char **cache_diff_ids, ib_store_usage *u,
+		       ib_error **err);
+void ib_store_usage_free(ib_store_usage *u);
+/* Apparent size of the regular files and symlinks under path (0 when it
+ * does not exist). */
+uint64_t ib_dir_usage(const char *path);
+
+/* Remove the entries of ROOT/tmp this process made (ib_store_tmp_path
+ * names carry the pid), for an interrupted build; returns how many. */
+int ib_store_tmp_remove_own(ib_store *s);
+
+/* *out = the uncompressed size of the layers' content (what docker and
+ * podman show as an image's size), from ROOT/cache/layer-sizes.json, a
+ * blob not recorded there being decompressed once and recorded. */
+int ib_store_content_sizes(ib_store *s, const ib_descriptor *layers, size_t n, uint64_t *out,
+			   ib_error **err);
+
 #endif

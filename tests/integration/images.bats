@@ -660,7 +660,8 @@ json.dump({"key": "sha256:" + sys.argv[1], "created_by": "test",
 	"$IMGBUILD" rmi bb:2
 	run "$IMGBUILD" prune --all
 	[ "$status" -eq 0 ]
-	[[ "$output" =~ ^Deleted\ 3\ blobs,\ freed\ [0-9.]+MB$ ]]
+	[[ "${lines[0]}" =~ ^Deleted\ 3\ blobs,\ freed\ [0-9.]+MB$ ]]
+	[ "${lines[1]}" = "Deleted 1 step cache entries" ]
 	[ -z "$(ls -A "$IMGBUILD_ROOT/cache/steps")" ]
 	run "$IMGBUILD" verify
 	[ "$status" -eq 0 ]

@@ -462,6 +462,46 @@ static void test_printer_quiet_prints_nothing(void **state)
 	free(buf);
 }
 
+/* A build's transfers print as `pull`/`push` print them (plain), or as
+ * JSON events with a time (json), or not at all (quiet). */
+static void test_printer_for_build_progress(void **state)
+{
+	(void)state;
+	const char *d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	capture c;
+	cap_open(&c, IB_PROGRESS_PLAIN, false);
+	ib_transfer_printer *p = ib_transfer_printer_for(c.p, "pushing");
+	ib_transfer_printer_progress(d, 10, 12300000, p);
+	ib_transfer_printer_event(d, "done", 12300000, p);
+	ib_transfer_printer_free(p);
+	assert_string_equal(cap_close(&c), "pushing sha256:0123456789ab 12.3MB done\n");
+	cap_free(&c);
+
+	cap_open(&c, IB_PROGRESS_JSON, false);
+	p = ib_transfer_printer_for(c.p, "pulling");
+	ib_transfer_printer_progress(d, 10, 20, p);
+	ib_transfer_printer_event(d, "exists", 20, p);
+	ib_transfer_printer_free(p);
+	json_t *ev = parse_lines(cap_close(&c));
+	assert_int_equal(json_array_size(ev), 1);
+	json_t *e = json_array_get(ev, 0);
+	assert_string_equal(tu_json_str(e, "event"), "transfer");
+	assert_string_equal(tu_json_str(e, "verb"), "pulling");
+	assert_string_equal(tu_json_str(e, "what"), d);
+	assert_string_equal(tu_json_str(e, "state"), "exists");
+	assert_int_equal(json_integer_value(json_object_get(e, "size")), 20);
+	assert_non_null(tu_json_str(e, "time"));
+	json_decref(ev);
+	cap_free(&c);
+
+	cap_open(&c, IB_PROGRESS_PLAIN, true);
+	p = ib_transfer_printer_for(c.p, "pushing");
+	ib_transfer_printer_event(d, "done", 1, p);
+	ib_transfer_printer_free(p);
+	assert_string_equal(cap_close(&c), "");
+	cap_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -481,6 +521,7 @@ int main(void)
 	    cmocka_unit_test(test_auto_on_tty_is_tty),
 	    cmocka_unit_test(test_printer_plain_lines_only_for_finished_blobs),
 	    cmocka_unit_test(test_printer_quiet_prints_nothing),
+	    cmocka_unit_test(test_printer_for_build_progress),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -160,7 +160,8 @@ static void test_global_form_stages(void **state)
 
 	json_t *anon = stage_at(plan, 1);
 	assert_string_equal(tu_json_str(anon, "name"), "stage1");
-	assert_json(json_object_get(anon, "from"), "{\"image\":\"docker.io/library/alpine:3.19\"}");
+	assert_json(json_object_get(anon, "from"),
+		    "{\"image\":\"docker.io/library/alpine:3.19\",\"short\":\"alpine:3.19\"}");
 	assert_string_equal(tu_json_str(anon, "platform"), "linux/arm64");
 	assert_string_equal(tu_json_str(anon, "pull"), "always");
 	assert_int_equal(tu_json_int(anon, "line"), 15);
@@ -223,7 +224,8 @@ static void test_global_form_copy(void **state)
 	assert_json(json_object_get(s, "sources"), "[\"/out/hello\"]");
 	assert_string_equal(tu_json_str(s, "dest"), "/usr/local/bin/hello");
 	s = step_at(plan, 2, 1);
-	assert_json(json_object_get(s, "from"), "{\"image\":\"docker.io/library/busybox:1.36\"}");
+	assert_json(json_object_get(s, "from"),
+		    "{\"image\":\"docker.io/library/busybox:1.36\",\"short\":\"busybox:1.36\"}");
 	/* a string naming an existing stage refers to the stage */
 	s = step_at(plan, 2, 12);
 	assert_json(json_object_get(s, "from"), "{\"stage\":\"stage1\"}");
@@ -326,7 +328,7 @@ static void test_method_form_appends_to_receiver(void **state)
 	/* stage("late") then late:from(): base set, stage() line kept */
 	json_t *late = stage_at(plan, 2);
 	assert_json(json_object_get(late, "from"),
-		    "{\"image\":\"docker.io/library/busybox:latest\"}");
+		    "{\"image\":\"docker.io/library/busybox:latest\",\"short\":\"busybox\"}");
 	assert_int_equal(tu_json_int(late, "line"), 21);
 	assert_string_equal(label(plan, 2, 0, "stage"), "late");
 	assert_string_equal(label(plan, 2, 0, "shown"), "stage(app)");

@@ -437,6 +437,45 @@ static void test_loopback(void **state)
 	assert_false(ib_ref_is_loopback("[::1"));
 }
 
+static void test_is_short(void **state)
+{
+	(void)state;
+	assert_true(ib_ref_is_short("debian"));
+	assert_true(ib_ref_is_short("debian:bookworm"));
+	assert_true(ib_ref_is_short("team/app:1"));
+	assert_true(ib_ref_is_short("x@sha256:0123"));
+	assert_false(ib_ref_is_short("localhost/debian:bookworm"));
+	assert_false(ib_ref_is_short("docker.io/library/debian"));
+	assert_false(ib_ref_is_short("host:5000/app"));
+	assert_false(ib_ref_is_short("Host/app"));
+}
+
+static void test_short_matches(void **state)
+{
+	(void)state;
+	assert_true(ib_ref_short_matches("debian:bookworm", "localhost/debian:bookworm"));
+	assert_true(ib_ref_short_matches("debian:bookworm", "docker.io/library/debian:bookworm"));
+	assert_true(ib_ref_short_matches("debian", "quay.io/debian:latest"));
+	assert_true(ib_ref_short_matches("team/app:1", "localhost:5000/team/app:1"));
+	assert_false(ib_ref_short_matches("debian:bookworm", "localhost/debian:trixie"));
+	assert_false(ib_ref_short_matches("debian:bookworm", "localhost/x/debian:bookworm"));
+	assert_false(ib_ref_short_matches("team/app:1", "localhost/app:1"));
+	assert_false(ib_ref_short_matches("library/debian", "localhost/debian:latest"));
+}
+
+static void test_edit_distance(void **state)
+{
+	(void)state;
+	assert_int_equal(ib_ref_edit_distance("", ""), 0);
+	assert_int_equal(ib_ref_edit_distance("abc", ""), 3);
+	assert_int_equal(ib_ref_edit_distance("", "ab"), 2);
+	assert_int_equal(ib_ref_edit_distance("debian", "debian"), 0);
+	assert_int_equal(ib_ref_edit_distance("debain", "debian"), 1); /* swap */
+	assert_int_equal(ib_ref_edit_distance("debian", "debia"), 1);
+	assert_int_equal(ib_ref_edit_distance("debian", "xebiann"), 2);
+	assert_int_equal(ib_ref_edit_distance("kitten", "sitting"), 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -475,6 +514,9 @@ int main(void)
 	    cmocka_unit_test(test_familiarize),
 	    cmocka_unit_test(test_registry_host),
 	    cmocka_unit_test(test_loopback),
+	    cmocka_unit_test(test_is_short),
+	    cmocka_unit_test(test_short_matches),
+	    cmocka_unit_test(test_edit_distance),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
