@@ -17,6 +17,7 @@
 #include "handoff.h"
 #include "imgdiff.h"
 #include "plan.h"
+#include "regconf.h"
 #include "progress.h"
 #include "ref.h"
 #include "registry.h"
@@ -489,8 +490,11 @@ int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image *
 	ro.event = ib_transfer_printer_event;
 	ro.payload = pr;
 	ib_descriptor d = {0};
-	ib_progress_info(b->o->progress, "pulling %s", ref);
-	r = ib_registry_pull(b->store, ref, &ro, &d, err);
+	/* a name written without a registry is looked for in the configured
+	 * unqualified-search-registries (registries.conf), docker.io by default */
+	const char *want = written && ib_regconf_unqualified(written) ? written : ref;
+	ib_progress_info(b->o->progress, "pulling %s", want);
+	r = ib_registry_pull(b->store, want, &ro, &d, err);
 	ib_transfer_printer_free(pr);
 	if (r < 0 && strcmp(pull, "always") != 0) {
 		cleanup_free char *why =

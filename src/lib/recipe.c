@@ -1395,9 +1395,11 @@ static int api_run(lua_State *L)
 				if (share) {
 					if (!shared)
 						shared = anchor(ctx, json_array());
-					json_array_append(shared,
-							  json_is_string(cm) ? cm
-									     : json_object_get(cm, "target"));
+					/* by id: the key of its directory and of the
+					 * registry artifact */
+					json_array_append(shared, json_is_string(cm)
+								      ? cm
+								      : json_object_get(cm, "id"));
 				}
 				lua_pop(L, 1);
 			}

@@ -357,3 +357,20 @@ pull_fresh() {
 	run --separate-stderr ib pull "127.0.0.1:$MIR_PORT/searchme:1"
 	[ "$status" -eq 0 ]
 }
+
+@test "unqualified-search-registries: a recipe's from with a short name is searched too" {
+	local conf="$BATS_TEST_TMPDIR/registries.conf"
+	printf 'unqualified-search-registries = ["127.0.0.1:%s"]\n' "$MIR_PORT" >"$conf"
+	make_image "127.0.0.1:$MIR_PORT/searchbase:1"
+	ib -q push "127.0.0.1:$MIR_PORT/searchbase:1"
+	export IMGBUILD_REGISTRIES_CONF="$conf"
+	export IMGBUILD_ROOT="$BATS_TEST_TMPDIR/r6"
+	mkdir -p "$BATS_TEST_TMPDIR/ctx"
+	printf 'from "searchbase:1"\nenv { A = "1" }\n' >"$BATS_TEST_TMPDIR/ctx/recipe.lua"
+	run --separate-stderr ib build "$BATS_TEST_TMPDIR/ctx/recipe.lua" -t localhost/fromsearch:1
+	echo "$stderr"
+	[ "$status" -eq 0 ]
+	run ib images
+	[[ "$output" == *"127.0.0.1:$MIR_PORT/searchbase"* ]]
+	[[ "$output" == *"localhost/fromsearch"* ]]
+}
