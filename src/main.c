@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "userns.h"
 #include "util.h"
 
 static const struct {
@@ -121,6 +122,16 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *name = argv[i];
+	/* rootless: work in a user namespace of our own before the store is
+	 * touched (commands that only talk to registries or engines stay out) */
+	static const char *const outside[] = {"plan",	"login",     "logout", "search",
+					      "tags",	"load-into", "version"};
+	bool enter = true;
+	for (size_t k = 0; k < sizeof(outside) / sizeof(outside[0]); k++)
+		enter = enter && strcmp(name, outside[k]) != 0;
+	ib_error *err = NULL;
+	if (enter && ib_userns_enter(&err) < 0)
+		return ib_cli_fail(&err);
 	/* `imgbuild recipe.lua ...` is short for `imgbuild build recipe.lua ...` */
 	if (has_suffix(name, ".lua"))
 		return ib_cmd_build(argc - i + 1, argv + i - 1, &g);

@@ -8,6 +8,7 @@
  * a second pipe, read here line by line. */
 #include "sandbox.h"
 #include "sandbox_internal.h"
+#include "userns.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -118,7 +119,8 @@ typedef struct sb_ctx {
 	const char *hostname;
 	char *user_part;  /* NULL = root */
 	char *group_part; /* NULL = from passwd */
-	bool rootless;
+	bool rootless;	/* not root of the initial user namespace: userxattr */
+	bool own_userns; /* not root at all: a user namespace per step */
 	bool netns;	/* a network namespace of its own */
 	bool slirp;	/* ... connected by slirp4netns */
 	bool host_net;	/* the host's: no CAP_NET_RAW */
@@ -1031,15 +1033,17 @@ static void sb_command(sb_ctx *c)
 	if (c->seccomp && ib_sb_seccomp_load(&c->filter) < 0)
 		sb_fail(errno, "load the seccomp filter");
 	sb_drop_caps(c);
-	/* setgroups is denied in a rootless user namespace (and only our
+	/* setgroups is denied in a user namespace of one id (and only our
 	 * own gid exists there anyway) */
-	if (!c->rootless && setgroups(c->n_groups, c->groups) < 0)
-		sb_fail(errno, "setgroups");
-	const char *hint = c->rootless ? " (rootless: only id 0 exists)" : "";
+	if (!c->own_userns && setgroups(c->n_groups, c->groups) < 0)
+		sb_fail(errno, "setgroups%s", errno == EINVAL ? ib_userns_unmapped_hint() : "");
+	const char *hint = c->own_userns ? " (rootless: only id 0 exists)" : "";
 	if (setgid(c->gid) < 0)
-		sb_fail(errno, "setgid %u%s", (unsigned)c->gid, hint);
+		sb_fail(errno, "setgid %u%s", (unsigned)c->gid,
+			errno == EINVAL && !*hint ? ib_userns_unmapped_hint() : hint);
 	if (setuid(c->uid) < 0)
-		sb_fail(errno, "setuid %u%s", (unsigned)c->uid, hint);
+		sb_fail(errno, "setuid %u%s", (unsigned)c->uid,
+			errno == EINVAL && !*hint ? ib_userns_unmapped_hint() : hint);
 	if (chdir(c->workdir) < 0)
 		sb_fail(errno, "chdir %s", c->workdir);
 	umask(022);
@@ -1228,7 +1232,7 @@ static void sb_monitor(sb_ctx *c, int out_w, int err_w)
 	if (c->cg.n_dirs && ib_sb_cgroup_enter(&c->cg, getpid()) < 0)
 		sb_fail(errno, "join the step's cgroup");
 
-	if (c->rootless) {
+	if (c->own_userns) {
 		if (unshare(CLONE_NEWUSER) < 0)
 			sb_fail(errno, "unshare user namespace (rootless)");
 		/* /proc/self/uid_map belongs to root while we are not dumpable */
@@ -1458,7 +1462,8 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 	c->optbuf = xmalloc(c->optbuf_len);
 	c->host_uid = geteuid();
 	c->host_gid = getegid();
-	c->rootless = c->host_uid != 0;
+	c->rootless = ib_userns_rootless();
+	c->own_userns = c->host_uid != 0;
 	c->caller_pid = getpid();
 
 	c->seccomp = !o->seccomp_unconfined;
@@ -1468,7 +1473,7 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 			return ib_error_wrap(err, "sandbox");
 	}
 	if (c->slirp) {
-		int rc = ib_sb_net_prepare(&c->net, c->rootless, err);
+		int rc = ib_sb_net_prepare(&c->net, c->own_userns, err);
 		if (rc < 0)
 			return ib_error_wrap(err, "sandbox");
 		c->binds[1].content = c->net.resolv; /* /etc/resolv.conf */

@@ -8,6 +8,7 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include "userns.h"
 #include "util.h"
 
 int ib_sandbox_view_mount(char *const *lowers, const char *dir, char **mount_out, ib_error **err)
@@ -27,6 +28,8 @@ int ib_sandbox_view_mount(char *const *lowers, const char *dir, char **mount_out
 	for (size_t i = 0; lowers[i]; i++)
 		ib_buf_appendf(&opt, "%s:", lowers[i]);
 	ib_buf_appendf(&opt, "%s", empty);
+	if (ib_userns_rootless()) /* markers are user.overlay.* there */
+		ib_buf_appendf(&opt, ",userxattr");
 	int r = mount("overlay", mnt, "overlay", MS_RDONLY, opt.data);
 	int e = errno;
 	ib_buf_free(&opt);
