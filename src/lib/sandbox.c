@@ -121,6 +121,7 @@ typedef struct sb_ctx {
 	char *group_part; /* NULL = from passwd */
 	bool rootless;	/* not root of the initial user namespace: userxattr */
 	bool own_userns; /* not root at all: a user namespace per step */
+	bool setgroups_denied;
 	bool netns;	/* a network namespace of its own */
 	bool slirp;	/* ... connected by slirp4netns */
 	bool host_net;	/* the host's: no CAP_NET_RAW */
@@ -1035,7 +1036,7 @@ static void sb_command(sb_ctx *c)
 	sb_drop_caps(c);
 	/* setgroups is denied in a user namespace of one id (and only our
 	 * own gid exists there anyway) */
-	if (!c->own_userns && setgroups(c->n_groups, c->groups) < 0)
+	if (!c->own_userns && !c->setgroups_denied && setgroups(c->n_groups, c->groups) < 0)
 		sb_fail(errno, "setgroups%s", errno == EINVAL ? ib_userns_unmapped_hint() : "");
 	const char *hint = c->own_userns ? " (rootless: only id 0 exists)" : "";
 	if (setgid(c->gid) < 0)
@@ -1464,6 +1465,7 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 	c->host_gid = getegid();
 	c->rootless = ib_userns_rootless();
 	c->own_userns = c->host_uid != 0;
+	c->setgroups_denied = ib_userns_setgroups_denied();
 	c->caller_pid = getpid();
 
 	c->seccomp = !o->seccomp_unconfined;

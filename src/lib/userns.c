@@ -51,9 +51,10 @@ static unsigned long uid_map_count(void)
 	return total;
 }
 
+static int initial = -1; /* cached answer of ib_userns_is_initial */
+
 bool ib_userns_is_initial(void)
 {
-	static int initial = -1;
 	if (initial < 0)
 		initial = uid_map_is_identity();
 	return initial;
@@ -62,6 +63,15 @@ bool ib_userns_is_initial(void)
 bool ib_userns_rootless(void)
 {
 	return !ib_userns_is_initial() || geteuid() != 0;
+}
+
+bool ib_userns_setgroups_denied(void)
+{
+	char buf[16] = "";
+	cleanup_fclose FILE *f = fopen("/proc/self/setgroups", "re");
+	if (!f || !fgets(buf, sizeof(buf), f))
+		return false;
+	return strncmp(buf, "deny", 4) == 0;
 }
 
 const char *ib_overlay_xattr_prefix(void)
@@ -116,21 +126,22 @@ const char *ib_userns_unmapped_hint(void)
 		return "";
 	if (userns_single == 1 || (userns_single < 0 && uid_map_count() <= 1)) {
 		const char *u = userns_user[0] ? userns_user : "USER";
-		snprintf(hint, sizeof(hint),
-			 " (rootless: only one id is mapped; give %s subordinate ids in /etc/subuid "
-			 "and /etc/subgid, e.g. usermod --add-subuids 100000-165535 "
-			 "--add-subgids 100000-165535 %s)",
-			 u, u);
+		snprintf(
+		    hint, sizeof(hint),
+		    " (rootless: only one id is mapped; give %s subordinate ids in /etc/subuid "
+		    "and /etc/subgid, e.g. usermod --add-subuids 100000-165535 "
+		    "--add-subgids 100000-165535 %s)",
+		    u, u);
 	} else {
-		snprintf(hint, sizeof(hint),
-			 " (rootless: the id is outside the ranges of /etc/subuid and /etc/subgid)");
+		snprintf(
+		    hint, sizeof(hint),
+		    " (rootless: the id is outside the ranges of /etc/subuid and /etc/subgid)");
 	}
 	errno = saved;
 	return hint;
 }
 
-static size_t read_subids(const char *path, const char *name, unsigned long id,
-			  ib_subid_range *out)
+static size_t read_subids(const char *path, const char *name, unsigned long id, ib_subid_range *out)
 {
 	cleanup_free char *text = NULL;
 	ib_error *e = NULL;
@@ -141,12 +152,12 @@ static size_t read_subids(const char *path, const char *name, unsigned long id,
 	return ib_subid_parse(text, name, id, out, SUBID_MAX);
 }
 
-/* Full path of a helper (newuidmap) in $PATH or the usual directories. */
+/* Full path of a helper (newuidmap) in $PATH. */
 static char *find_helper(const char *name)
 {
 	const char *path = getenv("PATH");
 	cleanup_free char *all = NULL;
-	all = xasprintf("%s:/usr/bin:/bin:/usr/sbin:/sbin", path && *path ? path : "");
+	all = xstrdup(path && *path ? path : "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
 	for (char *dir = all, *next; dir; dir = next) {
 		next = strchr(dir, ':');
 		if (next)
@@ -251,11 +262,12 @@ int ib_userns_enter(ib_error **err)
 		newuidmap = find_helper("newuidmap");
 		newgidmap = find_helper("newgidmap");
 		if (!newuidmap || !newgidmap)
-			return ib_error_setc(err, IB_ERROR,
-					     "rootless: %s not found: install it (Debian/Ubuntu: "
-					     "apt-get install uidmap) to use the subordinate ids of "
-					     "/etc/subuid and /etc/subgid",
-					     newuidmap ? "newgidmap" : "newuidmap");
+			return ib_error_setc(
+			    err, IB_ERROR,
+			    "rootless: %s not found: install it (Debian/Ubuntu: "
+			    "apt-get install uidmap) to use the subordinate ids of "
+			    "/etc/subuid and /etc/subgid",
+			    newuidmap ? "newgidmap" : "newuidmap");
 	}
 	userns_single = !subids;
 
@@ -304,6 +316,7 @@ int ib_userns_enter(ib_error **err)
 		close(to_parent[1]);
 		if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
 			_exit(1);
+		initial = 0;
 		return 0;
 	}
 	close(to_child[0]);

@@ -25,6 +25,9 @@ bool ib_userns_is_initial(void);
 /* Rootless: not in the initial user namespace, or not root there. */
 bool ib_userns_rootless(void);
 
+/* /proc/self/setgroups says "deny" (a namespace mapping one id). */
+bool ib_userns_setgroups_denied(void);
+
 /* "trusted.overlay." or "user.overlay." (see above). */
 const char *ib_overlay_xattr_prefix(void);
 /* The opaque-directory xattr of that namespace. */

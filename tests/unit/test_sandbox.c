@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "sandbox.h"
+#include "userns.h"
 #include "sandbox_internal.h"
 #include "util.h"
 
@@ -1104,6 +1105,51 @@ static void test_rootless_maps_caller_to_root(void **state)
 	free(lower), free(bin), free(bb), free(sh), free(upper), free(work), free(rl), free(runs);
 }
 
+/* /etc/subuid entries: by name or by numeric id, several ranges, comments,
+ * malformed and empty lines and other users' ranges ignored */
+static void test_subid_parse(void **state)
+{
+	(void)state;
+	const char *text = "# comment\n"
+			   "alice:100000:65536\n"
+			   "bob:165536:65536\n"
+			   "alice:300000:10\r\n"
+			   "1001:400000:5\n"
+			   "alice:x:5\n"
+			   "alice:500000:0\n"
+			   "alice:600000\n"
+			   "\n";
+	ib_subid_range r[4];
+	size_t n = ib_subid_parse(text, "alice", 1001, r, 4);
+	assert_int_equal(n, 3);
+	assert_int_equal(r[0].start, 100000);
+	assert_int_equal(r[0].count, 65536);
+	assert_int_equal(r[1].start, 300000);
+	assert_int_equal(r[1].count, 10);
+	assert_int_equal(r[2].start, 400000);
+	assert_int_equal(r[2].count, 5);
+	assert_int_equal(ib_subid_parse(text, "carol", 7, r, 4), 0);
+	assert_int_equal(ib_subid_parse(text, NULL, 1001, r, 4), 1);
+	assert_int_equal(ib_subid_parse(text, "alice", 1001, r, 2), 2);
+	assert_int_equal(ib_subid_parse("", "alice", 1, r, 4), 0);
+}
+
+/* the overlay markers follow the user namespace: trusted.* for root of the
+ * initial one (where the unit tests run as root), user.* elsewhere (the
+ * rootless integration suite covers that side) */
+static void test_overlay_xattr_namespace(void **state)
+{
+	(void)state;
+	if (geteuid() != 0 || !ib_userns_is_initial()) {
+		assert_string_equal(ib_overlay_opaque_xattr(), "user.overlay.opaque");
+		return;
+	}
+	assert_string_equal(ib_overlay_xattr_prefix(), "trusted.overlay.");
+	assert_string_equal(ib_overlay_opaque_xattr(), "trusted.overlay.opaque");
+	assert_string_equal(ib_userns_unmapped_hint(), "");
+	assert_false(ib_userns_rootless());
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1154,6 +1200,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_secret_is_readable_read_only_and_not_captured,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rootless_maps_caller_to_root, setup, teardown),
+	    cmocka_unit_test(test_subid_parse),
+	    cmocka_unit_test(test_overlay_xattr_namespace),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
