@@ -76,7 +76,8 @@ static const char *default_root(void)
 	const char *env = getenv("IMGBUILD_ROOT");
 	if (env && *env)
 		return env;
-	if (geteuid() == 0)
+	/* root of a user namespace (podman unshare) is still a plain user */
+	if (geteuid() == 0 && ib_userns_is_initial())
 		return "/var/lib/imgbuild";
 	static char buf[4096];
 	const char *xdg = getenv("XDG_DATA_HOME");

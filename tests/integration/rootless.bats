@@ -128,3 +128,17 @@ EOF
 	[ "$(printf '%s\n' "$output" | grep -c .)" -eq 1 ]
 	[ ! -e "$SUITE_TMP/xdg-$SUB_USER-nomap" ]
 }
+
+@test "rootless: under podman unshare (root of a user namespace) the same image, store under XDG_DATA_HOME" {
+	need podman
+	mkdir -p "$SUITE_TMP/xdg-$SUB_USER-pu"
+	chown "$SUB_USER:" "$SUITE_TMP/xdg-$SUB_USER-pu"
+	run runuser -u "$SUB_USER" -- env -u IMGBUILD_ROOT XDG_DATA_HOME="$SUITE_TMP/xdg-$SUB_USER-pu" \
+		SOURCE_DATE_EPOCH=0 podman unshare sh -c "
+		'$IMGBUILD' -q build --network none '$REPO_ROOT/recipes/busybox.lua' --context /bin \
+			-t localhost/busybox:latest >/dev/null &&
+		'$IMGBUILD' -q build --network none '$SUITE_TMP/same.lua' --context '$SUITE_TMP/ctx'"
+	[ "$status" -eq 0 ]
+	[ "${lines[-1]}" = "$(cat "$SUITE_TMP/root.digest")" ]
+	[ -d "$SUITE_TMP/xdg-$SUB_USER-pu/imgbuild/oci" ]
+}
