@@ -93,8 +93,8 @@ typedef struct sb_bind {
 	char *target; /* normalised absolute container path, owned */
 	bool readonly;
 	bool is_file;
-	bool optional; /* host /etc files: skipped when unavailable */
-	int fd;	       /* detached clone of the source (init only) */
+	bool optional;	     /* host /etc files: skipped when unavailable */
+	int fd;		     /* detached clone of the source (init only) */
 	const char *content; /* generated file (source unused) */
 } sb_bind;
 
@@ -119,12 +119,12 @@ typedef struct sb_ctx {
 	const char *hostname;
 	char *user_part;  /* NULL = root */
 	char *group_part; /* NULL = from passwd */
-	bool rootless;	/* not root of the initial user namespace: userxattr */
-	bool own_userns; /* not root at all: a user namespace per step */
+	bool rootless;	  /* not root of the initial user namespace: userxattr */
+	bool own_userns;  /* not root at all: a user namespace per step */
 	bool setgroups_denied;
-	bool netns;	/* a network namespace of its own */
-	bool slirp;	/* ... connected by slirp4netns */
-	bool host_net;	/* the host's: no CAP_NET_RAW */
+	bool netns;    /* a network namespace of its own */
+	bool slirp;    /* ... connected by slirp4netns */
+	bool host_net; /* the host's: no CAP_NET_RAW */
 	bool seccomp;
 	ib_sb_filter filter;
 	ib_sb_net net;
@@ -946,12 +946,26 @@ static void sb_resolve_user(sb_ctx *c)
 /* ---------------------------------------------------------------------- */
 /* the command                                                             */
 
+/* The capabilities this process holds (permitted set). */
+static uint64_t sb_permitted_caps(void)
+{
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return ~(uint64_t)0;
+	return (uint64_t)data[0].permitted | (uint64_t)data[1].permitted << 32;
+}
+
 static void sb_drop_caps(const sb_ctx *c)
 {
 	/* on the host's network, raw sockets would see the host's traffic */
 	uint64_t caps = SB_DEFAULT_CAPS;
 	if (c->host_net)
 		caps &= ~(SB_CAP(CAP_NET_RAW) | SB_CAP(CAP_NET_ADMIN));
+	/* inside a container, only what we were given (its bounding set):
+	 * asking for more is refused by capset */
+	caps &= sb_permitted_caps();
 	for (int cap = 0;; cap++) {
 		int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
 		if (r < 0)
@@ -1480,13 +1494,12 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 			return ib_error_wrap(err, "sandbox");
 		c->binds[1].content = c->net.resolv; /* /etc/resolv.conf */
 	}
-	c->pids_max = o->pids_limit == 0 ? SB_DEFAULT_PIDS
+	c->pids_max = o->pids_limit == 0  ? SB_DEFAULT_PIDS
 		      : o->pids_limit < 0 ? 0
 					  : (unsigned long)o->pids_limit;
 	if (c->pids_max || o->memory_limit) {
 		char *warning = NULL;
-		ib_sb_cgroup_create(&c->cg, c->pids_max, o->memory_limit,
-				    &warning, NULL);
+		ib_sb_cgroup_create(&c->cg, c->pids_max, o->memory_limit, &warning, NULL);
 		static bool warned;
 		if (warning && !warned)
 			fprintf(stderr, "warning: %s\n", warning);

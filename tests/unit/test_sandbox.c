@@ -12,12 +12,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -839,6 +841,45 @@ static void test_capability_bounding_set_is_dockers(void **state)
 	assert_true(has_line(t, "CapAmb:\t0000000000000000"));
 }
 
+/* Inside a container whose bounding set lacks some of Docker's set (podman
+ * drops CAP_MKNOD, CAP_AUDIT_WRITE...): the step gets the intersection
+ * instead of capset failing. */
+static void test_capabilities_intersect_the_bounding_set(void **state)
+{
+	SKIP_IF_NEEDED();
+	tctx *t = *state;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int drop[] = {CAP_MKNOD, CAP_AUDIT_WRITE};
+		for (size_t i = 0; i < 2; i++)
+			if (prctl(PR_CAPBSET_DROP, drop[i], 0, 0, 0) < 0)
+				_exit(10);
+		struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+		struct __user_cap_data_struct data[2];
+		if (syscall(SYS_capget, &hdr, data) < 0)
+			_exit(11);
+		for (size_t i = 0; i < 2; i++) {
+			data[0].permitted &= ~(1u << drop[i]);
+			data[0].effective &= ~(1u << drop[i]);
+			data[0].inheritable &= ~(1u << drop[i]);
+		}
+		if (syscall(SYS_capset, &hdr, data) < 0)
+			_exit(12);
+		if (run_sh(t, "grep -E 'Cap(Bnd|Eff)' /proc/self/status", NULL) != 0)
+			_exit(13);
+		/* 0xa80425fb without bits 27 and 29 */
+		if (!has_line(t, "CapBnd:\t00000000800425fb") ||
+		    !has_line(t, "CapEff:\t00000000800425fb"))
+			_exit(14);
+		_exit(0);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 /* ---- hostile steps (docs/sandbox.md) ---- */
 
 static void test_host_network_drops_net_raw(void **state)
@@ -864,11 +905,12 @@ static void test_default_network_is_private(void **state)
 	}
 	ib_sandbox_options o;
 	tweak_init(t, &o);
-	assert_int_equal(run_sh(t,
-				"grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ,;"
-				"echo; grep -c nameserver /etc/resolv.conf",
-				&o),
-			 0);
+	assert_int_equal(
+	    run_sh(t,
+		   "grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ,;"
+		   "echo; grep -c nameserver /etc/resolv.conf",
+		   &o),
+	    0);
 	dump_lines(t);
 	assert_true(has_line(t, "lo,tap0,"));
 	assert_int_equal(t->status, 0);
@@ -1184,6 +1226,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sandbox_failure_is_an_error, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_host_paths_unreachable, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inherited_fds_are_closed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_capabilities_intersect_the_bounding_set, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_capability_bounding_set_is_dockers, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_host_network_drops_net_raw, setup, teardown),
