@@ -36,6 +36,8 @@ static const char build_help[] =
     "      --memory SIZE          memory per run step (512m, 2g; default none)\n"
     "      --step-timeout SECS    timeout of run steps without their own (default none)\n"
     "      --security-opt seccomp=unconfined  run steps without the seccomp filter\n"
+    "      --isolation MODE       run steps in: auto (default: oci where it works, else\n"
+    "                             chroot; --debug says which), oci or chroot\n"
     "      --secret id=ID,src=PATH  source of the run{secrets} ID (else the recipe's\n"
     "                             src, which must lie inside the build context)\n"
     "      --source-date-epoch N  build timestamp (default $SOURCE_DATE_EPOCH, else 0)\n"
@@ -214,6 +216,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		O_STEP_TIMEOUT,
 		O_SECOPT,
 		O_LOAD,
+		O_ISOLATION,
 	};
 	static const struct option opts[] = {
 	    {"tag", required_argument, NULL, 't'},
@@ -240,6 +243,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	    {"step-timeout", required_argument, NULL, O_STEP_TIMEOUT},
 	    {"security-opt", required_argument, NULL, O_SECOPT},
 	    {"load", optional_argument, NULL, O_LOAD},
+	    {"isolation", required_argument, NULL, O_ISOLATION},
 	    {NULL, 0, NULL, 0},
 	};
 	static const ib_cli_cmd cmd = {
@@ -296,7 +300,8 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 			if (!strcmp(optarg, "-1"))
 				a->bo.pids_limit = -1;
 			else if (ib_parse_u64(optarg, &v) < 0 || v == 0 || v > INT32_MAX)
-				r = ib_cli_bad_value(&p, "--pids-limit wants a positive number or -1");
+				r = ib_cli_bad_value(&p,
+						     "--pids-limit wants a positive number or -1");
 			else
 				a->bo.pids_limit = (long)v;
 			break;
@@ -311,16 +316,27 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		case O_STEP_TIMEOUT: {
 			uint64_t v;
 			if (ib_parse_u64(optarg, &v) < 0 || v == 0 || v > UINT32_MAX)
-				r = ib_cli_bad_value(&p, "--step-timeout wants a number of seconds");
+				r = ib_cli_bad_value(&p,
+						     "--step-timeout wants a number of seconds");
 			else
 				a->bo.step_timeout = (unsigned)v;
 			break;
 		}
 		case O_SECOPT:
 			if (strcmp(optarg, "seccomp=unconfined"))
-				r = ib_cli_bad_value(&p,
-						     "--security-opt: only seccomp=unconfined is known");
+				r = ib_cli_bad_value(
+				    &p, "--security-opt: only seccomp=unconfined is known");
 			a->bo.seccomp_unconfined = true;
+			break;
+		case O_ISOLATION:
+			if (!strcmp(optarg, "auto"))
+				a->bo.isolation = IB_ISOLATION_AUTO;
+			else if (!strcmp(optarg, "oci"))
+				a->bo.isolation = IB_ISOLATION_OCI;
+			else if (!strcmp(optarg, "chroot"))
+				a->bo.isolation = IB_ISOLATION_CHROOT;
+			else
+				r = ib_cli_bad_value(&p, "--isolation must be auto, oci or chroot");
 			break;
 		case O_SDE:
 			sde = optarg;
@@ -362,8 +378,8 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 						       ? "missing RECIPE argument"
 						       : "expected exactly one RECIPE argument");
 	a->recipe = argv[optind];
-	if (ib_compression_parse(comp, level, &a->bo.compression, &a->bo.compression_level,
-				 &err) < 0)
+	if (ib_compression_parse(comp, level, &a->bo.compression, &a->bo.compression_level, &err) <
+	    0)
 		return usage_fail(level ? "--compression-level" : "--compression", &err);
 	if (a->push && ib_strv_len(a->tags) == 0)
 		return ib_cli_usage_error("build", "--push needs at least one -t REF");
@@ -426,10 +442,10 @@ static int write_metadata(const char *path, char **tags, const ib_build_result *
 	json_t *names = json_array();
 	for (size_t i = 0; tags[i]; i++)
 		json_array_append_new(names, json_string(tags[i]));
-	json_t *m = json_pack("{s:s, s:s, s:o, s:i, s:i}", "containerimage.digest",
-			      res->manifest.digest, "containerimage.config.digest",
-			      res->config_digest, "image.names", names, "steps.run", res->steps_run,
-			      "steps.cached", res->steps_cached);
+	json_t *m =
+	    json_pack("{s:s, s:s, s:o, s:i, s:i}", "containerimage.digest", res->manifest.digest,
+		      "containerimage.config.digest", res->config_digest, "image.names", names,
+		      "steps.run", res->steps_run, "steps.cached", res->steps_cached);
 	char *s = json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(m);
 	int rc = write_text(path, s);
@@ -444,6 +460,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	a.tags = xcalloc(1, sizeof(char *));
 	a.secrets = xcalloc(1, sizeof(char *));
 	int rc = parse_build_args(&a, argc, argv, g);
+	a.bo.debug = g->debug;
 	if (rc >= 0) {
 		build_args_clear(&a);
 		return rc;

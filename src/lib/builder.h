@@ -11,6 +11,7 @@
 #include "error.h"
 #include "oci.h"
 #include "progress.h"
+#include "sandbox.h"
 #include "store.h"
 
 typedef struct ib_build_options {
@@ -36,6 +37,8 @@ typedef struct ib_build_options {
 	unsigned long long memory_limit;
 	unsigned step_timeout; /* for steps without their own timeout */
 	bool seccomp_unconfined;
+	ib_sandbox_isolation isolation; /* of run steps (sandbox.h); AUTO by default */
+	bool debug;			/* say which isolation AUTO picked */
 } ib_build_options;
 /* Zero is the default for every field but these; NULL pull means
  * "missing", NULL network "default". */
