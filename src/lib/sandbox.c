@@ -127,6 +127,7 @@ typedef struct sb_ctx {
 	const char *chroot_dir; /* its copied root */
 	bool pidns;		/* set by the monitor: a PID namespace of our own */
 	bool uts;		/* set by init: a UTS namespace of our own */
+	int null_fd;		/* chroot isolation: /dev/null opened before chroot */
 	bool netns;		/* a network namespace of its own */
 	bool slirp;		/* ... connected by slirp4netns */
 	bool host_net;		/* the host's: no CAP_NET_RAW */
@@ -1163,6 +1164,9 @@ static void sb_chroot_root(sb_ctx *c)
 	else if (c->n_binds)
 		sb_failc(IB_EINVALID, "chroot isolation without a mount namespace (no "
 				      "CAP_SYS_ADMIN): cache mounts and secrets are not available");
+	c->null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (c->null_fd < 0)
+		sb_fail(errno, "open /dev/null");
 	if (chroot(c->chroot_dir) < 0 || chdir("/") < 0)
 		sb_fail(errno, "chroot %s", c->chroot_dir);
 	if (f.upper >= 0)
@@ -1208,7 +1212,8 @@ static void sb_init_run(sb_ctx *c)
 	/* without a PID namespace, orphans of the step still come to us */
 	if (!c->pidns)
 		prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	/* chroot isolation opened it before entering a root that may have no /dev */
+	int null = c->null_fd > 0 ? c->null_fd : open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (null < 0 || dup2(null, STDIN_FILENO) < 0)
 		sb_fail(errno, "open /dev/null");
 	close(null);

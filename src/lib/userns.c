@@ -3,6 +3,7 @@
 #include "userns.h"
 
 #include <errno.h>
+#include <linux/capability.h>
 #include <fcntl.h>
 #include <pwd.h>
 #include <sched.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -74,14 +76,30 @@ bool ib_userns_setgroups_denied(void)
 	return strncmp(buf, "deny", 4) == 0;
 }
 
+/* trusted.* needs CAP_SYS_ADMIN in the initial user namespace: a
+ * container's root without it (chroot isolation) uses user.* too */
+static bool overlay_user_xattrs(void)
+{
+	static int user = -1;
+	if (user < 0) {
+		struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+		struct __user_cap_data_struct data[2];
+		memset(data, 0, sizeof(data));
+		bool admin = syscall(SYS_capget, &hdr, data) == 0 &&
+			     (data[0].effective & (1u << CAP_SYS_ADMIN));
+		user = ib_userns_rootless() || !admin;
+	}
+	return user;
+}
+
 const char *ib_overlay_xattr_prefix(void)
 {
-	return ib_userns_rootless() ? "user.overlay." : "trusted.overlay.";
+	return overlay_user_xattrs() ? "user.overlay." : "trusted.overlay.";
 }
 
 const char *ib_overlay_opaque_xattr(void)
 {
-	return ib_userns_rootless() ? "user.overlay.opaque" : "trusted.overlay.opaque";
+	return overlay_user_xattrs() ? "user.overlay.opaque" : "trusted.overlay.opaque";
 }
 
 size_t ib_subid_parse(const char *text, const char *name, unsigned long id, ib_subid_range *out,
