@@ -142,3 +142,60 @@ EOF
 	[ "${lines[-1]}" = "$(cat "$SUITE_TMP/root.digest")" ]
 	[ -d "$SUITE_TMP/xdg-$SUB_USER-pu/imgbuild/oci" ]
 }
+
+@test "isolation: --isolation chroot builds the same images as the namespaces and overlay (oci)" {
+	run "$IMGBUILD" --debug build --no-cache --network none --isolation chroot \
+		"$SUITE_TMP/same.lua" --context "$SUITE_TMP/ctx"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"run steps use chroot isolation"* ]]
+	[ "${lines[-1]}" = "$(cat "$SUITE_TMP/root.digest")" ]
+	run "$IMGBUILD" -q build --no-cache --isolation chroot "$REPO_ROOT/recipes/busybox.lua" \
+		--context /bin
+	[ "$status" -eq 0 ]
+	[ "${lines[-1]}" = "$(cat "$SUITE_TMP/busybox.digest")" ]
+	run "$IMGBUILD" --debug build --no-cache --network none "$SUITE_TMP/same.lua" \
+		--context "$SUITE_TMP/ctx"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"run steps use oci isolation"* ]]
+	run "$IMGBUILD" build --isolation jail "$SUITE_TMP/same.lua"
+	[ "$status" -eq 2 ]
+}
+
+@test "isolation: chroot keeps the step's background processes from outliving it" {
+	cat >"$SUITE_TMP/bg.lua" <<'EOF2'
+stage("s", "localhost/busybox:latest")
+run { "sh", "-c", "sleep 311 >/dev/null 2>&1 & echo started" }
+EOF2
+	run "$IMGBUILD" -q build --no-cache --isolation chroot "$SUITE_TMP/bg.lua"
+	[ "$status" -eq 0 ]
+	! pgrep -f "sleep 311"
+}
+
+# A default-settings podman container (no --privileged, no --cap-add),
+# root inside, the host's /usr mounted read-only for imgbuild's libraries,
+# the store on the container's own root: auto must pick chroot isolation
+# and build the same images.
+@test "container: a default podman container builds the same images (auto picks chroot)" {
+	need podman
+	local r="$SUITE_TMP/ctr-root"
+	mkdir -p "$r"/{usr,etc,tmp,proc,dev,sys,var/tmp,root}
+	ln -s usr/bin "$r/bin"
+	ln -s usr/lib "$r/lib"
+	ln -s usr/lib64 "$r/lib64"
+	ln -s usr/sbin "$r/sbin"
+	cp /etc/passwd /etc/group "$r/etc/"
+	chmod 1777 "$r/tmp" "$r/var/tmp"
+	local bindir
+	bindir=$(dirname "$IMGBUILD")
+	run podman run --rm --network none -v /usr:/usr:ro -v "$bindir:/ib:ro" \
+		-v "$REPO_ROOT/recipes:/recipes:ro" -v "$SUITE_TMP:/suite:ro" \
+		-e SOURCE_DATE_EPOCH=0 -e IMGBUILD_ROOT=/var/tmp/store --rootfs "$r" sh -c "
+		/ib/$(basename "$IMGBUILD") -q build --network none /recipes/busybox.lua --context /bin \
+			-t localhost/busybox:latest &&
+		/ib/$(basename "$IMGBUILD") --debug build --network none /suite/same.lua --context /suite/ctx"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"run steps use chroot isolation"* ]]
+	[[ "$output" == *"$(cat "$SUITE_TMP/busybox.digest")"* ]]
+	[ "${lines[-1]}" = "$(cat "$SUITE_TMP/root.digest")" ]
+}
