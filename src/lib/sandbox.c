@@ -16,6 +16,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/magic.h>
 #include <linux/keyctl.h>
 #include <net/if.h>
 #include <sched.h>
@@ -31,6 +32,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -453,6 +455,12 @@ static void sb_mount_overlay(sb_ctx *c, const sb_fds *f)
 		r = sb_overlay_legacy(c, f, false);
 	if (r == 0)
 		return;
+	struct statfs sfs;
+	if (r < 0 && errno == EINVAL && statfs(c->o->upper_dir, &sfs) == 0 &&
+	    sfs.f_type == OVERLAYFS_SUPER_MAGIC)
+		sb_failc(IB_ERROR,
+			 "mount overlay: the store is on overlayfs (a container's root?), where an "
+			 "upper dir cannot be: put --root on a volume, or use --isolation chroot");
 	if (r < 0)
 		sb_fail(errno, "mount overlay on %s (%zu lower dirs)", c->o->work_dir, c->n_lowers);
 	char log[512];

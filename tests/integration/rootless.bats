@@ -199,3 +199,20 @@ EOF2
 	[[ "$output" == *"$(cat "$SUITE_TMP/busybox.digest")"* ]]
 	[ "${lines[-1]}" = "$(cat "$SUITE_TMP/root.digest")" ]
 }
+
+@test "store on overlayfs: oci says to use a volume or chroot; auto builds the same image" {
+	local o="$SUITE_TMP/ovl"
+	mkdir -p "$o"/{lower,upper,work,merged}
+	mount -t overlay overlay -o "lowerdir=$o/lower,upperdir=$o/upper,workdir=$o/work" "$o/merged"
+	run env IMGBUILD_ROOT="$o/merged/store" "$IMGBUILD" -q build --network none \
+		--isolation oci "$REPO_ROOT/recipes/busybox.lua" --context /bin
+	local oci_status=$status oci_output=$output
+	run env IMGBUILD_ROOT="$o/merged/store" "$IMGBUILD" --debug build --network none \
+		"$REPO_ROOT/recipes/busybox.lua" --context /bin
+	umount "$o/merged"
+	[ "$oci_status" -eq 1 ]
+	[[ "$oci_output" == *"store is on overlayfs"*"--root on a volume"* ]]
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"run steps use chroot isolation"* ]]
+	[ "${lines[-1]}" = "$(cat "$SUITE_TMP/busybox.digest")" ]
+}
