@@ -46,6 +46,7 @@ phases+=("$(phase_end integration "$t")")
 # rootless and container rows run inside tests/integration/rootless.bats).
 t=$(phase_start)
 rootless_ok=0
+rm -f build-asan/rootless.log
 bash scripts/test-rootless.sh build-asan/rootless.log >/dev/null 2>&1 || rootless_ok=1
 grep -E '^(not )?ok ' build-asan/rootless.log 2>/dev/null | sed 's/^/rootless: /'
 phases+=("$(phase_end rootless "$t")")

@@ -171,31 +171,57 @@ EOF2
 	! pgrep -f "sleep 311"
 }
 
-# A default-settings podman container (no --privileged, no --cap-add),
-# root inside, the host's /usr mounted read-only for imgbuild's libraries,
-# the store on the container's own root: auto must pick chroot isolation
-# and build the same images.
-@test "container: a default podman container builds the same images (auto picks chroot)" {
-	need podman
+# ctr_build PODMAN-OPTS...: in a podman container (root inside, the host's
+# /usr read-only for imgbuild's libraries, the store on the container's own
+# root unless the options mount /store), build busybox, then same.lua with
+# --debug; output and status as bats' run.
+ctr_build() {
 	local r="$SUITE_TMP/ctr-root"
-	mkdir -p "$r"/{usr,etc,tmp,proc,dev,sys,var/tmp,root}
+	rm -rf "$r"
+	mkdir -p "$r"/{usr,etc,tmp,proc,dev,sys,var/tmp,root,store}
 	ln -s usr/bin "$r/bin"
 	ln -s usr/lib "$r/lib"
 	ln -s usr/lib64 "$r/lib64"
 	ln -s usr/sbin "$r/sbin"
 	cp /etc/passwd /etc/group "$r/etc/"
 	chmod 1777 "$r/tmp" "$r/var/tmp"
-	local bindir
+	local bindir exe
 	bindir=$(dirname "$IMGBUILD")
-	run podman run --rm --network none -v /usr:/usr:ro -v "$bindir:/ib:ro" \
+	exe=$(basename "$IMGBUILD")
+	run podman run --rm --network none "$@" -v /usr:/usr:ro -v "$bindir:/ib:ro" \
 		-v "$REPO_ROOT/recipes:/recipes:ro" -v "$SUITE_TMP:/suite:ro" \
-		-e SOURCE_DATE_EPOCH=0 -e IMGBUILD_ROOT=/var/tmp/store --rootfs "$r" sh -c "
-		/ib/$(basename "$IMGBUILD") -q build --network none /recipes/busybox.lua --context /bin \
+		-e SOURCE_DATE_EPOCH=0 -e IMGBUILD_ROOT=/store/s --rootfs "$r" sh -c "
+		/ib/$exe -q build --network none /recipes/busybox.lua --context /bin \
 			-t localhost/busybox:latest &&
-		/ib/$(basename "$IMGBUILD") --debug build --network none /suite/same.lua --context /suite/ctx"
+		/ib/$exe --debug build --network none /suite/same.lua --context /suite/ctx"
 	echo "$output"
+}
+
+# The default-settings container: auto must pick chroot isolation and
+# build the same images.
+@test "container: a default podman container builds the same images (auto picks chroot)" {
+	need podman
+	ctr_build
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"run steps use chroot isolation"* ]]
+	[[ "$output" == *"$(cat "$SUITE_TMP/busybox.digest")"* ]]
+	[ "${lines[-1]}" = "$(cat "$SUITE_TMP/root.digest")" ]
+}
+
+@test "container: --cap-add SYS_ADMIN with the store on a volume builds the same images (oci)" {
+	need podman
+	mkdir -p "$SUITE_TMP/vol"
+	ctr_build --cap-add SYS_ADMIN -v "$SUITE_TMP/vol:/store"
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"run steps use oci isolation"* ]]
+	[[ "$output" == *"$(cat "$SUITE_TMP/busybox.digest")"* ]]
+	[ "${lines[-1]}" = "$(cat "$SUITE_TMP/root.digest")" ]
+}
+
+@test "container: --privileged builds the same images" {
+	need podman
+	ctr_build --privileged
+	[ "$status" -eq 0 ]
 	[[ "$output" == *"$(cat "$SUITE_TMP/busybox.digest")"* ]]
 	[ "${lines[-1]}" = "$(cat "$SUITE_TMP/root.digest")" ]
 }
