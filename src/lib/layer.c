@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "compress.h"
@@ -1358,6 +1359,7 @@ typedef struct ib_tree_entry {
 	uid_t uid;
 	gid_t gid;
 	struct timespec mtime, ctime;
+	struct timespec btime; /* birth: tells a re-made directory from a reused inode */
 } ib_tree_entry;
 
 struct ib_tree_snapshot {
@@ -1398,8 +1400,13 @@ static int tree_walk(ib_tree_snapshot *s, const char *root, const char *rel, ib_
 			s->cap = s->cap ? 2 * s->cap : 256;
 			s->v = xrealloc(s->v, s->cap * sizeof(*s->v));
 		}
-		s->v[s->n++] = (ib_tree_entry){r,	  st.st_dev, st.st_ino,	 st.st_mode,
-					       st.st_uid, st.st_gid, st.st_mtim, st.st_ctim};
+		struct timespec btime = {0, 0};
+		struct statx sx;
+		if (statx(dirfd(d), de->d_name, AT_SYMLINK_NOFOLLOW, STATX_BTIME, &sx) == 0 &&
+		    (sx.stx_mask & STATX_BTIME))
+			btime = (struct timespec){sx.stx_btime.tv_sec, sx.stx_btime.tv_nsec};
+		s->v[s->n++] = (ib_tree_entry){r,	  st.st_dev, st.st_ino,	 st.st_mode, st.st_uid,
+					       st.st_gid, st.st_mtim, st.st_ctim, btime};
 		if (S_ISDIR(st.st_mode) && tree_walk(s, root, r, err) < 0)
 			return -1;
 	}
@@ -1419,6 +1426,23 @@ int ib_tree_snapshot_take(const char *root, ib_tree_snapshot **out, ib_error **e
 		return -1;
 	}
 	qsort(s->v, s->n, sizeof(*s->v), tree_entry_cmp);
+	/* Timestamps come from a coarse clock: a change made in the same tick
+	 * as the copy would keep its ctime.  Wait until the clock has moved
+	 * past every time recorded (a few ms at most). */
+	struct timespec latest = {0, 0};
+	for (size_t i = 0; i < s->n; i++)
+		if (s->v[i].ctime.tv_sec > latest.tv_sec ||
+		    (s->v[i].ctime.tv_sec == latest.tv_sec && s->v[i].ctime.tv_nsec > latest.tv_nsec))
+			latest = s->v[i].ctime;
+	for (int tries = 0; tries < 1000; tries++) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME_COARSE, &now);
+		if (now.tv_sec > latest.tv_sec ||
+		    (now.tv_sec == latest.tv_sec && now.tv_nsec > latest.tv_nsec))
+			break;
+		struct timespec ms = {0, 1000000};
+		nanosleep(&ms, NULL);
+	}
 	*out = s;
 	return 0;
 }
@@ -1543,7 +1567,8 @@ int ib_tree_diff_to_upper(const char *root, const ib_tree_snapshot *before, cons
 		const ib_tree_entry *b = fresh ? NULL : tree_find(before, a->path);
 		bool adir = S_ISDIR(a->mode);
 		if (adir) {
-			bool same = b && S_ISDIR(b->mode) && b->ino == a->ino;
+			bool same = b && S_ISDIR(b->mode) && b->ino == a->ino &&
+				    ts_eq(b->btime, a->btime);
 			if (same) {
 				if (b->mode != a->mode || b->uid != a->uid || b->gid != a->gid ||
 				    !ts_eq(b->mtime, a->mtime))
@@ -1563,7 +1588,7 @@ int ib_tree_diff_to_upper(const char *root, const ib_tree_snapshot *before, cons
 			continue;
 		}
 		if (b && b->ino == a->ino && (b->mode & S_IFMT) == (a->mode & S_IFMT) &&
-		    ts_eq(b->ctime, a->ctime))
+		    ts_eq(b->ctime, a->ctime) && ts_eq(b->btime, a->btime))
 			continue;
 		rc = tree_emit_node(&d, a->path, err);
 	}
@@ -1577,7 +1602,8 @@ int ib_tree_diff_to_upper(const char *root, const ib_tree_snapshot *before, cons
 		gone = NULL;
 		const ib_tree_entry *a = tree_find(after, b->path);
 		if (a) {
-			if (S_ISDIR(b->mode) && (!S_ISDIR(a->mode) || a->ino != b->ino))
+			if (S_ISDIR(b->mode) &&
+			    (!S_ISDIR(a->mode) || a->ino != b->ino || !ts_eq(a->btime, b->btime)))
 				gone = b->path; /* replaced: covered above */
 			continue;
 		}

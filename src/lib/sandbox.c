@@ -461,6 +461,10 @@ static void sb_mount_overlay(sb_ctx *c, const sb_fds *f)
 		sb_failc(IB_ERROR,
 			 "mount overlay: the store is on overlayfs (a container's root?), where an "
 			 "upper dir cannot be: put --root on a volume, or use --isolation chroot");
+	if (r < 0 && errno == EINVAL && c->rootless)
+		sb_failc(IB_ERROR,
+			 "mount overlay: Invalid argument (rootless overlay needs the userxattr "
+			 "option, Linux >= 5.11): upgrade the kernel or use --isolation chroot");
 	if (r < 0)
 		sb_fail(errno, "mount overlay on %s (%zu lower dirs)", c->o->work_dir, c->n_lowers);
 	char log[512];

@@ -146,6 +146,7 @@ EOF
 @test "isolation: --isolation chroot builds the same images as the namespaces and overlay (oci)" {
 	run "$IMGBUILD" --debug build --no-cache --network none --isolation chroot \
 		"$SUITE_TMP/same.lua" --context "$SUITE_TMP/ctx"
+	echo "$output"
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"run steps use chroot isolation"* ]]
 	[ "${lines[-1]}" = "$(cat "$SUITE_TMP/root.digest")" ]
