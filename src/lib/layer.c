@@ -1405,8 +1405,9 @@ static int tree_walk(ib_tree_snapshot *s, const char *root, const char *rel, ib_
 		if (statx(dirfd(d), de->d_name, AT_SYMLINK_NOFOLLOW, STATX_BTIME, &sx) == 0 &&
 		    (sx.stx_mask & STATX_BTIME))
 			btime = (struct timespec){sx.stx_btime.tv_sec, sx.stx_btime.tv_nsec};
-		s->v[s->n++] = (ib_tree_entry){r,	  st.st_dev, st.st_ino,	 st.st_mode, st.st_uid,
-					       st.st_gid, st.st_mtim, st.st_ctim, btime};
+		s->v[s->n++] =
+		    (ib_tree_entry){r,	       st.st_dev,  st.st_ino,  st.st_mode, st.st_uid,
+				    st.st_gid, st.st_mtim, st.st_ctim, btime};
 		if (S_ISDIR(st.st_mode) && tree_walk(s, root, r, err) < 0)
 			return -1;
 	}
@@ -1432,7 +1433,8 @@ int ib_tree_snapshot_take(const char *root, ib_tree_snapshot **out, ib_error **e
 	struct timespec latest = {0, 0};
 	for (size_t i = 0; i < s->n; i++)
 		if (s->v[i].ctime.tv_sec > latest.tv_sec ||
-		    (s->v[i].ctime.tv_sec == latest.tv_sec && s->v[i].ctime.tv_nsec > latest.tv_nsec))
+		    (s->v[i].ctime.tv_sec == latest.tv_sec &&
+		     s->v[i].ctime.tv_nsec > latest.tv_nsec))
 			latest = s->v[i].ctime;
 	for (int tries = 0; tries < 1000; tries++) {
 		struct timespec now;
@@ -1567,8 +1569,8 @@ int ib_tree_diff_to_upper(const char *root, const ib_tree_snapshot *before, cons
 		const ib_tree_entry *b = fresh ? NULL : tree_find(before, a->path);
 		bool adir = S_ISDIR(a->mode);
 		if (adir) {
-			bool same = b && S_ISDIR(b->mode) && b->ino == a->ino &&
-				    ts_eq(b->btime, a->btime);
+			bool same =
+			    b && S_ISDIR(b->mode) && b->ino == a->ino && ts_eq(b->btime, a->btime);
 			if (same) {
 				if (b->mode != a->mode || b->uid != a->uid || b->gid != a->gid ||
 				    !ts_eq(b->mtime, a->mtime))

@@ -125,6 +125,7 @@ typedef struct sb_ctx {
 	bool rootless;	  /* not root of the initial user namespace: userxattr */
 	bool own_userns;  /* not root at all: a user namespace per step */
 	bool setgroups_denied;
+	bool userxattr;		/* ib_overlay_userxattr(), decided by the caller */
 	bool chroot;		/* chroot isolation (ib_sandbox_isolation) */
 	const char *chroot_dir; /* its copied root */
 	bool pidns;		/* set by the monitor: a PID namespace of our own */
@@ -407,7 +408,7 @@ static int sb_overlay_legacy(sb_ctx *c, const sb_fds *f, bool extras)
 		  f->skel, f->upper, f->work);
 	if (extras)
 		sb_append(b, len, &pos, ",index=off,xino=off,redirect_dir=off,metacopy=off");
-	if (c->rootless)
+	if (c->userxattr)
 		sb_append(b, len, &pos, ",userxattr");
 	if (pos >= len)
 		return 1;
@@ -443,7 +444,7 @@ static int sb_overlay_fsmount(sb_ctx *c, const sb_fds *f, char *log, size_t logl
 					     "redirect_dir", "off", "metacopy", "off"};
 	for (size_t i = 0; i < sizeof(extras) / sizeof(extras[0]); i += 2)
 		fsconfig(fs, FSCONFIG_SET_STRING, extras[i], extras[i + 1], 0);
-	if (c->rootless && fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
+	if (c->userxattr && fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
 		return sb_fsfail(fs, log, loglen);
 	return sb_fscreate(fs, MOUNT_ATTR_NODEV, log, loglen);
 }
@@ -461,7 +462,7 @@ static void sb_mount_overlay(sb_ctx *c, const sb_fds *f)
 		sb_failc(IB_ERROR,
 			 "mount overlay: the store is on overlayfs (a container's root?), where an "
 			 "upper dir cannot be: put --root on a volume, or use --isolation chroot");
-	if (r < 0 && errno == EINVAL && c->rootless)
+	if (r < 0 && errno == EINVAL && c->userxattr)
 		sb_failc(IB_ERROR,
 			 "mount overlay: Invalid argument (rootless overlay needs the userxattr "
 			 "option, Linux >= 5.11): upgrade the kernel or use --isolation chroot");
@@ -1572,6 +1573,7 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 	c->host_gid = getegid();
 	c->rootless = ib_userns_rootless();
 	c->own_userns = c->host_uid != 0;
+	c->userxattr = ib_overlay_userxattr();
 	c->setgroups_denied = ib_userns_setgroups_denied();
 	c->caller_pid = getpid();
 

@@ -47,7 +47,7 @@ static void probe_child(const char *dir)
 		_exit(2);
 	char opt[4096];
 	int n = snprintf(opt, sizeof(opt), "lowerdir=%s/l1:%s/l2,upperdir=%s/u,workdir=%s/w%s", dir,
-			 dir, dir, dir, ib_userns_rootless() ? ",userxattr" : "");
+			 dir, dir, dir, ib_overlay_userxattr() ? ",userxattr" : "");
 	if (n < 0 || (size_t)n >= sizeof(opt))
 		_exit(3);
 	char mnt[4096];

@@ -29,7 +29,7 @@ int ib_sandbox_view_mount(char *const *lowers, const char *dir, char **mount_out
 	for (size_t i = 0; lowers[i]; i++)
 		ib_buf_appendf(&opt, "%s:", lowers[i]);
 	ib_buf_appendf(&opt, "%s", empty);
-	if (ib_userns_rootless()) /* markers are user.overlay.* there */
+	if (ib_overlay_userxattr()) /* markers are user.overlay.* there */
 		ib_buf_appendf(&opt, ",userxattr");
 	int r = mount("overlay", mnt, "overlay", MS_RDONLY, opt.data);
 	int e = errno;

@@ -78,28 +78,25 @@ bool ib_userns_setgroups_denied(void)
 
 /* trusted.* needs CAP_SYS_ADMIN in the initial user namespace: a
  * container's root without it (chroot isolation) uses user.* too */
-static bool overlay_user_xattrs(void)
+bool ib_overlay_userxattr(void)
 {
-	static int user = -1;
-	if (user < 0) {
-		struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
-		struct __user_cap_data_struct data[2];
-		memset(data, 0, sizeof(data));
-		bool admin = syscall(SYS_capget, &hdr, data) == 0 &&
-			     (data[0].effective & (1u << CAP_SYS_ADMIN));
-		user = ib_userns_rootless() || !admin;
-	}
-	return user;
+	/* not cached: a process may drop root (setuid) between two calls */
+	if (ib_userns_rootless())
+		return true;
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof(data));
+	return syscall(SYS_capget, &hdr, data) != 0 || !(data[0].effective & (1u << CAP_SYS_ADMIN));
 }
 
 const char *ib_overlay_xattr_prefix(void)
 {
-	return overlay_user_xattrs() ? "user.overlay." : "trusted.overlay.";
+	return ib_overlay_userxattr() ? "user.overlay." : "trusted.overlay.";
 }
 
 const char *ib_overlay_opaque_xattr(void)
 {
-	return overlay_user_xattrs() ? "user.overlay.opaque" : "trusted.overlay.opaque";
+	return ib_overlay_userxattr() ? "user.overlay.opaque" : "trusted.overlay.opaque";
 }
 
 size_t ib_subid_parse(const char *text, const char *name, unsigned long id, ib_subid_range *out,

@@ -28,6 +28,10 @@ bool ib_userns_rootless(void);
 /* /proc/self/setgroups says "deny" (a namespace mapping one id). */
 bool ib_userns_setgroups_denied(void);
 
+/* The one decision: overlay markers in user.overlay.* and overlay mounts
+ * with "userxattr" (rootless, or no CAP_SYS_ADMIN to write trusted.*),
+ * from the calling process's ids and capabilities. */
+bool ib_overlay_userxattr(void);
 /* "trusted.overlay." or "user.overlay." (see above). */
 const char *ib_overlay_xattr_prefix(void);
 /* The opaque-directory xattr of that namespace. */
