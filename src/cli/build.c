@@ -300,8 +300,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 			if (!strcmp(optarg, "-1"))
 				a->bo.pids_limit = -1;
 			else if (ib_parse_u64(optarg, &v) < 0 || v == 0 || v > INT32_MAX)
-				r = ib_cli_bad_value(&p,
-						     "--pids-limit wants a positive number or -1");
+				r = ib_cli_bad_value(&p, "--pids-limit wants a positive number or -1");
 			else
 				a->bo.pids_limit = (long)v;
 			break;
@@ -316,16 +315,15 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		case O_STEP_TIMEOUT: {
 			uint64_t v;
 			if (ib_parse_u64(optarg, &v) < 0 || v == 0 || v > UINT32_MAX)
-				r = ib_cli_bad_value(&p,
-						     "--step-timeout wants a number of seconds");
+				r = ib_cli_bad_value(&p, "--step-timeout wants a number of seconds");
 			else
 				a->bo.step_timeout = (unsigned)v;
 			break;
 		}
 		case O_SECOPT:
 			if (strcmp(optarg, "seccomp=unconfined"))
-				r = ib_cli_bad_value(
-				    &p, "--security-opt: only seccomp=unconfined is known");
+				r = ib_cli_bad_value(&p,
+						     "--security-opt: only seccomp=unconfined is known");
 			a->bo.seccomp_unconfined = true;
 			break;
 		case O_ISOLATION:
@@ -378,8 +376,8 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 						       ? "missing RECIPE argument"
 						       : "expected exactly one RECIPE argument");
 	a->recipe = argv[optind];
-	if (ib_compression_parse(comp, level, &a->bo.compression, &a->bo.compression_level, &err) <
-	    0)
+	if (ib_compression_parse(comp, level, &a->bo.compression, &a->bo.compression_level,
+				 &err) < 0)
 		return usage_fail(level ? "--compression-level" : "--compression", &err);
 	if (a->push && ib_strv_len(a->tags) == 0)
 		return ib_cli_usage_error("build", "--push needs at least one -t REF");
@@ -442,10 +440,10 @@ static int write_metadata(const char *path, char **tags, const ib_build_result *
 	json_t *names = json_array();
 	for (size_t i = 0; tags[i]; i++)
 		json_array_append_new(names, json_string(tags[i]));
-	json_t *m =
-	    json_pack("{s:s, s:s, s:o, s:i, s:i}", "containerimage.digest", res->manifest.digest,
-		      "containerimage.config.digest", res->config_digest, "image.names", names,
-		      "steps.run", res->steps_run, "steps.cached", res->steps_cached);
+	json_t *m = json_pack("{s:s, s:s, s:o, s:i, s:i}", "containerimage.digest",
+			      res->manifest.digest, "containerimage.config.digest",
+			      res->config_digest, "image.names", names, "steps.run", res->steps_run,
+			      "steps.cached", res->steps_cached);
 	char *s = json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(m);
 	int rc = write_text(path, s);

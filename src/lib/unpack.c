@@ -480,8 +480,9 @@ static void entry_times(struct archive_entry *e, struct timespec ts[2])
 
 /* Restore the entry's xattrs on a non-symlink: through realfd when >= 0, else
  * through the /proc path of the O_PATH fd pathfd (devices and FIFOs, which we
- * must not open).  trusted.overlay.* and user.overlay.* are never taken from a layer: it would let
- * a layer forge overlayfs whiteouts, opaque dirs or redirects. */
+ * must not open).  trusted.overlay.* and user.overlay.* are never taken from
+ * a layer: they would let a layer forge overlayfs whiteouts, opaque dirs or
+ * redirects. */
 static int restore_xattrs(struct archive_entry *e, int realfd, int pathfd, const char *path,
 			  ib_error **err)
 {
