@@ -10,7 +10,7 @@ PKGS=(
   bats docker-registry skopeo umoci podman runc buildah
   busybox-static linux-libc-dev python3 python3-jwt openssl apache2-utils
   zstd file time bc parallel iproute2
-  libseccomp-dev slirp4netns keyutils
+  libseccomp-dev slirp4netns keyutils uidmap util-linux passwd
   docker.io pass gnupg golang-docker-credential-helpers
 )
 

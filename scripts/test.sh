@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, builds with ASan+UBSan,
 # runs the cmocka unit tests and the bats integration tests against the
-# sanitized binary.  Exit status is non-zero when any test fails.
+# sanitized binary, then the build suite as a plain user
+# (scripts/test-rootless.sh).  Exit status is non-zero when any test fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,9 +42,21 @@ bats_ok=0
 bats --tap --jobs "${IB_TEST_JOBS:-$(nproc)}" --no-parallelize-within-files tests/integration 2>&1 |
 	tee build-asan/integration.log || bats_ok=1
 phases+=("$(phase_end integration "$t")")
-b_pass=$(grep -c '^ok ' build-asan/integration.log || true)
-b_fail=$(grep -c '^not ok ' build-asan/integration.log || true)
-b_skip=$(grep -c '^ok .*# skip' build-asan/integration.log || true)
+# The build suite again as a plain user with subordinate ids (the
+# rootless and container rows run inside tests/integration/rootless.bats).
+t=$(phase_start)
+rootless_ok=0
+rm -f build-asan/rootless.log
+bash scripts/test-rootless.sh build-asan/rootless.log >/dev/null 2>&1 || rootless_ok=1
+grep -E '^(not )?ok ' build-asan/rootless.log 2>/dev/null | sed 's/^/rootless: /'
+phases+=("$(phase_end rootless "$t")")
+b_pass=$(cat build-asan/integration.log build-asan/rootless.log 2>/dev/null | grep -c '^ok ' || true)
+b_fail=$(cat build-asan/integration.log build-asan/rootless.log 2>/dev/null | grep -c '^not ok ' || true)
+b_skip=$(cat build-asan/integration.log build-asan/rootless.log 2>/dev/null | grep -c '^ok .*# skip' || true)
+# a rootless run that failed before any case ran is one failure
+if [ "$rootless_ok" != 0 ] && ! grep -q '^not ok ' build-asan/rootless.log 2>/dev/null; then
+	b_fail=$((b_fail + 1))
+fi
 
 passed=$(( ${unit_passed:-0} + b_pass - b_skip ))
 failed=$(( ${unit_total:-0} - ${unit_passed:-0} + b_fail ))
@@ -51,4 +64,4 @@ echo
 printf '%s\n' "${phases[@]}"
 echo "unit: ${unit_passed:-0}/${unit_total:-0} passed; integration: $((b_pass - b_skip)) passed, $b_fail failed, $b_skip skipped"
 echo "$passed passed, $failed failed, $b_skip skipped"
-[ "$unit_ok" = 0 ] && [ "$bats_ok" = 0 ] && [ "$failed" = 0 ]
+[ "$unit_ok" = 0 ] && [ "$bats_ok" = 0 ] && [ "$rootless_ok" = 0 ] && [ "$failed" = 0 ]

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "userns.h"
 #include "util.h"
 
 static const struct {
@@ -77,7 +78,8 @@ static const char *default_root(void)
 	const char *env = getenv("IMGBUILD_ROOT");
 	if (env && *env)
 		return env;
-	if (geteuid() == 0)
+	/* root of a user namespace (podman unshare) is still a plain user */
+	if (geteuid() == 0 && ib_userns_is_initial())
 		return "/var/lib/imgbuild";
 	static char buf[4096];
 	const char *xdg = getenv("XDG_DATA_HOME");
@@ -123,6 +125,16 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *name = argv[i];
+	/* rootless: work in a user namespace of our own before the store is
+	 * touched (commands that only talk to registries or engines stay out) */
+	static const char *const outside[] = {"plan",	"login",     "logout", "search",
+					      "tags",	"load-into", "version"};
+	bool enter = true;
+	for (size_t k = 0; k < sizeof(outside) / sizeof(outside[0]); k++)
+		enter = enter && strcmp(name, outside[k]) != 0;
+	ib_error *err = NULL;
+	if (enter && ib_userns_enter(&err) < 0)
+		return ib_cli_fail(&err);
 	/* `imgbuild recipe.lua ...` is short for `imgbuild build recipe.lua ...` */
 	if (has_suffix(name, ".lua"))
 		return ib_cmd_build(argc - i + 1, argv + i - 1, &g);

@@ -48,6 +48,8 @@ static const char build_help[] =
     "      --memory SIZE          memory per run step (512m, 2g; default none)\n"
     "      --step-timeout SECS    timeout of run steps without their own (default none)\n"
     "      --security-opt seccomp=unconfined  run steps without the seccomp filter\n"
+    "      --isolation MODE       run steps in: auto (default: oci where it works, else\n"
+    "                             chroot; --debug says which), oci or chroot\n"
     "      --secret id=ID,src=PATH  source of the run{secrets} ID (else the recipe's\n"
     "                             src, which must lie inside the build context);\n"
     "                             id=ID,env=VAR: the value of an environment variable\n"
@@ -441,6 +443,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		O_SECOPT,
 		O_LOAD,
 		O_CACHE_MODE,
+		O_ISOLATION,
 	};
 	static const struct option opts[] = {
 	    {"tag", required_argument, NULL, 't'},
@@ -469,6 +472,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	    {"security-opt", required_argument, NULL, O_SECOPT},
 	    {"load", optional_argument, NULL, O_LOAD},
 	    {"cache-mode", required_argument, NULL, O_CACHE_MODE},
+	    {"isolation", required_argument, NULL, O_ISOLATION},
 	    {NULL, 0, NULL, 0},
 	};
 	static const ib_cli_cmd cmd = {
@@ -550,6 +554,16 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 				r = ib_cli_bad_value(&p,
 						     "--security-opt: only seccomp=unconfined is known");
 			a->bo.seccomp_unconfined = true;
+			break;
+		case O_ISOLATION:
+			if (!strcmp(optarg, "auto"))
+				a->bo.isolation = IB_ISOLATION_AUTO;
+			else if (!strcmp(optarg, "oci"))
+				a->bo.isolation = IB_ISOLATION_OCI;
+			else if (!strcmp(optarg, "chroot"))
+				a->bo.isolation = IB_ISOLATION_CHROOT;
+			else
+				r = ib_cli_bad_value(&p, "--isolation must be auto, oci or chroot");
 			break;
 		case O_SDE:
 			sde = optarg;
@@ -726,6 +740,7 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	a.tags = xcalloc(1, sizeof(char *));
 	a.secrets = xcalloc(1, sizeof(char *));
 	int rc = parse_build_args(&a, argc, argv, g);
+	a.bo.debug = g->debug;
 	if (rc >= 0) {
 		build_args_clear(&a);
 		return rc;

@@ -300,6 +300,12 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	so.pids_limit = b->o->pids_limit;
 	so.memory_limit = b->o->memory_limit;
 	so.seccomp_unconfined = b->o->seccomp_unconfined;
+	so.isolation = ib_sandbox_resolve_isolation(b->o->isolation, work);
+	static bool said;
+	if (b->o->debug && !said)
+		fprintf(stderr, "imgbuild: debug: run steps use %s isolation\n",
+			ib_sandbox_isolation_name(so.isolation));
+	said = true;
 	so.mounts = mounts;
 	so.n_mounts = m;
 	so.output = output_cb;

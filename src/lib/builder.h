@@ -11,6 +11,7 @@
 #include "error.h"
 #include "oci.h"
 #include "progress.h"
+#include "sandbox.h"
 #include "store.h"
 
 typedef struct ib_build_options {
@@ -40,7 +41,7 @@ typedef struct ib_build_options {
 	char *const *cache_from;
 	char *const *cache_to;
 	bool cache_max;
-	bool debug; /* log cache registry requests to stderr */
+	bool debug; /* --debug: cache registry requests, which isolation AUTO picked */
 	/* the caller pushes every tag after the build: when layers of cache
 	 * hits were not downloaded, the build pushes them itself with
 	 * cross-repository mounts (ib_build_result.pushed) */
@@ -51,6 +52,7 @@ typedef struct ib_build_options {
 	unsigned long long memory_limit;
 	unsigned step_timeout; /* for steps without their own timeout */
 	bool seccomp_unconfined;
+	ib_sandbox_isolation isolation; /* of run steps (sandbox.h); AUTO by default */
 } ib_build_options;
 /* Zero is the default for every field but these; NULL pull means
  * "missing", NULL network "default". */

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "compress.h"
@@ -1099,4 +1100,480 @@ int ib_layer_import(ib_store *store, int in_fd, const ib_layer_options *opts, ib
 	if (r < 0)
 		return ib_error_wrap(err, "import layer");
 	return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* trees for chroot isolation: a copied root, its snapshot and its diff     */
+
+static bool tree_overlay_xattr(const char *name)
+{
+	return strncmp(name, "trusted.overlay.", 16) == 0 ||
+	       strncmp(name, "user.overlay.", 13) == 0;
+}
+
+/* Copy the xattrs of src (an O_PATH-free path) to dst, overlay's aside;
+ * namespaces we may not write are skipped, as unpack does. */
+static int tree_copy_xattrs(const char *src, const char *dst, ib_error **err)
+{
+	char names[8192];
+	ssize_t n = llistxattr(src, names, sizeof(names));
+	if (n <= 0)
+		return 0;
+	char val[8192];
+	for (char *p = names; p < names + n; p += strlen(p) + 1) {
+		if (tree_overlay_xattr(p))
+			continue;
+		ssize_t v = lgetxattr(src, p, val, sizeof(val));
+		if (v < 0)
+			continue;
+		if (lsetxattr(dst, p, val, (size_t)v, 0) < 0 && errno != ENOTSUP &&
+		    errno != EOPNOTSUPP && errno != EPERM)
+			return ib_error_set(err, errno, "set xattr %s on %s", p, dst);
+	}
+	return 0;
+}
+
+static bool tree_is_whiteout(const struct stat *st)
+{
+	return S_ISCHR(st->st_mode) && st->st_rdev == makedev(0, 0);
+}
+
+static bool tree_is_opaque(const char *path)
+{
+	char v[4];
+	static const char *const names[] = {"trusted.overlay.opaque", "user.overlay.opaque"};
+	for (size_t i = 0; i < 2; i++) {
+		ssize_t n = lgetxattr(path, names[i], v, sizeof(v));
+		if (n == 1 && v[0] == 'y')
+			return true;
+	}
+	return false;
+}
+
+/* Owner, mode, xattrs and times of src onto the new dst (not dirs' times:
+ * those are set after their contents). */
+static int tree_copy_meta(const char *src, const struct stat *st, const char *dst, bool times,
+			  ib_error **err)
+{
+	if (lchown(dst, st->st_uid, st->st_gid) < 0)
+		return ib_error_set(err, errno, "chown %s", dst);
+	if (tree_copy_xattrs(src, dst, err) < 0)
+		return -1;
+	if (!S_ISLNK(st->st_mode) && chmod(dst, st->st_mode & 07777) < 0)
+		return ib_error_set(err, errno, "chmod %s", dst);
+	if (times) {
+		struct timespec ts[2] = {st->st_atim, st->st_mtim};
+		if (utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW) < 0)
+			return ib_error_set(err, errno, "set times of %s", dst);
+	}
+	return 0;
+}
+
+/* A copy of the non-directory src at dst (which does not exist). */
+static int tree_copy_node(const char *src, const struct stat *st, const char *dst, ib_error **err)
+{
+	if (S_ISREG(st->st_mode)) {
+		cleanup_close int in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (in < 0)
+			return ib_error_set(err, errno, "open %s", src);
+		cleanup_close int out =
+		    open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (out < 0)
+			return ib_error_set(err, errno, "create %s", dst);
+		off_t left = st->st_size;
+		while (left > 0) {
+			ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
+			if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
+				      errno == EOPNOTSUPP)) {
+				char buf[65536];
+				n = read(in, buf, sizeof(buf));
+				if (n > 0 && write(out, buf, (size_t)n) != n)
+					return ib_error_set(err, errno ? errno : EIO, "write %s",
+							    dst);
+			}
+			if (n < 0)
+				return ib_error_set(err, errno, "copy %s", src);
+			if (n == 0)
+				break;
+			left -= n;
+		}
+	} else if (S_ISLNK(st->st_mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlink(src, target, sizeof(target) - 1);
+		if (n < 0)
+			return ib_error_set(err, errno, "readlink %s", src);
+		target[n] = '\0';
+		if (symlink(target, dst) < 0)
+			return ib_error_set(err, errno, "symlink %s", dst);
+	} else if (mknod(dst, st->st_mode & (S_IFMT | 07777), st->st_rdev) < 0) {
+		return ib_error_set(err, errno, "create %s", dst);
+	}
+	return tree_copy_meta(src, st, dst, true, err);
+}
+
+static int tree_remove(const char *path, ib_error **err)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : ib_error_set(err, errno, "stat %s", path);
+	if (S_ISDIR(st.st_mode))
+		return ib_rm_rf(path, err);
+	if (unlink(path) < 0)
+		return ib_error_set(err, errno, "remove %s", path);
+	return 0;
+}
+
+typedef struct tree_dirtime {
+	char *path;
+	struct timespec ts[2];
+} tree_dirtime;
+
+typedef struct tree_times {
+	tree_dirtime *v;
+	size_t n, cap;
+} tree_times;
+
+static void tree_times_add(tree_times *t, const char *path, const struct stat *st)
+{
+	if (t->n == t->cap) {
+		t->cap = t->cap ? 2 * t->cap : 64;
+		t->v = xrealloc(t->v, t->cap * sizeof(*t->v));
+	}
+	t->v[t->n++] = (tree_dirtime){xstrdup(path), {st->st_atim, st->st_mtim}};
+}
+
+static void tree_times_apply(tree_times *t)
+{
+	for (size_t i = t->n; i-- > 0;) {
+		utimensat(AT_FDCWD, t->v[i].path, t->v[i].ts, AT_SYMLINK_NOFOLLOW);
+		free(t->v[i].path);
+	}
+	free(t->v);
+	memset(t, 0, sizeof(*t));
+}
+
+/* Apply one overlay-format layer dir (src) onto the tree dst. */
+static int tree_apply(const char *src, const char *dst, tree_times *times, ib_error **err)
+{
+	cleanup_dir DIR *d = opendir(src);
+	if (!d)
+		return ib_error_set(err, errno, "open %s", src);
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		cleanup_free char *s = ib_path_join(src, de->d_name);
+		cleanup_free char *t = ib_path_join(dst, de->d_name);
+		struct stat st, tst;
+		if (lstat(s, &st) < 0)
+			return ib_error_set(err, errno, "stat %s", s);
+		if (tree_is_whiteout(&st)) {
+			if (tree_remove(t, err) < 0)
+				return -1;
+			continue;
+		}
+		bool exists = lstat(t, &tst) == 0;
+		if (S_ISDIR(st.st_mode)) {
+			if (exists && (!S_ISDIR(tst.st_mode) || tree_is_opaque(s))) {
+				if (tree_remove(t, err) < 0)
+					return -1;
+				exists = false;
+			}
+			if (!exists && mkdir(t, 0700) < 0)
+				return ib_error_set(err, errno, "mkdir %s", t);
+			if (tree_copy_meta(s, &st, t, false, err) < 0)
+				return -1;
+			tree_times_add(times, t, &st);
+			if (tree_apply(s, t, times, err) < 0)
+				return -1;
+			continue;
+		}
+		if (exists && tree_remove(t, err) < 0)
+			return -1;
+		if (tree_copy_node(s, &st, t, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int ib_tree_copy_layers(char *const *lowers, const char *root, ib_error **err)
+{
+	size_t n = 0;
+	while (lowers && lowers[n])
+		n++;
+	tree_times times = {0};
+	int rc = 0;
+	for (size_t i = n; i-- > 0 && rc == 0;)
+		rc = tree_apply(lowers[i], root, &times, err);
+	tree_times_apply(&times);
+	return rc;
+}
+
+/* ---- snapshot ---- */
+
+typedef struct ib_tree_entry {
+	char *path; /* relative, no leading '/' */
+	dev_t dev;
+	ino_t ino;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	struct timespec mtime, ctime;
+	struct timespec btime; /* birth: tells a re-made directory from a reused inode */
+} ib_tree_entry;
+
+struct ib_tree_snapshot {
+	ib_tree_entry *v;
+	size_t n, cap;
+	dev_t root_dev;
+};
+
+static int tree_entry_cmp(const void *a, const void *b)
+{
+	return strcmp(((const ib_tree_entry *)a)->path, ((const ib_tree_entry *)b)->path);
+}
+
+static int tree_walk(ib_tree_snapshot *s, const char *root, const char *rel, ib_error **err)
+{
+	cleanup_free char *dir = *rel ? ib_path_join(root, rel) : xstrdup(root);
+	cleanup_dir DIR *d = opendir(dir);
+	if (!d)
+		return ib_error_set(err, errno, "open %s", dir);
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		char *r = *rel ? ib_path_join(rel, de->d_name) : xstrdup(de->d_name);
+		struct stat st;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			int e = errno;
+			free(r);
+			if (e == ENOENT)
+				continue;
+			return ib_error_set(err, e, "stat %s/%s", dir, de->d_name);
+		}
+		if (st.st_dev != s->root_dev) { /* a mount */
+			free(r);
+			continue;
+		}
+		if (s->n == s->cap) {
+			s->cap = s->cap ? 2 * s->cap : 256;
+			s->v = xrealloc(s->v, s->cap * sizeof(*s->v));
+		}
+		struct timespec btime = {0, 0};
+		struct statx sx;
+		if (statx(dirfd(d), de->d_name, AT_SYMLINK_NOFOLLOW, STATX_BTIME, &sx) == 0 &&
+		    (sx.stx_mask & STATX_BTIME))
+			btime = (struct timespec){sx.stx_btime.tv_sec, sx.stx_btime.tv_nsec};
+		s->v[s->n++] =
+		    (ib_tree_entry){r,	       st.st_dev,  st.st_ino,  st.st_mode, st.st_uid,
+				    st.st_gid, st.st_mtim, st.st_ctim, btime};
+		if (S_ISDIR(st.st_mode) && tree_walk(s, root, r, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int ib_tree_snapshot_take(const char *root, ib_tree_snapshot **out, ib_error **err)
+{
+	*out = NULL;
+	struct stat st;
+	if (lstat(root, &st) < 0)
+		return ib_error_set(err, errno, "stat %s", root);
+	ib_tree_snapshot *s = xcalloc(1, sizeof(*s));
+	s->root_dev = st.st_dev;
+	if (tree_walk(s, root, "", err) < 0) {
+		ib_tree_snapshot_free(s);
+		return -1;
+	}
+	qsort(s->v, s->n, sizeof(*s->v), tree_entry_cmp);
+	/* Timestamps come from a coarse clock: a change made in the same tick
+	 * as the copy would keep its ctime.  Wait until the clock has moved
+	 * past every time recorded (a few ms at most). */
+	struct timespec latest = {0, 0};
+	for (size_t i = 0; i < s->n; i++)
+		if (s->v[i].ctime.tv_sec > latest.tv_sec ||
+		    (s->v[i].ctime.tv_sec == latest.tv_sec &&
+		     s->v[i].ctime.tv_nsec > latest.tv_nsec))
+			latest = s->v[i].ctime;
+	for (int tries = 0; tries < 1000; tries++) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME_COARSE, &now);
+		if (now.tv_sec > latest.tv_sec ||
+		    (now.tv_sec == latest.tv_sec && now.tv_nsec > latest.tv_nsec))
+			break;
+		struct timespec ms = {0, 1000000};
+		nanosleep(&ms, NULL);
+	}
+	*out = s;
+	return 0;
+}
+
+void ib_tree_snapshot_free(ib_tree_snapshot *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; i < s->n; i++)
+		free(s->v[i].path);
+	free(s->v);
+	free(s);
+}
+
+static const ib_tree_entry *tree_find(const ib_tree_snapshot *s, const char *path)
+{
+	ib_tree_entry key = {.path = (char *)path};
+	return bsearch(&key, s->v, s->n, sizeof(*s->v), tree_entry_cmp);
+}
+
+static bool ts_eq(struct timespec a, struct timespec b)
+{
+	return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+/* ---- diff ---- */
+
+typedef struct tree_diff {
+	const char *root, *upper;
+	const char *opaque_xattr;
+	tree_times times;
+	char **made; /* dirs made in upper (sorted insertion not needed) */
+} tree_diff;
+
+static bool tree_made(tree_diff *d, const char *rel)
+{
+	for (size_t i = 0; d->made && d->made[i]; i++)
+		if (!strcmp(d->made[i], rel))
+			return true;
+	return false;
+}
+
+/* The dir rel (and its parents) in upper, with root's metadata. */
+static int tree_upper_dir(tree_diff *d, const char *rel, ib_error **err)
+{
+	if (!*rel || tree_made(d, rel))
+		return 0;
+	cleanup_free char *parent = xstrdup(rel);
+	char *slash = strrchr(parent, '/');
+	if (slash) {
+		*slash = '\0';
+		if (tree_upper_dir(d, parent, err) < 0)
+			return -1;
+	}
+	cleanup_free char *src = ib_path_join(d->root, rel);
+	cleanup_free char *dst = ib_path_join(d->upper, rel);
+	struct stat st;
+	if (lstat(src, &st) < 0)
+		return ib_error_set(err, errno, "stat %s", src);
+	if (mkdir(dst, 0700) < 0 && errno != EEXIST)
+		return ib_error_set(err, errno, "mkdir %s", dst);
+	if (tree_copy_meta(src, &st, dst, false, err) < 0)
+		return -1;
+	tree_times_add(&d->times, dst, &st);
+	ib_strv_push(&d->made, rel);
+	return 0;
+}
+
+static int tree_upper_parent(tree_diff *d, const char *rel, ib_error **err)
+{
+	cleanup_free char *parent = xstrdup(rel);
+	char *slash = strrchr(parent, '/');
+	if (!slash)
+		return 0;
+	*slash = '\0';
+	return tree_upper_dir(d, parent, err);
+}
+
+static int tree_emit_node(tree_diff *d, const char *rel, ib_error **err)
+{
+	if (tree_upper_parent(d, rel, err) < 0)
+		return -1;
+	cleanup_free char *src = ib_path_join(d->root, rel);
+	cleanup_free char *dst = ib_path_join(d->upper, rel);
+	if (link(src, dst) == 0)
+		return 0;
+	struct stat st;
+	if (lstat(src, &st) < 0)
+		return ib_error_set(err, errno, "stat %s", src);
+	return tree_copy_node(src, &st, dst, err);
+}
+
+static int tree_emit_whiteout(tree_diff *d, const char *rel, ib_error **err)
+{
+	if (tree_upper_parent(d, rel, err) < 0)
+		return -1;
+	cleanup_free char *dst = ib_path_join(d->upper, rel);
+	if (mknod(dst, S_IFCHR | 0, makedev(0, 0)) < 0)
+		return ib_error_set(err, errno, "create whiteout %s (needs CAP_MKNOD)", dst);
+	return 0;
+}
+
+static bool tree_under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	return !strncmp(path, dir, n) && path[n] == '/';
+}
+
+int ib_tree_diff_to_upper(const char *root, const ib_tree_snapshot *before, const char *upper,
+			  const char *opaque_xattr, ib_error **err)
+{
+	ib_tree_snapshot *after = NULL;
+	if (ib_tree_snapshot_take(root, &after, err) < 0)
+		return -1;
+	tree_diff d = {.root = root, .upper = upper, .opaque_xattr = opaque_xattr};
+	int rc = 0;
+	const char *fresh = NULL; /* a dir replaced or new: everything below is new */
+	for (size_t i = 0; i < after->n && rc == 0; i++) {
+		const ib_tree_entry *a = &after->v[i];
+		if (fresh && !tree_under(a->path, fresh))
+			fresh = NULL;
+		const ib_tree_entry *b = fresh ? NULL : tree_find(before, a->path);
+		bool adir = S_ISDIR(a->mode);
+		if (adir) {
+			bool same =
+			    b && S_ISDIR(b->mode) && b->ino == a->ino && ts_eq(b->btime, a->btime);
+			if (same) {
+				if (b->mode != a->mode || b->uid != a->uid || b->gid != a->gid ||
+				    !ts_eq(b->mtime, a->mtime))
+					rc = tree_upper_dir(&d, a->path, err);
+				continue;
+			}
+			rc = tree_upper_dir(&d, a->path, err);
+			if (rc == 0 && b && !fresh) {
+				/* replaced: what the lower layers had there is hidden */
+				cleanup_free char *dst = ib_path_join(upper, a->path);
+				if (setxattr(dst, opaque_xattr, "y", 1, 0) < 0)
+					rc = ib_error_set(err, errno, "set %s on %s", opaque_xattr,
+							  dst);
+			}
+			if (!fresh)
+				fresh = a->path;
+			continue;
+		}
+		if (b && b->ino == a->ino && (b->mode & S_IFMT) == (a->mode & S_IFMT) &&
+		    ts_eq(b->ctime, a->ctime) && ts_eq(b->btime, a->btime))
+			continue;
+		rc = tree_emit_node(&d, a->path, err);
+	}
+	/* deletions: the top-most of each deleted subtree, where its parent
+	 * is still the same directory */
+	const char *gone = NULL;
+	for (size_t i = 0; i < before->n && rc == 0; i++) {
+		const ib_tree_entry *b = &before->v[i];
+		if (gone && tree_under(b->path, gone))
+			continue;
+		gone = NULL;
+		const ib_tree_entry *a = tree_find(after, b->path);
+		if (a) {
+			if (S_ISDIR(b->mode) &&
+			    (!S_ISDIR(a->mode) || a->ino != b->ino || !ts_eq(a->btime, b->btime)))
+				gone = b->path; /* replaced: covered above */
+			continue;
+		}
+		gone = b->path;
+		rc = tree_emit_whiteout(&d, b->path, err);
+	}
+	tree_times_apply(&d.times);
+	ib_strv_free(d.made);
+	ib_tree_snapshot_free(after);
+	return rc;
 }

@@ -142,4 +142,24 @@ int ib_layer_from_upper(ib_store *store, const char *upper_dir, char *const *ski
 int ib_layer_import(ib_store *store, int in_fd, const ib_layer_options *opts, ib_layer_result *out,
 		    ib_error **err);
 
+/* ---- trees for chroot isolation ---- */
+
+/* Copy overlay-format layer dirs (top-most first, NULL-terminated) into the
+ * existing directory root, bottom-most first, applying their whiteouts and
+ * opaque dirs: a root a step may change without touching the store. */
+int ib_tree_copy_layers(char *const *lowers, const char *root, ib_error **err);
+
+/* What a tree holds (paths, inodes, owners, modes, times). */
+typedef struct ib_tree_snapshot ib_tree_snapshot;
+int ib_tree_snapshot_take(const char *root, ib_tree_snapshot **out, ib_error **err);
+void ib_tree_snapshot_free(ib_tree_snapshot *s);
+
+/* The changes of root since `before`, written into the empty dir upper
+ * as an overlay upper dir would hold them: changed and new entries (files
+ * hard-linked from root where possible) with their parent dirs, 0:0
+ * character devices for deletions, opaque_xattr="y" on directories that
+ * were replaced.  Entries on other filesystems (mounts) are ignored. */
+int ib_tree_diff_to_upper(const char *root, const ib_tree_snapshot *before, const char *upper,
+			  const char *opaque_xattr, ib_error **err);
+
 #endif

@@ -8,12 +8,15 @@
  * a second pipe, read here line by line. */
 #include "sandbox.h"
 #include "sandbox_internal.h"
+#include "layer.h"
+#include "userns.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/magic.h>
 #include <linux/keyctl.h>
 #include <net/if.h>
 #include <sched.h>
@@ -30,6 +33,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -95,8 +99,8 @@ typedef struct sb_bind {
 	char *target; /* normalised absolute container path, owned */
 	bool readonly;
 	bool is_file;
-	bool optional; /* host /etc files: skipped when unavailable */
-	int fd;	       /* detached clone of the source (init only) */
+	bool optional;	     /* host /etc files: skipped when unavailable */
+	int fd;		     /* detached clone of the source (init only) */
 	const char *content; /* generated file (source unused) */
 } sb_bind;
 
@@ -121,10 +125,18 @@ typedef struct sb_ctx {
 	const char *hostname;
 	char *user_part;  /* NULL = root */
 	char *group_part; /* NULL = from passwd */
-	bool rootless;
-	bool netns;	/* a network namespace of its own */
-	bool slirp;	/* ... connected by slirp4netns */
-	bool host_net;	/* the host's: no CAP_NET_RAW */
+	bool rootless;	  /* not root of the initial user namespace: userxattr */
+	bool own_userns;  /* not root at all: a user namespace per step */
+	bool setgroups_denied;
+	bool userxattr;		/* ib_overlay_userxattr(), decided by the caller */
+	bool chroot;		/* chroot isolation (ib_sandbox_isolation) */
+	const char *chroot_dir; /* its copied root */
+	bool pidns;		/* set by the monitor: a PID namespace of our own */
+	bool uts;		/* set by init: a UTS namespace of our own */
+	int null_fd;		/* chroot isolation: /dev/null opened before chroot */
+	bool netns;		/* a network namespace of its own */
+	bool slirp;		/* ... connected by slirp4netns */
+	bool host_net;		/* the host's: no CAP_NET_RAW */
 	bool seccomp;
 	ib_sb_filter filter;
 	ib_sb_net net;
@@ -399,7 +411,7 @@ static int sb_overlay_legacy(sb_ctx *c, const sb_fds *f, bool extras)
 		  f->skel, f->upper, f->work);
 	if (extras)
 		sb_append(b, len, &pos, ",index=off,xino=off,redirect_dir=off,metacopy=off");
-	if (c->rootless)
+	if (c->userxattr)
 		sb_append(b, len, &pos, ",userxattr");
 	if (pos >= len)
 		return 1;
@@ -435,7 +447,7 @@ static int sb_overlay_fsmount(sb_ctx *c, const sb_fds *f, char *log, size_t logl
 					     "redirect_dir", "off", "metacopy", "off"};
 	for (size_t i = 0; i < sizeof(extras) / sizeof(extras[0]); i += 2)
 		fsconfig(fs, FSCONFIG_SET_STRING, extras[i], extras[i + 1], 0);
-	if (c->rootless && fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
+	if (c->userxattr && fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
 		return sb_fsfail(fs, log, loglen);
 	return sb_fscreate(fs, MOUNT_ATTR_NODEV, log, loglen);
 }
@@ -447,6 +459,16 @@ static void sb_mount_overlay(sb_ctx *c, const sb_fds *f)
 		r = sb_overlay_legacy(c, f, false);
 	if (r == 0)
 		return;
+	struct statfs sfs;
+	if (r < 0 && errno == EINVAL && statfs(c->o->upper_dir, &sfs) == 0 &&
+	    sfs.f_type == OVERLAYFS_SUPER_MAGIC)
+		sb_failc(IB_ERROR,
+			 "mount overlay: the store is on overlayfs (a container's root?), where an "
+			 "upper dir cannot be: put --root on a volume, or use --isolation chroot");
+	if (r < 0 && errno == EINVAL && c->userxattr)
+		sb_failc(IB_ERROR,
+			 "mount overlay: Invalid argument (rootless overlay needs the userxattr "
+			 "option, Linux >= 5.11): upgrade the kernel or use --isolation chroot");
 	if (r < 0)
 		sb_fail(errno, "mount overlay on %s (%zu lower dirs)", c->o->work_dir, c->n_lowers);
 	char log[512];
@@ -484,6 +506,10 @@ static void sb_collect(sb_ctx *c, sb_fds *f)
 	 * when an unobstructed one is (mount_too_revealing). */
 	f->proc = sb_fsmount("proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
 			     log, sizeof(log));
+	/* chroot isolation: the host's /proc where a fresh one is refused */
+	if (f->proc < 0 && c->chroot)
+		f->proc = open_tree(AT_FDCWD, "/proc",
+				    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 	if (f->proc < 0)
 		sb_fail(errno, "mount proc%s%s", log[0] ? ": " : "", log);
 	/* sysfs needs the network namespace to be ours; otherwise (rootless
@@ -732,7 +758,8 @@ static void sb_loopback_up(void)
 	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
 		sb_fail(errno, "get flags of lo");
 	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+	/* a container without CAP_NET_ADMIN: the step's loopback stays down */
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0 && errno != EPERM)
 		sb_fail(errno, "bring lo up");
 	close(s);
 }
@@ -850,12 +877,26 @@ static void sb_resolve_user(sb_ctx *c)
 /* ---------------------------------------------------------------------- */
 /* the command                                                             */
 
+/* The capabilities this process holds (permitted set). */
+static uint64_t sb_permitted_caps(void)
+{
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return ~(uint64_t)0;
+	return (uint64_t)data[0].permitted | (uint64_t)data[1].permitted << 32;
+}
+
 static void sb_drop_caps(const sb_ctx *c)
 {
 	/* on the host's network, raw sockets would see the host's traffic */
 	uint64_t caps = SB_DEFAULT_CAPS;
 	if (c->host_net)
 		caps &= ~(SB_CAP(CAP_NET_RAW) | SB_CAP(CAP_NET_ADMIN));
+	/* inside a container, only what we were given (its bounding set):
+	 * asking for more is refused by capset */
+	caps &= sb_permitted_caps();
 	for (int cap = 0;; cap++) {
 		int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
 		if (r < 0)
@@ -935,18 +976,24 @@ static void sb_command(sb_ctx *c)
 		sb_fail(errno, "join a new session keyring");
 	/* while CAP_SYS_ADMIN is still there: no no_new_privs needed, so
 	 * setuid programs (su, sudo) keep working */
+	/* without CAP_SYS_ADMIN (chroot isolation in a container) the
+	 * filter needs no_new_privs */
+	if (c->seccomp && !(sb_permitted_caps() & SB_CAP(CAP_SYS_ADMIN)))
+		prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 	if (c->seccomp && ib_sb_seccomp_load(&c->filter) < 0)
 		sb_fail(errno, "load the seccomp filter");
 	sb_drop_caps(c);
-	/* setgroups is denied in a rootless user namespace (and only our
+	/* setgroups is denied in a user namespace of one id (and only our
 	 * own gid exists there anyway) */
-	if (!c->rootless && setgroups(c->n_groups, c->groups) < 0)
-		sb_fail(errno, "setgroups");
-	const char *hint = c->rootless ? " (rootless: only id 0 exists)" : "";
+	if (!c->own_userns && !c->setgroups_denied && setgroups(c->n_groups, c->groups) < 0)
+		sb_fail(errno, "setgroups%s", errno == EINVAL ? ib_userns_unmapped_hint() : "");
+	const char *hint = c->own_userns ? " (rootless: only id 0 exists)" : "";
 	if (setgid(c->gid) < 0)
-		sb_fail(errno, "setgid %u%s", (unsigned)c->gid, hint);
+		sb_fail(errno, "setgid %u%s", (unsigned)c->gid,
+			errno == EINVAL && !*hint ? ib_userns_unmapped_hint() : hint);
 	if (setuid(c->uid) < 0)
-		sb_fail(errno, "setuid %u%s", (unsigned)c->uid, hint);
+		sb_fail(errno, "setuid %u%s", (unsigned)c->uid,
+			errno == EINVAL && !*hint ? ib_userns_unmapped_hint() : hint);
 	if (chdir(c->workdir) < 0)
 		sb_fail(errno, "chdir %s", c->workdir);
 	umask(022);
@@ -992,6 +1039,10 @@ static void sb_scrub_cmdline(void)
 		a[i] = i < sizeof(title) ? title[i] : '\0';
 }
 
+static void sb_chroot_root(sb_ctx *c);
+static void sb_oci_root(sb_ctx *c);
+static void sb_init_run(sb_ctx *c) __attribute__((noreturn));
+
 static void sb_init(sb_ctx *c) __attribute__((noreturn));
 static void sb_init(sb_ctx *c)
 {
@@ -1003,6 +1054,52 @@ static void sb_init(sb_ctx *c)
 	sb_close_from(SB_ERR_FD + 1);
 	setsid();
 	umask(0);
+	if (c->chroot)
+		sb_chroot_root(c);
+	else
+		sb_oci_root(c);
+	if ((!c->chroot || c->uts) && sethostname(c->hostname, strlen(c->hostname)) < 0)
+		sb_fail(errno, "sethostname %s", c->hostname);
+	if (c->netns)
+		sb_loopback_up();
+	if (strcmp(c->workdir, "/") != 0 && sb_mkpath(c, AT_FDCWD, c->workdir, false, false) < 0)
+		sb_fail(errno, "create workdir %s", c->workdir);
+	sb_resolve_user(c);
+	sb_init_run(c);
+}
+
+/* Chroot isolation: whatever namespaces we may make, the copied root,
+ * and the mounts a mount namespace of our own allows. */
+static void sb_chroot_root(sb_ctx *c)
+{
+	bool mntns =
+	    unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) == 0;
+	c->uts = unshare(CLONE_NEWUTS) == 0;
+	if (unshare(CLONE_NEWIPC) < 0 || unshare(CLONE_NEWCGROUP) < 0) {
+		/* not permitted here: the container's own stay */
+	}
+	sb_fds f;
+	memset(&f, -1, sizeof(f));
+	if (mntns)
+		sb_collect(c, &f);
+	else if (c->n_binds)
+		sb_failc(IB_EINVALID, "chroot isolation without a mount namespace (no "
+				      "CAP_SYS_ADMIN): cache mounts and secrets are not available");
+	c->null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (c->null_fd < 0)
+		sb_fail(errno, "open /dev/null");
+	if (chroot(c->chroot_dir) < 0 || chdir("/") < 0)
+		sb_fail(errno, "chroot %s", c->chroot_dir);
+	if (f.upper >= 0)
+		close(f.upper);
+	if (f.work >= 0)
+		close(f.work);
+	if (mntns)
+		sb_setup_mounts(c, &f);
+}
+
+static void sb_oci_root(sb_ctx *c)
+{
 	/* the network namespace is the monitor's (its network helper needs it early) */
 	int flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
 	if (unshare(flags) < 0)
@@ -1028,15 +1125,16 @@ static void sb_init(sb_ctx *c)
 	close(f.staging);
 
 	sb_setup_mounts(c, &f);
-	if (sethostname(c->hostname, strlen(c->hostname)) < 0)
-		sb_fail(errno, "sethostname %s", c->hostname);
-	if (c->netns)
-		sb_loopback_up();
-	if (strcmp(c->workdir, "/") != 0 && sb_mkpath(c, AT_FDCWD, c->workdir, false, false) < 0)
-		sb_fail(errno, "create workdir %s", c->workdir);
-	sb_resolve_user(c);
+}
 
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+static void sb_init_run(sb_ctx *c) __attribute__((noreturn));
+static void sb_init_run(sb_ctx *c)
+{
+	/* without a PID namespace, orphans of the step still come to us */
+	if (!c->pidns)
+		prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+	/* chroot isolation opened it before entering a root that may have no /dev */
+	int null = c->null_fd > 0 ? c->null_fd : open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (null < 0 || dup2(null, STDIN_FILENO) < 0)
 		sb_fail(errno, "open /dev/null");
 	close(null);
@@ -1060,6 +1158,8 @@ static void sb_init(sb_ctx *c)
 		while (read(sync[0], &ch, 1) < 0 && errno == EINTR)
 			;
 		close(sync[0]);
+		if (!c->pidns)
+			setpgid(0, 0);
 		sb_command(c);
 	}
 	close(sync[0]);
@@ -1084,8 +1184,12 @@ static void sb_init(sb_ctx *c)
 			break;
 		}
 	}
-	/* Background processes die with the command, before the cleanup. */
-	kill(-1, SIGKILL);
+	/* Background processes die with the command, before the cleanup
+	 * (without a PID namespace: those of its process group). */
+	if (c->pidns)
+		kill(-1, SIGKILL);
+	else
+		kill(-cmd, SIGKILL);
 	for (;;) {
 		pid_t r = waitpid(-1, NULL, 0);
 		if (r < 0 && errno != EINTR)
@@ -1135,7 +1239,7 @@ static void sb_monitor(sb_ctx *c, int out_w, int err_w)
 	if (c->cg.n_dirs && ib_sb_cgroup_enter(&c->cg, getpid()) < 0)
 		sb_fail(errno, "join the step's cgroup");
 
-	if (c->rootless) {
+	if (c->own_userns) {
 		if (unshare(CLONE_NEWUSER) < 0)
 			sb_fail(errno, "unshare user namespace (rootless)");
 		/* /proc/self/uid_map belongs to root while we are not dumpable */
@@ -1148,14 +1252,18 @@ static void sb_monitor(sb_ctx *c, int out_w, int err_w)
 		sb_write_proc("/proc/self/gid_map", map);
 		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	}
-	if (c->netns) {
-		if (unshare(CLONE_NEWNET) < 0)
+	if (c->netns && unshare(CLONE_NEWNET) < 0) {
+		if (!c->chroot)
 			sb_fail(errno, "unshare network namespace");
+		c->netns = false; /* chroot isolation: where permitted */
+	}
+	if (c->netns) {
 		char msg[512];
 		if (c->slirp && ib_sb_net_start(&np, msg, sizeof(msg)) < 0)
 			sb_failc(IB_ERROR, "network: slirp4netns failed: %s", msg);
 	}
-	if (unshare(CLONE_NEWPID) < 0)
+	c->pidns = unshare(CLONE_NEWPID) == 0;
+	if (!c->pidns && !c->chroot)
 		sb_fail(errno, "unshare PID namespace");
 
 	sigset_t chld;
@@ -1261,6 +1369,9 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 	if (!o->argv || !o->argv[0] || !o->argv[0][0])
 		return ib_error_setc(err, IB_EINVALID, "sandbox: empty command");
 	const char *net = o->network ? o->network : "default";
+	c->chroot = ib_sandbox_resolve_isolation(o->isolation, o->work_dir) == IB_ISOLATION_CHROOT;
+	if (c->chroot && (!strcmp(net, "default") || !strcmp(net, "private")))
+		net = "host"; /* chroot isolation: the network of the host (or container) */
 	if (strcmp(net, "none") == 0) {
 		c->netns = true;
 	} else if (strcmp(net, "default") == 0 || strcmp(net, "private") == 0) {
@@ -1289,7 +1400,8 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 	 * parent is mounted before anything inside it */
 	c->binds = xcalloc(o->n_mounts + 2, sizeof(sb_bind));
 	static const char *const etc[] = {"/etc/hosts", "/etc/resolv.conf"};
-	for (size_t i = 0; i < 2; i++)
+	/* chroot isolation keeps the root's own /etc files */
+	for (size_t i = 0; i < 2 && !c->chroot; i++)
 		c->binds[c->n_binds++] =
 		    (sb_bind){etc[i], xstrdup(etc[i]), true, true, true, -1, NULL};
 	for (size_t i = 0; i < o->n_mounts; i++) {
@@ -1309,7 +1421,8 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 		c->binds[c->n_binds++] =
 		    (sb_bind){m->source, t, m->readonly, m->is_file, false, -1, NULL};
 	}
-	qsort(c->binds + 2, c->n_binds - 2, sizeof(sb_bind), sb_bind_cmp);
+	size_t n_etc = c->chroot ? 0 : 2;
+	qsort(c->binds + n_etc, c->n_binds - n_etc, sizeof(sb_bind), sb_bind_cmp);
 
 	size_t cap = 8;
 	for (size_t i = 0; i < sizeof(sb_base_dirs) / sizeof(sb_base_dirs[0]); i++)
@@ -1350,7 +1463,10 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 	c->optbuf = xmalloc(c->optbuf_len);
 	c->host_uid = geteuid();
 	c->host_gid = getegid();
-	c->rootless = c->host_uid != 0;
+	c->rootless = ib_userns_rootless();
+	c->own_userns = c->host_uid != 0;
+	c->userxattr = ib_overlay_userxattr();
+	c->setgroups_denied = ib_userns_setgroups_denied();
 	c->caller_pid = getpid();
 
 	c->seccomp = !o->seccomp_unconfined;
@@ -1360,18 +1476,17 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 			return ib_error_wrap(err, "sandbox");
 	}
 	if (c->slirp) {
-		int rc = ib_sb_net_prepare(&c->net, c->rootless, err);
+		int rc = ib_sb_net_prepare(&c->net, c->own_userns, err);
 		if (rc < 0)
 			return ib_error_wrap(err, "sandbox");
 		c->binds[1].content = c->net.resolv; /* /etc/resolv.conf */
 	}
-	c->pids_max = o->pids_limit == 0 ? SB_DEFAULT_PIDS
+	c->pids_max = o->pids_limit == 0  ? SB_DEFAULT_PIDS
 		      : o->pids_limit < 0 ? 0
 					  : (unsigned long)o->pids_limit;
 	if (c->pids_max || o->memory_limit) {
 		char *warning = NULL;
-		ib_sb_cgroup_create(&c->cg, c->pids_max, o->memory_limit,
-				    &warning, NULL);
+		ib_sb_cgroup_create(&c->cg, c->pids_max, o->memory_limit, &warning, NULL);
 		static bool warned;
 		if (warning && !warned)
 			fprintf(stderr, "warning: %s\n", warning);
@@ -1425,7 +1540,8 @@ static void sb_feed(sb_lines *l, const char *p, size_t n)
 	}
 }
 
-int ib_sandbox_run(const ib_sandbox_options *opts, int *exit_status, ib_error **err)
+static int sb_run(const ib_sandbox_options *opts, const char *chroot_dir, int *exit_status,
+		  ib_error **err)
 {
 	*exit_status = 0;
 	sb_ctx c;
@@ -1433,6 +1549,10 @@ int ib_sandbox_run(const ib_sandbox_options *opts, int *exit_status, ib_error **
 	if (rc < 0) {
 		sb_ctx_free(&c);
 		return rc;
+	}
+	if (c.chroot) {
+		c.chroot_dir = chroot_dir;
+		c.n_lowers = 0; /* copied into chroot_dir */
 	}
 	int outp[2], errp[2];
 	if (pipe2(outp, O_CLOEXEC) < 0) {
@@ -1530,4 +1650,35 @@ int ib_sandbox_run(const ib_sandbox_options *opts, int *exit_status, ib_error **
 	}
 	free(lines.buf);
 	return 0;
+}
+
+int ib_sandbox_run(const ib_sandbox_options *opts, int *exit_status, ib_error **err)
+{
+	*exit_status = 0;
+	if (!opts->work_dir || !opts->upper_dir ||
+	    ib_sandbox_resolve_isolation(opts->isolation, opts->work_dir) != IB_ISOLATION_CHROOT)
+		return sb_run(opts, NULL, exit_status, err);
+	/* chroot isolation: a copy of the lower layers, and afterwards its
+	 * difference from before the step in overlay format */
+	cleanup_free char *root = ib_path_join(opts->work_dir, "chroot");
+	if (mkdir(root, 0755) < 0)
+		return ib_error_set(err, errno, "sandbox: chroot: mkdir %s", root);
+	ib_tree_snapshot *before = NULL;
+	int rc = ib_tree_copy_layers(opts->lower_dirs, root, err);
+	if (rc == 0)
+		rc = ib_tree_snapshot_take(root, &before, err);
+	if (rc < 0) {
+		ib_error_wrap(err, "sandbox: chroot");
+	} else {
+		rc = sb_run(opts, root, exit_status, err);
+		if (rc == 0 && *exit_status == 0 &&
+		    ib_tree_diff_to_upper(root, before, opts->upper_dir, ib_overlay_opaque_xattr(),
+					  err) < 0)
+			rc = ib_error_wrap(err, "sandbox: chroot: the step's changes");
+	}
+	ib_tree_snapshot_free(before);
+	ib_error *e2 = NULL;
+	ib_rm_rf(root, &e2);
+	ib_error_free(&e2);
+	return rc;
 }

@@ -13,12 +13,12 @@
  * /proc (with Docker's masked and read-only paths), a tmpfs /dev holding only
  * null zero full random urandom tty, pts, shm and the fd/stdin/stdout/stderr
  * links, a read-only /sys, the host /etc/hosts and /etc/resolv.conf bound
- * read-only (with the default network, a resolv.conf generated for it), the extra bind mounts, Docker's default capability set, every
- * inherited fd closed and stdin = /dev/null.  The command joins a new
- * session keyring and runs under a seccomp filter with the coverage of
- * Docker's default profile, in a cgroup of its own (pids, memory) when the
- * host lets us create one (see docs/sandbox.md).  The rootfs and /dev are nodev,
- * so a device node the command creates (CAP_MKNOD) cannot be opened.
+ * read-only (with the default network, a resolv.conf generated for it), the extra bind mounts,
+ * Docker's default capability set, every inherited fd closed and stdin = /dev/null.  The command
+ * joins a new session keyring and runs under a seccomp filter with the coverage of Docker's default
+ * profile, in a cgroup of its own (pids, memory) when the host lets us create one (see
+ * docs/sandbox.md).  The rootfs and /dev are nodev, so a device node the command creates
+ * (CAP_MKNOD) cannot be opened.
  *
  * Mount points that the image lacks are provided by an extra, bottom-most
  * lower dir on a private tmpfs, so they never show up in upper_dir: after
@@ -56,6 +56,17 @@ typedef struct ib_sandbox_mount {
  * "\r\n" ends a line like "\n"; a lone "\r" restarts the line (as a
  * terminal shows progress bars); a line longer than 64 KiB is split. */
 typedef void (*ib_output_fn)(const char *line, size_t len, void *payload);
+
+/* How a step is isolated.  OCI: namespaces and an overlay root (above).
+ * CHROOT: no new namespace beyond those permitted, a copied root under
+ * work_dir, chroot(2); the changes are written to upper_dir in overlay
+ * format afterwards (docs/sandbox.md says what it does not isolate).
+ * AUTO: OCI where it works (probed once), else CHROOT. */
+typedef enum {
+	IB_ISOLATION_AUTO = 0,
+	IB_ISOLATION_OCI,
+	IB_ISOLATION_CHROOT,
+} ib_sandbox_isolation;
 
 typedef struct ib_sandbox_options {
 	/* Overlay lower dirs, TOP-most first; NULL or empty = scratch. */
@@ -100,6 +111,7 @@ typedef struct ib_sandbox_options {
 	/* NULL = write each line to stderr. */
 	ib_output_fn output;
 	void *payload;
+	ib_sandbox_isolation isolation;
 } ib_sandbox_options;
 
 #define IB_SANDBOX_OPTIONS_INIT                                                                    \
@@ -119,6 +131,16 @@ typedef struct ib_sandbox_options {
  * message reads "sandbox: WHAT: strerror".  Nothing the caller passed is
  * retained or freed; upper_dir is left in place either way. */
 int ib_sandbox_run(const ib_sandbox_options *opts, int *exit_status, ib_error **err);
+
+/* ---- chroot isolation (sandbox_chroot.c) ---- */
+
+/* AUTO -> OCI when this process can make mount and PID namespaces and
+ * mount an overlay whose upper dir lies in work_parent (not on overlayfs),
+ * else CHROOT; the probe runs once per process.  Others are returned as
+ * they are. */
+ib_sandbox_isolation ib_sandbox_resolve_isolation(ib_sandbox_isolation iso,
+						  const char *work_parent);
+const char *ib_sandbox_isolation_name(ib_sandbox_isolation iso);
 
 /* ---- read-only views (sandbox_view.c) ---- */
 

@@ -8,6 +8,8 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include "layer.h"
+#include "userns.h"
 #include "util.h"
 
 int ib_sandbox_view_mount(char *const *lowers, const char *dir, char **mount_out, ib_error **err)
@@ -27,10 +29,17 @@ int ib_sandbox_view_mount(char *const *lowers, const char *dir, char **mount_out
 	for (size_t i = 0; lowers[i]; i++)
 		ib_buf_appendf(&opt, "%s:", lowers[i]);
 	ib_buf_appendf(&opt, "%s", empty);
+	if (ib_overlay_userxattr()) /* markers are user.overlay.* there */
+		ib_buf_appendf(&opt, ",userxattr");
 	int r = mount("overlay", mnt, "overlay", MS_RDONLY, opt.data);
 	int e = errno;
 	ib_buf_free(&opt);
-	if (r < 0)
+	/* where no overlay may be mounted (a container without CAP_SYS_ADMIN,
+	 * a store on overlayfs): a copy of the layers, read by the caller only */
+	if (r < 0 && (e == EPERM || e == EINVAL || e == EACCES) &&
+	    ib_tree_copy_layers(lowers, mnt, err) < 0)
+		return ib_error_wrap(err, "read-only view (copy)");
+	if (r < 0 && e != EPERM && e != EINVAL && e != EACCES)
 		return ib_error_set(err, e, "mount read-only view");
 	*mount_out = steal_pointer(&mnt);
 	return 0;

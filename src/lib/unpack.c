@@ -25,14 +25,18 @@
 
 #include "layer.h"
 #include "path.h"
+#include "userns.h"
 #include "util.h"
 
 #ifndef SYS_fchmodat2
 #define SYS_fchmodat2 452 /* same number on every architecture */
 #endif
 
-#define OVERLAY_XATTR_PREFIX "trusted.overlay."
-#define OVERLAY_OPAQUE_XATTR "trusted.overlay.opaque"
+/* the opaque-dir marker follows where we run: trusted.overlay.* as root of
+ * the initial user namespace, user.overlay.* (userxattr) elsewhere */
+#define OVERLAY_OPAQUE_XATTR ib_overlay_opaque_xattr()
+/* an unmapped id in rootless mode: say which file gives more */
+#define UNMAPPED_HINT (errno == EINVAL ? ib_userns_unmapped_hint() : "")
 /* Longest part of an entry name quoted in an error message. */
 #define NAME_SHOWN "%.512s"
 
@@ -448,8 +452,9 @@ static void entry_times(struct archive_entry *e, struct timespec ts[2])
 
 /* Restore the entry's xattrs on a non-symlink: through realfd when >= 0, else
  * through the /proc path of the O_PATH fd pathfd (devices and FIFOs, which we
- * must not open).  trusted.overlay.* is never taken from a layer: it would let
- * a layer forge overlayfs whiteouts, opaque dirs or redirects. */
+ * must not open).  trusted.overlay.* and user.overlay.* are never taken from
+ * a layer: they would let a layer forge overlayfs whiteouts, opaque dirs or
+ * redirects. */
 static int restore_xattrs(struct archive_entry *e, int realfd, int pathfd, const char *path,
 			  ib_error **err)
 {
@@ -460,8 +465,8 @@ static int restore_xattrs(struct archive_entry *e, int realfd, int pathfd, const
 	if (archive_entry_xattr_reset(e) == 0)
 		return 0;
 	while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
-		if (!name || !*name ||
-		    strncmp(name, OVERLAY_XATTR_PREFIX, strlen(OVERLAY_XATTR_PREFIX)) == 0)
+		if (!name || !*name || strncmp(name, "trusted.overlay.", 16) == 0 ||
+		    strncmp(name, "user.overlay.", 13) == 0)
 			continue;
 		int r;
 		if (realfd >= 0) {
@@ -633,7 +638,7 @@ static int do_file(unpacker *u, struct archive_entry *e, int pfd, const char *ba
 	/* Data, then owner, xattrs, mode: writes and chown clear setuid and
 	 * file capabilities. */
 	if (u->same_owner && fchown(fd, uid, gid) < 0)
-		return ib_error_set(err, errno, "chown " NAME_SHOWN, path);
+		return ib_error_set(err, errno, "chown " NAME_SHOWN "%s", path, UNMAPPED_HINT);
 	r = restore_xattrs(e, fd, -1, path, err);
 	if (r < 0)
 		return r;
@@ -655,7 +660,8 @@ static int dir_meta_now(unpacker *u, struct archive_entry *e, int dfd, const cha
 	if (entry_owner(e, path, &uid, &gid, err) < 0)
 		return IB_EINVALID;
 	if (u->same_owner && fchown(dfd, uid, gid) < 0)
-		return ib_error_set(err, errno, "chown " NAME_SHOWN, *path ? path : "/");
+		return ib_error_set(err, errno, "chown " NAME_SHOWN "%s", *path ? path : "/",
+				    UNMAPPED_HINT);
 	int r = restore_xattrs(e, dfd, -1, *path ? path : "/", err);
 	if (r < 0)
 		return r;
@@ -716,7 +722,7 @@ static int do_symlink(unpacker *u, struct archive_entry *e, int pfd, const char 
 		return ib_error_set(err, errno, "symlink " NAME_SHOWN, path);
 	record_created(u, path);
 	if (u->same_owner && fchownat(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
-		return ib_error_set(err, errno, "chown " NAME_SHOWN, path);
+		return ib_error_set(err, errno, "chown " NAME_SHOWN "%s", path, UNMAPPED_HINT);
 	/* xattrs are not restored on symlinks: setting them needs a path that
 	 * names the link itself, and user.* is not allowed there anyway. */
 	struct timespec ts[2];
@@ -757,7 +763,7 @@ static int do_node(unpacker *u, struct archive_entry *e, int pfd, const char *ba
 	}
 	record_created(u, path);
 	if (u->same_owner && fchownat(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
-		return ib_error_set(err, errno, "chown " NAME_SHOWN, path);
+		return ib_error_set(err, errno, "chown " NAME_SHOWN "%s", path, UNMAPPED_HINT);
 	{
 		/* Never opened for I/O: a device open can have side effects. */
 		cleanup_close int fd = openat(pfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -888,8 +894,8 @@ static int do_opaque(unpacker *u, const char *dpath, const char *raw, ib_error *
 		return r;
 	if (overlay) {
 		if (fsetxattr(dfd, OVERLAY_OPAQUE_XATTR, "y", 1, 0) < 0)
-			return ib_error_set(err, errno,
-					    "set " OVERLAY_OPAQUE_XATTR " on /" NAME_SHOWN, dpath);
+			return ib_error_set(err, errno, "set %s on /" NAME_SHOWN,
+					    OVERLAY_OPAQUE_XATTR, dpath);
 		return 0;
 	}
 	/* Whatever this layer already put there stays; the rest came from

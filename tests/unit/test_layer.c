@@ -1111,6 +1111,96 @@ static void test_xattrs_read_whole_large_values_sorted(void **state)
 	unlink(tmpl);
 }
 
+/* ---- trees for chroot isolation ---- */
+
+static bool is_whiteout_at(struct fx *f, const char *rel)
+{
+	cleanup_free char *p = fx_path(f, rel);
+	struct stat st;
+	return lstat(p, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0);
+}
+
+static bool exists_at(struct fx *f, const char *rel)
+{
+	cleanup_free char *p = fx_path(f, rel);
+	struct stat st;
+	return lstat(p, &st) == 0;
+}
+
+/* Two overlay-format layers copied into a root (whiteout and opaque dir of
+ * the upper one applied); a step's changes come back as an upper dir:
+ * changed and new entries with their parents, whiteouts for deletions, an
+ * opaque marker on a replaced directory, nothing for untouched files. */
+static void test_tree_copy_and_diff(void **state)
+{
+	struct fx *f = *state;
+	if (geteuid() != 0)
+		skip();
+	mkdir_at(f, "l1", 0755);
+	mkdir_at(f, "l1/etc", 0755);
+	write_at(f, "l1/etc/keep", "k", 1, 0644);
+	write_at(f, "l1/etc/gone", "g", 1, 0644);
+	write_at(f, "l1/etc/change", "c", 1, 0644);
+	mkdir_at(f, "l1/home", 0755);
+	write_at(f, "l1/home/old", "o", 1, 0644);
+	mkdir_at(f, "l1/opq", 0755);
+	write_at(f, "l1/opq/hidden", "h", 1, 0644);
+	mkdir_at(f, "l2", 0755);
+	mkdir_at(f, "l2/etc", 0755);
+	cleanup_free char *wh = fx_path(f, "l2/etc/gone");
+	assert_int_equal(mknod(wh, S_IFCHR | 0, makedev(0, 0)), 0);
+	mkdir_at(f, "l2/opq", 0755);
+	cleanup_free char *opq = fx_path(f, "l2/opq");
+	assert_int_equal(setxattr(opq, "trusted.overlay.opaque", "y", 1, 0), 0);
+	write_at(f, "l2/opq/new", "n", 1, 0644);
+
+	mkdir_at(f, "root", 0755);
+	cleanup_free char *root = fx_path(f, "root");
+	cleanup_free char *l1 = fx_path(f, "l1");
+	cleanup_free char *l2 = fx_path(f, "l2");
+	char *lowers[] = {l2, l1, NULL};
+	ib_error *err = NULL;
+	assert_int_equal(ib_tree_copy_layers(lowers, root, &err), 0);
+	assert_true(exists_at(f, "root/etc/keep"));
+	assert_false(exists_at(f, "root/etc/gone"));
+	assert_false(exists_at(f, "root/opq/hidden"));
+	assert_true(exists_at(f, "root/opq/new"));
+
+	ib_tree_snapshot *snap = NULL;
+	assert_int_equal(ib_tree_snapshot_take(root, &snap, &err), 0);
+	/* the step */
+	write_at(f, "root/etc/new", "x", 1, 0600);
+	cleanup_free char *chg = fx_path(f, "root/etc/change");
+	assert_int_equal(chmod(chg, 0600), 0);
+	cleanup_free char *keep = fx_path(f, "root/etc/keep");
+	assert_int_equal(unlink(keep), 0);
+	cleanup_free char *home = fx_path(f, "root/home");
+	assert_int_equal(ib_rm_rf(home, &err), 0);
+	mkdir_at(f, "root/home", 0700);
+	write_at(f, "root/home/x", "x", 1, 0644);
+
+	mkdir_at(f, "upper", 0755);
+	cleanup_free char *upper = fx_path(f, "upper");
+	assert_int_equal(
+	    ib_tree_diff_to_upper(root, snap, upper, "trusted.overlay.opaque", &err), 0);
+	ib_tree_snapshot_free(snap);
+	assert_true(exists_at(f, "upper/etc/new"));
+	assert_true(exists_at(f, "upper/etc/change"));
+	assert_true(is_whiteout_at(f, "upper/etc/keep"));
+	assert_false(exists_at(f, "upper/etc/gone"));
+	assert_true(exists_at(f, "upper/home/x"));
+	assert_false(exists_at(f, "upper/home/old"));
+	assert_false(exists_at(f, "upper/opq"));
+	cleanup_free char *uhome = fx_path(f, "upper/home");
+	char v[4];
+	assert_int_equal(getxattr(uhome, "trusted.overlay.opaque", v, sizeof(v)), 1);
+	struct stat st;
+	assert_int_equal(lstat(uhome, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	cleanup_free char *uetc = fx_path(f, "upper/etc");
+	assert_int_equal(getxattr(uetc, "trusted.overlay.opaque", v, sizeof(v)), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1142,6 +1232,7 @@ int main(void)
 	    T(test_import_rejects_garbage),
 	    T(test_import_of_layer_is_identity),
 	    cmocka_unit_test(test_xattrs_read_whole_large_values_sorted),
+	    T(test_tree_copy_and_diff),
 #undef T
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

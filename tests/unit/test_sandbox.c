@@ -12,12 +12,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -25,6 +27,7 @@
 #include <unistd.h>
 
 #include "sandbox.h"
+#include "userns.h"
 #include "sandbox_internal.h"
 #include "testutil.h"
 #include "util.h"
@@ -880,6 +883,45 @@ static void test_capability_bounding_set_is_dockers(void **state)
 	assert_true(has_line(t, "CapAmb:\t0000000000000000"));
 }
 
+/* Inside a container whose bounding set lacks some of Docker's set (podman
+ * drops CAP_MKNOD, CAP_AUDIT_WRITE...): the step gets the intersection
+ * instead of capset failing. */
+static void test_capabilities_intersect_the_bounding_set(void **state)
+{
+	SKIP_IF_NEEDED();
+	tctx *t = *state;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int drop[] = {CAP_MKNOD, CAP_AUDIT_WRITE};
+		for (size_t i = 0; i < 2; i++)
+			if (prctl(PR_CAPBSET_DROP, drop[i], 0, 0, 0) < 0)
+				_exit(10);
+		struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+		struct __user_cap_data_struct data[2];
+		if (syscall(SYS_capget, &hdr, data) < 0)
+			_exit(11);
+		for (size_t i = 0; i < 2; i++) {
+			data[0].permitted &= ~(1u << drop[i]);
+			data[0].effective &= ~(1u << drop[i]);
+			data[0].inheritable &= ~(1u << drop[i]);
+		}
+		if (syscall(SYS_capset, &hdr, data) < 0)
+			_exit(12);
+		if (run_sh(t, "grep -E 'Cap(Bnd|Eff)' /proc/self/status", NULL) != 0)
+			_exit(13);
+		/* 0xa80425fb without bits 27 and 29 */
+		if (!has_line(t, "CapBnd:\t00000000800425fb") ||
+		    !has_line(t, "CapEff:\t00000000800425fb"))
+			_exit(14);
+		_exit(0);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 /* ---- hostile steps (docs/sandbox.md) ---- */
 
 static void test_host_network_drops_net_raw(void **state)
@@ -905,11 +947,12 @@ static void test_default_network_is_private(void **state)
 	}
 	ib_sandbox_options o;
 	tweak_init(t, &o);
-	assert_int_equal(run_sh(t,
-				"grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ,;"
-				"echo; grep -c nameserver /etc/resolv.conf",
-				&o),
-			 0);
+	assert_int_equal(
+	    run_sh(t,
+		   "grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ,;"
+		   "echo; grep -c nameserver /etc/resolv.conf",
+		   &o),
+	    0);
 	dump_lines(t);
 	assert_true(has_line(t, "lo,tap0,"));
 	assert_int_equal(t->status, 0);
@@ -1146,6 +1189,51 @@ static void test_rootless_maps_caller_to_root(void **state)
 	free(lower), free(bin), free(bb), free(sh), free(upper), free(work), free(rl), free(runs);
 }
 
+/* /etc/subuid entries: by name or by numeric id, several ranges, comments,
+ * malformed and empty lines and other users' ranges ignored */
+static void test_subid_parse(void **state)
+{
+	(void)state;
+	const char *text = "# comment\n"
+			   "alice:100000:65536\n"
+			   "bob:165536:65536\n"
+			   "alice:300000:10\r\n"
+			   "1001:400000:5\n"
+			   "alice:x:5\n"
+			   "alice:500000:0\n"
+			   "alice:600000\n"
+			   "\n";
+	ib_subid_range r[4];
+	size_t n = ib_subid_parse(text, "alice", 1001, r, 4);
+	assert_int_equal(n, 3);
+	assert_int_equal(r[0].start, 100000);
+	assert_int_equal(r[0].count, 65536);
+	assert_int_equal(r[1].start, 300000);
+	assert_int_equal(r[1].count, 10);
+	assert_int_equal(r[2].start, 400000);
+	assert_int_equal(r[2].count, 5);
+	assert_int_equal(ib_subid_parse(text, "carol", 7, r, 4), 0);
+	assert_int_equal(ib_subid_parse(text, NULL, 1001, r, 4), 1);
+	assert_int_equal(ib_subid_parse(text, "alice", 1001, r, 2), 2);
+	assert_int_equal(ib_subid_parse("", "alice", 1, r, 4), 0);
+}
+
+/* the overlay markers follow the user namespace: trusted.* for root of the
+ * initial one (where the unit tests run as root), user.* elsewhere (the
+ * rootless integration suite covers that side) */
+static void test_overlay_xattr_namespace(void **state)
+{
+	(void)state;
+	if (geteuid() != 0 || !ib_userns_is_initial()) {
+		assert_string_equal(ib_overlay_opaque_xattr(), "user.overlay.opaque");
+		return;
+	}
+	assert_string_equal(ib_overlay_xattr_prefix(), "trusted.overlay.");
+	assert_string_equal(ib_overlay_opaque_xattr(), "trusted.overlay.opaque");
+	assert_string_equal(ib_userns_unmapped_hint(), "");
+	assert_false(ib_userns_rootless());
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1183,6 +1271,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sandbox_failure_is_an_error, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_host_paths_unreachable, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inherited_fds_are_closed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_capabilities_intersect_the_bounding_set, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_capability_bounding_set_is_dockers, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_host_network_drops_net_raw, setup, teardown),
@@ -1199,6 +1289,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_secret_is_readable_read_only_and_not_captured,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rootless_maps_caller_to_root, setup, teardown),
+	    cmocka_unit_test(test_subid_parse),
+	    cmocka_unit_test(test_overlay_xattr_namespace),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
