@@ -32,17 +32,6 @@ static const char usage[] =
     "      --json     print the numbers as one JSON object (bytes)\n"
     "  -h, --help     this help\n";
 
-static size_t count_entries(const char *dir)
-{
-	cleanup_dir DIR *d = opendir(dir);
-	size_t n = 0;
-	struct dirent *de;
-	while (d && (de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			n++;
-	return n;
-}
-
 static char *size_str(uint64_t b)
 {
 	char buf[32];
@@ -124,9 +113,9 @@ int ib_cmd_df(int argc, char **argv, ib_global *g)
 		ib_store_free(s);
 		return ib_cli_fail(&err);
 	}
-	cleanup_free char *steps = ib_path_join(ib_store_root(s), "cache/steps");
-	cleanup_free char *mdir = ib_path_join(ib_store_root(s), "cache/mounts");
-	size_t n_steps = count_entries(steps), n_mounts = 0;
+	cleanup_free char *steps = ib_cache_steps_path(s);
+	cleanup_free char *mdir = ib_cache_mounts_path(s);
+	size_t n_steps = ib_dir_entries(steps), n_mounts = 0;
 	uint64_t mounts_bytes = 0;
 	mount_use *mounts = cache_mounts(mdir, &n_mounts, &mounts_bytes);
 	ib_store_free(s);

@@ -41,26 +41,15 @@ static const char verify_usage[] =
     "Options:\n"
     "  -h, --help this help\n";
 
-static size_t count_dir(const char *dir)
-{
-	cleanup_dir DIR *d = opendir(dir);
-	size_t n = 0;
-	struct dirent *de;
-	while (d && (de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			n++;
-	return n;
-}
-
 static int do_prune(ib_store *s, bool all, bool mounts, bool have_budget, uint64_t budget,
 		    ib_error **err)
 {
 	size_t dropped = 0;
 	/* what --all and --cache-mounts remove, measured first to say so */
-	cleanup_free char *steps_dir = ib_path_join(ib_store_root(s), "cache/steps");
-	cleanup_free char *mounts_dir = ib_path_join(ib_store_root(s), "cache/mounts");
-	size_t n_steps = all ? count_dir(steps_dir) : 0;
-	size_t n_mounts = all || mounts ? count_dir(mounts_dir) : 0;
+	cleanup_free char *steps_dir = ib_cache_steps_path(s);
+	cleanup_free char *mounts_dir = ib_cache_mounts_path(s);
+	size_t n_steps = all ? ib_dir_entries(steps_dir) : 0;
+	size_t n_mounts = all || mounts ? ib_dir_entries(mounts_dir) : 0;
 	uint64_t mounts_bytes = n_mounts ? ib_dir_usage(mounts_dir) : 0;
 	if (mounts && !all && ib_rm_rf(mounts_dir, err) < 0)
 		return ib_error_wrap(err, "remove the cache mounts");

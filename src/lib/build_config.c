@@ -95,10 +95,8 @@ char *build_image_path(stage_state *st, const char *p)
 	return ib_path_join_clean(wd && *wd ? wd : "/", p, IB_PATH_ABSOLUTE | IB_PATH_KEEP_SLASH);
 }
 
-/* Docker's default PATH, which BuildKit puts in the config of every
- * image whose base does not set one. */
-#define IB_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
+/* Docker's default PATH (oci.h) goes in the config of every image whose
+ * base does not set one, as BuildKit does. */
 void build_default_path(stage_state *st)
 {
 	json_t *env = json_object_get(build_cfg(st), "Env"), *e;

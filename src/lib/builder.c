@@ -1018,11 +1018,6 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 	return rc;
 }
 
-int ib_build_compare(ib_store *s, const char *digest_a, const char *digest_b, char **report,
-		     ib_error **err)
-{
-	return ib_image_first_difference(s, digest_a, digest_b, report, err);
-}
 
 void ib_build_result_clear(ib_build_result *r)
 {

@@ -80,11 +80,6 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 		 ib_error **err);
 void ib_build_result_clear(ib_build_result *r);
 
-/* Compare two stored images layer by layer; *report gets a one-paragraph
- * description of the first difference (NULL when identical). */
-int ib_build_compare(ib_store *s, const char *digest_a, const char *digest_b, char **report,
-		     ib_error **err);
-
 /* `imgbuild run`: a command in an image, in the run steps' sandbox on the
  * image's unpacked layers with a throwaway upper dir (nothing is kept). */
 typedef struct ib_image_run_options {

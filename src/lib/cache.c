@@ -630,3 +630,13 @@ int ib_cache_mount_lock(ib_cache *c, const char *id, bool nowait, int *fd_out, i
 	*fd_out = fd;
 	return 0;
 }
+
+char *ib_cache_steps_path(ib_store *s)
+{
+	return ib_path_join(ib_store_root(s), "cache/steps");
+}
+
+char *ib_cache_mounts_path(ib_store *s)
+{
+	return ib_path_join(ib_store_root(s), "cache/mounts");
+}

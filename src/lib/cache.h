@@ -97,6 +97,11 @@ bool ib_cache_is_readonly(const ib_cache *c);
  * cache.  *out is the caller's. */
 int ib_cache_mount_dir(ib_cache *c, const char *id, char **out, ib_error **err);
 
+/* ROOT/cache/steps and ROOT/cache/mounts of a store (caller frees), for
+ * what `df` and `prune` count without opening the cache. */
+char *ib_cache_steps_path(ib_store *s);
+char *ib_cache_mounts_path(ib_store *s);
+
 /* Lock the cache mount with this id (flock on a file beside its
  * directory) for a step: wait for it, or with nowait return 1 when
  * another holder has it.  0 with *fd_out the lock to close afterwards. */

@@ -82,12 +82,6 @@ int ib_image_diff_stores(ib_store *s1, const char *ref1, ib_store *s2, const cha
 /* Free the array and its paths.  Safe on NULL. */
 void ib_diff_entries_free(ib_diff_entry *v, size_t n);
 
-/* Compare two stored images layer by layer, tar entry by tar entry (build
- * --check); *report (caller frees) gets a one-paragraph description of the
- * first difference, NULL when the images are identical. */
-int ib_image_first_difference(ib_store *s, const char *digest_a, const char *digest_b,
-			      char **report, ib_error **err);
-
 /* Every difference between two stored images, layer by layer, tar entry
  * by tar entry (build --check): one line per differing path, e.g.
  * "layer 2: usr/bin/tool: content, mtime (1700000000 vs 1700000042)", or

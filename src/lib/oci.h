@@ -12,6 +12,10 @@
 #include "digest.h"
 #include "error.h"
 
+/* The PATH docker and BuildKit give an image (and a process) whose config
+ * sets none. */
+#define IB_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 #define IB_MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define IB_MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
 #define IB_MT_OCI_CONFIG "application/vnd.oci.image.config.v1+json"

@@ -9,6 +9,7 @@
 #include "sandbox.h"
 #include "sandbox_internal.h"
 #include "layer.h"
+#include "oci.h"
 #include "userns.h"
 
 #include <errno.h>
@@ -42,7 +43,6 @@
 #include "path.h"
 #include "util.h"
 
-#define SB_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define SB_DEFAULT_HOSTNAME "imgbuild"
 #define SB_MAX_LINE (64 * 1024)
 #define SB_ERR_FD 3
@@ -1442,8 +1442,8 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 		c->envp[c->n_env++] = o->env[i];
 	}
 	if (!c->path_env) {
-		c->envp[c->n_env++] = (char *)"PATH=" SB_DEFAULT_PATH;
-		c->path_env = SB_DEFAULT_PATH;
+		c->envp[c->n_env++] = (char *)"PATH=" IB_DEFAULT_PATH;
+		c->path_env = IB_DEFAULT_PATH;
 	}
 
 	if (o->user && *o->user) {

@@ -1775,6 +1775,17 @@ static int du_cb(const char *path, const struct stat *sb, int flag, struct FTW *
 	return 0;
 }
 
+size_t ib_dir_entries(const char *path)
+{
+	cleanup_dir DIR *d = opendir(path);
+	size_t n = 0;
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	return n;
+}
+
 uint64_t ib_dir_usage(const char *path)
 {
 	du_bytes = 0;

@@ -236,6 +236,8 @@ void ib_store_usage_free(ib_store_usage *u);
 /* Apparent size of the regular files and symlinks under path (0 when it
  * does not exist). */
 uint64_t ib_dir_usage(const char *path);
+/* Number of entries in the directory path (0 when it does not exist). */
+size_t ib_dir_entries(const char *path);
 
 /* Remove the entries of ROOT/tmp this process made (ib_store_tmp_path
  * names carry the pid), for an interrupted build; returns how many. */

@@ -3,7 +3,7 @@
  * with scratch bases and copy/config steps only, so nothing here needs root
  * or the sandbox.  The image config, the manifest and the layer tars
  * (ib_layer_walk) are checked, as are the step cache, --target, tags,
- * reproducibility, ib_build_compare and the error messages.
+ * reproducibility and the error messages.
  *
  * Layout of one fixture:  T/store (the store), T/w/ctx (build context and
  * recipe.lua), T/w (something outside the context).
@@ -1074,45 +1074,7 @@ static void test_same_recipe_elsewhere_gives_same_digest(void **state)
 	fx_free(g);
 }
 
-/* ==== ib_build_compare ==== */
 
-static void test_compare_identical_digests_gives_no_report(void **state)
-{
-	fx *f = *state;
-	put(f, "a.txt", "a\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'a.txt', '/a.txt' }\n");
-	char d[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, d, NULL, NULL);
-	char *report = (char *)"unset";
-	ib_error *err = NULL;
-	assert_int_equal(ib_build_compare(f->store, d, d, &report, &err), 0);
-	assert_null(report);
-}
-
-static void test_compare_names_the_first_differing_file(void **state)
-{
-	fx *f = *state;
-	put(f, "src/a.txt", "same\n");
-	put(f, "src/b.txt", "one\n");
-	put(f, "src/c.txt", "three\n");
-	write_recipe(f, "stage('final', 'scratch')\n"
-			"copy { 'src/', '/app/' }\n");
-	char d1[IB_DIGEST_BUFLEN], d2[IB_DIGEST_BUFLEN];
-	build_digest(f, NULL, d1, NULL, NULL);
-	put(f, "src/b.txt", "two\n");
-	put(f, "src/c.txt", "four\n");
-	build_digest(f, NULL, d2, NULL, NULL);
-	assert_string_not_equal(d1, d2);
-	cleanup_free char *report = NULL;
-	ib_error *err = NULL;
-	if (ib_build_compare(f->store, d1, d2, &report, &err) < 0)
-		fail_msg("compare: %s", ib_error_msg(err));
-	assert_non_null(report);
-	assert_non_null(strstr(report, "app/b.txt"));
-	assert_null(strstr(report, "app/c.txt"));
-	assert_null(strstr(report, "app/a.txt"));
-}
 
 /* ==== errors ==== */
 
@@ -1229,8 +1191,6 @@ int main(void)
 	    T(test_tags_sets_every_tag),
 	    T(test_retagging_same_image_leaves_index_unchanged),
 	    T(test_same_recipe_elsewhere_gives_same_digest),
-	    T(test_compare_identical_digests_gives_no_report),
-	    T(test_compare_names_the_first_differing_file),
 	    T(test_copy_source_vanished_fails_with_recipe_line),
 	    T(test_failed_build_tags_nothing_and_keeps_earlier_steps),
 	    T(test_missing_base_image_with_pull_never_is_not_found),

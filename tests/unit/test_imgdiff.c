@@ -695,27 +695,6 @@ static void test_diff_of_a_missing_image_is_not_found(void **state)
 	ib_error_free(&err);
 }
 
-static void test_first_difference_names_the_layer_and_file(void **state)
-{
-	fx *f = *state;
-	test_layer l1, l2;
-	base_layer(f, &l1);
-	ib_layer_writer *w = writer(f, IB_COMP_GZIP);
-	add_dir(w, "etc");
-	add_file(f, w, "etc/motd", "other\n");
-	finish(w, IB_COMP_GZIP, &l2);
-	char r1[IB_DIGEST_BUFLEN], r2[IB_DIGEST_BUFLEN];
-	image(f, &l1, 1, r1);
-	image(f, &l2, 1, r2);
-	char *report = (char *)1;
-	ib_error *err = NULL;
-	tu_must(ib_image_first_difference(f->store, r1, r1, &report, &err), &err, "same");
-	assert_null(report);
-	tu_must(ib_image_first_difference(f->store, r1, r2, &report, &err), &err, "differ");
-	assert_non_null(report);
-	assert_non_null(strstr(report, "layer 1 differs"));
-	free(report);
-}
 
 static void test_differences_list_every_file_with_what_differs(void **state)
 {
@@ -762,7 +741,6 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 	    T(test_walk_reports_every_entry_with_normalised_path_and_metadata),
-	    T(test_first_difference_names_the_layer_and_file),
 	    T(test_differences_list_every_file_with_what_differs),
 	    T(test_walk_cleans_names_spelled_with_extra_slashes_and_dots),
 	    T(test_walk_reports_hardlinks_with_their_target),
