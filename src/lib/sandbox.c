@@ -214,6 +214,41 @@ static void sb_failc(int code, const char *fmt, ...)
 /* ---------------------------------------------------------------------- */
 /* child side: small helpers                                               */
 
+/* Whether the network namespace this process is in has no interface but
+ * lo (read with plain syscalls: this runs between fork and exec). */
+static bool sb_only_loopback(void)
+{
+	int fd = open("/proc/self/net/dev", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	char buf[4096];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0 || n == (ssize_t)sizeof(buf) - 1)
+		return false;
+	buf[n] = '\0';
+	/* two header lines, then "  NAME: counters..." */
+	char *line = buf;
+	for (int k = 0; k < 2 && line; k++) {
+		line = strchr(line, '\n');
+		if (line)
+			line++;
+	}
+	while (line && *line) {
+		char *colon = strchr(line, ':');
+		char *eol = strchr(line, '\n');
+		if (!colon || (eol && colon > eol))
+			return false;
+		char *name = line;
+		while (*name == ' ')
+			name++;
+		if ((size_t)(colon - name) != 2 || strncmp(name, "lo", 2) != 0)
+			return false;
+		line = eol ? eol + 1 : NULL;
+	}
+	return true;
+}
+
 static void sb_close_from(int lowfd)
 {
 	if (close_range((unsigned)lowfd, ~0U, 0) == 0)
@@ -1253,9 +1288,16 @@ static void sb_monitor(sb_ctx *c, int out_w, int err_w)
 		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	}
 	if (c->netns && unshare(CLONE_NEWNET) < 0) {
-		if (!c->chroot)
-			sb_fail(errno, "unshare network namespace");
-		c->netns = false; /* chroot isolation: where permitted */
+		/* chroot isolation may lack the capability; network "none" is
+		 * then only kept where the namespace we are in has nothing but
+		 * loopback (a container run with --network none), never
+		 * silently widened to a real network */
+		if (!c->chroot || !sb_only_loopback())
+			sb_fail(errno, "network none: cannot make a network namespace%s",
+				c->chroot ? " and this one has more than loopback (use network "
+					    "= \"host\" to run with it)"
+					  : "");
+		c->netns = false;
 	}
 	if (c->netns) {
 		char msg[512];

@@ -237,3 +237,20 @@ build_step() {
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"timed out after 1 s"* ]]
 }
+
+@test "network none never widens to a real network: chroot isolation without a network namespace refuses" {
+	need setpriv
+	step ifaces
+	# without CAP_SYS_ADMIN no network namespace can be made; this host's
+	# namespace has more than loopback, so the step must not run in it
+	run setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin \
+		"$IMGBUILD" build "$T/recipe.lua" --no-cache --progress plain --isolation chroot --network none
+	echo "$output"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"network none: cannot make a network namespace and this one has more than loopback"* ]]
+	# host is an explicit choice and works there
+	run setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin \
+		"$IMGBUILD" build "$T/recipe.lua" --no-cache --progress plain --isolation chroot --network host
+	echo "$output"
+	[ "$status" -eq 0 ]
+}
