@@ -494,7 +494,8 @@ char *ib_cache_blob_where(ib_cache *c, const char *digest, const char *domain,
 int ib_cache_blob_records_prune(ib_cache *c, ib_error **err)
 {
 	/* where the records lived before they moved under the cache */
-	const char *legacy[] = {"registry-blobs.json", "registry-blobs.lock"};
+	const char *legacy[] = {"registry-blobs.json", "registry-blobs.lock",
+				"compressed-layers.json"};
 	for (size_t i = 0; i < sizeof(legacy) / sizeof(legacy[0]); i++) {
 		cleanup_free char *p = ib_path_join(ib_store_root(c->store), legacy[i]);
 		if (unlink(p) < 0 && errno != ENOENT)
@@ -639,4 +640,9 @@ char *ib_cache_steps_path(ib_store *s)
 char *ib_cache_mounts_path(ib_store *s)
 {
 	return ib_path_join(ib_store_root(s), "cache/mounts");
+}
+
+char *ib_cache_compressed_layers_path(ib_store *s)
+{
+	return ib_path_join(ib_store_root(s), "cache/compressed-layers.json");
 }

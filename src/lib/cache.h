@@ -1,5 +1,5 @@
-/* The step cache, the stat cache and the registry blob locations, under
- * ROOT/cache:
+/* The step cache, the stat cache, the registry blob locations and the other
+ * caches of a store, under ROOT/cache:
  *
  *   steps/KEYHEX.json   one per cached step: {"key", "layer": {"digest",
  *                       "diff_id", "size", "mediaType"}, "created_by"}
@@ -11,6 +11,9 @@
  *                       registries known to hold a blob (from pulls and
  *                       pushes), most recent first; push mounts from them
  *   registry-blobs.lock serialises registry-blobs.json updates
+ *   mounts/             run steps' cache mounts, by id
+ *   layer-sizes.json    uncompressed size of each layer blob (images, df)
+ *   compressed-layers.json  the gzip copy push made of an uncompressed layer
  *
  * Entries are written atomically; a torn or unreadable entry is a miss. */
 #ifndef IB_CACHE_H
@@ -101,6 +104,10 @@ int ib_cache_mount_dir(ib_cache *c, const char *id, char **out, ib_error **err);
  * what `df` and `prune` count without opening the cache. */
 char *ib_cache_steps_path(ib_store *s);
 char *ib_cache_mounts_path(ib_store *s);
+/* ROOT/cache/compressed-layers.json: the gzip copy push made of each
+ * uncompressed layer ({"LAYER": {"digest", "size"}}); gone with the cache
+ * (prune --all), an entry whose blob was pruned is made again. */
+char *ib_cache_compressed_layers_path(ib_store *s);
 
 /* Lock the cache mount with this id (flock on a file beside its
  * directory) for a step: wait for it, or with nowait return 1 when

@@ -437,10 +437,9 @@ int ib_registry_pull(ib_store *st, const char *refstr, const ib_registry_options
 
 /* Uncompressed layers (a docker archive's layer.tar) are pushed as gzip
  * blobs.  The compressed copy is stored, and the store remembers which
- * copy belongs to which layer in COMPRESSED_MAP ({"LAYER": {"digest",
+ * copy belongs to which layer in ROOT/cache/compressed-layers.json ({"LAYER": {"digest",
  * "size"}}) so the next push of the same layer neither compresses nor
  * uploads again.  An entry whose blob is gone (pruned) is made again. */
-#define COMPRESSED_MAP "compressed-layers.json"
 #define COMPRESSED_MAP_CAP (16u << 20)
 #define COPY_BUF (1u << 20)
 
@@ -530,7 +529,7 @@ static int compress_blob(ib_store *st, const ib_descriptor *d, char digest_out[I
 static int compressed_layer(ib_store *st, const ib_descriptor *d, bool docker, ib_descriptor *out,
 			    ib_error **err)
 {
-	cleanup_free char *path = ib_path_join(ib_store_root(st), COMPRESSED_MAP);
+	cleanup_free char *path = ib_cache_compressed_layers_path(st);
 	memset(out, 0, sizeof(*out));
 	{
 		json_t *map = compressed_map_load(path);
@@ -556,7 +555,9 @@ static int compressed_layer(ib_store *st, const ib_descriptor *d, bool docker, i
 		char *text = json_dumps(map, JSON_COMPACT | JSON_SORT_KEYS);
 		json_decref(map);
 		ib_error *e = NULL;
-		if (!text || ib_write_file_atomic(path, text, strlen(text), 0644, &e) < 0)
+		cleanup_free char *dir = ib_path_join(ib_store_root(st), "cache");
+		if (!text || ib_mkdir_p(dir, 0700, &e) < 0 ||
+		    ib_write_file_atomic(path, text, strlen(text), 0644, &e) < 0)
 			ib_error_free(&e); /* only costs a compression next time */
 		free(text);
 	}

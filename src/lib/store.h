@@ -3,7 +3,8 @@
  *   ROOT/oci/            OCI image layout (oci-layout, index.json, blobs/sha256/)
  *                        readable as-is by skopeo/umoci/podman (oci:ROOT/oci:NAME)
  *   ROOT/layers/HEX/     unpacked layers (HEX = diff_id hex), overlay lower dirs
- *   ROOT/cache/          step cache, stat cache, registry blob locations
+ *   ROOT/cache/          step cache, stat cache, registry blob locations,
+ *                        cache mounts, layer sizes, compressed layer copies
  *                        (owned by cache.c, layout in cache.h)
  *   ROOT/tmp/            in-flight temp files; anything here is garbage
  *   ROOT/index.lock      serialises index.json updates
