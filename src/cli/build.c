@@ -740,7 +740,6 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	a.tags = xcalloc(1, sizeof(char *));
 	a.secrets = xcalloc(1, sizeof(char *));
 	int rc = parse_build_args(&a, argc, argv, g);
-	a.bo.debug = g->debug;
 	if (rc >= 0) {
 		build_args_clear(&a);
 		return rc;
@@ -777,7 +776,10 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	bo->tls_verify = g->tls_verify;
 	bo->authfile = g->authfile;
 	bo->debug = g->debug;
-	bo->push = a.push && !a.check; /* --check compares images in the store */
+	/* the build may push itself, mounting layers a registry cache holds,
+	 * unless the image must be whole in the store: --check compares it,
+	 * --load hands it over */
+	bo->push = a.push && !a.check && !a.load;
 	bo->progress = prog;
 	ib_build_result res = {0};
 	ib_error *err = NULL;
