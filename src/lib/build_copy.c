@@ -195,19 +195,25 @@ static bool excluded(json_t *exclude, const char *rel)
 	return false;
 }
 
-static int walk_tree(copy_list *l, const char *host, const char *dest, const char *rel,
-		     json_t *exclude, ib_error **err)
+/* host is opened relative to parentfd as name when parentfd >= 0 (a
+ * directory just listed there), saving the lookup of every parent. */
+static int walk_tree(copy_list *l, int parentfd, const char *name, const char *host,
+		     const char *dest, const char *rel, json_t *exclude, ib_error **err)
 {
-	cleanup_dir DIR *d = opendir(host);
-	if (!d)
-		return ib_error_set(err, errno, "open %s", rel);
+	int fd = parentfd >= 0
+		     ? openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+		     : open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cleanup_dir DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return ib_error_set(err, e, "open %s", rel);
+	}
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		cleanup_free char *h = ib_path_join(host, de->d_name);
-		cleanup_free char *dd =
-		    *dest ? ib_path_join(dest, de->d_name) : xstrdup(de->d_name);
 		cleanup_free char *rr = *rel ? ib_path_join(rel, de->d_name) : xstrdup(de->d_name);
 		if (excluded(exclude, rr))
 			continue;
@@ -216,13 +222,17 @@ static int walk_tree(copy_list *l, const char *host, const char *dest, const cha
 		if (ignored && !ib_ignore_has_exceptions(l->ignore))
 			continue;
 		struct stat st;
-		if (lstat(h, &st) < 0)
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			return ib_error_set(err, errno, "stat %s", rr);
 		if (ignored && !S_ISDIR(st.st_mode))
 			continue;
+		cleanup_free char *h = ib_path_join(host, de->d_name);
+		cleanup_free char *dd =
+		    *dest ? ib_path_join(dest, de->d_name) : xstrdup(de->d_name);
 		size_t mark = l->n;
 		copy_list_add(l, dd, h, rr, &st);
-		if (S_ISDIR(st.st_mode) && walk_tree(l, h, dd, rr, exclude, err) < 0)
+		if (S_ISDIR(st.st_mode) &&
+		    walk_tree(l, dirfd(d), de->d_name, h, dd, rr, exclude, err) < 0)
 			return -1;
 		if (ignored && l->n == mark + 1) { /* nothing inside was kept */
 			l->n--;
@@ -369,7 +379,7 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 		}
 		if (S_ISDIR(sst.st_mode)) {
 			/* directory: its contents go into dest (recorded in l->parents) */
-			rc = walk_tree(l, host, dest_rel, rel, exclude, err);
+			rc = walk_tree(l, -1, NULL, host, dest_rel, rel, exclude, err);
 		} else {
 			cleanup_free char *d = NULL;
 			const char *base = strrchr(rel, '/');
@@ -525,11 +535,18 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 		}
 		/* no owner: context files are written as 0:0 or owner= (so
 		 * runners with other uids share keys) */
-		cleanup_free char *line =
-		    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode,
-			      S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL,
-			      (long long)clamped, content, link_to);
-		ib_digest_update(c, line, strlen(line));
+		long long size = S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL;
+		char small[512];
+		int len = snprintf(small, sizeof(small), "%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest,
+				   it->st.st_mode, size, (long long)clamped, content, link_to);
+		if (len >= 0 && (size_t)len < sizeof(small)) {
+			ib_digest_update(c, small, (size_t)len);
+		} else {
+			cleanup_free char *line =
+			    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode,
+				      size, (long long)clamped, content, link_to);
+			ib_digest_update(c, line, strlen(line));
+		}
 		if (*it->host) {
 			char xd[IB_DIGEST_BUFLEN];
 			if (S_ISREG(it->st.st_mode))
