@@ -346,8 +346,17 @@ static void stat_cache_load(ib_cache *c)
 	}
 	c->stat_buf = buf;
 	c->stat_buf_len = len;
-	/* records are about a hundred bytes: size the table once */
-	stat_reserve(c, len / 96 + 1);
+	/* size the table once: one entry per record that is not an X record */
+	size_t records = 0;
+	for (char *p = buf, *end = buf + len; p < end; records++) {
+		char *nul = memchr(p, '\0', (size_t)(end - p));
+		p = nul ? nul + 1 : end;
+		if (end - p > 1 && p[0] == 'X' && p[1] == ' ') {
+			nul = memchr(p, '\0', (size_t)(end - p));
+			p = nul ? nul + 1 : end;
+		}
+	}
+	stat_reserve(c, records);
 	/* a malformed record ends the load: what was read before it stays */
 	for (char *p = buf, *end = buf + len; p < end;) {
 		char *nul = memchr(p, '\0', (size_t)(end - p));
