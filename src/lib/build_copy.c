@@ -53,18 +53,24 @@ typedef struct copy_list {
 	const ib_ignore *ignore; /* the context's ignore file (context copies) */
 } copy_list;
 
-static void copy_list_add(copy_list *l, const char *dest, const char *host, const char *rel,
-			  const struct stat *st)
+/* The item takes dest, host and rel (allocated by the caller). */
+static void copy_list_take(copy_list *l, char *dest, char *host, char *rel, const struct stat *st)
 {
 	if (l->n == l->alloc) {
 		l->alloc = l->alloc ? l->alloc * 2 : 64;
 		l->items = xrealloc(l->items, l->alloc * sizeof(copy_item));
 	}
 	copy_item *it = &l->items[l->n++];
-	it->dest = xstrdup(dest);
-	it->host = xstrdup(host);
-	it->rel = xstrdup(rel);
+	it->dest = dest;
+	it->host = host;
+	it->rel = rel;
 	it->st = *st;
+}
+
+static void copy_list_add(copy_list *l, const char *dest, const char *host, const char *rel,
+			  const struct stat *st)
+{
+	copy_list_take(l, xstrdup(dest), xstrdup(host), xstrdup(rel), st);
 }
 
 static void copy_list_free(copy_list *l)
@@ -214,23 +220,31 @@ static int walk_tree(copy_list *l, int parentfd, const char *name, const char *h
 	while ((de = readdir(d)) != NULL) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		cleanup_free char *rr = *rel ? ib_path_join(rel, de->d_name) : xstrdup(de->d_name);
-		if (excluded(exclude, rr))
+		char *rr = *rel ? ib_path_join(rel, de->d_name) : xstrdup(de->d_name);
+		if (excluded(exclude, rr)) {
+			free(rr);
 			continue;
+		}
 		/* an ignored directory is looked into only for '!' exceptions */
 		bool ignored = ib_ignore_match(l->ignore, rr);
-		if (ignored && !ib_ignore_has_exceptions(l->ignore))
-			continue;
 		struct stat st;
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			return ib_error_set(err, errno, "stat %s", rr);
-		if (ignored && !S_ISDIR(st.st_mode))
+		if (ignored && !ib_ignore_has_exceptions(l->ignore)) {
+			free(rr);
 			continue;
-		cleanup_free char *h = ib_path_join(host, de->d_name);
-		cleanup_free char *dd =
-		    *dest ? ib_path_join(dest, de->d_name) : xstrdup(de->d_name);
+		}
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			ib_error_set(err, errno, "stat %s", rr);
+			free(rr);
+			return -1;
+		}
+		if (ignored && !S_ISDIR(st.st_mode)) {
+			free(rr);
+			continue;
+		}
+		char *h = ib_path_join(host, de->d_name);
+		char *dd = *dest ? ib_path_join(dest, de->d_name) : xstrdup(de->d_name);
 		size_t mark = l->n;
-		copy_list_add(l, dd, h, rr, &st);
+		copy_list_take(l, dd, h, rr, &st); /* the list owns them now */
 		if (S_ISDIR(st.st_mode) &&
 		    walk_tree(l, dirfd(d), de->d_name, h, dd, rr, exclude, err) < 0)
 			return -1;
