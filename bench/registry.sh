@@ -2,13 +2,14 @@
 # end (not run on its own).  Uses what run.sh set up: $IB, $W, $IMGBUILD_ROOT
 # (holding localhost/bench:latest), $BUILDAH (whose storage holds the same
 # image built by buildah), $BIG (recipe for a 1 GB single-file layer) and the
-# now/elapsed/ratio helpers.  See bench/README.md for what each figure means.
+# now/elapsed/ratio/row/note helpers.  See bench/README.md for what each figure means.
 #
 # Every push goes to a docker-registry started here, on a free 127.0.0.1 port,
 # with filesystem storage under $W.  Each push to an "empty registry" gets a
 # registry of its own, so no tool can skip or cross-mount a blob another run
 # uploaded.  Each figure is the median of $IB_BENCH_TRIALS runs (default 3),
-# imgbuild and the other tool taking turns.  The registries are stopped at the
+# imgbuild and the other tool taking turns; the rows go into run.sh's table
+# (its row and note helpers).  The registries are stopped at the
 # end, and on any failure through an EXIT trap chained in front of run.sh's own.
 
 rb_trials=${IB_BENCH_TRIALS:-3}
@@ -197,26 +198,55 @@ for rb_i in $(seq "$rb_trials"); do
 done
 rm -rf "$rb_dir/pullroot" "$rb_dir/skopeo-oci"
 
-# the 1 GB layer: wall time and peak RSS, pushing to and pulling from the
-# registries above (neither holds that blob yet)
+# the 1 GB layer: wall time and peak RSS, pushing to registries of its own
+# (fresh each trial, so neither holds that blob yet) and pulling it back
 $IB -q build "$BIG/recipe.lua" -t localhost/big:latest >/dev/null
 skopeo copy -q "oci:$IMGBUILD_ROOT/oci:localhost/big:latest" \
 	"containers-storage:[overlay@$BUILDAH_ROOT/storage+$BUILDAH_ROOT/run]localhost/big:latest" \
 	>/dev/null
-rb_mem rb_ib_bigpush_s rb_ib_bigpush_mb "$rb_logs/ib-bigpush" $IB -q push localhost/big:latest \
-	"127.0.0.1:$rb_ib_port/bench/big:1"
-rb_mem rb_bh_bigpush_s rb_bh_bigpush_mb "$rb_logs/bh-bigpush" $BUILDAH push -q \
-	--tls-verify=false localhost/big:latest "docker://127.0.0.1:$rb_bh_port/bench/big:1"
-rm -rf "$rb_dir/pullroot" "$rb_dir/skopeo-oci"
-rb_mem rb_ib_bigpull_s rb_ib_bigpull_mb "$rb_logs/ib-bigpull" env \
-	IMGBUILD_ROOT="$rb_dir/pullroot" $IB -q pull "127.0.0.1:$rb_ib_port/bench/big:1"
-[ "$(tail -n 1 "$rb_logs/ib-bigpull.out")" = "$(tail -n 1 "$rb_logs/ib-bigpush.out")" ] ||
-	rb_fail "the 1 GB image pulled back is not the one pushed"
-rm -rf "$rb_dir/pullroot"
-rb_mem rb_sk_bigpull_s rb_sk_bigpull_mb "$rb_logs/sk-bigpull" skopeo copy -q \
-	--src-tls-verify=false "docker://127.0.0.1:$rb_ib_port/bench/big:1" \
-	"oci:$rb_dir/skopeo-oci:big"
-rm -rf "$rb_dir/pullroot" "$rb_dir/skopeo-oci"
+rb_big=(ib_push_s ib_push_mb bh_push_s bh_push_mb ib_pull_s ib_pull_mb sk_pull_s sk_pull_mb)
+for rb_k in "${rb_big[@]}"; do
+	declare -ga "rb_big_$rb_k=()"
+done
+# rb_big_add NAME VALUE: one more sample of a 1 GB figure
+rb_big_add() {
+	local -n rb_arr=rb_big_$1
+	rb_arr+=("$2")
+}
+for rb_i in $(seq "$rb_trials"); do
+	rb_start big-ib-$rb_i
+	rb_big_ib_port=$rb_port
+	rb_start big-bh-$rb_i
+	rb_big_bh_port=$rb_port
+	rb_mem rb_s rb_mb "$rb_logs/ib-bigpush" $IB -q push localhost/big:latest \
+		"127.0.0.1:$rb_big_ib_port/bench/big:1"
+	rb_big_add ib_push_s "$rb_s"
+	rb_big_add ib_push_mb "$rb_mb"
+	rb_mem rb_s rb_mb "$rb_logs/bh-bigpush" $BUILDAH push -q --tls-verify=false \
+		localhost/big:latest "docker://127.0.0.1:$rb_big_bh_port/bench/big:1"
+	rb_big_add bh_push_s "$rb_s"
+	rb_big_add bh_push_mb "$rb_mb"
+	rm -rf "$rb_dir/pullroot" "$rb_dir/skopeo-oci"
+	rb_mem rb_s rb_mb "$rb_logs/ib-bigpull" env IMGBUILD_ROOT="$rb_dir/pullroot" $IB -q pull \
+		"127.0.0.1:$rb_big_ib_port/bench/big:1"
+	rb_big_add ib_pull_s "$rb_s"
+	rb_big_add ib_pull_mb "$rb_mb"
+	[ "$(tail -n 1 "$rb_logs/ib-bigpull.out")" = "$(tail -n 1 "$rb_logs/ib-bigpush.out")" ] ||
+		rb_fail "the 1 GB image pulled back is not the one pushed"
+	rm -rf "$rb_dir/pullroot"
+	rb_mem rb_s rb_mb "$rb_logs/sk-bigpull" skopeo copy -q --src-tls-verify=false \
+		"docker://127.0.0.1:$rb_big_ib_port/bench/big:1" "oci:$rb_dir/skopeo-oci:big"
+	rb_big_add sk_pull_s "$rb_s"
+	rb_big_add sk_pull_mb "$rb_mb"
+	rm -rf "$rb_dir/pullroot" "$rb_dir/skopeo-oci"
+	rb_stop big-ib-$rb_i
+	rb_stop big-bh-$rb_i
+done
+for rb_k in "${rb_big[@]}"; do
+	declare -n rb_arr=rb_big_$rb_k
+	printf -v "rb_big_m_$rb_k" '%s' "$(rb_median "${rb_arr[@]}")"
+	unset -n rb_arr
+done
 
 rb_stop_all
 if [ -n "$rb_saved_trap" ]; then
@@ -225,31 +255,20 @@ else
 	trap - EXIT
 fi
 
-rb_row() { # LABEL IB OTHER UNIT TARGET
-	local r
-	r=$(ratio "$2" "$3")
-	if [ "$4" = s ]; then
-		printf '%-28s %9ss %9ss %8s  %s\n' "$1" "$2" "$3" "$r" "$5"
-	else
-		printf '%-28s %8sMB %8sMB %8s  %s\n' "$1" "$2" "$3" "$r" "$5"
-	fi
-}
 rb_s1=$(rb_median "${rb_ib_push[@]}") rb_s2=$(rb_median "${rb_bh_push[@]}")
 rb_s3=$(rb_median "${rb_ib_repush[@]}") rb_s4=$(rb_median "${rb_bh_repush[@]}")
 rb_s5=$(rb_median "${rb_ib_pull[@]}") rb_s6=$(rb_median "${rb_sk_pull[@]}")
-printf '%-28s %10s %10s %8s  %s\n' figure imgbuild buildah ratio target
-rb_row "push, empty registry" "$rb_s1" "$rb_s2" s \
+row "push, empty registry" "$rb_s1" "$rb_s2" s \
 	"$(rb_check "$(ratio "$rb_s1" "$rb_s2")" '<=' 1.0 x)"
-rb_row "re-push, registry has it" "$rb_s3" "$rb_s4" s "$(rb_check "$rb_s3" '<' 0.2 ' s')"
-rb_row "pull, empty store (skopeo)" "$rb_s5" "$rb_s6" s \
+row "re-push, registry has it" "$rb_s3" "$rb_s4" s "$(rb_check "$rb_s3" '<' 0.2 ' s')"
+row "pull, empty store (skopeo)" "$rb_s5" "$rb_s6" s \
 	"$(rb_check "$(ratio "$rb_s5" "$rb_s6")" '<=' 1.0 x)"
-rb_row "push 1 GB layer" "$rb_ib_bigpush_s" "$rb_bh_bigpush_s" s ""
-rb_row "pull 1 GB layer (skopeo)" "$rb_ib_bigpull_s" "$rb_sk_bigpull_s" s ""
-rb_row "peak RSS, push 1 GB layer" "$rb_ib_bigpush_mb" "$rb_bh_bigpush_mb" MB \
-	"$(rb_check "$rb_ib_bigpush_mb" '<=' 64 ' MB')"
-rb_row "peak RSS, pull 1 GB (skopeo)" "$rb_ib_bigpull_mb" "$rb_sk_bigpull_mb" MB \
-	"$(rb_check "$rb_ib_bigpull_mb" '<=' 64 ' MB')"
-echo "(skopeo) rows: the second column is skopeo copy docker:// -> oci:, not buildah"
-echo "registry storage after pushing the reference image: $rb_ib_stored (imgbuild)," \
+row "push 1 GB layer" "$rb_big_m_ib_push_s" "$rb_big_m_bh_push_s" s ""
+row "pull 1 GB layer (skopeo)" "$rb_big_m_ib_pull_s" "$rb_big_m_sk_pull_s" s ""
+row "peak RSS, push 1 GB layer" "$rb_big_m_ib_push_mb" "$rb_big_m_bh_push_mb" MB \
+	"$(rb_check "$rb_big_m_ib_push_mb" '<=' 64 ' MB')"
+row "peak RSS, pull 1 GB (skopeo)" "$rb_big_m_ib_pull_mb" "$rb_big_m_sk_pull_mb" MB \
+	"$(rb_check "$rb_big_m_ib_pull_mb" '<=' 64 ' MB')"
+note "(skopeo) rows: the second column is skopeo copy docker:// -> oci:, not buildah"
+note "registry storage after pushing the reference image: $rb_ib_stored (imgbuild)," \
 	"$rb_bh_stored (buildah)"
-echo "load average after:$(uptime | sed 's/.*load average://')"

@@ -53,18 +53,24 @@ typedef struct copy_list {
 	const ib_ignore *ignore; /* the context's ignore file (context copies) */
 } copy_list;
 
-static void copy_list_add(copy_list *l, const char *dest, const char *host, const char *rel,
-			  const struct stat *st)
+/* The item takes dest, host and rel (allocated by the caller). */
+static void copy_list_take(copy_list *l, char *dest, char *host, char *rel, const struct stat *st)
 {
 	if (l->n == l->alloc) {
 		l->alloc = l->alloc ? l->alloc * 2 : 64;
 		l->items = xrealloc(l->items, l->alloc * sizeof(copy_item));
 	}
 	copy_item *it = &l->items[l->n++];
-	it->dest = xstrdup(dest);
-	it->host = xstrdup(host);
-	it->rel = xstrdup(rel);
+	it->dest = dest;
+	it->host = host;
+	it->rel = rel;
 	it->st = *st;
+}
+
+static void copy_list_add(copy_list *l, const char *dest, const char *host, const char *rel,
+			  const struct stat *st)
+{
+	copy_list_take(l, xstrdup(dest), xstrdup(host), xstrdup(rel), st);
 }
 
 static void copy_list_free(copy_list *l)
@@ -195,34 +201,52 @@ static bool excluded(json_t *exclude, const char *rel)
 	return false;
 }
 
-static int walk_tree(copy_list *l, const char *host, const char *dest, const char *rel,
-		     json_t *exclude, ib_error **err)
+/* host is opened relative to parentfd as name when parentfd >= 0 (a
+ * directory just listed there), saving the lookup of every parent. */
+static int walk_tree(copy_list *l, int parentfd, const char *name, const char *host,
+		     const char *dest, const char *rel, json_t *exclude, ib_error **err)
 {
-	cleanup_dir DIR *d = opendir(host);
-	if (!d)
-		return ib_error_set(err, errno, "open %s", rel);
+	int fd = parentfd >= 0
+		     ? openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+		     : open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cleanup_dir DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return ib_error_set(err, e, "open %s", rel);
+	}
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		cleanup_free char *h = ib_path_join(host, de->d_name);
-		cleanup_free char *dd =
-		    *dest ? ib_path_join(dest, de->d_name) : xstrdup(de->d_name);
-		cleanup_free char *rr = *rel ? ib_path_join(rel, de->d_name) : xstrdup(de->d_name);
-		if (excluded(exclude, rr))
+		char *rr = *rel ? ib_path_join(rel, de->d_name) : xstrdup(de->d_name);
+		if (excluded(exclude, rr)) {
+			free(rr);
 			continue;
+		}
 		/* an ignored directory is looked into only for '!' exceptions */
 		bool ignored = ib_ignore_match(l->ignore, rr);
-		if (ignored && !ib_ignore_has_exceptions(l->ignore))
-			continue;
 		struct stat st;
-		if (lstat(h, &st) < 0)
-			return ib_error_set(err, errno, "stat %s", rr);
-		if (ignored && !S_ISDIR(st.st_mode))
+		if (ignored && !ib_ignore_has_exceptions(l->ignore)) {
+			free(rr);
 			continue;
+		}
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			ib_error_set(err, errno, "stat %s", rr);
+			free(rr);
+			return -1;
+		}
+		if (ignored && !S_ISDIR(st.st_mode)) {
+			free(rr);
+			continue;
+		}
+		char *h = ib_path_join(host, de->d_name);
+		char *dd = *dest ? ib_path_join(dest, de->d_name) : xstrdup(de->d_name);
 		size_t mark = l->n;
-		copy_list_add(l, dd, h, rr, &st);
-		if (S_ISDIR(st.st_mode) && walk_tree(l, h, dd, rr, exclude, err) < 0)
+		copy_list_take(l, dd, h, rr, &st); /* the list owns them now */
+		if (S_ISDIR(st.st_mode) &&
+		    walk_tree(l, dirfd(d), de->d_name, h, dd, rr, exclude, err) < 0)
 			return -1;
 		if (ignored && l->n == mark + 1) { /* nothing inside was kept */
 			l->n--;
@@ -369,7 +393,7 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 		}
 		if (S_ISDIR(sst.st_mode)) {
 			/* directory: its contents go into dest (recorded in l->parents) */
-			rc = walk_tree(l, host, dest_rel, rel, exclude, err);
+			rc = walk_tree(l, -1, NULL, host, dest_rel, rel, exclude, err);
 		} else {
 			cleanup_free char *d = NULL;
 			const char *base = strrchr(rel, '/');
@@ -525,11 +549,18 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 		}
 		/* no owner: context files are written as 0:0 or owner= (so
 		 * runners with other uids share keys) */
-		cleanup_free char *line =
-		    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode,
-			      S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL,
-			      (long long)clamped, content, link_to);
-		ib_digest_update(c, line, strlen(line));
+		long long size = S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL;
+		char small[512];
+		int len = snprintf(small, sizeof(small), "%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest,
+				   it->st.st_mode, size, (long long)clamped, content, link_to);
+		if (len >= 0 && (size_t)len < sizeof(small)) {
+			ib_digest_update(c, small, (size_t)len);
+		} else {
+			cleanup_free char *line =
+			    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode,
+				      size, (long long)clamped, content, link_to);
+			ib_digest_update(c, line, strlen(line));
+		}
 		if (*it->host) {
 			char xd[IB_DIGEST_BUFLEN];
 			if (S_ISREG(it->st.st_mode))

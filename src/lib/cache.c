@@ -43,6 +43,8 @@ struct ib_cache {
 	stat_entry *stat;
 	size_t stat_cap, stat_n;
 	bool stat_loaded, stat_dirty;
+	char *stat_buf; /* the loaded file: the paths of loaded entries point into it */
+	size_t stat_buf_len;
 	char **scopes; /* directories whose unused entries are dropped on save */
 	ib_store *store;
 	json_t *blob_records; /* registry-blobs.json, loaded by the first lookup */
@@ -65,12 +67,22 @@ int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
 	return 0;
 }
 
+/* A path of an entry read from the file, which is not freed on its own. */
+static bool stat_borrowed(const ib_cache *c, const char *path)
+{
+	return c->stat_buf && path >= c->stat_buf && path < c->stat_buf + c->stat_buf_len;
+}
+
 static void stat_table_free(ib_cache *c)
 {
 	for (size_t i = 0; i < c->stat_cap; i++)
-		free(c->stat[i].path);
+		if (!stat_borrowed(c, c->stat[i].path))
+			free(c->stat[i].path);
 	free(c->stat);
 	c->stat = NULL;
+	free(c->stat_buf);
+	c->stat_buf = NULL;
+	c->stat_buf_len = 0;
 	c->stat_cap = c->stat_n = 0;
 	c->stat_loaded = c->stat_dirty = false;
 }
@@ -253,24 +265,71 @@ static stat_entry *stat_slot(ib_cache *c, const char *path)
 			return &c->stat[i];
 }
 
-static stat_entry *stat_insert(ib_cache *c, const char *path)
+static void stat_reserve(ib_cache *c, size_t n)
 {
-	if ((c->stat_n + 1) * 2 > c->stat_cap) {
-		stat_entry *old = c->stat;
-		size_t old_cap = c->stat_cap;
-		c->stat_cap = old_cap ? old_cap * 2 : 1024;
-		c->stat = xcalloc(c->stat_cap, sizeof(stat_entry));
-		for (size_t i = 0; i < old_cap; i++)
-			if (old[i].path)
-				*stat_slot(c, old[i].path) = old[i];
-		free(old);
-	}
+	if (n * 2 <= c->stat_cap)
+		return;
+	stat_entry *old = c->stat;
+	size_t old_cap = c->stat_cap;
+	size_t cap = old_cap ? old_cap : 1024;
+	while (n * 2 > cap)
+		cap *= 2;
+	c->stat_cap = cap;
+	c->stat = xcalloc(c->stat_cap, sizeof(stat_entry));
+	for (size_t i = 0; i < old_cap; i++)
+		if (old[i].path)
+			*stat_slot(c, old[i].path) = old[i];
+	free(old);
+}
+
+/* path is copied unless it is borrowed (points into the loaded file). */
+static stat_entry *stat_insert(ib_cache *c, char *path, bool borrowed)
+{
+	stat_reserve(c, c->stat_n + 1);
 	stat_entry *e = stat_slot(c, path);
 	if (!e->path) {
-		e->path = xstrdup(path);
+		e->path = borrowed ? path : xstrdup(path);
 		c->stat_n++;
 	}
 	return e;
+}
+
+/* A decimal number ended by one space; false if there is none. */
+static bool parse_u64(char **p, const char *end, uint64_t *out)
+{
+	uint64_t v = 0;
+	char *s = *p;
+	if (s >= end || *s < '0' || *s > '9')
+		return false;
+	for (; s < end && *s >= '0' && *s <= '9'; s++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return false;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	if (s >= end || *s != ' ')
+		return false;
+	*p = s + 1;
+	*out = v;
+	return true;
+}
+
+/* 64 lowercase hex digits into out as "sha256:HEX", then the spaces after. */
+static bool parse_hex(char **p, const char *end, char out[IB_DIGEST_BUFLEN])
+{
+	char *s = *p;
+	if (end - s < 64)
+		return false;
+	for (int i = 0; i < 64; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	memcpy(out, "sha256:", 7);
+	memcpy(out + 7, s, 64);
+	out[71] = '\0';
+	s += 64;
+	while (s < end && (*s == ' ' || *s == '\t' || *s == '\n'))
+		s++;
+	*p = s;
+	return true;
 }
 
 static void stat_cache_load(ib_cache *c)
@@ -278,39 +337,53 @@ static void stat_cache_load(ib_cache *c)
 	if (c->stat_loaded)
 		return;
 	c->stat_loaded = true;
-	cleanup_free char *buf = NULL;
+	char *buf = NULL;
 	size_t len = 0;
 	ib_error *err = NULL;
 	if (ib_read_file(c->stat_path, IB_STAT_CACHE_MAX, &buf, &len, &err) < 0) {
 		ib_error_free(&err);
 		return;
 	}
+	c->stat_buf = buf;
+	c->stat_buf_len = len;
+	/* size the table once: one entry per record that is not an X record */
+	size_t records = 0;
+	for (char *p = buf, *end = buf + len; p < end; records++) {
+		char *nul = memchr(p, '\0', (size_t)(end - p));
+		p = nul ? nul + 1 : end;
+		if (end - p > 1 && p[0] == 'X' && p[1] == ' ') {
+			nul = memchr(p, '\0', (size_t)(end - p));
+			p = nul ? nul + 1 : end;
+		}
+	}
+	stat_reserve(c, records);
 	/* a malformed record ends the load: what was read before it stays */
 	for (char *p = buf, *end = buf + len; p < end;) {
 		char *nul = memchr(p, '\0', (size_t)(end - p));
 		if (!nul)
 			break;
-		unsigned long long size, mtime, ino;
-		char hex[65];
-		int off = 0;
-		if (sscanf(p, "%llu %llu %llu %64[0-9a-f] %n", &size, &mtime, &ino, hex, &off) !=
-			4 ||
-		    off == 0 || strlen(hex) != 64 || p + off >= nul)
+		uint64_t size, mtime, ino;
+		char digest[IB_DIGEST_BUFLEN];
+		if (!parse_u64(&p, nul, &size) || !parse_u64(&p, nul, &mtime) ||
+		    !parse_u64(&p, nul, &ino) || !parse_hex(&p, nul, digest) || p >= nul)
 			break;
-		stat_entry *e = stat_insert(c, p + off);
+		stat_entry *e = stat_insert(c, p, true);
 		e->size = size;
 		e->mtime_ns = mtime;
 		e->ino = ino;
-		snprintf(e->digest, sizeof(e->digest), "sha256:%s", hex);
+		memcpy(e->digest, digest, IB_DIGEST_BUFLEN);
 		p = nul + 1;
 		/* optional xattr record of the entry just read */
-		unsigned long long ctime;
 		char *xnul = p < end ? memchr(p, '\0', (size_t)(end - p)) : NULL;
-		if (xnul && p[0] == 'X' && p[1] == ' ' &&
-		    sscanf(p, "X %llu %64[0-9a-f]", &ctime, hex) == 2 && strlen(hex) == 64) {
+		if (!xnul || p[0] != 'X' || p[1] != ' ')
+			continue;
+		char *x = p + 2;
+		uint64_t ctime;
+		if (parse_u64(&x, xnul, &ctime) && parse_hex(&x, xnul, e->xattrs) && x == xnul) {
 			e->ctime_ns = ctime;
-			snprintf(e->xattrs, sizeof(e->xattrs), "sha256:%s", hex);
 			p = xnul + 1;
+		} else {
+			e->xattrs[0] = '\0';
 		}
 	}
 }
@@ -333,7 +406,7 @@ int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
 		return ib_error_set(err, errno, "open %s", path);
 	if (ib_digest_fd(out, fd, NULL, err) < 0)
 		return ib_error_wrap(err, "hash %s", path);
-	e = stat_insert(c, path);
+	e = stat_insert(c, (char *)path, false);
 	e->size = (uint64_t)st->st_size;
 	e->mtime_ns = mtime_ns;
 	e->ino = (uint64_t)st->st_ino;

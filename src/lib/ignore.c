@@ -140,15 +140,14 @@ int ib_ignore_load(const char *context_dir, const char *recipe_path, ib_ignore *
 /* The pattern matches path or one of its parent directories. */
 static bool rule_matches(const char *pattern, const char *path)
 {
-	cleanup_free char *tmp = xstrdup(path);
-	for (size_t k = strlen(tmp);;) {
-		if (ib_glob_match(pattern, tmp))
+	for (size_t k = strlen(path);;) {
+		if (ib_glob_match_len(pattern, path, k))
 			return true;
-		while (k > 0 && tmp[k - 1] != '/')
+		while (k > 0 && path[k - 1] != '/')
 			k--;
 		if (k == 0)
 			return false;
-		tmp[--k] = '\0';
+		k--;
 	}
 }
 

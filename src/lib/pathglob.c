@@ -176,41 +176,77 @@ int ib_glob(const char *root, const char *pattern, char ***out, ib_error **err)
 	return 0;
 }
 
-/* Match path segments [p..] against pattern segments [q..]. */
-static bool match_segs(char **pat, size_t np, char **path, size_t nq)
+/* The next segment of [*s, end) in seg and len, past empty and "."
+ * segments; false at the end. */
+static bool next_seg(const char **s, const char *end, const char **seg, size_t *len)
 {
-	if (np == 0)
-		return nq == 0;
-	if (!strcmp(pat[0], "**")) {
-		for (size_t k = 0; k <= nq; k++)
-			if (match_segs(pat + 1, np - 1, path + k, nq - k))
-				return true;
-		return false;
+	for (;;) {
+		while (*s < end && **s == '/')
+			(*s)++;
+		if (*s >= end)
+			return false;
+		const char *b = *s;
+		while (*s < end && **s != '/')
+			(*s)++;
+		size_t n = (size_t)(*s - b);
+		if (n == 1 && b[0] == '.')
+			continue;
+		*seg = b;
+		*len = n;
+		return true;
 	}
-	if (nq == 0 || fnmatch(pat[0], path[0], 0) != 0)
-		return false;
-	return match_segs(pat + 1, np - 1, path + 1, nq - 1);
 }
 
-static char **split_segs(const char *s)
+/* One pattern segment against one path segment, as fnmatch(3) with no
+ * flags; a segment without a special character is compared directly. */
+static bool seg_match(const char *p, size_t pn, const char *s, size_t sn)
 {
-	char **v = xcalloc(1, sizeof(char *));
-	while (*s) {
-		size_t n = strcspn(s, "/");
-		if (n && !(n == 1 && s[0] == '.')) {
-			cleanup_free char *seg = xstrndup(s, n);
-			ib_strv_push(&v, seg);
-		}
-		s += n;
-		while (*s == '/')
-			s++;
+	bool meta = false;
+	for (size_t i = 0; i < pn && !meta; i++)
+		meta = p[i] == '*' || p[i] == '?' || p[i] == '[' || p[i] == '\\';
+	if (!meta)
+		return pn == sn && !memcmp(p, s, pn);
+	char pbuf[256], sbuf[256];
+	cleanup_free char *pheap = pn < sizeof(pbuf) ? NULL : xstrndup(p, pn);
+	cleanup_free char *sheap = sn < sizeof(sbuf) ? NULL : xstrndup(s, sn);
+	if (!pheap) {
+		memcpy(pbuf, p, pn);
+		pbuf[pn] = '\0';
 	}
-	return v;
+	if (!sheap) {
+		memcpy(sbuf, s, sn);
+		sbuf[sn] = '\0';
+	}
+	return fnmatch(pheap ? pheap : pbuf, sheap ? sheap : sbuf, 0) == 0;
+}
+
+/* Match the path segments of [s, send) against the pattern segments of
+ * [p, pend); nothing is allocated for segments of usual length. */
+static bool match_from(const char *p, const char *pend, const char *s, const char *send)
+{
+	const char *ps, *ss;
+	size_t pn, sn;
+	if (!next_seg(&p, pend, &ps, &pn))
+		return !next_seg(&s, send, &ss, &sn);
+	if (pn == 2 && ps[0] == '*' && ps[1] == '*') {
+		for (;;) {
+			if (match_from(p, pend, s, send))
+				return true;
+			if (!next_seg(&s, send, &ss, &sn))
+				return false;
+		}
+	}
+	if (!next_seg(&s, send, &ss, &sn) || !seg_match(ps, pn, ss, sn))
+		return false;
+	return match_from(p, pend, s, send);
+}
+
+bool ib_glob_match_len(const char *pattern, const char *path, size_t len)
+{
+	return match_from(pattern, pattern + strlen(pattern), path, path + len);
 }
 
 bool ib_glob_match(const char *pattern, const char *path)
 {
-	cleanup_strv char **pat = split_segs(pattern);
-	cleanup_strv char **segs = split_segs(path);
-	return match_segs(pat, ib_strv_len(pat), segs, ib_strv_len(segs));
+	return ib_glob_match_len(pattern, path, strlen(path));
 }

@@ -5,6 +5,7 @@
 #define IB_PATHGLOB_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "error.h"
 
@@ -23,5 +24,8 @@ int ib_glob(const char *root, const char *pattern, char ***out, ib_error **err);
 /* Whether the relative path matches pattern, with the segment rules of
  * ib_glob ('**' spans any number of segments, including none). */
 bool ib_glob_match(const char *pattern, const char *path);
+
+/* ib_glob_match on the first len bytes of path. */
+bool ib_glob_match_len(const char *pattern, const char *path, size_t len);
 
 #endif

@@ -354,8 +354,13 @@ char *ib_path_join(const char *a, const char *b)
 	if (*b == '\0')
 		return xstrndup(a, la);
 	if (la == 1 && a[0] == '/')
-		return xasprintf("/%s", b);
-	return xasprintf("%.*s/%s", (int)la, a, b);
+		la = 0;
+	size_t lb = strlen(b);
+	char *out = xmalloc(la + 1 + lb + 1);
+	memcpy(out, a, la);
+	out[la] = '/';
+	memcpy(out + la + 1, b, lb + 1);
+	return out;
 }
 
 bool ib_file_exists(const char *path)

@@ -597,6 +597,59 @@ static void test_stat_cache_entry_with_bad_digest_is_rehashed(void **state)
 	expect_file_digest(f->c, p, want);
 }
 
+/* Every entry of a large file is read back (the table sized from the file
+ * and grown past it), names with spaces included; a record with upper-case
+ * hex or a number past 64 bits is not trusted. */
+static void test_stat_cache_many_entries_survive_reopen(void **state)
+{
+	fixture *f = *state;
+	enum { N = 3000 };
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
+	struct stat first, last;
+	cleanup_free char *p0 = hashed_file(f, "a file 0", &first, da, db);
+	cleanup_free char *pn = NULL;
+	for (int i = 1; i < N; i++) {
+		cleanup_free char *name = xasprintf("a file %d", i);
+		free(pn);
+		pn = hashed_file(f, name, &last, da, db);
+	}
+	ib_cache_free(f->c);
+	f->c = NULL;
+	rewrite_keep_stat(p0, "content-B\n", &first);
+	rewrite_keep_stat(pn, "content-B\n", &last);
+	ib_error *err = NULL;
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	expect_file_digest(f->c, p0, da);
+	expect_file_digest(f->c, pn, da);
+	/* a file hashed after the load lives next to the loaded entries */
+	cleanup_free char *extra = ib_path_join(f->dir, "extra");
+	tu_write_text(extra, "content-B\n");
+	expect_file_digest(f->c, extra, db);
+
+	struct stat st;
+	lstat_ok(p0, &st);
+	char upper[IB_DIGEST_BUFLEN];
+	memcpy(upper, da, sizeof(upper));
+	for (char *c = upper + 7; *c; c++)
+		if (*c >= 'a' && *c <= 'f')
+			*c = (char)(*c - 'a' + 'A');
+	write_stat_entry(f, p0, &st, upper);
+	expect_file_digest(f->c, p0, db);
+
+	ib_cache_free(f->c);
+	f->c = NULL;
+	cleanup_free char *stat_bin = ib_path_join(f->root, "cache/stat.bin");
+	cleanup_free char *rec = xasprintf("%llu 99999999999999999999 %llu %s %s",
+					   (unsigned long long)st.st_size,
+					   (unsigned long long)st.st_ino, da + 7, p0);
+	FILE *fp = fopen(stat_bin, "w");
+	assert_non_null(fp);
+	assert_int_equal(fwrite(rec, 1, strlen(rec) + 1, fp), strlen(rec) + 1);
+	assert_int_equal(fclose(fp), 0);
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen 2");
+	expect_file_digest(f->c, p0, db);
+}
+
 static void test_stat_cache_scope_drops_unused_entries(void **state)
 {
 	fixture *f = *state;
@@ -964,6 +1017,7 @@ int main(void)
 	    T(test_file_digest_rehashes_after_mtime_change),
 	    T(test_file_digest_rehashes_after_size_change),
 	    T(test_file_digest_rehashes_after_inode_change),
+	    T(test_stat_cache_many_entries_survive_reopen),
 	    T(test_stat_cache_scope_drops_unused_entries),
 	    T(test_stat_cache_persists_across_reopen),
 	    T(test_stat_cache_not_written_when_unused),

@@ -120,6 +120,32 @@ static void test_match_segments_and_doublestar(void **state)
 	assert_false(ib_glob_match("s/*/e.h", "s/x/y/e.h"));
 	assert_true(ib_glob_match("./s//b.c", "s/b.c"));
 	assert_true(ib_glob_match("*", ".hidden.c"));
+	assert_true(ib_glob_match("s/**", "s"));
+	assert_false(ib_glob_match("s/**/x", "s"));
+	assert_true(ib_glob_match("a\\*b", "a*b"));
+	assert_false(ib_glob_match("a\\*b", "axb"));
+	assert_true(ib_glob_match("[ab]/c", "b/c"));
+}
+
+/* a prefix of the path, as the ignore rules match each parent directory;
+ * segments longer than any usual name still match */
+static void test_match_prefix_and_long_segments(void **state)
+{
+	(void)state;
+	assert_true(ib_glob_match_len("s/x", "s/x/y", 3));
+	assert_false(ib_glob_match_len("s/x", "s/x/y", 5));
+	assert_false(ib_glob_match_len("s/x/y", "s/x/y", 3));
+	char long_name[700];
+	memset(long_name, 'n', sizeof(long_name) - 1);
+	long_name[sizeof(long_name) - 1] = '\0';
+	cleanup_free char *path = xasprintf("d/%s", long_name);
+	assert_true(ib_glob_match("d/n*", path));
+	assert_true(ib_glob_match("d/*n", path));
+	assert_false(ib_glob_match("d/*m", path));
+	cleanup_free char *pattern = xasprintf("d/%s", long_name);
+	assert_true(ib_glob_match(pattern, path));
+	pattern[10] = '?';
+	assert_true(ib_glob_match(pattern, path));
 }
 
 int main(void)
@@ -131,6 +157,7 @@ int main(void)
 	    cmocka_unit_test(test_trailing_slash_matches_directories_only),
 	    cmocka_unit_test(test_dotdot_and_absolute_patterns_are_refused),
 	    cmocka_unit_test(test_match_segments_and_doublestar),
+	    cmocka_unit_test(test_match_prefix_and_long_segments),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
