@@ -34,6 +34,8 @@ teardown() {
 	[ -z "${KEY_ID:-}" ] || keyctl unlink "$KEY_ID" @u >/dev/null 2>&1 || true
 	[ -z "${PUB:-}" ] || rm -rf "$PUB"
 	testnet_down
+	# registries a test started (REG_TMP is set in the test, not the file)
+	reg_stop_all 2>/dev/null || true
 }
 
 # step ARGS...: a recipe running the probe with ARGS (exec form)
