@@ -89,6 +89,10 @@ int ib_cli_next(ib_cli_parser *p);
  * -1 with the operands in argv[optind..argc), else the exit status. */
 int ib_cli_parse_plain(const ib_cli_cmd *cmd, int argc, char **argv, ib_global *g);
 /* The usage error for an option value of the command: prints it, returns 2. */
+/* Render a --format template (Go-template style, gotmpl.h) over data and
+ * print it as one line; 1 after printing the error when it fails. */
+int ib_cli_print_template(const char *tmpl, json_t *data);
+
 int ib_cli_bad_value(const ib_cli_parser *p, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Print the global options section of the help. */

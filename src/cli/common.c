@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "cli/commands.h"
+#include "gotmpl.h"
 #include "util.h"
 
 ib_store *ib_cli_open_store(ib_global *g)
@@ -282,4 +283,15 @@ void ib_cli_registry_options(ib_registry_options *o, const ib_global *g, ib_tran
 		o->event = ib_transfer_printer_event;
 		o->payload = pr;
 	}
+}
+
+int ib_cli_print_template(const char *tmpl, json_t *data)
+{
+	char *line = NULL;
+	ib_error *err = NULL;
+	if (ib_gotmpl_render(tmpl, data, &line, &err) < 0)
+		return ib_cli_fail(&err);
+	puts(line);
+	free(line);
+	return 0;
 }

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "cli/commands.h"
-#include "gotmpl.h"
 #include "ref.h"
 #include "util.h"
 
@@ -175,14 +174,10 @@ static int print_format(const row *rows, size_t n, const char *tmpl)
 {
 	for (size_t i = 0; i < n; i++) {
 		json_t *d = format_data(&rows[i]);
-		char *line = NULL;
-		ib_error *err = NULL;
-		int r = ib_gotmpl_render(tmpl, d, &line, &err);
+		int r = ib_cli_print_template(tmpl, d);
 		json_decref(d);
-		if (r < 0)
-			return ib_cli_fail(&err);
-		puts(line);
-		free(line);
+		if (r)
+			return r;
 	}
 	return 0;
 }

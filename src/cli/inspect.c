@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "cli/commands.h"
-#include "gotmpl.h"
 #include "ref.h"
 #include "util.h"
 
@@ -141,15 +140,9 @@ static int print_format(json_t *o, json_t *config, uint64_t size, uint64_t compr
 	json_object_set_new(d, "RootFS", rf);
 	json_object_set_new(d, "Size", json_integer((json_int_t)size));
 	json_object_set_new(d, "CompressedSize", json_integer((json_int_t)compressed));
-	char *line = NULL;
-	ib_error *err = NULL;
-	int r = ib_gotmpl_render(tmpl, d, &line, &err);
+	int r = ib_cli_print_template(tmpl, d);
 	json_decref(d);
-	if (r < 0)
-		return ib_cli_fail(&err);
-	puts(line);
-	free(line);
-	return 0;
+	return r;
 }
 
 int ib_cmd_inspect(int argc, char **argv, ib_global *g)
