@@ -14,6 +14,7 @@
 #include "sandbox_internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <stdint.h>
@@ -171,7 +172,7 @@ static int sb_add_compat_arches(scmp_filter_ctx ctx)
 	return 0;
 }
 
-int ib_sb_seccomp_prepare(ib_sb_filter *out, ib_error **err)
+static int sb_filter_build(ib_sb_filter *out, ib_error **err)
 {
 	memset(out, 0, sizeof(*out));
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
@@ -209,6 +210,28 @@ int ib_sb_seccomp_prepare(ib_sb_filter *out, ib_error **err)
 	out->insns = buf;
 	out->len = (size_t)size / sizeof(struct sock_filter);
 	return 0;
+}
+
+/* The filter never changes within a process: it is compiled once (about a
+ * millisecond with libseccomp) and every step gets a copy. */
+static pthread_mutex_t sb_filter_lock = PTHREAD_MUTEX_INITIALIZER;
+static ib_sb_filter sb_filter_built;
+
+int ib_sb_seccomp_prepare(ib_sb_filter *out, ib_error **err)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&sb_filter_lock);
+	int r = 0;
+	if (!sb_filter_built.insns)
+		r = sb_filter_build(&sb_filter_built, err);
+	if (r == 0) {
+		size_t bytes = sb_filter_built.len * sizeof(struct sock_filter);
+		out->insns = xmalloc(bytes);
+		memcpy(out->insns, sb_filter_built.insns, bytes);
+		out->len = sb_filter_built.len;
+	}
+	pthread_mutex_unlock(&sb_filter_lock);
+	return r;
 }
 
 int ib_sb_seccomp_load(const ib_sb_filter *f)
