@@ -51,8 +51,14 @@ static int do_prune(ib_store *s, bool all, bool mounts, bool have_budget, uint64
 	size_t n_steps = all ? ib_dir_entries(steps_dir) : 0;
 	size_t n_mounts = all || mounts ? ib_dir_entries(mounts_dir) : 0;
 	uint64_t mounts_bytes = n_mounts ? ib_dir_usage(mounts_dir) : 0;
-	if (mounts && !all && ib_rm_rf(mounts_dir, err) < 0)
-		return ib_error_wrap(err, "remove the cache mounts");
+	/* removed under the store's exclusive lock: no build is using them */
+	cleanup_strv char **remove = xcalloc(1, sizeof(char *));
+	if (all) {
+		cleanup_free char *cache_dir = ib_cache_root_path(s);
+		ib_strv_push(&remove, cache_dir);
+	} else if (mounts) {
+		ib_strv_push(&remove, mounts_dir);
+	}
 	ib_cache *cache = NULL;
 	int r = ib_cache_open(&cache, s, err);
 	if (r < 0)
@@ -63,17 +69,19 @@ static int do_prune(ib_store *s, bool all, bool mounts, bool have_budget, uint64
 	}
 	cleanup_strv char **digests = NULL;
 	cleanup_strv char **diff_ids = NULL;
-	if (all)
-		r = ib_cache_clear(cache, err);
-	else
+	if (!all)
 		r = ib_cache_referenced(cache, &digests, &diff_ids, err);
-	if (r < 0) {
+	if (r < 0 || all) {
+		/* --all: the whole cache goes, with nothing of it kept */
 		ib_cache_free(cache);
-		return r;
+		cache = NULL;
+		if (r < 0)
+			return r;
 	}
 	ib_prune_options opts = IB_PRUNE_OPTIONS_INIT;
 	opts.keep_digests = digests;
 	opts.keep_layers = diff_ids;
+	opts.remove_dirs = remove;
 	ib_prune_stats stats;
 	memset(&stats, 0, sizeof(stats));
 	r = ib_store_prune(s, &opts, &stats, err);

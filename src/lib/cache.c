@@ -705,6 +705,11 @@ int ib_cache_mount_lock(ib_cache *c, const char *id, bool nowait, int *fd_out, i
 	return 0;
 }
 
+char *ib_cache_root_path(ib_store *s)
+{
+	return ib_path_join(ib_store_root(s), "cache");
+}
+
 char *ib_cache_steps_path(ib_store *s)
 {
 	return ib_path_join(ib_store_root(s), "cache/steps");

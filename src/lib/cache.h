@@ -103,6 +103,8 @@ int ib_cache_mount_dir(ib_cache *c, const char *id, char **out, ib_error **err);
 /* ROOT/cache/steps and ROOT/cache/mounts of a store (caller frees), for
  * what `df` and `prune` count without opening the cache. */
 char *ib_cache_steps_path(ib_store *s);
+/* ROOT/cache itself (caller frees): what `prune --all` removes. */
+char *ib_cache_root_path(ib_store *s);
 char *ib_cache_mounts_path(ib_store *s);
 /* ROOT/cache/compressed-layers.json: the gzip copy push made of each
  * uncompressed layer ({"LAYER": {"digest", "size"}}); gone with the cache

@@ -21,7 +21,7 @@ typedef struct ib_recipe_options {
 } ib_recipe_options;
 #define IB_RECIPE_OPTIONS_INIT                                                                     \
 	{                                                                                          \
-		NULL, NULL                                                                         \
+		.context_dir = NULL                                                                \
 	}
 
 /* Evaluate recipe_path into *plan_out (a new reference, caller decrefs;

@@ -1618,6 +1618,8 @@ int ib_store_prune(ib_store *s, const ib_prune_options *opts, ib_prune_stats *st
 				      &st.layers_removed, err);
 	if (r == 0)
 		r = prune_dir_entries(s->tmp, NULL, NULL, opts->dry_run, &st.tmp_removed, err);
+	for (size_t i = 0; r == 0 && !opts->dry_run && opts->remove_dirs && opts->remove_dirs[i]; i++)
+		r = ib_rm_rf(opts->remove_dirs[i], err);
 	walk_free(&w);
 
 	if (ib_flock(s->gc_fd, LOCK_SH) < 0 && r == 0)

@@ -130,10 +130,13 @@ typedef struct ib_prune_options {
 	/* Extra diff_ids whose unpacked dirs to keep. */
 	char **keep_layers;
 	bool dry_run;
+	/* Directories removed whole while the exclusive gc lock is held, when
+	 * no build can be using them (the cache mounts); NULL-terminated. */
+	char **remove_dirs;
 } ib_prune_options;
 #define IB_PRUNE_OPTIONS_INIT                                                                      \
 	{                                                                                          \
-		NULL, NULL, false                                                                  \
+		.dry_run = false                                                                   \
 	}
 
 typedef struct ib_prune_stats {

@@ -57,7 +57,7 @@ typedef struct ib_unpack_options {
 
 #define IB_UNPACK_OPTIONS_INIT                                                                     \
 	{                                                                                          \
-		IB_WHITEOUT_APPLY, 0, true                                                         \
+		.whiteouts = IB_WHITEOUT_APPLY, .same_owner = true                                 \
 	}
 #define IB_UNPACK_DEFAULT_MAX_BYTES (UINT64_C(64) << 30)
 

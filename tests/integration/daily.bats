@@ -340,3 +340,21 @@ LUA
 	[ "$output" = "A /remote" ]
 	[ "$("$IMGBUILD" images --format '{{.Reference}}')" = "$before" ]
 }
+
+@test "prune --cache-mounts waits until no build is using them" {
+	mkdir -p "$T/pw"
+	cat >"$T/pw/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+run { "/bin/sh", "-c", "echo kept > /c/f; sleep 3; cat /c/f", cache_mounts = { "/c" } }
+LUA
+	"$IMGBUILD" build "$T/pw/recipe.lua" --no-cache --progress plain >"$T/pw/log" 2>&1 &
+	local bp=$!
+	# the build holds the store; prune must wait for it, not pull the
+	# mount out from under the running step
+	for _ in $(seq 50); do grep -q "RUN" "$T/pw/log" && break; sleep 0.1; done
+	run -0 "$IMGBUILD" prune --cache-mounts
+	! kill -0 "$bp" 2>/dev/null
+	wait "$bp"
+	grep -q "kept" "$T/pw/log"
+	[[ "$output" == *"cache mount"* ]]
+}
