@@ -45,7 +45,7 @@ cases+='|--no-cache rebuild|same copied tree|after one file changes|build timest
 cases+='|--check names|two builds at once|kill -9|copy from a stage never|copy globs|symlink and a directory'
 cases+='|owner names|xattrs and hardlinks|cannot make a secret|copy destinations follow|failing run reports'
 cases+='|cannot see or reach|network none|multi-stage example|broken recipes|timeout kills|usage errors'
-cases+='|identical no-op|kept xattr|timeout beyond'
+cases+='|identical no-op|kept xattr|timeout beyond|progress json'
 
 mkdir -p "$(dirname "$LOG")"
 runuser -u "$U" -- env -u IMGBUILD_ROOT HOME="/home/$U" IMGBUILD="$IMGBUILD" TMPDIR=/var/tmp \

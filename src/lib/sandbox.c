@@ -1529,9 +1529,16 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 	if (c->pids_max || o->memory_limit) {
 		char *warning = NULL;
 		ib_sb_cgroup_create(&c->cg, c->pids_max, o->memory_limit, &warning, NULL);
+		/* once per process, through the step's output (a line of the
+		 * build's progress, so --progress json stays JSON) */
 		static bool warned;
-		if (warning && !warned)
-			fprintf(stderr, "warning: %s\n", warning);
+		if (warning && !warned) {
+			cleanup_free char *line = xasprintf("warning: %s", warning);
+			if (o->output)
+				o->output(line, strlen(line), o->payload);
+			else
+				fprintf(stderr, "%s\n", line);
+		}
 		warned = warned || warning;
 		free(warning);
 	}
