@@ -72,28 +72,10 @@ log_mark() { wc -l <"$W/reg/log"; }
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l | xargs printf '%.3f'; }
 
-# workload: the one of bench/run.sh
+# workload R1, the one of bench/run.sh
 CTX=$W/ctx
-mkdir -p "$CTX"
-cp -a /usr/include "$CTX/include"
-cat >"$CTX/recipe.lua" <<'LUA'
-from "localhost/busybox:latest"
-copy { "include/", "/usr/include/" }
-run "mkdir -p /data && i=0; while [ $i -lt 1000 ]; do echo file $i > /data/f$i; i=$((i+1)); done"
-run "rm -rf /usr/include/linux"
-env { APP = "bench" }
-workdir "/data"
-entrypoint { "/bin/sh", "-c", "ls | wc -l" }
-LUA
-cat >"$CTX/Containerfile" <<'DOCKER'
-FROM localhost/busybox:latest
-COPY include/ /usr/include/
-RUN mkdir -p /data && i=0; while [ $i -lt 1000 ]; do echo file $i > /data/f$i; i=$((i+1)); done
-RUN rm -rf /usr/include/linux
-ENV APP=bench
-WORKDIR /data
-ENTRYPOINT ["/bin/sh", "-c", "ls | wc -l"]
-DOCKER
+. "$REPO/bench/workload.sh"
+bench_workload "$CTX"
 
 # the base image in a store, and as a seed for each fresh runner
 IMGBUILD_ROOT=$W/ib-seed $IB -q build recipes/busybox.lua --context /bin -t localhost/busybox:latest >/dev/null

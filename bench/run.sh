@@ -24,8 +24,8 @@ cleanup() {
 trap cleanup EXIT
 export IMGBUILD_ROOT=$W/root
 CTX=$W/ctx
-mkdir -p "$CTX"
-cp -a /usr/include "$CTX/include"
+. "$REPO/bench/workload.sh"
+bench_workload "$CTX"
 export SOURCE_DATE_EPOCH=0
 
 # busybox base, for both tools
@@ -35,25 +35,6 @@ BUILDAH="buildah --root $BUILDAH_ROOT/storage --runroot $BUILDAH_ROOT/run --stor
 skopeo copy -q "oci:$IMGBUILD_ROOT/oci:localhost/busybox:latest" \
 	"containers-storage:[overlay@$BUILDAH_ROOT/storage+$BUILDAH_ROOT/run]localhost/busybox:latest" >/dev/null
 
-cat > "$CTX/recipe.lua" <<'LUA'
-from "localhost/busybox:latest"
-copy { "include/", "/usr/include/" }
-run "mkdir -p /data && i=0; while [ $i -lt 1000 ]; do echo file $i > /data/f$i; i=$((i+1)); done"
-run "rm -rf /usr/include/linux"
-env { APP = "bench" }
-workdir "/data"
-entrypoint { "/bin/sh", "-c", "ls | wc -l" }
-LUA
-cat > "$CTX/Containerfile" <<'DOCKER'
-FROM localhost/busybox:latest
-COPY include/ /usr/include/
-RUN mkdir -p /data && i=0; while [ $i -lt 1000 ]; do echo file $i > /data/f$i; i=$((i+1)); done
-RUN rm -rf /usr/include/linux
-ENV APP=bench
-WORKDIR /data
-ENTRYPOINT ["/bin/sh", "-c", "ls | wc -l"]
-DOCKER
-printf 'Containerfile\nrecipe.lua\n' > "$CTX/.dockerignore"
 
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l | xargs printf '%.3f'; }
