@@ -452,18 +452,17 @@ int ib_image_run(ib_store *s, const char *ref, const ib_image_run_options *o, in
 		return ib_error_setc(err, IB_EINVALID, "%s: %zu layers but %zu diff_ids", ref, n,
 				     json_array_size(diff_ids));
 	}
-	char **lowers = xcalloc(n + 1, sizeof(char *));
-	size_t nl = 0;
-	for (size_t i = n; i > 0 && rc == 0; i--) {
-		const char *id = json_string_value(json_array_get(diff_ids, i - 1));
-		bool seen = false;
-		for (size_t k = n; k > i && !seen; k--)
-			seen = !strcmp(json_string_value(json_array_get(diff_ids, k - 1)), id);
-		if (seen)
-			continue;
-		rc = build_unpack_layer(s, img->manifest->layers[i - 1].digest, id, err);
-		lowers[nl++] = ib_store_layer_dir(s, id);
+	const char **ids = xcalloc(n + 1, sizeof(char *));
+	for (size_t i = 0; i < n; i++) {
+		ids[i] = json_string_value(json_array_get(diff_ids, i));
+		if (!ids[i] && rc == 0)
+			rc = ib_error_setc(err, IB_EINVALID, "%s: diff_id %zu is not a string", ref, i);
 	}
+	/* unpacked once each (an unpacked layer is not unpacked again) */
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = build_unpack_layer(s, img->manifest->layers[i].digest, ids[i], err);
+	char **lowers = rc == 0 ? build_lower_dirs_of(s, ids, n) : xcalloc(1, sizeof(char *));
+	free(ids);
 	/* argv: the entrypoint, then the given command or the config's Cmd */
 	json_t *args = json_array();
 	json_array_extend(args, json_object_get(cfg, "Entrypoint"));

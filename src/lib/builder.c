@@ -108,18 +108,28 @@ int build_ensure_stage_unpacked(builder *b, stage_state *st, ib_error **err)
  * Overlay refuses a lower dir given twice (ELOOP), and a second, deeper
  * copy of a layer changes nothing: every path it has, whiteouts and opaque
  * dirs included, the upper copy has too and shadows it. */
+char **build_lower_dirs_of(ib_store *s, const char *const *diff_ids, size_t n_ids)
+{
+	char **out = xcalloc(n_ids + 1, sizeof(char *));
+	size_t n = 0;
+	for (size_t i = n_ids; i > 0; i--) {
+		const char *id = diff_ids[i - 1];
+		bool seen = false;
+		for (size_t k = n_ids; k > i && !seen; k--)
+			seen = !strcmp(diff_ids[k - 1], id);
+		if (!seen)
+			out[n++] = ib_store_layer_dir(s, id);
+	}
+	return out;
+}
+
 char **build_lower_dirs(builder *b, stage_state *st)
 {
-	char **out = xcalloc(st->n_layers + 1, sizeof(char *));
-	size_t n = 0;
-	for (size_t i = st->n_layers; i > 0; i--) {
-		const char *id = st->layers[i - 1].diff_id;
-		bool seen = false;
-		for (size_t k = st->n_layers; k > i && !seen; k--)
-			seen = !strcmp(st->layers[k - 1].diff_id, id);
-		if (!seen)
-			out[n++] = ib_store_layer_dir(b->store, id);
-	}
+	const char **ids = xcalloc(st->n_layers + 1, sizeof(char *));
+	for (size_t i = 0; i < st->n_layers; i++)
+		ids[i] = st->layers[i].diff_id;
+	char **out = build_lower_dirs_of(b->store, ids, st->n_layers);
+	free(ids);
 	return out;
 }
 
