@@ -469,43 +469,35 @@ int ib_parse_size(const char *s, bool binary, uint64_t *out)
 	double v = strtod(s, &end);
 	if (errno || end == s || v < 0)
 		return -1;
+	/* decimal: docker's printed sizes; binary: docker's --memory ("512m"
+	 * is 512 MiB).  The "i" forms are powers of 1024 either way. */
 	static const struct {
 		const char *suffix;
-		double mult;
+		double decimal, binary;
 	} units[] = {
-	    {"", 1},
-	    {"b", 1},
-	    {"k", 1e3},
-	    {"kb", 1e3},
-	    {"m", 1e6},
-	    {"mb", 1e6},
-	    {"g", 1e9},
-	    {"gb", 1e9},
-	    {"t", 1e12},
-	    {"tb", 1e12},
-	    {"ki", 1024.0},
-	    {"kib", 1024.0},
-	    {"mi", 1048576.0},
-	    {"mib", 1048576.0},
-	    {"gi", 1073741824.0},
-	    {"gib", 1073741824.0},
-	    {"ti", 1099511627776.0},
-	    {"tib", 1099511627776.0},
+	    {"", 1, 1},
+	    {"b", 1, 1},
+	    {"k", 1e3, 1024.0},
+	    {"kb", 1e3, 1024.0},
+	    {"m", 1e6, 1048576.0},
+	    {"mb", 1e6, 1048576.0},
+	    {"g", 1e9, 1073741824.0},
+	    {"gb", 1e9, 1073741824.0},
+	    {"t", 1e12, 1099511627776.0},
+	    {"tb", 1e12, 1099511627776.0},
+	    {"ki", 1024.0, 1024.0},
+	    {"kib", 1024.0, 1024.0},
+	    {"mi", 1048576.0, 1048576.0},
+	    {"mib", 1048576.0, 1048576.0},
+	    {"gi", 1073741824.0, 1073741824.0},
+	    {"gib", 1073741824.0, 1073741824.0},
+	    {"ti", 1099511627776.0, 1099511627776.0},
+	    {"tib", 1099511627776.0, 1099511627776.0},
 	};
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
 		if (strcasecmp(end, units[i].suffix) != 0)
 			continue;
-		double m = units[i].mult;
-		/* docker --memory: "512m" is 512 MiB */
-		if (binary && m >= 1e3 && m < 1024.0)
-			m = 1024.0;
-		else if (binary && m >= 1e6 && m < 1048576.0)
-			m = 1048576.0;
-		else if (binary && m >= 1e9 && m < 1073741824.0)
-			m = 1073741824.0;
-		else if (binary && m >= 1e12 && m < 1099511627776.0)
-			m = 1099511627776.0;
-		double b = v * m;
+		double b = v * (binary ? units[i].binary : units[i].decimal);
 		if (!isfinite(b) || b >= 1.8e19)
 			return -1;
 		*out = (uint64_t)b;

@@ -877,6 +877,35 @@ static void test_lock_file_excludes_other_holders_until_closed(void **state)
 	ib_error_free(&err);
 }
 
+static void test_parse_size_decimal_and_binary(void **state)
+{
+	(void)state;
+	uint64_t v = 0;
+	/* docker's printed sizes: kB/MB/GB are powers of 1000 */
+	assert_int_equal(ib_parse_size("123", false, &v), 0);
+	assert_int_equal(v, 123);
+	assert_int_equal(ib_parse_size("10k", false, &v), 0);
+	assert_int_equal(v, 10000);
+	assert_int_equal(ib_parse_size("1.5GB", false, &v), 0);
+	assert_int_equal(v, 1500000000);
+	assert_int_equal(ib_parse_size("2GiB", false, &v), 0);
+	assert_int_equal(v, 2147483648ULL);
+	/* docker --memory: 512m is 512 MiB; the i forms are the same */
+	assert_int_equal(ib_parse_size("512m", true, &v), 0);
+	assert_int_equal(v, 536870912ULL);
+	assert_int_equal(ib_parse_size("1G", true, &v), 0);
+	assert_int_equal(v, 1073741824ULL);
+	assert_int_equal(ib_parse_size("4Ki", true, &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_equal(ib_parse_size("7b", true, &v), 0);
+	assert_int_equal(v, 7);
+	/* not sizes */
+	assert_int_equal(ib_parse_size("", false, &v), -1);
+	assert_int_equal(ib_parse_size("-1", false, &v), -1);
+	assert_int_equal(ib_parse_size("12x", true, &v), -1);
+	assert_int_equal(ib_parse_size("99999999999t", false, &v), -1);
+}
+
 static void test_parse_source_date_epoch(void **state)
 {
 	(void)state;
@@ -967,6 +996,7 @@ int main(void)
 	    cmocka_unit_test(test_parse_u64_accepts_decimal),
 	    cmocka_unit_test(test_parse_u64_rejects_junk_sign_and_overflow),
 	    cmocka_unit_test(test_parse_u64_rejects_leading_space),
+	    cmocka_unit_test(test_parse_size_decimal_and_binary),
 	    cmocka_unit_test(test_parse_source_date_epoch),
 	    cmocka_unit_test(test_format_rfc3339),
 	};
