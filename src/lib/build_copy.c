@@ -51,6 +51,8 @@ typedef struct copy_list {
 	size_t n_parents;
 	bool last_is_dest;	 /* the last parent is the destination directory */
 	const ib_ignore *ignore; /* the context's ignore file (context copies) */
+	char *dest;		 /* the destination as written, cleaned, relative */
+	bool whole;		 /* dest is a directory the sources go into */
 } copy_list;
 
 /* The item takes dest, host and rel (allocated by the caller). */
@@ -84,6 +86,7 @@ static void copy_list_free(copy_list *l)
 	for (size_t i = 0; i < l->n_parents; i++)
 		free(l->parents[i].path);
 	free(l->parents);
+	free(l->dest);
 }
 
 /* The stage's layers as one tree (the image's filesystem as overlayfs
@@ -286,12 +289,13 @@ static int expand_source(const char *root, const char *src, char ***out, ib_erro
 }
 
 /* Collect what a copy step adds: items with archive paths. */
-/* Collect the sources of a copy step.  Without resolve the destination is
- * taken as written (cleaned), which is all the step key needs: the parent
- * key fixes the image it resolves in, and resolving reads the stage's
- * layers, which a cache hit must not need (they may not even be local). */
+/* Collect the sources of a copy step under the destination as written
+ * (cleaned), which is all the step key needs: the parent key fixes the
+ * image it resolves in, and resolving reads the stage's layers, which a
+ * cache hit must not need (they may not even be local).  A miss then calls
+ * copy_resolve_dest. */
 static int copy_collect(builder *b, stage_state *st, json_t *step, const char *root,
-			bool from_context, bool resolve, copy_list *l, ib_error **err)
+			bool from_context, copy_list *l, ib_error **err)
 {
 	json_t *sources = json_object_get(step, "sources");
 	json_t *exclude = json_object_get(step, "exclude");
@@ -332,14 +336,9 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 		struct stat sb;
 		whole = lstat(h, &sb) == 0 && S_ISDIR(sb.st_mode);
 	}
-	cleanup_free char *dest_resolved = NULL;
-	l->last_is_dest = whole;
-	if (resolve && *(dest_abs + 1) &&
-	    resolve_dest(b, st, dest_abs + 1, whole, l, &dest_resolved, err) < 0) {
-		ib_strv_free(all);
-		return -1;
-	}
-	const char *dest_rel = dest_resolved ? dest_resolved : resolve ? "" : dest_abs + 1;
+	l->last_is_dest = l->whole = whole;
+	l->dest = xstrdup(dest_abs + 1);
+	const char *dest_rel = l->dest;
 	int rc = 0;
 	size_t n_ignored = 0;
 	l->ignore = from_context ? b->ignore : NULL;
@@ -413,6 +412,30 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 				   ib_ignore_source(l->ignore));
 	ib_strv_free(all);
 	return rc;
+}
+
+/* Resolve the collected destination in the stage's filesystem (symlinks on
+ * the way followed inside the image, existing directories recorded with
+ * their metadata) and move every item under the resolved path. */
+static int copy_resolve_dest(builder *b, stage_state *st, copy_list *l, ib_error **err)
+{
+	if (!*l->dest)
+		return 0;
+	cleanup_free char *res = NULL;
+	if (resolve_dest(b, st, l->dest, l->whole, l, &res, err) < 0)
+		return -1;
+	size_t n = strlen(l->dest);
+	while (n > 0 && l->dest[n - 1] == '/') /* items are "DEST/..." (ib_path_join) */
+		n--;
+	for (size_t i = 0; i < l->n; i++) {
+		char *d = l->items[i].dest; /* l->dest itself, or under it */
+		if (strncmp(d, l->dest, n) != 0 || (d[n] != '\0' && d[n] != '/'))
+			return ib_error_setc(err, IB_ERROR, "copy: %s is not under %s", d, l->dest);
+		const char *rest = d[n] == '/' ? d + n + 1 : "";
+		l->items[i].dest = !*rest ? xstrdup(res) : *res ? ib_path_join(res, rest) : xstrdup(rest);
+		free(d);
+	}
+	return 0;
 }
 
 /* Find NAME in the stage's /etc/passwd (field 3 = uid, 4 = gid) or
@@ -721,7 +744,7 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 	}
 
 	copy_list l = {0};
-	rc = copy_collect(b, st, step, root, from_context, false, &l, err);
+	rc = copy_collect(b, st, step, root, from_context, &l, err);
 	/* content from a stage or image is fixed by its key (from_key) */
 	char cdigest[IB_DIGEST_BUFLEN] = "from";
 	if (rc == 0 && from_context)
@@ -756,14 +779,8 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 					   "extra", extra, "sources", copy_sources_json(&l));
 	} else {
 		/* a miss writes the layer: now the destination is resolved in
-		 * the image (symlinks followed, existing directories' metadata) */
-		copy_list_free(&l);
-		memset(&l, 0, sizeof(l));
-		rc = copy_collect(b, st, step, root, from_context, true, &l, err);
-		/* the items' content digests (the stat cache answers) */
-		char again[IB_DIGEST_BUFLEN];
-		if (rc == 0 && from_context)
-			rc = copy_digest(b, &l, again, err);
+		 * the image */
+		rc = copy_resolve_dest(b, st, &l, err);
 		if (rc < 0) {
 			copy_list_free(&l);
 			goto done;
