@@ -997,7 +997,7 @@ static void remote_prefetch(builder *b)
 			continue;
 		}
 		ib_progress_debug(o->progress,
-				  "cache-from %s: %zu of %zu keys found, %d requests after auth",
+				  "cache-from %s: %zu of %zu keys found; requests after auth: %d",
 				  rs->from_refs[i], json_array_size(keys) - json_array_size(missing),
 				  json_array_size(keys), ib_rcache_requests(rc));
 		json_decref(keys);
