@@ -737,7 +737,7 @@ LUA
 	for u in 022 077 000; do
 		(
 			umask $u
-			mkdir -p "$T/um$u/ctx/bin"
+			mkdir -p "$T/um$u/ctx/bin/sub"
 			echo conf >"$T/um$u/ctx/app.conf"
 			printf '#!/bin/sh\necho tool\n' >"$T/um$u/ctx/bin/tool"
 			chmod u+x "$T/um$u/ctx/bin/tool"
@@ -746,7 +746,7 @@ LUA
 from "localhost/busybox:latest"
 copy { "app.conf", "/etc/app.conf" }
 copy { "bin/", "/opt/bin/" }
-run "stat -c '%n %a' /etc/app.conf /opt/bin /opt/bin/tool > /modes"
+run "stat -c '%n %a' /etc/app.conf /opt/bin/sub /opt/bin/tool > /modes"
 LUA
 	done
 	[ "$(stat -c %a "$T/um077/ctx/app.conf")" = 600 ]
@@ -760,13 +760,13 @@ LUA
 		python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); sys.exit(m["steps.run"] != 0)' "$T/meta.json"
 	done
 	unpack_image localhost/um:000 "$T/b000"
-	[ "$(cat "$T/b000/rootfs/modes")" = "$(printf '/etc/app.conf 644\n/opt/bin 755\n/opt/bin/tool 755')" ]
+	[ "$(cat "$T/b000/rootfs/modes")" = "$(printf '/etc/app.conf 644\n/opt/bin/sub 755\n/opt/bin/tool 755')" ]
 	[ "$(stat -c %a "$T/b000/rootfs/etc/app.conf")" = 644 ]
 	# docker's behaviour on request: the checkout's modes, another image
 	dp=$("$IMGBUILD" -q build "$T/um077/ctx/recipe.lua" -t localhost/um:preserve --context-modes=preserve)
 	[ "$dp" != "$d022" ]
 	unpack_image localhost/um:preserve "$T/bp"
-	[ "$(cat "$T/bp/rootfs/modes")" = "$(printf '/etc/app.conf 600\n/opt/bin 700\n/opt/bin/tool 700')" ]
+	[ "$(cat "$T/bp/rootfs/modes")" = "$(printf '/etc/app.conf 600\n/opt/bin/sub 700\n/opt/bin/tool 700')" ]
 	run "$IMGBUILD" build "$T/um077/ctx/recipe.lua" --context-modes=keep
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"--context-modes must be normalize or preserve"* ]]
