@@ -507,8 +507,8 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 			break;
 		case O_CONTEXT_MODES:
 			if (strcmp(optarg, "normalize") && strcmp(optarg, "preserve"))
-				r = ib_cli_bad_value(&p,
-						     "--context-modes must be normalize or preserve");
+				r = ib_cli_bad_value(
+				    &p, "--context-modes must be normalize or preserve");
 			a->bo.preserve_context_modes = !strcmp(optarg, "preserve");
 			break;
 		case O_PULL:

@@ -686,8 +686,8 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 			bool cached = false;
 			char key[IB_DIGEST_BUFLEN];
 			if (kind == IB_STEP_RUN)
-				rc = build_run_step(b, st, step, i, parent, extra, "", key,
-						    &cached, err);
+				rc = build_run_step(b, st, step, i, parent, extra, "", key, &cached,
+						    err);
 			else
 				rc = build_copy_step(b, st, step, i, parent, extra, "", key,
 						     &cached, err);
@@ -996,10 +996,10 @@ static void remote_prefetch(builder *b)
 			rs->from[i] = NULL;
 			continue;
 		}
-		ib_progress_debug(o->progress,
-				  "cache-from %s: %zu of %zu keys found; requests after auth: %d",
-				  rs->from_refs[i], json_array_size(keys) - json_array_size(missing),
-				  json_array_size(keys), ib_rcache_requests(rc));
+		ib_progress_debug(
+		    o->progress, "cache-from %s: %zu of %zu keys found; requests after auth: %d",
+		    rs->from_refs[i], json_array_size(keys) - json_array_size(missing),
+		    json_array_size(keys), ib_rcache_requests(rc));
 		json_decref(keys);
 		keys = missing;
 	}

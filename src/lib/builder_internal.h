@@ -47,9 +47,9 @@ typedef struct stage_state {
 #define BUILD_MEMO_BASE ((size_t)-1)
 typedef struct step_memo {
 	size_t stage, idx;
-	char key[IB_DIGEST_BUFLEN]; /* the step key ("" for a base) */
-	ib_image *image;	    /* base image, copy from=image source, or NULL */
-	struct copy_list *copy;	    /* a context copy's sources, or NULL */
+	char key[IB_DIGEST_BUFLEN];	/* the step key ("" for a base) */
+	ib_image *image;		/* base image, copy from=image source, or NULL */
+	struct copy_list *copy;		/* a context copy's sources, or NULL */
 	char content[IB_DIGEST_BUFLEN]; /* with copy: its content digest */
 } step_memo;
 

@@ -748,13 +748,13 @@ static void test_context_mode_is_what_git_records(void **state)
 	static const struct {
 		mode_t in, out;
 	} cases[] = {
-	    {S_IFREG | 0644, S_IFREG | 0644}, {S_IFREG | 0600, S_IFREG | 0644},
-	    {S_IFREG | 0666, S_IFREG | 0644}, {S_IFREG | 0400, S_IFREG | 0644},
-	    {S_IFREG | 0755, S_IFREG | 0755}, {S_IFREG | 0700, S_IFREG | 0755},
-	    {S_IFREG | 0777, S_IFREG | 0755}, {S_IFREG | 0100, S_IFREG | 0755},
-	    {S_IFREG | 0011, S_IFREG | 0644}, {S_IFREG | 04755, S_IFREG | 0755},
+	    {S_IFREG | 0644, S_IFREG | 0644},  {S_IFREG | 0600, S_IFREG | 0644},
+	    {S_IFREG | 0666, S_IFREG | 0644},  {S_IFREG | 0400, S_IFREG | 0644},
+	    {S_IFREG | 0755, S_IFREG | 0755},  {S_IFREG | 0700, S_IFREG | 0755},
+	    {S_IFREG | 0777, S_IFREG | 0755},  {S_IFREG | 0100, S_IFREG | 0755},
+	    {S_IFREG | 0011, S_IFREG | 0644},  {S_IFREG | 04755, S_IFREG | 0755},
 	    {S_IFREG | 02644, S_IFREG | 0644}, {S_IFDIR | 0700, S_IFDIR | 0755},
-	    {S_IFDIR | 0777, S_IFDIR | 0755}, {S_IFDIR | 01777, S_IFDIR | 0755},
+	    {S_IFDIR | 0777, S_IFDIR | 0755},  {S_IFDIR | 01777, S_IFDIR | 0755},
 	    {S_IFDIR | 02750, S_IFDIR | 0755}, {S_IFLNK | 0777, S_IFLNK | 0777},
 	    {S_IFIFO | 01666, S_IFIFO | 0666},
 	};

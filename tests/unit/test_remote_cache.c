@@ -420,11 +420,15 @@ static void test_blob_mount(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_spec_parse),	     cmocka_unit_test(test_key_tag),
-	    cmocka_unit_test(test_record_roundtrip), cmocka_unit_test(test_index_roundtrip),
-	    cmocka_unit_test(test_index_merge),	     cmocka_unit_test(test_lookup_round_trips),
+	    cmocka_unit_test(test_spec_parse),
+	    cmocka_unit_test(test_key_tag),
+	    cmocka_unit_test(test_record_roundtrip),
+	    cmocka_unit_test(test_index_roundtrip),
+	    cmocka_unit_test(test_index_merge),
+	    cmocka_unit_test(test_lookup_round_trips),
 	    cmocka_unit_test(test_prefetch_decides_every_key),
-	    cmocka_unit_test(test_open_unreachable), cmocka_unit_test(test_blob_mount),
+	    cmocka_unit_test(test_open_unreachable),
+	    cmocka_unit_test(test_blob_mount),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
