@@ -787,22 +787,37 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 			src = &tmpstage;
 		}
 	}
+	srcs = build_argv_string(json_object_get(step, "sources"));
+	/* as docker's history: COPY --from=STAGE|IMAGE SRC... DEST */
+	const char *from_name = from_context	      ? NULL
+				: jstr(from, "stage") ? jstr(from, "stage")
+				: jstr(from, "short") ? jstr(from, "short")
+						      : jstr(from, "image");
+	created_by =
+	    xasprintf("COPY %s%s%s%s %s", from_name ? "--from=" : "", from_name ? from_name : "",
+		      from_name ? " " : "", srcs, jstr(step, "dest"));
 	/* content from a stage or image is fixed by its key (from_key) */
 	char cdigest[IB_DIGEST_BUFLEN] = "from";
-	if (!from_context && b->keys_only) {
-		/* the key pass mounts nothing: the key needs no file of the source */
+	bool hit = false;
+	if (!from_context) {
+		/* the key needs no file of the source: the key pass mounts
+		 * nothing, and a hit leaves the source's layers unfetched */
 		copy_key(st, step, parent, extra, cdigest, key_out);
 		build_key_computed(b, st, idx, key_out, !b->o->no_cache);
-		return 0;
+		if (b->keys_only)
+			return 0;
+		hit = !b->o->no_cache && build_use_cached(b, st, key_out, created_by);
 	}
-	if (src) {
+	if (src && !hit) {
 		rc = build_mount_stage_view(b, src, err);
 		if (rc < 0)
 			goto done;
 		root = xstrdup(src->mount_dir);
 	}
 
-	if (memo && memo->copy) {
+	if (hit) {
+		/* nothing to collect */
+	} else if (memo && memo->copy) {
 		/* collected and hashed by the key pass */
 		l = *memo->copy;
 		free(memo->copy);
@@ -817,29 +832,24 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 		copy_list_free(&l);
 		goto done;
 	}
-	copy_key(st, step, parent, extra, cdigest, key_out);
-	build_key_computed(b, st, idx, key_out, !b->o->no_cache);
-	if (b->keys_only) {
-		memo->copy = xmalloc(sizeof(l));
-		*memo->copy = l;
-		memcpy(memo->content, cdigest, IB_DIGEST_BUFLEN);
-		return 0;
+	if (from_context) {
+		copy_key(st, step, parent, extra, cdigest, key_out);
+		build_key_computed(b, st, idx, key_out, !b->o->no_cache);
+		if (b->keys_only) {
+			memo->copy = xmalloc(sizeof(l));
+			*memo->copy = l;
+			memcpy(memo->content, cdigest, IB_DIGEST_BUFLEN);
+			return 0;
+		}
+		hit = !b->o->no_cache && build_use_cached(b, st, key_out, created_by);
 	}
-	srcs = build_argv_string(json_object_get(step, "sources"));
-	/* as docker's history: COPY --from=STAGE|IMAGE SRC... DEST */
-	const char *from_name = from_context	      ? NULL
-				: jstr(from, "stage") ? jstr(from, "stage")
-				: jstr(from, "short") ? jstr(from, "short")
-						      : jstr(from, "image");
-	created_by =
-	    xasprintf("COPY %s%s%s%s %s", from_name ? "--from=" : "", from_name ? from_name : "",
-		      from_name ? " " : "", srcs, jstr(step, "dest"));
 	json_t *inputs = NULL;
-	if (!b->o->no_cache && build_use_cached(b, st, key_out, created_by)) {
+	if (hit) {
 		*cached = true;
-		/* a hit keeps the existing record; write one only where none is */
+		/* a hit keeps the existing record; write one only where none is
+		 * (not for a stage or image source: its files were not listed) */
 		cleanup_free char *id = build_explain_id(b, st, idx);
-		if (!ib_cache_explain_exists(b->cache, id))
+		if (from_context && !ib_cache_explain_exists(b->cache, id))
 			inputs = json_pack("{s:s, s:O, s:O, s:o}", "parent", parent, "step", step,
 					   "extra", extra, "sources", copy_sources_json(&l));
 	} else {

@@ -427,7 +427,7 @@ checkout() {
 	done
 }
 
-@test "every step key, copy from a stage included, is computed before the first request to the cache registry" {
+@test "every step key, copy from a stage included, is computed before the first request to the cache registry; that copy's hit fetches nothing" {
 	cat >"$T/ctx/multi.lua" <<'LUA'
 stage("build", "localhost/busybox:latest")
 run "echo built > /out.txt"
@@ -456,4 +456,7 @@ LUA
 	[[ "$stderr" == *"cache-from $ref:index: 5 of 5 keys found; requests after auth: 1"* ]]
 	[[ "$stderr" != *"tags/list"* ]]
 	[[ "$stderr" != *"differ from the key pass"* ]]
+	# the hit of the copy from "build" needs none of build's layers: only
+	# the final image's three are downloaded
+	[ "$(grep -c 'debug: > GET .*/blobs/sha256:' <<<"$stderr")" -eq 3 ]
 }
