@@ -1,5 +1,7 @@
-/* Executes a plan: stages in order, each step's cache key and lookup,
- * layers committed to the store, the final image written and tagged.
+/* Executes a plan: a key pass computing every step's cache key (before
+ * the cache registries are asked, all at once), then the stages in order,
+ * each step's lookup, layers committed to the store, the final image
+ * written and tagged.
  * The steps themselves live in build_config.c, build_run.c and
  * build_copy.c. */
 #include "builder_internal.h"
