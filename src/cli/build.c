@@ -36,6 +36,9 @@ static const char build_help[] =
     "      --build-arg K[=V]      value for arg(K); without =V, from $K (repeatable)\n"
     "      --target STAGE         build up to this stage\n"
     "      --no-cache             run every step\n"
+    "      --context-modes MODE   modes of files copied from the context: normalize\n"
+    "                             (default: 0755 if the owner may execute, else 0644;\n"
+    "                             directories 0755) or preserve (the checkout's)\n"
     "      --pull POLICY          missing (default), always, never\n"
     "      --push                 push every tag after the build\n"
     "      --load[=ENGINE]        hand the image to docker or podman after the\n"
@@ -444,6 +447,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		O_LOAD,
 		O_CACHE_MODE,
 		O_ISOLATION,
+		O_CONTEXT_MODES,
 	};
 	static const struct option opts[] = {
 	    {"tag", required_argument, NULL, 't'},
@@ -473,6 +477,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	    {"load", optional_argument, NULL, O_LOAD},
 	    {"cache-mode", required_argument, NULL, O_CACHE_MODE},
 	    {"isolation", required_argument, NULL, O_ISOLATION},
+	    {"context-modes", required_argument, NULL, O_CONTEXT_MODES},
 	    {NULL, 0, NULL, 0},
 	};
 	static const ib_cli_cmd cmd = {
@@ -499,6 +504,12 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 			break;
 		case O_NOCACHE:
 			a->bo.no_cache = true;
+			break;
+		case O_CONTEXT_MODES:
+			if (strcmp(optarg, "normalize") && strcmp(optarg, "preserve"))
+				r = ib_cli_bad_value(
+				    &p, "--context-modes must be normalize or preserve");
+			a->bo.preserve_context_modes = !strcmp(optarg, "preserve");
 			break;
 		case O_PULL:
 			if (strcmp(optarg, "missing") && strcmp(optarg, "always") &&

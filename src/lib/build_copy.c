@@ -53,7 +53,19 @@ typedef struct copy_list {
 	const ib_ignore *ignore; /* the context's ignore file (context copies) */
 	char *dest;		 /* the destination as written, cleaned, relative */
 	bool whole;		 /* dest is a directory the sources go into */
+	bool normalize;		 /* modes as build_context_mode gives them */
 } copy_list;
+
+mode_t build_context_mode(mode_t m)
+{
+	if (S_ISREG(m))
+		return (m & S_IFMT) | (m & S_IXUSR ? 0755 : 0644);
+	if (S_ISDIR(m))
+		return (m & S_IFMT) | 0755;
+	if (S_ISLNK(m))
+		return m;
+	return m & (S_IFMT | 0777);
+}
 
 /* The item takes dest, host and rel (allocated by the caller). */
 static void copy_list_take(copy_list *l, char *dest, char *host, char *rel, const struct stat *st)
@@ -67,6 +79,9 @@ static void copy_list_take(copy_list *l, char *dest, char *host, char *rel, cons
 	it->host = host;
 	it->rel = rel;
 	it->st = *st;
+	/* the layer, the key and --explain all see the normalised mode */
+	if (l->normalize)
+		it->st.st_mode = build_context_mode(st->st_mode);
 }
 
 static void copy_list_add(copy_list *l, const char *dest, const char *host, const char *rel,
@@ -87,6 +102,13 @@ static void copy_list_free(copy_list *l)
 		free(l->parents[i].path);
 	free(l->parents);
 	free(l->dest);
+}
+
+void build_copy_memo_free(copy_list *l)
+{
+	if (l)
+		copy_list_free(l);
+	free(l);
 }
 
 /* The stage's layers as one tree (the image's filesystem as overlayfs
@@ -695,6 +717,20 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 		ib_error_free(&e);
 }
 
+/* The key: the parent, the step, the content digest of its sources and
+ * what $VARs in the destination gave. */
+static void copy_key(stage_state *st, json_t *step, const char *parent, json_t *extra,
+		     const char *content, char key_out[IB_DIGEST_BUFLEN])
+{
+	json_object_set_new(extra, "content", json_string(content));
+	if (strchr(jstr(step, "dest"), '$')) { /* the key holds what $VARs gave */
+		char *x = build_expand(st, jstr(step, "dest"), NULL);
+		json_object_set_new(extra, "dest", json_string(x ? x : ""));
+		free(x);
+	}
+	build_step_key(key_out, parent, step, extra);
+}
+
 int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const char *parent,
 		    json_t *extra, const char *label, char key_out[IB_DIGEST_BUFLEN], bool *cached,
 		    ib_error **err)
@@ -705,9 +741,16 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 	stage_state *src = NULL;
 	stage_state tmpstage = {0};
 	cleanup_free char *srcs = NULL, *created_by = NULL;
+	step_memo *memo = build_memo(b, b->cur_stage, idx, b->keys_only);
+	copy_list l = {0};
 	int rc = 0;
 	if (from_context) {
 		root = xstrdup(b->context);
+		/* the modes of the checkout are the runner's (umask): not kept */
+		if (!b->o->preserve_context_modes)
+			l.normalize = true;
+		else
+			json_object_set_new(extra, "context_modes", json_string("preserve"));
 	} else if (jstr(from, "stage")) {
 		src = build_find_stage(b, jstr(from, "stage"));
 		if (!src || !src->built) {
@@ -718,48 +761,32 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 		}
 		json_object_set_new(extra, "from_key", json_string(src->key));
 	} else if (jstr(from, "image")) {
-		/* copy from an image: load (pulling if needed) into a temp stage */
-		ib_image *img = NULL;
-		if (build_load_base_image(b, step, jstr(from, "image"), &img, err) < 0) {
+		/* copy from an image: load (pulling if needed) into a temp stage;
+		 * the key pass keeps it for the real pass */
+		ib_image *img = memo ? memo->image : NULL;
+		if (memo)
+			memo->image = NULL;
+		if (!img && build_load_base_image(b, step, jstr(from, "image"), &img, err) < 0) {
 			ib_error_wrap(err, "copy from %s", jstr(from, "image"));
 			return build_recipe_error(b, step, err);
 		}
-		tmpstage.name = "copy-source";
-		tmpstage.n_layers = img->manifest->n_layers;
-		tmpstage.layers = xcalloc(tmpstage.n_layers + 1, sizeof(layer_ref));
-		for (size_t i = 0; i < tmpstage.n_layers; i++) {
-			ib_descriptor_copy(&tmpstage.layers[i].desc, &img->manifest->layers[i]);
-			memcpy(tmpstage.layers[i].diff_id, ib_config_diff_id(img->config, i),
-			       IB_DIGEST_BUFLEN);
-		}
 		json_object_set_new(extra, "from_key", json_string(img->desc.digest));
-		ib_image_free(img);
-		src = &tmpstage;
+		if (b->keys_only) {
+			memo->image = img;
+		} else {
+			tmpstage.name = "copy-source";
+			tmpstage.n_layers = img->manifest->n_layers;
+			tmpstage.layers = xcalloc(tmpstage.n_layers + 1, sizeof(layer_ref));
+			for (size_t i = 0; i < tmpstage.n_layers; i++) {
+				ib_descriptor_copy(&tmpstage.layers[i].desc,
+						   &img->manifest->layers[i]);
+				memcpy(tmpstage.layers[i].diff_id,
+				       ib_config_diff_id(img->config, i), IB_DIGEST_BUFLEN);
+			}
+			ib_image_free(img);
+			src = &tmpstage;
+		}
 	}
-	if (src) {
-		rc = build_mount_stage_view(b, src, err);
-		if (rc < 0)
-			goto done;
-		root = xstrdup(src->mount_dir);
-	}
-
-	copy_list l = {0};
-	rc = copy_collect(b, st, step, root, from_context, &l, err);
-	/* content from a stage or image is fixed by its key (from_key) */
-	char cdigest[IB_DIGEST_BUFLEN] = "from";
-	if (rc == 0 && from_context)
-		rc = copy_digest(b, &l, cdigest, err);
-	if (rc < 0) {
-		copy_list_free(&l);
-		goto done;
-	}
-	json_object_set_new(extra, "content", json_string(cdigest));
-	if (strchr(jstr(step, "dest"), '$')) { /* the key holds what $VARs gave */
-		char *x = build_expand(st, jstr(step, "dest"), NULL);
-		json_object_set_new(extra, "dest", json_string(x ? x : ""));
-		free(x);
-	}
-	build_step_key(key_out, parent, step, extra);
 	srcs = build_argv_string(json_object_get(step, "sources"));
 	/* as docker's history: COPY --from=STAGE|IMAGE SRC... DEST */
 	const char *from_name = from_context	      ? NULL
@@ -769,12 +796,60 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 	created_by =
 	    xasprintf("COPY %s%s%s%s %s", from_name ? "--from=" : "", from_name ? from_name : "",
 		      from_name ? " " : "", srcs, jstr(step, "dest"));
+	/* content from a stage or image is fixed by its key (from_key) */
+	char cdigest[IB_DIGEST_BUFLEN] = "from";
+	bool hit = false;
+	if (!from_context) {
+		/* the key needs no file of the source: the key pass mounts
+		 * nothing, and a hit leaves the source's layers unfetched */
+		copy_key(st, step, parent, extra, cdigest, key_out);
+		build_key_computed(b, st, idx, key_out, !b->o->no_cache);
+		if (b->keys_only)
+			return 0;
+		hit = !b->o->no_cache && build_use_cached(b, st, key_out, created_by);
+	}
+	if (src && !hit) {
+		rc = build_mount_stage_view(b, src, err);
+		if (rc < 0)
+			goto done;
+		root = xstrdup(src->mount_dir);
+	}
+
+	if (hit) {
+		/* nothing to collect */
+	} else if (memo && memo->copy) {
+		/* collected and hashed by the key pass */
+		l = *memo->copy;
+		free(memo->copy);
+		memo->copy = NULL;
+		memcpy(cdigest, memo->content, IB_DIGEST_BUFLEN);
+	} else {
+		rc = copy_collect(b, st, step, root, from_context, &l, err);
+		if (rc == 0 && from_context)
+			rc = copy_digest(b, &l, cdigest, err);
+	}
+	if (rc < 0) {
+		copy_list_free(&l);
+		goto done;
+	}
+	if (from_context) {
+		copy_key(st, step, parent, extra, cdigest, key_out);
+		build_key_computed(b, st, idx, key_out, !b->o->no_cache);
+		if (b->keys_only) {
+			memo->copy = xmalloc(sizeof(l));
+			*memo->copy = l;
+			memcpy(memo->content, cdigest, IB_DIGEST_BUFLEN);
+			return 0;
+		}
+		hit = !b->o->no_cache && build_use_cached(b, st, key_out, created_by);
+	}
 	json_t *inputs = NULL;
-	if (!b->o->no_cache && build_use_cached(b, st, key_out, created_by)) {
+	if (hit) {
 		*cached = true;
-		/* a hit keeps the existing record; write one only where none is */
+		/* a hit keeps the existing record; write one only where none is
+		 * (not for a stage or image source: its files were not listed) */
 		cleanup_free char *id = build_explain_id(b, st, idx);
-		if (!ib_cache_explain_exists(b->cache, id))
+		if (from_context && !ib_cache_explain_exists(b->cache, id))
 			inputs = json_pack("{s:s, s:O, s:O, s:o}", "parent", parent, "step", step,
 					   "extra", extra, "sources", copy_sources_json(&l));
 	} else {
@@ -819,6 +894,9 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 			ib_layer_override ov = {.uid = uid, .gid = gid, .mode = mode};
 			if (from_context && uid < 0)
 				ov.uid = ov.gid = 0;
+			/* items hold the normalised modes (copy_list_take) */
+			if (l.normalize && mode < 0 && !S_ISLNK(it->st.st_mode))
+				ov.mode = (int32_t)(it->st.st_mode & 07777);
 			if (!*it->host)
 				rc = ib_layer_writer_add_dir(
 				    w, it->dest, mode >= 0 ? (uint32_t)mode : 0755,

@@ -384,9 +384,12 @@ int build_run_step(builder *b, stage_state *st, json_t *step, size_t idx, const 
 	json_object_set(extra, "workdir", json_object_get(build_cfg(st), "WorkingDir"));
 	json_object_set(extra, "shell", st->shell);
 	build_step_key(key_out, parent, step, extra);
+	bool can_cache = !b->o->no_cache && !json_is_false(json_object_get(step, "cache"));
+	build_key_computed(b, st, idx, key_out, can_cache);
+	if (b->keys_only)
+		return 0;
 	cleanup_free char *cmdline = build_argv_string(json_object_get(step, "argv"));
 	cleanup_free char *created_by = xasprintf("RUN %s", cmdline);
-	bool can_cache = !b->o->no_cache && !json_is_false(json_object_get(step, "cache"));
 	json_t *inputs = NULL;
 	int rc = 0;
 	*cached = false;

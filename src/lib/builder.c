@@ -1,5 +1,7 @@
-/* Executes a plan: stages in order, each step's cache key and lookup,
- * layers committed to the store, the final image written and tagged.
+/* Executes a plan: a key pass computing every step's cache key (before
+ * the cache registries are asked, all at once), then the stages in order,
+ * each step's lookup, layers committed to the store, the final image
+ * written and tagged.
  * The steps themselves live in build_config.c, build_run.c and
  * build_copy.c. */
 #include "builder_internal.h"
@@ -519,6 +521,49 @@ int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image *
 	return r;
 }
 
+step_memo *build_memo(builder *b, size_t stage, size_t idx, bool create)
+{
+	for (size_t i = 0; i < b->n_memo; i++)
+		if (b->memo[i].stage == stage && b->memo[i].idx == idx)
+			return &b->memo[i];
+	if (!create)
+		return NULL;
+	b->memo = xrealloc(b->memo, (b->n_memo + 1) * sizeof(*b->memo));
+	step_memo *m = &b->memo[b->n_memo++];
+	memset(m, 0, sizeof(*m));
+	m->stage = stage;
+	m->idx = idx;
+	return m;
+}
+
+void build_key_computed(builder *b, stage_state *st, size_t idx, const char *key, bool lookup)
+{
+	step_memo *m = build_memo(b, (size_t)(st - b->stages), idx, b->keys_only);
+	if (b->keys_only) {
+		memcpy(m->key, key, IB_DIGEST_BUFLEN);
+		if (lookup)
+			json_array_append_new(b->lookup_keys, json_string(key));
+		return;
+	}
+	if (m && !strcmp(m->key, key))
+		return;
+	b->key_mismatches++;
+	ib_progress_debug(b->o->progress,
+			  "cache key of step %zu of stage %s: %.19s, the key pass computed %.19s",
+			  idx + 1, st->name, key, m && *m->key ? m->key : "none");
+}
+
+static void memo_free(builder *b)
+{
+	for (size_t i = 0; i < b->n_memo; i++) {
+		ib_image_free(b->memo[i].image);
+		build_copy_memo_free(b->memo[i].copy);
+	}
+	free(b->memo);
+	b->memo = NULL;
+	b->n_memo = 0;
+}
+
 static int init_stage(builder *b, stage_state *st, ib_error **err)
 {
 	json_t *from = json_object_get(st->plan, "from");
@@ -556,8 +601,11 @@ static int init_stage(builder *b, stage_state *st, ib_error **err)
 		return 0;
 	}
 	const char *ref = jstr(from, "image");
-	ib_image *img = NULL;
-	if (build_load_base_image(b, st->plan, ref, &img, err) < 0) {
+	/* loaded (or pulled) once: by the key pass, for the real pass */
+	step_memo *m = build_memo(b, b->cur_stage, BUILD_MEMO_BASE, true);
+	ib_image *img = m->image;
+	m->image = NULL;
+	if (!img && build_load_base_image(b, st->plan, ref, &img, err) < 0) {
 		ib_error_wrap(err, "from %s", ref);
 		return build_recipe_error(b, st->plan, err);
 	}
@@ -573,7 +621,10 @@ static int init_stage(builder *b, stage_state *st, ib_error **err)
 		json_array_append_new(diff_ids, json_string(id));
 	}
 	memcpy(st->key, img->desc.digest, IB_DIGEST_BUFLEN);
-	ib_image_free(img);
+	if (b->keys_only)
+		m->image = img;
+	else
+		ib_image_free(img);
 	build_default_path(st);
 	return 0;
 }
@@ -632,6 +683,22 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 			      ib_compress_level(b->o->compression, b->o->compression_level),
 			      "epoch", (json_int_t)b->o->source_date_epoch);
 		int rc = 0;
+		if ((kind == IB_STEP_RUN || kind == IB_STEP_COPY) && b->keys_only) {
+			/* the key pass: the steps return with their key */
+			bool cached = false;
+			char key[IB_DIGEST_BUFLEN];
+			if (kind == IB_STEP_RUN)
+				rc = build_run_step(b, st, step, i, parent, extra, "", key, &cached,
+						    err);
+			else
+				rc = build_copy_step(b, st, step, i, parent, extra, "", key,
+						     &cached, err);
+			json_decref(extra);
+			if (rc < 0)
+				return -1;
+			memcpy(st->key, key, IB_DIGEST_BUFLEN);
+			continue;
+		}
 		if (kind == IB_STEP_RUN || kind == IB_STEP_COPY) {
 			b->step_no++;
 			cleanup_free char *label = step_label(st, i, n, step);
@@ -698,19 +765,27 @@ static void mark_needed(builder *b, size_t idx, bool *needed)
 	}
 }
 
+/* Free what building the stage gave it: back to its state before
+ * init_stage. */
+static void stage_reset(stage_state *st)
+{
+	build_release_view(st);
+	for (size_t k = 0; k < st->n_layers; k++)
+		ib_descriptor_clear(&st->layers[k].desc);
+	free(st->layers);
+	json_decref(st->config);
+	json_decref(st->annotations);
+	json_decref(st->env_index);
+	json_decref(st->shell);
+	*st = (stage_state){.plan = st->plan, .name = st->name};
+}
+
 static void builder_free(builder *b)
 {
-	for (size_t i = 0; i < b->n_stages; i++) {
-		stage_state *st = &b->stages[i];
-		build_release_view(st);
-		for (size_t k = 0; k < st->n_layers; k++)
-			ib_descriptor_clear(&st->layers[k].desc);
-		free(st->layers);
-		json_decref(st->config);
-		json_decref(st->annotations);
-		json_decref(st->env_index);
-		json_decref(st->shell);
-	}
+	for (size_t i = 0; i < b->n_stages; i++)
+		stage_reset(&b->stages[i]);
+	memo_free(b);
+	json_decref(b->lookup_keys);
 	free(b->stages);
 	free(b->created);
 	free(b->context);
@@ -860,6 +935,79 @@ static int push_lazy(builder *b, stage_state *st, ib_build_result *result, ib_er
 	return rc;
 }
 
+/* The key pass: the needed stages walked as the build will walk them,
+ * each run and copy step returning once its key is known (nothing run,
+ * fetched or written); what it loaded and hashed is kept in b->memo for
+ * the real pass, and the stages are reset.  An error stops it there: the
+ * real pass runs the steps before and reports it at its step. */
+static void build_keys(builder *b, size_t target, const bool *needed)
+{
+	b->keys_only = true;
+	json_decref(b->lookup_keys);
+	b->lookup_keys = json_array();
+	ib_error *e = NULL;
+	int rc = 0;
+	for (size_t i = 0; i <= target && rc == 0; i++)
+		if (needed[i])
+			rc = build_stage(b, &b->stages[i], &e);
+	for (size_t i = 0; i < b->n_stages; i++)
+		stage_reset(&b->stages[i]);
+	b->keys_only = false;
+	if (rc < 0)
+		ib_progress_debug(b->o->progress, "cache keys: the key pass stopped: %s",
+				  ib_error_msg(e));
+	ib_error_free(&e);
+	ib_progress_debug(b->o->progress,
+			  "cache keys: %zu computed before contacting the cache registry",
+			  json_array_size(b->lookup_keys));
+}
+
+/* Open the --cache-from registries (once per build: they outlive a
+ * restart) and decide every key of the key pass at once, so that the
+ * lookups of the real pass make no request.  A registry that fails is a
+ * warning and no cache. */
+static void remote_prefetch(builder *b)
+{
+	remote_state *rs = b->remote;
+	const ib_build_options *o = b->o;
+	if (!rs->connected) {
+		ib_registry_options ro = cache_registry_options(o);
+		for (size_t i = 0; i < rs->n_from; i++) {
+			ib_error *e = NULL;
+			if (ib_rcache_open(&rs->from[i], o->cache_from[i], false, &ro, &e) < 0) {
+				warn(b, "cache-from %s: %s; building without it", o->cache_from[i],
+				     ib_error_msg(e));
+				ib_error_free(&e);
+			}
+		}
+		rs->connected = true;
+	}
+	/* the first registry that has a key wins: the next are asked the rest */
+	json_t *keys = json_incref(b->lookup_keys);
+	for (size_t i = 0; i < rs->n_from; i++) {
+		ib_rcache *rc = rs->from[i];
+		json_t *missing = NULL;
+		ib_error *e = NULL;
+		if (!rc)
+			continue;
+		if (ib_rcache_prefetch(rc, keys, &missing, &e) < 0) {
+			warn(b, "cache-from %s: %s; building without it", rs->from_refs[i],
+			     ib_error_msg(e));
+			ib_error_free(&e);
+			ib_rcache_free(rc);
+			rs->from[i] = NULL;
+			continue;
+		}
+		ib_progress_debug(
+		    o->progress, "cache-from %s: %zu of %zu keys found; requests after auth: %d",
+		    rs->from_refs[i], json_array_size(keys) - json_array_size(missing),
+		    json_array_size(keys), ib_rcache_requests(rc));
+		json_decref(keys);
+		keys = missing;
+	}
+	json_decref(keys);
+}
+
 static int build_once(ib_store *s, json_t *plan, const ib_build_options *o, remote_state *rs,
 		      ib_build_result *result, ib_error **err)
 {
@@ -916,11 +1064,16 @@ static int build_once(ib_store *s, json_t *plan, const ib_build_options *o, remo
 	}
 	bool *needed = xcalloc(b.n_stages, sizeof(bool));
 	mark_needed(&b, target, needed);
+	build_keys(&b, target, needed);
+	remote_prefetch(&b);
 	int rc = 0;
 	for (size_t i = 0; i <= target && rc == 0; i++)
 		if (needed[i])
 			rc = build_stage(&b, &b.stages[i], err);
 	free(needed);
+	if (b.key_mismatches)
+		ib_progress_debug(o->progress, "cache keys: %d differ from the key pass",
+				  b.key_mismatches);
 	if (rc < 0) {
 		builder_free(&b);
 		return -1;
@@ -978,16 +1131,7 @@ static void remote_open(remote_state *rs, const ib_build_options *o)
 	rs->n_from = o->cache_from ? ib_strv_len(o->cache_from) : 0;
 	rs->from = xcalloc(rs->n_from + 1, sizeof(*rs->from));
 	rs->from_refs = (char **)o->cache_from;
-	ib_registry_options ro = cache_registry_options(o);
-	for (size_t i = 0; i < rs->n_from; i++) {
-		ib_error *e = NULL;
-		if (ib_rcache_open(&rs->from[i], o->cache_from[i], false, &ro, &e) < 0) {
-			ib_progress_info(o->progress,
-					 "warning: cache-from %s: %s; building without it",
-					 o->cache_from[i], ib_error_msg(e));
-			ib_error_free(&e);
-		}
-	}
+	/* connected after the key pass of the first build_once */
 }
 
 static void remote_close(remote_state *rs)

@@ -20,6 +20,10 @@ typedef struct ib_build_options {
 	const char *target;	 /* stage name, NULL = last stage */
 	char *const *tags;	 /* full normalised references to tag, may be NULL */
 	bool no_cache;		 /* run every step (results are still cached) */
+	/* --context-modes=preserve: copies from the build context keep the
+	 * checkout's permission bits (docker); by default they are
+	 * normalised to 0644/0755 as git records them */
+	bool preserve_context_modes;
 	const char *pull;	 /* "missing" (default, also NULL), "always", "never" */
 	ib_compression compression;
 	int compression_level; /* 0 = default */

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "builder.h"
 #include "cache.h"
@@ -40,6 +41,18 @@ typedef struct stage_state {
 	char *mount_dir; /* read-only merged view, mounted lazily */
 } stage_state;
 
+/* What the key pass found for a step (or, idx BUILD_MEMO_BASE, for a
+ * stage's base image), reused by the real pass so that nothing is loaded,
+ * pulled or hashed twice. */
+#define BUILD_MEMO_BASE ((size_t)-1)
+typedef struct step_memo {
+	size_t stage, idx;
+	char key[IB_DIGEST_BUFLEN];	/* the step key ("" for a base) */
+	ib_image *image;		/* base image, copy from=image source, or NULL */
+	struct copy_list *copy;		/* a context copy's sources, or NULL */
+	char content[IB_DIGEST_BUFLEN]; /* with copy: its content digest */
+} step_memo;
+
 typedef struct builder {
 	ib_store *store;
 	ib_cache *cache;
@@ -63,6 +76,13 @@ typedef struct builder {
 	size_t cur_stage; /* index of the stage being built */
 	size_t cur_idx;	  /* index of the step being built in its stage */
 	json_t *exports;  /* [{"key", "stage", "idx"}] of this build's layer steps */
+	/* the key pass (build_keys): every step key computed before the
+	 * cache registries are contacted; nothing is run, fetched or written */
+	bool keys_only;
+	step_memo *memo;
+	size_t n_memo;
+	json_t *lookup_keys; /* keys the real pass will look up, in order */
+	int key_mismatches;  /* real-pass keys that differ from the key pass */
 } builder;
 
 /* What survives a restart of the build: the cache registries and the
@@ -79,6 +99,7 @@ typedef struct remote_state {
 	json_t *mounts; /* targets of shared cache mounts used: imported once */
 	json_t *diff_ids; /* lazy layer digest -> the diff_id its record gives */
 	bool restart;	/* a lazy layer failed: build again without it */
+	bool connected; /* from[] opened (after the first key pass) */
 } remote_state;
 
 static inline const char *jstr(json_t *o, const char *k)
@@ -130,6 +151,14 @@ int build_mount_stage_view(builder *b, stage_state *src, ib_error **err);
 int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image **out,
 			  ib_error **err);
 
+/* The memo of a step (idx BUILD_MEMO_BASE: the stage's base), created
+ * when create, else NULL when there is none. */
+step_memo *build_memo(builder *b, size_t stage, size_t idx, bool create);
+/* Called by run and copy steps once their key is known: the key pass
+ * records it (lookup: the real pass will ask the cache for it), the real
+ * pass compares it with the recorded one. */
+void build_key_computed(builder *b, stage_state *st, size_t idx, const char *key, bool lookup);
+
 /* ---- build_config.c ---- */
 
 /* The stage's image config "config" object (created when missing). */
@@ -169,6 +198,14 @@ int build_run_step(builder *b, stage_state *st, json_t *step, size_t idx, const 
 int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const char *parent,
 		    json_t *extra, const char *label, char key_out[IB_DIGEST_BUFLEN], bool *cached,
 		    ib_error **err);
+
+/* The mode a file from the build context gets in a layer by default
+ * (--context-modes=normalize), the permissions git records: a regular
+ * file 0755 when its owner may execute it, else 0644; a directory 0755; a
+ * symlink unchanged; anything else without setuid, setgid and sticky. */
+mode_t build_context_mode(mode_t m);
+/* Free a memoised copy list. */
+void build_copy_memo_free(struct copy_list *l);
 
 /* ---- build_explain.c ---- */
 

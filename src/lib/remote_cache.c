@@ -328,12 +328,14 @@ struct ib_rcache {
 	ib_registry_options o;
 	json_t *tags; /* record tags of the repository (listed on the first
 			 key the index lacks), NULL = not listed */
+	int requests; /* made for the index, tag listings and records */
 };
 
 static int fetch_index(ib_rcache *rc, json_t **out, ib_error **err)
 {
 	cleanup_free char *body = NULL;
 	size_t len = 0;
+	rc->requests++;
 	int r = ib_registry_manifest_get(rc->s, rc->tag, &body, &len, NULL, NULL, err);
 	if (r == IB_ENOTFOUND) {
 		ib_error_free(err);
@@ -402,6 +404,7 @@ int ib_rcache_lookup(ib_rcache *rc, const char *key, json_t **entry_out, ib_erro
 	if (!rc->tags) {
 		/* one listing answers for every key the index lacks */
 		char **tags = NULL;
+		rc->requests++;
 		if (ib_registry_tags(rc->ref, &rc->o, &tags, err) < 0)
 			return -1;
 		rc->tags = json_object();
@@ -414,8 +417,11 @@ int ib_rcache_lookup(ib_rcache *rc, const char *key, json_t **entry_out, ib_erro
 	cleanup_free char *body = NULL;
 	size_t len = 0;
 	char digest[IB_DIGEST_BUFLEN];
+	rc->requests++;
 	int r = ib_registry_manifest_get(rc->s, tag, &body, &len, NULL, digest, err);
 	if (r == IB_ENOTFOUND) {
+		/* listed but gone: a miss from now on, without a request */
+		json_object_del(rc->tags, tag);
 		ib_error_free(err);
 		return 0;
 	}
@@ -429,6 +435,30 @@ int ib_rcache_lookup(ib_rcache *rc, const char *key, json_t **entry_out, ib_erro
 	json_object_set_new(rc->unindexed, key, json_true());
 	*entry_out = e;
 	return 0;
+}
+
+int ib_rcache_prefetch(ib_rcache *rc, json_t *keys, json_t **missing_out, ib_error **err)
+{
+	*missing_out = json_array();
+	size_t i;
+	json_t *k;
+	json_array_foreach (keys, i, k) {
+		json_t *e = NULL;
+		if (ib_rcache_lookup(rc, json_string_value(k), &e, err) < 0) {
+			json_decref(*missing_out);
+			*missing_out = NULL;
+			return -1;
+		}
+		if (!e)
+			json_array_append(*missing_out, k);
+		json_decref(e);
+	}
+	return 0;
+}
+
+int ib_rcache_requests(const ib_rcache *rc)
+{
+	return rc->requests;
 }
 
 int ib_rcache_fetch_blob(ib_rcache *rc, ib_store *store, const char *digest, int64_t size,

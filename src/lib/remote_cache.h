@@ -73,6 +73,16 @@ const char *ib_rcache_repository(const ib_rcache *rc);
 /* The entry for key: from the index, else its record tag (one GET).
  * 0 with *entry_out NULL on a miss; < 0 when the registry failed. */
 int ib_rcache_lookup(ib_rcache *rc, const char *key, json_t **entry_out, ib_error **err);
+/* Decide every key of keys (an array of strings) at once, before the
+ * build asks for them one by one: the index (fetched by ib_rcache_open)
+ * answers the keys it lists; the others cost one tag listing of the
+ * repository, plus one GET per listed record the index lacks.  Later
+ * ib_rcache_lookup calls for these keys make no request.  *missing_out
+ * (caller's) = the keys without an entry here. */
+int ib_rcache_prefetch(ib_rcache *rc, json_t *keys, json_t **missing_out, ib_error **err);
+/* Requests made so far for the index, tag listings and records (the
+ * session's ping and authentication not counted). */
+int ib_rcache_requests(const ib_rcache *rc);
 /* Download a layer blob of the cache repository into the store (digest
  * and size verified). */
 int ib_rcache_fetch_blob(ib_rcache *rc, ib_store *store, const char *digest, int64_t size,

@@ -173,12 +173,13 @@ copy { "d/", "/opt/x/", owner = "7:8" }
 copy { "d/a", "/opt/y/a", mode = "0600" }
 run { "/bin/sh", "-c", "cd /opt && find . | sort | while read f; do stat -c '%n %A %u:%g %h %Y' \"$f\"; done; readlink x/e/sym", cache = false }
 LUA
-	run "$IMGBUILD" build "$T/mat/ctx/recipe.lua" --progress plain
+	# preserve: the setuid bit of the context file reaches the layer
+	run "$IMGBUILD" build "$T/mat/ctx/recipe.lua" --progress plain --context-modes=preserve
 	[ "$status" -eq 0 ]
 	direct=$(echo "$output" | grep '^#3 ' | grep -v -e RUN -e DONE)
 	# drop every unpacked layer: the cached copy layers now come from their blobs
 	rm -rf "$IMGBUILD_ROOT/layers"
-	run "$IMGBUILD" build "$T/mat/ctx/recipe.lua" --progress plain
+	run "$IMGBUILD" build "$T/mat/ctx/recipe.lua" --progress plain --context-modes=preserve
 	[[ "$output" == *"COPY d/a /opt/y/a CACHED"* ]]
 	[ "$status" -eq 0 ]
 	unpacked=$(echo "$output" | grep '^#3 ' | grep -v -e RUN -e DONE)
@@ -730,4 +731,43 @@ LUA
 	run env IMGBUILD_COMPRESS_THREADS=zero "$IMGBUILD" build "$T/gz/recipe.lua" --no-cache
 	[ "$status" -eq 1 ]
 	[[ "$output" == *IMGBUILD_COMPRESS_THREADS* ]]
+}
+
+@test "context copies: checkouts under umask 022, 077 and 000 give one image, from the cache; --context-modes=preserve keeps 0600" {
+	for u in 022 077 000; do
+		(
+			umask $u
+			mkdir -p "$T/um$u/ctx/bin/sub"
+			echo conf >"$T/um$u/ctx/app.conf"
+			printf '#!/bin/sh\necho tool\n' >"$T/um$u/ctx/bin/tool"
+			chmod u+x "$T/um$u/ctx/bin/tool"
+		)
+		cat >"$T/um$u/ctx/recipe.lua" <<'LUA'
+from "localhost/busybox:latest"
+copy { "app.conf", "/etc/app.conf" }
+copy { "bin/", "/opt/bin/" }
+run "stat -c '%n %a' /etc/app.conf /opt/bin/sub /opt/bin/tool > /modes"
+LUA
+	done
+	[ "$(stat -c %a "$T/um077/ctx/app.conf")" = 600 ]
+	[ "$(stat -c %a "$T/um000/ctx/app.conf")" = 666 ]
+	d022=$("$IMGBUILD" -q build "$T/um022/ctx/recipe.lua" -t localhost/um:022)
+	for u in 077 000; do
+		run --separate-stderr "$IMGBUILD" build "$T/um$u/ctx/recipe.lua" -t "localhost/um:$u" \
+			--metadata-file "$T/meta.json"
+		[ "$status" -eq 0 ]
+		[ "${output##*$'\n'}" = "$d022" ]
+		python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); sys.exit(m["steps.run"] != 0)' "$T/meta.json"
+	done
+	unpack_image localhost/um:000 "$T/b000"
+	[ "$(cat "$T/b000/rootfs/modes")" = "$(printf '/etc/app.conf 644\n/opt/bin/sub 755\n/opt/bin/tool 755')" ]
+	[ "$(stat -c %a "$T/b000/rootfs/etc/app.conf")" = 644 ]
+	# docker's behaviour on request: the checkout's modes, another image
+	dp=$("$IMGBUILD" -q build "$T/um077/ctx/recipe.lua" -t localhost/um:preserve --context-modes=preserve)
+	[ "$dp" != "$d022" ]
+	unpack_image localhost/um:preserve "$T/bp"
+	[ "$(cat "$T/bp/rootfs/modes")" = "$(printf '/etc/app.conf 600\n/opt/bin/sub 700\n/opt/bin/tool 700')" ]
+	run "$IMGBUILD" build "$T/um077/ctx/recipe.lua" --context-modes=keep
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"--context-modes must be normalize or preserve"* ]]
 }

@@ -395,3 +395,68 @@ PY
 	run B verify
 	[ "$status" -eq 0 ]
 }
+
+# checkout UMASK DIR: the context of the setup, written under UMASK
+checkout() {
+	(
+		umask "$1"
+		mkdir -p "$2"
+		echo "one" >"$2/a.txt"
+		echo "two" >"$2/b.txt"
+		cp "$T/ctx/recipe.lua" "$2/recipe.lua"
+	)
+}
+
+@test "runners whose checkouts had umask 022, 077 and 000 share the cache entries" {
+	checkout 022 "$T/u022"
+	checkout 077 "$T/u077"
+	checkout 000 "$T/u000"
+	[ "$(stat -c %a "$T/u077/a.txt")" = 600 ]
+	[ "$(stat -c %a "$T/u000/a.txt")" = 666 ]
+	ref="127.0.0.1:$OPEN_PORT/ci/umask"
+	run --separate-stderr A build "$T/u022/recipe.lua" -t localhost/rc20 --cache-to "$ref"
+	[ "$status" -eq 0 ]
+	digest_a=${output##*$'\n'}
+	for u in 077 000; do
+		fresh_b
+		run --separate-stderr B build "$T/u$u/recipe.lua" -t localhost/rc20 --cache-from "$ref" \
+			--metadata-file "$T/meta.json"
+		[ "$status" -eq 0 ]
+		[ "${output##*$'\n'}" = "$digest_a" ]
+		[ "$(steps "$T/meta.json")" = "0 4" ]
+	done
+}
+
+@test "every step key, copy from a stage included, is computed before the first request to the cache registry; that copy's hit fetches nothing" {
+	cat >"$T/ctx/multi.lua" <<'LUA'
+stage("build", "localhost/busybox:latest")
+run "echo built > /out.txt"
+copy { "a.txt", "/a.txt" }
+stage("final", "localhost/busybox:latest")
+copy { "/out.txt", "/out.txt", from = "build" }
+copy { "b.txt", "/b.txt" }
+run "cat /out.txt /b.txt > /both.txt"
+LUA
+	cp "$T/ctx/multi.lua" "$T/other/place/ctx/multi.lua"
+	ref="127.0.0.1:$OPEN_PORT/ci/keys"
+	run --separate-stderr A build "$T/ctx/multi.lua" -t localhost/rc21 --cache-to "$ref,mode=max"
+	[ "$status" -eq 0 ]
+	digest_a=${output##*$'\n'}
+	fresh_b
+	run --separate-stderr B --debug build "$T/other/place/ctx/multi.lua" -t localhost/rc21 \
+		--cache-from "$ref" --metadata-file "$T/meta.json"
+	[ "$status" -eq 0 ]
+	[ "${output##*$'\n'}" = "$digest_a" ]
+	[ "$(steps "$T/meta.json")" = "0 5" ]
+	keys=$(grep -n 'cache keys: 5 computed before contacting the cache registry' <<<"$stderr" | cut -d: -f1)
+	first=$(grep -n "debug: > [A-Z]* http[s]*://127.0.0.1:$OPEN_PORT/" <<<"$stderr" | head -1 | cut -d: -f1)
+	[ -n "$keys" ] && [ -n "$first" ]
+	[ "$keys" -lt "$first" ]
+	# every hit decided by the index: one request after auth
+	[[ "$stderr" == *"cache-from $ref:index: 5 of 5 keys found; requests after auth: 1"* ]]
+	[[ "$stderr" != *"tags/list"* ]]
+	[[ "$stderr" != *"differ from the key pass"* ]]
+	# the hit of the copy from "build" needs none of build's layers: only
+	# the final image's three are downloaded
+	[ "$(grep -c 'debug: > GET .*/blobs/sha256:' <<<"$stderr")" -eq 3 ]
+}

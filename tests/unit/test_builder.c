@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "builder.h"
+#include "builder_internal.h"
 #include "digest.h"
 #include "imgdiff.h"
 #include "progress.h"
@@ -58,10 +59,12 @@ typedef struct bopts {
 	bool explain;
 	int64_t epoch;
 	const char *pull;
+	bool preserve_modes; /* --context-modes=preserve */
+	bool debug;	     /* debug lines in the log */
 } bopts;
 #define BOPTS_INIT                                                                                 \
 	{                                                                                          \
-		NULL, NULL, false, false, EPOCH, "never"                                           \
+		NULL, NULL, false, false, EPOCH, "never", false, false                             \
 	}
 
 /* A layer entry as the tests keep it. */
@@ -204,6 +207,7 @@ static int run_plan(fx *f, json_t *plan, const bopts *bo, ib_build_result *res)
 	FILE *m = open_memstream(&buf, &len);
 	assert_non_null(m);
 	ib_progress *p = ib_progress_new(IB_PROGRESS_PLAIN, false, m);
+	ib_progress_set_debug(p, bo->debug);
 	ib_build_options o = IB_BUILD_OPTIONS_INIT;
 	o.recipe_path = f->recipe;
 	o.context_dir = f->ctx;
@@ -213,6 +217,8 @@ static int run_plan(fx *f, json_t *plan, const bopts *bo, ib_build_result *res)
 	o.explain = bo->explain;
 	o.source_date_epoch = bo->epoch;
 	o.pull = bo->pull;
+	o.preserve_context_modes = bo->preserve_modes;
+	o.debug = bo->debug;
 	o.progress = p;
 	ib_error *err = NULL;
 	int rc = ib_build_run(f->store, plan, &o, res, &err);
@@ -734,6 +740,134 @@ static void test_copy_symlink_is_copied_as_symlink(void **state)
 	entries_free(&l);
 }
 
+/* ---- copy: modes of context files ---- */
+
+static void test_context_mode_is_what_git_records(void **state)
+{
+	(void)state;
+	static const struct {
+		mode_t in, out;
+	} cases[] = {
+	    {S_IFREG | 0644, S_IFREG | 0644},  {S_IFREG | 0600, S_IFREG | 0644},
+	    {S_IFREG | 0666, S_IFREG | 0644},  {S_IFREG | 0400, S_IFREG | 0644},
+	    {S_IFREG | 0755, S_IFREG | 0755},  {S_IFREG | 0700, S_IFREG | 0755},
+	    {S_IFREG | 0777, S_IFREG | 0755},  {S_IFREG | 0100, S_IFREG | 0755},
+	    {S_IFREG | 0011, S_IFREG | 0644},  {S_IFREG | 04755, S_IFREG | 0755},
+	    {S_IFREG | 02644, S_IFREG | 0644}, {S_IFDIR | 0700, S_IFDIR | 0755},
+	    {S_IFDIR | 0777, S_IFDIR | 0755},  {S_IFDIR | 01777, S_IFDIR | 0755},
+	    {S_IFDIR | 02750, S_IFDIR | 0755}, {S_IFLNK | 0777, S_IFLNK | 0777},
+	    {S_IFIFO | 01666, S_IFIFO | 0666},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (build_context_mode(cases[i].in) != cases[i].out)
+			fail_msg("mode 0%o: 0%o, want 0%o", (unsigned)cases[i].in,
+				 (unsigned)build_context_mode(cases[i].in), (unsigned)cases[i].out);
+}
+
+static void chmod_ctx(fx *f, const char *rel, mode_t m)
+{
+	cleanup_free char *p = ctx_path(f, rel);
+	assert_int_equal(chmod(p, m), 0);
+}
+
+static void assert_perm(const entries *l, const char *path, mode_t perm)
+{
+	const entry *e = must_find(l, path);
+	if ((e->mode & 07777) != perm)
+		fail_msg("%s: mode 0%o, want 0%o", path, (unsigned)(e->mode & 07777),
+			 (unsigned)perm);
+}
+
+/* Checkouts under different umasks give the same layer (and hit the same
+ * cache entry); --context-modes=preserve keeps the checkout's modes. */
+static void test_copy_context_modes_are_normalised_unless_preserved(void **state)
+{
+	fx *f = *state;
+	put(f, "d/a.txt", "a\n");
+	put(f, "d/run.sh", "#!/bin/sh\n");
+	put(f, "d/sub/b.txt", "b\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'd/', '/app/' }\n"
+			"copy { 'd/a.txt', '/fixed.txt', mode = '0600' }\n");
+	/* umask 077 */
+	chmod_ctx(f, "d/a.txt", 0600);
+	chmod_ctx(f, "d/run.sh", 0700);
+	chmod_ctx(f, "d/sub/b.txt", 0600);
+	chmod_ctx(f, "d/sub", 0700);
+	char d077[IB_DIGEST_BUFLEN], d000[IB_DIGEST_BUFLEN], dpre[IB_DIGEST_BUFLEN];
+	int run = 0, cached = 0;
+	build_digest(f, NULL, d077, &run, &cached);
+	assert_int_equal(run, 2);
+	entries l;
+	layer_entries(f, d077, 0, &l);
+	assert_perm(&l, "app/a.txt", 0644);
+	assert_perm(&l, "app/run.sh", 0755);
+	assert_perm(&l, "app/sub", 0755);
+	assert_perm(&l, "app/sub/b.txt", 0644);
+	entries_free(&l);
+	layer_entries(f, d077, 1, &l);
+	assert_perm(&l, "fixed.txt", 0600); /* mode= wins */
+	entries_free(&l);
+	/* umask 000, plus setuid: the same image, from the cache */
+	chmod_ctx(f, "d/a.txt", 0666);
+	chmod_ctx(f, "d/run.sh", 04777);
+	chmod_ctx(f, "d/sub/b.txt", 0666);
+	chmod_ctx(f, "d/sub", 0777);
+	build_digest(f, NULL, d000, &run, &cached);
+	assert_string_equal(d000, d077);
+	assert_int_equal(run, 0);
+	assert_int_equal(cached, 2);
+	/* preserve: the checkout's modes, another key */
+	bopts bo = BOPTS_INIT;
+	bo.preserve_modes = true;
+	chmod_ctx(f, "d/run.sh", 0700);
+	chmod_ctx(f, "d/a.txt", 0600);
+	build_digest(f, &bo, dpre, &run, &cached);
+	assert_string_not_equal(dpre, d077);
+	assert_int_equal(run, 2);
+	layer_entries(f, dpre, 0, &l);
+	assert_perm(&l, "app/a.txt", 0600);
+	assert_perm(&l, "app/run.sh", 0700);
+	assert_perm(&l, "app/sub", 0777);
+	assert_perm(&l, "app/sub/b.txt", 0666);
+	entries_free(&l);
+}
+
+/* The key pass computes the keys the real pass arrives at, copy from a
+ * stage included, before the cache is looked at. */
+static void test_key_pass_computes_every_key_first(void **state)
+{
+	fx *f = *state;
+	put(f, "a.txt", "a\n");
+	put(f, "b.txt", "b\n");
+	write_recipe(f, "stage('one', 'scratch')\n"
+			"env { D = '/data' }\n"
+			"workdir '/w'\n"
+			"copy { 'a.txt', '$D/a.txt' }\n"
+			"copy { 'b.txt', 'b.txt' }\n"
+			"stage('two', 'scratch')\n"
+			"copy { '/data/a.txt', '/a.txt', from = 'one' }\n"
+			"copy { 'a.txt', '/again.txt' }\n");
+	bopts bo = BOPTS_INIT;
+	bo.debug = true;
+	for (int pass = 0; pass < 2; pass++) {
+		ib_build_result res;
+		build_ok(f, &bo, &res);
+		assert_int_equal(res.steps_run + res.steps_cached, 4);
+		assert_int_equal(res.steps_cached, pass ? 4 : 0);
+		ib_build_result_clear(&res);
+		const char *line = strstr(f->log, "cache keys: 4 computed before contacting");
+		if (!line)
+			fail_msg("no key pass line in:\n%s", f->log);
+		/* before the first lookup */
+		const char *lookup = strstr(f->log, "cache lookup");
+		assert_non_null(lookup);
+		assert_true(line < lookup);
+		assert_null(strstr(f->log, "differ from the key pass"));
+		assert_null(strstr(f->log, "the key pass computed"));
+	}
+}
+
 /* ---- copy: known bugs ---- */
 
 static void test_copy_glob_dot_star_stays_inside_context(void **state)
@@ -1178,6 +1312,9 @@ int main(void)
 	    T(test_created_is_rfc3339_of_source_date_epoch),
 	    T(test_copy_context_files_become_root_owned),
 	    T(test_copy_symlink_is_copied_as_symlink),
+	    T(test_context_mode_is_what_git_records),
+	    T(test_copy_context_modes_are_normalised_unless_preserved),
+	    T(test_key_pass_computes_every_key_first),
 	    T(test_copy_glob_dot_star_stays_inside_context),
 	    T(test_copy_glob_in_context_whose_path_has_glob_characters),
 	    T(test_cache_second_identical_build_runs_nothing),

@@ -214,6 +214,10 @@ static void test_index_merge(void **state)
 typedef struct fake {
 	char *index;
 	size_t index_len;
+	const char *tags;   /* the tag listing's body, NULL: only "index" */
+	const char *record; /* "/v2/c/manifests/sha256-..." served with the body below */
+	char *record_body;
+	size_t record_len;
 } fake;
 
 static void handler(const tu_http_request *req, tu_http_response *resp, void *payload)
@@ -225,7 +229,11 @@ static void handler(const tu_http_request *req, tu_http_response *resp, void *pa
 		tu_http_add_header(resp, "Content-Type: %s", IB_MT_OCI_INDEX);
 		tu_http_set_body(resp, f->index, f->index_len);
 	} else if (!strncmp(req->target, "/v2/c/tags/list", 15)) {
-		tu_http_set_body(resp, "{\"name\":\"c\",\"tags\":[\"index\"]}", (size_t)-1);
+		tu_http_set_body(resp, f->tags ? f->tags : "{\"name\":\"c\",\"tags\":[\"index\"]}",
+				 (size_t)-1);
+	} else if (f && f->record && !strcmp(req->target, f->record)) {
+		tu_http_add_header(resp, "Content-Type: %s", IB_MT_OCI_MANIFEST);
+		tu_http_set_body(resp, f->record_body, f->record_len);
 	} else {
 		resp->status = 404;
 	}
@@ -280,6 +288,76 @@ static void test_lookup_round_trips(void **state)
 	tu_http_stop(h);
 	free(f.index);
 	json_decref(e1);
+	json_decref(entries);
+}
+
+/* The key pass's prefetch: every key decided at once (the index, one tag
+ * listing, the record the index lacks), then lookups make no request. */
+static void test_prefetch_decides_every_key(void **state)
+{
+	(void)state;
+	json_t *entries = json_object();
+	json_t *e1 = with_record(entry('1', '2'), '3');
+	const char *k1 = json_string_value(json_object_get(e1, "key"));
+	json_object_set(entries, k1, e1);
+	fake f = {0};
+	f.index = ib_rcache_index_encode(entries, &f.index_len);
+	/* key 4: a record tagged but not indexed (a writer lost the race) */
+	json_t *e4 = entry('4', '5');
+	const char *k4 = json_string_value(json_object_get(e4, "key"));
+	cleanup_free char *cfg = NULL;
+	size_t cfg_len = 0;
+	char cfg_digest[IB_DIGEST_BUFLEN];
+	ib_error *err = NULL;
+	assert_int_equal(ib_rcache_record_encode(e4, &cfg, &cfg_len, cfg_digest, &f.record_body,
+						 &f.record_len, &err),
+			 0);
+	cleanup_free char *tag4 = ib_rcache_key_tag(k4);
+	cleanup_free char *path4 = xasprintf("/v2/c/manifests/%s", tag4);
+	cleanup_free char *tags = xasprintf("{\"name\":\"c\",\"tags\":[\"index\",\"%s\"]}", tag4);
+	f.record = path4;
+	f.tags = tags;
+	tu_http *h = tu_http_start(handler, &f);
+	cleanup_free char *ref = xasprintf("%s/c:index", tu_http_host(h));
+	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
+	o.max_retries = -1;
+	ib_rcache *rc = NULL;
+	assert_int_equal(ib_rcache_open(&rc, ref, false, &o, &err), 0);
+	assert_int_equal(ib_rcache_requests(rc), 1); /* the index */
+	cleanup_free char *k6 = fake_digest('6');
+	cleanup_free char *k7 = fake_digest('7');
+	json_t *keys = json_pack("[s, s, s, s]", k1, k6, k4, k7);
+	json_t *missing = NULL;
+	assert_int_equal(ib_rcache_prefetch(rc, keys, &missing, &err), 0);
+	json_t *want_missing = json_pack("[s, s]", k6, k7);
+	assert_true(json_equal(missing, want_missing));
+	/* the index, one tag listing, the one record the index lacks */
+	assert_int_equal(ib_rcache_requests(rc), 3);
+	size_t after = tu_http_count(h);
+	size_t i;
+	json_t *k;
+	json_array_foreach (keys, i, k) {
+		json_t *got = NULL;
+		assert_int_equal(ib_rcache_lookup(rc, json_string_value(k), &got, &err), 0);
+		if (i == 0 || i == 2)
+			assert_non_null(got);
+		else
+			assert_null(got);
+		json_decref(got);
+	}
+	assert_int_equal(tu_http_count(h), after);
+	cleanup_free char *log = tu_http_log(h);
+	assert_int_equal(count_of(log, "GET /v2/c/tags/list"), 1);
+	assert_int_equal(count_of(log, "/manifests/sha256-"), 1);
+	ib_rcache_free(rc);
+	tu_http_stop(h);
+	free(f.index);
+	free(f.record_body);
+	json_decref(keys);
+	json_decref(missing);
+	json_decref(want_missing);
+	json_decref(e1);
+	json_decref(e4);
 	json_decref(entries);
 }
 
@@ -342,10 +420,15 @@ static void test_blob_mount(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_spec_parse),	     cmocka_unit_test(test_key_tag),
-	    cmocka_unit_test(test_record_roundtrip), cmocka_unit_test(test_index_roundtrip),
-	    cmocka_unit_test(test_index_merge),	     cmocka_unit_test(test_lookup_round_trips),
-	    cmocka_unit_test(test_open_unreachable), cmocka_unit_test(test_blob_mount),
+	    cmocka_unit_test(test_spec_parse),
+	    cmocka_unit_test(test_key_tag),
+	    cmocka_unit_test(test_record_roundtrip),
+	    cmocka_unit_test(test_index_roundtrip),
+	    cmocka_unit_test(test_index_merge),
+	    cmocka_unit_test(test_lookup_round_trips),
+	    cmocka_unit_test(test_prefetch_decides_every_key),
+	    cmocka_unit_test(test_open_unreachable),
+	    cmocka_unit_test(test_blob_mount),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
