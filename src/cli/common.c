@@ -9,6 +9,18 @@
 #include "gotmpl.h"
 #include "util.h"
 
+/* A layer a lazily tagged image left in a cache registry comes from there
+ * on first use, with the credentials and TLS settings of the command
+ * line; a registry that is gone fails after one retry. */
+static int cli_fetch_blob(ib_store *s, const ib_store_remote *rec, void *payload, ib_error **err)
+{
+	const ib_global *g = payload;
+	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
+	ib_cli_registry_options(&o, g, NULL);
+	o.max_retries = 1;
+	return ib_registry_fetch_blob(s, rec->repository, rec->digest, rec->size, &o, err);
+}
+
 ib_store *ib_cli_open_store(ib_global *g)
 {
 	ib_store *s = NULL;
@@ -17,6 +29,7 @@ ib_store *ib_cli_open_store(ib_global *g)
 		ib_cli_fail(&err);
 		return NULL;
 	}
+	ib_store_set_blob_fetcher(s, cli_fetch_blob, g);
 	return s;
 }
 
