@@ -33,6 +33,23 @@ ib_store *ib_cli_open_store(ib_global *g)
 	return s;
 }
 
+int ib_cli_fetch_images(ib_store *s, char *const *refs, size_t n, ib_error **err)
+{
+	for (size_t i = 0; i < n; i++) {
+		ib_image *img = NULL;
+		ib_error *e = NULL;
+		if (ib_store_image_load(s, refs[i], &img, &e) < 0) {
+			ib_error_free(&e); /* the command says what is wrong with it */
+			continue;
+		}
+		int r = ib_store_image_fetch(s, img, NULL, err);
+		ib_image_free(img);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int ib_cli_fail(ib_error **err)
 {
 	int code = err && *err ? (*err)->code : IB_ERROR;
