@@ -840,13 +840,9 @@ int ib_registry_blob_upload(ib_registry_session *s, CURL *h, ib_store *store, co
 		/* a layer the store only has a remote record of: mount it
 		 * rather than fetch it to upload it (a refused mount's upload
 		 * session is left for the registry to expire) */
-		cleanup_free char *loc = NULL;
-		bool retryable = false;
 		ib_error *e = NULL;
-		if (start_upload(s, h, digest, mount_from, &loc, &retryable, &e) == 0 && !loc) {
-			ib_registry_report_event(s, digest, "mounted", size >= 0 ? (uint64_t)size : 0);
+		if (ib_registry_blob_mount(s, h, digest, mount_from, &e) == 0)
 			return 0;
-		}
 		ib_error_free(&e);
 		mount_from = NULL;
 	}

@@ -570,55 +570,6 @@ int ib_rcache_inputs(ib_rcache *rc, ib_store *store, const char *position, json_
 	return 0;
 }
 
-int ib_rcache_push_image(ib_store *store, const char *dest_ref, const char *manifest, size_t len,
-			 const ib_descriptor *config, const ib_descriptor *layers, size_t n_layers,
-			 json_t *lazy, ib_rcache_need_blob_fn need_blob, void *payload,
-			 const ib_registry_options *o, char digest_out[IB_DIGEST_BUFLEN],
-			 ib_error **err)
-{
-	ib_ref *ref = NULL;
-	if (ib_ref_parse(&ref, dest_ref, err) < 0)
-		return -1;
-	ib_registry_session *s = NULL;
-	cleanup_free char *scope = ib_auth_scope_repository(ref->path, true);
-	int r = ib_registry_session_open(&s, ref->domain, ref->path, scope, NULL, o, err);
-	size_t dlen = strlen(ref->domain);
-	for (size_t i = 0; r == 0 && i < n_layers; i++) {
-		const ib_descriptor *l = &layers[i];
-		if (l->urls)
-			continue; /* foreign layers are not pushed */
-		const char *from = jstr(lazy, l->digest);
-		if (!ib_store_blob_exists(store, l->digest) && from &&
-		    !strncmp(from, ref->domain, dlen) && from[dlen] == '/') {
-			/* the cache repository has it: mount, send nothing */
-			r = ib_registry_blob_head(s, s->h, l->digest, NULL, err);
-			if (r == IB_ENOTFOUND)
-				r = ib_registry_blob_mount(s, s->h, l->digest, from + dlen + 1,
-							   err);
-			if (r != IB_ENOTFOUND)
-				continue;
-			r = 0;
-		}
-		if (!ib_store_blob_exists(store, l->digest))
-			r = need_blob ? need_blob(payload, l->digest, l->size, err)
-				      : ib_error_setc(err, IB_ENOTFOUND,
-						      "layer %.19s is not in the store", l->digest);
-		if (r == 0)
-			r = ib_registry_blob_upload(s, s->h, store, l->digest, l->size, NULL, err);
-	}
-	if (r == 0)
-		r = ib_registry_blob_upload(s, s->h, store, config->digest, config->size, NULL,
-					    err);
-	if (r == 0)
-		r = ib_registry_manifest_put(s, ref->tag ? ref->tag : "latest", IB_MT_OCI_MANIFEST,
-					     manifest, len, digest_out, err);
-	if (r < 0)
-		ib_error_wrap(err, "push %s", dest_ref);
-	ib_registry_session_free(s);
-	ib_ref_free(ref);
-	return r;
-}
-
 /* ------------------------------------------------------------------ */
 /* shared cache mounts                                                 */
 
