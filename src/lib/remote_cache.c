@@ -2,8 +2,6 @@
  * requests that read and write them (see remote_cache.h). */
 #include "remote_cache.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -691,41 +689,11 @@ int ib_rcache_mount_export(ib_rcache *rc, ib_store *store, const char *target, c
 int ib_rcache_check_diff_id(ib_store *store, const char *digest, const char *diff_id,
 			    ib_error **err)
 {
-	cleanup_free char *path = ib_store_blob_path(store, digest);
-	struct archive *a = archive_read_new();
-	archive_read_support_filter_all(a);
-	archive_read_support_format_raw(a);
-	ib_digest_ctx *ctx = ib_digest_new();
-	int rc = 0;
-	struct archive_entry *ae = NULL;
-	if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
-		rc = ib_error_setc(err, IB_EINVALID, "layer %.19s: %s", digest,
-				   archive_error_string(a));
-		goto out;
-	}
-	int h = archive_read_next_header(a, &ae);
-	if (h == ARCHIVE_OK || h == ARCHIVE_WARN) {
-		char buf[1 << 16];
-		la_ssize_t n;
-		while ((n = archive_read_data(a, buf, sizeof(buf))) > 0)
-			ib_digest_update(ctx, buf, (size_t)n);
-		if (n < 0)
-			rc = ib_error_setc(err, IB_EINVALID, "layer %.19s: %s", digest,
-					   archive_error_string(a));
-	} else if (h != ARCHIVE_EOF) {
-		rc = ib_error_setc(err, IB_EINVALID, "layer %.19s: %s", digest,
-				   archive_error_string(a));
-	}
-	if (rc == 0) {
-		char got[IB_DIGEST_BUFLEN];
-		ib_digest_final(ctx, got);
-		if (strcmp(got, diff_id) != 0)
-			rc = ib_error_setc(err, IB_EDIGEST,
-					   "layer %.19s: its content is %.19s, the record says %.19s",
-					   digest, got, diff_id);
-	}
-out:
-	ib_digest_free(ctx);
-	archive_read_free(a);
+	char got[IB_DIGEST_BUFLEN];
+	int rc = ib_store_layer_content_digest(store, digest, got, err);
+	if (rc == 0 && strcmp(got, diff_id) != 0)
+		rc = ib_error_setc(err, IB_EDIGEST,
+				   "layer %.19s: its content is %.19s, the record says %.19s", digest,
+				   got, diff_id);
 	return rc;
 }

@@ -2258,10 +2258,8 @@ static char *image_using(ib_store *s, const char *digest)
 	return found;
 }
 
-/* Digest of the uncompressed content of a stored layer blob (its diff_id)
- * and its size. */
-static int layer_content_digest(ib_store *s, const char *digest, char out[IB_DIGEST_BUFLEN],
-				ib_error **err)
+int ib_store_layer_content_digest(ib_store *s, const char *digest, char out[IB_DIGEST_BUFLEN],
+				  ib_error **err)
 {
 	cleanup_close int fd = -1;
 	int64_t size = 0;
@@ -2307,7 +2305,8 @@ int ib_store_blob_fetch(ib_store *s, const char *digest, ib_error **err)
 	if (r == 0 && !ib_store_blob_exists(s, digest))
 		r = ib_error_setc(&e, IB_ENOTFOUND, "the download stored nothing");
 	char got[IB_DIGEST_BUFLEN];
-	if (r == 0 && rec.diff_id[0] && (r = layer_content_digest(s, digest, got, &e)) == 0 &&
+	if (r == 0 && rec.diff_id[0] &&
+	    (r = ib_store_layer_content_digest(s, digest, got, &e)) == 0 &&
 	    strcmp(got, rec.diff_id) != 0)
 		r = ib_error_setc(&e, IB_EDIGEST, "its content is %s, the image says %s", got,
 				  rec.diff_id);

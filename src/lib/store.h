@@ -306,6 +306,11 @@ void ib_store_set_blob_fetcher(ib_store *s, ib_store_fetch_fn fn, void *payload)
  * one line naming the layer, an image using it and the registry; nothing
  * but a complete, verified blob is ever left in the store. */
 int ib_store_blob_fetch(ib_store *s, const char *digest, ib_error **err);
+/* The digest of the decompressed content (the diff_id) of the stored layer
+ * blob digest, never fetching it; IB_EINVALID when it does not
+ * decompress. */
+int ib_store_layer_content_digest(ib_store *s, const char *digest, char out[IB_DIGEST_BUFLEN],
+				  ib_error **err);
 /* Fetch every layer of img that is only remote; *n_fetched (may be NULL)
  * counts them. */
 int ib_store_image_fetch(ib_store *s, const ib_image *img, size_t *n_fetched, ib_error **err);
