@@ -195,8 +195,7 @@ static int verify_remote(ib_store *s, bool fetch, size_t *n_remote, ib_error **e
 			r = ib_store_blob_fetch(s, recs[i].digest, err);
 			continue;
 		}
-		printf("remote: %s (not downloaded; in %s)\n", recs[i].digest,
-		       recs[i].repository);
+		printf("remote: %s (not downloaded; in %s)\n", recs[i].digest, recs[i].repository);
 		(*n_remote)++;
 	}
 	for (size_t i = 0; i < n; i++)

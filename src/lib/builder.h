@@ -41,7 +41,7 @@ typedef struct ib_build_options {
 	char *const *cache_from;
 	char *const *cache_to;
 	bool cache_max;
-	bool debug; /* --debug: cache registry requests, which isolation AUTO picked */
+	bool debug;	       /* --debug: cache registry requests, which isolation AUTO picked */
 	ib_progress *progress; /* required */
 	/* run steps' sandbox (see ib_sandbox_options): 0 = its defaults */
 	long pids_limit;

@@ -693,7 +693,7 @@ int ib_rcache_check_diff_id(ib_store *store, const char *digest, const char *dif
 	int rc = ib_store_layer_content_digest(store, digest, got, err);
 	if (rc == 0 && strcmp(got, diff_id) != 0)
 		rc = ib_error_setc(err, IB_EDIGEST,
-				   "layer %.19s: its content is %.19s, the record says %.19s", digest,
-				   got, diff_id);
+				   "layer %.19s: its content is %.19s, the record says %.19s",
+				   digest, got, diff_id);
 	return rc;
 }

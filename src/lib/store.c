@@ -2249,8 +2249,9 @@ static char *image_using(ib_store *s, const char *digest)
 		    ib_manifest_parse(&m, raw, len, NULL) == 0) {
 			for (size_t k = 0; k < m->n_layers && !found; k++)
 				if (!strcmp(m->layers[k].digest, digest))
-					found = desc_ref_name(d) ? ib_ref_familiarize(desc_ref_name(d))
-								 : xstrdup(d->digest);
+					found = desc_ref_name(d)
+						    ? ib_ref_familiarize(desc_ref_name(d))
+						    : xstrdup(d->digest);
 		}
 		ib_manifest_free(m);
 	}

@@ -118,8 +118,8 @@ int ib_store_image_load_digest(ib_store *s, const char *digest, ib_image **out, 
 void ib_image_free(ib_image *img);
 
 /* Store config + manifest blobs for an image whose layer blobs are already
- * stored (or have a remote record, or URLs); fills *desc_out with the manifest descriptor (OCI media type
- * unless docker is true). */
+ * stored (or have a remote record, or URLs); fills *desc_out with the
+ * manifest descriptor (OCI media type unless docker is true). */
 int ib_store_image_write(ib_store *s, json_t *config, const ib_descriptor *layers, size_t n_layers,
 			 json_t *annotations, ib_descriptor *desc_out, ib_error **err);
 
@@ -278,8 +278,8 @@ int ib_store_content_sizes(ib_store *s, const ib_descriptor *layers, size_t n, u
  * does, with the registry options of the command line). */
 typedef struct ib_store_remote {
 	char digest[IB_DIGEST_BUFLEN];
-	char *repository; /* "host/path" */
-	int64_t size;	  /* of the blob, as its descriptor says */
+	char *repository;		/* "host/path" */
+	int64_t size;			/* of the blob, as its descriptor says */
 	char diff_id[IB_DIGEST_BUFLEN]; /* of its content, "" when not known */
 } ib_store_remote;
 
