@@ -427,6 +427,9 @@ lazy_b() {
 	run B images --format '{{.Reference}} {{.Digest}} {{.Size}} {{.CompressedSize}}'
 	[ "$status" -eq 0 ]
 	[[ "$output" == *"localhost/lz1:latest $digest_a N/A "[0-9]* ]]
+	run B inspect --format '{{json .Size}} {{.CompressedSize}}' localhost/lz1
+	[ "$status" -eq 0 ]
+	[[ "$output" == "null "[1-9]* ]]
 	# not downloaded is not corrupt
 	run B verify
 	[ "$status" -eq 0 ]
