@@ -80,7 +80,9 @@ int ib_cmd_save(int argc, char **argv, ib_global *g)
 	if (!s)
 		return 1;
 	ib_error *err = NULL;
-	int r = ib_archive_save(s, output, fmt, refs, ib_strv_len(refs), &err);
+	int r = ib_cli_fetch_images(s, refs, ib_strv_len(refs), &err);
+	if (r == 0)
+		r = ib_archive_save(s, output, fmt, refs, ib_strv_len(refs), &err);
 	ib_store_free(s);
 	if (r < 0)
 		return ib_cli_fail(&err);

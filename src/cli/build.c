@@ -787,10 +787,6 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 	bo->tls_verify = g->tls_verify;
 	bo->authfile = g->authfile;
 	bo->debug = g->debug;
-	/* the build may push itself, mounting layers a registry cache holds,
-	 * unless the image must be whole in the store: --check compares it,
-	 * --load hands it over */
-	bo->push = a.push && !a.check && !a.load;
 	bo->progress = prog;
 	ib_build_result res = {0};
 	ib_error *err = NULL;
@@ -817,7 +813,8 @@ int ib_cmd_build(int argc, char **argv, ib_global *g)
 		/* pushes and hand-offs are interrupted the ordinary way */
 		pthread_sigmask(SIG_UNBLOCK, &interrupt_set, NULL);
 	}
-	if (rc == 0 && a.push && !res.pushed)
+	/* layers a cache registry holds are mounted there, not downloaded */
+	if (rc == 0 && a.push)
 		rc = push_tags(store, a.tags, res.manifest.digest, g, prog);
 	if (rc == 0 && a.load) {
 		char *one[] = {res.manifest.digest, NULL};

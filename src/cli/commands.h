@@ -98,8 +98,15 @@ int ib_cli_bad_value(const ib_cli_parser *p, const char *fmt, ...)
 /* Print the global options section of the help. */
 void ib_cli_print_global_help(FILE *f);
 
-/* Open the store at g->root; prints the error and returns NULL on failure. */
+/* Open the store at g->root; prints the error and returns NULL on failure.
+ * Layers of lazily tagged images are fetched from their registry when a
+ * command opens them (ib_store_set_blob_fetcher), with g's registry
+ * options. */
 ib_store *ib_cli_open_store(ib_global *g);
+/* Fetch the layers that images refs[0..n) (resolved as ib_store_image_load
+ * does; a ref that does not load is skipped) still have in a registry,
+ * before a command that needs them whole starts writing anything. */
+int ib_cli_fetch_images(ib_store *s, char *const *refs, size_t n, ib_error **err);
 /* Print "imgbuild: error: ..." for err, free it, return 1 (or 2 for
  * IB_EUSAGE). */
 int ib_cli_fail(ib_error **err);

@@ -9,6 +9,18 @@
 #include "gotmpl.h"
 #include "util.h"
 
+/* A layer a lazily tagged image left in a cache registry comes from there
+ * on first use, with the credentials and TLS settings of the command
+ * line; a registry that is gone fails after one retry. */
+static int cli_fetch_blob(ib_store *s, const ib_store_remote *rec, void *payload, ib_error **err)
+{
+	const ib_global *g = payload;
+	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
+	ib_cli_registry_options(&o, g, NULL);
+	o.max_retries = 1;
+	return ib_registry_fetch_blob(s, rec->repository, rec->digest, rec->size, &o, err);
+}
+
 ib_store *ib_cli_open_store(ib_global *g)
 {
 	ib_store *s = NULL;
@@ -17,7 +29,25 @@ ib_store *ib_cli_open_store(ib_global *g)
 		ib_cli_fail(&err);
 		return NULL;
 	}
+	ib_store_set_blob_fetcher(s, cli_fetch_blob, g);
 	return s;
+}
+
+int ib_cli_fetch_images(ib_store *s, char *const *refs, size_t n, ib_error **err)
+{
+	for (size_t i = 0; i < n; i++) {
+		ib_image *img = NULL;
+		ib_error *e = NULL;
+		if (ib_store_image_load(s, refs[i], &img, &e) < 0) {
+			ib_error_free(&e); /* the command says what is wrong with it */
+			continue;
+		}
+		int r = ib_store_image_fetch(s, img, NULL, err);
+		ib_image_free(img);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 int ib_cli_fail(ib_error **err)

@@ -25,6 +25,9 @@ static const char usage[] =
     "  Unpacked layers   layers unpacked for builds (ROOT/layers)\n"
     "  Cache mounts      run{cache_mounts=...} directories (ROOT/cache/mounts)\n"
     "  Temporary         ROOT/tmp\n"
+    "  Remote layers     layers of images tagged from a --cache-from cache and\n"
+    "                    still only in its registry (fetched on first use; not\n"
+    "                    on disk, their compressed size)\n"
     "Sizes are apparent file sizes (compressed, for blobs).\n"
     "\n"
     "Options:\n"
@@ -148,13 +151,17 @@ int ib_cmd_df(int argc, char **argv, ib_global *g)
 		    (json_int_t)u.unpacked_unused_bytes, "cache_mounts", "count",
 		    (json_int_t)n_mounts, "size", (json_int_t)mounts_bytes, "list", ms, "temporary",
 		    "entries", (json_int_t)u.tmp_entries, "size", (json_int_t)u.tmp_bytes);
+		/* layers of lazily tagged images, in a registry: not on disk */
+		json_object_set_new(o, "remote_layers",
+				    json_pack("{s:I, s:I}", "count", (json_int_t)u.remote_layers,
+					      "size", (json_int_t)u.remote_bytes));
 		char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		puts(text);
 		free(text);
 		json_decref(o);
 	} else {
 		static const char *const head[] = {"TYPE", "TOTAL", "SIZE", "RECLAIMABLE"};
-		enum { NCOL = 4, NROW = 8 };
+		enum { NCOL = 4, NROW = 9 };
 		char **cells = xcalloc(NCOL * NROW + 1, sizeof(char *));
 		size_t k = 0;
 #define ROW(type, total, size, reclaim)                                                            \
@@ -176,6 +183,8 @@ int ib_cmd_df(int argc, char **argv, ib_global *g)
 		ROW("Cache mounts", n_mounts, mounts_bytes,
 		    reclaim_str(mounts_bytes, mounts_bytes));
 		ROW("Temporary", u.tmp_entries, u.tmp_bytes, reclaim_str(u.tmp_bytes, u.tmp_bytes));
+		/* not on disk: fetched from their registry on first use */
+		ROW("Remote layers", u.remote_layers, u.remote_bytes, size_str(0));
 #undef ROW
 		ib_cli_print_table(head, NCOL, cells, NROW);
 		if (verbose) {

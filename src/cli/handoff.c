@@ -44,6 +44,9 @@ int ib_cli_handoff(ib_store *s, const char *engine, char *const *refs, size_t n_
 		return ib_cli_fail(&err);
 	}
 	o.out = g->quiet ? NULL : stderr;
+	/* layers still in a cache registry come before the engine starts */
+	if (ib_cli_fetch_images(s, refs, n_refs, &err) < 0)
+		return ib_cli_fail(&err);
 	ib_handoff_engine used;
 	if (ib_handoff_load(s, refs, n_refs, &o, &used, &err) < 0) {
 		ib_error_wrap(&err, "load into %s", ib_handoff_engine_name(o.engine));

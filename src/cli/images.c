@@ -15,7 +15,8 @@ static const char usage[] =
     "List the tagged images of the store: name, tag, manifest digest (short),\n"
     "creation time and size (the uncompressed content of the layers, as\n"
     "docker and podman show it; the compressed size is in --json and\n"
-    "--format).\n"
+    "--format).  An image built from a registry cache whose layers are not\n"
+    "downloaded yet shows N/A (null in --json): its content size is unknown.\n"
     "\n"
     "Options:\n"
     "  --json           print a JSON array of {name, tag, reference, digest,\n"
@@ -32,8 +33,10 @@ typedef struct row {
 	char *reference; /* full normalised reference */
 	char digest[IB_DIGEST_BUFLEN];
 	char *created; /* config "created" or NULL */
-	int64_t size;  /* uncompressed content; -1 when the image could not be read */
+	int64_t size;  /* uncompressed content; -1 when the image could not be read
+			  or has layers not downloaded yet */
 	int64_t compressed_size;
+	bool loaded; /* compressed_size is known */
 } row;
 
 /* Familiar repository name and tag (ref.c's rule) of a stored name. */
@@ -119,8 +122,12 @@ static void fill_row(ib_store *s, const ib_store_tag *t, row *r)
 	for (size_t k = 0; k < img->manifest->n_layers; k++)
 		r->compressed_size += img->manifest->layers[k].size;
 	uint64_t content = 0;
-	ib_store_content_sizes(s, img->manifest->layers, img->manifest->n_layers, &content, NULL);
-	r->size = (int64_t)content;
+	/* layers still in a cache registry are not downloaded to be measured:
+	 * the content size is unknown (N/A), the compressed one known */
+	if (ib_store_content_sizes(s, img->manifest->layers, img->manifest->n_layers, &content,
+				   NULL) == 0)
+		r->size = (int64_t)content;
+	r->loaded = true;
 	ib_image_free(img);
 }
 
@@ -138,8 +145,8 @@ static void print_json(const row *rows, size_t n)
 		json_object_set_new(o, "size",
 				    rows[i].size >= 0 ? json_integer(rows[i].size) : json_null());
 		json_object_set_new(o, "compressed_size",
-				    rows[i].size >= 0 ? json_integer(rows[i].compressed_size)
-						      : json_null());
+				    rows[i].loaded ? json_integer(rows[i].compressed_size)
+						   : json_null());
 		json_array_append_new(arr, o);
 	}
 	char *s = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -155,10 +162,10 @@ static json_t *format_data(const row *r)
 	human_since(since, sizeof(since), r->created);
 	snprintf(size, sizeof(size), "N/A");
 	snprintf(csize, sizeof(csize), "N/A");
-	if (r->size >= 0) {
+	if (r->size >= 0)
 		ib_format_size(size, sizeof(size), (uint64_t)r->size);
+	if (r->loaded)
 		ib_format_size(csize, sizeof(csize), (uint64_t)r->compressed_size);
-	}
 	json_t *o =
 	    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "Repository", r->name, "Tag",
 		      r->tag, "Reference", r->reference, "ID", ib_digest_hex(r->digest), "Digest",

@@ -21,7 +21,8 @@ static const char inspect_usage[] =
     "                     fields docker's image inspect has: .Id (config digest)\n"
     "                     .Digest .RepoTags .Created .Architecture .Os .Author\n"
     "                     .Config (.Config.Env, .Config.Cmd, .Config.Labels ...)\n"
-    "                     .RootFS .History .Size (uncompressed) .CompressedSize,\n"
+    "                     .RootFS .History .Size (uncompressed; null while\n"
+    "                     layers are only in a cache registry) .CompressedSize,\n"
     "                     and .Manifest .Layers .ImageConfig (the whole config);\n"
     "                     with json, index, join: '{{json .Config}}',\n"
     "                     '{{index .Config.Labels \"k\"}}', '{{join .Config.Cmd \" \"}}'\n"
@@ -115,7 +116,8 @@ static json_t *tags_for(ib_store *s, const char *digest, const char *wanted, boo
 }
 
 /* inspect --format: the JSON output o reshaped as docker's image inspect. */
-static int print_format(json_t *o, json_t *config, uint64_t size, uint64_t compressed,
+/* size < 0: unknown (layers not downloaded yet, left in a cache registry) */
+static int print_format(json_t *o, json_t *config, int64_t size, uint64_t compressed,
 			const char *tmpl)
 {
 	json_t *d = json_deep_copy(o);
@@ -138,7 +140,7 @@ static int print_format(json_t *o, json_t *config, uint64_t size, uint64_t compr
 	json_object_set_new(rf, "Type", type ? json_incref(type) : json_string("layers"));
 	json_object_set_new(rf, "Layers", ids ? json_incref(ids) : json_array());
 	json_object_set_new(d, "RootFS", rf);
-	json_object_set_new(d, "Size", json_integer((json_int_t)size));
+	json_object_set_new(d, "Size", size >= 0 ? json_integer((json_int_t)size) : json_null());
 	json_object_set_new(d, "CompressedSize", json_integer((json_int_t)compressed));
 	int r = ib_cli_print_template(tmpl, d);
 	json_decref(d);
@@ -172,9 +174,11 @@ int ib_cmd_inspect(int argc, char **argv, ib_global *g)
 	bool tagged = false;
 	json_t *repo_tags = tags_for(s, img->desc.digest, full, &tagged);
 	uint64_t content = 0, compressed = 0;
+	int64_t size = -1;
 	if (format) {
-		ib_store_content_sizes(s, img->manifest->layers, img->manifest->n_layers, &content,
-				       NULL);
+		if (ib_store_content_sizes(s, img->manifest->layers, img->manifest->n_layers,
+					   &content, NULL) == 0)
+			size = (int64_t)content;
 		for (size_t k = 0; k < img->manifest->n_layers; k++)
 			compressed += (uint64_t)img->manifest->layers[k].size;
 	}
@@ -206,7 +210,7 @@ int ib_cmd_inspect(int argc, char **argv, ib_global *g)
 	json_object_set_new(o, "Manifest", manifest);
 	json_object_set(o, "Config", img->config);
 	if (format) {
-		r = print_format(o, img->config, content, compressed, format);
+		r = print_format(o, img->config, size, compressed, format);
 		json_decref(o);
 		ib_image_free(img);
 		return r;

@@ -33,13 +33,18 @@ static const char prune_usage[] =
     "  -h, --help            this help\n";
 
 static const char verify_usage[] =
-    "Usage: imgbuild verify\n"
+    "Usage: imgbuild verify [--fetch]\n"
     "\n"
     "Re-hash every blob of the store and check that everything a tag refers\n"
     "to is present.  Prints one line per problem and exits 1 if there is any.\n"
+    "Layers of images built from a registry cache (--cache-from) that were\n"
+    "not downloaded are listed as remote: they are not a problem, and are\n"
+    "downloaded when a command needs them.\n"
     "\n"
     "Options:\n"
-    "  -h, --help this help\n";
+    "      --fetch  download the remote layers first, so that every image is\n"
+    "               whole in the store (for tools reading ROOT/oci directly)\n"
+    "  -h, --help   this help\n";
 
 static int do_prune(ib_store *s, bool all, bool mounts, bool have_budget, uint64_t budget,
 		    ib_error **err)
@@ -177,12 +182,43 @@ static void report_permissions(const char *path, const char *problem, void *payl
 	fprintf(stderr, "warning: %s: %s\n", path, problem);
 }
 
+/* verify --fetch: download every remote layer; then the remote ones left
+ * (all of them without --fetch) are listed.  *n_remote: how many. */
+static int verify_remote(ib_store *s, bool fetch, size_t *n_remote, ib_error **err)
+{
+	ib_store_remote *recs = NULL;
+	size_t n = 0;
+	*n_remote = 0;
+	int r = ib_store_remote_referenced(s, &recs, &n, err);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		if (fetch) {
+			r = ib_store_blob_fetch(s, recs[i].digest, err);
+			continue;
+		}
+		printf("remote: %s (not downloaded; in %s)\n", recs[i].digest, recs[i].repository);
+		(*n_remote)++;
+	}
+	for (size_t i = 0; i < n; i++)
+		ib_store_remote_clear(&recs[i]);
+	free(recs);
+	return r;
+}
+
 int ib_cmd_verify(int argc, char **argv, ib_global *g)
 {
-	static const ib_cli_cmd cmd = {.name = "verify", .help = verify_usage};
-	int rc = ib_cli_parse_plain(&cmd, argc, argv, g);
-	if (rc >= 0)
-		return rc;
+	enum { O_FETCH = 256 };
+	static const struct option opts[] = {{"fetch", no_argument, NULL, O_FETCH},
+					     {NULL, 0, NULL, 0}};
+	static const ib_cli_cmd cmd = {.name = "verify", .help = verify_usage, .longopts = opts};
+	bool fetch = false;
+	ib_cli_parser p;
+	ib_cli_begin(&p, &cmd, argc, argv, g);
+	int c;
+	while ((c = ib_cli_next(&p)) != -1)
+		if (c == O_FETCH)
+			fetch = true;
+	if (p.exit >= 0)
+		return p.exit;
 	if (optind < argc)
 		return ib_cli_usage_error("verify", "unexpected argument '%s'", argv[optind]);
 	ib_store *s = ib_cli_open_store(g);
@@ -190,7 +226,14 @@ int ib_cmd_verify(int argc, char **argv, ib_global *g)
 		return 1;
 	ib_store_check_permissions(s, report_permissions, NULL);
 	ib_error *err = NULL;
+	size_t n_remote = 0;
+	if (fetch && verify_remote(s, true, &n_remote, &err) < 0) {
+		ib_store_free(s);
+		return ib_cli_fail(&err);
+	}
 	int r = ib_store_verify(s, report_problem, NULL, &err);
+	if (r >= 0 && verify_remote(s, false, &n_remote, &err) < 0)
+		r = -1;
 	size_t n = count_blobs(s);
 	ib_store_free(s);
 	if (r < 0)
@@ -198,6 +241,10 @@ int ib_cmd_verify(int argc, char **argv, ib_global *g)
 	if (r > 0)
 		return ib_cli_failf(IB_EDIGEST, "store verification failed: %d problem%s", r,
 				    r == 1 ? "" : "s");
-	printf("store OK: %zu blobs verified\n", n);
+	if (n_remote)
+		printf("store OK: %zu blobs verified, %zu layer%s remote (not downloaded)\n", n,
+		       n_remote, n_remote == 1 ? "" : "s");
+	else
+		printf("store OK: %zu blobs verified\n", n);
 	return 0;
 }

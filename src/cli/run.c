@@ -92,7 +92,10 @@ int ib_cmd_run(int argc, char **argv, ib_global *g)
 		return 1;
 	ib_error *err = NULL;
 	int status = 0;
-	r = ib_image_run(s, ref, &o, &status, &err);
+	char *one[] = {(char *)ref, NULL};
+	r = ib_cli_fetch_images(s, one, 1, &err);
+	if (r == 0)
+		r = ib_image_run(s, ref, &o, &status, &err);
 	ib_store_free(s);
 	if (r < 0) {
 		ib_cli_fail(&err);

@@ -207,8 +207,8 @@ int build_fetch_blob(builder *b, const char *digest, int64_t size, ib_error **er
 		return 0;
 	remote_state *rs = b->remote;
 	const char *repo = jstr(rs->blobs, digest);
-	if (!repo)
-		return ib_error_setc(err, IB_ENOTFOUND, "layer %.19s is not in the store", digest);
+	if (!repo) /* a layer of a lazily tagged base image */
+		return ib_store_blob_fetch(b->store, digest, err);
 	ib_rcache *rc = rc_by_repository(b, repo);
 	ib_error *e = NULL;
 	int r = rc ? ib_rcache_fetch_blob(rc, b->store, digest, size, &e) : IB_ENET;
@@ -861,78 +861,33 @@ static void export_cache(builder *b, size_t target)
 	json_decref(entries);
 }
 
-static bool has_lazy_layers(builder *b, stage_state *st)
+/* The layers of the image that cache hits left in a cache registry are
+ * not downloaded: the store records where they are (remote-blobs.json)
+ * and fetches each on first use, so a fully cached build downloads no
+ * layer byte and a push to that registry mounts them. */
+static int record_lazy_layers(builder *b, stage_state *st, ib_error **err)
 {
-	for (size_t i = 0; i < st->n_layers; i++)
-		if (!st->layers[i].desc.urls &&
-		    !ib_store_blob_exists(b->store, st->layers[i].desc.digest))
-			return true;
-	return false;
-}
-
-/* --push of an image with layers still in a cache registry: store the
- * config and manifest, push to every tag mounting those layers from the
- * cache (zero layer bytes downloaded), and tag locally only if the store
- * ended up with every layer (a push to another registry fetches them). */
-static int push_lazy(builder *b, stage_state *st, ib_build_result *result, ib_error **err)
-{
-	ib_manifest m;
-	memset(&m, 0, sizeof(m));
-	size_t clen = 0, mlen = 0;
-	cleanup_free char *cj = ib_config_serialize(st->config, &clen);
-	if (ib_store_blob_put(b->store, cj, clen, m.config.digest, err) < 0)
-		return -1;
-	m.media_type = IB_MT_OCI_MANIFEST;
-	m.config.media_type = IB_MT_OCI_CONFIG;
-	m.config.size = (int64_t)clen;
-	m.layers = xcalloc(st->n_layers + 1, sizeof(ib_descriptor));
-	for (size_t i = 0; i < st->n_layers; i++)
-		m.layers[i] = st->layers[i].desc; /* shallow: borrowed */
-	m.n_layers = st->n_layers;
-	m.annotations = json_object_size(st->annotations) ? st->annotations : NULL;
-	cleanup_free char *man = ib_manifest_serialize(&m, &mlen);
-	char digest[IB_DIGEST_BUFLEN];
-	int rc = ib_store_blob_put(b->store, man, mlen, digest, err);
-	ib_registry_options ro = cache_registry_options(b->o);
-	ro.max_retries = 0; /* the defaults: this is the push itself */
-	ro.timeout_sec = 0;
-	for (size_t i = 0; rc == 0 && b->o->tags[i]; i++) {
-		char pushed[IB_DIGEST_BUFLEN];
-		ib_progress_info(b->o->progress, "pushing %s", b->o->tags[i]);
-		rc = ib_rcache_push_image(b->store, b->o->tags[i], man, mlen, &m.config, m.layers,
-					  m.n_layers, b->remote->blobs, export_need_blob, b, &ro,
-					  pushed, err);
-		if (rc == 0 && strcmp(pushed, digest) != 0)
-			rc = ib_error_setc(err, IB_EDIGEST, "push %s: registry holds %s, built %s",
-					   b->o->tags[i], pushed, digest);
+	ib_store_remote *recs = xcalloc(st->n_layers + 1, sizeof(*recs));
+	size_t n = 0;
+	for (size_t i = 0; i < st->n_layers; i++) {
+		const layer_ref *l = &st->layers[i];
+		const char *repo = jstr(b->remote->blobs, l->desc.digest);
+		if (l->desc.urls || !repo || ib_store_blob_exists(b->store, l->desc.digest))
+			continue;
+		memcpy(recs[n].digest, l->desc.digest, IB_DIGEST_BUFLEN);
+		recs[n].repository = (char *)repo; /* borrowed */
+		recs[n].size = l->desc.size;
+		memcpy(recs[n].diff_id, l->diff_id, IB_DIGEST_BUFLEN);
+		n++;
 	}
-	free(m.layers);
-	if (rc < 0)
-		return -1;
-	result->pushed = true;
-	result->manifest.media_type = xstrdup(IB_MT_OCI_MANIFEST);
-	memcpy(result->manifest.digest, digest, IB_DIGEST_BUFLEN);
-	result->manifest.size = (int64_t)mlen;
-	memcpy(result->config_digest, m.config.digest, IB_DIGEST_BUFLEN);
-	if (has_lazy_layers(b, st)) {
+	int r = ib_store_remote_add(b->store, recs, n, err);
+	free(recs);
+	if (r == 0 && n)
 		ib_progress_info(b->o->progress,
-				 "layers were mounted from the cache, not downloaded: the image "
-				 "is in the registry, not tagged in the local store");
-		return 0;
-	}
-	ib_descriptor *layers = xcalloc(st->n_layers + 1, sizeof(ib_descriptor));
-	for (size_t i = 0; i < st->n_layers; i++)
-		layers[i] = st->layers[i].desc;
-	ib_descriptor d = {0};
-	rc = ib_store_image_write(b->store, st->config, layers, st->n_layers,
-				  json_object_size(st->annotations) ? st->annotations : NULL, &d,
-				  err);
-	free(layers);
-	for (size_t i = 0; rc == 0 && b->o->tags[i]; i++)
-		rc = ib_store_tag_set(b->store, b->o->tags[i], &d, err);
-	ib_descriptor_clear(&d);
-	result->tagged_locally = rc == 0;
-	return rc;
+				 "%zu layer%s left in the cache registry, downloaded on first use "
+				 "('imgbuild verify --fetch' downloads them now)",
+				 n, n == 1 ? "" : "s");
+	return r;
 }
 
 /* The key pass: the needed stages walked as the build will walk them,
@@ -1081,23 +1036,9 @@ static int build_once(ib_store *s, json_t *plan, const ib_build_options *o, remo
 
 	stage_state *st = &b.stages[target];
 	json_object_set_new(st->config, "created", json_string(b.created));
-	if (o->push && o->tags && o->tags[0] && has_lazy_layers(&b, st)) {
-		rc = push_lazy(&b, st, result, err);
-		result->steps_run = b.steps_run;
-		result->steps_cached = b.steps_cached;
-		if (rc == 0 && o->cache_to && o->cache_to[0])
-			export_cache(&b, target);
+	if (record_lazy_layers(&b, st, err) < 0) {
 		builder_free(&b);
-		return rc;
-	}
-	/* the store holds every layer of an image it tags: lazy hits come now */
-	for (size_t i = 0; i < st->n_layers; i++) {
-		if (!st->layers[i].desc.urls &&
-		    build_fetch_blob(&b, st->layers[i].desc.digest, st->layers[i].desc.size, err) <
-			0) {
-			builder_free(&b);
-			return -1;
-		}
+		return -1;
 	}
 	ib_descriptor *layers = xcalloc(st->n_layers + 1, sizeof(ib_descriptor));
 	for (size_t i = 0; i < st->n_layers; i++)
@@ -1113,7 +1054,6 @@ static int build_once(ib_store *s, json_t *plan, const ib_build_options *o, remo
 	}
 	for (size_t i = 0; rc == 0 && o->tags && o->tags[i]; i++)
 		rc = ib_store_tag_set(s, o->tags[i], &result->manifest, err);
-	result->tagged_locally = rc == 0;
 	result->steps_run = b.steps_run;
 	result->steps_cached = b.steps_cached;
 	if (rc == 0 && o->cache_to && o->cache_to[0])

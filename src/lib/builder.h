@@ -45,11 +45,7 @@ typedef struct ib_build_options {
 	char *const *cache_from;
 	char *const *cache_to;
 	bool cache_max;
-	bool debug; /* --debug: cache registry requests, which isolation AUTO picked */
-	/* the caller pushes every tag after the build: when layers of cache
-	 * hits were not downloaded, the build pushes them itself with
-	 * cross-repository mounts (ib_build_result.pushed) */
-	bool push;
+	bool debug;	       /* --debug: cache registry requests, which isolation AUTO picked */
 	ib_progress *progress; /* required */
 	/* run steps' sandbox (see ib_sandbox_options): 0 = its defaults */
 	long pids_limit;
@@ -71,10 +67,6 @@ typedef struct ib_build_result {
 	char config_digest[IB_DIGEST_BUFLEN];
 	int steps_run;
 	int steps_cached;
-	/* every tag was pushed by the build (o->push with layers left in a
-	 * cache registry); tagged_locally: the store has the image tagged */
-	bool pushed;
-	bool tagged_locally;
 } ib_build_result;
 
 /* Build the plan into the store.  On failure steps that completed stay

@@ -134,7 +134,8 @@ int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_la
 		       const char *created_by, ib_error **err);
 /* Make sure the store has a layer blob, downloading it from the cache
  * registry that announced it (a lazy hit).  A failure marks the blob bad
- * and asks for a restart. */
+ * and asks for a restart.  A layer of a lazily tagged base image comes
+ * through the store's fetcher (ib_store_blob_fetch); its failure fails. */
 int build_fetch_blob(builder *b, const char *digest, int64_t size, ib_error **err);
 /* Before a run step executes: fill its empty shared cache mounts
  * (share = "registry") from --cache-from, once per build; failures are

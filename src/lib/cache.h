@@ -8,8 +8,12 @@
  *   stat.bin            path -> size, mtime_ns, inode, digest of files whose
  *                       content was hashed, so unchanged files are not re-read
  *   registry-blobs.json {"sha256:...": ["host/repo", ...]}: repositories of
- *                       registries known to hold a blob (from pulls and
- *                       pushes), most recent first; push mounts from them
+ *                       registries known to hold a blob (from pulls,
+ *                       pushes and cache hits), most recent first; push
+ *                       mounts from them.  A hint only: the layers of
+ *                       lazily tagged images, which the store lacks, are
+ *                       recorded by the store itself (ROOT/remote-blobs.json,
+ *                       store.h), outside the cache that prune --all drops
  *   registry-blobs.lock serialises registry-blobs.json updates
  *   mounts/             run steps' cache mounts, by id
  *   layer-sizes.json    uncompressed size of each layer blob (images, df)

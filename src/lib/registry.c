@@ -836,6 +836,16 @@ int ib_registry_blob_upload(ib_registry_session *s, CURL *h, ib_store *store, co
 	}
 	if (r != IB_ENOTFOUND)
 		return r;
+	if (mount_from && !ib_store_blob_exists(store, digest)) {
+		/* a layer the store only has a remote record of: mount it
+		 * rather than fetch it to upload it (a refused mount's upload
+		 * session is left for the registry to expire) */
+		ib_error *e = NULL;
+		if (ib_registry_blob_mount(s, h, digest, mount_from, &e) == 0)
+			return 0;
+		ib_error_free(&e);
+		mount_from = NULL;
+	}
 	cleanup_close int fd = -1;
 	int64_t fsize = 0;
 	r = ib_store_blob_open(store, digest, &fd, &fsize, err);

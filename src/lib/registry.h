@@ -100,6 +100,12 @@ int ib_registry_tags(const char *repo_ref, const ib_registry_options *o, char **
 int ib_registry_login_check(const char *host, const ib_credentials *creds,
 			    const ib_registry_options *o, ib_error **err);
 
+/* Download one blob of repository ("host/path") into the store, verified
+ * against digest and size (size < 0: unknown); e.g. a layer a lazily
+ * tagged image left in a cache registry (ib_store_set_blob_fetcher). */
+int ib_registry_fetch_blob(ib_store *s, const char *repository, const char *digest, int64_t size,
+			   const ib_registry_options *o, ib_error **err);
+
 /* Parse "os/arch[/variant]"; IB_EINVALID on anything else. */
 int ib_registry_parse_platform(const char *s, ib_platform *out, ib_error **err);
 

@@ -626,6 +626,25 @@ static int plan_push(ib_store *st, const ib_image *img, push_plan *p, ib_error *
 	return ib_store_blob_put(st, p->bytes, p->len, p->digest, err);
 }
 
+/* A layer the store lacks (a lazily tagged image's) whose remote record
+ * names a repository on domain other than the destination: mount it from
+ * there, so it is neither downloaded nor uploaded.  Else NULL: the upload
+ * fetches it first (ib_store_blob_open). */
+static char *remote_mount_from(ib_store *st, const char *digest, const char *domain,
+			       const char *dest_repository)
+{
+	ib_store_remote rec;
+	if (ib_store_blob_exists(st, digest) || ib_store_remote_get(st, digest, &rec) < 0)
+		return NULL;
+	char *from = NULL;
+	size_t dl = strlen(domain);
+	if (!strncmp(rec.repository, domain, dl) && rec.repository[dl] == '/' &&
+	    strcmp(rec.repository, dest_repository) != 0)
+		from = xstrdup(rec.repository + dl + 1);
+	ib_store_remote_clear(&rec);
+	return from;
+}
+
 /* Push the blobs of p, then its manifest under reference (tag or digest);
  * digest_out = what the registry holds. */
 static int push_manifest(ib_registry_session *s, ib_store *st, ib_cache *cache, const ib_ref *sref,
@@ -651,9 +670,10 @@ static int push_manifest(ib_registry_session *s, ib_store *st, ib_cache *cache, 
 		job *j = &jobs[nj++];
 		j->digest = d->digest;
 		j->size = d->size;
-		j->mount_from =
-		    cache ? ib_cache_blob_where(cache, d->digest, dref->domain, s->repository)
-			  : NULL;
+		j->mount_from = remote_mount_from(st, d->digest, dref->domain, s->repository);
+		if (!j->mount_from && cache)
+			j->mount_from =
+			    ib_cache_blob_where(cache, d->digest, dref->domain, s->repository);
 		if (!j->mount_from && sref && !strcmp(sref->domain, dref->domain) &&
 		    strcmp(sref->path, dref->path) != 0)
 			j->mount_from = xstrdup(sref->path);
@@ -737,7 +757,8 @@ static int push_index(ib_registry_session *s, ib_store *st, ib_cache *cache, con
 		const ib_manifest *m = imgs[i]->manifest;
 		for (size_t k = 0; r == 0 && k < m->n_layers; k++)
 			if (!is_foreign(&m->layers[k]) &&
-			    !ib_store_blob_exists(st, m->layers[k].digest))
+			    !ib_store_blob_exists(st, m->layers[k].digest) &&
+			    !ib_store_blob_is_remote(st, m->layers[k].digest))
 				r = ib_error_setc(err, IB_ENOTFOUND,
 						  "%s: platform %s lacks layer %s in the store",
 						  src_ref, pf, m->layers[k].digest);
@@ -856,5 +877,25 @@ out:
 	ib_image_free(img);
 	ib_index_free(idx);
 	ib_descriptor_clear(&top);
+	return r;
+}
+
+int ib_registry_fetch_blob(ib_store *st, const char *repository, const char *digest, int64_t size,
+			   const ib_registry_options *o, ib_error **err)
+{
+	const char *slash = strchr(repository, '/');
+	if (!slash || slash == repository || !slash[1])
+		return ib_error_setc(err, IB_EINVALID, "invalid repository \"%s\"", repository);
+	cleanup_free char *domain = xstrndup(repository, (size_t)(slash - repository));
+	cleanup_free char *scope = ib_auth_scope_repository(slash + 1, false);
+	ib_registry_session *s = NULL;
+	int r = ib_registry_session_open(&s, domain, slash + 1, scope, NULL, o, err);
+	if (r == 0)
+		r = ib_registry_blob_download(s, s->h, st, digest, size, err);
+	if (r == 0) {
+		job j = {digest, size, NULL};
+		record_blobs(s, st, NULL, &j, 1);
+	}
+	ib_registry_session_free(s);
 	return r;
 }

@@ -2,8 +2,6 @@
  * requests that read and write them (see remote_cache.h). */
 #include "remote_cache.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -600,55 +598,6 @@ int ib_rcache_inputs(ib_rcache *rc, ib_store *store, const char *position, json_
 	return 0;
 }
 
-int ib_rcache_push_image(ib_store *store, const char *dest_ref, const char *manifest, size_t len,
-			 const ib_descriptor *config, const ib_descriptor *layers, size_t n_layers,
-			 json_t *lazy, ib_rcache_need_blob_fn need_blob, void *payload,
-			 const ib_registry_options *o, char digest_out[IB_DIGEST_BUFLEN],
-			 ib_error **err)
-{
-	ib_ref *ref = NULL;
-	if (ib_ref_parse(&ref, dest_ref, err) < 0)
-		return -1;
-	ib_registry_session *s = NULL;
-	cleanup_free char *scope = ib_auth_scope_repository(ref->path, true);
-	int r = ib_registry_session_open(&s, ref->domain, ref->path, scope, NULL, o, err);
-	size_t dlen = strlen(ref->domain);
-	for (size_t i = 0; r == 0 && i < n_layers; i++) {
-		const ib_descriptor *l = &layers[i];
-		if (l->urls)
-			continue; /* foreign layers are not pushed */
-		const char *from = jstr(lazy, l->digest);
-		if (!ib_store_blob_exists(store, l->digest) && from &&
-		    !strncmp(from, ref->domain, dlen) && from[dlen] == '/') {
-			/* the cache repository has it: mount, send nothing */
-			r = ib_registry_blob_head(s, s->h, l->digest, NULL, err);
-			if (r == IB_ENOTFOUND)
-				r = ib_registry_blob_mount(s, s->h, l->digest, from + dlen + 1,
-							   err);
-			if (r != IB_ENOTFOUND)
-				continue;
-			r = 0;
-		}
-		if (!ib_store_blob_exists(store, l->digest))
-			r = need_blob ? need_blob(payload, l->digest, l->size, err)
-				      : ib_error_setc(err, IB_ENOTFOUND,
-						      "layer %.19s is not in the store", l->digest);
-		if (r == 0)
-			r = ib_registry_blob_upload(s, s->h, store, l->digest, l->size, NULL, err);
-	}
-	if (r == 0)
-		r = ib_registry_blob_upload(s, s->h, store, config->digest, config->size, NULL,
-					    err);
-	if (r == 0)
-		r = ib_registry_manifest_put(s, ref->tag ? ref->tag : "latest", IB_MT_OCI_MANIFEST,
-					     manifest, len, digest_out, err);
-	if (r < 0)
-		ib_error_wrap(err, "push %s", dest_ref);
-	ib_registry_session_free(s);
-	ib_ref_free(ref);
-	return r;
-}
-
 /* ------------------------------------------------------------------ */
 /* shared cache mounts                                                 */
 
@@ -770,41 +719,11 @@ int ib_rcache_mount_export(ib_rcache *rc, ib_store *store, const char *target, c
 int ib_rcache_check_diff_id(ib_store *store, const char *digest, const char *diff_id,
 			    ib_error **err)
 {
-	cleanup_free char *path = ib_store_blob_path(store, digest);
-	struct archive *a = archive_read_new();
-	archive_read_support_filter_all(a);
-	archive_read_support_format_raw(a);
-	ib_digest_ctx *ctx = ib_digest_new();
-	int rc = 0;
-	struct archive_entry *ae = NULL;
-	if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
-		rc = ib_error_setc(err, IB_EINVALID, "layer %.19s: %s", digest,
-				   archive_error_string(a));
-		goto out;
-	}
-	int h = archive_read_next_header(a, &ae);
-	if (h == ARCHIVE_OK || h == ARCHIVE_WARN) {
-		char buf[1 << 16];
-		la_ssize_t n;
-		while ((n = archive_read_data(a, buf, sizeof(buf))) > 0)
-			ib_digest_update(ctx, buf, (size_t)n);
-		if (n < 0)
-			rc = ib_error_setc(err, IB_EINVALID, "layer %.19s: %s", digest,
-					   archive_error_string(a));
-	} else if (h != ARCHIVE_EOF) {
-		rc = ib_error_setc(err, IB_EINVALID, "layer %.19s: %s", digest,
-				   archive_error_string(a));
-	}
-	if (rc == 0) {
-		char got[IB_DIGEST_BUFLEN];
-		ib_digest_final(ctx, got);
-		if (strcmp(got, diff_id) != 0)
-			rc = ib_error_setc(err, IB_EDIGEST,
-					   "layer %.19s: its content is %.19s, the record says %.19s",
-					   digest, got, diff_id);
-	}
-out:
-	ib_digest_free(ctx);
-	archive_read_free(a);
+	char got[IB_DIGEST_BUFLEN];
+	int rc = ib_store_layer_content_digest(store, digest, got, err);
+	if (rc == 0 && strcmp(got, diff_id) != 0)
+		rc = ib_error_setc(err, IB_EDIGEST,
+				   "layer %.19s: its content is %.19s, the record says %.19s",
+				   digest, got, diff_id);
 	return rc;
 }

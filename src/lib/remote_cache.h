@@ -102,17 +102,6 @@ int ib_rcache_export(ib_rcache *rc, ib_store *store, json_t *entries,
 		     ib_rcache_need_blob_fn need_blob, void *payload, size_t *written,
 		     ib_error **err);
 
-/* Push an image whose manifest bytes and config the store holds but
- * whose layers it may lack: a layer lazy ({digest: "host/path"}) names is
- * mounted from that repository when it is on dest_ref's registry (no
- * bytes sent or downloaded), else fetched with need_blob and uploaded.
- * digest_out = the digest the registry computed. */
-int ib_rcache_push_image(ib_store *store, const char *dest_ref, const char *manifest, size_t len,
-			 const ib_descriptor *config, const ib_descriptor *layers, size_t n_layers,
-			 json_t *lazy, ib_rcache_need_blob_fn need_blob, void *payload,
-			 const ib_registry_options *o, char digest_out[IB_DIGEST_BUFLEN],
-			 ib_error **err);
-
 /* Check that the stored layer blob digest decompresses to diff_id (what a
  * record claims): IB_EDIGEST when not. */
 int ib_rcache_check_diff_id(ib_store *store, const char *digest, const char *diff_id,

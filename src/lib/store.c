@@ -30,6 +30,8 @@
 /* Nested indexes are legal; real images use one level. */
 #define MAX_INDEX_DEPTH 4
 #define OCI_LAYOUT_JSON "{\"imageLayoutVersion\":\"1.0.0\"}"
+/* remote-blobs.json: one small record per layer of lazily tagged images */
+#define REMOTE_RECORDS_MAX (64u << 20)
 
 struct ib_store {
 	char *root;
@@ -39,7 +41,10 @@ struct ib_store {
 	char *layers;	  /* ROOT/layers */
 	char *tmp;	  /* ROOT/tmp */
 	char *index_lock; /* ROOT/index.lock */
+	char *remote_path; /* ROOT/remote-blobs.json */
 	int gc_fd;	  /* ROOT/gc.lock, flock(LOCK_SH) while open */
+	ib_store_fetch_fn fetch; /* downloads a remote layer, or NULL */
+	void *fetch_payload;
 	mode_t fixed_modes[4]; /* modes found (and tightened) at open, 0 = fine */
 };
 
@@ -221,6 +226,7 @@ int ib_store_open(ib_store **out, const char *root, ib_error **err)
 	s->layers = ib_path_join(root, "layers");
 	s->tmp = ib_path_join(root, "tmp");
 	s->index_lock = ib_path_join(root, "index.lock");
+	s->remote_path = ib_path_join(root, "remote-blobs.json");
 
 	struct stat rootst;
 	bool new_root = stat(root, &rootst) < 0 && errno == ENOENT;
@@ -281,6 +287,7 @@ void ib_store_free(ib_store *s)
 	free(s->layers);
 	free(s->tmp);
 	free(s->index_lock);
+	free(s->remote_path);
 	free(s);
 }
 
@@ -483,8 +490,9 @@ bool ib_store_blob_exists(ib_store *s, const char *digest)
 	return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-int ib_store_blob_open(ib_store *s, const char *digest, int *fd_out, int64_t *size_out,
-		       ib_error **err)
+/* Open a stored blob, never fetching it. */
+static int blob_open_local(ib_store *s, const char *digest, int *fd_out, int64_t *size_out,
+			   ib_error **err)
 {
 	*fd_out = -1;
 	int r = ib_digest_validate(digest, err);
@@ -507,6 +515,24 @@ int ib_store_blob_open(ib_store *s, const char *digest, int *fd_out, int64_t *si
 		*size_out = (int64_t)st.st_size;
 	*fd_out = ib_steal_fd(&fd);
 	return 0;
+}
+
+int ib_store_blob_open(ib_store *s, const char *digest, int *fd_out, int64_t *size_out,
+		       ib_error **err)
+{
+	ib_error *e = NULL;
+	int r = blob_open_local(s, digest, fd_out, size_out, &e);
+	if (r != IB_ENOTFOUND || !ib_store_blob_is_remote(s, digest)) {
+		if (r < 0 && err && !*err)
+			*err = e;
+		else
+			ib_error_free(&e);
+		return r;
+	}
+	ib_error_free(&e);
+	if ((r = ib_store_blob_fetch(s, digest, err)) < 0)
+		return r;
+	return blob_open_local(s, digest, fd_out, size_out, err);
 }
 
 int ib_store_blob_read(ib_store *s, const char *digest, size_t max, char **out, size_t *len_out,
@@ -1302,7 +1328,8 @@ int ib_store_image_write(ib_store *s, json_t *config, const ib_descriptor *layer
 			ib_error_wrap(err, "layer %zu", i);
 			return r;
 		}
-		if (!layers[i].urls && !ib_store_blob_exists(s, layers[i].digest))
+		if (!layers[i].urls && !ib_store_blob_exists(s, layers[i].digest) &&
+		    !ib_store_blob_is_remote(s, layers[i].digest))
 			return ib_error_setc(err, IB_ENOTFOUND, "layer %s is not in the store",
 					     layers[i].digest);
 	}
@@ -1370,6 +1397,10 @@ int ib_store_layer_install(ib_store *s, const char *dir, const char *diff_id, ib
 
 /* ------------------------------------------------------ reachability walk */
 
+static json_t *remote_read(ib_store *s);
+static int remote_write(ib_store *s, json_t *j, ib_error **err);
+static int remote_lock(ib_store *s, ib_error **err);
+
 /* Everything reachable from index.json: manifests, indexes and their
  * children, configs and layers, plus the diff_ids of every image.  Blobs
  * that are referenced but absent go to `missing` (digest -> who refers to
@@ -1380,6 +1411,8 @@ struct walk {
 	json_t *reachable; /* digest -> true */
 	json_t *diff_ids;  /* diff_id -> true */
 	json_t *missing;   /* digest -> referrer name */
+	json_t *records;   /* remote-blobs.json */
+	json_t *remote_used; /* absent layers with a remote record -> true */
 	bool strict;	   /* fail on a present but unreadable manifest/config */
 };
 
@@ -1470,7 +1503,11 @@ static int walk_manifest(struct walk *w, const char *digest, const char *who, bo
 	for (size_t i = 0; i < m->n_layers; i++) {
 		const ib_descriptor *l = &m->layers[i];
 		json_object_set_new(w->reachable, l->digest, json_true());
-		if (!l->urls && !ib_store_blob_exists(w->s, l->digest))
+		if (l->urls || ib_store_blob_exists(w->s, l->digest))
+			continue;
+		if (json_object_get(w->records, l->digest))
+			json_object_set_new(w->remote_used, l->digest, json_true());
+		else
 			walk_missing(w, l->digest, who);
 	}
 	r = walk_config(w, m->config.digest, who, err);
@@ -1500,6 +1537,8 @@ static void walk_init(struct walk *w, ib_store *s, bool strict)
 	w->reachable = json_object();
 	w->diff_ids = json_object();
 	w->missing = json_object();
+	w->records = remote_read(s);
+	w->remote_used = json_object();
 	w->strict = strict;
 }
 
@@ -1508,6 +1547,8 @@ static void walk_free(struct walk *w)
 	json_decref(w->reachable);
 	json_decref(w->diff_ids);
 	json_decref(w->missing);
+	json_decref(w->records);
+	json_decref(w->remote_used);
 }
 
 /* ------------------------------------------------------------ maintenance */
@@ -1591,6 +1632,26 @@ static int prune_dir_entries(const char *dir, struct walk *w, char **keep, bool 
 	return 0;
 }
 
+/* Remote records are only needed for layers tagged images use and the
+ * store lacks. */
+static int prune_remote_records(ib_store *s, struct walk *w, ib_error **err)
+{
+	if (json_object_size(w->records) == json_object_size(w->remote_used))
+		return 0;
+	cleanup_close int lfd = remote_lock(s, err);
+	if (lfd < 0)
+		return lfd;
+	json_t *j = remote_read(s);
+	const char *k;
+	json_t *v, *tmp;
+	json_object_foreach_safe (j, tmp, k, v)
+		if (!json_object_get(w->remote_used, k))
+			json_object_del(j, k);
+	int r = remote_write(s, j, err);
+	json_decref(j);
+	return r;
+}
+
 int ib_store_prune(ib_store *s, const ib_prune_options *opts, ib_prune_stats *stats, ib_error **err)
 {
 	ib_prune_options defaults = IB_PRUNE_OPTIONS_INIT;
@@ -1620,6 +1681,8 @@ int ib_store_prune(ib_store *s, const ib_prune_options *opts, ib_prune_stats *st
 		r = prune_dir_entries(s->tmp, NULL, NULL, opts->dry_run, &st.tmp_removed, err);
 	for (size_t i = 0; r == 0 && !opts->dry_run && opts->remove_dirs && opts->remove_dirs[i]; i++)
 		r = ib_rm_rf(opts->remove_dirs[i], err);
+	if (r == 0 && !opts->dry_run)
+		r = prune_remote_records(s, &w, err);
 	walk_free(&w);
 
 	if (ib_flock(s->gc_fd, LOCK_SH) < 0 && r == 0)
@@ -1923,6 +1986,16 @@ int ib_store_usage_get(ib_store *s, char **cache_digests, char **cache_diff_ids,
 	ib_error_free(&e);
 	usage_dir(s->layers, w.diff_ids, cache_diff_ids, &u->unpacked, &u->unpacked_bytes,
 		  &u->unpacked_unused, &u->unpacked_unused_bytes);
+	{
+		const char *k;
+		json_t *v;
+		json_object_foreach (w.remote_used, k, v) {
+			json_t *size = json_object_get(json_object_get(w.records, k), "size");
+			u->remote_layers++;
+			if (json_integer_value(size) > 0)
+				u->remote_bytes += (uint64_t)json_integer_value(size);
+		}
+	}
 	walk_free(&w);
 	uint64_t dummy_n = 0, dummy_b = 0;
 	usage_dir(s->tmp, NULL, NULL, &u->tmp_entries, &u->tmp_bytes, &dummy_n, &dummy_b);
@@ -1970,7 +2043,7 @@ static uint64_t count_uncompressed(ib_store *s, const char *digest, bool *ok)
 	cleanup_close int fd = -1;
 	int64_t size = 0;
 	ib_error *e = NULL;
-	if (ib_store_blob_open(s, digest, &fd, &size, &e) < 0) {
+	if (blob_open_local(s, digest, &fd, &size, &e) < 0) {
 		ib_error_free(&e);
 		return 0;
 	}
@@ -2011,12 +2084,19 @@ int ib_store_content_sizes(ib_store *s, const ib_descriptor *layers, size_t n, u
 		map = json_object();
 	}
 	bool changed = false;
+	int unknown = 0;
 	*out = 0;
 	for (size_t i = 0; i < n; i++) {
 		const ib_descriptor *d = &layers[i];
 		json_t *v = json_object_get(map, d->digest);
 		if (json_is_integer(v)) {
 			*out += (uint64_t)json_integer_value(v);
+			continue;
+		}
+		/* never downloaded just to be measured */
+		if (!ib_store_blob_exists(s, d->digest)) {
+			*out += d->size > 0 ? (uint64_t)d->size : 0;
+			unknown++;
 			continue;
 		}
 		bool ok = false;
@@ -2038,5 +2118,258 @@ int ib_store_content_sizes(ib_store *s, const ib_descriptor *layers, size_t n, u
 		free(t);
 	}
 	json_decref(map);
+	return unknown;
+}
+
+/* ------------------------------------------------------------ remote layers */
+
+void ib_store_remote_clear(ib_store_remote *r)
+{
+	if (!r)
+		return;
+	free(r->repository);
+	memset(r, 0, sizeof(*r));
+}
+
+/* ROOT/remote-blobs.json as an object (empty when missing or unreadable:
+ * then no absent layer is remote, and verify says so). */
+static json_t *remote_read(ib_store *s)
+{
+	cleanup_free char *text = NULL;
+	size_t len = 0;
+	json_t *j = NULL;
+	if (ib_read_file(s->remote_path, REMOTE_RECORDS_MAX, &text, &len, NULL) == 0)
+		j = json_loadb(text, len, 0, NULL);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		j = json_object();
+	}
+	return j;
+}
+
+static int remote_write(ib_store *s, json_t *j, ib_error **err)
+{
+	size_t len = 0;
+	cleanup_free char *text = ib_json_dump_canonical(j, &len);
+	int r = replace_file(s, s->remote_path, text, len, err);
+	return r < 0 ? ib_error_wrap(err, "record remote layers") : 0;
+}
+
+static int remote_lock(ib_store *s, ib_error **err)
+{
+	cleanup_free char *p = ib_path_join(s->root, "remote-blobs.lock");
+	return ib_lock_file(p, LOCK_EX, err);
+}
+
+/* A record as stored: a valid repository "host/path" and size. */
+static bool remote_from_json(json_t *v, const char *digest, ib_store_remote *out)
+{
+	memset(out, 0, sizeof(*out));
+	const char *repo = json_string_value(json_object_get(v, "repository"));
+	json_t *size = json_object_get(v, "size");
+	const char *diff_id = json_string_value(json_object_get(v, "diff_id"));
+	if (!valid_digest(digest) || !repo || !strchr(repo, '/') || !json_is_integer(size))
+		return false;
+	memcpy(out->digest, digest, IB_DIGEST_BUFLEN);
+	out->repository = xstrdup(repo);
+	out->size = (int64_t)json_integer_value(size);
+	if (valid_digest(diff_id))
+		memcpy(out->diff_id, diff_id, IB_DIGEST_BUFLEN);
+	return true;
+}
+
+int ib_store_remote_add(ib_store *s, const ib_store_remote *recs, size_t n, ib_error **err)
+{
+	if (n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!valid_digest(recs[i].digest) || !recs[i].repository ||
+		    !strchr(recs[i].repository, '/'))
+			return ib_error_setc(err, IB_EINVALID, "invalid remote layer record %s",
+					     recs[i].digest);
+	cleanup_close int lfd = remote_lock(s, err);
+	if (lfd < 0)
+		return lfd;
+	json_t *j = remote_read(s);
+	for (size_t i = 0; i < n; i++) {
+		json_t *v = json_pack("{s:s, s:I}", "repository", recs[i].repository, "size",
+				      (json_int_t)recs[i].size);
+		if (recs[i].diff_id[0])
+			json_object_set_new(v, "diff_id", json_string(recs[i].diff_id));
+		json_object_set_new(j, recs[i].digest, v);
+	}
+	int r = remote_write(s, j, err);
+	json_decref(j);
+	return r;
+}
+
+int ib_store_remote_get(ib_store *s, const char *digest, ib_store_remote *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!valid_digest(digest))
+		return IB_ENOTFOUND;
+	json_t *j = remote_read(s);
+	bool ok = remote_from_json(json_object_get(j, digest), digest, out);
+	json_decref(j);
+	return ok ? 0 : IB_ENOTFOUND;
+}
+
+bool ib_store_blob_is_remote(ib_store *s, const char *digest)
+{
+	if (!valid_digest(digest) || ib_store_blob_exists(s, digest))
+		return false;
+	ib_store_remote rec;
+	bool ok = ib_store_remote_get(s, digest, &rec) == 0;
+	ib_store_remote_clear(&rec);
+	return ok;
+}
+
+void ib_store_set_blob_fetcher(ib_store *s, ib_store_fetch_fn fn, void *payload)
+{
+	s->fetch = fn;
+	s->fetch_payload = fn ? payload : NULL;
+}
+
+/* The familiar name of a tag whose image has layer digest, for messages;
+ * NULL when none has. */
+static char *image_using(ib_store *s, const char *digest)
+{
+	ib_index *idx = NULL;
+	if (read_index(s, &idx, NULL) < 0)
+		return NULL;
+	char *found = NULL;
+	for (size_t i = 0; i < idx->n_manifests && !found; i++) {
+		const ib_descriptor *d = &idx->manifests[i];
+		cleanup_free char *raw = NULL;
+		size_t len = 0;
+		ib_manifest *m = NULL;
+		bool is_index = true;
+		if (blob_is_manifest(s, d->digest, &is_index) && !is_index &&
+		    ib_store_blob_read(s, d->digest, IB_MAX_MANIFEST_SIZE, &raw, &len, NULL) == 0 &&
+		    ib_manifest_parse(&m, raw, len, NULL) == 0) {
+			for (size_t k = 0; k < m->n_layers && !found; k++)
+				if (!strcmp(m->layers[k].digest, digest))
+					found = desc_ref_name(d)
+						    ? ib_ref_familiarize(desc_ref_name(d))
+						    : xstrdup(d->digest);
+		}
+		ib_manifest_free(m);
+	}
+	ib_index_free(idx);
+	return found;
+}
+
+int ib_store_layer_content_digest(ib_store *s, const char *digest, char out[IB_DIGEST_BUFLEN],
+				  ib_error **err)
+{
+	cleanup_close int fd = -1;
+	int64_t size = 0;
+	int r = blob_open_local(s, digest, &fd, &size, err);
+	if (r < 0)
+		return r;
+	struct archive *a = archive_read_new();
+	archive_read_support_filter_all(a);
+	archive_read_support_format_raw(a);
+	ib_digest_ctx *ctx = ib_digest_new();
+	struct archive_entry *ent;
+	int h = archive_read_open_fd(a, fd, 65536);
+	if (h == ARCHIVE_OK)
+		h = archive_read_next_header(a, &ent);
+	if (h == ARCHIVE_OK || h == ARCHIVE_WARN) {
+		cleanup_free char *buf = xmalloc(65536);
+		la_ssize_t n;
+		while ((n = archive_read_data(a, buf, 65536)) > 0)
+			ib_digest_update(ctx, buf, (size_t)n);
+		if (n < 0)
+			r = ib_error_setc(err, IB_EINVALID, "layer %s: %s", digest,
+					  archive_error_string(a));
+	} else if (h != ARCHIVE_EOF) {
+		r = ib_error_setc(err, IB_EINVALID, "layer %s: %s", digest,
+				  archive_error_string(a));
+	}
+	ib_digest_final(ctx, out);
+	ib_digest_free(ctx);
+	archive_read_free(a);
+	return r;
+}
+
+int ib_store_blob_fetch(ib_store *s, const char *digest, ib_error **err)
+{
+	if (ib_store_blob_exists(s, digest))
+		return 0;
+	ib_store_remote rec;
+	if (ib_store_remote_get(s, digest, &rec) < 0)
+		return ib_error_setc(err, IB_ENOTFOUND, "blob %s not found in the store", digest);
+	ib_error *e = NULL;
+	int r = s->fetch ? s->fetch(s, &rec, s->fetch_payload, &e)
+			 : ib_error_setc(&e, IB_ENOTFOUND, "no registry access here");
+	if (r == 0 && !ib_store_blob_exists(s, digest))
+		r = ib_error_setc(&e, IB_ENOTFOUND, "the download stored nothing");
+	char got[IB_DIGEST_BUFLEN];
+	if (r == 0 && rec.diff_id[0] &&
+	    (r = ib_store_layer_content_digest(s, digest, got, &e)) == 0 &&
+	    strcmp(got, rec.diff_id) != 0)
+		r = ib_error_setc(&e, IB_EDIGEST, "its content is %s, the image says %s", got,
+				  rec.diff_id);
+	if (r < 0) {
+		/* a blob that does not match its record goes again */
+		if (r == IB_EDIGEST || r == IB_EINVALID) {
+			cleanup_free char *path = ib_store_blob_path(s, digest);
+			unlink(path);
+		}
+		cleanup_free char *who = image_using(s, digest);
+		r = ib_error_setc(err, r,
+				  "layer %s of %s is in the cache registry %s and could not be "
+				  "fetched: %s",
+				  digest, who ? who : "an image", rec.repository,
+				  e ? ib_error_msg(e) : "unknown error");
+	}
+	ib_error_free(&e);
+	ib_store_remote_clear(&rec);
+	return r;
+}
+
+int ib_store_image_fetch(ib_store *s, const ib_image *img, size_t *n_fetched, ib_error **err)
+{
+	if (n_fetched)
+		*n_fetched = 0;
+	for (size_t i = 0; i < img->manifest->n_layers; i++) {
+		const ib_descriptor *l = &img->manifest->layers[i];
+		if (l->urls || !ib_store_blob_is_remote(s, l->digest))
+			continue;
+		int r = ib_store_blob_fetch(s, l->digest, err);
+		if (r < 0)
+			return r;
+		if (n_fetched)
+			(*n_fetched)++;
+	}
 	return 0;
+}
+
+static int cmp_remote(const void *a, const void *b)
+{
+	return strcmp(((const ib_store_remote *)a)->digest, ((const ib_store_remote *)b)->digest);
+}
+
+int ib_store_remote_referenced(ib_store *s, ib_store_remote **out, size_t *n_out, ib_error **err)
+{
+	*out = NULL;
+	*n_out = 0;
+	struct walk w;
+	walk_init(&w, s, false);
+	int r = walk_store(&w, err);
+	if (r == 0) {
+		ib_store_remote *v = xcalloc(json_object_size(w.remote_used) + 1, sizeof(*v));
+		size_t n = 0;
+		const char *k;
+		json_t *x;
+		json_object_foreach (w.remote_used, k, x)
+			if (remote_from_json(json_object_get(w.records, k), k, &v[n]))
+				n++;
+		qsort(v, n, sizeof(*v), cmp_remote);
+		*out = v;
+		*n_out = n;
+	}
+	walk_free(&w);
+	return r;
 }

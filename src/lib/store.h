@@ -7,6 +7,14 @@
  *                        cache mounts, layer sizes, compressed layer copies
  *                        (owned by cache.c, layout in cache.h)
  *   ROOT/tmp/            in-flight temp files; anything here is garbage
+ *   ROOT/remote-blobs.json  layer blobs of tagged images that are not in
+ *                        ROOT/oci/blobs but in a registry repository (a
+ *                        build whose steps all hit a --cache-from cache tags
+ *                        its image without downloading them):
+ *                        {"sha256:…": {"repository": "host/path", "size",
+ *                        "diff_id"}}; fetched on first use (ib_store_blob_open),
+ *                        dropped by prune once fetched or unreferenced
+ *   ROOT/remote-blobs.lock  serialises remote-blobs.json updates
  *   ROOT/index.lock      serialises index.json updates
  *   ROOT/gc.lock         shared by every command using blobs, exclusive for prune
  *
@@ -62,7 +70,9 @@ bool ib_store_blob_exists(ib_store *s, const char *digest);
 /* Path of a blob (whether or not it exists). Caller frees. */
 char *ib_store_blob_path(ib_store *s, const char *digest);
 /* Open a blob for streaming; *size_out gets its size.  The caller must
- * verify the digest of what it reads (e.g. ib_digest while streaming). */
+ * verify the digest of what it reads (e.g. ib_digest while streaming).
+ * A layer blob that is absent but has a remote record is fetched first
+ * (ib_store_blob_fetch). */
 int ib_store_blob_open(ib_store *s, const char *digest, int *fd_out, int64_t *size_out,
 		       ib_error **err);
 /* Read a whole blob of at most max bytes, verifying its digest (IB_EDIGEST
@@ -108,8 +118,8 @@ int ib_store_image_load_digest(ib_store *s, const char *digest, ib_image **out, 
 void ib_image_free(ib_image *img);
 
 /* Store config + manifest blobs for an image whose layer blobs are already
- * stored; fills *desc_out with the manifest descriptor (OCI media type
- * unless docker is true). */
+ * stored (or have a remote record, or URLs); fills *desc_out with the
+ * manifest descriptor (OCI media type unless docker is true). */
 int ib_store_image_write(ib_store *s, json_t *config, const ib_descriptor *layers, size_t n_layers,
 			 json_t *annotations, ib_descriptor *desc_out, ib_error **err);
 
@@ -145,12 +155,14 @@ typedef struct ib_prune_stats {
 
 /* Takes the exclusive gc lock (waits for other users to finish), removes
  * every blob not reachable from a tag or keep_digests, unpacked layers not
- * used by any remaining image or keep_layers, and ROOT/tmp contents. */
+ * used by any remaining image or keep_layers, and ROOT/tmp contents; drops
+ * the remote records of layers no tag uses or that are stored now. */
 int ib_store_prune(ib_store *s, const ib_prune_options *opts, ib_prune_stats *stats,
 		   ib_error **err);
 
 /* Re-hash every blob. Calls cb for each corrupt or missing blob (referenced
- * blobs that are absent count as missing).  Returns the number of
+ * blobs that are absent count as missing, unless a remote record names
+ * them: see ib_store_remote_referenced).  Returns the number of
  * problems (>= 0), or a negative error. */
 typedef void (*ib_verify_cb)(const char *digest, const char *problem, void *payload);
 int ib_store_verify(ib_store *s, ib_verify_cb cb, void *payload, ib_error **err);
@@ -229,6 +241,9 @@ typedef struct ib_store_usage {
 	uint64_t unpacked, unpacked_bytes;		 /* ROOT/layers entries */
 	uint64_t unpacked_unused, unpacked_unused_bytes; /* of those: prune removes */
 	uint64_t tmp_entries, tmp_bytes;		 /* ROOT/tmp */
+	/* layers of tagged images still only in a registry (remote records):
+	 * their compressed size, not counted in images_bytes */
+	uint64_t remote_layers, remote_bytes;
 } ib_store_usage;
 
 /* What the store holds, for `df`: the step cache's blobs and diff_ids come
@@ -249,8 +264,59 @@ int ib_store_tmp_remove_own(ib_store *s);
 
 /* *out = the uncompressed size of the layers' content (what docker and
  * podman show as an image's size), from ROOT/cache/layer-sizes.json, a
- * blob not recorded there being decompressed once and recorded. */
+ * blob not recorded there being decompressed once and recorded.  A layer
+ * that is not downloaded (remote record) is never fetched for this: its
+ * compressed size is counted and the return value says how many such
+ * layers there were (0: the size is exact). */
 int ib_store_content_sizes(ib_store *s, const ib_descriptor *layers, size_t n, uint64_t *out,
 			   ib_error **err);
+
+/* ---- remote layers (lazily tagged images) ----
+ * A layer blob of a tagged image may be absent from ROOT/oci/blobs when a
+ * remote record says which registry repository holds it.  The store does
+ * not talk to registries: whoever opens it installs a fetcher (the CLI
+ * does, with the registry options of the command line). */
+typedef struct ib_store_remote {
+	char digest[IB_DIGEST_BUFLEN];
+	char *repository;		/* "host/path" */
+	int64_t size;			/* of the blob, as its descriptor says */
+	char diff_id[IB_DIGEST_BUFLEN]; /* of its content, "" when not known */
+} ib_store_remote;
+
+void ib_store_remote_clear(ib_store_remote *r);
+/* Record that each of recs[0..n) is held by its repository (replacing an
+ * older record of the same digest), under ROOT/remote-blobs.lock. */
+int ib_store_remote_add(ib_store *s, const ib_store_remote *recs, size_t n, ib_error **err);
+/* The record of digest: 0 with *out filled (free with
+ * ib_store_remote_clear), IB_ENOTFOUND when there is none. */
+int ib_store_remote_get(ib_store *s, const char *digest, ib_store_remote *out);
+/* A blob that is absent and has a remote record. */
+bool ib_store_blob_is_remote(ib_store *s, const char *digest);
+
+/* Download rec->digest from rec->repository into the store (through
+ * ib_blob_writer_commit with rec->digest and rec->size, so only verified
+ * content is ever stored). */
+typedef int (*ib_store_fetch_fn)(ib_store *s, const ib_store_remote *rec, void *payload,
+				 ib_error **err);
+/* Install (fn NULL: remove) the fetcher; payload must outlive the handle. */
+void ib_store_set_blob_fetcher(ib_store *s, ib_store_fetch_fn fn, void *payload);
+/* Make sure a blob is stored: 0 when it is; else, when a remote record
+ * names it, fetch it with the fetcher and check its content against the
+ * record's diff_id (a mismatch removes it again: IB_EDIGEST).  Errors are
+ * one line naming the layer, an image using it and the registry; nothing
+ * but a complete, verified blob is ever left in the store. */
+int ib_store_blob_fetch(ib_store *s, const char *digest, ib_error **err);
+/* The digest of the decompressed content (the diff_id) of the stored layer
+ * blob digest, never fetching it; IB_EINVALID when it does not
+ * decompress. */
+int ib_store_layer_content_digest(ib_store *s, const char *digest, char out[IB_DIGEST_BUFLEN],
+				  ib_error **err);
+/* Fetch every layer of img that is only remote; *n_fetched (may be NULL)
+ * counts them. */
+int ib_store_image_fetch(ib_store *s, const ib_image *img, size_t *n_fetched, ib_error **err);
+/* The remote records of layers tagged images use and the store lacks
+ * (what verify reports as "remote"), sorted by digest; free each with
+ * ib_store_remote_clear and the array with free. */
+int ib_store_remote_referenced(ib_store *s, ib_store_remote **out, size_t *n_out, ib_error **err);
 
 #endif

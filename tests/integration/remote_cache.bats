@@ -130,8 +130,11 @@ reg_blob() {
 	[ "$(steps "$T/meta.json")" = "0 4" ]
 	[ "$(grep -c 'debug: > GET .*/blobs/sha256:' <<<"$stderr")" -eq 0 ]
 	[ "$(grep -c 'debug: > POST .*/v2/team/app/blobs/uploads/?mount=.*&from=ci%2Fcache' <<<"$stderr")" -ge 4 ]
-	[[ "$stderr" == *"not tagged in the local store"* ]]
 	[ "$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$ref")" = "$digest_a" ]
+	# tagged in B's store too, its layers still in the cache registry
+	run B images --format '{{.Reference}} {{.Digest}}'
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"$ref $digest_a"* ]]
 }
 
 @test "re-exporting an unchanged cache uploads nothing" {
@@ -193,6 +196,9 @@ LUA
 	# B decides every hit from the index, then the registry goes away
 	# during the first step, before B fetches the layers it needs
 	sed -i '1a run { "sleep", "2", cache = false }' "$T/ctx/recipe.lua"
+	# a last step that runs needs every layer (a build that runs none
+	# downloads none: the layers stay in the registry, fetched on use)
+	echo 'run { "cat", "/b.txt", cache = false }' >>"$T/ctx/recipe.lua"
 	A -q build "$T/ctx/recipe.lua" -t localhost/rc6 --cache-to "$ref"
 	want=$(A -q build "$T/ctx/recipe.lua" -t localhost/rc6 --no-cache)
 	fresh_b
@@ -212,12 +218,14 @@ LUA
 @test "a tampered cache blob is a miss: the step runs and the image is right" {
 	reg_start_open TAMPER
 	ref="127.0.0.1:$TAMPER_PORT/ci/cache"
+	# a last step that runs: the build downloads the layers it runs on
+	echo 'run { "cat", "/b.txt", cache = false }' >>"$T/ctx/recipe.lua"
 	run --separate-stderr A build "$T/ctx/recipe.lua" -t localhost/rc7 --cache-to "$ref"
 	[ "$status" -eq 0 ]
 	want=${output##*$'\n'}
-	# the last layer of the image: flip its bytes in the registry's storage
+	# the layer of copy b.txt: flip its bytes in the registry's storage
 	layer=$(A inspect localhost/rc7 |
-		python3 -c 'import json,sys; print(json.load(sys.stdin)["Layers"][-1]["digest"])')
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["Layers"][-2]["digest"])')
 	[ -n "$layer" ]
 	f=$(reg_blob TAMPER "$layer")
 	[ -f "$f" ]
@@ -229,7 +237,7 @@ LUA
 	[ "$status" -eq 0 ]
 	[ "${output##*$'\n'}" = "$want" ]
 	[[ "$stderr" == *"warning: cache"* ]]
-	[ "$(steps "$T/meta.json")" = "1 3" ]
+	[ "$(steps "$T/meta.json")" = "2 3" ]
 }
 
 @test "skopeo lists and copies the cache artifacts" {
@@ -364,12 +372,14 @@ while True:
 @test "an index entry whose diff_id does not match its layer is a miss" {
 	reg_start_open LIAR
 	ref="127.0.0.1:$LIAR_PORT/ci/cache"
+	# a last step that runs: the build downloads the layers it runs on
+	echo 'run { "cat", "/b.txt", cache = false }' >>"$T/ctx/recipe.lua"
 	run --separate-stderr A build "$T/ctx/recipe.lua" -t localhost/rc15 --cache-to "$ref"
 	[ "$status" -eq 0 ]
 	want=${output##*$'\n'}
-	# a writer that lies: the last step's entry gets another diff_id
+	# a writer that lies: copy b.txt's entry gets another diff_id
 	layer=$(A inspect localhost/rc15 |
-		python3 -c 'import json,sys; print(json.load(sys.stdin)["Layers"][-1]["digest"])')
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["Layers"][-2]["digest"])')
 	mt=application/vnd.oci.image.index.v1+json
 	curl -sf -H "Accept: $mt" "http://127.0.0.1:$LIAR_PORT/v2/ci/cache/manifests/index" \
 		>"$T/index.json"
@@ -391,7 +401,7 @@ PY
 	[ "$status" -eq 0 ]
 	[ "${output##*$'\n'}" = "$want" ]
 	[[ "$stderr" == *"the record says"* ]]
-	[ "$(steps "$T/meta.json")" = "1 3" ]
+	[ "$(steps "$T/meta.json")" = "2 3" ]
 	run B verify
 	[ "$status" -eq 0 ]
 }
@@ -456,7 +466,127 @@ LUA
 	[[ "$stderr" == *"cache-from $ref:index: 5 of 5 keys found; requests after auth: 1"* ]]
 	[[ "$stderr" != *"tags/list"* ]]
 	[[ "$stderr" != *"differ from the key pass"* ]]
-	# the hit of the copy from "build" needs none of build's layers: only
-	# the final image's three are downloaded
-	[ "$(grep -c 'debug: > GET .*/blobs/sha256:' <<<"$stderr")" -eq 3 ]
+	# the hit of the copy from "build" needs none of build's layers, and
+	# the final image is tagged with its layers left in the registry
+	[ "$(grep -c 'debug: > GET .*/blobs/sha256:' <<<"$stderr")" -eq 0 ]
+}
+
+# lazy_b NAME: runner A exports the cache, fresh runner B builds NAME from
+# it with every step cached; $digest_a is the image
+lazy_b() {
+	run --separate-stderr A build "$T/ctx/recipe.lua" -t "localhost/$1" --cache-to "$CACHE"
+	[ "$status" -eq 0 ]
+	digest_a=${output##*$'\n'}
+	fresh_b
+	run --separate-stderr B --debug build "$T/other/place/ctx/recipe.lua" -t "localhost/$1" \
+		--cache-from "$CACHE" --metadata-file "$T/meta.json"
+	[ "$status" -eq 0 ]
+	[ "${output##*$'\n'}" = "$digest_a" ]
+	[ "$(steps "$T/meta.json")" = "0 4" ]
+}
+
+@test "lazy: a fully cached build without --push is tagged locally and downloads no layer byte" {
+	lazy_b lz1
+	[ "$(grep -c 'debug: > GET .*/blobs/sha256:' <<<"$stderr")" -eq 0 ]
+	[[ "$stderr" == *"4 layers left in the cache registry"* ]]
+	run B images --format '{{.Reference}} {{.Digest}} {{.Size}} {{.CompressedSize}}'
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"localhost/lz1:latest $digest_a N/A "[0-9]* ]]
+	run B inspect --format '{{json .Size}} {{.CompressedSize}}' localhost/lz1
+	[ "$status" -eq 0 ]
+	[[ "$output" == "null "[1-9]* ]]
+	# not downloaded is not corrupt
+	run B verify
+	[ "$status" -eq 0 ]
+	[ "$(grep -c '^remote: sha256:.* (not downloaded; in '"$CACHE"')$' <<<"$output")" -eq 4 ]
+	[[ "$output" == *"store OK: "*", 4 layers remote (not downloaded)" ]]
+	run B df --json
+	[ "$status" -eq 0 ]
+	[ "$(python3 -c 'import json,sys; print(json.load(sys.stdin)["remote_layers"]["count"])' <<<"$output")" = 4 ]
+	# prune keeps the records of a tagged image, drops them with it
+	B prune
+	run B verify
+	[[ "$output" == *", 4 layers remote (not downloaded)" ]]
+	B rmi localhost/lz1
+	B prune
+	[ "$(cat "$SUITE_TMP/rootB-$BATS_TEST_NUMBER/remote-blobs.json")" = "{}" ]
+}
+
+@test "lazy: push to the cache's registry mounts the layers, to another registry fetches them" {
+	lazy_b lz2
+	ref="127.0.0.1:$OPEN_PORT/team/lazy:1"
+	run --separate-stderr B --debug push localhost/lz2 "$ref"
+	[ "$status" -eq 0 ]
+	[ "$(grep -c 'debug: > GET .*/blobs/sha256:' <<<"$stderr")" -eq 0 ]
+	[ "$(grep -c 'debug: > POST .*/v2/team/lazy/blobs/uploads/?mount=.*&from=ci%2Fcache' <<<"$stderr")" -eq 4 ]
+	[ "$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$ref")" = "$digest_a" ]
+	run B verify
+	[[ "$output" == *", 4 layers remote (not downloaded)" ]]
+	reg_start_open OTHER
+	other="127.0.0.1:$OTHER_PORT/team/lazy:1"
+	run --separate-stderr B --debug push localhost/lz2 "$other"
+	[ "$status" -eq 0 ]
+	[ "$(grep -c "debug: > GET .*$OPEN_PORT/v2/ci/cache/blobs/sha256:" <<<"$stderr")" -eq 4 ]
+	[ "$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$other")" = "$digest_a" ]
+	run B verify
+	[ "$status" -eq 0 ]
+	[[ "$output" != *remote* ]]
+}
+
+@test "lazy: save and run fetch the layers, verify --fetch makes the image whole for skopeo" {
+	lazy_b lz3
+	run B save -o "$T/lz3.tar" localhost/lz3
+	[ "$status" -eq 0 ]
+	tar -tf "$T/lz3.tar" | grep -q manifest.json
+	run B run localhost/lz3 cat /a.copy
+	[ "$status" -eq 0 ]
+	[ "$output" = "one" ]
+	run B verify
+	[ "$status" -eq 0 ]
+	[[ "$output" != *remote* ]]
+	# verify --fetch on another lazy store: skopeo reads the layout as is
+	lazy_b lz4
+	run B verify --fetch
+	[ "$status" -eq 0 ]
+	[[ "$output" != *remote* ]]
+	skopeo copy -q "oci:$SUITE_TMP/rootB-$BATS_TEST_NUMBER/oci:localhost/lz4:latest" \
+		"oci:$T/copy:lz4"
+}
+
+@test "lazy: a build FROM a lazily tagged image fetches the layers its steps need" {
+	lazy_b lz6
+	mkdir -p "$T/from"
+	cat >"$T/from/recipe.lua" <<'LUA'
+from "localhost/lz6"
+run "cat /b.txt /a.copy > /c.txt"
+LUA
+	run --separate-stderr B build "$T/from/recipe.lua" -t localhost/lz6-child
+	[ "$status" -eq 0 ]
+	run B run localhost/lz6-child cat /c.txt
+	[ "$status" -eq 0 ]
+	[ "$output" = $'two\none' ]
+	run B verify
+	[ "$status" -eq 0 ]
+	[[ "$output" != *remote* ]]
+}
+
+@test "lazy: the cache registry gone before save is one error line, exit 1, and a store that verifies" {
+	reg_start_open GONE
+	CACHE="127.0.0.1:$GONE_PORT/ci/cache"
+	lazy_b lz5
+	kill "$(cat "$REG_TMP/GONE/pid")"
+	run --separate-stderr B save -o "$T/lz5.tar" localhost/lz5
+	[ "$status" -eq 1 ]
+	echo "$stderr"
+	[ "$(grep -c . <<<"$stderr")" -eq 1 ]
+	[[ "$stderr" == "imgbuild: error: "*"layer sha256:"*" of localhost/lz5:latest is in the cache registry $CACHE and could not be fetched: "* ]]
+	[ ! -e "$T/lz5.tar" ]
+	run --separate-stderr B run localhost/lz5 true
+	[ "$status" -eq 125 ]
+	[ "$(grep -c . <<<"$stderr")" -eq 1 ]
+	[[ "$stderr" == *"could not be fetched"* ]]
+	run B verify
+	[ "$status" -eq 0 ]
+	[[ "$output" == *", 4 layers remote (not downloaded)" ]]
+	[ -z "$(ls -A "$SUITE_TMP/rootB-$BATS_TEST_NUMBER/tmp")" ]
 }

@@ -1391,6 +1391,248 @@ static void test_platform_select_prefers_exact_variant(void **state)
 	assert_int_equal(ib_platform_select(&idx, "linux", "arm64", "v8"), 1);
 }
 
+/* ---- remote layers (lazily tagged images) ---- */
+
+#define REMOTE_REPO "cache.example:5000/ci/cache"
+
+/* A fetcher standing in for the registry: it stores `content` (or fails
+ * with `fail`), counting its calls. */
+typedef struct fake_registry {
+	const char *content;
+	const char *fail;
+	int calls;
+	char last_repo[128];
+} fake_registry;
+
+static int fake_fetch(ib_store *s, const ib_store_remote *rec, void *payload, ib_error **err)
+{
+	fake_registry *fr = payload;
+	fr->calls++;
+	snprintf(fr->last_repo, sizeof(fr->last_repo), "%s", rec->repository);
+	if (fr->fail)
+		return ib_error_setc(err, IB_ENET, "%s", fr->fail);
+	ib_blob_writer *w = NULL;
+	int r = ib_blob_writer_new(&w, s, err);
+	if (r == 0 && (r = ib_blob_writer_write(w, fr->content, strlen(fr->content), err)) < 0)
+		ib_blob_writer_abort(w);
+	if (r == 0)
+		r = ib_blob_writer_commit(w, rec->digest, rec->size, NULL, NULL, err);
+	return r;
+}
+
+/* Tag name -> an image whose one layer ("layer:<seed>", diff_id = its
+ * digest as if uncompressed) is only recorded as remote, not stored. */
+static void make_remote_image(fixture *f, const char *seed, const char *name,
+			      char layer_out[IB_DIGEST_BUFLEN])
+{
+	ib_error *err = NULL;
+	cleanup_free char *content = xasprintf("layer:%s", seed);
+	ib_descriptor layer;
+	memset(&layer, 0, sizeof(layer));
+	layer.media_type = IB_MT_OCI_LAYER;
+	layer.size = (int64_t)strlen(content);
+	ib_digest_buffer(layer.digest, content, strlen(content));
+	ib_store_remote rec = {.repository = REMOTE_REPO, .size = layer.size};
+	memcpy(rec.digest, layer.digest, IB_DIGEST_BUFLEN);
+	memcpy(rec.diff_id, layer.digest, IB_DIGEST_BUFLEN);
+	tu_must(ib_store_remote_add(f->s, &rec, 1, &err), &err, "remote add");
+	json_t *cfg = make_config("amd64", layer.digest);
+	ib_descriptor d;
+	tu_must(ib_store_image_write(f->s, cfg, &layer, 1, NULL, &d, &err), &err, "image write");
+	json_decref(cfg);
+	tag(f, name, &d);
+	ib_descriptor_clear(&d);
+	memcpy(layer_out, layer.digest, IB_DIGEST_BUFLEN);
+}
+
+static void test_remote_records_roundtrip(void **state)
+{
+	fixture *f = *state;
+	ib_error *err = NULL;
+	ib_store_remote recs[2] = {{.repository = "r.example/a", .size = 10},
+				   {.repository = "r.example/b", .size = 20}};
+	memcpy(recs[0].digest, HELLO_DIGEST, IB_DIGEST_BUFLEN);
+	ib_digest_buffer(recs[1].digest, "x", 1);
+	memcpy(recs[1].diff_id, HELLO_DIGEST, IB_DIGEST_BUFLEN);
+	tu_must(ib_store_remote_add(f->s, recs, 2, &err), &err, "add");
+	ib_store_remote got;
+	assert_int_equal(ib_store_remote_get(f->s, recs[1].digest, &got), 0);
+	assert_string_equal(got.repository, "r.example/b");
+	assert_int_equal(got.size, 20);
+	assert_string_equal(got.diff_id, HELLO_DIGEST);
+	ib_store_remote_clear(&got);
+	assert_int_equal(ib_store_remote_get(f->s, HELLO_DIGEST, &got), 0);
+	assert_string_equal(got.diff_id, "");
+	ib_store_remote_clear(&got);
+	/* a newer record of a digest replaces the older one */
+	recs[0].repository = "r.example/c";
+	tu_must(ib_store_remote_add(f->s, recs, 1, &err), &err, "replace");
+	assert_int_equal(ib_store_remote_get(f->s, HELLO_DIGEST, &got), 0);
+	assert_string_equal(got.repository, "r.example/c");
+	ib_store_remote_clear(&got);
+	/* another handle reads the file */
+	ib_store *s2 = tu_store_open(f->root);
+	assert_true(ib_store_blob_is_remote(s2, recs[1].digest));
+	ib_store_free(s2);
+	/* a record without a repository path is refused; unknown digests */
+	ib_store_remote bad = {.repository = "no-slash"};
+	memcpy(bad.digest, HELLO_DIGEST, IB_DIGEST_BUFLEN);
+	assert_int_equal(ib_store_remote_add(f->s, &bad, 1, &err), IB_EINVALID);
+	ib_error_free(&err);
+	char other[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(other, "y", 1);
+	assert_int_equal(ib_store_remote_get(f->s, other, &got), IB_ENOTFOUND);
+	assert_false(ib_store_blob_is_remote(f->s, other));
+	/* a stored blob is not remote, whatever the records say */
+	char h[IB_DIGEST_BUFLEN];
+	put(f, "hello", h);
+	assert_false(ib_store_blob_is_remote(f->s, HELLO_DIGEST));
+}
+
+static void test_image_write_accepts_remote_layer_only(void **state)
+{
+	fixture *f = *state;
+	ib_error *err = NULL;
+	/* absent and not recorded: refused */
+	ib_descriptor layer;
+	memset(&layer, 0, sizeof(layer));
+	layer.media_type = IB_MT_OCI_LAYER;
+	layer.size = 5;
+	ib_digest_buffer(layer.digest, "nope!", 5);
+	json_t *cfg = make_config("amd64", layer.digest);
+	ib_descriptor d;
+	assert_int_equal(ib_store_image_write(f->s, cfg, &layer, 1, NULL, &d, &err), IB_ENOTFOUND);
+	ib_error_free(&err);
+	json_decref(cfg);
+	/* recorded: written and tagged; verify counts no problem but lists it */
+	char digest[IB_DIGEST_BUFLEN];
+	make_remote_image(f, "r", "docker.io/library/r:latest", digest);
+	assert_false(ib_store_blob_exists(f->s, digest));
+	struct problems p = {0, NULL};
+	assert_int_equal(ib_store_verify(f->s, collect_problem, &p, &err), 0);
+	assert_int_equal(p.n, 0);
+	ib_store_remote *recs = NULL;
+	size_t n = 0;
+	tu_must(ib_store_remote_referenced(f->s, &recs, &n, &err), &err, "referenced");
+	assert_int_equal(n, 1);
+	assert_string_equal(recs[0].digest, digest);
+	assert_string_equal(recs[0].repository, REMOTE_REPO);
+	ib_store_remote_clear(&recs[0]);
+	free(recs);
+	ib_store_usage u;
+	tu_must(ib_store_usage_get(f->s, NULL, NULL, &u, &err), &err, "usage");
+	assert_int_equal(u.remote_layers, 1);
+	assert_int_equal(u.remote_bytes, strlen("layer:r"));
+	ib_store_usage_free(&u);
+}
+
+static void test_blob_open_fetches_remote_layer_once(void **state)
+{
+	fixture *f = *state;
+	ib_error *err = NULL;
+	char digest[IB_DIGEST_BUFLEN];
+	make_remote_image(f, "f", "docker.io/library/f:latest", digest);
+	fake_registry fr = {.content = "layer:f"};
+	ib_store_set_blob_fetcher(f->s, fake_fetch, &fr);
+	/* sizing the image never downloads */
+	ib_image *img = load_ok(f, "f");
+	uint64_t size = 0;
+	assert_int_equal(ib_store_content_sizes(f->s, img->manifest->layers, 1, &size, &err), 1);
+	assert_int_equal(size, strlen("layer:f"));
+	assert_int_equal(fr.calls, 0);
+	/* opening it does, from the recorded repository */
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	tu_must(ib_store_blob_read(f->s, digest, 0, &buf, &len, &err), &err, "read");
+	assert_int_equal(fr.calls, 1);
+	assert_string_equal(fr.last_repo, REMOTE_REPO);
+	assert_int_equal(len, strlen("layer:f"));
+	assert_memory_equal(buf, "layer:f", len);
+	assert_false(ib_store_blob_is_remote(f->s, digest));
+	int fd = -1;
+	int64_t sz = 0;
+	tu_must(ib_store_blob_open(f->s, digest, &fd, &sz, &err), &err, "open");
+	close(fd);
+	assert_int_equal(fr.calls, 1);
+	/* whole now: nothing left to fetch, the size is exact */
+	size_t fetched = 9;
+	tu_must(ib_store_image_fetch(f->s, img, &fetched, &err), &err, "image fetch");
+	assert_int_equal(fetched, 0);
+	assert_int_equal(ib_store_content_sizes(f->s, img->manifest->layers, 1, &size, &err), 0);
+	ib_image_free(img);
+	/* prune drops the record of a layer the store has now */
+	tu_must(ib_store_prune(f->s, NULL, NULL, &err), &err, "prune");
+	ib_store_remote got;
+	assert_int_equal(ib_store_remote_get(f->s, digest, &got), IB_ENOTFOUND);
+}
+
+static void test_fetch_failure_is_one_line_naming_layer_image_registry(void **state)
+{
+	fixture *f = *state;
+	ib_error *err = NULL;
+	char digest[IB_DIGEST_BUFLEN];
+	make_remote_image(f, "g", "docker.io/library/g:1", digest);
+	int fd = -1;
+	int64_t sz = 0;
+	/* no fetcher installed */
+	assert_int_equal(ib_store_blob_open(f->s, digest, &fd, &sz, &err), IB_ENOTFOUND);
+	ib_error_free(&err);
+	fake_registry fr = {.fail = "connection refused"};
+	ib_store_set_blob_fetcher(f->s, fake_fetch, &fr);
+	assert_int_equal(ib_store_blob_open(f->s, digest, &fd, &sz, &err), IB_ENET);
+	assert_int_equal(fd, -1);
+	cleanup_free char *want = xasprintf("layer %s of g:1 is in the cache registry " REMOTE_REPO
+					    " and could not be fetched: connection refused",
+					    digest);
+	assert_string_equal(err->msg, want);
+	assert_null(strchr(err->msg, '\n'));
+	ib_error_free(&err);
+	assert_true(ib_store_blob_is_remote(f->s, digest));
+	cleanup_free char *tmp = path_in(f, "tmp");
+	assert_int_equal(tu_count_entries(tmp), 0);
+}
+
+static void test_fetch_checks_the_recorded_diff_id(void **state)
+{
+	fixture *f = *state;
+	ib_error *err = NULL;
+	char digest[IB_DIGEST_BUFLEN];
+	make_remote_image(f, "h", "docker.io/library/h:latest", digest);
+	/* the record claims another content than the blob has */
+	ib_store_remote rec;
+	assert_int_equal(ib_store_remote_get(f->s, digest, &rec), 0);
+	ib_digest_buffer(rec.diff_id, "something else", 14);
+	tu_must(ib_store_remote_add(f->s, &rec, 1, &err), &err, "re-record");
+	ib_store_remote_clear(&rec);
+	fake_registry fr = {.content = "layer:h"};
+	ib_store_set_blob_fetcher(f->s, fake_fetch, &fr);
+	assert_int_equal(ib_store_blob_fetch(f->s, digest, &err), IB_EDIGEST);
+	assert_non_null(strstr(err->msg, "could not be fetched: its content is"));
+	ib_error_free(&err);
+	/* nothing that does not match its record stays */
+	assert_false(ib_store_blob_exists(f->s, digest));
+	assert_true(ib_store_blob_is_remote(f->s, digest));
+}
+
+static void test_prune_drops_records_no_image_uses(void **state)
+{
+	fixture *f = *state;
+	ib_error *err = NULL;
+	char kept[IB_DIGEST_BUFLEN], dropped[IB_DIGEST_BUFLEN];
+	make_remote_image(f, "k", "docker.io/library/k:latest", kept);
+	make_remote_image(f, "d", "docker.io/library/d:latest", dropped);
+	tu_must(ib_store_tag_remove(f->s, "docker.io/library/d:latest", &err), &err, "untag");
+	ib_prune_options dry = IB_PRUNE_OPTIONS_INIT;
+	dry.dry_run = true;
+	tu_must(ib_store_prune(f->s, &dry, NULL, &err), &err, "dry prune");
+	assert_true(ib_store_blob_is_remote(f->s, dropped));
+	tu_must(ib_store_prune(f->s, NULL, NULL, &err), &err, "prune");
+	assert_true(ib_store_blob_is_remote(f->s, kept));
+	assert_false(ib_store_blob_is_remote(f->s, dropped));
+	struct problems p = {0, NULL};
+	assert_int_equal(ib_store_verify(f->s, collect_problem, &p, &err), 0);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1441,6 +1683,12 @@ int main(void)
 	    T(test_platform_from_machine),
 	    T(test_host_platform_matches_uname),
 	    T(test_platform_select_prefers_exact_variant),
+	    T(test_remote_records_roundtrip),
+	    T(test_image_write_accepts_remote_layer_only),
+	    T(test_blob_open_fetches_remote_layer_once),
+	    T(test_fetch_failure_is_one_line_naming_layer_image_registry),
+	    T(test_fetch_checks_the_recorded_diff_id),
+	    T(test_prune_drops_records_no_image_uses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
