@@ -292,6 +292,7 @@ static bool entry_usable(builder *b, json_t *e)
 		return true;
 	const char *remote = jstr(e, "remote");
 	if (!remote || json_object_get(b->remote->bad, digest) ||
+	    ib_store_blob_remote_corrupt(b->store, digest) ||
 	    json_object_get(b->remote->bad, remote))
 		return false;
 	json_object_set_new(b->remote->blobs, digest, json_string(remote));

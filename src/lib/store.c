@@ -2175,7 +2175,26 @@ static bool remote_from_json(json_t *v, const char *digest, ib_store_remote *out
 	out->size = (int64_t)json_integer_value(size);
 	if (valid_digest(diff_id))
 		memcpy(out->diff_id, diff_id, IB_DIGEST_BUFLEN);
+	out->corrupt = json_is_true(json_object_get(v, "corrupt"));
 	return true;
+}
+
+/* Mark the record of digest corrupt, so that the next build runs the
+ * step that made it instead of reusing the registry's copy. */
+static int remote_mark_corrupt(ib_store *s, const char *digest, ib_error **err)
+{
+	cleanup_close int lfd = remote_lock(s, err);
+	if (lfd < 0)
+		return lfd;
+	json_t *j = remote_read(s);
+	json_t *v = json_object_get(j, digest);
+	int r = 0;
+	if (json_is_object(v)) {
+		json_object_set_new(v, "corrupt", json_true());
+		r = remote_write(s, j, err);
+	}
+	json_decref(j);
+	return r;
 }
 
 int ib_store_remote_add(ib_store *s, const ib_store_remote *recs, size_t n, ib_error **err)
@@ -2212,6 +2231,16 @@ int ib_store_remote_get(ib_store *s, const char *digest, ib_store_remote *out)
 	bool ok = remote_from_json(json_object_get(j, digest), digest, out);
 	json_decref(j);
 	return ok ? 0 : IB_ENOTFOUND;
+}
+
+bool ib_store_blob_remote_corrupt(ib_store *s, const char *digest)
+{
+	if (!valid_digest(digest) || ib_store_blob_exists(s, digest))
+		return false;
+	ib_store_remote rec;
+	bool bad = ib_store_remote_get(s, digest, &rec) == 0 && rec.corrupt;
+	ib_store_remote_clear(&rec);
+	return bad;
 }
 
 bool ib_store_blob_is_remote(ib_store *s, const char *digest)
@@ -2313,16 +2342,21 @@ int ib_store_blob_fetch(ib_store *s, const char *digest, ib_error **err)
 				  rec.diff_id);
 	if (r < 0) {
 		/* a blob that does not match its record goes again */
-		if (r == IB_EDIGEST || r == IB_EINVALID) {
+		bool corrupt = r == IB_EDIGEST || r == IB_EINVALID;
+		if (corrupt) {
 			cleanup_free char *path = ib_store_blob_path(s, digest);
 			unlink(path);
+			ib_error *me = NULL;
+			if (remote_mark_corrupt(s, digest, &me) < 0)
+				ib_error_free(&me);
 		}
 		cleanup_free char *who = image_using(s, digest);
 		r = ib_error_setc(err, r,
 				  "layer %s of %s is in the cache registry %s and could not be "
-				  "fetched: %s",
+				  "fetched: %s%s",
 				  digest, who ? who : "an image", rec.repository,
-				  e ? ib_error_msg(e) : "unknown error");
+				  e ? ib_error_msg(e) : "unknown error",
+				  corrupt ? " (build it again: the step that made it will run)" : "");
 	}
 	ib_error_free(&e);
 	ib_store_remote_clear(&rec);

@@ -281,6 +281,7 @@ typedef struct ib_store_remote {
 	char *repository;		/* "host/path" */
 	int64_t size;			/* of the blob, as its descriptor says */
 	char diff_id[IB_DIGEST_BUFLEN]; /* of its content, "" when not known */
+	bool corrupt; /* a fetch got other bytes: builds must not reuse it */
 } ib_store_remote;
 
 void ib_store_remote_clear(ib_store_remote *r);
@@ -292,6 +293,9 @@ int ib_store_remote_add(ib_store *s, const ib_store_remote *recs, size_t n, ib_e
 int ib_store_remote_get(ib_store *s, const char *digest, ib_store_remote *out);
 /* A blob that is absent and has a remote record. */
 bool ib_store_blob_is_remote(ib_store *s, const char *digest);
+/* A blob that is absent and whose registry copy was found corrupt by a
+ * fetch (wrong digest or content): a build treats its step as a miss. */
+bool ib_store_blob_remote_corrupt(ib_store *s, const char *digest);
 
 /* Download rec->digest from rec->repository into the store (through
  * ib_blob_writer_commit with rec->digest and rec->size, so only verified

@@ -590,3 +590,35 @@ LUA
 	[[ "$output" == *", 4 layers remote (not downloaded)" ]]
 	[ -z "$(ls -A "$SUITE_TMP/rootB-$BATS_TEST_NUMBER/tmp")" ]
 }
+
+@test "lazy: a layer the cache registry serves corrupt fails save once; the next build runs its step" {
+	reg_start_open LZBAD
+	ref="127.0.0.1:$LZBAD_PORT/ci/cache"
+	run --separate-stderr A build "$T/ctx/recipe.lua" -t localhost/lz9 --cache-to "$ref"
+	[ "$status" -eq 0 ]
+	want=${output##*$'\n'}
+	layer=$(A inspect localhost/lz9 |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["Layers"][-1]["digest"])')
+	fresh_b
+	run --separate-stderr B build "$T/ctx/recipe.lua" -t localhost/lz9 --cache-from "$ref"
+	[ "$status" -eq 0 ]
+	[ "${output##*$'\n'}" = "$want" ]
+	f=$(reg_blob LZBAD "$layer")
+	[ -f "$f" ]
+	head -c "$(stat -c %s "$f")" /dev/urandom >"$f"
+	run --separate-stderr B save localhost/lz9 -o "$T/lz9.tar"
+	[ "$status" -eq 1 ]
+	[ "$(grep -c . <<<"$stderr")" -eq 1 ]
+	[[ "$stderr" == *"$layer"*"build it again"* ]]
+	[ ! -e "$T/lz9.tar" ]
+	# the step whose layer came corrupt runs; the others still hit
+	run --separate-stderr B build "$T/ctx/recipe.lua" -t localhost/lz9 --cache-from "$ref" \
+		--metadata-file "$T/meta.json"
+	[ "$status" -eq 0 ]
+	[ "${output##*$'\n'}" = "$want" ]
+	[ "$(steps "$T/meta.json")" = "1 3" ]
+	run B save localhost/lz9 -o "$T/lz9.tar"
+	[ "$status" -eq 0 ]
+	run B verify
+	[ "$status" -eq 0 ]
+}
