@@ -468,7 +468,8 @@ int build_layer_tar_fd(builder *b)
 	if (!b->jobs) {
 		const char *env = getenv("IMGBUILD_COMPRESS_BACKGROUND");
 		ib_layer_options lo = build_layer_options(b);
-		if ((env && !strcmp(env, "0")) || ib_layer_jobs_new(&b->jobs, b->store, &lo, &e) < 0) {
+		if ((env && !strcmp(env, "0")) ||
+		    ib_layer_jobs_new(&b->jobs, b->store, &lo, &e) < 0) {
 			if (e)
 				ib_progress_debug(b->o->progress, "%s: compressing layers at once",
 						  ib_error_msg(e));

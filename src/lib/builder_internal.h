@@ -65,7 +65,7 @@ typedef struct builder {
 	json_t *exports;  /* [{"key", "stage", "idx"}] of this build's layer steps */
 	/* layers compressed in the background (NULL until the first one) */
 	struct ib_layer_jobs *jobs;
-	bool jobs_off;	     /* IMGBUILD_COMPRESS_BACKGROUND=0, or the queue failed */
+	bool jobs_off;	    /* IMGBUILD_COMPRESS_BACKGROUND=0, or the queue failed */
 	ib_error *jobs_err; /* the first failed background compression */
 } builder;
 

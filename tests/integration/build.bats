@@ -751,8 +751,15 @@ LUA
 
 @test "background compression: the digest equals the one built with it off, and is 1/4-thread independent" {
 	bg_recipe
-	run --separate-stderr "$IMGBUILD" --debug build "$T/bg/recipe.lua" --no-cache --progress plain
+	# a compression that fails is its step's error, and that step gets no
+	# cache entry (nor does any later one here: all of them fail)
+	run env IMGBUILD_COMPRESS_THREADS=zero "$IMGBUILD" build "$T/bg/recipe.lua" --progress plain
+	[ "$status" -eq 1 ]
+	[[ "$(echo "$output" | tail -1)" == "imgbuild: error: $T/bg/recipe.lua:2: "*"IMGBUILD_COMPRESS_THREADS=zero"* ]]
+	[ -z "$(ls -A "$IMGBUILD_ROOT/tmp")" ]
+	run --separate-stderr "$IMGBUILD" --debug build "$T/bg/recipe.lua" --progress plain
 	[ "$status" -eq 0 ]
+	[[ "$output" != *CACHED* ]]
 	d_bg=$(echo "$output" | tail -1)
 	# the layers were compressed in the background (and reported as done)
 	[ "$(echo "$stderr" | grep -c 'compressed: sha256:')" -ge 4 ]
@@ -768,6 +775,7 @@ LUA
 	run "$IMGBUILD" build "$T/bg/recipe.lua" --progress plain
 	[ "$status" -eq 0 ]
 	[ "$(echo "$output" | grep -c CACHED)" -eq 5 ]
+	[ -z "$(ls -A "$IMGBUILD_ROOT/tmp")" ]
 	run "$IMGBUILD" verify
 	[ "$status" -eq 0 ]
 	run podrun localhost/bg:1 cat /again
