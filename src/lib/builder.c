@@ -460,9 +460,37 @@ int build_wait_layers(builder *b, ib_error **err)
 	return code < 0 ? code : -1;
 }
 
+/* Whether a run or copy step comes after the current one (in its stage or
+ * a later one up to the target): only then is there a next step for a
+ * background compression to overlap with.  The last layer is compressed
+ * as it is written, the compressor's threads keeping pace with the tar
+ * writer, which is faster than writing the tar first. */
+static bool layer_steps_follow(builder *b)
+{
+	if (!b->last_layer_step) {
+		size_t target = b->n_stages - 1;
+		stage_state *t = b->o->target ? build_find_stage(b, b->o->target) : NULL;
+		if (t)
+			target = (size_t)(t - b->stages);
+		b->last_layer_step = 1;
+		for (size_t s = 0; s <= target; s++) {
+			json_t *steps = json_object_get(b->stages[s].plan, "steps");
+			for (size_t i = 0; i < json_array_size(steps); i++) {
+				int kind = ib_plan_step_kind_of(json_array_get(steps, i));
+				if (kind == IB_STEP_RUN || kind == IB_STEP_COPY) {
+					b->last_layer_stage = s;
+					b->last_layer_step = i + 1;
+				}
+			}
+		}
+	}
+	return b->cur_stage < b->last_layer_stage ||
+	       (b->cur_stage == b->last_layer_stage && b->cur_idx + 1 < b->last_layer_step);
+}
+
 int build_layer_tar_fd(builder *b)
 {
-	if (b->jobs_off)
+	if (b->jobs_off || !layer_steps_follow(b))
 		return -1;
 	ib_error *e = NULL;
 	if (!b->jobs) {

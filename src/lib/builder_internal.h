@@ -67,6 +67,9 @@ typedef struct builder {
 	struct ib_layer_jobs *jobs;
 	bool jobs_off;	    /* IMGBUILD_COMPRESS_BACKGROUND=0, or the queue failed */
 	ib_error *jobs_err; /* the first failed background compression */
+	/* the last run or copy step up to the target: stage, index + 1 (0 =
+	 * not looked up yet) */
+	size_t last_layer_stage, last_layer_step;
 } builder;
 
 /* What survives a restart of the build: the cache registries and the
