@@ -989,11 +989,11 @@ int ib_layer_compress_fd(ib_store *store, int tar_fd, const ib_layer_options *op
 	int r = ib_blob_writer_new(&p.blob, store, err);
 	if (r < 0)
 		return r;
-	p.buf = xmalloc(COPY_CHUNK);
+	p.buf = xmalloc(TAR_OUT_BUF);
 	r = ib_compressor_new(&p.comp, o.compression, o.threads, o.level, pipe_sink, &p, err);
 	int64_t off = 0;
 	while (r == 0) {
-		ssize_t n = pread(tar_fd, p.buf, COPY_CHUNK, off);
+		ssize_t n = pread(tar_fd, p.buf, TAR_OUT_BUF, off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
