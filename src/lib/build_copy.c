@@ -876,6 +876,10 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 			    S_ISREG(l.items[i].st.st_mode) ? (uint64_t)l.items[i].st.st_size : 0;
 			b->layer_total += 512 + (sz + 511) / 512 * 512;
 		}
+		/* the tar now, its compression in the background (when on) */
+		int tar_fd = rc == 0 ? build_layer_tar_fd(b) : -1;
+		lo.tar_only = tar_fd >= 0;
+		lo.tar_fd = tar_fd;
 		ib_layer_writer *w = NULL;
 		if (rc == 0)
 			rc = ib_layer_writer_new(&w, b->store, &lo, err);
@@ -910,8 +914,12 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 			w = NULL;
 		}
 		ib_layer_writer_free(w);
-		if (rc == 0)
-			rc = build_commit_layer(b, st, key_out, &res, created_by, err);
+		if (rc == 0) {
+			rc = build_commit_layer(b, st, key_out, &res, tar_fd, created_by, err);
+			tar_fd = -1;
+		}
+		if (tar_fd >= 0)
+			close(tar_fd);
 		if (rc == 0) {
 			ib_layer_override ov = {.uid = uid, .gid = gid, .mode = mode};
 			cleanup_free char *id = build_explain_id(b, st, idx);

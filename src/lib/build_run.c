@@ -351,14 +351,21 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	ib_layer_options lo = build_layer_options(b);
 	ib_layer_result res = {0};
 	b->layer_total = 0;
+	/* the tar now, its compression in the background (when on) */
+	int tar_fd = build_layer_tar_fd(b);
+	lo.tar_only = tar_fd >= 0;
+	lo.tar_fd = tar_fd;
 	rc = ib_layer_from_upper(b->store, upper, NULL, &lo, &res, err);
-	if (rc < 0)
-		goto out;
 	/* The upper dir is this layer in overlay format: keep it as the
 	 * unpacked copy so the next run step needs no extraction. */
-	rc = ib_store_layer_install(b->store, upper, res.diff_id, err);
 	if (rc == 0)
-		rc = build_commit_layer(b, st, key, &res, created_by, err);
+		rc = ib_store_layer_install(b->store, upper, res.diff_id, err);
+	if (rc == 0) {
+		rc = build_commit_layer(b, st, key, &res, tar_fd, created_by, err);
+		tar_fd = -1;
+	}
+	if (tar_fd >= 0)
+		close(tar_fd);
 out:;
 	ib_error *e2 = NULL;
 	ib_rm_rf(tmp, &e2);

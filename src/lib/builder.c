@@ -7,6 +7,7 @@
 #include "builder_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "digest.h"
 #include "handoff.h"
 #include "imgdiff.h"
+#include "layer_jobs.h"
 #include "plan.h"
 #include "regconf.h"
 #include "progress.h"
@@ -92,6 +94,9 @@ int build_ensure_unpacked(builder *b, layer_ref *l, ib_error **err)
 {
 	if (ib_store_layer_unpacked(b->store, l->diff_id))
 		return 0;
+	/* its blob is still being compressed */
+	if (!l->desc.digest[0] && build_wait_layers(b, err) < 0)
+		return -1;
 	/* a layer a cache hit left in the cache registry comes now */
 	if (build_fetch_blob(b, l->desc.digest, l->desc.size, err) < 0)
 		return ib_error_wrap(err, "unpack layer %.19s", l->desc.digest);
@@ -369,21 +374,185 @@ bool build_use_cached(builder *b, stage_state *st, const char *key, const char *
 	return true;
 }
 
-int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_layer_result *r,
-		       const char *created_by, ib_error **err)
+/* A layer being compressed in the background: what its step's cache
+ * entry and error need. */
+typedef struct pending_layer {
+	char key[IB_DIGEST_BUFLEN];
+	char diff_id[IB_DIGEST_BUFLEN];
+	char *created_by;
+	size_t stage, idx; /* the step */
+} pending_layer;
+
+static void pending_free(void *payload)
+{
+	pending_layer *pl = payload;
+	if (pl)
+		free(pl->created_by);
+	free(pl);
+}
+
+static int put_layer_entry(builder *b, const char *key, const ib_layer_result *r,
+			   const char *created_by, ib_error **err)
 {
 	const char *mt = ib_layer_media_type(b->o->compression, false);
-	ib_descriptor d = {0};
-	d.media_type = xstrdup(mt);
-	memcpy(d.digest, r->digest, IB_DIGEST_BUFLEN);
-	d.size = r->size;
-	push_layer(st, &d, r->diff_id);
-	ib_descriptor_clear(&d);
-	build_add_history(b, st, created_by, r->diff_id);
 	json_t *e = layer_entry_json(r, mt, created_by);
 	json_object_set_new(e, "key", json_string(key));
 	int rc = ib_cache_step_put(b->cache, key, e, err);
 	json_decref(e);
+	return rc;
+}
+
+/* A background compression is done: the digest goes into every layer_ref
+ * of that diff_id still without one (a stage built on this one copied
+ * it), then the step's cache entry is written.  A failure is kept for
+ * build_wait_layers, as the step's error. */
+static void finish_layer(builder *b, pending_layer *pl, ib_layer_result *r, ib_error *job_err)
+{
+	json_t *step = json_array_get(json_object_get(b->stages[pl->stage].plan, "steps"), pl->idx);
+	ib_error *e = job_err;
+	if (!e) {
+		memcpy(r->diff_id, pl->diff_id, IB_DIGEST_BUFLEN);
+		for (size_t s = 0; s < b->n_stages; s++) {
+			stage_state *st = &b->stages[s];
+			for (size_t i = 0; i < st->n_layers; i++) {
+				layer_ref *l = &st->layers[i];
+				if (l->desc.digest[0] || strcmp(l->diff_id, pl->diff_id) != 0)
+					continue;
+				memcpy(l->desc.digest, r->digest, IB_DIGEST_BUFLEN);
+				l->desc.size = r->size;
+			}
+		}
+		ib_progress_debug(b->o->progress, "layer %.19s compressed: %.19s, %lld bytes",
+				  pl->diff_id, r->digest, (long long)r->size);
+		if (put_layer_entry(b, pl->key, r, pl->created_by, &e) == 0)
+			return;
+	}
+	if (b->jobs_err) {
+		ib_error_free(&e);
+		return;
+	}
+	b->jobs_err = e;
+	build_recipe_error(b, step, &b->jobs_err);
+}
+
+/* Take the finished background compressions (all of them, waiting, when
+ * wait is set). */
+static void reap_layers(builder *b, bool wait)
+{
+	void *payload;
+	ib_layer_result r;
+	ib_error *je = NULL;
+	while (b->jobs && ib_layer_jobs_next(b->jobs, wait, &payload, &r, &je) == 1) {
+		finish_layer(b, payload, &r, je);
+		pending_free(payload);
+		je = NULL;
+	}
+}
+
+int build_wait_layers(builder *b, ib_error **err)
+{
+	reap_layers(b, true);
+	if (!b->jobs_err)
+		return 0;
+	int code = b->jobs_err->code;
+	if (err && *err == NULL)
+		*err = b->jobs_err;
+	else
+		ib_error_free(&b->jobs_err);
+	b->jobs_err = NULL;
+	return code < 0 ? code : -1;
+}
+
+/* Whether a run or copy step comes after the current one (in its stage or
+ * a later one up to the target): only then is there a next step for a
+ * background compression to overlap with.  The last layer is compressed
+ * as it is written, the compressor's threads keeping pace with the tar
+ * writer, which is faster than writing the tar first. */
+static bool layer_steps_follow(builder *b)
+{
+	if (!b->last_layer_step) {
+		size_t target = b->n_stages - 1;
+		stage_state *t = b->o->target ? build_find_stage(b, b->o->target) : NULL;
+		if (t)
+			target = (size_t)(t - b->stages);
+		b->last_layer_step = 1;
+		for (size_t s = 0; s <= target; s++) {
+			json_t *steps = json_object_get(b->stages[s].plan, "steps");
+			for (size_t i = 0; i < json_array_size(steps); i++) {
+				int kind = ib_plan_step_kind_of(json_array_get(steps, i));
+				if (kind == IB_STEP_RUN || kind == IB_STEP_COPY) {
+					b->last_layer_stage = s;
+					b->last_layer_step = i + 1;
+				}
+			}
+		}
+	}
+	return b->cur_stage < b->last_layer_stage ||
+	       (b->cur_stage == b->last_layer_stage && b->cur_idx + 1 < b->last_layer_step);
+}
+
+int build_layer_tar_fd(builder *b)
+{
+	if (b->jobs_off || !layer_steps_follow(b))
+		return -1;
+	ib_error *e = NULL;
+	if (!b->jobs) {
+		const char *env = getenv("IMGBUILD_COMPRESS_BACKGROUND");
+		ib_layer_options lo = build_layer_options(b);
+		if ((env && !strcmp(env, "0")) ||
+		    ib_layer_jobs_new(&b->jobs, b->store, &lo, &e) < 0) {
+			if (e)
+				ib_progress_debug(b->o->progress, "%s: compressing layers at once",
+						  ib_error_msg(e));
+			ib_error_free(&e);
+			b->jobs_off = true;
+			return -1;
+		}
+	}
+	/* nameless: nothing to remove whatever becomes of the build */
+	cleanup_free char *path = ib_store_tmp_path(b->store, "layer");
+	char *slash = strrchr(path, '/');
+	*slash = '\0';
+	int fd = open(path, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	*slash = '/';
+	if (fd < 0) { /* a file system without O_TMPFILE */
+		fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			unlink(path);
+	}
+	if (fd < 0)
+		ib_progress_debug(b->o->progress, "layer tar file in %s: %s: compressing at once",
+				  path, strerror(errno));
+	return fd;
+}
+
+int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_layer_result *r,
+		       int tar_fd, const char *created_by, ib_error **err)
+{
+	const char *mt = ib_layer_media_type(b->o->compression, false);
+	ib_descriptor d = {0};
+	d.media_type = xstrdup(mt);
+	if (tar_fd < 0) {
+		memcpy(d.digest, r->digest, IB_DIGEST_BUFLEN);
+		d.size = r->size;
+	}
+	push_layer(st, &d, r->diff_id);
+	ib_descriptor_clear(&d);
+	build_add_history(b, st, created_by, r->diff_id);
+	if (tar_fd >= 0) {
+		/* the entry comes with the digest; write those that are done */
+		pending_layer *pl = xcalloc(1, sizeof(*pl));
+		memcpy(pl->key, key, IB_DIGEST_BUFLEN);
+		memcpy(pl->diff_id, r->diff_id, IB_DIGEST_BUFLEN);
+		pl->created_by = xstrdup(created_by);
+		pl->stage = (size_t)(st - b->stages);
+		pl->idx = b->cur_idx;
+		ib_layer_jobs_submit(b->jobs, tar_fd, pl);
+		reap_layers(b, false);
+		note_export(b, key);
+		return 0;
+	}
+	int rc = put_layer_entry(b, key, r, created_by, err);
 	if (rc == 0)
 		note_export(b, key);
 	return rc;
@@ -783,6 +952,11 @@ static void stage_reset(stage_state *st)
 
 static void builder_free(builder *b)
 {
+	/* a failed build still records the steps whose layers are done */
+	ib_error *e = NULL;
+	build_wait_layers(b, &e);
+	ib_error_free(&e);
+	ib_layer_jobs_free(b->jobs, pending_free);
 	for (size_t i = 0; i < b->n_stages; i++)
 		stage_reset(&b->stages[i]);
 	memo_free(b);
@@ -1030,6 +1204,8 @@ static int build_once(ib_store *s, json_t *plan, const ib_build_options *o, remo
 	if (b.key_mismatches)
 		ib_progress_debug(o->progress, "cache keys: %d differ from the key pass",
 				  b.key_mismatches);
+	if (rc == 0) /* layers compressed in the background: digests complete */
+		rc = build_wait_layers(&b, err);
 	if (rc < 0) {
 		builder_free(&b);
 		return -1;

@@ -83,6 +83,13 @@ typedef struct builder {
 	size_t n_memo;
 	json_t *lookup_keys; /* keys the real pass will look up, in order */
 	int key_mismatches;  /* real-pass keys that differ from the key pass */
+	/* layers compressed in the background (NULL until the first one) */
+	struct ib_layer_jobs *jobs;
+	bool jobs_off;	    /* IMGBUILD_COMPRESS_BACKGROUND=0, or the queue failed */
+	ib_error *jobs_err; /* the first failed background compression */
+	/* the last run or copy step up to the target: stage, index + 1 (0 =
+	 * not looked up yet) */
+	size_t last_layer_stage, last_layer_step;
 } builder;
 
 /* What survives a restart of the build: the cache registries and the
@@ -129,9 +136,24 @@ char **build_lower_dirs_of(ib_store *s, const char *const *diff_ids, size_t n);
 /* On a cache hit whose blob is still stored, push its layer and history
  * entry onto the stage and return true. */
 bool build_use_cached(builder *b, stage_state *st, const char *key, const char *created_by);
-/* Push a written layer onto the stage and record it in the step cache. */
+/* Push a written layer onto the stage and record it in the step cache.
+ * tar_fd < 0: r is complete (compressed blob stored).  tar_fd >= 0 (from
+ * build_layer_tar_fd, taken over): r has the diff_id only and tar_fd the
+ * uncompressed tar, which is compressed in the background; the layer's
+ * descriptor gets its digest and the step its cache entry when that is
+ * done (build_wait_layers, or a later commit), so a step whose layer never
+ * got compressed leaves no entry. */
 int build_commit_layer(builder *b, stage_state *st, const char *key, const ib_layer_result *r,
-		       const char *created_by, ib_error **err);
+		       int tar_fd, const char *created_by, ib_error **err);
+/* A file for a layer's uncompressed tar (layer options tar_only/tar_fd),
+ * nameless in ROOT/tmp, or -1: compress while writing (background
+ * compression off: IMGBUILD_COMPRESS_BACKGROUND=0). */
+int build_layer_tar_fd(builder *b);
+/* Finish every background compression: descriptors and cache entries
+ * complete.  Before anything needs a layer's compressed digest (writing,
+ * pushing or exporting the image, unpacking a layer from its blob).  A
+ * failed compression is its step's error. */
+int build_wait_layers(builder *b, ib_error **err);
 /* Make sure the store has a layer blob, downloading it from the cache
  * registry that announced it (a lazy hit).  A failure marks the blob bad
  * and asks for a restart.  A layer of a lazily tagged base image comes

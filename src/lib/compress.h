@@ -41,7 +41,8 @@
 /* Both shape the output: changing either changes every gzip layer digest
  * (and must change ib_compress_cache_tag). */
 #define IB_COMPRESS_GZIP_BLOCK (1u << 20)
-/* Layers are compressed when a step commits, on the build's critical path.
+/* A build compresses a step's layer in the background while the next step
+ * runs (layer_jobs.h); the last one is on the critical path.
  * libdeflate's level 6 gives blobs within ~1% of `gzip -6` (docker's and
  * buildah's; /usr/include: +0.7%, /usr/lib: -1.3%) where zlib's level 1,
  * the earlier default, was 12-25% larger; it costs 1.3-1.8x zlib level 1's

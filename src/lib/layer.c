@@ -226,11 +226,17 @@ static void locale_leave(locale_t prev)
 		uselocale(prev);
 }
 
-/* ---- output pipeline: tar -> diff_id hash + compressor -> blob ---- */
+/* ---- output pipeline: tar -> diff_id hash + compressor -> blob ----
+ * (or, with tar_only, tar -> diff_id hash + the caller's file) */
+
+#define TAR_OUT_BUF (1u << 20)
 
 struct pipe {
 	ib_blob_writer *blob;
 	ib_compressor *comp;
+	int tar_fd;		/* >= 0: the uncompressed tar goes here */
+	unsigned char *tar_buf; /* TAR_OUT_BUF bytes of it, buffered */
+	size_t tar_len;
 	ib_digest_ctx *diff;
 	struct archive *ar;
 	ib_error *cb_err; /* first failure inside a callback */
@@ -249,6 +255,36 @@ static int pipe_sink(const void *data, size_t len, void *payload)
 	return ib_blob_writer_write(p->blob, data, len, p->cb_err ? NULL : &p->cb_err);
 }
 
+/* tar_only: hand the buffered tar bytes to the caller's file. */
+static int pipe_tar_flush(struct pipe *p, ib_error **err)
+{
+	if (p->tar_len == 0)
+		return 0;
+	int r = ib_write_all(p->tar_fd, p->tar_buf, p->tar_len, err);
+	p->tar_len = 0;
+	if (r < 0)
+		return ib_error_wrap(err, "write uncompressed layer");
+	return 0;
+}
+
+static int pipe_tar_out(struct pipe *p, const unsigned char *buf, size_t len, ib_error **err)
+{
+	if (p->comp)
+		return ib_compressor_write(p->comp, buf, len, err);
+	while (len > 0) {
+		if (p->tar_len == TAR_OUT_BUF && pipe_tar_flush(p, err) < 0)
+			return -1;
+		size_t n = TAR_OUT_BUF - p->tar_len;
+		if (n > len)
+			n = len;
+		memcpy(p->tar_buf + p->tar_len, buf, n);
+		p->tar_len += n;
+		buf += n;
+		len -= n;
+	}
+	return 0;
+}
+
 static la_ssize_t pipe_tar_write(struct archive *a, void *payload, const void *buf, size_t len)
 {
 	struct pipe *p = payload;
@@ -263,7 +299,7 @@ static la_ssize_t pipe_tar_write(struct archive *a, void *payload, const void *b
 		p->progress(p->tar_bytes, p->payload);
 	}
 	ib_error *e = NULL;
-	if (ib_compressor_write(p->comp, buf, len, &e) < 0) {
+	if (pipe_tar_out(p, buf, len, &e) < 0) {
 		if (p->cb_err == NULL)
 			p->cb_err = e;
 		else
@@ -317,6 +353,8 @@ static void pipe_free(struct pipe *p)
 	p->diff = NULL;
 	free(p->buf);
 	p->buf = NULL;
+	free(p->tar_buf);
+	p->tar_buf = NULL;
 	ib_error_free(&p->cb_err);
 }
 
@@ -326,15 +364,24 @@ static int pipe_open(struct pipe *p, ib_store *store, const ib_layer_options *op
 	p->sde = opts->source_date_epoch;
 	p->progress = opts->progress;
 	p->payload = opts->payload;
-	int r = ib_blob_writer_new(&p->blob, store, err);
-	if (r < 0)
+	p->tar_fd = -1;
+	int r = 0;
+	if (opts->tar_only) {
+		if (opts->tar_fd < 0)
+			return ib_error_setc(err, IB_EINVALID, "tar_only without a file");
+		p->tar_fd = opts->tar_fd;
+		p->tar_buf = xmalloc(TAR_OUT_BUF);
+	} else if ((r = ib_blob_writer_new(&p->blob, store, err)) < 0) {
 		return r;
+	}
 	p->diff = ib_digest_new();
 	p->buf = xmalloc(COPY_CHUNK);
-	r = ib_compressor_new(&p->comp, opts->compression, opts->threads, opts->level, pipe_sink, p,
-			      err);
-	if (r < 0)
-		goto fail;
+	if (!opts->tar_only) {
+		r = ib_compressor_new(&p->comp, opts->compression, opts->threads, opts->level,
+				      pipe_sink, p, err);
+		if (r < 0)
+			goto fail;
+	}
 	p->ar = archive_write_new();
 	if (p->ar == NULL) {
 		r = ib_error_setc(err, IB_ERROR, "archive_write_new failed");
@@ -365,12 +412,21 @@ static int pipe_close(struct pipe *p, ib_layer_result *out, ib_error **err)
 		return pipe_error(p, err, "finish tar stream");
 	if (p->progress)
 		p->progress(p->tar_bytes, p->payload);
+	ib_layer_result res;
+	memset(&res, 0, sizeof(res));
+	if (!p->comp) { /* tar_only */
+		if (pipe_tar_flush(p, err) < 0)
+			return -1;
+		ib_digest_final(p->diff, res.diff_id);
+		res.entries = p->entries;
+		res.size = (int64_t)p->tar_bytes;
+		*out = res;
+		return 0;
+	}
 	ib_error *ce = NULL;
 	int r = ib_compressor_finish(p->comp, &ce);
 	if (r < 0)
 		return pipe_fail(p, err, ce, "compress layer");
-	ib_layer_result res;
-	memset(&res, 0, sizeof(res));
 	ib_digest_final(p->diff, res.diff_id);
 	res.entries = p->entries;
 	ib_blob_writer *b = p->blob;
@@ -920,6 +976,54 @@ int ib_layer_from_upper(ib_store *store, const char *upper_dir, char *const *ski
 		return ib_error_wrap(err, "upper dir %s", upper_dir);
 	}
 	return ib_layer_writer_finish(w, out, err);
+}
+
+/* ---- deferred compression ---- */
+
+int ib_layer_compress_fd(ib_store *store, int tar_fd, const ib_layer_options *opts,
+			 ib_layer_result *out, ib_error **err)
+{
+	ib_layer_options o = opts ? *opts : (ib_layer_options)IB_LAYER_OPTIONS_INIT;
+	struct pipe p;
+	memset(&p, 0, sizeof(p));
+	int r = ib_blob_writer_new(&p.blob, store, err);
+	if (r < 0)
+		return r;
+	p.buf = xmalloc(TAR_OUT_BUF);
+	r = ib_compressor_new(&p.comp, o.compression, o.threads, o.level, pipe_sink, &p, err);
+	int64_t off = 0;
+	while (r == 0) {
+		ssize_t n = pread(tar_fd, p.buf, TAR_OUT_BUF, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = ib_error_set(err, errno, "read uncompressed layer");
+			break;
+		}
+		if (n == 0)
+			break;
+		off += n;
+		ib_error *e = NULL;
+		r = ib_compressor_write(p.comp, p.buf, (size_t)n, &e);
+		if (r < 0)
+			r = pipe_fail(&p, err, e, "compress layer");
+	}
+	if (r == 0) {
+		ib_error *ce = NULL;
+		r = ib_compressor_finish(p.comp, &ce);
+		if (r < 0)
+			r = pipe_fail(&p, err, ce, "compress layer");
+	}
+	if (r == 0) {
+		ib_blob_writer *b = p.blob;
+		p.blob = NULL;
+		memset(out, 0, sizeof(*out));
+		r = ib_blob_writer_commit(b, NULL, -1, out->digest, &out->size, err);
+		if (r < 0)
+			ib_error_wrap(err, "store layer blob");
+	}
+	pipe_free(&p);
+	return r;
 }
 
 /* ---- import ---- */

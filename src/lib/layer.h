@@ -29,6 +29,7 @@
 #ifndef IB_LAYER_H
 #define IB_LAYER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "digest.h"
@@ -45,6 +46,14 @@ typedef struct ib_layer_options {
 	 * the uncompressed bytes written so far; may be NULL. */
 	void (*progress)(uint64_t tar_bytes, void *payload);
 	void *payload;
+	/* Deferred compression: the finishing call writes the uncompressed
+	 * tar to tar_fd (from its current offset; not closed) instead of a
+	 * compressed blob to the store.  The result then has the diff_id and
+	 * the entry count, an empty digest and size = the tar's bytes;
+	 * ib_layer_compress_fd turns that file into the very blob the direct
+	 * path would have stored. */
+	bool tar_only;
+	int tar_fd;
 } ib_layer_options;
 #define IB_LAYER_OPTIONS_INIT                                                                      \
 	{                                                                                          \
@@ -132,6 +141,14 @@ void ib_layer_writer_free(ib_layer_writer *w);
  * without redirect_dir and metacopy. */
 int ib_layer_from_upper(ib_store *store, const char *upper_dir, char *const *skip,
 			const ib_layer_options *opts, ib_layer_result *out, ib_error **err);
+
+/* Compress the tar a tar_only finish wrote (tar_fd, read from offset 0 to
+ * its end with pread, not closed) into a store blob with opts'
+ * compression, level and threads: the same bytes, digest and size as the
+ * direct path gives for the same tar.  out gets digest and size only.  On
+ * failure nothing is left in the store. */
+int ib_layer_compress_fd(ib_store *store, int tar_fd, const ib_layer_options *opts,
+			 ib_layer_result *out, ib_error **err);
 
 /* Copy any tar libarchive reads (compressed or not) into a normalised layer,
  * in the input's order: PAX with numeric ids, empty uname/gname, names (and

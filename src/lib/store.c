@@ -317,7 +317,8 @@ char *ib_store_tmp_path(ib_store *s, const char *prefix)
 int ib_blob_writer_new(ib_blob_writer **out, ib_store *s, ib_error **err)
 {
 	*out = NULL;
-	cleanup_free char *path = ib_path_join(s->tmp, "blob-XXXXXX");
+	/* the pid marks it as ours for ib_store_tmp_remove_own */
+	cleanup_free char *path = xasprintf("%s/blob-%d-XXXXXX", s->tmp, (int)getpid());
 	int fd = mkostemp(path, O_CLOEXEC);
 	if (fd < 0)
 		return ib_error_set(err, errno, "create temp file in %s", s->tmp);

@@ -771,3 +771,117 @@ LUA
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"--context-modes must be normalize or preserve"* ]]
 }
+
+# A recipe of two stages: copies and runs whose layers are compressed while
+# the next step runs, a stage built on another, and a copy from a stage.
+bg_recipe() {
+	mkdir -p "$T/bg"
+	seq 1 400000 >"$T/bg/numbers.txt"
+	cat >"$T/bg/recipe.lua" <<'LUA'
+stage("base", "localhost/busybox:latest")
+copy { "numbers.txt", "/numbers.txt" }
+run "seq 1 300000 > /more.txt"
+stage("next", "base")
+run "wc -l /numbers.txt /more.txt > /counts"
+stage("final", "localhost/busybox:latest")
+copy { from = "next", "/counts", "/counts" }
+run "cat /counts > /again"
+LUA
+}
+
+@test "background compression: the digest equals the one built with it off, and is 1/4-thread independent" {
+	bg_recipe
+	run --separate-stderr "$IMGBUILD" --debug build "$T/bg/recipe.lua" --progress plain
+	[ "$status" -eq 0 ]
+	[[ "$output" != *CACHED* ]]
+	d_bg=$(echo "$output" | tail -1)
+	# the layers were compressed in the background (and reported as done),
+	# but the last one, compressed as it is written: no step follows
+	[ "$(echo "$stderr" | grep -c 'compressed: sha256:')" -eq 4 ]
+	run --separate-stderr env IMGBUILD_COMPRESS_BACKGROUND=0 "$IMGBUILD" --debug build "$T/bg/recipe.lua" --no-cache --progress plain
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | tail -1)" = "$d_bg" ]
+	[[ "$stderr" != *"compressed: sha256:"* ]]
+	d1=$(IMGBUILD_COMPRESS_THREADS=1 "$IMGBUILD" -q build "$T/bg/recipe.lua" --no-cache -t localhost/bg:1)
+	d4=$(IMGBUILD_COMPRESS_THREADS=4 "$IMGBUILD" -q build "$T/bg/recipe.lua" --no-cache)
+	[ "$d1" = "$d_bg" ]
+	[ "$d4" = "$d_bg" ]
+	# every step's cache entry was written once its layer was done
+	run "$IMGBUILD" build "$T/bg/recipe.lua" --progress plain
+	[ "$status" -eq 0 ]
+	[ "$(echo "$output" | grep -c CACHED)" -eq 5 ]
+	[ -z "$(ls -A "$IMGBUILD_ROOT/tmp")" ]
+	run "$IMGBUILD" verify
+	[ "$status" -eq 0 ]
+	run podrun localhost/bg:1 cat /again
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"400000 /numbers.txt"* ]]
+	[[ "$output" == *"300000 /more.txt"* ]]
+}
+
+@test "background compression: a failing later step still leaves the earlier steps' cache entries" {
+	mkdir -p "$T/bgf"
+	head -c 20M /dev/urandom >"$T/bgf/big.bin"
+	printf 'from "localhost/busybox:latest"\ncopy { "big.bin", "/big.bin" }\nrun "seq 1 100000 > /n"\nrun "exit 7"\n' >"$T/bgf/recipe.lua"
+	run "$IMGBUILD" build "$T/bgf/recipe.lua" --progress plain
+	[ "$status" -eq 1 ]
+	[[ "$(echo "$output" | tail -1)" == "imgbuild: error: $T/bgf/recipe.lua:4: run: command exited with status 7"* ]]
+	run "$IMGBUILD" build "$T/bgf/recipe.lua" --progress plain
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"COPY big.bin /big.bin CACHED"* ]]
+	[[ "$output" == *"seq 1 100000 > /n CACHED"* ]]
+	[ -z "$(ls -A "$IMGBUILD_ROOT/tmp")" ]
+}
+
+@test "background compression: SIGINT while a layer is compressed leaves no temp files and a store verify accepts" {
+	export IMGBUILD_ROOT="$T/introot"
+	"$IMGBUILD" -q build "$REPO_ROOT/recipes/busybox.lua" --context /bin -t localhost/busybox:latest >/dev/null
+	mkdir -p "$T/bgi"
+	head -c 150M /dev/urandom >"$T/bgi/big.bin"
+	printf 'from "localhost/busybox:latest"\ncopy { "big.bin", "/big.bin" }\nrun { "sh", "-c", "echo started; sleep 4321" }\n' >"$T/bgi/recipe.lua"
+	"$IMGBUILD" --debug build "$T/bgi/recipe.lua" --progress plain >"$T/out" 2>&1 &
+	pid=$!
+	for _ in $(seq 300); do
+		grep -q started "$T/out" && break
+		sleep 0.1
+	done
+	grep -q started "$T/out"
+	# the copy's layer is still being compressed
+	! grep -q 'compressed: sha256:' "$T/out"
+	kill -s INT "$pid"
+	status=0
+	wait "$pid" || status=$?
+	[ "$status" -eq 130 ]
+	! pgrep -f "sleep 4321"
+	[ -z "$(ls -A "$IMGBUILD_ROOT/tmp")" ]
+	run "$IMGBUILD" verify
+	[ "$status" -eq 0 ]
+}
+
+@test "background compression: a layer that cannot be stored is its step's error (FILE:LINE), and the step gets no cache entry" {
+	need chattr
+	export IMGBUILD_ROOT="$T/failroot"
+	"$IMGBUILD" -q build "$REPO_ROOT/recipes/busybox.lua" --context /bin -t localhost/busybox:latest >/dev/null
+	mkdir -p "$T/bgs"
+	echo one >"$T/bgs/x"
+	# the copy's layer is compressed in the background (a step follows); the
+	# last step's layer is the same whatever x holds
+	printf 'from "localhost/busybox:latest"\ncopy { "x", "/x" }\nrun "echo fixed > /fixed"\n' >"$T/bgs/recipe.lua"
+	"$IMGBUILD" -q build "$T/bgs/recipe.lua" >/dev/null
+	echo two >"$T/bgs/x"
+	blobs="$IMGBUILD_ROOT/oci/blobs/sha256"
+	chattr +i "$blobs" || skip "no immutable directories here"
+	run "$IMGBUILD" build "$T/bgs/recipe.lua" --progress plain
+	chattr -i "$blobs"
+	[ "$status" -eq 1 ]
+	[[ "$(echo "$output" | tail -1)" == "imgbuild: error: $T/bgs/recipe.lua:2: "*"store layer blob"* ]]
+	[ -z "$(ls -A "$IMGBUILD_ROOT/tmp")" ]
+	# the copy step has no entry: it runs again (the run step after it,
+	# compressed at once, has its own)
+	run "$IMGBUILD" build "$T/bgs/recipe.lua" --progress plain
+	[ "$status" -eq 0 ]
+	[[ "$output" != *"COPY x /x CACHED"* ]]
+	[[ "$output" == *"COPY x /x"* ]]
+	run "$IMGBUILD" verify
+	[ "$status" -eq 0 ]
+}

@@ -18,10 +18,12 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "layer.h"
+#include "layer_jobs.h"
 #include "store.h"
 #include "testutil.h"
 #include "util.h"
@@ -1201,6 +1203,133 @@ static void test_tree_copy_and_diff(void **state)
 	assert_int_equal(getxattr(uetc, "trusted.overlay.opaque", v, sizeof(v)), -1);
 }
 
+/* ---- deferred compression: tar_only, ib_layer_compress_fd, the queue ---- */
+
+/* make_tree plus a file of several compression blocks. */
+static void make_big_tree(struct fx *f, const char *top)
+{
+	make_tree(f, top, 0, 100);
+	cleanup_free char *p = xasprintf("%s/usr/huge", top);
+	size_t n = (3u << 20) + 12345;
+	unsigned char *data = pattern(n, 9);
+	write_at(f, p, data, n, 0644);
+	free(data);
+}
+
+/* The tree's layer written tar_only into a fresh memfd (returned). */
+static int tree_tar(struct fx *f, const char *top, ib_layer_options o, ib_layer_result *res)
+{
+	int fd = memfd_create("layer-tar", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	o.tar_only = true;
+	o.tar_fd = fd;
+	tree_layer(f, top, &o, res);
+	return fd;
+}
+
+static void test_deferred_compression_same_bytes_as_direct(void **state)
+{
+	struct fx *f = *state;
+	make_big_tree(f, "t");
+	const ib_compression cs[] = {IB_COMP_GZIP, IB_COMP_GZIP, IB_COMP_ZSTD, IB_COMP_NONE};
+	const int threads[] = {1, 3, 2, 1};
+	for (size_t i = 0; i < 4; i++) {
+		ib_layer_options o = opts_with(cs[i], threads[i]);
+		ib_layer_result direct, tar, late;
+		tree_layer(f, "t", &o, &direct);
+		int fd = tree_tar(f, "t", o, &tar);
+		/* the tar only: its diff_id, no blob */
+		assert_string_equal(tar.diff_id, direct.diff_id);
+		assert_string_equal(tar.digest, "");
+		assert_int_equal(tar.entries, direct.entries);
+		struct stat st;
+		assert_int_equal(fstat(fd, &st), 0);
+		assert_int_equal(tar.size, st.st_size);
+		assert_true(st.st_size > (3 << 20));
+		/* compressed later (another thread count: same bytes) */
+		ib_layer_options lo = opts_with(cs[i], threads[i] == 1 ? 4 : 1);
+		ib_error *err = NULL;
+		memset(&late, 0, sizeof(late));
+		if (ib_layer_compress_fd(f->store, fd, &lo, &late, &err) < 0)
+			fail_msg("compress_fd: %s", ib_error_msg(err));
+		assert_string_equal(late.digest, direct.digest);
+		assert_int_equal(late.size, direct.size);
+		memcpy(late.diff_id, tar.diff_id, IB_DIGEST_BUFLEN);
+		size_t len;
+		free(layer_tar(f, &late, cs[i], &len)); /* blob digest, size, diff_id */
+		assert_int_equal(len, (size_t)st.st_size);
+		close(fd);
+	}
+}
+
+static void drop_count(void *payload)
+{
+	(*(int *)payload)++;
+}
+
+/* The queue: results in submission order; a job that fails is reported
+ * with its payload and does not stop the next; nothing is left in tmp;
+ * freeing drops what was not taken. */
+static void test_layer_jobs_order_and_error_path(void **state)
+{
+	struct fx *f = *state;
+	make_big_tree(f, "t");
+	ib_layer_options o = opts_with(IB_COMP_GZIP, 2);
+	ib_layer_result direct, tar;
+	tree_layer(f, "t", &o, &direct);
+	ib_error *err = NULL;
+	ib_layer_jobs *q = NULL;
+	assert_int_equal(ib_layer_jobs_new(&q, f->store, &o, &err), 0);
+	assert_int_equal(ib_layer_jobs_pending(q), 0);
+	void *payload = NULL;
+	ib_layer_result res;
+	ib_error *je = NULL;
+	assert_int_equal(ib_layer_jobs_next(q, true, &payload, &res, &je), 0);
+
+	int good1 = tree_tar(f, "t", o, &tar);
+	cleanup_free char *wpath = fx_path(f, "write-only");
+	int bad = open(wpath, O_WRONLY | O_CREAT | O_CLOEXEC, 0600); /* pread: EBADF */
+	assert_true(bad >= 0);
+	int good2 = tree_tar(f, "t", o, &tar);
+	int tags[3] = {1, 2, 3};
+	ib_layer_jobs_submit(q, good1, &tags[0]);
+	ib_layer_jobs_submit(q, bad, &tags[1]);
+	ib_layer_jobs_submit(q, good2, &tags[2]);
+	assert_int_equal(ib_layer_jobs_pending(q), 3);
+	for (int k = 0; k < 3; k++) {
+		memset(&res, 0, sizeof(res));
+		assert_int_equal(ib_layer_jobs_next(q, true, &payload, &res, &je), 1);
+		assert_ptr_equal(payload, &tags[k]);
+		if (k == 1) {
+			assert_non_null(je);
+			assert_non_null(strstr(ib_error_msg(je), "read uncompressed layer"));
+			ib_error_free(&je);
+		} else {
+			assert_null(je);
+			assert_string_equal(res.digest, direct.digest);
+			assert_int_equal(res.size, direct.size);
+		}
+	}
+	assert_int_equal(ib_layer_jobs_pending(q), 0);
+	assert_int_equal(ib_layer_jobs_next(q, false, &payload, &res, &je), 0);
+	/* the failed job's temp blob is gone; tars were never named */
+	cleanup_free char *tmp = ib_path_join(ib_store_root(f->store), "tmp");
+	DIR *d = opendir(tmp);
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			fail_msg("left behind: %s/%s", tmp, de->d_name);
+	if (d)
+		closedir(d);
+
+	/* results not taken are dropped with the queue */
+	int dropped = 0;
+	ib_layer_jobs_submit(q, tree_tar(f, "t", o, &tar), &dropped);
+	ib_layer_jobs_submit(q, tree_tar(f, "t", o, &tar), &dropped);
+	ib_layer_jobs_free(q, drop_count);
+	assert_int_equal(dropped, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1233,6 +1362,8 @@ int main(void)
 	    T(test_import_of_layer_is_identity),
 	    cmocka_unit_test(test_xattrs_read_whole_large_values_sorted),
 	    T(test_tree_copy_and_diff),
+	    T(test_deferred_compression_same_bytes_as_direct),
+	    T(test_layer_jobs_order_and_error_path),
 #undef T
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

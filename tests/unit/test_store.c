@@ -256,6 +256,22 @@ static void test_blob_put_existing_is_idempotent(void **state)
 	assert_int_equal(tu_count_entries(tmp), 0);
 }
 
+/* An interrupted build removes its own temp entries: a blob being written
+ * (a layer's compression) is one of them. */
+static void test_tmp_remove_own_takes_blob_writer_temp(void **state)
+{
+	fixture *f = *state;
+	ib_error *err = NULL;
+	ib_blob_writer *w = NULL;
+	tu_must(ib_blob_writer_new(&w, f->s, &err), &err, "writer");
+	tu_must(ib_blob_writer_write(w, "x", 1, &err), &err, "write");
+	cleanup_free char *tmp = path_in(f, "tmp");
+	assert_int_equal(tu_count_entries(tmp), 1);
+	assert_int_equal(ib_store_tmp_remove_own(f->s), 1);
+	assert_int_equal(tu_count_entries(tmp), 0);
+	ib_blob_writer_abort(w);
+}
+
 static void test_blob_writer_streams_large_content(void **state)
 {
 	fixture *f = *state;
@@ -1641,6 +1657,7 @@ int main(void)
 	    T(test_open_creates_layout),
 	    T(test_open_rejects_file_as_root),
 	    T(test_tmp_path_unique_under_tmp),
+	    T(test_tmp_remove_own_takes_blob_writer_temp),
 	    T(test_blob_put_read_roundtrip),
 	    T(test_blob_put_existing_is_idempotent),
 	    T(test_blob_writer_streams_large_content),
