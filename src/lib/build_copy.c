@@ -586,11 +586,7 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 		}
 		if (*it->host) {
 			char xd[IB_DIGEST_BUFLEN];
-			if (S_ISREG(it->st.st_mode))
-				ib_cache_file_xattrs(b->cache, it->host, &it->st, xattrs_digest,
-						     xd);
-			else
-				xattrs_digest(it->host, xd);
+			ib_cache_file_xattrs(b->cache, it->host, &it->st, xattrs_digest, xd);
 			ib_digest_update(c, xd, strlen(xd));
 		}
 	}
