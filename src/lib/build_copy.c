@@ -544,6 +544,37 @@ static const copy_item *first_link(const copy_item **linked, size_t *n_linked, c
 	return NULL;
 }
 
+/* printf's "%o" and "%lld" by hand: copy_digest writes a line for every
+ * file of the context. */
+static char *put_u64(char *p, uint64_t v, unsigned base)
+{
+	char tmp[24];
+	int n = 0;
+	do {
+		tmp[n++] = (char)('0' + v % base);
+		v /= base;
+	} while (v);
+	while (n)
+		*p++ = tmp[--n];
+	return p;
+}
+
+static char *put_i64(char *p, int64_t v)
+{
+	if (v >= 0)
+		return put_u64(p, (uint64_t)v, 10);
+	*p++ = '-';
+	return put_u64(p, -(uint64_t)v, 10);
+}
+
+static char *put_str(char *p, const char *s, char sep)
+{
+	size_t n = strlen(s);
+	memcpy(p, s, n);
+	p[n] = sep;
+	return p + n + 1;
+}
+
 static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_error **err)
 {
 	ib_digest_ctx *c = ib_digest_new();
@@ -557,6 +588,8 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 		const char *link_to = orig ? orig->dest : "";
 		char *content = it->content;
 		content[0] = '\0';
+		char xd[IB_DIGEST_BUFLEN];
+		bool have_xd = false;
 		/* the layer stores min(mtime, epoch): only an mtime below the
 		 * build timestamp can change it, so only that one is an input */
 		int64_t epoch = b->o->source_date_epoch;
@@ -564,7 +597,9 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 		if (!*it->host) {
 			snprintf(content, IB_DIGEST_BUFLEN, "dir");
 		} else if (S_ISREG(it->st.st_mode)) {
-			rc = ib_cache_file_digest(b->cache, it->host, &it->st, content, err);
+			rc = ib_cache_file_digests(b->cache, it->host, &it->st, content,
+						   xattrs_digest, xd, err);
+			have_xd = true;
 		} else if (S_ISLNK(it->st.st_mode)) {
 			char target[PATH_MAX];
 			ssize_t n = readlink(it->host, target, sizeof(target) - 1);
@@ -578,14 +613,25 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 			snprintf(content, IB_DIGEST_BUFLEN, "dev:%llu",
 				 (unsigned long long)it->st.st_rdev);
 		}
+		if (rc < 0)
+			break;
 		/* no owner: context files are written as 0:0 or owner= (so
 		 * runners with other uids share keys) */
 		long long size = S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL;
+		/* "DEST\tMODE(octal)\tSIZE\tMTIME\tCONTENT\tLINK\n" */
 		char small[512];
-		int len = snprintf(small, sizeof(small), "%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest,
-				   it->st.st_mode, size, (long long)clamped, content, link_to);
-		if (len >= 0 && (size_t)len < sizeof(small)) {
-			ib_digest_update(c, small, (size_t)len);
+		if (strlen(it->dest) + strlen(content) + strlen(link_to) + 3 * 24 + 6 <
+		    sizeof(small)) {
+			char *p = put_str(small, it->dest, '\t');
+			p = put_u64(p, it->st.st_mode, 8);
+			*p++ = '\t';
+			p = put_i64(p, size);
+			*p++ = '\t';
+			p = put_i64(p, clamped);
+			*p++ = '\t';
+			p = put_str(p, content, '\t');
+			p = put_str(p, link_to, '\n');
+			ib_digest_update(c, small, (size_t)(p - small));
 		} else {
 			cleanup_free char *line =
 			    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode,
@@ -593,8 +639,9 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 			ib_digest_update(c, line, strlen(line));
 		}
 		if (*it->host) {
-			char xd[IB_DIGEST_BUFLEN];
-			ib_cache_file_xattrs(b->cache, it->host, &it->st, xattrs_digest, xd);
+			if (!have_xd)
+				ib_cache_file_xattrs(b->cache, it->host, &it->st, xattrs_digest,
+						     xd);
 			ib_digest_update(c, xd, strlen(xd));
 		}
 	}

@@ -398,15 +398,15 @@ static bool stat_matches(const stat_rec *r, const struct stat *st)
 		   (uint64_t)st->st_ctim.tv_sec * 1000000000ULL + (uint64_t)st->st_ctim.tv_nsec;
 }
 
-/* The record vouching for path as st describes it, or NULL. */
-static stat_rec *stat_lookup(ib_cache *c, const char *path, const struct stat *st, uint32_t flag)
+/* The record vouching for path as st describes it with all of flags, or NULL. */
+static stat_rec *stat_lookup(ib_cache *c, const char *path, const struct stat *st, uint32_t flags)
 {
 	stat_cache_load(c);
 	if (!c->stat_cap)
 		return NULL;
 	size_t i = stat_slot(c, path, hash_path(path, strlen(path)));
 	stat_rec *r = c->stat[i];
-	if (!r || !(r->flags & flag) || !stat_matches(r, st))
+	if (!r || (r->flags & flags) != flags || !stat_matches(r, st))
 		return NULL;
 	c->stat_used[i] = true;
 	return r;
@@ -510,6 +510,23 @@ void ib_cache_file_xattrs(ib_cache *c, const char *path, const struct stat *st,
 	r = stat_update(c, path, st);
 	if (r && digest_to_raw(out, r->xattrs))
 		r->flags |= STAT_XATTRS;
+}
+
+int ib_cache_file_digests(ib_cache *c, const char *path, const struct stat *st,
+			  char content[IB_DIGEST_BUFLEN], ib_xattr_digest_fn compute,
+			  char xattrs[IB_DIGEST_BUFLEN], ib_error **err)
+{
+	stat_rec *r = stat_lookup(c, path, st, (content ? STAT_DIGEST : 0) | STAT_XATTRS);
+	if (r) {
+		if (content)
+			raw_to_digest(r->digest, content);
+		raw_to_digest(r->xattrs, xattrs);
+		return 0;
+	}
+	if (content && ib_cache_file_digest(c, path, st, content, err) < 0)
+		return -1;
+	ib_cache_file_xattrs(c, path, st, compute, xattrs);
+	return 0;
 }
 
 size_t ib_cache_stat_hashed(const ib_cache *c)

@@ -64,6 +64,12 @@ void ib_cache_stat_scope(ib_cache *c, const char *dir);
 typedef void (*ib_xattr_digest_fn)(const char *path, char out[IB_DIGEST_BUFLEN]);
 void ib_cache_file_xattrs(ib_cache *c, const char *path, const struct stat *st,
 			  ib_xattr_digest_fn compute, char out[IB_DIGEST_BUFLEN]);
+/* Both at once, with one lookup when the stat cache knows them:
+ * ib_cache_file_digest into content (NULL for a file that is not regular)
+ * and ib_cache_file_xattrs into xattrs. */
+int ib_cache_file_digests(ib_cache *c, const char *path, const struct stat *st,
+			  char content[IB_DIGEST_BUFLEN], ib_xattr_digest_fn compute,
+			  char xattrs[IB_DIGEST_BUFLEN], ib_error **err);
 /* How many files this handle read to hash (the stat cache's misses). */
 size_t ib_cache_stat_hashed(const ib_cache *c);
 /* The time (ns since the epoch) a file's ctime is judged against, instead
