@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "compress.h"
 #include "digest.h"
 #include "passwd.h"
 #include "path.h"
@@ -208,6 +210,89 @@ static bool excluded(json_t *exclude, const char *rel)
 /* Entries are read with getdents64 into a buffer per level, not through a
  * DIR (its 32 KiB buffer, an fstat and two fcntl for every directory). */
 #define WALK_DIRENT_BUF 8192
+/* The entries of a source directory are walked by up to this many threads
+ * (the stat of every file is most of a cached build). */
+#define WALK_THREADS_MAX 4
+
+static int walk_tree(copy_list *l, int parentfd, const char *name, const char *host,
+		     const char *dest, const char *rel, json_t *exclude, ib_error **err);
+
+/* One entry of the directory fd (at host, dest, rel): its item and, for a
+ * directory, everything below. */
+static int walk_entry(copy_list *l, int fd, const char *name, const char *host, const char *dest,
+		      const char *rel, json_t *exclude, ib_error **err)
+{
+	char *rr = *rel ? ib_path_join(rel, name) : xstrdup(name);
+	if (excluded(exclude, rr)) {
+		free(rr);
+		return 0;
+	}
+	/* an ignored directory is looked into only for '!' exceptions */
+	bool ignored = ib_ignore_match(l->ignore, rr);
+	struct stat st;
+	if (ignored && !ib_ignore_has_exceptions(l->ignore)) {
+		free(rr);
+		return 0;
+	}
+	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		ib_error_set(err, errno, "stat %s", rr);
+		free(rr);
+		return -1;
+	}
+	if (ignored && !S_ISDIR(st.st_mode)) {
+		free(rr);
+		return 0;
+	}
+	char *h = ib_path_join(host, name);
+	char *dd = *dest ? ib_path_join(dest, name) : xstrdup(name);
+	size_t mark = l->n;
+	copy_list_take(l, dd, h, rr, &st); /* the list owns them now */
+	if (S_ISDIR(st.st_mode) && walk_tree(l, fd, name, h, dd, rr, exclude, err) < 0)
+		return -1;
+	if (ignored && l->n == mark + 1) { /* nothing inside was kept */
+		l->n--;
+		free(l->items[mark].dest);
+		free(l->items[mark].host);
+		free(l->items[mark].rel);
+	}
+	return 0;
+}
+
+/* Each entry of the directory fd, in the order getdents64 gives them:
+ * fn(payload, name) until it fails. */
+static int walk_names(int fd, const char *rel, int (*fn)(void *payload, const char *name),
+		      void *payload, ib_error **err)
+{
+	cleanup_free char *buf = xmalloc(WALK_DIRENT_BUF);
+	for (;;) {
+		ssize_t got = getdents64(fd, buf, WALK_DIRENT_BUF);
+		if (got < 0)
+			return ib_error_set(err, errno, "read %s", rel);
+		if (got == 0)
+			return 0;
+		for (ssize_t off = 0; off < got;) {
+			const struct dirent64 *de = (const struct dirent64 *)(buf + off);
+			off += de->d_reclen;
+			if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+			    fn(payload, de->d_name) < 0)
+				return -1;
+		}
+	}
+}
+
+typedef struct walk_level {
+	copy_list *l;
+	int fd;
+	const char *host, *dest, *rel;
+	json_t *exclude;
+	ib_error **err;
+} walk_level;
+
+static int walk_level_entry(void *payload, const char *name)
+{
+	walk_level *w = payload;
+	return walk_entry(w->l, w->fd, name, w->host, w->dest, w->rel, w->exclude, w->err);
+}
 
 /* host is opened relative to parentfd as name when parentfd >= 0 (a
  * directory just listed there), saving the lookup of every parent. */
@@ -219,54 +304,98 @@ static int walk_tree(copy_list *l, int parentfd, const char *name, const char *h
 			  : open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return ib_error_set(err, errno, "open %s", rel);
-	cleanup_free char *buf = xmalloc(WALK_DIRENT_BUF);
+	walk_level w = {l, fd, host, dest, rel, exclude, err};
+	return walk_names(fd, rel, walk_level_entry, &w, err);
+}
+
+/* The top of a source directory: its entries are shared out to threads,
+ * each walking whole entries into a list of its own; the lists are then
+ * joined in the order of the entries, as one walk would have made them. */
+typedef struct walk_top {
+	walk_level w; /* l, err: unused */
+	char **names;
+	copy_list *parts;
+	ib_error **errs;
+	size_t n, next;
+	bool failed;
+} walk_top;
+
+static int walk_top_name(void *payload, const char *name)
+{
+	ib_strv_push(&((walk_top *)payload)->names, name);
+	return 0;
+}
+
+static void *walk_top_worker(void *payload)
+{
+	walk_top *t = payload;
 	for (;;) {
-		ssize_t got = getdents64(fd, buf, WALK_DIRENT_BUF);
-		if (got < 0)
-			return ib_error_set(err, errno, "read %s", rel);
-		if (got == 0)
-			return 0;
-		for (ssize_t off = 0; off < got;) {
-			const struct dirent64 *de = (const struct dirent64 *)(buf + off);
-			off += de->d_reclen;
-			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-				continue;
-			char *rr = *rel ? ib_path_join(rel, de->d_name) : xstrdup(de->d_name);
-			if (excluded(exclude, rr)) {
-				free(rr);
-				continue;
-			}
-			/* an ignored directory is looked into only for '!' exceptions */
-			bool ignored = ib_ignore_match(l->ignore, rr);
-			struct stat st;
-			if (ignored && !ib_ignore_has_exceptions(l->ignore)) {
-				free(rr);
-				continue;
-			}
-			if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-				ib_error_set(err, errno, "stat %s", rr);
-				free(rr);
-				return -1;
-			}
-			if (ignored && !S_ISDIR(st.st_mode)) {
-				free(rr);
-				continue;
-			}
-			char *h = ib_path_join(host, de->d_name);
-			char *dd = *dest ? ib_path_join(dest, de->d_name) : xstrdup(de->d_name);
-			size_t mark = l->n;
-			copy_list_take(l, dd, h, rr, &st); /* the list owns them now */
-			if (S_ISDIR(st.st_mode) &&
-			    walk_tree(l, fd, de->d_name, h, dd, rr, exclude, err) < 0)
-				return -1;
-			if (ignored && l->n == mark + 1) { /* nothing inside was kept */
-				l->n--;
-				free(l->items[mark].dest);
-				free(l->items[mark].host);
-				free(l->items[mark].rel);
-			}
-		}
+		size_t i = __atomic_fetch_add(&t->next, 1, __ATOMIC_RELAXED);
+		if (i >= t->n || __atomic_load_n(&t->failed, __ATOMIC_RELAXED))
+			return NULL;
+		copy_list *p = &t->parts[i];
+		p->ignore = t->w.l->ignore;
+		if (walk_entry(p, t->w.fd, t->names[i], t->w.host, t->w.dest, t->w.rel,
+			       t->w.exclude, &t->errs[i]) < 0)
+			__atomic_store_n(&t->failed, true, __ATOMIC_RELAXED);
 	}
+}
+
+static int walk_source_dir(copy_list *l, const char *host, const char *dest, const char *rel,
+			   json_t *exclude, ib_error **err)
+{
+	cleanup_close int fd = open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return ib_error_set(err, errno, "open %s", rel);
+	walk_top t = {.w = {l, fd, host, dest, rel, exclude, err}};
+	t.names = xcalloc(1, sizeof(char *));
+	if (walk_names(fd, rel, walk_top_name, &t, err) < 0) {
+		ib_strv_free(t.names);
+		return -1;
+	}
+	t.n = ib_strv_len(t.names);
+	int threads = ib_compress_online_cpus();
+	if (threads > WALK_THREADS_MAX)
+		threads = WALK_THREADS_MAX;
+	if ((size_t)threads > t.n)
+		threads = (int)t.n;
+	int rc = 0;
+	if (threads < 2) {
+		for (size_t i = 0; i < t.n && rc == 0; i++)
+			rc = walk_entry(l, fd, t.names[i], host, dest, rel, exclude, err);
+		ib_strv_free(t.names);
+		return rc;
+	}
+	t.parts = xcalloc(t.n, sizeof(*t.parts));
+	t.errs = xcalloc(t.n, sizeof(*t.errs));
+	pthread_t tids[WALK_THREADS_MAX];
+	int started = 0;
+	for (; started < threads - 1; started++)
+		if (pthread_create(&tids[started], NULL, walk_top_worker, &t) != 0)
+			break; /* fewer helpers: this thread walks the rest */
+	walk_top_worker(&t);
+	for (int k = 0; k < started; k++)
+		pthread_join(tids[k], NULL);
+	for (size_t i = 0; i < t.n; i++) {
+		copy_list *p = &t.parts[i];
+		if (rc == 0 && t.errs[i]) {
+			*err = t.errs[i];
+			t.errs[i] = NULL;
+			rc = -1;
+		}
+		ib_error_free(&t.errs[i]);
+		if (rc == 0) { /* the items move over, their strings with them */
+			for (size_t k = 0; k < p->n; k++)
+				copy_list_take(l, p->items[k].dest, p->items[k].host,
+					       p->items[k].rel, &p->items[k].st);
+			p->n = 0;
+		}
+		copy_list_free(p);
+	}
+	free(t.parts);
+	free(t.errs);
+	ib_strv_free(t.names);
+	return rc;
 }
 
 /* Expand a copy source into (rel path) matches under root. */
@@ -400,7 +529,7 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 		}
 		if (S_ISDIR(sst.st_mode)) {
 			/* directory: its contents go into dest (recorded in l->parents) */
-			rc = walk_tree(l, -1, NULL, host, dest_rel, rel, exclude, err);
+			rc = walk_source_dir(l, host, dest_rel, rel, exclude, err);
 		} else {
 			cleanup_free char *d = NULL;
 			const char *base = strrchr(rel, '/');
