@@ -66,7 +66,7 @@ struct ib_cache {
 	size_t stat_map_len;
 	int64_t stat_now_ns; /* a file's ctime must be well before it to be remembered */
 	size_t stat_hashed;  /* files read to hash */
-	char **scopes; /* directories whose unused entries are dropped on save */
+	char **scopes;	     /* directories whose unused entries are dropped on save */
 	ib_store *store;
 	json_t *blob_records; /* registry-blobs.json, loaded by the first lookup */
 	bool readonly;	      /* lookups only: nothing is written (build --check) */
@@ -392,8 +392,8 @@ static void stat_cache_load(ib_cache *c)
 static bool stat_matches(const stat_rec *r, const struct stat *st)
 {
 	return r->size == (uint64_t)st->st_size && r->ino == (uint64_t)st->st_ino &&
-	       r->mtime_ns == (uint64_t)st->st_mtim.tv_sec * 1000000000ULL +
-				  (uint64_t)st->st_mtim.tv_nsec &&
+	       r->mtime_ns ==
+		   (uint64_t)st->st_mtim.tv_sec * 1000000000ULL + (uint64_t)st->st_mtim.tv_nsec &&
 	       r->ctime_ns ==
 		   (uint64_t)st->st_ctim.tv_sec * 1000000000ULL + (uint64_t)st->st_ctim.tv_nsec;
 }

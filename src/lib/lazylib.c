@@ -57,28 +57,28 @@ static void *lazy_sym(lazy_lib *l, void (*open_fn)(void), const char *name)
 }
 
 /* One function: its pointer resolved once (a race only resolves it twice). */
-#define LAZY_FN(lib, ret, name, params)                                                  \
-	static ret(*lazy_##name(void)) params                                            \
-	{                                                                                \
-		static ret(*fn) params;                                                  \
-		ret(*f) params = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);                 \
-		if (!f) {                                                                \
-			f = (ret(*) params)lazy_sym(&lib##_lib, open_##lib, #name);       \
-			__atomic_store_n(&fn, f, __ATOMIC_RELEASE);                      \
-		}                                                                        \
-		return f;                                                                \
+#define LAZY_FN(lib, ret, name, params)                                                            \
+	static ret(*lazy_##name(void)) params                                                      \
+	{                                                                                          \
+		static ret(*fn) params;                                                            \
+		ret(*f) params = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);                           \
+		if (!f) {                                                                          \
+			f = (ret(*) params)lazy_sym(&lib##_lib, open_##lib, #name);                \
+			__atomic_store_n(&fn, f, __ATOMIC_RELEASE);                                \
+		}                                                                                  \
+		return f;                                                                          \
 	}
-#define LAZY(lib, ret, name, params, args)                                               \
-	LAZY_FN(lib, ret, name, params)                                                  \
-	ret name params                                                                  \
-	{                                                                                \
-		return lazy_##name() args;                                               \
+#define LAZY(lib, ret, name, params, args)                                                         \
+	LAZY_FN(lib, ret, name, params)                                                            \
+	ret name params                                                                            \
+	{                                                                                          \
+		return lazy_##name() args;                                                         \
 	}
-#define LAZY_VOID(lib, name, params, args)                                               \
-	LAZY_FN(lib, void, name, params)                                                 \
-	void name params                                                                 \
-	{                                                                                \
-		lazy_##name() args;                                                      \
+#define LAZY_VOID(lib, name, params, args)                                                         \
+	LAZY_FN(lib, void, name, params)                                                           \
+	void name params                                                                           \
+	{                                                                                          \
+		lazy_##name() args;                                                                \
 	}
 
 /* ---- libcurl ---- */

@@ -396,7 +396,6 @@ static void fake_xattrs(const char *path, char out[IB_DIGEST_BUFLEN])
 	ib_digest_buffer(out, path, strlen(path));
 }
 
-
 /* Far enough ahead that every file of a test counts as settled. */
 #define SETTLED_NOW (INT64_C(4000000000) * 1000000000)
 
@@ -785,10 +784,12 @@ static void test_stat_cache_many_entries_survive_reopen(void **state)
 {
 	fixture *f = *state;
 	enum { N = 3000 };
-	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN], x[IB_DIGEST_BUFLEN], want[IB_DIGEST_BUFLEN];
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN], x[IB_DIGEST_BUFLEN],
+	    want[IB_DIGEST_BUFLEN];
 	cleanup_strv char **paths = xcalloc(1, sizeof(char *));
 	for (int i = 0; i < N; i++) {
-		cleanup_free char *name = xasprintf("a file %d%s", i, i % 7 ? "" : " with a longer name");
+		cleanup_free char *name =
+		    xasprintf("a file %d%s", i, i % 7 ? "" : " with a longer name");
 		struct stat st;
 		cleanup_free char *p = hashed_file(f, name, &st, da, db);
 		if (i % 2)
