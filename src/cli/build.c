@@ -161,6 +161,28 @@ static int write_text(const char *path, const char *text)
 	return 0;
 }
 
+/* Whether dir or a directory above it holds .git (a directory, or a file
+ * in worktrees and submodules): without one, and without GIT_DIR, git
+ * finds no work tree, and spawning it would cost more than a cached build. */
+static bool maybe_in_git_tree(const char *dir)
+{
+	if (getenv("GIT_DIR"))
+		return true;
+	cleanup_free char *p = realpath(dir, NULL);
+	if (!p)
+		return true; /* git decides */
+	for (;;) {
+		cleanup_free char *dotgit = ib_path_join(p, ".git");
+		struct stat st;
+		if (lstat(dotgit, &st) == 0)
+			return true;
+		char *slash = strrchr(p, '/');
+		if (!slash || (slash == p && !p[1]))
+			return false;
+		slash[slash == p ? 1 : 0] = '\0';
+	}
+}
+
 /* The commit time of HEAD of the git work tree holding dir, from
  * `git -C DIR log -1 --format=%ct` (no shell, at most GIT_TIMEOUT_MS).
  * false when there is none: no git, not a work tree, no commit, timeout. */
@@ -168,7 +190,7 @@ static int write_text(const char *path, const char *text)
 static bool git_head_time(const char *dir, int64_t *out)
 {
 	int p[2];
-	if (pipe2(p, O_CLOEXEC) < 0)
+	if (!maybe_in_git_tree(dir) || pipe2(p, O_CLOEXEC) < 0)
 		return false;
 	posix_spawn_file_actions_t fa;
 	posix_spawn_file_actions_init(&fa);

@@ -4,9 +4,11 @@
  * unpacked copy laid out directly. */
 #include "builder_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "compress.h"
 #include "digest.h"
 #include "passwd.h"
 #include "path.h"
@@ -226,61 +229,195 @@ static bool excluded(json_t *exclude, const char *rel)
 	return false;
 }
 
+/* Entries are read with getdents64 into a buffer per level, not through a
+ * DIR (its 32 KiB buffer, an fstat and two fcntl for every directory). */
+#define WALK_DIRENT_BUF 8192
+/* The entries of a source directory are walked by up to this many threads
+ * (the stat of every file is most of a cached build). */
+#define WALK_THREADS_MAX 4
+
+static int walk_tree(copy_list *l, int parentfd, const char *name, const char *host,
+		     const char *dest, const char *rel, json_t *exclude, ib_error **err);
+
+/* One entry of the directory fd (at host, dest, rel): its item and, for a
+ * directory, everything below. */
+static int walk_entry(copy_list *l, int fd, const char *name, const char *host, const char *dest,
+		      const char *rel, json_t *exclude, ib_error **err)
+{
+	char *rr = *rel ? ib_path_join(rel, name) : xstrdup(name);
+	if (excluded(exclude, rr)) {
+		free(rr);
+		return 0;
+	}
+	/* an ignored directory is looked into only for '!' exceptions */
+	bool ignored = ib_ignore_match(l->ignore, rr);
+	struct stat st;
+	if (ignored && !ib_ignore_has_exceptions(l->ignore)) {
+		free(rr);
+		return 0;
+	}
+	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		ib_error_set(err, errno, "stat %s", rr);
+		free(rr);
+		return -1;
+	}
+	if (ignored && !S_ISDIR(st.st_mode)) {
+		free(rr);
+		return 0;
+	}
+	char *h = ib_path_join(host, name);
+	char *dd = *dest ? ib_path_join(dest, name) : xstrdup(name);
+	size_t mark = l->n;
+	copy_list_take(l, dd, h, rr, &st); /* the list owns them now */
+	if (S_ISDIR(st.st_mode) && walk_tree(l, fd, name, h, dd, rr, exclude, err) < 0)
+		return -1;
+	if (ignored && l->n == mark + 1) { /* nothing inside was kept */
+		l->n--;
+		free(l->items[mark].dest);
+		free(l->items[mark].host);
+		free(l->items[mark].rel);
+	}
+	return 0;
+}
+
+/* Each entry of the directory fd, in the order getdents64 gives them:
+ * fn(payload, name) until it fails. */
+static int walk_names(int fd, const char *rel, int (*fn)(void *payload, const char *name),
+		      void *payload, ib_error **err)
+{
+	cleanup_free char *buf = xmalloc(WALK_DIRENT_BUF);
+	for (;;) {
+		ssize_t got = getdents64(fd, buf, WALK_DIRENT_BUF);
+		if (got < 0)
+			return ib_error_set(err, errno, "read %s", rel);
+		if (got == 0)
+			return 0;
+		for (ssize_t off = 0; off < got;) {
+			const struct dirent64 *de = (const struct dirent64 *)(buf + off);
+			off += de->d_reclen;
+			if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+			    fn(payload, de->d_name) < 0)
+				return -1;
+		}
+	}
+}
+
+typedef struct walk_level {
+	copy_list *l;
+	int fd;
+	const char *host, *dest, *rel;
+	json_t *exclude;
+	ib_error **err;
+} walk_level;
+
+static int walk_level_entry(void *payload, const char *name)
+{
+	walk_level *w = payload;
+	return walk_entry(w->l, w->fd, name, w->host, w->dest, w->rel, w->exclude, w->err);
+}
+
 /* host is opened relative to parentfd as name when parentfd >= 0 (a
  * directory just listed there), saving the lookup of every parent. */
 static int walk_tree(copy_list *l, int parentfd, const char *name, const char *host,
 		     const char *dest, const char *rel, json_t *exclude, ib_error **err)
 {
-	int fd = parentfd >= 0
-		     ? openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-		     : open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	cleanup_dir DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (!d) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		return ib_error_set(err, e, "open %s", rel);
-	}
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		char *rr = *rel ? ib_path_join(rel, de->d_name) : xstrdup(de->d_name);
-		if (excluded(exclude, rr)) {
-			free(rr);
-			continue;
-		}
-		/* an ignored directory is looked into only for '!' exceptions */
-		bool ignored = ib_ignore_match(l->ignore, rr);
-		struct stat st;
-		if (ignored && !ib_ignore_has_exceptions(l->ignore)) {
-			free(rr);
-			continue;
-		}
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			ib_error_set(err, errno, "stat %s", rr);
-			free(rr);
-			return -1;
-		}
-		if (ignored && !S_ISDIR(st.st_mode)) {
-			free(rr);
-			continue;
-		}
-		char *h = ib_path_join(host, de->d_name);
-		char *dd = *dest ? ib_path_join(dest, de->d_name) : xstrdup(de->d_name);
-		size_t mark = l->n;
-		copy_list_take(l, dd, h, rr, &st); /* the list owns them now */
-		if (S_ISDIR(st.st_mode) &&
-		    walk_tree(l, dirfd(d), de->d_name, h, dd, rr, exclude, err) < 0)
-			return -1;
-		if (ignored && l->n == mark + 1) { /* nothing inside was kept */
-			l->n--;
-			free(l->items[mark].dest);
-			free(l->items[mark].host);
-			free(l->items[mark].rel);
-		}
-	}
+	cleanup_close int fd =
+	    parentfd >= 0 ? openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+			  : open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return ib_error_set(err, errno, "open %s", rel);
+	walk_level w = {l, fd, host, dest, rel, exclude, err};
+	return walk_names(fd, rel, walk_level_entry, &w, err);
+}
+
+/* The top of a source directory: its entries are shared out to threads,
+ * each walking whole entries into a list of its own; the lists are then
+ * joined in the order of the entries, as one walk would have made them. */
+typedef struct walk_top {
+	walk_level w; /* l, err: unused */
+	char **names;
+	copy_list *parts;
+	ib_error **errs;
+	size_t n, next;
+	bool failed;
+} walk_top;
+
+static int walk_top_name(void *payload, const char *name)
+{
+	ib_strv_push(&((walk_top *)payload)->names, name);
 	return 0;
+}
+
+static void *walk_top_worker(void *payload)
+{
+	walk_top *t = payload;
+	for (;;) {
+		size_t i = __atomic_fetch_add(&t->next, 1, __ATOMIC_RELAXED);
+		if (i >= t->n || __atomic_load_n(&t->failed, __ATOMIC_RELAXED))
+			return NULL;
+		copy_list *p = &t->parts[i];
+		p->ignore = t->w.l->ignore;
+		if (walk_entry(p, t->w.fd, t->names[i], t->w.host, t->w.dest, t->w.rel,
+			       t->w.exclude, &t->errs[i]) < 0)
+			__atomic_store_n(&t->failed, true, __ATOMIC_RELAXED);
+	}
+}
+
+static int walk_source_dir(copy_list *l, const char *host, const char *dest, const char *rel,
+			   json_t *exclude, ib_error **err)
+{
+	cleanup_close int fd = open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return ib_error_set(err, errno, "open %s", rel);
+	walk_top t = {.w = {l, fd, host, dest, rel, exclude, err}};
+	t.names = xcalloc(1, sizeof(char *));
+	if (walk_names(fd, rel, walk_top_name, &t, err) < 0) {
+		ib_strv_free(t.names);
+		return -1;
+	}
+	t.n = ib_strv_len(t.names);
+	int threads = ib_compress_online_cpus();
+	if (threads > WALK_THREADS_MAX)
+		threads = WALK_THREADS_MAX;
+	if ((size_t)threads > t.n)
+		threads = (int)t.n;
+	int rc = 0;
+	if (threads < 2) {
+		for (size_t i = 0; i < t.n && rc == 0; i++)
+			rc = walk_entry(l, fd, t.names[i], host, dest, rel, exclude, err);
+		ib_strv_free(t.names);
+		return rc;
+	}
+	t.parts = xcalloc(t.n, sizeof(*t.parts));
+	t.errs = xcalloc(t.n, sizeof(*t.errs));
+	pthread_t tids[WALK_THREADS_MAX];
+	int started = 0;
+	for (; started < threads - 1; started++)
+		if (pthread_create(&tids[started], NULL, walk_top_worker, &t) != 0)
+			break; /* fewer helpers: this thread walks the rest */
+	walk_top_worker(&t);
+	for (int k = 0; k < started; k++)
+		pthread_join(tids[k], NULL);
+	for (size_t i = 0; i < t.n; i++) {
+		copy_list *p = &t.parts[i];
+		if (rc == 0 && t.errs[i]) {
+			*err = t.errs[i];
+			t.errs[i] = NULL;
+			rc = -1;
+		}
+		ib_error_free(&t.errs[i]);
+		if (rc == 0) { /* the items move over, their strings with them */
+			for (size_t k = 0; k < p->n; k++)
+				copy_list_take(l, p->items[k].dest, p->items[k].host,
+					       p->items[k].rel, &p->items[k].st);
+			p->n = 0;
+		}
+		copy_list_free(p);
+	}
+	free(t.parts);
+	free(t.errs);
+	ib_strv_free(t.names);
+	return rc;
 }
 
 /* Expand a copy source into (rel path) matches under root. */
@@ -414,7 +551,7 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 		}
 		if (S_ISDIR(sst.st_mode)) {
 			/* directory: its contents go into dest (recorded in l->parents) */
-			rc = walk_tree(l, -1, NULL, host, dest_rel, rel, exclude, err);
+			rc = walk_source_dir(l, host, dest_rel, rel, exclude, err);
 		} else {
 			cleanup_free char *d = NULL;
 			const char *base = strrchr(rel, '/');
@@ -558,6 +695,37 @@ static const copy_item *first_link(const copy_item **linked, size_t *n_linked, c
 	return NULL;
 }
 
+/* printf's "%o" and "%lld" by hand: copy_digest writes a line for every
+ * file of the context. */
+static char *put_u64(char *p, uint64_t v, unsigned base)
+{
+	char tmp[24];
+	int n = 0;
+	do {
+		tmp[n++] = (char)('0' + v % base);
+		v /= base;
+	} while (v);
+	while (n)
+		*p++ = tmp[--n];
+	return p;
+}
+
+static char *put_i64(char *p, int64_t v)
+{
+	if (v >= 0)
+		return put_u64(p, (uint64_t)v, 10);
+	*p++ = '-';
+	return put_u64(p, -(uint64_t)v, 10);
+}
+
+static char *put_str(char *p, const char *s, char sep)
+{
+	size_t n = strlen(s);
+	memcpy(p, s, n);
+	p[n] = sep;
+	return p + n + 1;
+}
+
 static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_error **err)
 {
 	ib_digest_ctx *c = ib_digest_new();
@@ -571,6 +739,8 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 		const char *link_to = orig ? orig->dest : "";
 		char *content = it->content;
 		content[0] = '\0';
+		char xd[IB_DIGEST_BUFLEN];
+		bool have_xd = false;
 		/* the layer stores min(mtime, epoch): only an mtime below the
 		 * build timestamp can change it, so only that one is an input */
 		int64_t epoch = b->o->source_date_epoch;
@@ -578,7 +748,9 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 		if (!*it->host) {
 			snprintf(content, IB_DIGEST_BUFLEN, "dir");
 		} else if (S_ISREG(it->st.st_mode)) {
-			rc = ib_cache_file_digest(b->cache, it->host, &it->st, content, err);
+			rc = ib_cache_file_digests(b->cache, it->host, &it->st, content,
+						   xattrs_digest, xd, err);
+			have_xd = true;
 		} else if (S_ISLNK(it->st.st_mode)) {
 			char target[PATH_MAX];
 			ssize_t n = readlink(it->host, target, sizeof(target) - 1);
@@ -592,14 +764,25 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 			snprintf(content, IB_DIGEST_BUFLEN, "dev:%llu",
 				 (unsigned long long)it->st.st_rdev);
 		}
+		if (rc < 0)
+			break;
 		/* no owner: context files are written as 0:0 or owner= (so
 		 * runners with other uids share keys) */
 		long long size = S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL;
+		/* "DEST\tMODE(octal)\tSIZE\tMTIME\tCONTENT\tLINK\n" */
 		char small[512];
-		int len = snprintf(small, sizeof(small), "%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest,
-				   it->st.st_mode, size, (long long)clamped, content, link_to);
-		if (len >= 0 && (size_t)len < sizeof(small)) {
-			ib_digest_update(c, small, (size_t)len);
+		if (strlen(it->dest) + strlen(content) + strlen(link_to) + 3 * 24 + 6 <
+		    sizeof(small)) {
+			char *p = put_str(small, it->dest, '\t');
+			p = put_u64(p, it->st.st_mode, 8);
+			*p++ = '\t';
+			p = put_i64(p, size);
+			*p++ = '\t';
+			p = put_i64(p, clamped);
+			*p++ = '\t';
+			p = put_str(p, content, '\t');
+			p = put_str(p, link_to, '\n');
+			ib_digest_update(c, small, (size_t)(p - small));
 		} else {
 			cleanup_free char *line =
 			    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode,
@@ -607,12 +790,9 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 			ib_digest_update(c, line, strlen(line));
 		}
 		if (*it->host) {
-			char xd[IB_DIGEST_BUFLEN];
-			if (S_ISREG(it->st.st_mode))
+			if (!have_xd)
 				ib_cache_file_xattrs(b->cache, it->host, &it->st, xattrs_digest,
 						     xd);
-			else
-				xattrs_digest(it->host, xd);
 			ib_digest_update(c, xd, strlen(xd));
 		}
 	}

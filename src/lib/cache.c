@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "oci.h"
@@ -21,31 +23,50 @@
 #define BLOB_RECORD_MAX_DIGESTS 20000
 #define BLOB_RECORD_MAX_REPOS 8
 
-/* One stat cache record.  On disk: "SIZE MTIME_NS INO HEX PATH\0" per
- * entry (PATH last and NUL-terminated, so any byte but NUL may appear),
- * optionally followed by "X CTIME_NS HEX\0": the digest of the file's
- * xattrs, valid while its ctime (which any xattr change moves) holds. */
-typedef struct stat_entry {
-	char *path; /* NULL = empty slot */
-	uint64_t size, mtime_ns, ino;
-	char digest[IB_DIGEST_BUFLEN];
-	uint64_t ctime_ns;
-	char xattrs[IB_DIGEST_BUFLEN]; /* "" = not known */
-	bool used;		       /* looked up by this process: kept when the file is saved */
-} stat_entry;
+/* One stat cache record, the same in memory and in stat.bin: it vouches
+ * for its digests while size, mtime, inode and ctime all hold (ctime moves
+ * with any write, chmod, chown or xattr change, and cannot be set back).
+ * The file is STAT_MAGIC (which names the format version), STAT_ORDER
+ * (the byte order), a record count, then the records, each followed by its
+ * path, a NUL and zeros up to 8-byte alignment.  A file that does not parse
+ * as a whole is ignored: never a wrong hit, at worst the context is hashed
+ * again. */
+typedef struct stat_rec {
+	uint64_t size, mtime_ns, ino, ctime_ns;
+	uint8_t digest[32]; /* the content's SHA-256 (STAT_DIGEST) */
+	uint8_t xattrs[32]; /* of the xattrs a layer keeps (STAT_XATTRS) */
+	uint32_t flags;
+	uint32_t path_len; /* bytes of path[], not counting its NUL */
+	char path[];
+} stat_rec;
+
+#define STAT_DIGEST 1u
+#define STAT_XATTRS 2u
+#define STAT_MAGIC "ibstat\0\2"
+#define STAT_ORDER 0x01020304u
+#define STAT_HEADER_LEN 16 /* magic, STAT_ORDER, record count (uint32) */
+/* A file changed this soon after its ctime might change again within the
+ * same timestamp tick (a second on some filesystems) and keep every stat
+ * field: it is hashed each time until it is this old. */
+#define STAT_SETTLE_NS (2 * 1000000000LL)
 
 struct ib_cache {
 	char *dir;
 	char *steps_dir;
 	char *explain_dir;
 	char *stat_path;
-	/* open-addressing hash table keyed by path; loaded lazily */
-	stat_entry *stat;
+	/* open-addressing hash table keyed by path, loaded lazily; slot i
+	 * holds a record, its path hash and whether this process used it */
+	stat_rec **stat;
+	uint32_t *stat_hash;
+	bool *stat_used;
 	size_t stat_cap, stat_n;
 	bool stat_loaded, stat_dirty;
-	char *stat_buf; /* the loaded file: the paths of loaded entries point into it */
-	size_t stat_buf_len;
-	char **scopes; /* directories whose unused entries are dropped on save */
+	void *stat_map; /* stat.bin mapped read-only: loaded records point into it */
+	size_t stat_map_len;
+	int64_t stat_now_ns; /* a file's ctime must be well before it to be remembered */
+	size_t stat_hashed;  /* files read to hash */
+	char **scopes;	     /* directories whose unused entries are dropped on save */
 	ib_store *store;
 	json_t *blob_records; /* registry-blobs.json, loaded by the first lookup */
 	bool readonly;	      /* lookups only: nothing is written (build --check) */
@@ -59,6 +80,9 @@ int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
 	c->explain_dir = ib_path_join(c->dir, "explain");
 	c->stat_path = ib_path_join(c->dir, "stat.bin");
 	c->store = store;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	c->stat_now_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
 	if (ib_mkdir_p(c->steps_dir, 0700, err) < 0 || ib_mkdir_p(c->explain_dir, 0700, err) < 0) {
 		ib_cache_free(c);
 		return ib_error_wrap(err, "open step cache");
@@ -67,22 +91,28 @@ int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
 	return 0;
 }
 
-/* A path of an entry read from the file, which is not freed on its own. */
-static bool stat_borrowed(const ib_cache *c, const char *path)
+/* A record of the mapped file, which is not freed on its own. */
+static bool stat_borrowed(const ib_cache *c, const stat_rec *r)
 {
-	return c->stat_buf && path >= c->stat_buf && path < c->stat_buf + c->stat_buf_len;
+	const char *p = (const char *)r, *m = c->stat_map;
+	return m && p >= m && p < m + c->stat_map_len;
 }
 
 static void stat_table_free(ib_cache *c)
 {
 	for (size_t i = 0; i < c->stat_cap; i++)
-		if (!stat_borrowed(c, c->stat[i].path))
-			free(c->stat[i].path);
+		if (!stat_borrowed(c, c->stat[i]))
+			free(c->stat[i]);
 	free(c->stat);
+	free(c->stat_hash);
+	free(c->stat_used);
 	c->stat = NULL;
-	free(c->stat_buf);
-	c->stat_buf = NULL;
-	c->stat_buf_len = 0;
+	c->stat_hash = NULL;
+	c->stat_used = NULL;
+	if (c->stat_map)
+		munmap(c->stat_map, c->stat_map_len);
+	c->stat_map = NULL;
+	c->stat_map_len = 0;
 	c->stat_cap = c->stat_n = 0;
 	c->stat_loaded = c->stat_dirty = false;
 }
@@ -97,32 +127,34 @@ static bool in_scope(ib_cache *c, const char *path)
 	return false;
 }
 
+static size_t stat_rec_len(uint32_t path_len)
+{
+	return sizeof(stat_rec) + (((size_t)path_len + 1 + 7) & ~(size_t)7);
+}
+
 /* Entries under a scope that this process did not look up are dropped, so
  * files that left the context do not accumulate; others are kept. */
 static void stat_cache_save(ib_cache *c)
 {
 	bool prune = false;
 	for (size_t i = 0; i < c->stat_cap && !prune; i++)
-		prune = c->stat[i].path && !c->stat[i].used && in_scope(c, c->stat[i].path);
+		prune = c->stat[i] && !c->stat_used[i] && in_scope(c, c->stat[i]->path);
 	if ((!c->stat_dirty && !prune) || c->readonly)
 		return;
 	ib_buf b = IB_BUF_INIT;
+	uint32_t header[2] = {STAT_ORDER, 0};
+	ib_buf_append(&b, STAT_MAGIC, 8);
+	ib_buf_append(&b, header, sizeof(header));
 	for (size_t i = 0; i < c->stat_cap; i++) {
-		stat_entry *e = &c->stat[i];
-		if (!e->path || (!e->used && in_scope(c, e->path)))
+		stat_rec *r = c->stat[i];
+		if (!r || (!c->stat_used[i] && in_scope(c, r->path)))
 			continue;
-		ib_buf_appendf(&b, "%llu %llu %llu %s ", (unsigned long long)e->size,
-			       (unsigned long long)e->mtime_ns, (unsigned long long)e->ino,
-			       ib_digest_hex(e->digest));
-		ib_buf_append(&b, e->path, strlen(e->path) + 1);
-		if (e->xattrs[0]) {
-			ib_buf_appendf(&b, "X %llu %s", (unsigned long long)e->ctime_ns,
-				       ib_digest_hex(e->xattrs));
-			ib_buf_append(&b, "", 1);
-		}
+		ib_buf_append(&b, r, stat_rec_len(r->path_len));
+		header[1]++;
 	}
+	memcpy(b.data + 8, header, sizeof(header));
 	ib_error *err = NULL;
-	if (ib_write_file_atomic(c->stat_path, b.data ? b.data : "", b.len, 0600, &err) < 0)
+	if (ib_write_file_atomic(c->stat_path, b.data, b.len, 0600, &err) < 0)
 		ib_error_free(&err);
 	ib_buf_free(&b);
 	c->stat_dirty = false;
@@ -248,88 +280,91 @@ void ib_cache_stat_scope(ib_cache *c, const char *dir)
 	ib_strv_push(&c->scopes, dir);
 }
 
-static uint64_t hash_path(const char *p)
+/* Eight bytes at a time: the paths of a context are long and alike. */
+static uint32_t hash_path(const char *p, size_t n)
 {
-	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-	for (; *p; p++)
-		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-	return h;
+	uint64_t h = 0x9e3779b97f4a7c15ULL ^ n, w;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdULL;
+		h ^= h >> 32;
+	}
+	w = 0;
+	memcpy(&w, p + i, n - i);
+	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 29;
+	return (uint32_t)(h ^ (h >> 32));
 }
 
-/* The slot for path: its entry, or the empty slot where it would go. */
-static stat_entry *stat_slot(ib_cache *c, const char *path)
+/* The slot for path: its record, or the empty slot where it would go. */
+static size_t stat_slot(const ib_cache *c, const char *path, uint32_t h)
 {
 	size_t mask = c->stat_cap - 1;
-	for (size_t i = hash_path(path) & mask;; i = (i + 1) & mask)
-		if (!c->stat[i].path || !strcmp(c->stat[i].path, path))
-			return &c->stat[i];
+	for (size_t i = h & mask;; i = (i + 1) & mask)
+		if (!c->stat[i] || (c->stat_hash[i] == h && !strcmp(c->stat[i]->path, path)))
+			return i;
 }
 
 static void stat_reserve(ib_cache *c, size_t n)
 {
 	if (n * 2 <= c->stat_cap)
 		return;
-	stat_entry *old = c->stat;
+	stat_rec **old = c->stat;
+	uint32_t *old_hash = c->stat_hash;
+	bool *old_used = c->stat_used;
 	size_t old_cap = c->stat_cap;
 	size_t cap = old_cap ? old_cap : 1024;
 	while (n * 2 > cap)
 		cap *= 2;
 	c->stat_cap = cap;
-	c->stat = xcalloc(c->stat_cap, sizeof(stat_entry));
-	for (size_t i = 0; i < old_cap; i++)
-		if (old[i].path)
-			*stat_slot(c, old[i].path) = old[i];
+	c->stat = xcalloc(cap, sizeof(*c->stat));
+	c->stat_hash = xcalloc(cap, sizeof(*c->stat_hash));
+	c->stat_used = xcalloc(cap, sizeof(*c->stat_used));
+	for (size_t i = 0; i < old_cap; i++) {
+		if (!old[i])
+			continue;
+		size_t k = old_hash[i] & (cap - 1);
+		while (c->stat[k])
+			k = (k + 1) & (cap - 1);
+		c->stat[k] = old[i];
+		c->stat_hash[k] = old_hash[i];
+		c->stat_used[k] = old_used[i];
+	}
 	free(old);
+	free(old_hash);
+	free(old_used);
 }
 
-/* path is copied unless it is borrowed (points into the loaded file). */
-static stat_entry *stat_insert(ib_cache *c, char *path, bool borrowed)
+/* The records of the file must parse as a whole, or none is used. */
+static bool stat_map_load(ib_cache *c, const char *m, size_t len)
 {
-	stat_reserve(c, c->stat_n + 1);
-	stat_entry *e = stat_slot(c, path);
-	if (!e->path) {
-		e->path = borrowed ? path : xstrdup(path);
-		c->stat_n++;
-	}
-	return e;
-}
-
-/* A decimal number ended by one space; false if there is none. */
-static bool parse_u64(char **p, const char *end, uint64_t *out)
-{
-	uint64_t v = 0;
-	char *s = *p;
-	if (s >= end || *s < '0' || *s > '9')
+	uint32_t header[2];
+	if (len < STAT_HEADER_LEN || memcmp(m, STAT_MAGIC, 8) != 0)
 		return false;
-	for (; s < end && *s >= '0' && *s <= '9'; s++) {
-		if (v > (UINT64_MAX - 9) / 10)
+	memcpy(header, m + 8, sizeof(header));
+	if (header[0] != STAT_ORDER || header[1] > (len - STAT_HEADER_LEN) / sizeof(stat_rec))
+		return false;
+	stat_reserve(c, (size_t)header[1] + 1);
+	size_t off = STAT_HEADER_LEN, n = 0;
+	while (off < len) {
+		stat_rec *r = (stat_rec *)(m + off);
+		if (n == header[1] || len - off < sizeof(stat_rec) || r->path_len == 0 ||
+		    r->path_len > len - off - sizeof(stat_rec) - 1 ||
+		    stat_rec_len(r->path_len) > len - off || r->path[r->path_len] != '\0' ||
+		    memchr(r->path, '\0', r->path_len) || (r->flags & ~(STAT_DIGEST | STAT_XATTRS)))
 			return false;
-		v = v * 10 + (uint64_t)(*s - '0');
+		uint32_t h = hash_path(r->path, r->path_len);
+		size_t i = stat_slot(c, r->path, h);
+		if (!c->stat[i]) { /* a repeated path keeps its first record */
+			c->stat[i] = r;
+			c->stat_hash[i] = h;
+			c->stat_n++;
+		}
+		off += stat_rec_len(r->path_len);
+		n++;
 	}
-	if (s >= end || *s != ' ')
-		return false;
-	*p = s + 1;
-	*out = v;
-	return true;
-}
-
-/* 64 lowercase hex digits into out as "sha256:HEX", then the spaces after. */
-static bool parse_hex(char **p, const char *end, char out[IB_DIGEST_BUFLEN])
-{
-	char *s = *p;
-	if (end - s < 64)
-		return false;
-	for (int i = 0; i < 64; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	memcpy(out, "sha256:", 7);
-	memcpy(out + 7, s, 64);
-	out[71] = '\0';
-	s += 64;
-	while (s < end && (*s == ' ' || *s == '\t' || *s == '\n'))
-		s++;
-	*p = s;
-	return true;
+	return n == header[1];
 }
 
 static void stat_cache_load(ib_cache *c)
@@ -337,68 +372,118 @@ static void stat_cache_load(ib_cache *c)
 	if (c->stat_loaded)
 		return;
 	c->stat_loaded = true;
-	char *buf = NULL;
-	size_t len = 0;
-	ib_error *err = NULL;
-	if (ib_read_file(c->stat_path, IB_STAT_CACHE_MAX, &buf, &len, &err) < 0) {
-		ib_error_free(&err);
+	cleanup_close int fd = open(c->stat_path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size < STAT_HEADER_LEN ||
+	    (uint64_t)st.st_size > IB_STAT_CACHE_MAX)
 		return;
+	/* mapped, not read: a cached rebuild touches every record once */
+	void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+	if (m == MAP_FAILED)
+		return;
+	c->stat_map = m;
+	c->stat_map_len = (size_t)st.st_size;
+	if (!stat_map_load(c, m, c->stat_map_len)) {
+		stat_table_free(c);
+		c->stat_loaded = true;
 	}
-	c->stat_buf = buf;
-	c->stat_buf_len = len;
-	/* size the table once: one entry per record that is not an X record */
-	size_t records = 0;
-	for (char *p = buf, *end = buf + len; p < end; records++) {
-		char *nul = memchr(p, '\0', (size_t)(end - p));
-		p = nul ? nul + 1 : end;
-		if (end - p > 1 && p[0] == 'X' && p[1] == ' ') {
-			nul = memchr(p, '\0', (size_t)(end - p));
-			p = nul ? nul + 1 : end;
-		}
+}
+
+static bool stat_matches(const stat_rec *r, const struct stat *st)
+{
+	return r->size == (uint64_t)st->st_size && r->ino == (uint64_t)st->st_ino &&
+	       r->mtime_ns ==
+		   (uint64_t)st->st_mtim.tv_sec * 1000000000ULL + (uint64_t)st->st_mtim.tv_nsec &&
+	       r->ctime_ns ==
+		   (uint64_t)st->st_ctim.tv_sec * 1000000000ULL + (uint64_t)st->st_ctim.tv_nsec;
+}
+
+/* The record vouching for path as st describes it with all of flags, or NULL. */
+static stat_rec *stat_lookup(ib_cache *c, const char *path, const struct stat *st, uint32_t flags)
+{
+	stat_cache_load(c);
+	if (!c->stat_cap)
+		return NULL;
+	size_t i = stat_slot(c, path, hash_path(path, strlen(path)));
+	stat_rec *r = c->stat[i];
+	if (!r || (r->flags & flags) != flags || !stat_matches(r, st))
+		return NULL;
+	c->stat_used[i] = true;
+	return r;
+}
+
+/* A writable record for path as st describes it (its digests dropped if the
+ * stat differs), or NULL while the file is too fresh to be remembered. */
+static stat_rec *stat_update(ib_cache *c, const char *path, const struct stat *st)
+{
+	int64_t ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
+	size_t len = strlen(path);
+	if (ctime_ns > c->stat_now_ns - STAT_SETTLE_NS || len == 0 || len > UINT32_MAX - 8)
+		return NULL;
+	stat_reserve(c, c->stat_n + 1);
+	uint32_t h = hash_path(path, len);
+	size_t i = stat_slot(c, path, h);
+	stat_rec *r = c->stat[i];
+	if (!r) {
+		r = xcalloc(1, stat_rec_len((uint32_t)len));
+		r->path_len = (uint32_t)len;
+		memcpy(r->path, path, len);
+		c->stat[i] = r;
+		c->stat_hash[i] = h;
+		c->stat_n++;
+	} else if (stat_borrowed(c, r)) { /* the mapping is read-only */
+		stat_rec *copy = xmalloc(stat_rec_len(r->path_len));
+		memcpy(copy, r, stat_rec_len(r->path_len));
+		c->stat[i] = r = copy;
 	}
-	stat_reserve(c, records);
-	/* a malformed record ends the load: what was read before it stays */
-	for (char *p = buf, *end = buf + len; p < end;) {
-		char *nul = memchr(p, '\0', (size_t)(end - p));
-		if (!nul)
-			break;
-		uint64_t size, mtime, ino;
-		char digest[IB_DIGEST_BUFLEN];
-		if (!parse_u64(&p, nul, &size) || !parse_u64(&p, nul, &mtime) ||
-		    !parse_u64(&p, nul, &ino) || !parse_hex(&p, nul, digest) || p >= nul)
-			break;
-		stat_entry *e = stat_insert(c, p, true);
-		e->size = size;
-		e->mtime_ns = mtime;
-		e->ino = ino;
-		memcpy(e->digest, digest, IB_DIGEST_BUFLEN);
-		p = nul + 1;
-		/* optional xattr record of the entry just read */
-		char *xnul = p < end ? memchr(p, '\0', (size_t)(end - p)) : NULL;
-		if (!xnul || p[0] != 'X' || p[1] != ' ')
-			continue;
-		char *x = p + 2;
-		uint64_t ctime;
-		if (parse_u64(&x, xnul, &ctime) && parse_hex(&x, xnul, e->xattrs) && x == xnul) {
-			e->ctime_ns = ctime;
-			p = xnul + 1;
-		} else {
-			e->xattrs[0] = '\0';
-		}
+	if (!stat_matches(r, st)) {
+		r->size = (uint64_t)st->st_size;
+		r->ino = (uint64_t)st->st_ino;
+		r->mtime_ns =
+		    (uint64_t)st->st_mtim.tv_sec * 1000000000ULL + (uint64_t)st->st_mtim.tv_nsec;
+		r->ctime_ns = (uint64_t)ctime_ns;
+		r->flags = 0;
 	}
+	c->stat_used[i] = true;
+	c->stat_dirty = true;
+	return r;
+}
+
+static void raw_to_digest(const uint8_t raw[32], char out[IB_DIGEST_BUFLEN])
+{
+	static const char hex[] = "0123456789abcdef";
+	memcpy(out, "sha256:", 7);
+	for (int i = 0; i < 32; i++) {
+		out[7 + 2 * i] = hex[raw[i] >> 4];
+		out[8 + 2 * i] = hex[raw[i] & 15];
+	}
+	out[IB_DIGEST_STRLEN] = '\0';
+}
+
+static int hex_value(char ch)
+{
+	return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+static bool digest_to_raw(const char *d, uint8_t raw[32])
+{
+	if (strncmp(d, "sha256:", 7) != 0 || strlen(d) != IB_DIGEST_STRLEN)
+		return false;
+	for (int i = 0; i < 32; i++) {
+		int hi = hex_value(d[7 + 2 * i]), lo = hex_value(d[8 + 2 * i]);
+		if (hi < 0 || lo < 0)
+			return false;
+		raw[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return true;
 }
 
 int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
 			 char out[IB_DIGEST_BUFLEN], ib_error **err)
 {
-	stat_cache_load(c);
-	uint64_t mtime_ns =
-	    (uint64_t)st->st_mtim.tv_sec * 1000000000ULL + (uint64_t)st->st_mtim.tv_nsec;
-	stat_entry *e = c->stat_cap ? stat_slot(c, path) : NULL;
-	if (e && e->path && e->size == (uint64_t)st->st_size && e->mtime_ns == mtime_ns &&
-	    e->ino == (uint64_t)st->st_ino) {
-		memcpy(out, e->digest, IB_DIGEST_BUFLEN);
-		e->used = true;
+	stat_rec *r = stat_lookup(c, path, st, STAT_DIGEST);
+	if (r) {
+		raw_to_digest(r->digest, out);
 		return 0;
 	}
 	cleanup_close int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -406,33 +491,52 @@ int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
 		return ib_error_set(err, errno, "open %s", path);
 	if (ib_digest_fd(out, fd, NULL, err) < 0)
 		return ib_error_wrap(err, "hash %s", path);
-	e = stat_insert(c, (char *)path, false);
-	e->size = (uint64_t)st->st_size;
-	e->mtime_ns = mtime_ns;
-	e->ino = (uint64_t)st->st_ino;
-	memcpy(e->digest, out, IB_DIGEST_BUFLEN);
-	e->xattrs[0] = '\0';
-	e->used = true;
-	c->stat_dirty = true;
+	c->stat_hashed++;
+	r = stat_update(c, path, st);
+	if (r && digest_to_raw(out, r->digest))
+		r->flags |= STAT_DIGEST;
 	return 0;
 }
 
 void ib_cache_file_xattrs(ib_cache *c, const char *path, const struct stat *st,
 			  ib_xattr_digest_fn compute, char out[IB_DIGEST_BUFLEN])
 {
-	uint64_t ctime_ns =
-	    (uint64_t)st->st_ctim.tv_sec * 1000000000ULL + (uint64_t)st->st_ctim.tv_nsec;
-	stat_entry *e = c->stat_cap ? stat_slot(c, path) : NULL;
-	if (e && e->path && e->xattrs[0] && e->ctime_ns == ctime_ns) {
-		memcpy(out, e->xattrs, IB_DIGEST_BUFLEN);
+	stat_rec *r = stat_lookup(c, path, st, STAT_XATTRS);
+	if (r) {
+		raw_to_digest(r->xattrs, out);
 		return;
 	}
 	compute(path, out);
-	if (e && e->path) {
-		e->ctime_ns = ctime_ns;
-		memcpy(e->xattrs, out, IB_DIGEST_BUFLEN);
-		c->stat_dirty = true;
+	r = stat_update(c, path, st);
+	if (r && digest_to_raw(out, r->xattrs))
+		r->flags |= STAT_XATTRS;
+}
+
+int ib_cache_file_digests(ib_cache *c, const char *path, const struct stat *st,
+			  char content[IB_DIGEST_BUFLEN], ib_xattr_digest_fn compute,
+			  char xattrs[IB_DIGEST_BUFLEN], ib_error **err)
+{
+	stat_rec *r = stat_lookup(c, path, st, (content ? STAT_DIGEST : 0) | STAT_XATTRS);
+	if (r) {
+		if (content)
+			raw_to_digest(r->digest, content);
+		raw_to_digest(r->xattrs, xattrs);
+		return 0;
 	}
+	if (content && ib_cache_file_digest(c, path, st, content, err) < 0)
+		return -1;
+	ib_cache_file_xattrs(c, path, st, compute, xattrs);
+	return 0;
+}
+
+size_t ib_cache_stat_hashed(const ib_cache *c)
+{
+	return c->stat_hashed;
+}
+
+void ib_cache_stat_set_now(ib_cache *c, int64_t now_ns)
+{
+	c->stat_now_ns = now_ns;
 }
 
 int ib_cache_referenced(ib_cache *c, char ***digests_out, char ***diff_ids_out, ib_error **err)

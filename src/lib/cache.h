@@ -5,8 +5,9 @@
  *                       "diff_id", "size", "mediaType"}, "created_by"}
  *   explain/IDHEX.json  per recipe position: the inputs of the last run of a
  *                       step, so a miss can say which input changed
- *   stat.bin            path -> size, mtime_ns, inode, digest of files whose
- *                       content was hashed, so unchanged files are not re-read
+ *   stat.bin            path -> size, mtime, inode, ctime and the digests of
+ *                       the content and xattrs of context files, so unchanged
+ *                       files are not read again (binary, versioned)
  *   registry-blobs.json {"sha256:...": ["host/repo", ...]}: repositories of
  *                       registries known to hold a blob (from pulls,
  *                       pushes and cache hits), most recent first; push
@@ -51,7 +52,9 @@ int ib_cache_explain_put(ib_cache *c, const char *id, json_t *inputs, ib_error *
 bool ib_cache_explain_exists(ib_cache *c, const char *id);
 
 /* Content digest of the regular file at path (st from lstat), using the
- * stat cache when size, mtime and inode are unchanged. */
+ * stat cache when size, mtime, inode and ctime are unchanged.  A file is
+ * remembered only once its ctime is a few seconds older than the cache
+ * handle: an edit within the same timestamp tick could keep every field. */
 int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
 			 char out[IB_DIGEST_BUFLEN], ib_error **err);
 
@@ -59,13 +62,23 @@ int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
  * free, stat cache entries below it that were not looked up are dropped. */
 void ib_cache_stat_scope(ib_cache *c, const char *dir);
 
-/* Digest of the xattrs a layer keeps for the file at path, remembered with
- * the file's ctime (an xattr change moves it) next to its stat cache entry;
- * compute(path, out) is called on a miss.  Call after ib_cache_file_digest
- * for the same path and stat. */
+/* Digest of the xattrs a layer keeps for the file (of any type) at path,
+ * remembered in its stat cache entry under the same rule (an xattr change
+ * moves ctime); compute(path, out) is called on a miss. */
 typedef void (*ib_xattr_digest_fn)(const char *path, char out[IB_DIGEST_BUFLEN]);
 void ib_cache_file_xattrs(ib_cache *c, const char *path, const struct stat *st,
 			  ib_xattr_digest_fn compute, char out[IB_DIGEST_BUFLEN]);
+/* Both at once, with one lookup when the stat cache knows them:
+ * ib_cache_file_digest into content (NULL for a file that is not regular)
+ * and ib_cache_file_xattrs into xattrs. */
+int ib_cache_file_digests(ib_cache *c, const char *path, const struct stat *st,
+			  char content[IB_DIGEST_BUFLEN], ib_xattr_digest_fn compute,
+			  char xattrs[IB_DIGEST_BUFLEN], ib_error **err);
+/* How many files this handle read to hash (the stat cache's misses). */
+size_t ib_cache_stat_hashed(const ib_cache *c);
+/* The time (ns since the epoch) a file's ctime is judged against, instead
+ * of the clock when the handle was opened (tests). */
+void ib_cache_stat_set_now(ib_cache *c, int64_t now_ns);
 
 /* Every blob digest and diff_id referenced by the step cache (for prune).
  * NULL-terminated vectors, caller frees with ib_strv_free. */

@@ -13,7 +13,9 @@
 
 typedef struct {
 	char *pattern; /* cleaned: no leading "/" or "./", no trailing "/" */
+	size_t len;
 	bool exception;
+	bool literal; /* no glob character: compared, not matched */
 } ignore_rule;
 
 struct ib_ignore {
@@ -94,7 +96,10 @@ ib_ignore *ib_ignore_parse(const char *text)
 			pat = xstrdup("**");
 		}
 		ig->rules = xrealloc(ig->rules, (ig->n + 1) * sizeof(ignore_rule));
-		ig->rules[ig->n++] = (ignore_rule){.pattern = pat, .exception = exception};
+		ig->rules[ig->n++] = (ignore_rule){.pattern = pat,
+						   .len = strlen(pat),
+						   .exception = exception,
+						   .literal = !strpbrk(pat, "*?[\\")};
 		ig->exceptions |= exception;
 	}
 	return ig;
@@ -151,17 +156,39 @@ static bool rule_matches(const char *pattern, const char *path)
 	}
 }
 
+/* No empty or "." segment, which the glob matcher skips: a literal pattern
+ * then matches exactly the path that starts with it, up to a '/' or the end. */
+static bool path_is_clean(const char *p)
+{
+	for (const char *s = p;;) {
+		const char *e = strchrnul(s, '/');
+		if (e == s || (e - s == 1 && *s == '.'))
+			return false;
+		if (!*e)
+			return true;
+		s = e + 1;
+	}
+}
+
 bool ib_ignore_match(const ib_ignore *ig, const char *relpath)
 {
 	if (!ig || !*relpath)
 		return false;
 	bool excluded = false;
+	int clean = -1; /* not known yet */
 	for (size_t i = 0; i < ig->n; i++) {
+		const ignore_rule *r = &ig->rules[i];
 		/* only a rule that could change the answer needs a match */
-		if (ig->rules[i].exception != excluded)
+		if (r->exception != excluded)
 			continue;
-		if (rule_matches(ig->rules[i].pattern, relpath))
-			excluded = !ig->rules[i].exception;
+		bool m;
+		if (r->literal && (clean < 0 ? (clean = path_is_clean(relpath)) : clean))
+			m = !strncmp(relpath, r->pattern, r->len) &&
+			    (relpath[r->len] == '\0' || relpath[r->len] == '/');
+		else
+			m = rule_matches(r->pattern, relpath);
+		if (m)
+			excluded = !r->exception;
 	}
 	return excluded;
 }

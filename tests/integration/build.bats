@@ -885,3 +885,32 @@ LUA
 	run "$IMGBUILD" verify
 	[ "$status" -eq 0 ]
 }
+
+@test "a context walked by several threads gives the key and the image of a walk by one" {
+	[ "$(nproc)" -ge 2 ] || skip "needs 2 CPUs"
+	c="$T/tree/ctx"
+	for d in $(seq 1 12); do
+		mkdir -p "$c/src/d$d/sub"
+		for f in $(seq 1 15); do echo "$d $f" >"$c/src/d$d/f$f"; done
+		echo x >"$c/src/d$d/sub/y"
+		ln -s f1 "$c/src/d$d/link"
+	done
+	mkdir -p "$c/src/gen/keep"
+	echo k >"$c/src/gen/keep/k"
+	echo g >"$c/src/gen/g"
+	echo top >"$c/src/top"
+	printf 'src/gen\n!src/gen/keep\n' >"$c/.dockerignore"
+	printf 'from "scratch"\ncopy { "src/", "/src/" }\n' >"$c/recipe.lua"
+	one=$(IMGBUILD_ROOT="$T/tree/r1" taskset -c 0 "$IMGBUILD" -q build "$c/recipe.lua" --no-cache)
+	many=$(IMGBUILD_ROOT="$T/tree/r2" "$IMGBUILD" -q build "$c/recipe.lua" --no-cache)
+	[ -n "$one" ] && [ "$one" = "$many" ]
+	# the same key: a walk by one thread finds what several stored
+	run env IMGBUILD_ROOT="$T/tree/r2" taskset -c 0 "$IMGBUILD" build "$c/recipe.lua" --debug
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"cache lookup sha256:"*": hit"* ]]
+	# the ignored directory's exception is in, the rest of it is not
+	IMGBUILD_ROOT="$T/tree/r2" "$IMGBUILD" -q build "$c/recipe.lua" -t localhost/tree:1 >/dev/null
+	IMGBUILD_ROOT="$T/tree/r2" unpack_image localhost/tree:1 "$T/tree/u"
+	[ -f "$T/tree/u/rootfs/src/gen/keep/k" ] && [ ! -e "$T/tree/u/rootfs/src/gen/g" ]
+	[ "$(cat "$T/tree/u/rootfs/src/d7/f9")" = "7 9" ] && [ -L "$T/tree/u/rootfs/src/d12/link" ]
+}

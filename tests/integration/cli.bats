@@ -136,3 +136,23 @@ need_registry() {
 		[[ "${lines[0]}" == "imgbuild: error: "*"(see 'imgbuild "*"--help')" ]]
 	done
 }
+
+@test "libcurl and libarchive are loaded by the commands that use them, not at start" {
+	run env LD_DEBUG=files "$IMGBUILD" --version
+	[ "$status" -eq 0 ]
+	[[ "$output" != *libcurl* && "$output" != *libarchive* ]]
+	# the first build writes a layer with libarchive; the rebuild is cached
+	run env LD_DEBUG=files "$IMGBUILD" -q build "$T/recipe.lua" -t localhost/lazy
+	[ "$status" -eq 0 ]
+	[[ "$output" == *"file=libarchive"* && "$output" != *libcurl* ]]
+	first=$("$IMGBUILD" -q build "$T/recipe.lua" -t localhost/lazy)
+	run env LD_DEBUG=files "$IMGBUILD" -q build "$T/recipe.lua" -t localhost/lazy
+	[ "$status" -eq 0 ]
+	[[ "$output" != *libcurl* && "$output" != *libarchive* ]]
+	[[ "$output" == *"$first"* ]]
+	# a pull goes through libcurl, which reports the refused connection
+	run --separate-stderr env LD_DEBUG=files "$IMGBUILD" pull --tls-verify=false 127.0.0.1:1/none/x:1
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == *"file=libcurl"* ]]
+	[[ "$stderr" == *"onnect"* ]]
+}

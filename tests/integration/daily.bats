@@ -64,6 +64,30 @@ git_repo() {
 	[ "$created" = "1970-01-01T00:00:00Z" ]
 }
 
+@test "date: git is asked only when the context is in a work tree; a subdirectory of one still is" {
+	need git
+	git_repo "$T/repo"
+	mkdir -p "$T/repo/sub" "$T/bin" "$T/plain"
+	cp "$T/repo/recipe.lua" "$T/repo/hello.txt" "$T/repo/sub/"
+	cp "$T/repo/recipe.lua" "$T/repo/hello.txt" "$T/plain/"
+	# a git on PATH that records each call, then runs the real one
+	real=$(command -v git)
+	printf '#!/bin/sh\necho "$*" >>"%s/calls"\nexec "%s" "$@"\n' "$T" "$real" >"$T/bin/git"
+	chmod +x "$T/bin/git"
+	unset SOURCE_DATE_EPOCH GIT_DIR
+	PATH="$T/bin:$PATH" run -0 "$IMGBUILD" -q build "$T/plain/recipe.lua" -t localhost/dated:5
+	[ ! -e "$T/calls" ]
+	PATH="$T/bin:$PATH" run -0 "$IMGBUILD" -q build "$T/repo/sub/recipe.lua" -t localhost/dated:6
+	[ "$(wc -l <"$T/calls")" -eq 1 ]
+	created=$("$IMGBUILD" inspect localhost/dated:6 | json_get 'j["Config"]["created"]')
+	[ "$created" = "2023-11-14T22:13:20Z" ]
+	# GIT_DIR names a repository from anywhere: git is asked
+	GIT_DIR="$T/repo/.git" PATH="$T/bin:$PATH" run -0 "$IMGBUILD" -q build "$T/plain/recipe.lua" -t localhost/dated:7
+	[ "$(wc -l <"$T/calls")" -eq 2 ]
+	created=$("$IMGBUILD" inspect localhost/dated:7 | json_get 'j["Config"]["created"]')
+	[ "$created" = "2023-11-14T22:13:20Z" ]
+}
+
 @test "run: a built image runs with its user, workdir, env and cmd; exit status passes through; nothing is kept" {
 	cat >"$T/recipe.lua" <<'LUA'
 stage("s", "localhost/busybox:latest")

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +43,8 @@ static int setup(void **state)
 	f->s = tu_store_open(f->root);
 	ib_error *err = NULL;
 	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "cache open");
+	/* files written by a test count as settled (see test_fresh_file_...) */
+	ib_cache_stat_set_now(f->c, INT64_C(4000000000) * 1000000000);
 	*state = f;
 	return 0;
 }
@@ -385,6 +388,32 @@ static void test_explain_hostile_id_stays_inside(void **state)
 
 /* ---- stat cache ---- */
 
+static int xattr_calls;
+
+static void fake_xattrs(const char *path, char out[IB_DIGEST_BUFLEN])
+{
+	xattr_calls++;
+	ib_digest_buffer(out, path, strlen(path));
+}
+
+/* Far enough ahead that every file of a test counts as settled. */
+#define SETTLED_NOW (INT64_C(4000000000) * 1000000000)
+
+/* Close and open the fixture's cache again (a new process, as it were). */
+static void reopen(fixture *f)
+{
+	ib_cache_free(f->c);
+	f->c = NULL;
+	ib_error *err = NULL;
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	ib_cache_stat_set_now(f->c, SETTLED_NOW);
+}
+
+static char *stat_bin(fixture *f)
+{
+	return ib_path_join(f->root, "cache/stat.bin");
+}
+
 static void test_file_digest_is_content_digest(void **state)
 {
 	fixture *f = *state;
@@ -395,6 +424,7 @@ static void test_file_digest_is_content_digest(void **state)
 	expect_file_digest(f->c, p, want);
 	/* asking again (now from the cache) gives the same answer */
 	expect_file_digest(f->c, p, want);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 1);
 
 	cleanup_free char *empty = ib_path_join(f->dir, "empty");
 	tu_write_text(empty, "");
@@ -417,18 +447,76 @@ static char *hashed_file(fixture *f, const char *name, struct stat *st, char da[
 	return p;
 }
 
+static void digest_with(ib_cache *c, const char *path, const struct stat *st,
+			char out[IB_DIGEST_BUFLEN])
+{
+	ib_error *err = NULL;
+	tu_must(ib_cache_file_digest(c, path, st, out, &err), &err, "file digest");
+}
+
 static void test_file_digest_reuses_cache_when_stat_unchanged(void **state)
+{
+	fixture *f = *state;
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN], d[IB_DIGEST_BUFLEN];
+	struct stat st;
+	cleanup_free char *p = hashed_file(f, "src.c", &st, da, db);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 1);
+	digest_with(f->c, p, &st, d);
+	assert_string_equal(d, da);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 1);
+	/* and in the next process, without reading the file */
+	reopen(f);
+	digest_with(f->c, p, &st, d);
+	assert_string_equal(d, da);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 0);
+}
+
+/* Each of size, mtime, inode and ctime alone differing from the record is
+ * a miss: the stat the caller passes is changed one field at a time. */
+static void test_file_digest_misses_on_any_stat_field(void **state)
+{
+	fixture *f = *state;
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN], d[IB_DIGEST_BUFLEN];
+	struct stat st;
+	cleanup_free char *p = hashed_file(f, "fields", &st, da, db);
+	for (int field = 0; field < 5; field++) {
+		struct stat other = st;
+		if (field == 0)
+			other.st_size++;
+		else if (field == 1)
+			other.st_mtim.tv_nsec = (other.st_mtim.tv_nsec + 1) % 1000000000;
+		else if (field == 2)
+			other.st_ino++;
+		else if (field == 3)
+			other.st_ctim.tv_nsec = (other.st_ctim.tv_nsec + 1) % 1000000000;
+		else
+			other.st_ctim.tv_sec--;
+		reopen(f);
+		digest_with(f->c, p, &other, d);
+		assert_int_equal(ib_cache_stat_hashed(f->c), 1);
+		/* the record now describes the other stat: the real one misses */
+		digest_with(f->c, p, &st, d);
+		assert_int_equal(ib_cache_stat_hashed(f->c), 2);
+		digest_with(f->c, p, &st, d);
+		assert_int_equal(ib_cache_stat_hashed(f->c), 2);
+	}
+}
+
+/* Rewritten in place with the same size and mtime put back: only ctime
+ * tells, and it is enough. */
+static void test_file_digest_rehashes_after_content_change_keeping_mtime(void **state)
 {
 	fixture *f = *state;
 	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
 	struct stat st;
 	cleanup_free char *p = hashed_file(f, "src.c", &st, da, db);
-
-	/* Same size, same mtime, same inode, other bytes: the cache cannot
-	 * tell, so the stale digest coming back proves it was used. */
+	struct timespec pause = {0, 20 * 1000 * 1000};
+	nanosleep(&pause, NULL);
 	rewrite_keep_stat(p, "content-B\n", &st);
-	assert_string_not_equal(da, db);
-	expect_file_digest(f->c, p, da);
+	expect_file_digest(f->c, p, db);
+	reopen(f);
+	expect_file_digest(f->c, p, db);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 0);
 }
 
 static void test_file_digest_rehashes_after_mtime_change(void **state)
@@ -437,18 +525,9 @@ static void test_file_digest_rehashes_after_mtime_change(void **state)
 	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
 	struct stat st;
 	cleanup_free char *p = hashed_file(f, "src.c", &st, da, db);
-	rewrite_keep_stat(p, "content-B\n", &st);
-	expect_file_digest(f->c, p, da); /* still cached */
-
-	/* a nanosecond is enough */
-	struct timespec ts[2] = {st.st_atim, st.st_mtim};
-	ts[1].tv_nsec = (ts[1].tv_nsec + 1) % 1000000000;
-	assert_int_equal(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0);
-	expect_file_digest(f->c, p, db);
-	/* and the new digest is what is cached now */
-	struct stat st2;
-	lstat_ok(p, &st2);
-	rewrite_keep_stat(p, "content-C\n", &st2);
+	tu_write_text(p, "content-B\n");
+	/* an mtime in the past, as a checkout or an archive sets it */
+	tu_set_mtime(p, st.st_mtim.tv_sec - 100, 0);
 	expect_file_digest(f->c, p, db);
 }
 
@@ -497,157 +576,248 @@ static void test_file_digest_rehashes_after_inode_change(void **state)
 	expect_file_digest(f->c, p, db);
 }
 
+/* A file whose ctime is not yet a few seconds old might be edited again
+ * within the same timestamp tick without any stat field changing: it is
+ * hashed, not remembered, until it has settled. */
+static void test_fresh_file_is_not_remembered(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *p = ib_path_join(f->dir, "fresh");
+	tu_write_text(p, "new");
+	struct stat st;
+	lstat_ok(p, &st);
+	int64_t ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+	char d[IB_DIGEST_BUFLEN];
+	/* judged against the handle's own clock: too fresh */
+	ib_cache_free(f->c);
+	f->c = NULL;
+	ib_error *err = NULL;
+	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "open");
+	digest_with(f->c, p, &st, d);
+	digest_with(f->c, p, &st, d);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 2);
+	/* a second after its ctime: still too fresh */
+	ib_cache_stat_set_now(f->c, ctime_ns + 1000000000);
+	digest_with(f->c, p, &st, d);
+	digest_with(f->c, p, &st, d);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 4);
+	/* settled */
+	ib_cache_stat_set_now(f->c, ctime_ns + 3 * INT64_C(1000000000));
+	digest_with(f->c, p, &st, d);
+	digest_with(f->c, p, &st, d);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 5);
+}
+
 static void test_stat_cache_persists_across_reopen(void **state)
 {
 	fixture *f = *state;
-	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.bin");
+	cleanup_free char *bin = stat_bin(f);
 	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
 	struct stat st;
 	cleanup_free char *p = hashed_file(f, "persist.txt", &st, da, db);
-
-	ib_error *err = NULL;
-	ib_cache_free(f->c);
-	f->c = NULL;
-	assert_true(ib_file_exists(stat_json));
-	rewrite_keep_stat(p, "content-B\n", &st);
-
-	/* a new handle knows the digest without reading the file */
-	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	reopen(f);
+	assert_true(ib_file_exists(bin));
 	expect_file_digest(f->c, p, da);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 0);
 
-	/* control: without stat.json the new content is hashed */
+	/* control: without stat.bin the file is read */
 	ib_cache_free(f->c);
 	f->c = NULL;
-	assert_int_equal(unlink(stat_json), 0);
-	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen 2");
-	expect_file_digest(f->c, p, db);
+	assert_int_equal(unlink(bin), 0);
+	reopen(f);
+	expect_file_digest(f->c, p, da);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 1);
 }
 
+/* A build that changed nothing writes nothing. */
 static void test_stat_cache_not_written_when_unused(void **state)
 {
 	fixture *f = *state;
-	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.bin");
+	cleanup_free char *bin = stat_bin(f);
 	ib_cache_free(f->c);
 	f->c = NULL;
-	assert_false(ib_file_exists(stat_json));
-	ib_error *err = NULL;
-	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	assert_false(ib_file_exists(bin));
+	reopen(f);
+
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
+	struct stat st, before, after;
+	cleanup_free char *p = hashed_file(f, "kept", &st, da, db);
+	reopen(f);
+	lstat_ok(bin, &before);
+	struct timespec pause = {0, 20 * 1000 * 1000};
+	nanosleep(&pause, NULL);
+	expect_file_digest(f->c, p, da);
+	reopen(f);
+	lstat_ok(bin, &after);
+	assert_true(before.st_ino == after.st_ino);
+	assert_true(before.st_mtim.tv_nsec == after.st_mtim.tv_nsec);
 }
 
-static void test_stat_cache_corrupt_file_is_ignored(void **state)
+/* stat.bin's bytes (the cache closed). */
+static char *stat_bin_read(fixture *f, size_t *len)
 {
-	fixture *f = *state;
-	cleanup_free char *stat_json = ib_path_join(f->root, "cache/stat.bin");
-	cleanup_free char *p = ib_path_join(f->dir, "f");
-	tu_write_text(p, "data");
-	char want[IB_DIGEST_BUFLEN];
-	ib_digest_buffer(want, "data", 4);
+	ib_cache_free(f->c);
+	f->c = NULL;
+	cleanup_free char *bin = stat_bin(f);
+	char *buf = NULL;
+	ib_error *err = NULL;
+	tu_must(ib_read_file(bin, 1 << 20, &buf, len, &err), &err, "read stat.bin");
+	return buf;
+}
 
-	static const char *junk[] = {"12 34", "x y z w /p", "", "42 1 1 abc /f"};
-	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
-		ib_cache_free(f->c);
-		f->c = NULL;
-		tu_write_text(stat_json, junk[i]);
-		ib_error *err = NULL;
-		tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
-		expect_file_digest(f->c, p, want);
+static void stat_bin_write(fixture *f, const void *data, size_t len)
+{
+	ib_cache_free(f->c);
+	f->c = NULL;
+	cleanup_free char *bin = stat_bin(f);
+	tu_write_file(bin, data, len);
+	reopen(f);
+}
+
+static void hex_to_raw(const char *digest, uint8_t raw[32])
+{
+	for (int i = 0; i < 32; i++) {
+		unsigned v;
+		assert_int_equal(sscanf(digest + 7 + 2 * i, "%2x", &v), 1);
+		raw[i] = (uint8_t)v;
 	}
 }
 
-/* Replace stat.bin (with the cache closed) by one entry for path:
- * "SIZE MTIME_NS INO HEX PATH\0"; digest may be any text, to test bad ones. */
-static void write_stat_entry(fixture *f, const char *path, const struct stat *st,
-			     const char *digest)
+/* The file's record of p with its content digest replaced by the one of
+ * "content-B\n" (the raw bytes found and swapped): a bait that only a file
+ * trusted as a whole can make the cache return. */
+static char *stat_bin_with_bait(fixture *f, const char *da, const char *db, size_t *len)
 {
-	ib_cache_free(f->c);
-	f->c = NULL;
-	cleanup_free char *stat_bin = ib_path_join(f->root, "cache/stat.bin");
-	unsigned long long mtime_ns = (unsigned long long)st->st_mtim.tv_sec * 1000000000ULL +
-				      (unsigned long long)st->st_mtim.tv_nsec;
-	const char *hex = strncmp(digest, "sha256:", 7) == 0 ? digest + 7 : digest;
-	cleanup_free char *rec = xasprintf("%llu %llu %llu %s %s", (unsigned long long)st->st_size,
-					   mtime_ns, (unsigned long long)st->st_ino, hex, path);
-	FILE *fp = fopen(stat_bin, "w");
-	assert_non_null(fp);
-	assert_int_equal(fwrite(rec, 1, strlen(rec) + 1, fp), strlen(rec) + 1);
-	assert_int_equal(fclose(fp), 0);
-	ib_error *err = NULL;
-	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	char *buf = stat_bin_read(f, len);
+	uint8_t ra[32], rb[32];
+	hex_to_raw(da, ra);
+	hex_to_raw(db, rb);
+	char *at = memmem(buf, *len, ra, 32);
+	assert_non_null(at);
+	memcpy(at, rb, 32);
+	return buf;
 }
 
-static void test_stat_cache_entry_with_bad_digest_is_rehashed(void **state)
+/* Round trip with a forged digest: the format is what the loader reads
+ * back; then every damaged form of the same file is read as empty. */
+static void test_stat_cache_corrupt_file_is_empty(void **state)
 {
 	fixture *f = *state;
-	cleanup_free char *p = ib_path_join(f->dir, "f");
-	tu_write_text(p, "data");
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
 	struct stat st;
-	lstat_ok(p, &st);
-	char want[IB_DIGEST_BUFLEN], other[IB_DIGEST_BUFLEN];
-	ib_digest_buffer(want, "data", 4);
-	ib_digest_buffer(other, "other", 5);
+	cleanup_free char *p = hashed_file(f, "f", &st, da, db);
+	/* a second record, so damage can fall on either */
+	cleanup_free char *other = ib_path_join(f->dir, "g");
+	tu_write_text(other, "other");
+	char dg[IB_DIGEST_BUFLEN];
+	ib_digest_buffer(dg, "other", 5);
+	expect_file_digest(f->c, other, dg);
+	size_t len = 0;
+	cleanup_free char *bait = stat_bin_with_bait(f, da, db, &len);
 
-	/* control: a well-formed entry matching the stat is trusted as is */
-	write_stat_entry(f, p, &st, other);
-	expect_file_digest(f->c, p, other);
+	/* control: the forged file as is is trusted */
+	stat_bin_write(f, bait, len);
+	expect_file_digest(f->c, p, db);
 
-	/* the same entry with a digest that is not valid is not used */
-	write_stat_entry(f, p, &st, "sha256:../../etc/passwd");
-	expect_file_digest(f->c, p, want);
-	write_stat_entry(f, p, &st, "sha256:");
-	expect_file_digest(f->c, p, want);
+	/* truncated anywhere, a byte appended, the count or a path length off,
+	 * junk: never the bait */
+	size_t cuts[] = {len - 1, len - 8, len / 2, 20, 16, 8, 3, 0};
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		stat_bin_write(f, bait, cuts[i]);
+		expect_file_digest(f->c, p, da);
+	}
+	cleanup_free char *longer = xmalloc(len + 8);
+	memcpy(longer, bait, len);
+	memset(longer + len, 0, 8);
+	stat_bin_write(f, longer, len + 8);
+	expect_file_digest(f->c, p, da);
+	for (size_t off = 8; off < 16; off++) { /* byte order mark and count */
+		cleanup_free char *bad = xmalloc(len);
+		memcpy(bad, bait, len);
+		bad[off] ^= 1;
+		stat_bin_write(f, bad, len);
+		expect_file_digest(f->c, p, da);
+	}
+	/* the path length of the first record (after 16 + 4*8 + 2*32 + 4 bytes) */
+	for (int delta = -1; delta <= 1; delta += 2) {
+		cleanup_free char *bad = xmalloc(len);
+		memcpy(bad, bait, len);
+		bad[16 + 32 + 64 + 4] = (char)(bad[16 + 32 + 64 + 4] + delta);
+		stat_bin_write(f, bad, len);
+		expect_file_digest(f->c, p, da);
+	}
+	static const char *junk[] = {"12 34", "x y z w /p", "", "42 1 1 abc /f"};
+	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+		stat_bin_write(f, junk[i], strlen(junk[i]));
+		expect_file_digest(f->c, p, da);
+	}
+}
+
+/* A file of another format version (the text one before it included) is
+ * empty: an entry it holds is never used. */
+static void test_stat_cache_old_version_is_empty(void **state)
+{
+	fixture *f = *state;
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
+	struct stat st;
+	cleanup_free char *p = hashed_file(f, "f", &st, da, db);
+	size_t len = 0;
+	cleanup_free char *bait = stat_bin_with_bait(f, da, db, &len);
+	bait[7] = 1; /* the version byte of the magic */
+	stat_bin_write(f, bait, len);
+	expect_file_digest(f->c, p, da);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 1);
+
+	/* version 1: "SIZE MTIME_NS INO HEX PATH\0" */
+	unsigned long long mtime_ns = (unsigned long long)st.st_mtim.tv_sec * 1000000000ULL +
+				      (unsigned long long)st.st_mtim.tv_nsec;
+	cleanup_free char *v1 = xasprintf("%llu %llu %llu %s %s", (unsigned long long)st.st_size,
+					  mtime_ns, (unsigned long long)st.st_ino, db + 7, p);
+	stat_bin_write(f, v1, strlen(v1) + 1);
+	expect_file_digest(f->c, p, da);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 1);
 }
 
 /* Every entry of a large file is read back (the table sized from the file
- * and grown past it), names with spaces included; a record with upper-case
- * hex or a number past 64 bits is not trusted. */
+ * and grown past it), names with spaces included, xattr digests too. */
 static void test_stat_cache_many_entries_survive_reopen(void **state)
 {
 	fixture *f = *state;
 	enum { N = 3000 };
-	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN];
-	struct stat first, last;
-	cleanup_free char *p0 = hashed_file(f, "a file 0", &first, da, db);
-	cleanup_free char *pn = NULL;
-	for (int i = 1; i < N; i++) {
-		cleanup_free char *name = xasprintf("a file %d", i);
-		free(pn);
-		pn = hashed_file(f, name, &last, da, db);
+	char da[IB_DIGEST_BUFLEN], db[IB_DIGEST_BUFLEN], x[IB_DIGEST_BUFLEN],
+	    want[IB_DIGEST_BUFLEN];
+	cleanup_strv char **paths = xcalloc(1, sizeof(char *));
+	for (int i = 0; i < N; i++) {
+		cleanup_free char *name =
+		    xasprintf("a file %d%s", i, i % 7 ? "" : " with a longer name");
+		struct stat st;
+		cleanup_free char *p = hashed_file(f, name, &st, da, db);
+		if (i % 2)
+			ib_cache_file_xattrs(f->c, p, &st, fake_xattrs, x);
+		ib_strv_push(&paths, p);
 	}
-	ib_cache_free(f->c);
-	f->c = NULL;
-	rewrite_keep_stat(p0, "content-B\n", &first);
-	rewrite_keep_stat(pn, "content-B\n", &last);
-	ib_error *err = NULL;
-	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
-	expect_file_digest(f->c, p0, da);
-	expect_file_digest(f->c, pn, da);
+	reopen(f);
+	xattr_calls = 0;
+	for (int i = 0; i < N; i++) {
+		expect_file_digest(f->c, paths[i], da);
+		if (i % 2) {
+			struct stat st;
+			lstat_ok(paths[i], &st);
+			ib_cache_file_xattrs(f->c, paths[i], &st, fake_xattrs, x);
+			ib_digest_buffer(want, paths[i], strlen(paths[i]));
+			assert_string_equal(x, want);
+		}
+	}
+	assert_int_equal(ib_cache_stat_hashed(f->c), 0);
+	assert_int_equal(xattr_calls, 0);
 	/* a file hashed after the load lives next to the loaded entries */
 	cleanup_free char *extra = ib_path_join(f->dir, "extra");
 	tu_write_text(extra, "content-B\n");
 	expect_file_digest(f->c, extra, db);
-
-	struct stat st;
-	lstat_ok(p0, &st);
-	char upper[IB_DIGEST_BUFLEN];
-	memcpy(upper, da, sizeof(upper));
-	for (char *c = upper + 7; *c; c++)
-		if (*c >= 'a' && *c <= 'f')
-			*c = (char)(*c - 'a' + 'A');
-	write_stat_entry(f, p0, &st, upper);
-	expect_file_digest(f->c, p0, db);
-
-	ib_cache_free(f->c);
-	f->c = NULL;
-	cleanup_free char *stat_bin = ib_path_join(f->root, "cache/stat.bin");
-	cleanup_free char *rec = xasprintf("%llu 99999999999999999999 %llu %s %s",
-					   (unsigned long long)st.st_size,
-					   (unsigned long long)st.st_ino, da + 7, p0);
-	FILE *fp = fopen(stat_bin, "w");
-	assert_non_null(fp);
-	assert_int_equal(fwrite(rec, 1, strlen(rec) + 1, fp), strlen(rec) + 1);
-	assert_int_equal(fclose(fp), 0);
-	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen 2");
-	expect_file_digest(f->c, p0, db);
+	reopen(f);
+	expect_file_digest(f->c, extra, db);
+	expect_file_digest(f->c, paths[N - 1], da);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 0);
 }
 
 static void test_stat_cache_scope_drops_unused_entries(void **state)
@@ -666,37 +836,24 @@ static void test_stat_cache_scope_drops_unused_entries(void **state)
 	lstat_ok(in_a, &sa);
 	lstat_ok(in_b, &sb);
 	lstat_ok(out, &so);
-	char d[IB_DIGEST_BUFLEN], stale[IB_DIGEST_BUFLEN];
-	tu_must(ib_cache_file_digest(f->c, in_a, &sa, d, &err), &err, "a");
-	tu_must(ib_cache_file_digest(f->c, in_b, &sb, d, &err), &err, "b");
-	tu_must(ib_cache_file_digest(f->c, out, &so, d, &err), &err, "outside");
-	ib_cache_free(f->c);
-	f->c = NULL;
+	char d[IB_DIGEST_BUFLEN];
+	digest_with(f->c, in_a, &sa, d);
+	digest_with(f->c, in_b, &sb, d);
+	digest_with(f->c, out, &so, d);
 
 	/* second process: scope set, only "a" looked up */
-	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
+	reopen(f);
 	ib_cache_stat_scope(f->c, scope);
-	tu_must(ib_cache_file_digest(f->c, in_a, &sa, d, &err), &err, "a again");
-	ib_cache_free(f->c);
-	f->c = NULL;
+	digest_with(f->c, in_a, &sa, d);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 0);
 
-	/* third: prove which entries survived by changing content behind the
-	 * cache's back (same size and mtime): a cached entry returns the stale digest */
-	rewrite_keep_stat(in_b, "B", &sb);
-	rewrite_keep_stat(out, "O", &so);
-	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen 2");
-	ib_digest_buffer(stale, "o", 1);
-	expect_file_digest(f->c, out, stale); /* outside the scope: kept */
-	ib_digest_buffer(stale, "B", 1);
-	expect_file_digest(f->c, in_b, stale); /* dropped: hashed again */
-}
-
-static int xattr_calls;
-
-static void fake_xattrs(const char *path, char out[IB_DIGEST_BUFLEN])
-{
-	xattr_calls++;
-	ib_digest_buffer(out, path, strlen(path));
+	/* third: which entries survived */
+	reopen(f);
+	digest_with(f->c, out, &so, d); /* outside the scope: kept */
+	digest_with(f->c, in_a, &sa, d);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 0);
+	digest_with(f->c, in_b, &sb, d); /* dropped: hashed again */
+	assert_int_equal(ib_cache_stat_hashed(f->c), 1);
 }
 
 static void test_file_xattrs_remembered_until_ctime_moves(void **state)
@@ -707,27 +864,57 @@ static void test_file_xattrs_remembered_until_ctime_moves(void **state)
 	struct stat st;
 	lstat_ok(p, &st);
 	char d[IB_DIGEST_BUFLEN], x1[IB_DIGEST_BUFLEN], x2[IB_DIGEST_BUFLEN];
-	ib_error *err = NULL;
 	xattr_calls = 0;
-	tu_must(ib_cache_file_digest(f->c, p, &st, d, &err), &err, "digest");
+	digest_with(f->c, p, &st, d);
 	ib_cache_file_xattrs(f->c, p, &st, fake_xattrs, x1);
 	assert_int_equal(xattr_calls, 1);
 	/* persisted: a new handle does not compute again */
-	ib_cache_free(f->c);
-	f->c = NULL;
-	tu_must(ib_cache_open(&f->c, f->s, &err), &err, "reopen");
-	tu_must(ib_cache_file_digest(f->c, p, &st, d, &err), &err, "digest 2");
+	reopen(f);
+	digest_with(f->c, p, &st, d);
 	ib_cache_file_xattrs(f->c, p, &st, fake_xattrs, x2);
 	assert_int_equal(xattr_calls, 1);
 	assert_string_equal(x1, x2);
-	/* a metadata change moves ctime: computed again */
+	/* a metadata change moves ctime: computed again, and so is the content */
 	struct timespec pause = {0, 20 * 1000 * 1000};
 	nanosleep(&pause, NULL);
 	assert_int_equal(chmod(p, 0600), 0);
 	lstat_ok(p, &st);
-	tu_must(ib_cache_file_digest(f->c, p, &st, d, &err), &err, "digest 3");
+	digest_with(f->c, p, &st, d);
+	assert_int_equal(ib_cache_stat_hashed(f->c), 1);
 	ib_cache_file_xattrs(f->c, p, &st, fake_xattrs, x2);
 	assert_int_equal(xattr_calls, 2);
+}
+
+/* A real xattr change: the directory's and the file's digests are
+ * computed again (skipped where the filesystem has no user xattrs). */
+static void test_xattrs_of_directories_remembered_and_changed(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *dir = ib_path_join(f->dir, "xdir");
+	cleanup_free char *file = ib_path_join(dir, "file");
+	ib_error *err = NULL;
+	tu_must(ib_mkdir_p(dir, 0755, &err), &err, "mkdir");
+	tu_write_text(file, "x");
+	const char *paths[] = {dir, file};
+	for (size_t i = 0; i < 2; i++) {
+		struct stat st;
+		char x[IB_DIGEST_BUFLEN];
+		lstat_ok(paths[i], &st);
+		xattr_calls = 0;
+		ib_cache_file_xattrs(f->c, paths[i], &st, fake_xattrs, x);
+		reopen(f);
+		ib_cache_file_xattrs(f->c, paths[i], &st, fake_xattrs, x);
+		assert_int_equal(xattr_calls, 1);
+		struct timespec pause = {0, 20 * 1000 * 1000};
+		nanosleep(&pause, NULL);
+		if (setxattr(paths[i], "user.test", "v", 1, 0) < 0) {
+			assert_true(errno == ENOTSUP || errno == EPERM);
+			continue;
+		}
+		lstat_ok(paths[i], &st);
+		ib_cache_file_xattrs(f->c, paths[i], &st, fake_xattrs, x);
+		assert_int_equal(xattr_calls, 2);
+	}
 }
 
 static void test_file_digest_missing_file(void **state)
@@ -852,9 +1039,10 @@ static void test_clear_empties_everything(void **state)
 	assert_int_equal(tu_count_entries(steps), 0);
 	assert_int_equal(tu_count_entries(explain), 0);
 
-	/* the stat cache is gone too: same stat, new content is re-hashed */
-	rewrite_keep_stat(p, "content-B\n", &st);
-	expect_file_digest(f->c, p, db);
+	/* the stat cache is gone too: the unchanged file is read again */
+	size_t hashed = ib_cache_stat_hashed(f->c);
+	expect_file_digest(f->c, p, da);
+	assert_int_equal(ib_cache_stat_hashed(f->c), hashed + 1);
 
 	/* and the cache keeps working */
 	tu_must(ib_cache_step_put(f->c, key, entry, &err), &err, "put after clear");
@@ -1014,16 +1202,20 @@ int main(void)
 	    T(test_explain_hostile_id_stays_inside),
 	    T(test_file_digest_is_content_digest),
 	    T(test_file_digest_reuses_cache_when_stat_unchanged),
+	    T(test_file_digest_misses_on_any_stat_field),
+	    T(test_file_digest_rehashes_after_content_change_keeping_mtime),
 	    T(test_file_digest_rehashes_after_mtime_change),
 	    T(test_file_digest_rehashes_after_size_change),
 	    T(test_file_digest_rehashes_after_inode_change),
+	    T(test_fresh_file_is_not_remembered),
 	    T(test_stat_cache_many_entries_survive_reopen),
 	    T(test_stat_cache_scope_drops_unused_entries),
 	    T(test_stat_cache_persists_across_reopen),
 	    T(test_stat_cache_not_written_when_unused),
-	    T(test_stat_cache_corrupt_file_is_ignored),
-	    T(test_stat_cache_entry_with_bad_digest_is_rehashed),
+	    T(test_stat_cache_corrupt_file_is_empty),
+	    T(test_stat_cache_old_version_is_empty),
 	    T(test_file_xattrs_remembered_until_ctime_moves),
+	    T(test_xattrs_of_directories_remembered_and_changed),
 	    T(test_file_digest_missing_file),
 	    T(test_file_digest_refuses_symlink),
 	    T(test_referenced_lists_layer_digests),

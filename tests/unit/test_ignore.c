@@ -43,6 +43,34 @@ static void test_patterns_comments_and_parents(void **state)
 	ib_ignore_free(ig);
 }
 
+/* Patterns without a glob character are compared, not matched: the same
+ * answers as the matcher, for the path itself, below it, and for paths
+ * with the empty or "." segments the matcher skips. */
+static void test_literal_patterns_match_like_globs(void **state)
+{
+	(void)state;
+	ib_ignore *ig = ib_ignore_parse("recipe.lua\nsrc/gen\n!src/gen/keep\n");
+	assert_true(ib_ignore_match(ig, "recipe.lua"));
+	assert_true(ib_ignore_match(ig, "recipe.lua/x"));
+	assert_false(ib_ignore_match(ig, "recipe.luax"));
+	assert_false(ib_ignore_match(ig, "recipe.lu"));
+	assert_false(ib_ignore_match(ig, "a/recipe.lua"));
+	assert_true(ib_ignore_match(ig, "src/gen"));
+	assert_true(ib_ignore_match(ig, "src/gen/a/b.c"));
+	assert_false(ib_ignore_match(ig, "src/generated"));
+	assert_false(ib_ignore_match(ig, "src"));
+	assert_false(ib_ignore_match(ig, "src/gen/keep"));
+	assert_false(ib_ignore_match(ig, "src/gen/keep/deeper"));
+	assert_true(ib_ignore_match(ig, "src/gen/keeper"));
+	/* segments the glob matcher skips */
+	assert_true(ib_ignore_match(ig, "./recipe.lua"));
+	assert_true(ib_ignore_match(ig, "src//gen"));
+	assert_true(ib_ignore_match(ig, "src/./gen/x"));
+	assert_true(ib_ignore_match(ig, "recipe.lua/"));
+	assert_false(ib_ignore_match(ig, "src/gen/./keep"));
+	ib_ignore_free(ig);
+}
+
 static void test_exceptions_last_match_wins(void **state)
 {
 	(void)state;
@@ -110,6 +138,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_patterns_comments_and_parents),
+	    cmocka_unit_test(test_literal_patterns_match_like_globs),
 	    cmocka_unit_test(test_exceptions_last_match_wins),
 	    cmocka_unit_test(test_load_precedence),
 	};
