@@ -891,8 +891,8 @@ static char *media_type_of(const char *content_type)
 	return n ? xstrndup(content_type, n) : NULL;
 }
 
-static int manifest_get_once(ib_registry_session *s, const char *reference, char **body_out,
-			     size_t *len_out, char **media_type_out,
+static int manifest_get_once(ib_registry_session *s, CURL *h, const char *reference,
+			     char **body_out, size_t *len_out, char **media_type_out,
 			     char digest_out[IB_DIGEST_BUFLEN], ib_error **err)
 {
 	bool by_digest = !strncmp(reference, "sha256:", 7);
@@ -904,7 +904,7 @@ static int manifest_get_once(ib_registry_session *s, const char *reference, char
 	http_req req = {.method = "GET", .url = url, .accept = manifest_accept, .out = &body};
 	http_resp resp;
 	ib_registry_resp_init(&resp);
-	int r = ib_registry_request(s, s->h, &req, &resp, err);
+	int r = ib_registry_request(s, h, &req, &resp, err);
 	if (r == IB_ETOOLARGE)
 		ib_error_wrap(err, "manifest %s", reference);
 	if (r == 0 && resp.status != 200) {
@@ -960,8 +960,8 @@ int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char
 			continue;
 		}
 		ib_error *e = NULL;
-		r = manifest_get_once(s, reference, body_out, len_out, media_type_out, digest_out,
-				      &e);
+		r = manifest_get_once(s, s->h, reference, body_out, len_out, media_type_out,
+				      digest_out, &e);
 		if (r == 0)
 			return 0;
 		/* a mirror that lacks it or fails: the next one, then the location */
@@ -980,6 +980,13 @@ int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char
 			ib_error_free(&e);
 		return r;
 	}
+}
+
+int ib_registry_manifest_get_with(ib_registry_session *s, CURL *h, const char *reference,
+				  char **body_out, size_t *len_out,
+				  char digest_out[IB_DIGEST_BUFLEN], ib_error **err)
+{
+	return manifest_get_once(s, h, reference, body_out, len_out, NULL, digest_out, err);
 }
 
 int ib_registry_manifest_put(ib_registry_session *s, const char *reference, const char *media_type,

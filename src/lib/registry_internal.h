@@ -264,6 +264,12 @@ int ib_registry_blob_mount(ib_registry_session *s, CURL *h, const char *digest,
 int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char **body_out,
 			     size_t *len_out, char **media_type_out,
 			     char digest_out[IB_DIGEST_BUFLEN], ib_error **err);
+/* One GET of a manifest on the session's current endpoint through handle
+ * h (no mirror fallback): for requests made side by side, each thread
+ * with a handle of its own. */
+int ib_registry_manifest_get_with(ib_registry_session *s, CURL *h, const char *reference,
+				  char **body_out, size_t *len_out,
+				  char digest_out[IB_DIGEST_BUFLEN], ib_error **err);
 /* PUT body as a manifest (reference = tag or digest; NULL = the body's
  * digest) with the given media type, and check the registry's
  * Docker-Content-Digest.  digest_out may be NULL. */

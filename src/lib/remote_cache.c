@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -390,6 +391,49 @@ const char *ib_rcache_repository(const ib_rcache *rc)
 	return rc->repository;
 }
 
+/* The repository's record tags, listed once: one listing answers for
+ * every key the index lacks. */
+static int list_tags(ib_rcache *rc, ib_error **err)
+{
+	if (rc->tags)
+		return 0;
+	char **tags = NULL;
+	rc->requests++;
+	if (ib_registry_tags(rc->ref, &rc->o, &tags, err) < 0)
+		return -1;
+	rc->tags = json_object();
+	for (size_t i = 0; tags[i]; i++)
+		json_object_set_new(rc->tags, tags[i], json_true());
+	ib_strv_free(tags);
+	return 0;
+}
+
+/* The answer to GET <tag of key>: r < 0 an error, IB_ENOTFOUND listed but
+ * gone (a miss from now on, without a request), else the record, kept as
+ * an unindexed entry of rc->index.  *entry_out borrowed or NULL. */
+static int take_record(ib_rcache *rc, const char *key, int r, const char *body, size_t len,
+		       const char *digest, json_t **entry_out, ib_error **err)
+{
+	*entry_out = NULL;
+	if (r == IB_ENOTFOUND) {
+		cleanup_free char *tag = ib_rcache_key_tag(key);
+		json_object_del(rc->tags, tag);
+		ib_error_free(err);
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	json_t *e = NULL;
+	if (ib_rcache_record_decode(body, len, key, &e, err) < 0)
+		return -1;
+	json_object_set_new(e, "record",
+			    json_pack("{s:s, s:I}", "digest", digest, "size", (json_int_t)len));
+	json_object_set_new(rc->index, key, e);
+	json_object_set_new(rc->unindexed, key, json_true());
+	*entry_out = e;
+	return 0;
+}
+
 int ib_rcache_lookup(ib_rcache *rc, const char *key, json_t **entry_out, ib_error **err)
 {
 	*entry_out = NULL;
@@ -399,17 +443,8 @@ int ib_rcache_lookup(ib_rcache *rc, const char *key, json_t **entry_out, ib_erro
 		return 0;
 	}
 	cleanup_free char *tag = ib_rcache_key_tag(key);
-	if (!rc->tags) {
-		/* one listing answers for every key the index lacks */
-		char **tags = NULL;
-		rc->requests++;
-		if (ib_registry_tags(rc->ref, &rc->o, &tags, err) < 0)
-			return -1;
-		rc->tags = json_object();
-		for (size_t i = 0; tags[i]; i++)
-			json_object_set_new(rc->tags, tags[i], json_true());
-		ib_strv_free(tags);
-	}
+	if (list_tags(rc, err) < 0)
+		return -1;
 	if (!json_object_get(rc->tags, tag))
 		return 0;
 	cleanup_free char *body = NULL;
@@ -417,40 +452,125 @@ int ib_rcache_lookup(ib_rcache *rc, const char *key, json_t **entry_out, ib_erro
 	char digest[IB_DIGEST_BUFLEN];
 	rc->requests++;
 	int r = ib_registry_manifest_get(rc->s, tag, &body, &len, NULL, digest, err);
-	if (r == IB_ENOTFOUND) {
-		/* listed but gone: a miss from now on, without a request */
-		json_object_del(rc->tags, tag);
-		ib_error_free(err);
-		return 0;
-	}
-	if (r < 0)
-		return r;
-	if (ib_rcache_record_decode(body, len, key, &e, err) < 0)
+	if (take_record(rc, key, r, body, len, digest, &e, err) < 0)
 		return -1;
-	json_object_set_new(e, "record",
-			    json_pack("{s:s, s:I}", "digest", digest, "size", (json_int_t)len));
-	json_object_set(rc->index, key, e);
-	json_object_set_new(rc->unindexed, key, json_true());
-	*entry_out = e;
+	*entry_out = e ? json_deep_copy(e) : NULL;
 	return 0;
+}
+
+/* Records fetched side by side: each thread with a curl handle of its own
+ * (the calling thread with the session's), taking the next job. */
+typedef struct record_job {
+	const char *key;
+	char *tag;
+	char *body;
+	size_t len;
+	char digest[IB_DIGEST_BUFLEN];
+	int r;
+	ib_error *err;
+} record_job;
+
+typedef struct record_jobs {
+	ib_rcache *rc;
+	record_job *jobs;
+	size_t n, next;
+	pthread_mutex_t lock;
+} record_jobs;
+
+static void record_jobs_run(record_jobs *rj, CURL *h)
+{
+	for (;;) {
+		pthread_mutex_lock(&rj->lock);
+		record_job *j = rj->next < rj->n ? &rj->jobs[rj->next++] : NULL;
+		pthread_mutex_unlock(&rj->lock);
+		if (!j)
+			return;
+		if (!h) {
+			j->r = ib_error_setc(&j->err, IB_ERROR, "cannot initialise libcurl");
+			continue;
+		}
+		j->r = ib_registry_manifest_get_with(rj->rc->s, h, j->tag, &j->body, &j->len,
+						     j->digest, &j->err);
+	}
+}
+
+static void *record_worker(void *p)
+{
+	CURL *h = curl_easy_init();
+	record_jobs_run(p, h);
+	if (h)
+		curl_easy_cleanup(h);
+	return NULL;
+}
+
+#define RCACHE_PARALLEL 8
+
+static int fetch_records(ib_rcache *rc, record_job *jobs, size_t n, ib_error **err)
+{
+	record_jobs rj = {.rc = rc, .jobs = jobs, .n = n};
+	pthread_mutex_init(&rj.lock, NULL);
+	size_t nt = n < RCACHE_PARALLEL ? n : RCACHE_PARALLEL;
+	pthread_t th[RCACHE_PARALLEL];
+	size_t started = 0;
+	for (size_t i = 1; i < nt; i++) {
+		if (pthread_create(&th[started], NULL, record_worker, &rj) != 0)
+			break;
+		started++;
+	}
+	record_jobs_run(&rj, rc->s->h);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	pthread_mutex_destroy(&rj.lock);
+	rc->requests += (int)n;
+	int r = 0;
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = NULL;
+		if (r == 0)
+			r = take_record(rc, jobs[i].key, jobs[i].r, jobs[i].body, jobs[i].len,
+					jobs[i].digest, &e, &jobs[i].err);
+		if (r < 0 && err && !*err) {
+			*err = jobs[i].err;
+			jobs[i].err = NULL;
+		}
+	}
+	return r < 0 ? -1 : 0;
 }
 
 int ib_rcache_prefetch(ib_rcache *rc, json_t *keys, json_t **missing_out, ib_error **err)
 {
-	*missing_out = json_array();
+	*missing_out = NULL;
+	size_t n = json_array_size(keys), n_jobs = 0;
+	record_job *jobs = xcalloc(n + 1, sizeof(*jobs));
+	int r = 0;
 	size_t i;
 	json_t *k;
 	json_array_foreach (keys, i, k) {
-		json_t *e = NULL;
-		if (ib_rcache_lookup(rc, json_string_value(k), &e, err) < 0) {
-			json_decref(*missing_out);
-			*missing_out = NULL;
-			return -1;
+		const char *key = json_string_value(k);
+		if (json_object_get(rc->index, key))
+			continue;
+		if ((r = list_tags(rc, err)) < 0)
+			break;
+		char *tag = ib_rcache_key_tag(key);
+		if (!json_object_get(rc->tags, tag)) {
+			free(tag);
+			continue;
 		}
-		if (!e)
-			json_array_append(*missing_out, k);
-		json_decref(e);
+		jobs[n_jobs++] = (record_job){.key = key, .tag = tag};
 	}
+	if (r == 0 && n_jobs)
+		r = fetch_records(rc, jobs, n_jobs, err);
+	for (size_t j = 0; j < n_jobs; j++) {
+		free(jobs[j].tag);
+		free(jobs[j].body);
+		ib_error_free(&jobs[j].err);
+	}
+	free(jobs);
+	if (r < 0)
+		return -1;
+	*missing_out = json_array();
+	json_array_foreach (keys, i, k)
+		if (!json_object_get(rc->index, json_string_value(k)))
+			json_array_append(*missing_out, k);
 	return 0;
 }
 

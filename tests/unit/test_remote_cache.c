@@ -379,6 +379,103 @@ static void test_open_unreachable(void **state)
 }
 
 /* mount: 201 = mounted, 202 = refused (an upload session instead) */
+/* No index (a first writer that lost its index, or none yet): the keys
+ * the tag listing names are fetched side by side. */
+typedef struct unindexed_fake {
+	tu_http *h;
+	char *paths[3];
+	char *bodies[3];
+	size_t lens[3];
+	char *tags;
+	bool side_by_side;
+} unindexed_fake;
+
+static void unindexed_handler(const tu_http_request *req, tu_http_response *resp, void *payload)
+{
+	unindexed_fake *f = payload;
+	if (!strcmp(req->target, "/v2/")) {
+		resp->status = 200;
+		return;
+	}
+	if (!strncmp(req->target, "/v2/c/tags/list", 15)) {
+		tu_http_set_body(resp, f->tags, (size_t)-1);
+		return;
+	}
+	for (int i = 0; i < 3; i++) {
+		if (!strcmp(req->target, f->paths[i])) {
+			/* another record request is already on its way */
+			if (tu_http_waiting(f->h, 2000))
+				f->side_by_side = true;
+			tu_http_add_header(resp, "Content-Type: %s", IB_MT_OCI_MANIFEST);
+			tu_http_set_body(resp, f->bodies[i], f->lens[i]);
+			return;
+		}
+	}
+	resp->status = 404;
+}
+
+static void test_prefetch_without_index_fetches_records_side_by_side(void **state)
+{
+	(void)state;
+	unindexed_fake f = {0};
+	ib_buf tags;
+	ib_buf_init(&tags, 0);
+	ib_buf_appendf(&tags, "{\"name\":\"c\",\"tags\":[");
+	json_t *keys = json_array();
+	ib_error *err = NULL;
+	for (int i = 0; i < 3; i++) {
+		json_t *e = entry((char)('a' + i), (char)('1' + i));
+		const char *k = json_string_value(json_object_get(e, "key"));
+		json_array_append_new(keys, json_string(k));
+		cleanup_free char *cfg = NULL;
+		size_t cfg_len = 0;
+		char cfg_digest[IB_DIGEST_BUFLEN];
+		assert_int_equal(ib_rcache_record_encode(e, &cfg, &cfg_len, cfg_digest,
+							 &f.bodies[i], &f.lens[i], &err),
+				 0);
+		cleanup_free char *tag = ib_rcache_key_tag(k);
+		f.paths[i] = xasprintf("/v2/c/manifests/%s", tag);
+		ib_buf_appendf(&tags, "%s\"%s\"", i ? "," : "", tag);
+		json_decref(e);
+	}
+	ib_buf_appendf(&tags, "]}");
+	f.tags = ib_buf_steal(&tags, NULL);
+	cleanup_free char *missing_key = fake_digest('9');
+	json_array_append_new(keys, json_string(missing_key));
+	f.h = tu_http_start(unindexed_handler, &f);
+	cleanup_free char *ref = xasprintf("%s/c:index", tu_http_host(f.h));
+	ib_registry_options o = IB_REGISTRY_OPTIONS_INIT;
+	o.max_retries = -1;
+	ib_rcache *rc = NULL;
+	assert_int_equal(ib_rcache_open(&rc, ref, false, &o, &err), 0);
+	json_t *missing = NULL;
+	assert_int_equal(ib_rcache_prefetch(rc, keys, &missing, &err), 0);
+	assert_int_equal(json_array_size(missing), 1);
+	assert_string_equal(json_string_value(json_array_get(missing, 0)), missing_key);
+	/* the index (absent), one listing, the three records at once */
+	assert_int_equal(ib_rcache_requests(rc), 5);
+	assert_true(f.side_by_side);
+	size_t after = tu_http_count(f.h);
+	for (int i = 0; i < 3; i++) {
+		json_t *got = NULL;
+		assert_int_equal(ib_rcache_lookup(rc, json_string_value(json_array_get(keys, i)),
+						  &got, &err),
+				 0);
+		assert_non_null(got);
+		json_decref(got);
+	}
+	assert_int_equal(tu_http_count(f.h), after);
+	ib_rcache_free(rc);
+	tu_http_stop(f.h);
+	for (int i = 0; i < 3; i++) {
+		free(f.paths[i]);
+		free(f.bodies[i]);
+	}
+	free(f.tags);
+	json_decref(missing);
+	json_decref(keys);
+}
+
 static void mount_handler(const tu_http_request *req, tu_http_response *resp, void *payload)
 {
 	(void)payload;
@@ -427,6 +524,7 @@ int main(void)
 	    cmocka_unit_test(test_index_merge),
 	    cmocka_unit_test(test_lookup_round_trips),
 	    cmocka_unit_test(test_prefetch_decides_every_key),
+	    cmocka_unit_test(test_prefetch_without_index_fetches_records_side_by_side),
 	    cmocka_unit_test(test_open_unreachable),
 	    cmocka_unit_test(test_blob_mount),
 	};

@@ -284,6 +284,12 @@ size_t tu_http_count(tu_http *h)
 	return n;
 }
 
+bool tu_http_waiting(tu_http *h, int timeout_ms)
+{
+	struct pollfd pf = {h->lfd, POLLIN, 0};
+	return poll(&pf, 1, timeout_ms) > 0 && (pf.revents & POLLIN);
+}
+
 void tu_http_stop(tu_http *h)
 {
 	if (!h)

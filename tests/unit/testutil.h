@@ -65,6 +65,9 @@ const char *tu_http_host(const tu_http *h);
 char *tu_http_log(tu_http *h);
 /* Number of requests answered so far. */
 size_t tu_http_count(tu_http *h);
+/* From a handler: whether another connection waits to be accepted within
+ * timeout_ms (a client sending its requests side by side). */
+bool tu_http_waiting(tu_http *h, int timeout_ms);
 void tu_http_stop(tu_http *h);
 
 /* A fresh temporary directory under $TMPDIR or /tmp (caller frees; remove
