@@ -16,6 +16,9 @@
 # user; user, workdir, entrypoint.
 
 R2_PKGS="curl ca-certificates python3-minimal"
+# the install step, the same text in the recipe, the Containerfile and
+# r2_floor
+R2_APT="echo 'deb [trusted=yes] file:/srv/repo ./' > /etc/apt/sources.list && apt-get -q update && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $R2_PKGS && rm -rf /var/lib/apt/lists/*"
 
 # r2_mirror: the first http(s) URI this machine's apt sources use for the
 # bookworm suite of Debian main (deb822 .sources or one-line .list)
@@ -118,7 +121,7 @@ r2_workload() {
 	cat >"$ctx/recipe.lua" <<LUA
 from "localhost/bookworm:base"
 copy { "repo/", "/srv/repo/" }
-run "echo 'deb [trusted=yes] file:/srv/repo ./' > /etc/apt/sources.list && apt-get -q update && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $R2_PKGS && rm -rf /var/lib/apt/lists/*"
+run "$R2_APT"
 copy { "app/", "/opt/app/" }
 run "useradd --create-home --uid 1000 app"
 user "app"
@@ -128,7 +131,7 @@ LUA
 	cat >"$ctx/Containerfile" <<DOCKER
 FROM localhost/bookworm:base
 COPY repo/ /srv/repo/
-RUN echo 'deb [trusted=yes] file:/srv/repo ./' > /etc/apt/sources.list && apt-get -q update && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $R2_PKGS && rm -rf /var/lib/apt/lists/*
+RUN $R2_APT
 COPY app/ /opt/app/
 RUN useradd --create-home --uid 1000 app
 USER app
@@ -136,4 +139,24 @@ WORKDIR /opt/app
 ENTRYPOINT ["python3", "/opt/app/main.py"]
 DOCKER
 	printf 'Containerfile\nrecipe.lua\n' >"$ctx/.dockerignore"
+}
+
+# r2_floor CACHE DIR: seconds the install step takes with no build tool at
+# all: the base unpacked into DIR (untimed), the repository copied in, then
+# only the step, in a chroot with /proc, timed.  DIR is removed after.
+r2_floor() {
+	local cache=$1 dir=$2 t0 t1 rc=0
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	tar -C "$dir" -xf "$cache/base.tar"
+	mkdir -p "$dir/srv"
+	cp -a "$cache/repo" "$dir/srv/repo"
+	mount -t proc proc "$dir/proc"
+	t0=$(date +%s.%N)
+	chroot "$dir" /bin/sh -c "$R2_APT" >"$dir.log" 2>&1 || rc=$?
+	t1=$(date +%s.%N)
+	umount "$dir/proc"
+	rm -rf "$dir"
+	[ "$rc" = 0 ] || { tail -n 20 "$dir.log" >&2; return 1; }
+	echo "$t1 - $t0" | bc -l | xargs printf '%.3f'
 }
