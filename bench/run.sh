@@ -227,6 +227,10 @@ workload() {
 	# warm the page cache and each tool's view of the base once, untimed
 	for p in "${PEERS[@]}"; do "build_$p" "$ctx" "$tag" --no-cache; done
 	trial "$w-cold" "$ctx" "$tag" nothing 1 --no-cache
+	# --no-cache alone: every step runs, what each tool keeps besides its
+	# step cache (imgbuild's context stat cache and blobs, BuildKit's context
+	# snapshot, ...) stays
+	trial "$w-nocache" "$ctx" "$tag" nothing 0 --no-cache
 	for p in "${PEERS[@]}"; do "build_$p" "$ctx" "$tag"; done
 	trial "$w-cached" "$ctx" "$tag" nothing 0
 	trial "$w-one" "$ctx" "$tag" "$touch" 0
@@ -288,6 +292,7 @@ for w in $WORKLOADS; do
 		g=$(goal '<=0.8x faster peer' "$(vs "$ib" "$fast" | tr -d x)" '<=' 0.8)
 	fi
 	row "$w cold build" s "$ib" "$bh" "$dk" "$g"
+	row "$w --no-cache, caches kept" s "$(get "$w-nocache" ib)" "$(get "$w-nocache" bh)" "$(get "$w-nocache" dk)"
 	ib=$(get "$w-cached" ib) bh=$(get "$w-cached" bh) dk=$(get "$w-cached" dk)
 	if [ $w = R1 ]; then
 		g=$(goal '<=0.1x BuildKit' "$(vs "$ib" "$dk" | tr -d x)" '<=' 0.1)
@@ -299,7 +304,8 @@ for w in $WORKLOADS; do
 	if [ $w = R2 ]; then
 		# the cold build less the install step (measured alone): the tool's own part
 		own() { if [ "$1" = - ]; then echo -; else echo "$1 - $R2_FLOOR" | bc -l | xargs printf '%.3f'; fi; }
-		row "R2 cold less the apt step" s "$(own "$ib")" "$(own "$bh")" "$(own "$dk")"
+		row "R2 cold less the apt step" s "$(own "$(get R2-cold ib)")" "$(own "$(get R2-cold bh)")" \
+			"$(own "$(get R2-cold dk)")"
 		note "R2 apt step alone (apt-get update + install in a chroot, no tool, median of $TRIALS): $R2_FLOOR s;" \
 			"the 'R2 cold less the apt step' row is each tool's cold build minus it"
 	fi
