@@ -83,7 +83,7 @@ dk_start() {
 	mkdir -p "$W/dkprobe"
 	printf 'FROM scratch\nLABEL probe=1\n' >"$W/dkprobe/Containerfile"
 	$DOCKER build -q -f "$W/dkprobe/Containerfile" "$W/dkprobe" >"$W/dkprobe/log" 2>&1 ||
-		{ echo "docker build (BuildKit) fails: $(tail -n 1 "$W/dkprobe/log")"; return 1; }
+		{ echo "docker build (BuildKit) fails: $(grep -m 1 . "$W/dkprobe/log")"; return 1; }
 }
 dk_stop() {
 	local pid i
@@ -244,6 +244,9 @@ nothing() { :; }
 
 WORKLOADS=" ${IB_BENCH_WORKLOADS:-R1 R2} "
 want() { [[ $WORKLOADS == *" $1 "* ]]; }
+for w in $WORKLOADS; do
+	case $w in R1 | R2) ;; *) echo "IB_BENCH_WORKLOADS: unknown workload $w (R1, R2)" >&2; exit 2 ;; esac
+done
 
 # ---- R1: busybox base, the tree of /usr/include
 if want R1; then
