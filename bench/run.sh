@@ -44,6 +44,11 @@ ratio() { echo "$1 / $2" | bc -l | xargs printf '%.3f'; }
 median() { printf '%s\n' "$@" | sort -g | sed -n "$((($# + 1) / 2))p"; }
 TRIALS=${IB_BENCH_TRIALS:-3}
 [ "$TRIALS" -ge 3 ] || { echo "IB_BENCH_TRIALS must be at least 3" >&2; exit 2; }
+WORKLOADS=" ${IB_BENCH_WORKLOADS:-R1 R2} "
+want() { [[ $WORKLOADS == *" $1 "* ]]; }
+for w in $WORKLOADS; do
+	case $w in R1 | R2) ;; *) echo "IB_BENCH_WORKLOADS: unknown workload $w (R1, R2)" >&2; exit 2 ;; esac
+done
 . "$REPO/bench/regsrv.sh"
 
 # ---- peers: ib (imgbuild) always; bh (buildah) and dk (BuildKit) if usable
@@ -241,12 +246,6 @@ workload() {
 	for p in "${PEERS[@]}"; do "build_$p" "$ctx" "$tag"; done
 }
 nothing() { :; }
-
-WORKLOADS=" ${IB_BENCH_WORKLOADS:-R1 R2} "
-want() { [[ $WORKLOADS == *" $1 "* ]]; }
-for w in $WORKLOADS; do
-	case $w in R1 | R2) ;; *) echo "IB_BENCH_WORKLOADS: unknown workload $w (R1, R2)" >&2; exit 2 ;; esac
-done
 
 # ---- R1: busybox base, the tree of /usr/include
 if want R1; then
