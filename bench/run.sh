@@ -30,7 +30,7 @@ W=$(mktemp -d /var/tmp/ib-bench.XXXXXX)
 DK=
 cleanup() {
 	declare -F rb_stop_all >/dev/null && rb_stop_all
-	dk_stop
+	declare -F dk_stop >/dev/null && dk_stop
 	umount "$W/buildah/storage/overlay" 2>/dev/null || true
 	rm -rf "$W"
 }
