@@ -169,7 +169,6 @@ goal() {
 	ok=$(echo "$2 $3 $4" | bc -l)
 	printf '%s %s' "$1" "$([ "$ok" = 1 ] && echo ok || echo FAIL)"
 }
-has() { [[ " ${PEERS[*]} " == *" $1 "* ]]; }
 # R[FIGURE.PEER]: the medians; get FIGURE PEER prints it, or "-"
 declare -A R=()
 get() { printf '%s' "${R[$1.$2]:--}"; }
