@@ -9,14 +9,8 @@
 # registry of its own, so no tool can skip or cross-mount a blob another run
 # uploaded.  Each figure is the median of $IB_BENCH_TRIALS runs (default 3),
 # imgbuild and the other tool taking turns; the rows go into run.sh's table
-# (its row and note helpers).  The registries are stopped at the
-# end, and on any failure through an EXIT trap chained in front of run.sh's own.
-
-rb_trials=${IB_BENCH_TRIALS:-3}
-rb_dir=$W/registry
-rb_pids=()
-declare -gA rb_pid_of=()
-rb_port=
+# (its row and note helpers).  The registries come from bench/regsrv.sh; they
+# are stopped at the end, and on any failure by run.sh's EXIT trap.
 
 if ! command -v docker-registry >/dev/null 2>&1; then
 	echo "registry figures skipped: docker-registry is not installed"
@@ -27,126 +21,6 @@ if ! "$IB" push --help >/dev/null 2>&1; then
 	return 0
 fi
 
-# Stop every registry started here (by the pids recorded at start).
-rb_stop_all() {
-	local pid
-	for pid in "${rb_pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${rb_pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rb_pids=()
-}
-
-# run.sh's EXIT trap (it removes $W) runs after ours, never instead of it.
-rb_prev_exit_trap() {
-	eval "set -- $(trap -p EXIT)"
-	printf '%s' "${3:-}"
-}
-rb_saved_trap=$(rb_prev_exit_trap)
-rb_on_exit() {
-	rb_stop_all
-	eval "$rb_saved_trap"
-}
-trap rb_on_exit EXIT
-
-# rb_fail MSG [LOG]: say what failed, show the log, stop the registries, exit.
-rb_fail() {
-	echo "bench/registry.sh: $1" >&2
-	[ -n "${2:-}" ] && [ -f "$2" ] && tail -n 30 "$2" >&2
-	rb_stop_all
-	exit 1
-}
-
-rb_free_port() {
-	/usr/bin/python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
-}
-
-# rb_start NAME: a fresh, empty registry in $rb_dir/NAME; its port -> $rb_port
-rb_start() {
-	local d=$rb_dir/$1 port pid n
-	port=$(rb_free_port)
-	rm -rf "$d"
-	mkdir -p "$d/data"
-	cat >"$d/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $d/data
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-  secret: imgbuild-bench-secret
-EOF
-	docker-registry serve "$d/config.yml" >"$d/log" 2>&1 &
-	pid=$!
-	rb_pids+=("$pid")
-	rb_pid_of[$1]=$pid
-	for n in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || rb_fail "registry $1 exited at start" "$d/log"
-		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			rb_port=$port
-			return 0
-		fi
-		sleep 0.1
-	done
-	rb_fail "registry $1 does not answer on 127.0.0.1:$port" "$d/log"
-}
-
-# rb_stop NAME: stop that registry and delete its storage
-rb_stop() {
-	local pid=${rb_pid_of[$1]} p keep=()
-	kill "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	for p in "${rb_pids[@]}"; do
-		[ "$p" = "$pid" ] || keep+=("$p")
-	done
-	rb_pids=("${keep[@]}")
-	unset "rb_pid_of[$1]"
-	rm -rf "${rb_dir:?}/$1"
-}
-
-# rb_time VAR LOG CMD...: run CMD (stdout to LOG.out, stderr to LOG), wall
-# time in seconds -> VAR
-rb_time() {
-	local var=$1 log=$2 t
-	shift 2
-	t=$(now)
-	"$@" >"$log.out" 2>"$log" || rb_fail "failed: $*" "$log"
-	printf -v "$var" '%s' "$(elapsed "$t")"
-}
-
-# rb_mem SECVAR MBVAR LOG CMD...: run CMD under /usr/bin/time; wall seconds
-# and peak RSS in MB
-rb_mem() {
-	local svar=$1 mvar=$2 log=$3 s kb
-	shift 3
-	/usr/bin/time -f '%e %M' -o "$log.time" "$@" >"$log.out" 2>"$log" ||
-		rb_fail "failed: $*" "$log"
-	read -r s kb <"$log.time"
-	printf -v "$svar" '%.3f' "$s"
-	printf -v "$mvar" '%d' "$((kb / 1024))"
-}
-
-rb_median() {
-	printf '%s\n' "$@" | sort -g | sed -n "$((($# + 1) / 2))p"
-}
-
-# rb_check VALUE OP LIMIT UNIT: "OP LIMIT UNIT ok" or "... FAIL"
-rb_check() {
-	local ok
-	ok=$(echo "$1 $2 $3" | bc -l)
-	printf '%s %s%s %s' "$2" "$3" "$4" "$([ "$ok" = 1 ] && echo ok || echo FAIL)"
-}
 
 rb_ib_push=() rb_bh_push=() rb_ib_repush=() rb_bh_repush=() rb_ib_pull=() rb_sk_pull=()
 rb_logs=$rb_dir/logs
@@ -249,26 +123,21 @@ for rb_k in "${rb_big[@]}"; do
 done
 
 rb_stop_all
-if [ -n "$rb_saved_trap" ]; then
-	trap -- "$rb_saved_trap" EXIT
-else
-	trap - EXIT
-fi
 
 rb_s1=$(rb_median "${rb_ib_push[@]}") rb_s2=$(rb_median "${rb_bh_push[@]}")
 rb_s3=$(rb_median "${rb_ib_repush[@]}") rb_s4=$(rb_median "${rb_bh_repush[@]}")
 rb_s5=$(rb_median "${rb_ib_pull[@]}") rb_s6=$(rb_median "${rb_sk_pull[@]}")
-row "push, empty registry" "$rb_s1" "$rb_s2" s \
+row "push, empty registry" s "$rb_s1" "$rb_s2" - \
 	"$(rb_check "$(ratio "$rb_s1" "$rb_s2")" '<=' 1.0 x)"
-row "re-push, registry has it" "$rb_s3" "$rb_s4" s "$(rb_check "$rb_s3" '<' 0.2 ' s')"
-row "pull, empty store (skopeo)" "$rb_s5" "$rb_s6" s \
+row "re-push, registry has it" s "$rb_s3" "$rb_s4" - "$(rb_check "$rb_s3" '<' 0.2 ' s')"
+row "pull, empty store (skopeo)" s "$rb_s5" "$rb_s6" - \
 	"$(rb_check "$(ratio "$rb_s5" "$rb_s6")" '<=' 1.0 x)"
-row "push 1 GB layer" "$rb_big_m_ib_push_s" "$rb_big_m_bh_push_s" s ""
-row "pull 1 GB layer (skopeo)" "$rb_big_m_ib_pull_s" "$rb_big_m_sk_pull_s" s ""
-row "peak RSS, push 1 GB layer" "$rb_big_m_ib_push_mb" "$rb_big_m_bh_push_mb" MB \
+row "push 1 GB layer" s "$rb_big_m_ib_push_s" "$rb_big_m_bh_push_s" - ""
+row "pull 1 GB layer (skopeo)" s "$rb_big_m_ib_pull_s" "$rb_big_m_sk_pull_s" - ""
+row "peak RSS, push 1 GB layer" MB "$rb_big_m_ib_push_mb" "$rb_big_m_bh_push_mb" - \
 	"$(rb_check "$rb_big_m_ib_push_mb" '<=' 64 ' MB')"
-row "peak RSS, pull 1 GB (skopeo)" "$rb_big_m_ib_pull_mb" "$rb_big_m_sk_pull_mb" MB \
+row "peak RSS, pull 1 GB (skopeo)" MB "$rb_big_m_ib_pull_mb" "$rb_big_m_sk_pull_mb" - \
 	"$(rb_check "$rb_big_m_ib_pull_mb" '<=' 64 ' MB')"
-note "(skopeo) rows: the second column is skopeo copy docker:// -> oci:, not buildah"
+note "(skopeo) rows: the buildah column is skopeo copy docker:// -> oci:, not buildah"
 note "registry storage after pushing the reference image: $rb_ib_stored (imgbuild)," \
 	"$rb_bh_stored (buildah)"
