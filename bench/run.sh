@@ -186,6 +186,9 @@ trial() {
 		for k in $(seq 0 $((n - 1))); do
 			p=${PEERS[$(((i + k) % n))]}
 			[ "$cold" = 1 ] && "cold_$p" "$tag"
+			# what the previous build or the preparation left to write
+			# back is not billed to this one
+			sync
 			t=$(now)
 			"build_$p" "$ctx" "$tag" "$@"
 			s[$p]+=" $(elapsed "$t")"
@@ -209,6 +212,7 @@ ci() {
 			rb_start "ci-$p"
 			tag=127.0.0.1:$rb_port/bench/$p:1
 			"cold_$p" "$tag"
+			sync
 			t=$(now)
 			"build_$p" "$ctx" "$tag" --no-cache
 			"push_$p" "$tag"
