@@ -140,7 +140,16 @@ build_dk() {
 	shift 2
 	$DOCKER build -q --network none "$@" -f "$ctx/Containerfile" -t "$tag" "$ctx" >"$LOG" 2>&1 || fail "docker build $*"
 }
-cold_ib() { $IB -q rmi "$1" >/dev/null 2>&1 || true; $IB -q prune --all >/dev/null 2>&1 || fail "imgbuild prune --all"; }
+# imgbuild's cold state is what an ephemeral CI runner has: a fresh store
+# holding only the base images (a copy of $IB_BASES, unpacked), so it
+# deletes nothing; the peers drop their caches, then settle (below).
+IB_BASES=$W/ib-bases IB_ROUND=0
+cold_ib() {
+	IB_ROUND=$((IB_ROUND + 1))
+	mkdir -p "$W/ib-roots"
+	cp -a "$IB_BASES" "$W/ib-roots/$IB_ROUND" || fail "copy the base store"
+	export IMGBUILD_ROOT=$W/ib-roots/$IB_ROUND
+}
 cold_bh() { $BUILDAH rmi -f "$1" >/dev/null 2>&1 || true; $BUILDAH rmi --prune >/dev/null 2>&1 || true; }
 cold_dk() { $DOCKER rmi -f "$1" >/dev/null 2>&1 || true; $DOCKER builder prune -af >/dev/null 2>&1 || fail "docker builder prune"; }
 push_ib() { $IB -q push "$1" >"$LOG" 2>&1 || fail "imgbuild push $1"; }
@@ -173,6 +182,13 @@ goal() {
 declare -A R=()
 get() { printf '%s' "${R[$1.$2]:--}"; }
 
+# settle: after dropping build caches (untimed), wait until ext4 reuses the
+# inodes they freed: it skips inodes deleted less than 30 s ago when it
+# allocates (recently_deleted() in find_inode_bit), reading each one's
+# inode table block, which bills seconds of system time to the next build
+# that creates thousands of files (43% of the samples of such a build)
+settle() { sync; sleep "${IB_BENCH_SETTLE:-31}"; }
+
 # trial FIGURE CTX TAG PREPARE COLD ARGS...: TRIALS rounds; PREPARE runs before
 # each round; in each round every peer builds once, the order rotating from
 # round to round; COLD=1 runs cold_P (untimed) before each build.  Medians ->
@@ -183,9 +199,12 @@ trial() {
 	declare -A s=()
 	for i in $(seq "$TRIALS"); do
 		$prep
+		if [ "$cold" = 1 ]; then
+			for p in "${PEERS[@]}"; do "cold_$p" "$tag"; done
+			settle
+		fi
 		for k in $(seq 0 $((n - 1))); do
 			p=${PEERS[$(((i + k) % n))]}
-			[ "$cold" = 1 ] && "cold_$p" "$tag"
 			# what the previous build or the preparation left to write
 			# back is not billed to this one
 			sync
@@ -212,7 +231,7 @@ ci() {
 			rb_start "ci-$p"
 			tag=127.0.0.1:$rb_port/bench/$p:1
 			"cold_$p" "$tag"
-			sync
+			settle
 			t=$(now)
 			"build_$p" "$ctx" "$tag" --no-cache
 			"push_$p" "$tag"
@@ -255,10 +274,14 @@ if want R1; then
 CTX1=$W/r1
 . "$REPO/bench/workload.sh"
 bench_workload "$CTX1"
+export IMGBUILD_ROOT=$IB_BASES
 $IB -q build recipes/busybox.lua --context /bin -t localhost/busybox:latest >/dev/null
+# unpacked, as the other tools hold their bases
+$IB run --network none localhost/busybox:latest true >/dev/null || fail "unpack the R1 base"
 for p in "${PEERS[@]}"; do "base_$p" localhost/busybox:latest; done
 touch_r1() { echo "/* bench $(now) */" >>"$CTX1/include/stdio.h"; }
 workload R1 "$CTX1" localhost/bench:latest touch_r1
+R1_ROOT=$IMGBUILD_ROOT # holds localhost/bench:latest, for the figures below
 fi
 
 # ---- R2: Debian bookworm minbase, apt-get from a local repository
@@ -270,7 +293,9 @@ r2_prepare "$CACHE/r2"
 R2_PREP=$(($(date +%s) - t))
 CTX2=$W/r2
 r2_workload "$CTX2" "$CACHE/r2"
+export IMGBUILD_ROOT=$IB_BASES
 $IB -q import "$CACHE/r2/base.tar" localhost/bookworm:base >/dev/null
+$IB run --network none localhost/bookworm:base true >/dev/null || fail "unpack the R2 base"
 for p in "${PEERS[@]}"; do "base_$p" localhost/bookworm:base; done
 touch_r2() { echo "# bench $(now)" >>"$CTX2/app/pkg0/mod0.py"; }
 workload R2 "$CTX2" localhost/r2:latest touch_r2
@@ -326,6 +351,7 @@ for w in $WORKLOADS; do
 	fi
 done
 
+[ -n "${R1_ROOT:-}" ] && export IMGBUILD_ROOT=$R1_ROOT
 # layer size: imgbuild's gzip blobs vs `gzip -6` (what docker and buildah
 # write) of the same uncompressed tars (R1's image)
 if want R1; then
