@@ -264,6 +264,15 @@ int ib_registry_blob_mount(ib_registry_session *s, CURL *h, const char *digest,
 int ib_registry_manifest_get(ib_registry_session *s, const char *reference, char **body_out,
 			     size_t *len_out, char **media_type_out,
 			     char digest_out[IB_DIGEST_BUFLEN], ib_error **err);
+/* A task of ib_registry_parallel: the i-th request, through handle h. */
+typedef int (*ib_registry_task_fn)(ib_registry_session *s, CURL *h, size_t i, void *payload,
+				   ib_error **err);
+/* fn for every i in [0, n), side by side on up to `parallel` threads (0:
+ * n), each with a curl handle of its own (the calling thread with the
+ * session's); the first failure cancels the session's other requests and
+ * is returned. */
+int ib_registry_parallel(ib_registry_session *s, size_t n, size_t parallel,
+			 ib_registry_task_fn fn, void *payload, ib_error **err);
 /* One GET of a manifest on the session's current endpoint through handle
  * h (no mirror fallback): for requests made side by side, each thread
  * with a handle of its own. */

@@ -49,11 +49,11 @@ typedef struct job {
 	char *mount_from; /* push: repository to mount from, or NULL */
 } job;
 
+/* ib_registry_parallel: the tasks, taken in order by every thread */
 typedef struct runner {
 	ib_registry_session *s;
-	ib_store *store;
-	bool push;
-	job *jobs;
+	ib_registry_task_fn fn;
+	void *payload;
 	size_t n, next;
 	pthread_mutex_t lock;
 	ib_error *err;
@@ -68,13 +68,11 @@ static void run_one(runner *rn, CURL *h)
 			pthread_mutex_unlock(&rn->lock);
 			return;
 		}
-		job *j = &rn->jobs[rn->next++];
+		size_t i = rn->next++;
 		pthread_mutex_unlock(&rn->lock);
 		ib_error *e = NULL;
-		int r = rn->push ? ib_registry_blob_upload(rn->s, h, rn->store, j->digest, j->size,
-							   j->mount_from, &e)
-				 : ib_registry_blob_download(rn->s, h, rn->store, j->digest,
-							     j->size, &e);
+		int r = h ? rn->fn(rn->s, h, i, rn->payload, &e)
+			  : ib_error_setc(&e, IB_ERROR, "cannot initialise libcurl");
 		if (r < 0) {
 			pthread_mutex_lock(&rn->lock);
 			if (!rn->err) {
@@ -94,30 +92,21 @@ static void *worker(void *p)
 {
 	runner *rn = p;
 	CURL *h = curl_easy_init();
-	if (!h) {
-		pthread_mutex_lock(&rn->lock);
-		if (!rn->err) {
-			ib_error_setc(&rn->err, IB_ERROR, "cannot initialise libcurl");
-			rn->code = IB_ERROR;
-			atomic_store(&rn->s->cancel, true);
-		}
-		pthread_mutex_unlock(&rn->lock);
-		return NULL;
-	}
 	run_one(rn, h);
-	curl_easy_cleanup(h);
+	if (h)
+		curl_easy_cleanup(h);
 	return NULL;
 }
 
-static int run_jobs(ib_registry_session *s, ib_store *store, bool push, job *jobs, size_t n,
-		    ib_error **err)
+int ib_registry_parallel(ib_registry_session *s, size_t n, size_t parallel,
+			 ib_registry_task_fn fn, void *payload, ib_error **err)
 {
 	if (n == 0)
 		return 0;
-	runner rn = {.s = s, .store = store, .push = push, .jobs = jobs, .n = n};
+	runner rn = {.s = s, .fn = fn, .payload = payload, .n = n};
 	pthread_mutex_init(&rn.lock, NULL);
 	atomic_store(&s->cancel, false);
-	size_t nt = (size_t)s->o.parallel < n ? (size_t)s->o.parallel : n;
+	size_t nt = parallel && parallel < n ? parallel : n;
 	pthread_t *th = xcalloc(nt, sizeof(*th));
 	size_t started = 0;
 	/* the calling thread works too, with the session's own handle */
@@ -140,6 +129,30 @@ static int run_jobs(ib_registry_session *s, ib_store *store, bool push, job *job
 		return rn.code;
 	}
 	return 0;
+}
+
+/* parallel blob transfers: one task a blob */
+typedef struct transfer {
+	ib_store *store;
+	bool push;
+	job *jobs;
+} transfer;
+
+static int transfer_one(ib_registry_session *s, CURL *h, size_t i, void *payload,
+			ib_error **err)
+{
+	transfer *t = payload;
+	job *j = &t->jobs[i];
+	return t->push ? ib_registry_blob_upload(s, h, t->store, j->digest, j->size, j->mount_from,
+						 err)
+		       : ib_registry_blob_download(s, h, t->store, j->digest, j->size, err);
+}
+
+static int run_jobs(ib_registry_session *s, ib_store *store, bool push, job *jobs, size_t n,
+		    ib_error **err)
+{
+	transfer t = {store, push, jobs};
+	return ib_registry_parallel(s, n, (size_t)s->o.parallel, transfer_one, &t, err);
 }
 
 /* Remember that the session's repository holds the jobs' blobs, for

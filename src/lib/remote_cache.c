@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -458,82 +457,42 @@ int ib_rcache_lookup(ib_rcache *rc, const char *key, json_t **entry_out, ib_erro
 	return 0;
 }
 
-/* Records fetched side by side: each thread with a curl handle of its own
- * (the calling thread with the session's), taking the next job. */
+/* A record fetched side by side with the others (ib_registry_parallel). */
 typedef struct record_job {
 	const char *key;
 	char *tag;
 	char *body;
 	size_t len;
 	char digest[IB_DIGEST_BUFLEN];
-	int r;
-	ib_error *err;
+	int r; /* 0, or IB_ENOTFOUND: listed but gone */
 } record_job;
 
-typedef struct record_jobs {
-	ib_rcache *rc;
-	record_job *jobs;
-	size_t n, next;
-	pthread_mutex_t lock;
-} record_jobs;
-
-static void record_jobs_run(record_jobs *rj, CURL *h)
+static int fetch_record(ib_registry_session *s, CURL *h, size_t i, void *payload,
+			ib_error **err)
 {
-	for (;;) {
-		pthread_mutex_lock(&rj->lock);
-		record_job *j = rj->next < rj->n ? &rj->jobs[rj->next++] : NULL;
-		pthread_mutex_unlock(&rj->lock);
-		if (!j)
-			return;
-		if (!h) {
-			j->r = ib_error_setc(&j->err, IB_ERROR, "cannot initialise libcurl");
-			continue;
-		}
-		j->r = ib_registry_manifest_get_with(rj->rc->s, h, j->tag, &j->body, &j->len,
-						     j->digest, &j->err);
+	record_job *j = &((record_job *)payload)[i];
+	j->r = ib_registry_manifest_get_with(s, h, j->tag, &j->body, &j->len, j->digest, err);
+	if (j->r == IB_ENOTFOUND) {
+		ib_error_free(err);
+		return 0;
 	}
-}
-
-static void *record_worker(void *p)
-{
-	CURL *h = curl_easy_init();
-	record_jobs_run(p, h);
-	if (h)
-		curl_easy_cleanup(h);
-	return NULL;
+	return j->r;
 }
 
 #define RCACHE_PARALLEL 8
 
 static int fetch_records(ib_rcache *rc, record_job *jobs, size_t n, ib_error **err)
 {
-	record_jobs rj = {.rc = rc, .jobs = jobs, .n = n};
-	pthread_mutex_init(&rj.lock, NULL);
-	size_t nt = n < RCACHE_PARALLEL ? n : RCACHE_PARALLEL;
-	pthread_t th[RCACHE_PARALLEL];
-	size_t started = 0;
-	for (size_t i = 1; i < nt; i++) {
-		if (pthread_create(&th[started], NULL, record_worker, &rj) != 0)
-			break;
-		started++;
-	}
-	record_jobs_run(&rj, rc->s->h);
-	for (size_t i = 0; i < started; i++)
-		pthread_join(th[i], NULL);
-	pthread_mutex_destroy(&rj.lock);
 	rc->requests += (int)n;
-	int r = 0;
+	if (ib_registry_parallel(rc->s, n, RCACHE_PARALLEL, fetch_record, jobs, err) < 0)
+		return -1;
 	for (size_t i = 0; i < n; i++) {
 		json_t *e = NULL;
-		if (r == 0)
-			r = take_record(rc, jobs[i].key, jobs[i].r, jobs[i].body, jobs[i].len,
-					jobs[i].digest, &e, &jobs[i].err);
-		if (r < 0 && err && !*err) {
-			*err = jobs[i].err;
-			jobs[i].err = NULL;
-		}
+		if (take_record(rc, jobs[i].key, jobs[i].r, jobs[i].body, jobs[i].len,
+				jobs[i].digest, &e, err) < 0)
+			return -1;
 	}
-	return r < 0 ? -1 : 0;
+	return 0;
 }
 
 int ib_rcache_prefetch(ib_rcache *rc, json_t *keys, json_t **missing_out, ib_error **err)
@@ -562,7 +521,6 @@ int ib_rcache_prefetch(ib_rcache *rc, json_t *keys, json_t **missing_out, ib_err
 	for (size_t j = 0; j < n_jobs; j++) {
 		free(jobs[j].tag);
 		free(jobs[j].body);
-		ib_error_free(&jobs[j].err);
 	}
 	free(jobs);
 	if (r < 0)
