@@ -2234,24 +2234,30 @@ int ib_store_remote_get(ib_store *s, const char *digest, ib_store_remote *out)
 	return ok ? 0 : IB_ENOTFOUND;
 }
 
-bool ib_store_blob_remote_corrupt(ib_store *s, const char *digest)
+/* digest is absent and has a remote record; *corrupt: the record says a
+ * fetch found it corrupt. */
+static bool blob_remote(ib_store *s, const char *digest, bool *corrupt)
 {
-	if (!valid_digest(digest) || ib_store_blob_exists(s, digest))
-		return false;
-	ib_store_remote rec;
-	bool bad = ib_store_remote_get(s, digest, &rec) == 0 && rec.corrupt;
-	ib_store_remote_clear(&rec);
-	return bad;
-}
-
-bool ib_store_blob_is_remote(ib_store *s, const char *digest)
-{
+	*corrupt = false;
 	if (!valid_digest(digest) || ib_store_blob_exists(s, digest))
 		return false;
 	ib_store_remote rec;
 	bool ok = ib_store_remote_get(s, digest, &rec) == 0;
+	*corrupt = ok && rec.corrupt;
 	ib_store_remote_clear(&rec);
 	return ok;
+}
+
+bool ib_store_blob_remote_corrupt(ib_store *s, const char *digest)
+{
+	bool corrupt;
+	return blob_remote(s, digest, &corrupt) && corrupt;
+}
+
+bool ib_store_blob_is_remote(ib_store *s, const char *digest)
+{
+	bool corrupt;
+	return blob_remote(s, digest, &corrupt);
 }
 
 void ib_store_set_blob_fetcher(ib_store *s, ib_store_fetch_fn fn, void *payload)
