@@ -542,15 +542,22 @@ static int helper_failed(const char *helper, const char *verb, const char *host,
 	return code;
 }
 
+/* `get` and `erase` take the server URL of host as their input line. */
+static int run_helper_on_host(const char *helper, const char *verb, const char *host,
+			      char **buf, size_t *len, bool *ok, ib_error **err)
+{
+	cleanup_free char *server = helper_server_url(host);
+	cleanup_free char *line = xasprintf("%s\n", server);
+	return run_helper(helper, verb, line, buf, len, ok, err);
+}
+
 int ib_auth_helper_get(const char *helper, const char *host, ib_credentials *out, ib_error **err)
 {
 	memset(out, 0, sizeof(*out));
-	cleanup_free char *server = helper_server_url(host);
-	cleanup_free char *line = xasprintf("%s\n", server);
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
 	bool ok;
-	int r = run_helper(helper, "get", line, &buf, &len, &ok, err);
+	int r = run_helper_on_host(helper, "get", host, &buf, &len, &ok, err);
 	if (r < 0)
 		return r;
 	if (!ok) {
@@ -605,12 +612,10 @@ int ib_auth_helper_store(const char *helper, const char *host, const char *user,
 
 int ib_auth_helper_erase(const char *helper, const char *host, ib_error **err)
 {
-	cleanup_free char *server = helper_server_url(host);
-	cleanup_free char *line = xasprintf("%s\n", server);
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
 	bool ok;
-	int r = run_helper(helper, "erase", line, &buf, &len, &ok, err);
+	int r = run_helper_on_host(helper, "erase", host, &buf, &len, &ok, err);
 	if (r < 0)
 		return r;
 	if (!ok) {
