@@ -790,6 +790,8 @@ LUA
 }
 
 @test "background compression: the digest equals the one built with it off, and is 1/4-thread independent" {
+	# on also in sanitizer builds, where it is off by default
+	export IMGBUILD_COMPRESS_BACKGROUND=1
 	bg_recipe
 	run --separate-stderr "$IMGBUILD" --debug build "$T/bg/recipe.lua" --progress plain
 	[ "$status" -eq 0 ]
@@ -820,6 +822,8 @@ LUA
 }
 
 @test "background compression: a failing later step still leaves the earlier steps' cache entries" {
+	# on also in sanitizer builds, where it is off by default
+	export IMGBUILD_COMPRESS_BACKGROUND=1
 	mkdir -p "$T/bgf"
 	head -c 20M /dev/urandom >"$T/bgf/big.bin"
 	printf 'from "localhost/busybox:latest"\ncopy { "big.bin", "/big.bin" }\nrun "seq 1 100000 > /n"\nrun "exit 7"\n' >"$T/bgf/recipe.lua"
@@ -834,6 +838,8 @@ LUA
 }
 
 @test "background compression: SIGINT while a layer is compressed leaves no temp files and a store verify accepts" {
+	# on also in sanitizer builds, where it is off by default
+	export IMGBUILD_COMPRESS_BACKGROUND=1
 	export IMGBUILD_ROOT="$T/introot"
 	"$IMGBUILD" -q build "$REPO_ROOT/recipes/busybox.lua" --context /bin -t localhost/busybox:latest >/dev/null
 	mkdir -p "$T/bgi"
@@ -859,6 +865,8 @@ LUA
 }
 
 @test "background compression: a layer that cannot be stored is its step's error (FILE:LINE), and the step gets no cache entry" {
+	# on also in sanitizer builds, where it is off by default
+	export IMGBUILD_COMPRESS_BACKGROUND=1
 	need chattr
 	export IMGBUILD_ROOT="$T/failroot"
 	"$IMGBUILD" -q build "$REPO_ROOT/recipes/busybox.lua" --context /bin -t localhost/busybox:latest >/dev/null
