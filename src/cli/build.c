@@ -263,34 +263,6 @@ static volatile sig_atomic_t interrupted_by;
 static ib_store *interrupt_store;
 static sigset_t interrupt_set;
 
-/* SIGKILL to every child of every thread of ours. */
-static void kill_children(void)
-{
-	cleanup_dir DIR *d = opendir("/proc/self/task");
-	struct dirent *de;
-	while (d && (de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.')
-			continue;
-		cleanup_free char *p = xasprintf("/proc/self/task/%s/children", de->d_name);
-		cleanup_free char *text = NULL;
-		size_t len = 0;
-		ib_error *e = NULL;
-		if (ib_read_file(p, 65536, &text, &len, &e) < 0) {
-			ib_error_free(&e);
-			continue;
-		}
-		for (char *q = text; q && *q;) {
-			char *end;
-			long pid = strtol(q, &end, 10);
-			if (end == q)
-				break;
-			if (pid > 1)
-				kill((pid_t)pid, SIGKILL);
-			q = end;
-		}
-	}
-}
-
 static void *interrupt_main(void *payload)
 {
 	(void)payload;
@@ -298,8 +270,10 @@ static void *interrupt_main(void *payload)
 	if (sigwait(&interrupt_set, &sig) != 0)
 		return NULL;
 	interrupted_by = sig;
+	/* stages built side by side: their processes unwind on their own */
+	ib_build_signal_workers(SIGTERM);
 	for (int i = 0; i < INTERRUPT_GRACE_MS / 100; i++) {
-		kill_children();
+		ib_kill_children(SIGKILL, ib_build_is_worker);
 		struct timespec ts = {0, 100 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}

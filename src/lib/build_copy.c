@@ -983,10 +983,10 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 		/* the key needs no file of the source: the key pass mounts
 		 * nothing, and a hit leaves the source's layers unfetched */
 		copy_key(st, step, parent, extra, cdigest, key_out);
-		build_key_computed(b, st, idx, key_out, !b->o->no_cache);
+		build_key_computed(b, st, idx, key_out, build_may_use_cache(b, step, key_out));
 		if (b->keys_only)
 			return 0;
-		hit = !b->o->no_cache && build_use_cached(b, st, key_out, created_by);
+		hit = build_may_use_cache(b, step, key_out) && build_use_cached(b, st, key_out, created_by);
 	}
 	if (src && !hit) {
 		rc = build_mount_stage_view(b, src, err);
@@ -1014,14 +1014,14 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 	}
 	if (from_context) {
 		copy_key(st, step, parent, extra, cdigest, key_out);
-		build_key_computed(b, st, idx, key_out, !b->o->no_cache);
+		build_key_computed(b, st, idx, key_out, build_may_use_cache(b, step, key_out));
 		if (b->keys_only) {
 			memo->copy = xmalloc(sizeof(l));
 			*memo->copy = l;
 			memcpy(memo->content, cdigest, IB_DIGEST_BUFLEN);
 			return 0;
 		}
-		hit = !b->o->no_cache && build_use_cached(b, st, key_out, created_by);
+		hit = build_may_use_cache(b, step, key_out) && build_use_cached(b, st, key_out, created_by);
 	}
 	json_t *inputs = NULL;
 	if (hit) {

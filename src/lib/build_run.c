@@ -391,7 +391,7 @@ int build_run_step(builder *b, stage_state *st, json_t *step, size_t idx, const 
 	json_object_set(extra, "workdir", json_object_get(build_cfg(st), "WorkingDir"));
 	json_object_set(extra, "shell", st->shell);
 	build_step_key(key_out, parent, step, extra);
-	bool can_cache = !b->o->no_cache && !json_is_false(json_object_get(step, "cache"));
+	bool can_cache = build_may_use_cache(b, step, key_out);
 	build_key_computed(b, st, idx, key_out, can_cache);
 	if (b->keys_only)
 		return 0;

@@ -344,6 +344,13 @@ static json_t *remote_lookup(builder *b, const char *key)
 	return NULL;
 }
 
+bool build_may_use_cache(builder *b, json_t *step, const char *key)
+{
+	if (json_object_get(b->fresh, key))
+		return true;
+	return !b->o->no_cache && !json_is_false(json_object_get(step, "cache"));
+}
+
 /* Use a cached layer: its blob in the store, or a cache registry's. */
 bool build_use_cached(builder *b, stage_state *st, const char *key, const char *created_by)
 {
@@ -839,7 +846,7 @@ static double mono_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int build_stage(builder *b, stage_state *st, ib_error **err)
+int build_stage(builder *b, stage_state *st, ib_error **err)
 {
 	b->cur_stage = (size_t)(st - b->stages);
 	if (init_stage(b, st, err) < 0)
@@ -895,7 +902,11 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 				json_decref(extra);
 				return -1;
 			}
-			if (cached) {
+			if (b->keys_out)
+				json_array_append_new(b->keys_out, json_string(key));
+			if (cached && b->silent) {
+				/* built by a worker, which showed and counted it */
+			} else if (cached) {
 				b->steps_cached++;
 				ib_progress_step_cached(b->o->progress, b->step_no, label);
 			} else {
@@ -918,8 +929,7 @@ static int build_stage(builder *b, stage_state *st, ib_error **err)
 	return 0;
 }
 
-/* Stages the target needs, transitively (from = stage, copy from = stage). */
-static void mark_needed(builder *b, size_t idx, bool *needed)
+void build_mark_needed(builder *b, size_t idx, bool *needed)
 {
 	if (needed[idx])
 		return;
@@ -930,7 +940,7 @@ static void mark_needed(builder *b, size_t idx, bool *needed)
 	if (dep) {
 		stage_state *d = build_find_stage(b, dep);
 		if (d)
-			mark_needed(b, (size_t)(d - b->stages), needed);
+			build_mark_needed(b, (size_t)(d - b->stages), needed);
 	}
 	size_t i;
 	json_t *step;
@@ -938,7 +948,7 @@ static void mark_needed(builder *b, size_t idx, bool *needed)
 		const char *s = jstr(json_object_get(step, "from"), "stage");
 		stage_state *d = s ? build_find_stage(b, s) : NULL;
 		if (d)
-			mark_needed(b, (size_t)(d - b->stages), needed);
+			build_mark_needed(b, (size_t)(d - b->stages), needed);
 	}
 }
 
@@ -974,6 +984,10 @@ static void builder_free(builder *b)
 	ib_ignore_free(b->ignore);
 	build_clear_last(b);
 	json_decref(b->exports);
+	json_decref(b->fresh);
+	json_decref(b->keys_out);
+	free(b->first_step);
+	free(b->by_worker);
 	ib_cache_free(b->cache);
 }
 
@@ -1154,6 +1168,7 @@ static int build_once(ib_store *s, json_t *plan, const ib_build_options *o, remo
 	b.plan = plan;
 	b.remote = rs;
 	b.exports = json_array();
+	b.fresh = json_object();
 	memset(result, 0, sizeof(*result));
 	char created[64];
 	ib_format_rfc3339(created, sizeof(created), o->source_date_epoch);
@@ -1200,13 +1215,16 @@ static int build_once(ib_store *s, json_t *plan, const ib_build_options *o, remo
 		target = (size_t)(t - b.stages);
 	}
 	bool *needed = xcalloc(b.n_stages, sizeof(bool));
-	mark_needed(&b, target, needed);
+	build_mark_needed(&b, target, needed);
 	build_keys(&b, target, needed);
 	remote_prefetch(&b);
-	int rc = 0;
-	for (size_t i = 0; i <= target && rc == 0; i++)
+	int rc = build_stages_parallel(&b, target, needed, err);
+	for (size_t i = 0; i <= target && rc == 0; i++) {
+		b.silent = b.by_worker && b.by_worker[i];
 		if (needed[i])
 			rc = build_stage(&b, &b.stages[i], err);
+	}
+	b.silent = false;
 	free(needed);
 	if (b.key_mismatches)
 		ib_progress_debug(o->progress, "cache keys: %d differ from the key pass",
@@ -1283,6 +1301,7 @@ int ib_build_run(ib_store *s, json_t *plan, const ib_build_options *o, ib_build_
 	int rc;
 	for (int attempt = 0;; attempt++) {
 		rs.restart = false;
+		rs.attempt = attempt;
 		rc = build_once(s, plan, o, &rs, result, err);
 		/* a cached layer that could not be fetched: its steps run instead */
 		if (rc == 0 || !rs.restart || attempt >= 5)

@@ -95,4 +95,11 @@ int ib_image_run(ib_store *s, const char *ref, const ib_image_run_options *o, in
  * be called before any thread is created.  Non-fatal when unavailable. */
 void ib_build_prepare_process(void);
 
+/* Stages built side by side run in processes of their own (workers), which
+ * take SIGTERM and SIGINT as an interrupt and unwind.  For an interrupt
+ * handler: signal the running workers; whether pid is one.  Both are
+ * async-signal-safe. */
+void ib_build_signal_workers(int sig);
+bool ib_build_is_worker(pid_t pid);
+
 #endif

@@ -90,6 +90,12 @@ typedef struct builder {
 	/* the last run or copy step up to the target: stage, index + 1 (0 =
 	 * not looked up yet) */
 	size_t last_layer_stage, last_layer_step;
+	/* stages built side by side (build_workers.c) */
+	bool silent;	 /* cache hits are not shown or counted (built by a worker) */
+	json_t *fresh;	 /* keys of the steps workers built: hits even under --no-cache */
+	json_t *keys_out; /* in a worker: the keys of its stage's steps */
+	int *first_step; /* a stage's first step number in the sequential pass */
+	bool *by_worker; /* stages a worker built */
 } builder;
 
 /* What survives a restart of the build: the cache registries and the
@@ -107,6 +113,7 @@ typedef struct remote_state {
 	json_t *diff_ids; /* lazy layer digest -> the diff_id its record gives */
 	bool restart;	/* a lazy layer failed: build again without it */
 	bool connected; /* from[] opened (after the first key pass) */
+	int attempt;	/* 0, then the number of restarts */
 } remote_state;
 
 static inline const char *jstr(json_t *o, const char *k)
@@ -174,6 +181,15 @@ int build_mount_stage_view(builder *b, stage_state *src, ib_error **err);
 int build_load_base_image(builder *b, json_t *stage, const char *ref, ib_image **out,
 			  ib_error **err);
 
+/* Build a stage: the real pass (or with b->keys_only the key pass). */
+int build_stage(builder *b, stage_state *st, ib_error **err);
+/* Mark stage idx and the stages it needs, transitively (from = stage,
+ * copy from = stage), in needed[]. */
+void build_mark_needed(builder *b, size_t idx, bool *needed);
+/* Whether a step may be answered by the step cache: not with --no-cache
+ * or cache = false, unless a worker of this build made the entry. */
+bool build_may_use_cache(builder *b, json_t *step, const char *key);
+
 /* The memo of a step (idx BUILD_MEMO_BASE: the stage's base), created
  * when create, else NULL when there is none. */
 step_memo *build_memo(builder *b, size_t stage, size_t idx, bool create);
@@ -181,6 +197,15 @@ step_memo *build_memo(builder *b, size_t stage, size_t idx, bool create);
  * records it (lookup: the real pass will ask the cache for it), the real
  * pass compares it with the recorded one. */
 void build_key_computed(builder *b, stage_state *st, size_t idx, const char *key, bool lookup);
+
+/* ---- build_workers.c ---- */
+
+/* Build the stages the target needs that do not depend on each other at
+ * the same time, each in a worker process, before the sequential pass
+ * (which then finds their steps cached).  Nothing happens unless two
+ * stages with work could run side by side.  0, or -1 with *err (the
+ * first worker's failure). */
+int build_stages_parallel(builder *b, size_t target, const bool *needed, ib_error **err);
 
 /* ---- build_config.c ---- */
 

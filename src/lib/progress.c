@@ -36,6 +36,11 @@ struct ib_progress {
 
 static double now(void);
 
+static const char *jstr_of(json_t *o, const char *k)
+{
+	return json_string_value(json_object_get(o, k));
+}
+
 int ib_progress_mode_parse(const char *s, ib_progress_mode *out)
 {
 	static const char *names[] = {"auto", "tty", "plain", "json"};
@@ -416,6 +421,63 @@ void ib_progress_info(ib_progress *p, const char *fmt, ...)
 	fflush(p->out);
 	if (tty)
 		unlock(p);
+}
+
+ib_progress *ib_progress_new_relay(const ib_progress *parent, FILE *out)
+{
+	ib_progress *p = ib_progress_new(IB_PROGRESS_JSON, false, out);
+	p->debug = parent->debug;
+	p->t_start = parent->t_start;
+	return p;
+}
+
+void ib_progress_hold(ib_progress *p, bool hold)
+{
+	if (hold)
+		lock(p);
+	else
+		unlock(p);
+}
+
+static void replay_transfer(ib_progress *p, json_t *ev)
+{
+	ib_transfer_printer *tp = ib_transfer_printer_for(p, jstr_of(ev, "verb"));
+	ib_transfer_printer_event(jstr_of(ev, "what"), jstr_of(ev, "state"),
+				  (uint64_t)json_integer_value(json_object_get(ev, "size")), tp);
+	ib_transfer_printer_free(tp);
+}
+
+void ib_progress_replay(ib_progress *p, const char *line)
+{
+	json_t *ev = json_loads(line, 0, NULL);
+	const char *kind = jstr_of(ev, "event");
+	int id = (int)json_integer_value(json_object_get(ev, "id"));
+	const char *label = jstr_of(ev, "label");
+	double secs = json_number_value(json_object_get(ev, "seconds"));
+	const char *text = jstr_of(ev, "line");
+	if (!kind) {
+		ib_progress_info(p, "%s", line);
+	} else if (!strcmp(kind, "step")) {
+		const char *state = jstr_of(ev, "state");
+		if (!strcmp(state, "running") || !strcmp(state, "cached"))
+			step_event(p, id, state, label ? label : "", -1);
+		else
+			step_event(p, id, state, NULL, secs);
+	} else if (!strcmp(kind, "output") && text) {
+		ib_progress_output(p, id, text, json_string_length(json_object_get(ev, "line")));
+	} else if (!strcmp(kind, "bytes")) {
+		ib_progress_bytes(p, id, jstr_of(ev, "what"),
+				  (uint64_t)json_integer_value(json_object_get(ev, "done")),
+				  (uint64_t)json_integer_value(json_object_get(ev, "total")));
+	} else if (!strcmp(kind, "debug")) {
+		ib_progress_debug(p, "%s", jstr_of(ev, "message"));
+	} else if (!strcmp(kind, "info")) {
+		ib_progress_info(p, "%s", jstr_of(ev, "message"));
+	} else if (!strcmp(kind, "transfer") && jstr_of(ev, "verb") && jstr_of(ev, "what") &&
+		   jstr_of(ev, "state")) {
+		replay_transfer(p, ev);
+	}
+	json_decref(ev);
 }
 
 /* ---- transfers: one line per blob ---- */

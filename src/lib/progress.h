@@ -45,6 +45,20 @@ void ib_progress_set_debug(ib_progress *p, bool on);
 bool ib_progress_debugging(const ib_progress *p);
 void ib_progress_debug(ib_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Progress of a build worker (a stage built in a process of its own): its
+ * events as JSON lines on out, replayed by the parent's ib_progress with
+ * ib_progress_replay, so one view shows every stage.  Debug output is on
+ * when it is on in parent. */
+ib_progress *ib_progress_new_relay(const ib_progress *parent, FILE *out);
+/* Show one event line of a relay as if it happened here; a line that is
+ * not an event is printed as it is. */
+void ib_progress_replay(ib_progress *p, const char *line);
+
+/* Hold (true) or release the lock every write of the view takes (the TTY
+ * ticker thread's too): held around a fork, so that the child cannot
+ * inherit stdio locked by that thread. */
+void ib_progress_hold(ib_progress *p, bool hold);
+
 /* A free-form informational line. */
 void ib_progress_info(ib_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -528,3 +528,30 @@ void ib_sigpipe_restore(const sigset_t *old)
 	}
 	pthread_sigmask(SIG_SETMASK, old, NULL);
 }
+
+void ib_kill_children(int sig, bool (*skip)(pid_t pid))
+{
+	cleanup_dir DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		cleanup_free char *p = xasprintf("/proc/self/task/%s/children", de->d_name);
+		cleanup_free char *text = NULL;
+		size_t len = 0;
+		ib_error *e = NULL;
+		if (ib_read_file(p, 65536, &text, &len, &e) < 0) {
+			ib_error_free(&e);
+			continue;
+		}
+		for (char *q = text; q && *q;) {
+			char *end;
+			long pid = strtol(q, &end, 10);
+			if (end == q)
+				break;
+			if (pid > 1 && !(skip && skip((pid_t)pid)))
+				kill((pid_t)pid, sig);
+			q = end;
+		}
+	}
+}

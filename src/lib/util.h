@@ -137,4 +137,8 @@ int ib_parse_source_date_epoch(const char *s, int64_t *out, ib_error **err);
 /* "2024-05-01T12:00:00Z" (RFC 3339, UTC) for seconds since the epoch. */
 void ib_format_rfc3339(char *out, size_t len, int64_t epoch);
 
+/* Send sig to every child of every thread of this process, except those
+ * for which skip (may be NULL) is true. */
+void ib_kill_children(int sig, bool (*skip)(pid_t pid));
+
 #endif

@@ -141,6 +141,60 @@ static void test_plain_step_lines(void **state)
 	cap_free(&c);
 }
 
+/* A worker's relay replayed by the parent prints what the parent would
+ * have printed itself, in plain and in JSON mode; a line that is not an
+ * event passes through. */
+static void test_relay_replayed_as_if_local(void **state)
+{
+	(void)state;
+	ib_progress_mode modes[] = {IB_PROGRESS_PLAIN, IB_PROGRESS_JSON};
+	for (size_t m = 0; m < 2; m++) {
+		capture direct, relay, replayed;
+		cap_open(&direct, modes[m], false);
+		emit_everything(direct.p);
+		ib_progress_debug(direct.p, "not shown: debug is off");
+		cap_close(&direct);
+		cap_open(&replayed, modes[m], false);
+		cap_open(&relay, IB_PROGRESS_JSON, false);
+		ib_progress_free(relay.p);
+		relay.p = ib_progress_new_relay(replayed.p, relay.f);
+		emit_everything(relay.p);
+		ib_progress_debug(relay.p, "not shown: debug is off");
+		cap_close(&relay);
+		for (char *line = relay.buf, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+			*nl = '\0';
+			ib_progress_replay(replayed.p, line);
+		}
+		cap_close(&replayed);
+		if (modes[m] == IB_PROGRESS_PLAIN) {
+			assert_string_equal(replayed.buf, direct.buf);
+		} else {
+			/* same events, times aside */
+			json_t *a = parse_lines(direct.buf), *b = parse_lines(replayed.buf);
+			assert_int_equal(json_array_size(a), json_array_size(b));
+			for (size_t i = 0; i < json_array_size(a); i++) {
+				json_object_del(json_array_get(a, i), "time");
+				json_object_del(json_array_get(b, i), "time");
+				assert_true(json_equal(json_array_get(a, i), json_array_get(b, i)));
+			}
+			json_decref(a);
+			json_decref(b);
+		}
+		cap_free(&direct);
+		cap_free(&relay);
+		cap_free(&replayed);
+	}
+	capture c;
+	cap_open(&c, IB_PROGRESS_PLAIN, false);
+	ib_progress_replay(c.p, "warning: not an event");
+	ib_progress_set_debug(c.p, true);
+	ib_progress_replay(c.p, "{\"event\":\"debug\",\"message\":\"from a worker\"}");
+	cap_close(&c);
+	assert_non_null(strstr(c.buf, "warning: not an event\n"));
+	assert_non_null(strstr(c.buf, "] from a worker\n"));
+	cap_free(&c);
+}
+
 static void test_plain_output_lines_prefixed(void **state)
 {
 	(void)state;
@@ -509,6 +563,7 @@ int main(void)
 	    cmocka_unit_test(test_mode_parse_rejects_others),
 	    cmocka_unit_test(test_plain_step_lines),
 	    cmocka_unit_test(test_plain_output_lines_prefixed),
+	    cmocka_unit_test(test_relay_replayed_as_if_local),
 	    cmocka_unit_test(test_plain_bytes_only_on_completion),
 	    cmocka_unit_test(test_plain_info_and_no_escapes),
 	    cmocka_unit_test(test_auto_on_non_tty_is_plain),
