@@ -46,11 +46,13 @@ cases+='|--check names|two builds at once|kill -9|copy from a stage never|copy g
 cases+='|owner names|xattrs and hardlinks|cannot make a secret|copy destinations follow|failing run reports'
 cases+='|cannot see or reach|network none|multi-stage example|broken recipes|timeout kills|usage errors'
 cases+='|identical no-op|kept xattr|timeout beyond|progress json'
+cases+="|each stage's output|stops the others|SIGINT while stages"
 
 mkdir -p "$(dirname "$LOG")"
 runuser -u "$U" -- env -u IMGBUILD_ROOT HOME="/home/$U" IMGBUILD="$IMGBUILD" TMPDIR=/var/tmp \
 	ASAN_OPTIONS="${ASAN_OPTIONS:-}" UBSAN_OPTIONS="${UBSAN_OPTIONS:-}" \
 	unshare --map-auto --map-root-user bats --tap -f "$cases" tests/integration/build.bats \
+	tests/integration/stages.bats \
 	2>&1 | tee "$LOG"
 status=$?
 exit "$status"
