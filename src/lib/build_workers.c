@@ -146,8 +146,8 @@ static void worker_main(builder *b, size_t stage, const bool *deps, int fd)
 
 /* ---- in the parent ---- */
 
-/* Whether the stage has a run or copy step the cache cannot answer from
- * what the key pass found (0 no, 1 yes); -1 when the key pass did not
+/* Whether the stage has a run or copy step the step cache (local, or a
+ * --cache-from registry's) cannot answer (0 no, 1 yes); -1 when the key pass did not
  * reach it (it stopped at an error: the sequential pass reports it). */
 static int stage_has_work(builder *b, size_t s)
 {
@@ -166,7 +166,9 @@ static int stage_has_work(builder *b, size_t s)
 			work = 1;
 			continue;
 		}
-		json_t *e = ib_cache_step_get(b->cache, m->key);
+		/* a hit in a --cache-from registry is no work either (the
+		 * prefetch answered it: no request) */
+		json_t *e = build_cache_entry(b, m->key);
 		if (!e)
 			work = 1;
 		json_decref(e);

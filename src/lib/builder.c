@@ -352,15 +352,19 @@ bool build_may_use_cache(builder *b, json_t *step, const char *key)
 }
 
 /* Use a cached layer: its blob in the store, or a cache registry's. */
-bool build_use_cached(builder *b, stage_state *st, const char *key, const char *created_by)
+json_t *build_cache_entry(builder *b, const char *key)
 {
 	json_t *e = ib_cache_step_get(b->cache, key);
 	if (e && !entry_usable(b, e)) {
 		json_decref(e);
 		e = NULL;
 	}
-	if (!e)
-		e = remote_lookup(b, key);
+	return e ? e : remote_lookup(b, key);
+}
+
+bool build_use_cached(builder *b, stage_state *st, const char *key, const char *created_by)
+{
+	json_t *e = build_cache_entry(b, key);
 	if (!e) {
 		ib_progress_debug(b->o->progress, "cache lookup %.19s: miss (%s)", key, created_by);
 		return false;

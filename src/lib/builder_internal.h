@@ -140,6 +140,9 @@ int build_ensure_stage_unpacked(builder *b, stage_state *st, ib_error **err);
 char **build_lower_dirs(builder *b, stage_state *st);
 /* The same for the layers diff_ids[0..n) of an image, bottom-most first. */
 char **build_lower_dirs_of(ib_store *s, const char *const *diff_ids, size_t n);
+/* The step cache's entry for key whose layer is usable (stored, or in a
+ * cache registry: then recorded for a lazy fetch), or NULL. */
+json_t *build_cache_entry(builder *b, const char *key);
 /* On a cache hit whose blob is still stored, push its layer and history
  * entry onto the stage and return true. */
 bool build_use_cached(builder *b, stage_state *st, const char *key, const char *created_by);

@@ -622,3 +622,44 @@ LUA
 	run B verify
 	[ "$status" -eq 0 ]
 }
+
+@test "independent stages all answered by the cache registry start no worker; changed ones are built side by side" {
+	cat >"$T/ctx/par.lua" <<'LUA'
+stage("a", "localhost/busybox:latest")
+copy { "a.txt", "/a.txt" }
+run "cat /a.txt > /a.out"
+stage("b", "localhost/busybox:latest")
+copy { "b.txt", "/b.txt" }
+run "cat /b.txt > /b.out"
+stage("final", "localhost/busybox:latest")
+copy { from = "a", "/a.out", "/a.out" }
+copy { from = "b", "/b.out", "/b.out" }
+LUA
+	cp "$T/ctx/par.lua" "$T/other/place/ctx/par.lua"
+	ref="127.0.0.1:$OPEN_PORT/ci/par"
+	run --separate-stderr A --debug build "$T/ctx/par.lua" -t localhost/rc30 --cache-to "$ref,mode=max"
+	[ "$status" -eq 0 ]
+	[[ "$stderr" == *"stages: 2 with work, built side by side"* ]]
+	digest_a=${output##*$'\n'}
+	fresh_b
+	run --separate-stderr B --debug build "$T/other/place/ctx/par.lua" -t localhost/rc30 \
+		--cache-from "$ref" --metadata-file "$T/meta.json"
+	[ "$status" -eq 0 ]
+	[ "${output##*$'\n'}" = "$digest_a" ]
+	[ "$(steps "$T/meta.json")" = "0 6" ]
+	[[ "$stderr" != *"built by worker"* ]]
+	# both stages' inputs change: B builds them side by side, the final
+	# stage's copies hit nothing, and B's image is A's for the same inputs
+	echo "uno" >"$T/ctx/a.txt"
+	echo "dos" >"$T/ctx/b.txt"
+	cp "$T/ctx/a.txt" "$T/ctx/b.txt" "$T/other/place/ctx/"
+	run --separate-stderr B --debug build "$T/other/place/ctx/par.lua" -t localhost/rc30 \
+		--cache-from "$ref" --metadata-file "$T/meta.json"
+	[ "$status" -eq 0 ]
+	[[ "$stderr" == *"stages: 2 with work, built side by side"* ]]
+	[ "$(steps "$T/meta.json")" = "6 0" ]
+	digest_b=${output##*$'\n'}
+	run --separate-stderr A build "$T/ctx/par.lua" -t localhost/rc30
+	[ "$status" -eq 0 ]
+	[ "${output##*$'\n'}" = "$digest_b" ]
+}
