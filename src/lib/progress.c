@@ -12,26 +12,34 @@
 #include "digest.h"
 #include "util.h"
 
-/* The TTY view: a running step's line stays open and a ticker thread
- * redraws it with the elapsed time; DONE/ERROR rewrite it in place.  When
- * the step prints output, the line is closed and output scrolls below it.
- * Every write in TTY mode holds `mu` (the ticker writes too). */
+/* The TTY view: permanent lines (CACHED, DONE, ERROR, a step's output,
+ * info) scroll; below them a live area holds one line per running step
+ * (several when stages are built side by side), each with its elapsed
+ * time and bytes, and the transient status line of a transfer.  A ticker
+ * thread redraws the live area; a permanent line erases it, is printed
+ * and the area is drawn again below it.  Every write in TTY mode holds
+ * `mu` (the ticker writes too). */
+typedef struct live_step {
+	int id;
+	char *label; /* as shown (cut to the terminal width) */
+	double t0;
+	uint64_t done, total; /* bytes shown on its line */
+} live_step;
+
 struct ib_progress {
 	ib_progress_mode mode;
 	bool quiet;
 	FILE *out;
-	bool status_shown; /* TTY: a transient status line is on screen */
 	double last_bytes_update;
 	pthread_mutex_t mu;
 	pthread_t ticker;
 	bool ticker_started, stop;
-	int run_id;	 /* running step, 0 = none */
-	char *run_label; /* as shown (cut to the terminal width) */
-	double run_t0;
-	bool line_open;		      /* the running step's line is the cursor's line */
-	uint64_t run_done, run_total; /* bytes shown on the running line */
-	bool debug;		      /* --debug: ib_progress_debug prints */
-	double t_start;		      /* for the debug lines' timestamps */
+	live_step *run; /* TTY: the running steps, in start order */
+	size_t n_run;
+	char *status;	  /* TTY: the transient status line, or NULL */
+	size_t drawn;	  /* TTY: lines of the live area on screen, above the cursor */
+	bool debug;	  /* --debug: ib_progress_debug prints */
+	double t_start;	  /* for the debug lines' timestamps */
 };
 
 static double now(void);
@@ -78,29 +86,47 @@ static void unlock(ib_progress *p)
 	pthread_mutex_unlock(&p->mu);
 }
 
-/* Close the running step's open line so the next write starts fresh. */
-static void close_line(ib_progress *p)
+/* TTY: erase the live area; the cursor is where it began. */
+static void live_erase(ib_progress *p)
 {
-	if (p->line_open) {
-		fputc('\n', p->out);
-		p->line_open = false;
-	}
+	if (p->drawn)
+		fprintf(p->out, "\033[%zuA", p->drawn);
+	if (p->drawn || p->n_run || p->status)
+		fputs("\r\033[J", p->out);
+	p->drawn = 0;
 }
 
-static void draw_running(ib_progress *p)
+/* TTY: draw the live area below the cursor. */
+static void live_draw(ib_progress *p)
 {
-	fprintf(p->out, "\r\033[K\033[1m#%d %s\033[0m \033[33m%.1fs\033[0m", p->run_id,
-		p->run_label, now() - p->run_t0);
-	if (p->run_done) {
-		char d[32], t[32];
-		ib_format_size(d, sizeof(d), p->run_done);
-		ib_format_size(t, sizeof(t), p->run_total);
-		if (p->run_total)
-			fprintf(p->out, " %s/%s", d, t);
-		else
-			fprintf(p->out, " %s", d);
+	double t = now();
+	for (size_t i = 0; i < p->n_run; i++) {
+		live_step *r = &p->run[i];
+		fprintf(p->out, "\033[1m#%d %s\033[0m \033[33m%.1fs\033[0m", r->id, r->label,
+			t - r->t0);
+		if (r->done) {
+			char d[32], tot[32];
+			ib_format_size(d, sizeof(d), r->done);
+			ib_format_size(tot, sizeof(tot), r->total);
+			if (r->total)
+				fprintf(p->out, " %s/%s", d, tot);
+			else
+				fprintf(p->out, " %s", d);
+		}
+		fputc('\n', p->out);
 	}
+	if (p->status)
+		fprintf(p->out, "%s\n", p->status);
+	p->drawn = p->n_run + (p->status ? 1 : 0);
 	fflush(p->out);
+}
+
+static live_step *live_find(ib_progress *p, int id)
+{
+	for (size_t i = 0; i < p->n_run; i++)
+		if (p->run[i].id == id)
+			return &p->run[i];
+	return NULL;
 }
 
 static void *ticker_main(void *arg)
@@ -114,8 +140,10 @@ static void *ticker_main(void *arg)
 			unlock(p);
 			return NULL;
 		}
-		if (p->line_open && p->run_id)
-			draw_running(p);
+		if (p->n_run) {
+			live_erase(p);
+			live_draw(p);
+		}
 		unlock(p);
 	}
 }
@@ -130,10 +158,17 @@ void ib_progress_free(ib_progress *p)
 		unlock(p);
 		pthread_join(p->ticker, NULL);
 	}
-	close_line(p);
-	clear_status(p);
+	if (p->status) {
+		/* a transfer's status line goes; running steps' lines stay */
+		live_erase(p);
+		clear_status(p);
+		live_draw(p);
+	}
 	pthread_mutex_destroy(&p->mu);
-	free(p->run_label);
+	for (size_t i = 0; i < p->n_run; i++)
+		free(p->run[i].label);
+	free(p->run);
+	free(p->status);
 	free(p);
 }
 
@@ -144,13 +179,11 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* TTY: erase the transient status line before printing a permanent one. */
+/* TTY: drop the transient status line (erased with the live area). */
 static void clear_status(ib_progress *p)
 {
-	if (p->status_shown) {
-		fputs("\r\033[K", p->out);
-		p->status_shown = false;
-	}
+	free(p->status);
+	p->status = NULL;
 }
 
 /* Every JSON event carries "time": when it happened, RFC 3339 in UTC with
@@ -185,36 +218,36 @@ static void tty_step_event(ib_progress *p, int id, const char *state, const char
 			   double secs)
 {
 	lock(p);
-	clear_status(p);
+	live_erase(p);
 	if (!strcmp(state, "running")) {
-		close_line(p);
-		free(p->run_label);
-		/* keep the line on one terminal row so \r can redraw it */
+		p->run = xrealloc(p->run, (p->n_run + 1) * sizeof(*p->run));
+		live_step *r = &p->run[p->n_run++];
+		/* each live line on one terminal row, so the area's height is
+		 * its number of lines */
 		int max = term_width(p) - 32;
-		p->run_label = xasprintf("%.*s", max > 10 ? max : 10, label);
-		p->run_id = id;
-		p->run_t0 = now();
-		p->run_done = p->run_total = 0;
-		p->line_open = true;
-		draw_running(p);
+		*r = (live_step){.id = id,
+				 .label = xasprintf("%.*s", max > 10 ? max : 10, label),
+				 .t0 = now()};
 		if (!p->ticker_started && pthread_create(&p->ticker, NULL, ticker_main, p) == 0)
 			p->ticker_started = true;
 	} else if (!strcmp(state, "cached")) {
-		close_line(p);
 		fprintf(p->out, "\033[36m#%d %s CACHED\033[0m\n", id, label);
 	} else {
 		bool ok = !strcmp(state, "done");
 		const char *color = ok ? "\033[32m" : "\033[31m";
 		const char *word = ok ? "DONE" : "ERROR";
-		if (p->line_open && p->run_id == id)
-			fprintf(p->out, "\r\033[K#%d %s %s%s %.1fs\033[0m\n", id, p->run_label,
-				color, word, secs);
-		else
+		live_step *r = live_find(p, id);
+		if (r) {
+			fprintf(p->out, "#%d %s %s%s %.1fs\033[0m\n", id, r->label, color, word, secs);
+			size_t at = (size_t)(r - p->run);
+			free(r->label);
+			memmove(r, r + 1, (p->n_run - at - 1) * sizeof(*r));
+			p->n_run--;
+		} else {
 			fprintf(p->out, "%s#%d %s %.1fs\033[0m\n", color, id, word, secs);
-		p->line_open = false;
-		p->run_id = 0;
+		}
 	}
-	fflush(p->out);
+	live_draw(p);
 	unlock(p);
 }
 
@@ -232,31 +265,18 @@ static void step_event(ib_progress *p, int id, const char *state, const char *la
 		emit_json(p, ev);
 		return;
 	}
-	bool tty = p->mode == IB_PROGRESS_TTY;
-	if (tty) {
+	if (p->mode == IB_PROGRESS_TTY) {
 		tty_step_event(p, id, state, label, secs);
 		return;
 	}
-	clear_status(p);
-	const char *color = "", *reset = tty ? "\033[0m" : "";
-	if (tty) {
-		if (!strcmp(state, "cached"))
-			color = "\033[36m";
-		else if (!strcmp(state, "done"))
-			color = "\033[32m";
-		else if (!strcmp(state, "failed"))
-			color = "\033[31m";
-		else
-			color = "\033[1m";
-	}
 	if (!strcmp(state, "running"))
-		fprintf(p->out, "%s#%d %s%s\n", color, id, label, reset);
+		fprintf(p->out, "#%d %s\n", id, label);
 	else if (!strcmp(state, "cached"))
-		fprintf(p->out, "%s#%d %s CACHED%s\n", color, id, label, reset);
+		fprintf(p->out, "#%d %s CACHED\n", id, label);
 	else if (!strcmp(state, "done"))
-		fprintf(p->out, "%s#%d DONE %.1fs%s\n", color, id, secs, reset);
+		fprintf(p->out, "#%d DONE %.1fs\n", id, secs);
 	else
-		fprintf(p->out, "%s#%d ERROR after %.1fs%s\n", color, id, secs, reset);
+		fprintf(p->out, "#%d ERROR after %.1fs\n", id, secs);
 	fflush(p->out);
 }
 
@@ -295,14 +315,12 @@ void ib_progress_output(ib_progress *p, int id, const char *line, size_t len)
 	}
 	if (p->mode == IB_PROGRESS_TTY) {
 		lock(p);
-		clear_status(p);
-		close_line(p);
+		live_erase(p);
 		fprintf(p->out, "\033[2m#%d\033[0m %.*s\n", id, (int)len, line);
-		fflush(p->out);
+		live_draw(p);
 		unlock(p);
 		return;
 	}
-	clear_status(p);
 	fprintf(p->out, "#%d %.*s\n", id, (int)len, line);
 	fflush(p->out);
 }
@@ -335,15 +353,16 @@ void ib_progress_bytes(ib_progress *p, int id, const char *what, uint64_t done, 
 		return;
 	p->last_bytes_update = t;
 	lock(p);
-	if (p->line_open && p->run_id == id) {
-		/* the running step's own bytes: shown on its line */
-		p->run_done = done;
-		p->run_total = total;
-		draw_running(p);
+	live_step *r = live_find(p, id);
+	if (r) {
+		/* a running step's own bytes: shown on its line */
+		r->done = done;
+		r->total = total;
+		live_erase(p);
+		live_draw(p);
 		unlock(p);
 		return;
 	}
-	close_line(p);
 	char d[32], tot[32];
 	ib_format_size(d, sizeof(d), done);
 	ib_format_size(tot, sizeof(tot), total);
@@ -352,11 +371,11 @@ void ib_progress_bytes(ib_progress *p, int id, const char *what, uint64_t done, 
 	for (int i = 0; i < width; i++)
 		bar[i] = i < filled ? '=' : (i == filled ? '>' : ' ');
 	bar[width] = '\0';
-	fprintf(p->out, "\r\033[K#%d %s [%s] %s/%s", id, what, bar, d, total ? tot : "?");
-	p->status_shown = true;
-	if (final)
-		clear_status(p);
-	fflush(p->out);
+	live_erase(p);
+	clear_status(p);
+	if (!final)
+		p->status = xasprintf("#%d %s [%s] %s/%s", id, what, bar, d, total ? tot : "?");
+	live_draw(p);
 	unlock(p);
 }
 
@@ -393,10 +412,9 @@ void ib_progress_debug(ib_progress *p, const char *fmt, ...)
 		return;
 	}
 	lock(p);
-	clear_status(p);
-	close_line(p);
+	live_erase(p);
 	fprintf(p->out, "debug: [%7.3fs] %s\n", t, m);
-	fflush(p->out);
+	live_draw(p);
 	unlock(p);
 }
 
@@ -412,15 +430,12 @@ void ib_progress_info(ib_progress *p, const char *fmt, ...)
 		emit_json(p, json_pack("{s:s, s:s}", "event", "info", "message", m));
 		return;
 	}
-	bool tty = p->mode == IB_PROGRESS_TTY;
-	if (tty)
-		lock(p);
+	lock(p);
+	live_erase(p);
 	clear_status(p);
-	close_line(p);
 	fprintf(p->out, "%s\n", m);
-	fflush(p->out);
-	if (tty)
-		unlock(p);
+	live_draw(p);
+	unlock(p);
 }
 
 ib_progress *ib_progress_new_relay(const ib_progress *parent, FILE *out)

@@ -386,6 +386,62 @@ static void test_quiet_prints_nothing(void **state)
 
 /* ---- tty ---- */
 
+/* ---- the TTY view, rendered ----
+ * A small terminal: printable bytes at the cursor, \r, \n, ESC[nA (up),
+ * ESC[K (erase to end of line), ESC[J (erase to end of screen); colours
+ * (ESC[...m) are dropped.  screen() returns the rows as text, one per
+ * line. */
+#define ROWS 64
+#define COLS 256
+static char *screen(const char *out)
+{
+	static char rows[ROWS][COLS + 1];
+	memset(rows, 0, sizeof(rows));
+	int r = 0, c = 0, maxr = 0;
+	for (const char *q = out; *q; q++) {
+		if (*q == '\033' && q[1] == '[') {
+			int n = 0;
+			q += 2;
+			while (*q >= '0' && *q <= '9')
+				n = n * 10 + (*q++ - '0');
+			while (*q == ';' || (*q >= '0' && *q <= '9'))
+				q++;
+			if (*q == 'A')
+				r -= n ? n : 1;
+			else if (*q == 'K')
+				rows[r][c] = '\0';
+			else if (*q == 'J')
+				for (int k = r; k < ROWS; k++)
+					memset(k == r ? &rows[k][c] : rows[k], 0,
+					       k == r ? (size_t)(COLS + 1 - c) : COLS + 1);
+			assert_true(r >= 0);
+			continue;
+		}
+		if (*q == '\r') {
+			c = 0;
+		} else if (*q == '\n') {
+			r++;
+			c = 0;
+			assert_true(r < ROWS);
+		} else if (c < COLS) {
+			/* writing past the end of a row's text pads with spaces */
+			for (int k = (int)strlen(rows[r]); k < c; k++)
+				rows[r][k] = ' ';
+			rows[r][c++] = *q;
+		}
+		if (r > maxr)
+			maxr = r;
+	}
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	for (int k = 0; k < maxr; k++)
+		if (rows[k][0])
+			fprintf(f, "%s\n", rows[k]);
+	fclose(f);
+	return text;
+}
+
 static void test_tty_colours_and_clears_status_line(void **state)
 {
 	(void)state;
@@ -397,11 +453,10 @@ static void test_tty_colours_and_clears_status_line(void **state)
 	const char *out = cap_close(&c);
 	assert_non_null(strstr(out, "#1 COPY CACHED"));
 	assert_non_null(strstr(out, "\033[36m")); /* cached is cyan */
-	assert_non_null(strstr(out, "\r\033[K#2 layer ["));
-	/* the status line is erased before the next permanent line */
-	const char *tail = strstr(out, "10B/100B");
-	assert_non_null(tail);
-	assert_non_null(strstr(tail, "\r\033[Knext\n"));
+	assert_non_null(strstr(out, "#2 layer [===>"));
+	/* the status line was shown, then erased by the next permanent line */
+	cleanup_free char *scr = screen(out);
+	assert_string_equal(scr, "#1 COPY CACHED\nnext\n");
 	cap_free(&c);
 }
 
@@ -416,13 +471,40 @@ static void test_tty_running_line_is_rewritten_in_place(void **state)
 	ib_progress_output(c.p, 2, "hello", 5);
 	ib_progress_step_failed(c.p, 2, 1.5);
 	const char *out = cap_close(&c);
-	/* a step without output: its running line becomes the DONE line */
-	assert_non_null(strstr(out, "\r\033[K#1 [s 1/2] RUN quiet \033[32mDONE 0.2s"));
-	/* output closes the running line first, then scrolls below it */
-	const char *o = strstr(out, "\033[2m#2\033[0m hello\n");
-	assert_non_null(o);
-	assert_true(o[-1] == '\n');
-	assert_non_null(strstr(o, "\033[31m#2 ERROR 1.5s"));
+	assert_non_null(strstr(out, "\033[32mDONE 0.2s"));
+	assert_non_null(strstr(out, "\033[31mERROR 1.5s"));
+	/* the running line becomes the DONE line; output scrolls above the
+	 * running line, which then becomes the ERROR line */
+	cleanup_free char *scr = screen(out);
+	assert_string_equal(scr, "#1 [s 1/2] RUN quiet DONE 0.2s\n"
+				 "#2 hello\n"
+				 "#2 [s 2/2] RUN loud ERROR 1.5s\n");
+	cap_free(&c);
+}
+
+/* Stages built side by side: every running step has its line at the
+ * bottom; output and finished steps scroll above them. */
+static void test_tty_several_running_steps(void **state)
+{
+	(void)state;
+	capture c;
+	cap_open(&c, IB_PROGRESS_TTY, false);
+	ib_progress_step_start(c.p, 1, "[a 1/1] RUN make");
+	ib_progress_step_start(c.p, 2, "[b 1/1] RUN test");
+	ib_progress_output(c.p, 1, "cc main.c", 9);
+	ib_progress_bytes(c.p, 2, "layer", 2048, 0);
+	fflush(c.f);
+	cleanup_free char *mid = screen(c.buf);
+	assert_non_null(strstr(mid, "#1 cc main.c\n#1 [a 1/1] RUN make 0."));
+	assert_non_null(strstr(mid, "s\n#2 [b 1/1] RUN test 0."));
+	assert_non_null(strstr(mid, "s 2.05kB\n"));
+	ib_progress_step_done(c.p, 2, 1.0);
+	ib_progress_step_done(c.p, 1, 2.0);
+	const char *out = cap_close(&c);
+	cleanup_free char *scr = screen(out);
+	assert_string_equal(scr, "#1 cc main.c\n"
+				 "#2 [b 1/1] RUN test DONE 1.0s\n"
+				 "#1 [a 1/1] RUN make DONE 2.0s\n");
 	cap_free(&c);
 }
 
@@ -573,6 +655,7 @@ int main(void)
 	    cmocka_unit_test(test_quiet_prints_nothing),
 	    cmocka_unit_test(test_tty_colours_and_clears_status_line),
 	    cmocka_unit_test(test_tty_running_line_is_rewritten_in_place),
+	    cmocka_unit_test(test_tty_several_running_steps),
 	    cmocka_unit_test(test_auto_on_tty_is_tty),
 	    cmocka_unit_test(test_printer_plain_lines_only_for_finished_blobs),
 	    cmocka_unit_test(test_printer_quiet_prints_nothing),
