@@ -251,14 +251,11 @@ static bool git_head_time(const char *dir, int64_t *out)
 }
 
 /* ---- SIGINT/SIGTERM during a build ----
- * Both are blocked while the build runs and taken by a thread of their own:
- * it kills our children (the step's sandbox monitor, whose death takes the
- * step's PID namespace with it), so the build fails at once and unwinds
- * through its usual cleanup (the step's ROOT/tmp/run-* dir is removed);
- * the build then reports "interrupted" and exits 128+signal.  A build that
- * does not unwind within INTERRUPT_GRACE_MS (a pull, a long compression)
- * has its temp entries removed by that thread, which then exits. */
-#define INTERRUPT_GRACE_MS 5000
+ * Both are blocked while the build runs and taken by a thread of their own,
+ * which stops the build (ib_build_interrupt); the build then reports
+ * "interrupted" and exits 128+signal.  A build that does not unwind within
+ * the grace (a pull, a long compression) is ended by that thread, its
+ * temp entries removed. */
 static volatile sig_atomic_t interrupted_by;
 static ib_store *interrupt_store;
 static sigset_t interrupt_set;
@@ -270,15 +267,7 @@ static void *interrupt_main(void *payload)
 	if (sigwait(&interrupt_set, &sig) != 0)
 		return NULL;
 	interrupted_by = sig;
-	/* stages built side by side: their processes unwind on their own */
-	ib_build_signal_workers(SIGTERM);
-	for (int i = 0; i < INTERRUPT_GRACE_MS / 100; i++) {
-		ib_kill_children(SIGKILL, ib_build_is_worker);
-		struct timespec ts = {0, 100 * 1000 * 1000};
-		nanosleep(&ts, NULL);
-	}
-	if (interrupt_store)
-		ib_store_tmp_remove_own(interrupt_store);
+	ib_build_interrupt(interrupt_store);
 	static const char msg[] = "imgbuild: error: interrupted\n";
 	ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);
 	(void)w;

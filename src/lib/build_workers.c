@@ -36,7 +36,7 @@
 #include "util.h"
 
 #define WORKERS_MAX 8
-#define WORKER_GRACE_MS 5000
+#define INTERRUPT_GRACE_MS 5000
 
 /* Workers running, for ib_build_signal_workers (an interrupt thread). */
 static volatile pid_t worker_pids[WORKERS_MAX];
@@ -58,6 +58,18 @@ bool ib_build_is_worker(pid_t pid)
 	return false;
 }
 
+void ib_build_interrupt(ib_store *s)
+{
+	ib_build_signal_workers(SIGTERM);
+	for (int i = 0; i < INTERRUPT_GRACE_MS / 100; i++) {
+		ib_kill_children(SIGKILL, ib_build_is_worker);
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	if (s)
+		ib_store_tmp_remove_own(s);
+}
+
 typedef struct worker {
 	pid_t pid;
 	int fd; /* its events; -1 once at EOF */
@@ -73,20 +85,15 @@ typedef struct worker {
 static ib_store *worker_store;
 static sigset_t worker_sigs;
 
-/* SIGTERM or SIGINT: kill our sandboxes so the step fails and the worker
- * unwinds; one that does not within the grace removes its temp entries. */
+/* SIGTERM or SIGINT: as the build command takes them (the step fails and
+ * the worker unwinds and reports); exit after the grace. */
 static void *worker_interrupt_main(void *payload)
 {
 	(void)payload;
 	int sig = 0;
 	if (sigwait(&worker_sigs, &sig) != 0)
 		return NULL;
-	for (int i = 0; i < WORKER_GRACE_MS / 100; i++) {
-		ib_kill_children(SIGKILL, NULL);
-		struct timespec ts = {0, 100 * 1000 * 1000};
-		nanosleep(&ts, NULL);
-	}
-	ib_store_tmp_remove_own(worker_store);
+	ib_build_interrupt(worker_store);
 	_exit(1);
 }
 
@@ -101,6 +108,9 @@ static void worker_result(FILE *f, json_t *res)
 
 static void worker_main(builder *b, size_t stage, const bool *deps, int fd)
 {
+	/* the parent's other workers are not ours */
+	for (int i = 0; i < WORKERS_MAX; i++)
+		worker_pids[i] = 0;
 	worker_store = b->store;
 	sigemptyset(&worker_sigs);
 	sigaddset(&worker_sigs, SIGINT);

@@ -101,5 +101,12 @@ void ib_build_prepare_process(void);
  * async-signal-safe. */
 void ib_build_signal_workers(int sig);
 bool ib_build_is_worker(pid_t pid);
+/* What an interrupt (SIGINT, SIGTERM) does to a build, from the thread
+ * that took it: the workers are told (SIGTERM), every other child (a
+ * step's sandbox monitor, whose death takes the step with it) is killed,
+ * again every 100 ms for 5 s, so the build fails at once and unwinds
+ * through its usual cleanup; then this process's temp entries in s (may be
+ * NULL) are removed, for a build that did not unwind in time. */
+void ib_build_interrupt(ib_store *s);
 
 #endif
