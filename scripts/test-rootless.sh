@@ -23,6 +23,10 @@ for t in useradd userdel newuidmap newgidmap unshare runuser bats; do
 	command -v "$t" >/dev/null || { echo "test-rootless: $t not found" >&2; exit 1; }
 done
 
+# one run at a time on a machine: runs share the user, whose processes
+# the clean-up kills, and the mode of /dev/net/tun
+exec 9>/run/lock/imgbuild-test-rootless.lock
+flock 9
 tun_mode=$(stat -c %a /dev/net/tun 2>/dev/null || true)
 cleanup() {
 	if id "$U" >/dev/null 2>&1; then
