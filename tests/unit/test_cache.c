@@ -731,20 +731,47 @@ static void test_stat_cache_corrupt_file_is_empty(void **state)
 	memset(longer + len, 0, 8);
 	stat_bin_write(f, longer, len + 8);
 	expect_file_digest(f->c, p, da);
-	for (size_t off = 8; off < 16; off++) { /* byte order mark and count */
+	for (size_t off = 8; off < 24; off++) { /* byte order mark, count, index size, zero */
 		cleanup_free char *bad = xmalloc(len);
 		memcpy(bad, bait, len);
 		bad[off] ^= 1;
 		stat_bin_write(f, bad, len);
 		expect_file_digest(f->c, p, da);
 	}
-	/* the path length of the first record (after 16 + 4*8 + 2*32 + 4 bytes) */
+	/* the path length of the first record (after the 24-byte header, the
+	 * index of 1024 8-byte slots, then 4*8 + 2*32 + 4 bytes) */
+	size_t first = 24 + 1024 * 8;
 	for (int delta = -1; delta <= 1; delta += 2) {
 		cleanup_free char *bad = xmalloc(len);
 		memcpy(bad, bait, len);
-		bad[16 + 32 + 64 + 4] = (char)(bad[16 + 32 + 64 + 4] + delta);
+		bad[first + 32 + 64 + 4] = (char)(bad[first + 32 + 64 + 4] + delta);
 		stat_bin_write(f, bad, len);
 		expect_file_digest(f->c, p, da);
+	}
+	/* an index slot moved by a record's length: it names a record no more
+	 * (the other record's slot, or the middle of a record); or a slot
+	 * emptied: one fewer than the count */
+	uint32_t off_bytes[2];
+	int found = 0;
+	for (size_t i = 0; i < 1024 && found < 2; i++) {
+		uint32_t o;
+		memcpy(&o, bait + 24 + i * 8 + 4, 4);
+		if (o)
+			off_bytes[found++] = (uint32_t)(24 + i * 8 + 4);
+	}
+	assert_int_equal(found, 2);
+	for (int k = 0; k < 2; k++) {
+		uint32_t deltas[] = {8, 16, 0};
+		for (size_t j = 0; j < 3; j++) {
+			cleanup_free char *bad = xmalloc(len);
+			memcpy(bad, bait, len);
+			uint32_t o;
+			memcpy(&o, bad + off_bytes[k], 4);
+			o = deltas[j] ? o + deltas[j] : 0;
+			memcpy(bad + off_bytes[k], &o, 4);
+			stat_bin_write(f, bad, len);
+			expect_file_digest(f->c, p, da);
+		}
 	}
 	static const char *junk[] = {"12 34", "x y z w /p", "", "42 1 1 abc /f"};
 	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
