@@ -84,6 +84,15 @@ struct ib_cache {
 	/* per index slot: 1 looked up by this process, 2 replaced by a record
 	 * of stat[] (not saved again) */
 	uint8_t *map_state;
+	/* the records in the order this process first used them, which is the
+	 * order they are saved in: the next build looks them up in about the
+	 * same order, through the file front to back instead of at random */
+	struct stat_use {
+		const stat_rec *r;
+		uint32_t hash;
+		uint32_t map_slot; /* UINT32_MAX: a record of stat[] */
+	} *uses;
+	size_t uses_n, uses_alloc;
 	int64_t stat_now_ns; /* a file's ctime must be well before it to be remembered */
 	size_t stat_hashed;  /* files read to hash */
 	char **scopes;	     /* directories whose unused entries are dropped on save */
@@ -94,6 +103,7 @@ struct ib_cache {
 
 #define MAP_USED 1u
 #define MAP_REPLACED 2u
+#define MAP_SAVED 4u
 
 int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
 {
@@ -132,6 +142,9 @@ static void stat_table_free(ib_cache *c)
 		free(c->stat[i]);
 	free(c->stat);
 	free(c->stat_hash);
+	free(c->uses);
+	c->uses = NULL;
+	c->uses_n = c->uses_alloc = 0;
 	c->stat = NULL;
 	c->stat_hash = NULL;
 	c->stat_cap = c->stat_n = 0;
@@ -167,6 +180,15 @@ static size_t index_cap(size_t n)
 	return cap;
 }
 
+static void stat_use(ib_cache *c, const stat_rec *r, uint32_t hash, size_t map_slot)
+{
+	if (c->uses_n == c->uses_alloc) {
+		c->uses_alloc = c->uses_alloc ? c->uses_alloc * 2 : 256;
+		c->uses = xrealloc(c->uses, c->uses_alloc * sizeof(*c->uses));
+	}
+	c->uses[c->uses_n++] = (struct stat_use){r, hash, (uint32_t)map_slot};
+}
+
 /* Appends r to the file being written in b, and to its index. */
 static void save_rec(ib_buf *b, stat_slot_rec *index, size_t cap, const stat_rec *r, uint32_t h)
 {
@@ -176,6 +198,12 @@ static void save_rec(ib_buf *b, stat_slot_rec *index, size_t cap, const stat_rec
 	index[k].hash = h;
 	index[k].off = (uint32_t)b->len;
 	ib_buf_append(b, r, stat_rec_len(r->path_len));
+}
+
+static int by_offset(const void *a, const void *b)
+{
+	uint32_t x = ((const stat_slot_rec *)a)->off, y = ((const stat_slot_rec *)b)->off;
+	return x < y ? -1 : x > y;
 }
 
 /* The mapped records this process did not look up and that are under a
@@ -210,12 +238,29 @@ static void stat_cache_save(ib_cache *c)
 	size_t index_off = b.len;
 	stat_slot_rec *index = xcalloc(cap, sizeof(*index));
 	ib_buf_append(&b, index, cap * sizeof(*index));
-	for (size_t i = 0; i < c->stat_cap; i++)
-		if (c->stat[i])
-			save_rec(&b, index, cap, c->stat[i], c->stat_hash[i]);
+	/* first what this process used (every record of stat[] is there),
+	 * in that order, then the rest */
+	for (size_t i = 0; i < c->uses_n; i++) {
+		const struct stat_use *u = &c->uses[i];
+		if (u->map_slot != UINT32_MAX) {
+			if (c->map_state[u->map_slot] & (MAP_REPLACED | MAP_SAVED))
+				continue;
+			c->map_state[u->map_slot] |= MAP_SAVED;
+		}
+		save_rec(&b, index, cap, u->r, u->hash);
+	}
+	size_t rest_n = 0;
+	stat_slot_rec *rest = xmalloc((c->map_n + 1) * sizeof(*rest));
 	for (size_t i = 0; i < c->map_cap; i++)
-		if (c->map_index[i].off && !(c->map_state[i] & MAP_REPLACED))
-			save_rec(&b, index, cap, map_rec(c, i), c->map_index[i].hash);
+		if (c->map_index[i].off && !(c->map_state[i] & (MAP_REPLACED | MAP_SAVED)) &&
+		    rest_n < c->map_n)
+			rest[rest_n++] = c->map_index[i];
+	/* in the order of the file: the records another context's build did
+	 * not use keep the order their own build gave them */
+	qsort(rest, rest_n, sizeof(*rest), by_offset);
+	for (size_t i = 0; i < rest_n; i++)
+		save_rec(&b, index, cap, (const stat_rec *)(c->map + rest[i].off), rest[i].hash);
+	free(rest);
 	ib_error *err = NULL;
 	if (b.len > UINT32_MAX)
 		goto out;
@@ -520,7 +565,10 @@ static const stat_rec *stat_lookup(ib_cache *c, const char *path, const struct s
 		r = map_rec(c, i);
 		if ((r->flags & flags) != flags || !stat_matches(r, st))
 			return NULL;
-		c->map_state[i] |= MAP_USED;
+		if (!(c->map_state[i] & MAP_USED)) {
+			c->map_state[i] |= MAP_USED;
+			stat_use(c, r, h, i);
+		}
 		return r;
 	}
 	if ((r->flags & flags) != flags || !stat_matches(r, st))
@@ -557,6 +605,7 @@ static stat_rec *stat_update(ib_cache *c, const char *path, const struct stat *s
 		c->stat[i] = r;
 		c->stat_hash[i] = h;
 		c->stat_n++;
+		stat_use(c, r, h, UINT32_MAX);
 	}
 	if (!stat_matches(r, st)) {
 		r->size = (uint64_t)st->st_size;

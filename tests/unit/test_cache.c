@@ -883,6 +883,72 @@ static void test_stat_cache_scope_drops_unused_entries(void **state)
 	assert_int_equal(ib_cache_stat_hashed(f->c), 1);
 }
 
+/* The paths of stat.bin's records, in the order of the file (the cache
+ * closed): the 24-byte header, the index of COUNT slots, then each record
+ * (4*8 + 2*32 + 4 bytes, its path length, the path, a NUL, zeros to 8). */
+static char **stat_bin_paths(fixture *f)
+{
+	size_t len = 0;
+	cleanup_free char *buf = stat_bin_read(f, &len);
+	uint32_t cap;
+	memcpy(&cap, buf + 16, 4);
+	char **paths = xcalloc(1, sizeof(char *));
+	for (size_t off = 24 + (size_t)cap * 8; off < len;) {
+		uint32_t n;
+		memcpy(&n, buf + off + 100, 4);
+		ib_strv_push(&paths, buf + off + 104);
+		off += 104 + ((n + 1 + 7) & ~(size_t)7);
+	}
+	return paths;
+}
+
+/* Records are saved in the order they were first used, so the next build
+ * reads the file front to back; a build of another context that saves
+ * keeps that order for the records it did not use. */
+static void test_stat_cache_saved_in_order_of_use(void **state)
+{
+	fixture *f = *state;
+	enum { N = 40 };
+	cleanup_free char *ctx = ib_path_join(f->dir, "ctx");
+	cleanup_free char *other = ib_path_join(f->dir, "other");
+	ib_error *err = NULL;
+	tu_must(ib_mkdir_p(ctx, 0755, &err), &err, "mkdir");
+	tu_must(ib_mkdir_p(other, 0755, &err), &err, "mkdir");
+	cleanup_strv char **want = xcalloc(1, sizeof(char *));
+	char d[IB_DIGEST_BUFLEN];
+	/* names whose hashes scatter them over the index, used backwards */
+	for (int i = N - 1; i >= 0; i--) {
+		cleanup_free char *name = xasprintf("f%03d", (i * 7) % N);
+		cleanup_free char *p = ib_path_join(ctx, name);
+		tu_write_text(p, name);
+		struct stat st;
+		lstat_ok(p, &st);
+		digest_with(f->c, p, &st, d);
+		ib_strv_push(&want, p);
+	}
+	cleanup_strv char **got = stat_bin_paths(f);
+	assert_int_equal(ib_strv_len(got), N);
+	for (size_t i = 0; i < N; i++)
+		assert_string_equal(got[i], want[i]);
+
+	/* another context's build adds a file: it comes first, the others
+	 * follow in their order */
+	reopen(f);
+	ib_cache_stat_scope(f->c, other);
+	cleanup_free char *o = ib_path_join(other, "o");
+	tu_write_text(o, "o");
+	struct stat so;
+	lstat_ok(o, &so);
+	digest_with(f->c, o, &so, d);
+	ib_strv_free(got);
+	got = stat_bin_paths(f);
+	assert_int_equal(ib_strv_len(got), N + 1);
+	assert_string_equal(got[0], o);
+	for (size_t i = 0; i < N; i++)
+		assert_string_equal(got[i + 1], want[i]);
+	reopen(f);
+}
+
 static void test_file_xattrs_remembered_until_ctime_moves(void **state)
 {
 	fixture *f = *state;
@@ -1237,6 +1303,7 @@ int main(void)
 	    T(test_fresh_file_is_not_remembered),
 	    T(test_stat_cache_many_entries_survive_reopen),
 	    T(test_stat_cache_scope_drops_unused_entries),
+	    T(test_stat_cache_saved_in_order_of_use),
 	    T(test_stat_cache_persists_across_reopen),
 	    T(test_stat_cache_not_written_when_unused),
 	    T(test_stat_cache_corrupt_file_is_empty),
