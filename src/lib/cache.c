@@ -29,15 +29,17 @@
  *
  * The file is STAT_MAGIC (which names the format version), STAT_ORDER (the
  * byte order), the record count, the size of the index and a zero (uint32
- * each), then the index, then the records.  The index is the open-addressing hash
- * table of the records: cap slots (a power of two, at least twice the
- * count) of {path hash, offset of the record in the file, 0 when empty}, so
- * a process looks up the mapped file as it is and builds no table of its
- * own (a cached build of a context of 8,000 files used to hash every path
- * of the file first).  Each record is followed by its path, a NUL and zeros
- * up to 8-byte alignment.  A file that does not parse as a whole (every
- * record in bounds, the count right, every index slot naming a record) is
- * ignored: never a wrong hit, at worst the context is hashed again. */
+ * each), then the index, then the records.  The index is the
+ * open-addressing hash table of the records: cap slots (a power of two, at
+ * least twice the count) of {path hash, 1 + the record's number in the
+ * file, 0 when empty}, so a process looks up the mapped file as it is and
+ * builds no table of its own (a cached build of a context of 8,000 files
+ * used to hash every path of the file first).  Each record is followed by
+ * its path, a NUL and zeros up to 8-byte alignment; they are in the order
+ * the last build that saved used them.  A file that does not parse as a
+ * whole (every record in bounds, the count right, each record named by one
+ * index slot) is ignored: never a wrong hit, at worst the context is
+ * hashed again. */
 typedef struct stat_rec {
 	uint64_t size, mtime_ns, ino, ctime_ns;
 	uint8_t digest[32]; /* the content's SHA-256 (STAT_DIGEST) */
@@ -49,7 +51,7 @@ typedef struct stat_rec {
 
 typedef struct stat_slot_rec {
 	uint32_t hash;
-	uint32_t off; /* of the record in the file; 0: an empty slot */
+	uint32_t num; /* 1 + the record's number in the file; 0: an empty slot */
 } stat_slot_rec;
 
 #define STAT_DIGEST 1u
@@ -77,12 +79,14 @@ struct ib_cache {
 	uint32_t *stat_hash;
 	size_t stat_cap, stat_n;
 	bool stat_loaded, stat_dirty;
-	const char *map;	   /* stat.bin, or NULL */
+	const char *map; /* stat.bin, or NULL */
 	size_t map_len;
 	const stat_slot_rec *map_index; /* map_cap slots */
 	size_t map_cap, map_n;
-	/* per index slot: 1 looked up by this process, 2 replaced by a record
-	 * of stat[] (not saved again) */
+	/* per record of the file, by number: its offset, its path hash, and
+	 * 1 looked up by this process, 2 replaced by a record of stat[] or
+	 * dropped (not saved again) */
+	uint32_t *map_off, *map_hash;
 	uint8_t *map_state;
 	/* the records in the order this process first used them, which is the
 	 * order they are saved in: the next build looks them up in about the
@@ -90,8 +94,8 @@ struct ib_cache {
 	struct stat_use {
 		const stat_rec *r;
 		uint32_t hash;
-		uint32_t map_slot; /* UINT32_MAX: a record of stat[] */
-	} *uses;
+		uint32_t map_num; /* its number in the file; UINT32_MAX: a record of stat[] */
+	} * uses;
 	size_t uses_n, uses_alloc;
 	int64_t stat_now_ns; /* a file's ctime must be well before it to be remembered */
 	size_t stat_hashed;  /* files read to hash */
@@ -129,6 +133,9 @@ static void stat_map_drop(ib_cache *c)
 	if (c->map)
 		munmap((void *)c->map, c->map_len);
 	free(c->map_state);
+	free(c->map_off);
+	free(c->map_hash);
+	c->map_off = c->map_hash = NULL;
 	c->map = NULL;
 	c->map_len = 0;
 	c->map_index = NULL;
@@ -167,9 +174,9 @@ static size_t stat_rec_len(uint32_t path_len)
 	return sizeof(stat_rec) + (((size_t)path_len + 1 + 7) & ~(size_t)7);
 }
 
-static const stat_rec *map_rec(const ib_cache *c, size_t slot)
+static const stat_rec *map_rec(const ib_cache *c, size_t num)
 {
-	return (const stat_rec *)(c->map + c->map_index[slot].off);
+	return (const stat_rec *)(c->map + c->map_off[num]);
 }
 
 static size_t index_cap(size_t n)
@@ -180,30 +187,25 @@ static size_t index_cap(size_t n)
 	return cap;
 }
 
-static void stat_use(ib_cache *c, const stat_rec *r, uint32_t hash, size_t map_slot)
+static void stat_use(ib_cache *c, const stat_rec *r, uint32_t hash, size_t map_num)
 {
 	if (c->uses_n == c->uses_alloc) {
 		c->uses_alloc = c->uses_alloc ? c->uses_alloc * 2 : 256;
 		c->uses = xrealloc(c->uses, c->uses_alloc * sizeof(*c->uses));
 	}
-	c->uses[c->uses_n++] = (struct stat_use){r, hash, (uint32_t)map_slot};
+	c->uses[c->uses_n++] = (struct stat_use){r, hash, (uint32_t)map_num};
 }
 
 /* Appends r to the file being written in b, and to its index. */
-static void save_rec(ib_buf *b, stat_slot_rec *index, size_t cap, const stat_rec *r, uint32_t h)
+static void save_rec(ib_buf *b, stat_slot_rec *index, size_t cap, uint32_t *num, const stat_rec *r,
+		     uint32_t h)
 {
 	size_t k = h & (cap - 1);
-	while (index[k].off)
+	while (index[k].num)
 		k = (k + 1) & (cap - 1);
 	index[k].hash = h;
-	index[k].off = (uint32_t)b->len;
+	index[k].num = ++*num;
 	ib_buf_append(b, r, stat_rec_len(r->path_len));
-}
-
-static int by_offset(const void *a, const void *b)
-{
-	uint32_t x = ((const stat_slot_rec *)a)->off, y = ((const stat_slot_rec *)b)->off;
-	return x < y ? -1 : x > y;
 }
 
 /* The mapped records this process did not look up and that are under a
@@ -215,10 +217,11 @@ static void stat_cache_save(ib_cache *c)
 		return;
 	bool prune = false;
 	size_t kept = 0;
-	for (size_t i = 0; i < c->map_cap; i++) {
-		if (!c->map_index[i].off || (c->map_state[i] & MAP_REPLACED))
+	for (size_t i = 0; i < c->map_n; i++) { /* front to back */
+		if (c->map_state[i] & MAP_REPLACED)
 			continue;
-		if (!(c->map_state[i] & MAP_USED) && c->scopes && in_scope(c, map_rec(c, i)->path)) {
+		if (!(c->map_state[i] & MAP_USED) && c->scopes &&
+		    in_scope(c, map_rec(c, i)->path)) {
 			prune = true;
 			c->map_state[i] |= MAP_REPLACED; /* dropped */
 			continue;
@@ -240,27 +243,21 @@ static void stat_cache_save(ib_cache *c)
 	ib_buf_append(&b, index, cap * sizeof(*index));
 	/* first what this process used (every record of stat[] is there),
 	 * in that order, then the rest */
+	uint32_t num = 0;
 	for (size_t i = 0; i < c->uses_n; i++) {
 		const struct stat_use *u = &c->uses[i];
-		if (u->map_slot != UINT32_MAX) {
-			if (c->map_state[u->map_slot] & (MAP_REPLACED | MAP_SAVED))
+		if (u->map_num != UINT32_MAX) {
+			if (c->map_state[u->map_num] & (MAP_REPLACED | MAP_SAVED))
 				continue;
-			c->map_state[u->map_slot] |= MAP_SAVED;
+			c->map_state[u->map_num] |= MAP_SAVED;
 		}
-		save_rec(&b, index, cap, u->r, u->hash);
+		save_rec(&b, index, cap, &num, u->r, u->hash);
 	}
-	size_t rest_n = 0;
-	stat_slot_rec *rest = xmalloc((c->map_n + 1) * sizeof(*rest));
-	for (size_t i = 0; i < c->map_cap; i++)
-		if (c->map_index[i].off && !(c->map_state[i] & (MAP_REPLACED | MAP_SAVED)) &&
-		    rest_n < c->map_n)
-			rest[rest_n++] = c->map_index[i];
 	/* in the order of the file: the records another context's build did
 	 * not use keep the order their own build gave them */
-	qsort(rest, rest_n, sizeof(*rest), by_offset);
-	for (size_t i = 0; i < rest_n; i++)
-		save_rec(&b, index, cap, (const stat_rec *)(c->map + rest[i].off), rest[i].hash);
-	free(rest);
+	for (size_t i = 0; i < c->map_n; i++)
+		if (!(c->map_state[i] & (MAP_REPLACED | MAP_SAVED)))
+			save_rec(&b, index, cap, &num, map_rec(c, i), c->map_hash[i]);
 	ib_error *err = NULL;
 	if (b.len > UINT32_MAX)
 		goto out;
@@ -423,20 +420,20 @@ static size_t stat_slot(const ib_cache *c, const char *path, size_t len, uint32_
 			return i;
 }
 
-/* The index slot of the mapped file for path, or SIZE_MAX. */
-static size_t map_slot(const ib_cache *c, const char *path, size_t len, uint32_t h)
+/* The number of path's record in the mapped file, or SIZE_MAX. */
+static size_t map_find(const ib_cache *c, const char *path, size_t len, uint32_t h)
 {
 	if (!c->map_cap)
 		return SIZE_MAX;
 	size_t mask = c->map_cap - 1;
 	for (size_t i = h & mask;; i = (i + 1) & mask) {
 		const stat_slot_rec *s = &c->map_index[i];
-		if (!s->off)
+		if (!s->num)
 			return SIZE_MAX;
 		if (s->hash == h) {
-			const stat_rec *r = map_rec(c, i);
+			const stat_rec *r = map_rec(c, s->num - 1);
 			if (r->path_len == len && !memcmp(r->path, path, len))
-				return i;
+				return s->num - 1;
 		}
 	}
 }
@@ -478,12 +475,12 @@ static bool stat_map_check(ib_cache *c, const char *m, size_t len)
 		return false;
 	memcpy(header, m + 8, sizeof(header));
 	size_t count = header[1], cap = header[2];
-	if (header[0] != STAT_ORDER || header[3] != 0 || cap < 1024 || (cap & (cap - 1)) || count * 2 > cap ||
-	    cap > (len - STAT_HEADER_LEN) / sizeof(stat_slot_rec))
+	if (header[0] != STAT_ORDER || header[3] != 0 || cap < 1024 || (cap & (cap - 1)) ||
+	    count * 2 > cap || cap > (len - STAT_HEADER_LEN) / sizeof(stat_slot_rec))
 		return false;
 	size_t start = STAT_HEADER_LEN + cap * sizeof(stat_slot_rec);
-	/* one bit per 8 bytes: where records start */
-	cleanup_free uint8_t *starts = xcalloc(len / 64 + 1, 1);
+	c->map_off = xmalloc((count + 1) * sizeof(*c->map_off));
+	c->map_hash = xmalloc((count + 1) * sizeof(*c->map_hash));
 	size_t off = start, n = 0;
 	while (off < len) {
 		const stat_rec *r = (const stat_rec *)(m + off);
@@ -492,20 +489,25 @@ static bool stat_map_check(ib_cache *c, const char *m, size_t len)
 		    stat_rec_len(r->path_len) > len - off || r->path[r->path_len] != '\0' ||
 		    (r->flags & ~(STAT_DIGEST | STAT_XATTRS)))
 			return false;
-		starts[off / 64] |= (uint8_t)(1u << (off / 8 % 8));
+		c->map_off[n] = (uint32_t)off;
 		off += stat_rec_len(r->path_len);
 		n++;
 	}
 	if (n != count)
 		return false;
+	/* each record named by one slot */
 	const stat_slot_rec *index = (const stat_slot_rec *)(m + STAT_HEADER_LEN);
+	cleanup_free uint8_t *named = xcalloc(count / 8 + 1, 1);
 	size_t used = 0;
 	for (size_t i = 0; i < cap; i++) {
-		size_t o = index[i].off;
-		if (!o)
+		size_t k = index[i].num;
+		if (!k)
 			continue;
-		if (o < start || o >= len || o % 8 || !(starts[o / 64] & (1u << (o / 8 % 8))))
+		k--;
+		if (k >= count || (named[k / 8] & (1u << (k % 8))))
 			return false;
+		named[k / 8] |= (uint8_t)(1u << (k % 8));
+		c->map_hash[k] = index[i].hash;
 		used++;
 	}
 	if (used != count)
@@ -536,7 +538,7 @@ static void stat_cache_load(ib_cache *c)
 		stat_map_drop(c);
 		return;
 	}
-	c->map_state = xcalloc(c->map_cap, 1);
+	c->map_state = xcalloc(c->map_n + 1, 1);
 }
 
 static bool stat_matches(const stat_rec *r, const struct stat *st)
@@ -559,7 +561,7 @@ static const stat_rec *stat_lookup(ib_cache *c, const char *path, const struct s
 	if (c->stat_cap)
 		r = c->stat[stat_slot(c, path, len, h)];
 	if (!r) {
-		size_t i = map_slot(c, path, len, h);
+		size_t i = map_find(c, path, len, h);
 		if (i == SIZE_MAX || (c->map_state[i] & MAP_REPLACED))
 			return NULL;
 		r = map_rec(c, i);
@@ -590,7 +592,7 @@ static stat_rec *stat_update(ib_cache *c, const char *path, const struct stat *s
 	size_t i = stat_slot(c, path, len, h);
 	stat_rec *r = c->stat[i];
 	if (!r) {
-		size_t k = map_slot(c, path, len, h);
+		size_t k = map_find(c, path, len, h);
 		if (k != SIZE_MAX && !(c->map_state[k] & MAP_REPLACED)) {
 			/* the mapping is read-only: a copy replaces the record */
 			const stat_rec *old = map_rec(c, k);

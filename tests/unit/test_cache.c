@@ -748,27 +748,25 @@ static void test_stat_cache_corrupt_file_is_empty(void **state)
 		stat_bin_write(f, bad, len);
 		expect_file_digest(f->c, p, da);
 	}
-	/* an index slot moved by a record's length: it names a record no more
-	 * (the other record's slot, or the middle of a record); or a slot
-	 * emptied: one fewer than the count */
-	uint32_t off_bytes[2];
+	/* an index slot naming the other record (then one is named twice) or
+	 * no record, or emptied (one fewer than the count) */
+	uint32_t num_at[2];
 	int found = 0;
 	for (size_t i = 0; i < 1024 && found < 2; i++) {
 		uint32_t o;
 		memcpy(&o, bait + 24 + i * 8 + 4, 4);
 		if (o)
-			off_bytes[found++] = (uint32_t)(24 + i * 8 + 4);
+			num_at[found++] = (uint32_t)(24 + i * 8 + 4);
 	}
 	assert_int_equal(found, 2);
 	for (int k = 0; k < 2; k++) {
-		uint32_t deltas[] = {8, 16, 0};
-		for (size_t j = 0; j < 3; j++) {
+		for (int j = 0; j < 3; j++) {
 			cleanup_free char *bad = xmalloc(len);
 			memcpy(bad, bait, len);
-			uint32_t o;
-			memcpy(&o, bad + off_bytes[k], 4);
-			o = deltas[j] ? o + deltas[j] : 0;
-			memcpy(bad + off_bytes[k], &o, 4);
+			uint32_t num;
+			memcpy(&num, bad + num_at[k], 4);
+			num = j == 0 ? 3 - num : j == 1 ? 3 : 0;
+			memcpy(bad + num_at[k], &num, 4);
 			stat_bin_write(f, bad, len);
 			expect_file_digest(f->c, p, da);
 		}
