@@ -31,7 +31,7 @@
  * byte order), the record count, the size of the index and a zero (uint32
  * each), then the index, then the records.  The index is the
  * open-addressing hash table of the records: cap slots (a power of two, at
- * least twice the count) of {path hash, 1 + the record's number in the
+ * least 1.5 times the count) of {path hash, 1 + the record's number in the
  * file, 0 when empty}, so a process looks up the mapped file as it is and
  * builds no table of its own (a cached build of a context of 8,000 files
  * used to hash every path of the file first).  Each record is followed by
@@ -182,7 +182,7 @@ static const stat_rec *map_rec(const ib_cache *c, size_t num)
 static size_t index_cap(size_t n)
 {
 	size_t cap = 1024;
-	while (n * 2 > cap)
+	while (n * 3 > cap * 2)
 		cap *= 2;
 	return cap;
 }
@@ -476,7 +476,7 @@ static bool stat_map_check(ib_cache *c, const char *m, size_t len)
 	memcpy(header, m + 8, sizeof(header));
 	size_t count = header[1], cap = header[2];
 	if (header[0] != STAT_ORDER || header[3] != 0 || cap < 1024 || (cap & (cap - 1)) ||
-	    count * 2 > cap || cap > (len - STAT_HEADER_LEN) / sizeof(stat_slot_rec))
+	    count * 3 > cap * 2 || cap > (len - STAT_HEADER_LEN) / sizeof(stat_slot_rec))
 		return false;
 	size_t start = STAT_HEADER_LEN + cap * sizeof(stat_slot_rec);
 	c->map_off = xmalloc((count + 1) * sizeof(*c->map_off));
