@@ -35,14 +35,14 @@
 
 struct ib_store {
 	char *root;
-	char *layout;	  /* ROOT/oci */
-	char *blobs;	  /* ROOT/oci/blobs/sha256 */
-	char *index_path; /* ROOT/oci/index.json */
-	char *layers;	  /* ROOT/layers */
-	char *tmp;	  /* ROOT/tmp */
-	char *index_lock; /* ROOT/index.lock */
-	char *remote_path; /* ROOT/remote-blobs.json */
-	int gc_fd;	  /* ROOT/gc.lock, flock(LOCK_SH) while open */
+	char *layout;		 /* ROOT/oci */
+	char *blobs;		 /* ROOT/oci/blobs/sha256 */
+	char *index_path;	 /* ROOT/oci/index.json */
+	char *layers;		 /* ROOT/layers */
+	char *tmp;		 /* ROOT/tmp */
+	char *index_lock;	 /* ROOT/index.lock */
+	char *remote_path;	 /* ROOT/remote-blobs.json */
+	int gc_fd;		 /* ROOT/gc.lock, flock(LOCK_SH) while open */
 	ib_store_fetch_fn fetch; /* downloads a remote layer, or NULL */
 	void *fetch_payload;
 	mode_t fixed_modes[4]; /* modes found (and tightened) at open, 0 = fine */
@@ -167,16 +167,16 @@ static bool store_root_is_ours(const struct stat *sb)
 }
 
 /* Returns the mode found when it was tightened, else 0. */
-static mode_t store_make_private(const char *path, bool is_root)
+/* sb: path's stat */
+static mode_t store_make_private(const char *path, const struct stat *sb, bool is_root)
 {
-	struct stat sb;
-	if (stat(path, &sb) < 0 || !(sb.st_mode & 077))
+	if (!(sb->st_mode & 077))
 		return 0;
-	if (is_root && !store_root_is_ours(&sb))
+	if (is_root && !store_root_is_ours(sb))
 		return 0;
-	if (sb.st_uid != geteuid() || chmod(path, sb.st_mode & 07700 & ~(mode_t)S_ISVTX) < 0)
+	if (sb->st_uid != geteuid() || chmod(path, sb->st_mode & 07700 & ~(mode_t)S_ISVTX) < 0)
 		return 0;
-	return sb.st_mode & 07777;
+	return sb->st_mode & 07777;
 }
 
 static const char *const store_private_dirs[] = {"", "layers", "tmp", "cache"};
@@ -202,10 +202,10 @@ int ib_store_check_permissions(ib_store *s, ib_verify_cb cb, void *payload)
 			continue;
 		problems++;
 		if (cb) {
-			cleanup_free char *msg = xasprintf(
-			    "mode %04o lets other users reach unpacked layers (setuid "
-			    "binaries included): should be 0700",
-			    (unsigned)(sb.st_mode & 07777));
+			cleanup_free char *msg =
+			    xasprintf("mode %04o lets other users reach unpacked layers (setuid "
+				      "binaries included): should be 0700",
+				      (unsigned)(sb.st_mode & 07777));
 			cb(p, msg, payload);
 		}
 	}
@@ -234,9 +234,12 @@ int ib_store_open(ib_store **out, const char *root, ib_error **err)
 		chmod(root, PRIVATE_MODE); /* whatever the umask */
 	for (size_t i = 0; i < sizeof(store_private_dirs) / sizeof(store_private_dirs[0]); i++) {
 		cleanup_free char *p = ib_path_join(root, store_private_dirs[i]);
-		if (i > 0)
-			mkdir(p, PRIVATE_MODE);
-		s->fixed_modes[i] = store_make_private(p, i == 0);
+		struct stat sb;
+		int got = stat(p, &sb);
+		if (got < 0 && errno == ENOENT && i > 0 && mkdir(p, PRIVATE_MODE) == 0)
+			got = stat(p, &sb);
+		if (got == 0)
+			s->fixed_modes[i] = store_make_private(p, &sb, i == 0);
 	}
 
 	const char *dirs[] = {s->root, s->blobs, s->layers, s->tmp};
@@ -1409,12 +1412,12 @@ static int remote_lock(ib_store *s, ib_error **err);
  * manifest of a multi-platform index, so absent siblings are normal. */
 struct walk {
 	ib_store *s;
-	json_t *reachable; /* digest -> true */
-	json_t *diff_ids;  /* diff_id -> true */
-	json_t *missing;   /* digest -> referrer name */
-	json_t *records;   /* remote-blobs.json */
+	json_t *reachable;   /* digest -> true */
+	json_t *diff_ids;    /* diff_id -> true */
+	json_t *missing;     /* digest -> referrer name */
+	json_t *records;     /* remote-blobs.json */
 	json_t *remote_used; /* absent layers with a remote record -> true */
-	bool strict;	   /* fail on a present but unreadable manifest/config */
+	bool strict;	     /* fail on a present but unreadable manifest/config */
 };
 
 static void walk_missing(struct walk *w, const char *digest, const char *who)
@@ -1680,7 +1683,8 @@ int ib_store_prune(ib_store *s, const ib_prune_options *opts, ib_prune_stats *st
 				      &st.layers_removed, err);
 	if (r == 0)
 		r = prune_dir_entries(s->tmp, NULL, NULL, opts->dry_run, &st.tmp_removed, err);
-	for (size_t i = 0; r == 0 && !opts->dry_run && opts->remove_dirs && opts->remove_dirs[i]; i++)
+	for (size_t i = 0; r == 0 && !opts->dry_run && opts->remove_dirs && opts->remove_dirs[i];
+	     i++)
 		r = ib_rm_rf(opts->remove_dirs[i], err);
 	if (r == 0 && !opts->dry_run)
 		r = prune_remote_records(s, &w, err);
@@ -2363,7 +2367,8 @@ int ib_store_blob_fetch(ib_store *s, const char *digest, ib_error **err)
 				  "fetched: %s%s",
 				  digest, who ? who : "an image", rec.repository,
 				  e ? ib_error_msg(e) : "unknown error",
-				  corrupt ? " (build it again: the step that made it will run)" : "");
+				  corrupt ? " (build it again: the step that made it will run)"
+					  : "");
 	}
 	ib_error_free(&e);
 	ib_store_remote_clear(&rec);
