@@ -35,14 +35,14 @@
 
 struct ib_store {
 	char *root;
-	char *layout;		 /* ROOT/oci */
-	char *blobs;		 /* ROOT/oci/blobs/sha256 */
-	char *index_path;	 /* ROOT/oci/index.json */
-	char *layers;		 /* ROOT/layers */
-	char *tmp;		 /* ROOT/tmp */
-	char *index_lock;	 /* ROOT/index.lock */
-	char *remote_path;	 /* ROOT/remote-blobs.json */
-	int gc_fd;		 /* ROOT/gc.lock, flock(LOCK_SH) while open */
+	char *layout;	  /* ROOT/oci */
+	char *blobs;	  /* ROOT/oci/blobs/sha256 */
+	char *index_path; /* ROOT/oci/index.json */
+	char *layers;	  /* ROOT/layers */
+	char *tmp;	  /* ROOT/tmp */
+	char *index_lock; /* ROOT/index.lock */
+	char *remote_path; /* ROOT/remote-blobs.json */
+	int gc_fd;	  /* ROOT/gc.lock, flock(LOCK_SH) while open */
 	ib_store_fetch_fn fetch; /* downloads a remote layer, or NULL */
 	void *fetch_payload;
 	mode_t fixed_modes[4]; /* modes found (and tightened) at open, 0 = fine */
@@ -166,8 +166,7 @@ static bool store_root_is_ours(const struct stat *sb)
 	return S_ISDIR(sb->st_mode) && sb->st_uid == geteuid() && !(sb->st_mode & S_ISVTX);
 }
 
-/* Returns the mode found when it was tightened, else 0. */
-/* sb: path's stat */
+/* sb: path's stat.  Returns the mode found when it was tightened, else 0. */
 static mode_t store_make_private(const char *path, const struct stat *sb, bool is_root)
 {
 	if (!(sb->st_mode & 077))
@@ -202,10 +201,10 @@ int ib_store_check_permissions(ib_store *s, ib_verify_cb cb, void *payload)
 			continue;
 		problems++;
 		if (cb) {
-			cleanup_free char *msg =
-			    xasprintf("mode %04o lets other users reach unpacked layers (setuid "
-				      "binaries included): should be 0700",
-				      (unsigned)(sb.st_mode & 07777));
+			cleanup_free char *msg = xasprintf(
+			    "mode %04o lets other users reach unpacked layers (setuid "
+			    "binaries included): should be 0700",
+			    (unsigned)(sb.st_mode & 07777));
 			cb(p, msg, payload);
 		}
 	}
@@ -234,6 +233,7 @@ int ib_store_open(ib_store **out, const char *root, ib_error **err)
 		chmod(root, PRIVATE_MODE); /* whatever the umask */
 	for (size_t i = 0; i < sizeof(store_private_dirs) / sizeof(store_private_dirs[0]); i++) {
 		cleanup_free char *p = ib_path_join(root, store_private_dirs[i]);
+		/* made only when missing: a cached build tries no write */
 		struct stat sb;
 		int got = stat(p, &sb);
 		if (got < 0 && errno == ENOENT && i > 0 && mkdir(p, PRIVATE_MODE) == 0)
@@ -1412,12 +1412,12 @@ static int remote_lock(ib_store *s, ib_error **err);
  * manifest of a multi-platform index, so absent siblings are normal. */
 struct walk {
 	ib_store *s;
-	json_t *reachable;   /* digest -> true */
-	json_t *diff_ids;    /* diff_id -> true */
-	json_t *missing;     /* digest -> referrer name */
-	json_t *records;     /* remote-blobs.json */
+	json_t *reachable; /* digest -> true */
+	json_t *diff_ids;  /* diff_id -> true */
+	json_t *missing;   /* digest -> referrer name */
+	json_t *records;   /* remote-blobs.json */
 	json_t *remote_used; /* absent layers with a remote record -> true */
-	bool strict;	     /* fail on a present but unreadable manifest/config */
+	bool strict;	   /* fail on a present but unreadable manifest/config */
 };
 
 static void walk_missing(struct walk *w, const char *digest, const char *who)
@@ -1683,8 +1683,7 @@ int ib_store_prune(ib_store *s, const ib_prune_options *opts, ib_prune_stats *st
 				      &st.layers_removed, err);
 	if (r == 0)
 		r = prune_dir_entries(s->tmp, NULL, NULL, opts->dry_run, &st.tmp_removed, err);
-	for (size_t i = 0; r == 0 && !opts->dry_run && opts->remove_dirs && opts->remove_dirs[i];
-	     i++)
+	for (size_t i = 0; r == 0 && !opts->dry_run && opts->remove_dirs && opts->remove_dirs[i]; i++)
 		r = ib_rm_rf(opts->remove_dirs[i], err);
 	if (r == 0 && !opts->dry_run)
 		r = prune_remote_records(s, &w, err);
@@ -2367,8 +2366,7 @@ int ib_store_blob_fetch(ib_store *s, const char *digest, ib_error **err)
 				  "fetched: %s%s",
 				  digest, who ? who : "an image", rec.repository,
 				  e ? ib_error_msg(e) : "unknown error",
-				  corrupt ? " (build it again: the step that made it will run)"
-					  : "");
+				  corrupt ? " (build it again: the step that made it will run)" : "");
 	}
 	ib_error_free(&e);
 	ib_store_remote_clear(&rec);
