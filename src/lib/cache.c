@@ -88,6 +88,7 @@ struct ib_cache {
 	 * dropped (not saved again) */
 	uint32_t *map_off, *map_hash;
 	uint8_t *map_state;
+	size_t map_next; /* the number after the last record found */
 	/* the records in the order this process first used them, which is the
 	 * order they are saved in: the next build looks them up in about the
 	 * same order, through the file front to back instead of at random */
@@ -139,7 +140,7 @@ static void stat_map_drop(ib_cache *c)
 	c->map = NULL;
 	c->map_len = 0;
 	c->map_index = NULL;
-	c->map_cap = c->map_n = 0;
+	c->map_cap = c->map_n = c->map_next = 0;
 	c->map_state = NULL;
 }
 
@@ -556,20 +557,31 @@ static const stat_rec *stat_lookup(ib_cache *c, const char *path, const struct s
 {
 	stat_cache_load(c);
 	size_t len = strlen(path);
-	uint32_t h = hash_path(path, len);
 	const stat_rec *r = NULL;
 	if (c->stat_cap)
-		r = c->stat[stat_slot(c, path, len, h)];
+		r = c->stat[stat_slot(c, path, len, hash_path(path, len))];
 	if (!r) {
-		size_t i = map_find(c, path, len, h);
+		/* the file holds the records in the order of the last build's
+		 * lookups: the record after the last one found is most often the
+		 * one asked for, and then neither the hash nor the index is
+		 * needed */
+		size_t i = SIZE_MAX;
+		if (c->map_next < c->map_n) {
+			const stat_rec *q = map_rec(c, c->map_next);
+			if (q->path_len == len && !memcmp(q->path, path, len))
+				i = c->map_next;
+		}
+		if (i == SIZE_MAX)
+			i = map_find(c, path, len, hash_path(path, len));
 		if (i == SIZE_MAX || (c->map_state[i] & MAP_REPLACED))
 			return NULL;
+		c->map_next = i + 1;
 		r = map_rec(c, i);
 		if ((r->flags & flags) != flags || !stat_matches(r, st))
 			return NULL;
 		if (!(c->map_state[i] & MAP_USED)) {
 			c->map_state[i] |= MAP_USED;
-			stat_use(c, r, h, i);
+			stat_use(c, r, c->map_hash[i], i);
 		}
 		return r;
 	}
@@ -621,14 +633,22 @@ static stat_rec *stat_update(ib_cache *c, const char *path, const struct stat *s
 	return r;
 }
 
+/* Two hex digits per byte from one table (a cached build formats two
+ * digests for every file of the context). */
 static void raw_to_digest(const uint8_t raw[32], char out[IB_DIGEST_BUFLEN])
 {
-	static const char hex[] = "0123456789abcdef";
+	static const char pairs[513] =
+	    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+	    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+	    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+	    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+	    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+	    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+	    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+	    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 	memcpy(out, "sha256:", 7);
-	for (int i = 0; i < 32; i++) {
-		out[7 + 2 * i] = hex[raw[i] >> 4];
-		out[8 + 2 * i] = hex[raw[i] & 15];
-	}
+	for (int i = 0; i < 32; i++)
+		memcpy(out + 7 + 2 * i, pairs + 2 * raw[i], 2);
 	out[IB_DIGEST_STRLEN] = '\0';
 }
 

@@ -75,3 +75,14 @@ cached_build() {
 	cat "$T/open.log"
 	! grep -E 'src/[ab]/f[0-9]"' "$T/open.log" || false
 }
+
+@test "a cached rebuild loads no shared object but libc and libm" {
+	d1=$("$IMGBUILD" -q build "$T/ctx/recipe.lua" -t localhost/cached:1)
+	run --separate-stderr env LD_DEBUG=files "$IMGBUILD" -q build "$T/ctx/recipe.lua" -t localhost/cached:1
+	[ "$status" -eq 0 ]
+	[ "$output" = "$d1" ]
+	echo "$stderr" | grep -o 'file=[^ ]*' | sort -u
+	loaded=$(echo "$stderr" | grep -o 'file=[^ ]*' | sed 's/^file=//' | sort -u |
+		grep -v -e '^libc\.so\.' -e '^libm\.so\.' -e '^lib\(asan\|ubsan\|stdc++\|gcc_s\)\.so\.' || true)
+	[ -z "$loaded" ]
+}

@@ -947,6 +947,36 @@ static void test_stat_cache_saved_in_order_of_use(void **state)
 	reopen(f);
 }
 
+/* Lookups follow the file's order most of the time, but not always: in
+ * any order, and for a path that is the start of the next record's, each
+ * gets its own record. */
+static void test_stat_cache_lookups_in_any_order(void **state)
+{
+	fixture *f = *state;
+	static const char *names[] = {"pq", "p", "a", "b", "c", "d", "e", "p2"};
+	enum { N = sizeof(names) / sizeof(names[0]) };
+	char *paths[N];
+	char want[N][IB_DIGEST_BUFLEN];
+	for (size_t i = 0; i < N; i++) {
+		paths[i] = ib_path_join(f->dir, names[i]);
+		cleanup_free char *text = xasprintf("content of %s", names[i]);
+		tu_write_text(paths[i], text);
+		ib_digest_buffer(want[i], text, strlen(text));
+		expect_file_digest(f->c, paths[i], want[i]);
+	}
+	/* saved in that order; then asked for: "p" first (the record after
+	 * none is "pq"), backwards, skipping, twice */
+	static const size_t order[] = {1, 0, 7, 6, 4, 2, 3, 5, 5, 1, 0};
+	for (int round = 0; round < 2; round++) {
+		reopen(f);
+		for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++)
+			expect_file_digest(f->c, paths[order[k]], want[order[k]]);
+		assert_int_equal(ib_cache_stat_hashed(f->c), 0);
+	}
+	for (size_t i = 0; i < N; i++)
+		free(paths[i]);
+}
+
 static void test_file_xattrs_remembered_until_ctime_moves(void **state)
 {
 	fixture *f = *state;
@@ -1302,6 +1332,7 @@ int main(void)
 	    T(test_stat_cache_many_entries_survive_reopen),
 	    T(test_stat_cache_scope_drops_unused_entries),
 	    T(test_stat_cache_saved_in_order_of_use),
+	    T(test_stat_cache_lookups_in_any_order),
 	    T(test_stat_cache_persists_across_reopen),
 	    T(test_stat_cache_not_written_when_unused),
 	    T(test_stat_cache_corrupt_file_is_empty),
