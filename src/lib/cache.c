@@ -84,8 +84,8 @@ struct ib_cache {
 	const stat_slot_rec *map_index; /* map_cap slots */
 	size_t map_cap, map_n;
 	/* per record of the file, by number: its offset, its path hash, and
-	 * 1 looked up by this process, 2 replaced by a record of stat[] or
-	 * dropped (not saved again) */
+	 * MAP_USED (looked up by this process), MAP_REPLACED (by a record of
+	 * stat[], or dropped: not saved again), MAP_SAVED (while saving) */
 	uint32_t *map_off, *map_hash;
 	uint8_t *map_state;
 	size_t map_next; /* the number after the last record found */
@@ -259,13 +259,11 @@ static void stat_cache_save(ib_cache *c)
 	for (size_t i = 0; i < c->map_n; i++)
 		if (!(c->map_state[i] & (MAP_REPLACED | MAP_SAVED)))
 			save_rec(&b, index, cap, &num, map_rec(c, i), c->map_hash[i]);
-	ib_error *err = NULL;
-	if (b.len > UINT32_MAX)
-		goto out;
 	memcpy(b.data + index_off, index, cap * sizeof(*index));
-	if (ib_write_file_atomic(c->stat_path, b.data, b.len, 0600, &err) < 0)
+	ib_error *err = NULL;
+	if (b.len <= IB_STAT_CACHE_MAX && /* else it would not be loaded */
+	    ib_write_file_atomic(c->stat_path, b.data, b.len, 0600, &err) < 0)
 		ib_error_free(&err);
-out:
 	free(index);
 	ib_buf_free(&b);
 	c->stat_dirty = false;
