@@ -26,11 +26,20 @@
 /* One stat cache record, the same in memory and in stat.bin: it vouches
  * for its digests while size, mtime, inode and ctime all hold (ctime moves
  * with any write, chmod, chown or xattr change, and cannot be set back).
- * The file is STAT_MAGIC (which names the format version), STAT_ORDER
- * (the byte order), a record count, then the records, each followed by its
- * path, a NUL and zeros up to 8-byte alignment.  A file that does not parse
- * as a whole is ignored: never a wrong hit, at worst the context is hashed
- * again. */
+ *
+ * The file is STAT_MAGIC (which names the format version), STAT_ORDER (the
+ * byte order), the record count, the size of the index and a zero (uint32
+ * each), then the index, then the records.  The index is the
+ * open-addressing hash table of the records: cap slots (a power of two, at
+ * least 1.5 times the count) of {path hash, 1 + the record's number in the
+ * file, 0 when empty}, so a process looks up the mapped file as it is and
+ * builds no table of its own (a cached build of a context of 8,000 files
+ * used to hash every path of the file first).  Each record is followed by
+ * its path, a NUL and zeros up to 8-byte alignment; they are in the order
+ * the last build that saved used them.  A file that does not parse as a
+ * whole (every record in bounds, the count right, each record named by one
+ * index slot) is ignored: never a wrong hit, at worst the context is
+ * hashed again. */
 typedef struct stat_rec {
 	uint64_t size, mtime_ns, ino, ctime_ns;
 	uint8_t digest[32]; /* the content's SHA-256 (STAT_DIGEST) */
@@ -40,11 +49,18 @@ typedef struct stat_rec {
 	char path[];
 } stat_rec;
 
+typedef struct stat_slot_rec {
+	uint32_t hash;
+	uint32_t num; /* 1 + the record's number in the file; 0: an empty slot */
+} stat_slot_rec;
+
 #define STAT_DIGEST 1u
 #define STAT_XATTRS 2u
-#define STAT_MAGIC "ibstat\0\2"
+#define STAT_MAGIC "ibstat\0\3"
 #define STAT_ORDER 0x01020304u
-#define STAT_HEADER_LEN 16 /* magic, STAT_ORDER, record count (uint32) */
+/* magic, STAT_ORDER, record count, index slots, zero (the index and the
+ * records are 8-aligned) */
+#define STAT_HEADER_LEN 24
 /* A file changed this soon after its ctime might change again within the
  * same timestamp tick (a second on some filesystems) and keep every stat
  * field: it is hashed each time until it is this old. */
@@ -55,15 +71,33 @@ struct ib_cache {
 	char *steps_dir;
 	char *explain_dir;
 	char *stat_path;
-	/* open-addressing hash table keyed by path, loaded lazily; slot i
-	 * holds a record, its path hash and whether this process used it */
+	/* stat.bin, mapped read-only and used in place (map_* below), loaded
+	 * lazily; records this process added or changed are in the
+	 * open-addressing table stat[] (slot i: a record, its path hash),
+	 * which a lookup asks first */
 	stat_rec **stat;
 	uint32_t *stat_hash;
-	bool *stat_used;
 	size_t stat_cap, stat_n;
 	bool stat_loaded, stat_dirty;
-	void *stat_map; /* stat.bin mapped read-only: loaded records point into it */
-	size_t stat_map_len;
+	const char *map; /* stat.bin, or NULL */
+	size_t map_len;
+	const stat_slot_rec *map_index; /* map_cap slots */
+	size_t map_cap, map_n;
+	/* per record of the file, by number: its offset, its path hash, and
+	 * MAP_USED (looked up by this process), MAP_REPLACED (by a record of
+	 * stat[], or dropped: not saved again), MAP_SAVED (while saving) */
+	uint32_t *map_off, *map_hash;
+	uint8_t *map_state;
+	size_t map_next; /* the number after the last record found */
+	/* the records in the order this process first used them, which is the
+	 * order they are saved in: the next build looks them up in about the
+	 * same order, through the file front to back instead of at random */
+	struct stat_use {
+		const stat_rec *r;
+		uint32_t hash;
+		uint32_t map_num; /* its number in the file; UINT32_MAX: a record of stat[] */
+	} * uses;
+	size_t uses_n, uses_alloc;
 	int64_t stat_now_ns; /* a file's ctime must be well before it to be remembered */
 	size_t stat_hashed;  /* files read to hash */
 	char **scopes;	     /* directories whose unused entries are dropped on save */
@@ -71,6 +105,10 @@ struct ib_cache {
 	json_t *blob_records; /* registry-blobs.json, loaded by the first lookup */
 	bool readonly;	      /* lookups only: nothing is written (build --check) */
 };
+
+#define MAP_USED 1u
+#define MAP_REPLACED 2u
+#define MAP_SAVED 4u
 
 int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
 {
@@ -91,29 +129,34 @@ int ib_cache_open(ib_cache **out, ib_store *store, ib_error **err)
 	return 0;
 }
 
-/* A record of the mapped file, which is not freed on its own. */
-static bool stat_borrowed(const ib_cache *c, const stat_rec *r)
+static void stat_map_drop(ib_cache *c)
 {
-	const char *p = (const char *)r, *m = c->stat_map;
-	return m && p >= m && p < m + c->stat_map_len;
+	if (c->map)
+		munmap((void *)c->map, c->map_len);
+	free(c->map_state);
+	free(c->map_off);
+	free(c->map_hash);
+	c->map_off = c->map_hash = NULL;
+	c->map = NULL;
+	c->map_len = 0;
+	c->map_index = NULL;
+	c->map_cap = c->map_n = c->map_next = 0;
+	c->map_state = NULL;
 }
 
 static void stat_table_free(ib_cache *c)
 {
 	for (size_t i = 0; i < c->stat_cap; i++)
-		if (!stat_borrowed(c, c->stat[i]))
-			free(c->stat[i]);
+		free(c->stat[i]);
 	free(c->stat);
 	free(c->stat_hash);
-	free(c->stat_used);
+	free(c->uses);
+	c->uses = NULL;
+	c->uses_n = c->uses_alloc = 0;
 	c->stat = NULL;
 	c->stat_hash = NULL;
-	c->stat_used = NULL;
-	if (c->stat_map)
-		munmap(c->stat_map, c->stat_map_len);
-	c->stat_map = NULL;
-	c->stat_map_len = 0;
 	c->stat_cap = c->stat_n = 0;
+	stat_map_drop(c);
 	c->stat_loaded = c->stat_dirty = false;
 }
 
@@ -132,30 +175,96 @@ static size_t stat_rec_len(uint32_t path_len)
 	return sizeof(stat_rec) + (((size_t)path_len + 1 + 7) & ~(size_t)7);
 }
 
-/* Entries under a scope that this process did not look up are dropped, so
- * files that left the context do not accumulate; others are kept. */
+static const stat_rec *map_rec(const ib_cache *c, size_t num)
+{
+	return (const stat_rec *)(c->map + c->map_off[num]);
+}
+
+static size_t index_cap(size_t n)
+{
+	size_t cap = 1024;
+	while (n * 3 > cap * 2)
+		cap *= 2;
+	return cap;
+}
+
+static void stat_use(ib_cache *c, const stat_rec *r, uint32_t hash, size_t map_num)
+{
+	if (c->uses_n == c->uses_alloc) {
+		c->uses_alloc = c->uses_alloc ? c->uses_alloc * 2 : 256;
+		c->uses = xrealloc(c->uses, c->uses_alloc * sizeof(*c->uses));
+	}
+	c->uses[c->uses_n++] = (struct stat_use){r, hash, (uint32_t)map_num};
+}
+
+/* Appends r to the file being written in b, and to its index. */
+static void save_rec(ib_buf *b, stat_slot_rec *index, size_t cap, uint32_t *num, const stat_rec *r,
+		     uint32_t h)
+{
+	size_t k = h & (cap - 1);
+	while (index[k].num)
+		k = (k + 1) & (cap - 1);
+	index[k].hash = h;
+	index[k].num = ++*num;
+	ib_buf_append(b, r, stat_rec_len(r->path_len));
+}
+
+/* The mapped records this process did not look up and that are under a
+ * scope are dropped, so files that left the context do not accumulate;
+ * others are kept.  Written only if something changed. */
 static void stat_cache_save(ib_cache *c)
 {
-	bool prune = false;
-	for (size_t i = 0; i < c->stat_cap && !prune; i++)
-		prune = c->stat[i] && !c->stat_used[i] && in_scope(c, c->stat[i]->path);
-	if ((!c->stat_dirty && !prune) || c->readonly)
+	if (c->readonly)
 		return;
+	bool prune = false;
+	size_t kept = 0;
+	for (size_t i = 0; i < c->map_n; i++) { /* front to back */
+		if (c->map_state[i] & MAP_REPLACED)
+			continue;
+		if (!(c->map_state[i] & MAP_USED) && c->scopes &&
+		    in_scope(c, map_rec(c, i)->path)) {
+			prune = true;
+			c->map_state[i] |= MAP_REPLACED; /* dropped */
+			continue;
+		}
+		kept++;
+	}
+	if (!c->stat_dirty && !prune)
+		return;
+	size_t n = kept + c->stat_n;
+	if (n > UINT32_MAX / 4)
+		return;
+	size_t cap = index_cap(n);
 	ib_buf b = IB_BUF_INIT;
-	uint32_t header[2] = {STAT_ORDER, 0};
+	uint32_t header[4] = {STAT_ORDER, (uint32_t)n, (uint32_t)cap, 0};
 	ib_buf_append(&b, STAT_MAGIC, 8);
 	ib_buf_append(&b, header, sizeof(header));
-	for (size_t i = 0; i < c->stat_cap; i++) {
-		stat_rec *r = c->stat[i];
-		if (!r || (!c->stat_used[i] && in_scope(c, r->path)))
-			continue;
-		ib_buf_append(&b, r, stat_rec_len(r->path_len));
-		header[1]++;
+	size_t index_off = b.len;
+	stat_slot_rec *index = xcalloc(cap, sizeof(*index));
+	ib_buf_append(&b, index, cap * sizeof(*index));
+	/* first what this process used (every record of stat[] is there),
+	 * in that order, then the rest */
+	uint32_t num = 0;
+	for (size_t i = 0; i < c->uses_n; i++) {
+		const struct stat_use *u = &c->uses[i];
+		if (u->map_num != UINT32_MAX) {
+			if (c->map_state[u->map_num] & (MAP_REPLACED | MAP_SAVED))
+				continue;
+			c->map_state[u->map_num] |= MAP_SAVED;
+		}
+		save_rec(&b, index, cap, &num, u->r, u->hash);
 	}
-	memcpy(b.data + 8, header, sizeof(header));
+	/* in the order of the file: the records another context's build did
+	 * not use keep the order their own build gave them */
+	for (size_t i = 0; i < c->map_n; i++)
+		if (!(c->map_state[i] & (MAP_REPLACED | MAP_SAVED)))
+			save_rec(&b, index, cap, &num, map_rec(c, i), c->map_hash[i]);
+	memcpy(b.data + index_off, index, cap * sizeof(*index));
 	ib_error *err = NULL;
-	if (ib_write_file_atomic(c->stat_path, b.data, b.len, 0600, &err) < 0)
+	if (b.len <= IB_STAT_CACHE_MAX && /* else it would not be loaded */
+	    ib_write_file_atomic(c->stat_path, b.data, b.len, 0600, &err) < 0)
 		ib_error_free(&err);
+	free(index);
 	ib_buf_free(&b);
 	c->stat_dirty = false;
 }
@@ -280,7 +389,9 @@ void ib_cache_stat_scope(ib_cache *c, const char *dir)
 	ib_strv_push(&c->scopes, dir);
 }
 
-/* Eight bytes at a time: the paths of a context are long and alike. */
+/* Eight bytes at a time: the paths of a context are long and alike.  The
+ * index of stat.bin holds these values: a change here needs a new
+ * STAT_MAGIC. */
 static uint32_t hash_path(const char *p, size_t n)
 {
 	uint64_t h = 0x9e3779b97f4a7c15ULL ^ n, w;
@@ -297,13 +408,33 @@ static uint32_t hash_path(const char *p, size_t n)
 	return (uint32_t)(h ^ (h >> 32));
 }
 
-/* The slot for path: its record, or the empty slot where it would go. */
-static size_t stat_slot(const ib_cache *c, const char *path, uint32_t h)
+/* The slot of stat[] for path: its record, or the empty slot where it
+ * would go. */
+static size_t stat_slot(const ib_cache *c, const char *path, size_t len, uint32_t h)
 {
 	size_t mask = c->stat_cap - 1;
 	for (size_t i = h & mask;; i = (i + 1) & mask)
-		if (!c->stat[i] || (c->stat_hash[i] == h && !strcmp(c->stat[i]->path, path)))
+		if (!c->stat[i] || (c->stat_hash[i] == h && c->stat[i]->path_len == len &&
+				    !memcmp(c->stat[i]->path, path, len)))
 			return i;
+}
+
+/* The number of path's record in the mapped file, or SIZE_MAX. */
+static size_t map_find(const ib_cache *c, const char *path, size_t len, uint32_t h)
+{
+	if (!c->map_cap)
+		return SIZE_MAX;
+	size_t mask = c->map_cap - 1;
+	for (size_t i = h & mask;; i = (i + 1) & mask) {
+		const stat_slot_rec *s = &c->map_index[i];
+		if (!s->num)
+			return SIZE_MAX;
+		if (s->hash == h) {
+			const stat_rec *r = map_rec(c, s->num - 1);
+			if (r->path_len == len && !memcmp(r->path, path, len))
+				return s->num - 1;
+		}
+	}
 }
 
 static void stat_reserve(ib_cache *c, size_t n)
@@ -312,15 +443,13 @@ static void stat_reserve(ib_cache *c, size_t n)
 		return;
 	stat_rec **old = c->stat;
 	uint32_t *old_hash = c->stat_hash;
-	bool *old_used = c->stat_used;
 	size_t old_cap = c->stat_cap;
-	size_t cap = old_cap ? old_cap : 1024;
+	size_t cap = old_cap ? old_cap : 64;
 	while (n * 2 > cap)
 		cap *= 2;
 	c->stat_cap = cap;
 	c->stat = xcalloc(cap, sizeof(*c->stat));
 	c->stat_hash = xcalloc(cap, sizeof(*c->stat_hash));
-	c->stat_used = xcalloc(cap, sizeof(*c->stat_used));
 	for (size_t i = 0; i < old_cap; i++) {
 		if (!old[i])
 			continue;
@@ -329,42 +458,63 @@ static void stat_reserve(ib_cache *c, size_t n)
 			k = (k + 1) & (cap - 1);
 		c->stat[k] = old[i];
 		c->stat_hash[k] = old_hash[i];
-		c->stat_used[k] = old_used[i];
 	}
 	free(old);
 	free(old_hash);
-	free(old_used);
 }
 
-/* The records of the file must parse as a whole, or none is used. */
-static bool stat_map_load(ib_cache *c, const char *m, size_t len)
+/* The file must parse as a whole, or none of it is used: the records in
+ * bounds and well formed, as many as the header says, and each slot of the
+ * index naming one of them, as many slots as records.  Nothing is hashed:
+ * a slot with a wrong hash only makes its record a miss. */
+static bool stat_map_check(ib_cache *c, const char *m, size_t len)
 {
-	uint32_t header[2];
+	uint32_t header[4];
 	if (len < STAT_HEADER_LEN || memcmp(m, STAT_MAGIC, 8) != 0)
 		return false;
 	memcpy(header, m + 8, sizeof(header));
-	if (header[0] != STAT_ORDER || header[1] > (len - STAT_HEADER_LEN) / sizeof(stat_rec))
+	size_t count = header[1], cap = header[2];
+	if (header[0] != STAT_ORDER || header[3] != 0 || cap < 1024 || (cap & (cap - 1)) ||
+	    count * 3 > cap * 2 || cap > (len - STAT_HEADER_LEN) / sizeof(stat_slot_rec))
 		return false;
-	stat_reserve(c, (size_t)header[1] + 1);
-	size_t off = STAT_HEADER_LEN, n = 0;
+	size_t start = STAT_HEADER_LEN + cap * sizeof(stat_slot_rec);
+	c->map_off = xmalloc((count + 1) * sizeof(*c->map_off));
+	c->map_hash = xmalloc((count + 1) * sizeof(*c->map_hash));
+	size_t off = start, n = 0;
 	while (off < len) {
-		stat_rec *r = (stat_rec *)(m + off);
-		if (n == header[1] || len - off < sizeof(stat_rec) || r->path_len == 0 ||
+		const stat_rec *r = (const stat_rec *)(m + off);
+		if (n == count || len - off < sizeof(stat_rec) || r->path_len == 0 ||
 		    r->path_len > len - off - sizeof(stat_rec) - 1 ||
 		    stat_rec_len(r->path_len) > len - off || r->path[r->path_len] != '\0' ||
-		    memchr(r->path, '\0', r->path_len) || (r->flags & ~(STAT_DIGEST | STAT_XATTRS)))
+		    (r->flags & ~(STAT_DIGEST | STAT_XATTRS)))
 			return false;
-		uint32_t h = hash_path(r->path, r->path_len);
-		size_t i = stat_slot(c, r->path, h);
-		if (!c->stat[i]) { /* a repeated path keeps its first record */
-			c->stat[i] = r;
-			c->stat_hash[i] = h;
-			c->stat_n++;
-		}
+		c->map_off[n] = (uint32_t)off;
 		off += stat_rec_len(r->path_len);
 		n++;
 	}
-	return n == header[1];
+	if (n != count)
+		return false;
+	/* each record named by one slot */
+	const stat_slot_rec *index = (const stat_slot_rec *)(m + STAT_HEADER_LEN);
+	cleanup_free uint8_t *named = xcalloc(count / 8 + 1, 1);
+	size_t used = 0;
+	for (size_t i = 0; i < cap; i++) {
+		size_t k = index[i].num;
+		if (!k)
+			continue;
+		k--;
+		if (k >= count || (named[k / 8] & (1u << (k % 8))))
+			return false;
+		named[k / 8] |= (uint8_t)(1u << (k % 8));
+		c->map_hash[k] = index[i].hash;
+		used++;
+	}
+	if (used != count)
+		return false;
+	c->map_index = index;
+	c->map_cap = cap;
+	c->map_n = count;
+	return true;
 }
 
 static void stat_cache_load(ib_cache *c)
@@ -381,12 +531,13 @@ static void stat_cache_load(ib_cache *c)
 	void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
 	if (m == MAP_FAILED)
 		return;
-	c->stat_map = m;
-	c->stat_map_len = (size_t)st.st_size;
-	if (!stat_map_load(c, m, c->stat_map_len)) {
-		stat_table_free(c);
-		c->stat_loaded = true;
+	c->map = m;
+	c->map_len = (size_t)st.st_size;
+	if (!stat_map_check(c, m, c->map_len)) {
+		stat_map_drop(c);
+		return;
 	}
+	c->map_state = xcalloc(c->map_n + 1, 1);
 }
 
 static bool stat_matches(const stat_rec *r, const struct stat *st)
@@ -399,16 +550,41 @@ static bool stat_matches(const stat_rec *r, const struct stat *st)
 }
 
 /* The record vouching for path as st describes it with all of flags, or NULL. */
-static stat_rec *stat_lookup(ib_cache *c, const char *path, const struct stat *st, uint32_t flags)
+static const stat_rec *stat_lookup(ib_cache *c, const char *path, const struct stat *st,
+				   uint32_t flags)
 {
 	stat_cache_load(c);
-	if (!c->stat_cap)
+	size_t len = strlen(path);
+	const stat_rec *r = NULL;
+	if (c->stat_cap)
+		r = c->stat[stat_slot(c, path, len, hash_path(path, len))];
+	if (!r) {
+		/* the file holds the records in the order of the last build's
+		 * lookups: the record after the last one found is most often the
+		 * one asked for, and then neither the hash nor the index is
+		 * needed */
+		size_t i = SIZE_MAX;
+		if (c->map_next < c->map_n) {
+			const stat_rec *q = map_rec(c, c->map_next);
+			if (q->path_len == len && !memcmp(q->path, path, len))
+				i = c->map_next;
+		}
+		if (i == SIZE_MAX)
+			i = map_find(c, path, len, hash_path(path, len));
+		if (i == SIZE_MAX || (c->map_state[i] & MAP_REPLACED))
+			return NULL;
+		c->map_next = i + 1;
+		r = map_rec(c, i);
+		if ((r->flags & flags) != flags || !stat_matches(r, st))
+			return NULL;
+		if (!(c->map_state[i] & MAP_USED)) {
+			c->map_state[i] |= MAP_USED;
+			stat_use(c, r, c->map_hash[i], i);
+		}
+		return r;
+	}
+	if ((r->flags & flags) != flags || !stat_matches(r, st))
 		return NULL;
-	size_t i = stat_slot(c, path, hash_path(path, strlen(path)));
-	stat_rec *r = c->stat[i];
-	if (!r || (r->flags & flags) != flags || !stat_matches(r, st))
-		return NULL;
-	c->stat_used[i] = true;
 	return r;
 }
 
@@ -420,21 +596,28 @@ static stat_rec *stat_update(ib_cache *c, const char *path, const struct stat *s
 	size_t len = strlen(path);
 	if (ctime_ns > c->stat_now_ns - STAT_SETTLE_NS || len == 0 || len > UINT32_MAX - 8)
 		return NULL;
+	stat_cache_load(c);
 	stat_reserve(c, c->stat_n + 1);
 	uint32_t h = hash_path(path, len);
-	size_t i = stat_slot(c, path, h);
+	size_t i = stat_slot(c, path, len, h);
 	stat_rec *r = c->stat[i];
 	if (!r) {
-		r = xcalloc(1, stat_rec_len((uint32_t)len));
-		r->path_len = (uint32_t)len;
-		memcpy(r->path, path, len);
+		size_t k = map_find(c, path, len, h);
+		if (k != SIZE_MAX && !(c->map_state[k] & MAP_REPLACED)) {
+			/* the mapping is read-only: a copy replaces the record */
+			const stat_rec *old = map_rec(c, k);
+			r = xmalloc(stat_rec_len(old->path_len));
+			memcpy(r, old, stat_rec_len(old->path_len));
+			c->map_state[k] |= MAP_REPLACED;
+		} else {
+			r = xcalloc(1, stat_rec_len((uint32_t)len));
+			r->path_len = (uint32_t)len;
+			memcpy(r->path, path, len);
+		}
 		c->stat[i] = r;
 		c->stat_hash[i] = h;
 		c->stat_n++;
-	} else if (stat_borrowed(c, r)) { /* the mapping is read-only */
-		stat_rec *copy = xmalloc(stat_rec_len(r->path_len));
-		memcpy(copy, r, stat_rec_len(r->path_len));
-		c->stat[i] = r = copy;
+		stat_use(c, r, h, UINT32_MAX);
 	}
 	if (!stat_matches(r, st)) {
 		r->size = (uint64_t)st->st_size;
@@ -444,19 +627,26 @@ static stat_rec *stat_update(ib_cache *c, const char *path, const struct stat *s
 		r->ctime_ns = (uint64_t)ctime_ns;
 		r->flags = 0;
 	}
-	c->stat_used[i] = true;
 	c->stat_dirty = true;
 	return r;
 }
 
+/* Two hex digits per byte from one table (a cached build formats two
+ * digests for every file of the context). */
 static void raw_to_digest(const uint8_t raw[32], char out[IB_DIGEST_BUFLEN])
 {
-	static const char hex[] = "0123456789abcdef";
+	static const char pairs[513] =
+	    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+	    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+	    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+	    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+	    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+	    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+	    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+	    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 	memcpy(out, "sha256:", 7);
-	for (int i = 0; i < 32; i++) {
-		out[7 + 2 * i] = hex[raw[i] >> 4];
-		out[8 + 2 * i] = hex[raw[i] & 15];
-	}
+	for (int i = 0; i < 32; i++)
+		memcpy(out + 7 + 2 * i, pairs + 2 * raw[i], 2);
 	out[IB_DIGEST_STRLEN] = '\0';
 }
 
@@ -481,9 +671,9 @@ static bool digest_to_raw(const char *d, uint8_t raw[32])
 int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
 			 char out[IB_DIGEST_BUFLEN], ib_error **err)
 {
-	stat_rec *r = stat_lookup(c, path, st, STAT_DIGEST);
-	if (r) {
-		raw_to_digest(r->digest, out);
+	const stat_rec *hit = stat_lookup(c, path, st, STAT_DIGEST);
+	if (hit) {
+		raw_to_digest(hit->digest, out);
 		return 0;
 	}
 	cleanup_close int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -492,7 +682,7 @@ int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
 	if (ib_digest_fd(out, fd, NULL, err) < 0)
 		return ib_error_wrap(err, "hash %s", path);
 	c->stat_hashed++;
-	r = stat_update(c, path, st);
+	stat_rec *r = stat_update(c, path, st);
 	if (r && digest_to_raw(out, r->digest))
 		r->flags |= STAT_DIGEST;
 	return 0;
@@ -501,13 +691,13 @@ int ib_cache_file_digest(ib_cache *c, const char *path, const struct stat *st,
 void ib_cache_file_xattrs(ib_cache *c, const char *path, const struct stat *st,
 			  ib_xattr_digest_fn compute, char out[IB_DIGEST_BUFLEN])
 {
-	stat_rec *r = stat_lookup(c, path, st, STAT_XATTRS);
-	if (r) {
-		raw_to_digest(r->xattrs, out);
+	const stat_rec *hit = stat_lookup(c, path, st, STAT_XATTRS);
+	if (hit) {
+		raw_to_digest(hit->xattrs, out);
 		return;
 	}
 	compute(path, out);
-	r = stat_update(c, path, st);
+	stat_rec *r = stat_update(c, path, st);
 	if (r && digest_to_raw(out, r->xattrs))
 		r->flags |= STAT_XATTRS;
 }
@@ -516,7 +706,7 @@ int ib_cache_file_digests(ib_cache *c, const char *path, const struct stat *st,
 			  char content[IB_DIGEST_BUFLEN], ib_xattr_digest_fn compute,
 			  char xattrs[IB_DIGEST_BUFLEN], ib_error **err)
 {
-	stat_rec *r = stat_lookup(c, path, st, (content ? STAT_DIGEST : 0) | STAT_XATTRS);
+	const stat_rec *r = stat_lookup(c, path, st, (content ? STAT_DIGEST : 0) | STAT_XATTRS);
 	if (r) {
 		if (content)
 			raw_to_digest(r->digest, content);

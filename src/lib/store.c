@@ -166,17 +166,16 @@ static bool store_root_is_ours(const struct stat *sb)
 	return S_ISDIR(sb->st_mode) && sb->st_uid == geteuid() && !(sb->st_mode & S_ISVTX);
 }
 
-/* Returns the mode found when it was tightened, else 0. */
-static mode_t store_make_private(const char *path, bool is_root)
+/* sb: path's stat.  Returns the mode found when it was tightened, else 0. */
+static mode_t store_make_private(const char *path, const struct stat *sb, bool is_root)
 {
-	struct stat sb;
-	if (stat(path, &sb) < 0 || !(sb.st_mode & 077))
+	if (!(sb->st_mode & 077))
 		return 0;
-	if (is_root && !store_root_is_ours(&sb))
+	if (is_root && !store_root_is_ours(sb))
 		return 0;
-	if (sb.st_uid != geteuid() || chmod(path, sb.st_mode & 07700 & ~(mode_t)S_ISVTX) < 0)
+	if (sb->st_uid != geteuid() || chmod(path, sb->st_mode & 07700 & ~(mode_t)S_ISVTX) < 0)
 		return 0;
-	return sb.st_mode & 07777;
+	return sb->st_mode & 07777;
 }
 
 static const char *const store_private_dirs[] = {"", "layers", "tmp", "cache"};
@@ -234,9 +233,13 @@ int ib_store_open(ib_store **out, const char *root, ib_error **err)
 		chmod(root, PRIVATE_MODE); /* whatever the umask */
 	for (size_t i = 0; i < sizeof(store_private_dirs) / sizeof(store_private_dirs[0]); i++) {
 		cleanup_free char *p = ib_path_join(root, store_private_dirs[i]);
-		if (i > 0)
-			mkdir(p, PRIVATE_MODE);
-		s->fixed_modes[i] = store_make_private(p, i == 0);
+		/* made only when missing: a cached build tries no write */
+		struct stat sb;
+		int got = stat(p, &sb);
+		if (got < 0 && errno == ENOENT && i > 0 && mkdir(p, PRIVATE_MODE) == 0)
+			got = stat(p, &sb);
+		if (got == 0)
+			s->fixed_modes[i] = store_make_private(p, &sb, i == 0);
 	}
 
 	const char *dirs[] = {s->root, s->blobs, s->layers, s->tmp};

@@ -293,6 +293,11 @@ int ib_write_file_atomic(const char *path, const void *buf, size_t len, mode_t m
 
 int ib_mkdir_p(const char *path, mode_t mode, ib_error **err)
 {
+	struct stat st;
+	/* most calls find the directory there: one stat, not a mkdir for
+	 * every component */
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+		return 0;
 	cleanup_free char *p = xstrdup(path);
 	size_t len = strlen(p);
 	for (size_t i = 1; i <= len; i++) {
@@ -304,7 +309,6 @@ int ib_mkdir_p(const char *path, mode_t mode, ib_error **err)
 			return ib_error_set(err, errno, "mkdir %s", p);
 		p[i] = saved;
 	}
-	struct stat st;
 	if (stat(path, &st) < 0)
 		return ib_error_set(err, errno, "stat %s", path);
 	if (!S_ISDIR(st.st_mode))

@@ -731,20 +731,45 @@ static void test_stat_cache_corrupt_file_is_empty(void **state)
 	memset(longer + len, 0, 8);
 	stat_bin_write(f, longer, len + 8);
 	expect_file_digest(f->c, p, da);
-	for (size_t off = 8; off < 16; off++) { /* byte order mark and count */
+	for (size_t off = 8; off < 24; off++) { /* byte order mark, count, index size, zero */
 		cleanup_free char *bad = xmalloc(len);
 		memcpy(bad, bait, len);
 		bad[off] ^= 1;
 		stat_bin_write(f, bad, len);
 		expect_file_digest(f->c, p, da);
 	}
-	/* the path length of the first record (after 16 + 4*8 + 2*32 + 4 bytes) */
+	/* the path length of the first record (after the 24-byte header, the
+	 * index of 1024 8-byte slots, then 4*8 + 2*32 + 4 bytes) */
+	size_t first = 24 + 1024 * 8;
 	for (int delta = -1; delta <= 1; delta += 2) {
 		cleanup_free char *bad = xmalloc(len);
 		memcpy(bad, bait, len);
-		bad[16 + 32 + 64 + 4] = (char)(bad[16 + 32 + 64 + 4] + delta);
+		bad[first + 32 + 64 + 4] = (char)(bad[first + 32 + 64 + 4] + delta);
 		stat_bin_write(f, bad, len);
 		expect_file_digest(f->c, p, da);
+	}
+	/* an index slot naming the other record (then one is named twice) or
+	 * no record, or emptied (one fewer than the count) */
+	uint32_t num_at[2];
+	int found = 0;
+	for (size_t i = 0; i < 1024 && found < 2; i++) {
+		uint32_t o;
+		memcpy(&o, bait + 24 + i * 8 + 4, 4);
+		if (o)
+			num_at[found++] = (uint32_t)(24 + i * 8 + 4);
+	}
+	assert_int_equal(found, 2);
+	for (int k = 0; k < 2; k++) {
+		for (int j = 0; j < 3; j++) {
+			cleanup_free char *bad = xmalloc(len);
+			memcpy(bad, bait, len);
+			uint32_t num;
+			memcpy(&num, bad + num_at[k], 4);
+			num = j == 0 ? 3 - num : j == 1 ? 3 : 0;
+			memcpy(bad + num_at[k], &num, 4);
+			stat_bin_write(f, bad, len);
+			expect_file_digest(f->c, p, da);
+		}
 	}
 	static const char *junk[] = {"12 34", "x y z w /p", "", "42 1 1 abc /f"};
 	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
@@ -854,6 +879,102 @@ static void test_stat_cache_scope_drops_unused_entries(void **state)
 	assert_int_equal(ib_cache_stat_hashed(f->c), 0);
 	digest_with(f->c, in_b, &sb, d); /* dropped: hashed again */
 	assert_int_equal(ib_cache_stat_hashed(f->c), 1);
+}
+
+/* The paths of stat.bin's records, in the order of the file (the cache
+ * closed): the 24-byte header, the index of COUNT slots, then each record
+ * (4*8 + 2*32 + 4 bytes, its path length, the path, a NUL, zeros to 8). */
+static char **stat_bin_paths(fixture *f)
+{
+	size_t len = 0;
+	cleanup_free char *buf = stat_bin_read(f, &len);
+	uint32_t cap;
+	memcpy(&cap, buf + 16, 4);
+	char **paths = xcalloc(1, sizeof(char *));
+	for (size_t off = 24 + (size_t)cap * 8; off < len;) {
+		uint32_t n;
+		memcpy(&n, buf + off + 100, 4);
+		ib_strv_push(&paths, buf + off + 104);
+		off += 104 + ((n + 1 + 7) & ~(size_t)7);
+	}
+	return paths;
+}
+
+/* Records are saved in the order they were first used, so the next build
+ * reads the file front to back; a build of another context that saves
+ * keeps that order for the records it did not use. */
+static void test_stat_cache_saved_in_order_of_use(void **state)
+{
+	fixture *f = *state;
+	enum { N = 40 };
+	cleanup_free char *ctx = ib_path_join(f->dir, "ctx");
+	cleanup_free char *other = ib_path_join(f->dir, "other");
+	ib_error *err = NULL;
+	tu_must(ib_mkdir_p(ctx, 0755, &err), &err, "mkdir");
+	tu_must(ib_mkdir_p(other, 0755, &err), &err, "mkdir");
+	cleanup_strv char **want = xcalloc(1, sizeof(char *));
+	char d[IB_DIGEST_BUFLEN];
+	/* names whose hashes scatter them over the index, used backwards */
+	for (int i = N - 1; i >= 0; i--) {
+		cleanup_free char *name = xasprintf("f%03d", (i * 7) % N);
+		cleanup_free char *p = ib_path_join(ctx, name);
+		tu_write_text(p, name);
+		struct stat st;
+		lstat_ok(p, &st);
+		digest_with(f->c, p, &st, d);
+		ib_strv_push(&want, p);
+	}
+	cleanup_strv char **got = stat_bin_paths(f);
+	assert_int_equal(ib_strv_len(got), N);
+	for (size_t i = 0; i < N; i++)
+		assert_string_equal(got[i], want[i]);
+
+	/* another context's build adds a file: it comes first, the others
+	 * follow in their order */
+	reopen(f);
+	ib_cache_stat_scope(f->c, other);
+	cleanup_free char *o = ib_path_join(other, "o");
+	tu_write_text(o, "o");
+	struct stat so;
+	lstat_ok(o, &so);
+	digest_with(f->c, o, &so, d);
+	ib_strv_free(got);
+	got = stat_bin_paths(f);
+	assert_int_equal(ib_strv_len(got), N + 1);
+	assert_string_equal(got[0], o);
+	for (size_t i = 0; i < N; i++)
+		assert_string_equal(got[i + 1], want[i]);
+	reopen(f);
+}
+
+/* Lookups follow the file's order most of the time, but not always: in
+ * any order, and for a path that is the start of the next record's, each
+ * gets its own record. */
+static void test_stat_cache_lookups_in_any_order(void **state)
+{
+	fixture *f = *state;
+	static const char *names[] = {"pq", "p", "a", "b", "c", "d", "e", "p2"};
+	enum { N = sizeof(names) / sizeof(names[0]) };
+	char *paths[N];
+	char want[N][IB_DIGEST_BUFLEN];
+	for (size_t i = 0; i < N; i++) {
+		paths[i] = ib_path_join(f->dir, names[i]);
+		cleanup_free char *text = xasprintf("content of %s", names[i]);
+		tu_write_text(paths[i], text);
+		ib_digest_buffer(want[i], text, strlen(text));
+		expect_file_digest(f->c, paths[i], want[i]);
+	}
+	/* saved in that order; then asked for: "p" first (the record after
+	 * none is "pq"), backwards, skipping, twice */
+	static const size_t order[] = {1, 0, 7, 6, 4, 2, 3, 5, 5, 1, 0};
+	for (int round = 0; round < 2; round++) {
+		reopen(f);
+		for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++)
+			expect_file_digest(f->c, paths[order[k]], want[order[k]]);
+		assert_int_equal(ib_cache_stat_hashed(f->c), 0);
+	}
+	for (size_t i = 0; i < N; i++)
+		free(paths[i]);
 }
 
 static void test_file_xattrs_remembered_until_ctime_moves(void **state)
@@ -1210,6 +1331,8 @@ int main(void)
 	    T(test_fresh_file_is_not_remembered),
 	    T(test_stat_cache_many_entries_survive_reopen),
 	    T(test_stat_cache_scope_drops_unused_entries),
+	    T(test_stat_cache_saved_in_order_of_use),
+	    T(test_stat_cache_lookups_in_any_order),
 	    T(test_stat_cache_persists_across_reopen),
 	    T(test_stat_cache_not_written_when_unused),
 	    T(test_stat_cache_corrupt_file_is_empty),
