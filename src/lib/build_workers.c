@@ -157,8 +157,9 @@ static void worker_main(builder *b, size_t stage, const bool *deps, int fd)
 /* ---- in the parent ---- */
 
 /* Whether the stage has a run or copy step the step cache (local, or a
- * --cache-from registry's) cannot answer (0 no, 1 yes); -1 when the key pass did not
- * reach it (it stopped at an error: the sequential pass reports it). */
+ * --cache-from registry's) cannot answer (0 no, 1 yes); -1 when the key
+ * pass did not reach it (it stopped at an error: the sequential pass
+ * reports it). */
 static int stage_has_work(builder *b, size_t s)
 {
 	json_t *steps = json_object_get(b->stages[s].plan, "steps");
