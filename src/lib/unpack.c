@@ -13,8 +13,10 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libdeflate.h>
 #include <limits.h>
 #include <locale.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -22,7 +24,9 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <zlib.h>
 
+#include "compress.h"
 #include "layer.h"
 #include "path.h"
 #include "userns.h"
@@ -1063,29 +1067,236 @@ out:
 	return r;
 }
 
+/* ---- reading the blob: gzip by libdeflate ----
+ *
+ * Our own gzip blobs (compress.c) are members of at most 1 MiB each, which
+ * libdeflate decompresses whole, 2-3x faster than zlib's streaming inflate
+ * (40% of the time of unpacking a Debian base with zlib).  libdeflate needs
+ * a member's input and output in memory at once: the reader keeps a window
+ * of GZR_IN bytes of the blob and decompresses one member into a GZR_OUT
+ * buffer.  A member that does not fit (any gzip writer but ours: one member
+ * for the whole layer) switches the rest of the stream to zlib, from that
+ * member's first byte.  After the last member, bytes that do not start
+ * another member are ignored, as libarchive's gzip reader does.  Anything
+ * else (zstd, xz, bzip2, plain tar) passes through to libarchive's own
+ * filters. */
+
+#define GZR_OUT IB_COMPRESS_GZIP_BLOCK
+/* a member of GZR_OUT bytes compresses to at most GZR_OUT + ~0.1%, and
+ * at least half a window is there when a member starts */
+#define GZR_IN (4u << 20)
+
+typedef enum { GZR_RAW, GZR_LIBDEFLATE, GZR_ZLIB } gzr_mode;
+
+typedef struct gz_reader {
+	int fd;
+	gzr_mode mode;
+	unsigned char *in;
+	size_t start, end; /* unconsumed input: in[start..end) */
+	bool eof;
+	unsigned char *out;
+	struct libdeflate_decompressor *ld;
+	z_stream z;
+	bool z_init;
+	bool z_done; /* zlib: the last member ended */
+	bool done;   /* libdeflate: no further member */
+	uint64_t members; /* decompressed by libdeflate */
+	/* the reader's failure, kept: libarchive takes a read error while it
+	 * probes the format for the end of an empty stream */
+	int fail_errno;
+	char fail_msg[128];
+} gz_reader;
+
+static la_ssize_t gzr_fail(struct archive *a, gz_reader *g, int e, const char *msg)
+{
+	if (!g->fail_errno) {
+		g->fail_errno = e;
+		snprintf(g->fail_msg, sizeof(g->fail_msg), "%s", msg);
+	}
+	archive_set_error(a, e, "%s", msg);
+	return -1;
+}
+
+/* Fill the window (moving what is left to its start); -1 with errno. */
+static int gzr_fill(gz_reader *g)
+{
+	if (g->start > 0) {
+		memmove(g->in, g->in + g->start, g->end - g->start);
+		g->end -= g->start;
+		g->start = 0;
+	}
+	while (!g->eof && g->end < GZR_IN) {
+		ssize_t n = read(g->fd, g->in + g->end, GZR_IN - g->end);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0)
+			g->eof = true;
+		g->end += (size_t)n;
+	}
+	return 0;
+}
+
+static bool gzr_at_member(const gz_reader *g)
+{
+	return g->end - g->start >= 3 && g->in[g->start] == 0x1f && g->in[g->start + 1] == 0x8b &&
+	       g->in[g->start + 2] == 8;
+}
+
+static la_ssize_t gzr_zlib(struct archive *a, gz_reader *g, const void **buf)
+{
+	if (!g->z_init) {
+		memset(&g->z, 0, sizeof(g->z));
+		if (inflateInit2(&g->z, 16 + MAX_WBITS) != Z_OK) {
+			return gzr_fail(a, g, ENOMEM, "gzip: cannot start zlib");
+		}
+		g->z_init = true;
+	}
+	while (!g->z_done) {
+		if (g->start == g->end) {
+			if (g->eof) {
+				return gzr_fail(a, g, EINVAL, "gzip: truncated input");
+			}
+			if (gzr_fill(g) < 0) {
+				return gzr_fail(a, g, errno, strerror(errno));
+			}
+			continue;
+		}
+		g->z.next_in = g->in + g->start;
+		g->z.avail_in = (uInt)(g->end - g->start);
+		g->z.next_out = g->out;
+		g->z.avail_out = GZR_OUT;
+		int zr = inflate(&g->z, Z_NO_FLUSH);
+		g->start = g->end - g->z.avail_in;
+		size_t produced = GZR_OUT - g->z.avail_out;
+		if (zr == Z_STREAM_END) {
+			/* another member follows, or the stream ends */
+			if (g->start == g->end && !g->eof && gzr_fill(g) < 0) {
+				return gzr_fail(a, g, errno, strerror(errno));
+			}
+			if (gzr_at_member(g))
+				inflateReset(&g->z);
+			else
+				g->z_done = true;
+		} else if (zr != Z_OK && !(zr == Z_BUF_ERROR && produced > 0)) {
+			return gzr_fail(a, g, EINVAL,
+					g->z.msg ? g->z.msg : "gzip: invalid compressed data");
+		}
+		if (produced > 0) {
+			*buf = g->out;
+			return (la_ssize_t)produced;
+		}
+	}
+	return 0;
+}
+
+static la_ssize_t gzr_read(struct archive *a, void *payload, const void **buf)
+{
+	gz_reader *g = payload;
+	if (g->mode == GZR_RAW) {
+		if (g->start == g->end) {
+			if (g->eof)
+				return 0;
+			g->start = g->end = 0;
+			ssize_t n;
+			do
+				n = read(g->fd, g->in, GZR_IN);
+			while (n < 0 && errno == EINTR);
+			if (n < 0) {
+				return gzr_fail(a, g, errno, strerror(errno));
+			}
+			if (n == 0)
+				g->eof = true;
+			g->end = (size_t)n;
+		}
+		*buf = g->in + g->start;
+		size_t n = g->end - g->start;
+		g->start = g->end;
+		return (la_ssize_t)n;
+	}
+	while (g->mode == GZR_LIBDEFLATE) {
+		if (g->done)
+			return 0;
+		/* refill at half a window: a member always fits then, and the
+		 * window moves every few members rather than each time */
+		if (g->end - g->start < GZR_IN / 2 && !g->eof && gzr_fill(g) < 0) {
+			return gzr_fail(a, g, errno, strerror(errno));
+		}
+		if (!gzr_at_member(g)) {
+			g->done = true;
+			return 0;
+		}
+		size_t used = 0, made = 0;
+		enum libdeflate_result lr = libdeflate_gzip_decompress_ex(
+		    g->ld, g->in + g->start, g->end - g->start, g->out, GZR_OUT, &used, &made);
+		if (lr != LIBDEFLATE_SUCCESS) {
+			/* too big for the buffers, or bad: zlib says which */
+			g->mode = GZR_ZLIB;
+			break;
+		}
+		g->start += used;
+		g->members++;
+		if (made > 0) {
+			*buf = g->out;
+			return (la_ssize_t)made;
+		}
+	}
+	return gzr_zlib(a, g, buf);
+}
+
 int ib_unpack_fd(int fd, const char *dest_dir, const ib_unpack_options *opts,
 		 ib_unpack_stats *stats, ib_error **err)
 {
-	struct archive *a = archive_read_new();
-	if (!a)
-		return ib_error_setc(err, IB_ERROR, "out of memory");
-	/* Explicit filters rather than _all: _all also registers lrzip, grzip
-	 * and friends, which run an external program on the untrusted input. */
-	archive_read_support_filter_gzip(a);
-	archive_read_support_filter_zstd(a);
-	archive_read_support_filter_xz(a);
-	archive_read_support_filter_bzip2(a);
-	archive_read_support_format_tar(a); /* ustar, pax, gnu, v7 */
-	archive_read_support_format_empty(a);
-	int r;
-	if (archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK) {
-		r = archive_fail(a, err);
-		if (stats)
-			memset(stats, 0, sizeof(*stats));
-	} else {
-		r = ib_unpack_archive(a, dest_dir, opts, stats, err);
+	gz_reader g = {.fd = fd, .mode = GZR_RAW};
+	g.in = xmalloc(GZR_IN);
+	g.out = xmalloc(GZR_OUT);
+	int r = 0;
+	bool unpacked = false;
+	if (gzr_fill(&g) < 0)
+		r = ib_error_set(err, errno, "read layer");
+	else if (gzr_at_member(&g) && (g.ld = libdeflate_alloc_decompressor()) != NULL)
+		g.mode = GZR_LIBDEFLATE;
+	struct archive *a = r == 0 ? archive_read_new() : NULL;
+	if (r == 0 && !a)
+		r = ib_error_setc(err, IB_ERROR, "out of memory");
+	if (r == 0) {
+		/* Explicit filters rather than _all: _all also registers lrzip,
+		 * grzip and friends, which run an external program on the
+		 * untrusted input.  (After libdeflate they see plain tar.) */
+		archive_read_support_filter_gzip(a);
+		archive_read_support_filter_zstd(a);
+		archive_read_support_filter_xz(a);
+		archive_read_support_filter_bzip2(a);
+		archive_read_support_format_tar(a); /* ustar, pax, gnu, v7 */
+		archive_read_support_format_empty(a);
+		if (archive_read_open(a, &g, NULL, gzr_read, NULL) != ARCHIVE_OK)
+			r = archive_fail(a, err);
+		else {
+			r = ib_unpack_archive(a, dest_dir, opts, stats, err);
+			unpacked = true;
+		}
 	}
-	archive_read_free(a);
+	if (!unpacked && stats)
+		memset(stats, 0, sizeof(*stats));
+	if (stats)
+		stats->gzip_members = g.members;
+	if (g.fail_errno && r == 0) {
+		/* as archive_fail: the stream's I/O or its content */
+		if (g.fail_errno == EINVAL)
+			r = ib_error_setc(err, IB_EINVALID, "not a valid tar archive: %s",
+					  g.fail_msg);
+		else
+			r = ib_error_set(err, g.fail_errno, "read layer");
+	}
+	if (a)
+		archive_read_free(a);
+	if (g.z_init)
+		inflateEnd(&g.z);
+	libdeflate_free_decompressor(g.ld);
+	free(g.in);
+	free(g.out);
 	return r;
 }
 
