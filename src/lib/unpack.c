@@ -139,13 +139,32 @@ typedef struct unpacker {
 	strmap dir_index; /* path -> index in dirs */
 	dir_meta *dirs;
 	size_t ndirs, dirs_alloc;
+	/* The parent directory of the last regular file, kept for the next
+	 * one (files come grouped by directory): only regular files use it,
+	 * and every other kind of entry drops it first, since it may replace
+	 * a directory on the path. */
+	char *pcache_path;
+	int pcache_fd;
+	struct stat pcache_st;
+	uid_t euid;
+	gid_t egid;
 } unpacker;
+
+static void pcache_drop(unpacker *u)
+{
+	if (u->pcache_fd >= 0)
+		close(u->pcache_fd);
+	u->pcache_fd = -1;
+	free(u->pcache_path);
+	u->pcache_path = NULL;
+}
 
 static void unpacker_free(unpacker *u)
 {
 	if (u->rootfd >= 0)
 		close(u->rootfd);
 	u->rootfd = -1;
+	pcache_drop(u);
 	strmap_free(&u->created);
 	strmap_free(&u->dir_index);
 	for (size_t i = 0; i < u->ndirs; i++)
@@ -574,8 +593,9 @@ static int check_cap(unpacker *u, ib_error **err)
 
 /* ---- entry kinds ---- */
 
-static int write_data(unpacker *u, int fd, const char *path, ib_error **err)
+static int write_data(unpacker *u, int fd, const char *path, int64_t *end, ib_error **err)
 {
+	*end = 0;
 	for (;;) {
 		const void *buf;
 		size_t size;
@@ -604,11 +624,13 @@ static int write_data(unpacker *u, int fd, const char *path, ib_error **err)
 			size -= (size_t)n;
 			off += n;
 		}
+		if (off > *end)
+			*end = off;
 	}
 }
 
-static int do_file(unpacker *u, struct archive_entry *e, int pfd, const char *base,
-		   const char *path, ib_error **err)
+static int do_file(unpacker *u, struct archive_entry *e, int pfd, const struct stat *pst,
+		   const char *base, const char *path, ib_error **err)
 {
 	uid_t uid;
 	gid_t gid;
@@ -624,24 +646,35 @@ static int do_file(unpacker *u, struct archive_entry *e, int pfd, const char *ba
 	u->declared += (uint64_t)size;
 	if (check_cap(u, err) < 0)
 		return IB_ETOOLARGE;
-	int r = clear_slot(pfd, base, path, false, NULL, err);
-	if (r < 0)
-		return r;
 	/* O_EXCL + O_NOFOLLOW: whatever appeared at base, we never write
-	 * through it. */
-	cleanup_close int fd =
-	    openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	 * through it.  Mostly nothing is there: what is gets cleared only
+	 * when the creation says so. */
+	const int oflags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+	cleanup_close int fd = openat(pfd, base, oflags, 0600);
+	int r;
+	if (fd < 0 && errno == EEXIST) {
+		r = clear_slot(pfd, base, path, false, NULL, err);
+		if (r < 0)
+			return r;
+		fd = openat(pfd, base, oflags, 0600);
+	}
 	if (fd < 0)
 		return ib_error_set(err, errno, "create " NAME_SHOWN, path);
 	record_created(u, path);
-	r = write_data(u, fd, path, err);
+	int64_t end;
+	r = write_data(u, fd, path, &end, err);
 	if (r < 0)
 		return r;
-	if (ftruncate(fd, (off_t)size) < 0)
+	/* a sparse file's last hole, or data past the declared size */
+	if (end != size && ftruncate(fd, (off_t)size) < 0)
 		return ib_error_set(err, errno, "truncate " NAME_SHOWN, path);
 	/* Data, then owner, xattrs, mode: writes and chown clear setuid and
-	 * file capabilities. */
-	if (u->same_owner && fchown(fd, uid, gid) < 0)
+	 * file capabilities.  A new file belongs to us and to our group, or
+	 * to the parent's group when it is setgid: no chown when that is
+	 * already right. */
+	gid_t born_gid = pst && (pst->st_mode & S_ISGID) ? pst->st_gid : u->egid;
+	bool owned = pst && uid == u->euid && gid == born_gid;
+	if (u->same_owner && !owned && fchown(fd, uid, gid) < 0)
 		return ib_error_set(err, errno, "chown " NAME_SHOWN "%s", path, UNMAPPED_HINT);
 	r = restore_xattrs(e, fd, -1, path, err);
 	if (r < 0)
@@ -959,14 +992,18 @@ static int unpack_entry(unpacker *u, struct archive_entry *e, ib_error **err)
 		r = ib_unpack_check_path(path, err);
 	if (r < 0)
 		return r;
-	if (!*path)
+	if (!*path) {
+		pcache_drop(u);
 		return do_root(u, e, raw, err);
+	}
 
 	cleanup_free char *parent = NULL;
 	const char *base;
 	split_path(path, &parent, &base);
-	if (strncmp(base, IB_WH_PREFIX, strlen(IB_WH_PREFIX)) == 0)
+	if (strncmp(base, IB_WH_PREFIX, strlen(IB_WH_PREFIX)) == 0) {
+		pcache_drop(u);
 		return do_whiteout(u, raw, parent, base, err);
+	}
 
 	mode_t type = archive_entry_filetype(e);
 	bool hardlink = archive_entry_hardlink(e) != NULL;
@@ -977,6 +1014,21 @@ static int unpack_entry(unpacker *u, struct archive_entry *e, ib_error **err)
 				     "\" has unsupported type 0%o",
 				     path, (unsigned)type);
 
+	if (type == AE_IFREG && !hardlink) {
+		if (!u->pcache_path || strcmp(u->pcache_path, parent) != 0) {
+			pcache_drop(u);
+			int fd;
+			r = open_dir(u, parent, true, path, &fd, err);
+			if (r < 0)
+				return r;
+			u->pcache_fd = fd;
+			u->pcache_path = xstrdup(parent);
+			if (fstat(fd, &u->pcache_st) < 0)
+				return ib_error_set(err, errno, "stat " NAME_SHOWN, parent);
+		}
+		return do_file(u, e, u->pcache_fd, &u->pcache_st, base, path, err);
+	}
+	pcache_drop(u);
 	cleanup_close int pfd = -1;
 	r = open_dir(u, parent, true, path, &pfd, err);
 	if (r < 0)
@@ -984,8 +1036,8 @@ static int unpack_entry(unpacker *u, struct archive_entry *e, ib_error **err)
 	if (hardlink)
 		return do_hardlink(u, e, pfd, base, path, err);
 	switch (type) {
-	case AE_IFREG:
-		return do_file(u, e, pfd, base, path, err);
+	case AE_IFREG: /* not reached: above */
+		return do_file(u, e, pfd, NULL, base, path, err);
 	case AE_IFDIR:
 		return do_dir(u, e, pfd, base, path, err);
 	case AE_IFLNK:
@@ -998,7 +1050,7 @@ static int unpack_entry(unpacker *u, struct archive_entry *e, ib_error **err)
 int ib_unpack_archive(struct archive *a, const char *dest_dir, const ib_unpack_options *opts,
 		      ib_unpack_stats *stats, ib_error **err)
 {
-	unpacker u = {.a = a, .rootfd = -1};
+	unpacker u = {.a = a, .rootfd = -1, .pcache_fd = -1, .euid = geteuid(), .egid = getegid()};
 	if (opts) {
 		u.whiteouts = opts->whiteouts;
 		u.same_owner = opts->same_owner;

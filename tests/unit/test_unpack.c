@@ -1189,6 +1189,84 @@ static void test_whiteout_apply_deletes(void **state)
 	assert_victim_intact(f);
 }
 
+/* Files come grouped by directory and share its lookup; a whiteout or a
+ * directory entry in between starts afresh, so the next file lands in the
+ * directory that is there now. */
+static void test_files_after_their_dir_was_replaced(void **state)
+{
+	fixture *f = *state;
+	struct archive *a = tw_open(f);
+	tw_file(a, "a/b/f1", 0644, "1");
+	tw_whiteout(a, "a/.wh.b");
+	tw_file(a, "a/b/f2", 0644, "2");
+	tw_file(a, "a/b/f3", 0644, "3");
+	tw_dir(a, "a/b/", 0700);
+	tw_file(a, "a/b/f4", 0644, "4");
+	tw_file(a, "a/b/f4", 0600, "four");
+	tw_close(a);
+	unpack_ok(f, NULL);
+	assert_rel_listing(f, "a/b", "f2,f3,f4");
+	assert_rel_content(f, "a/b/f4", "four");
+	assert_int_equal(rel_lmode(f, "a/b/f4") & 07777, 0600);
+}
+
+/* A new file takes a setgid parent's group: chowned to the entry's own
+ * group even when that is ours. */
+static void test_file_in_setgid_dir_gets_the_entrys_group(void **state)
+{
+	fixture *f = *state;
+	char *sg = rootpath(f, "sg");
+	assert_int_equal(mkdir(sg, 0755), 0);
+	assert_int_equal(chown(sg, 0, 50), 0);
+	assert_int_equal(chmod(sg, 02775), 0);
+	struct archive *a = tw_open(f);
+	struct archive_entry *e = tw_entry("sg/ours", AE_IFREG, 0644);
+	archive_entry_set_uid(e, geteuid());
+	archive_entry_set_gid(e, getegid());
+	archive_entry_set_size(e, 0);
+	tw_put(a, e, NULL, 0);
+	tw_file(a, "plain/ours", 0644, "x");
+	tw_close(a);
+	unpack_ok(f, NULL);
+	struct stat st;
+	char *p = rootpath(f, "sg/ours");
+	assert_int_equal(lstat(p, &st), 0);
+	assert_int_equal(st.st_uid, geteuid());
+	assert_int_equal(st.st_gid, getegid());
+	free(p);
+	p = rootpath(f, "plain/ours");
+	assert_int_equal(lstat(p, &st), 0);
+	assert_int_equal(st.st_gid, 0);
+	free(p);
+	free(sg);
+}
+
+/* A sparse file ending in a hole gets its full size. */
+static void test_sparse_file_trailing_hole(void **state)
+{
+	fixture *f = *state;
+	struct archive *a = tw_open(f);
+	struct archive_entry *e = tw_entry("sparse", AE_IFREG, 0644);
+	archive_entry_set_size(e, 1 << 20);
+	archive_entry_sparse_add_entry(e, 0, 5);
+	tw_put(a, e, "hello", 5);
+	tw_close(a);
+	unpack_ok(f, NULL);
+	struct stat st;
+	char *p = rootpath(f, "sparse");
+	assert_int_equal(lstat(p, &st), 0);
+	assert_int_equal(st.st_size, 1 << 20);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	char buf[8] = "";
+	assert_int_equal(pread(fd, buf, 5, 0), 5);
+	assert_memory_equal(buf, "hello", 5);
+	assert_int_equal(pread(fd, buf, 1, (1 << 20) - 1), 1);
+	assert_int_equal(buf[0], 0);
+	close(fd);
+	free(p);
+}
+
 static void test_opaque_apply_clears_lower_keeps_same_layer(void **state)
 {
 	fixture *f = *state;
@@ -1967,6 +2045,9 @@ int main(void)
 	    T(test_garbage_stream_invalid),
 	    T(test_truncated_gzip_invalid),
 	    T(test_gzip_own_members_by_libdeflate),
+	    T(test_files_after_their_dir_was_replaced),
+	    T(test_file_in_setgid_dir_gets_the_entrys_group),
+	    T(test_sparse_file_trailing_hole),
 	    T(test_gzip_one_large_member_by_zlib),
 	    T(test_gzip_own_members_then_a_large_one),
 	    T(test_gzip_own_members_truncated_invalid),
