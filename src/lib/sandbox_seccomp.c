@@ -120,8 +120,13 @@ static const char *const sb_denied[] = {
  * names of every architecture: sync_file_range2 (arm, ppc) and
  * arm_sync_file_range are the same call with other argument orders. */
 static const char *const sb_sync_calls[] = {
-    "fsync",	 "fdatasync",	     "sync",		    "syncfs",
-    "sync_file_range", "sync_file_range2", "arm_sync_file_range",
+    "fsync",
+    "fdatasync",
+    "sync",
+    "syncfs",
+    "sync_file_range",
+    "sync_file_range2",
+    "arm_sync_file_range",
 };
 
 static const uint64_t sb_ns_flags[] = {CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,    CLONE_NEWUSER,

@@ -1150,8 +1150,8 @@ typedef struct gz_reader {
 	struct libdeflate_decompressor *ld;
 	z_stream z;
 	bool z_init;
-	bool z_done; /* zlib: the last member ended */
-	bool done;   /* libdeflate: no further member */
+	bool z_done;	  /* zlib: the last member ended */
+	bool done;	  /* libdeflate: no further member */
 	uint64_t members; /* decompressed by libdeflate */
 	/* the reader's failure, kept: libarchive takes a read error while it
 	 * probes the format for the end of an empty stream */

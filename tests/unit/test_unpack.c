@@ -1573,8 +1573,8 @@ static void gzip_part(const char *in, int out, size_t from, size_t len, bool our
 	} else {
 		z_stream z;
 		memset(&z, 0, sizeof(z));
-		assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY),
-				 Z_OK);
+		assert_int_equal(
+		    deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
 		uLong bound = deflateBound(&z, (uLong)len);
 		unsigned char *buf = xmalloc(bound);
 		z.next_in = (unsigned char *)all + from;
@@ -1642,7 +1642,8 @@ static void test_gzip_own_members_by_libdeflate(void **state)
 	assert_int_equal(unpack_opts(f, NULL, &st, &err), 0);
 	assert_big_tree(f, big);
 	/* every member went through libdeflate */
-	assert_int_equal(st.gzip_members, (plain + IB_COMPRESS_GZIP_BLOCK - 1) / IB_COMPRESS_GZIP_BLOCK);
+	assert_int_equal(st.gzip_members,
+			 (plain + IB_COMPRESS_GZIP_BLOCK - 1) / IB_COMPRESS_GZIP_BLOCK);
 	assert_true(st.bytes >= BIG_LEN);
 	/* the cap on decompressed bytes still holds */
 	ib_unpack_options o = IB_UNPACK_OPTIONS_INIT;
