@@ -144,6 +144,10 @@ DOCKER
 # r2_floor CACHE DIR: seconds the install step takes with no build tool at
 # all: the base unpacked into DIR (untimed), the repository copied in, then
 # only the step, in a chroot with /proc, timed.  DIR is removed after.
+# dpkg's syncs (about 1,260 fsync and 1,530 sync_file_range) reach the disk
+# here, as in buildah's and BuildKit's steps; imgbuild's run steps answer
+# them without doing anything (docs/sandbox.md, --sync-steps), so its apt
+# step can come in under this floor.
 r2_floor() {
 	local cache=$1 dir=$2 t0 t1 rc=0
 	rm -rf "$dir"

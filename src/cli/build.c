@@ -51,6 +51,9 @@ static const char build_help[] =
     "      --memory SIZE          memory per run step (512m, 2g; default none)\n"
     "      --step-timeout SECS    timeout of run steps without their own (default none)\n"
     "      --security-opt seccomp=unconfined  run steps without the seccomp filter\n"
+    "      --sync-steps           let run steps' fsync, fdatasync, sync, syncfs and\n"
+    "                             sync_file_range reach the disk (default: they return\n"
+    "                             0 at once; the layer does not depend on them)\n"
     "      --isolation MODE       run steps in: auto (default: oci where it works, else\n"
     "                             chroot; --debug says which), oci or chroot\n"
     "      --secret id=ID,src=PATH  source of the run{secrets} ID (else the recipe's\n"
@@ -433,6 +436,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 		O_CACHE_MODE,
 		O_ISOLATION,
 		O_CONTEXT_MODES,
+		O_SYNC_STEPS,
 	};
 	static const struct option opts[] = {
 	    {"tag", required_argument, NULL, 't'},
@@ -462,6 +466,7 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 	    {"load", optional_argument, NULL, O_LOAD},
 	    {"cache-mode", required_argument, NULL, O_CACHE_MODE},
 	    {"isolation", required_argument, NULL, O_ISOLATION},
+	    {"sync-steps", no_argument, NULL, O_SYNC_STEPS},
 	    {"context-modes", required_argument, NULL, O_CONTEXT_MODES},
 	    {NULL, 0, NULL, 0},
 	};
@@ -550,6 +555,9 @@ static int parse_build_args(build_args *a, int argc, char **argv, ib_global *g)
 				r = ib_cli_bad_value(&p,
 						     "--security-opt: only seccomp=unconfined is known");
 			a->bo.seccomp_unconfined = true;
+			break;
+		case O_SYNC_STEPS:
+			a->bo.sync_steps = true;
 			break;
 		case O_ISOLATION:
 			if (!strcmp(optarg, "auto"))

@@ -300,6 +300,7 @@ static int exec_run(builder *b, stage_state *st, json_t *step, const char *key,
 	so.pids_limit = b->o->pids_limit;
 	so.memory_limit = b->o->memory_limit;
 	so.seccomp_unconfined = b->o->seccomp_unconfined;
+	so.keep_sync = b->o->sync_steps;
 	so.isolation = ib_sandbox_resolve_isolation(b->o->isolation, work);
 	static bool said;
 	if (b->o->debug && !said)

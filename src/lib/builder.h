@@ -52,6 +52,11 @@ typedef struct ib_build_options {
 	unsigned long long memory_limit;
 	unsigned step_timeout; /* for steps without their own timeout */
 	bool seccomp_unconfined;
+	/* --sync-steps: run steps' fsync & co. reach the kernel (sandbox.h
+	 * keep_sync).  Not part of the step cache key: syncing only decides
+	 * when written data reaches the disk, never what a file holds or its
+	 * metadata, and the layer is read through the page cache either way. */
+	bool sync_steps;
 	ib_sandbox_isolation isolation; /* of run steps (sandbox.h); AUTO by default */
 } ib_build_options;
 /* Zero is the default for every field but these; NULL pull means

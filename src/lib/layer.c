@@ -120,8 +120,22 @@ int ib_layer_xattrs_read(int fd, const char *path, ib_xattr **out, size_t *n_out
 	*n_out = 0;
 	cleanup_free char *list = NULL;
 	ssize_t n;
+	/* most files have no xattr or a short list (overlayfs' origin): one
+	 * call into a small buffer; a longer list is sized first */
+	char small[256];
+	n = do_listxattr(fd, path, small, sizeof(small));
+	if (n < 0 && xattr_unsupported(errno))
+		return 0;
+	if (n == 0)
+		return 0;
+	if (n > 0) {
+		list = xmalloc((size_t)n);
+		memcpy(list, small, (size_t)n);
+	} else if (errno != ERANGE) {
+		return ib_error_set(err, errno, "list xattrs of %s", path);
+	}
 	/* sizes are asked first, never guessed: a list or value may be large */
-	for (;;) {
+	while (n < 0) {
 		n = do_listxattr(fd, path, NULL, 0);
 		if (n < 0 && xattr_unsupported(errno))
 			return 0;
@@ -132,9 +146,7 @@ int ib_layer_xattrs_read(int fd, const char *path, ib_xattr **out, size_t *n_out
 		free(list);
 		list = xmalloc((size_t)n);
 		n = do_listxattr(fd, path, list, (size_t)n);
-		if (n >= 0)
-			break;
-		if (errno != ERANGE) /* ERANGE: the list grew meanwhile */
+		if (n < 0 && errno != ERANGE) /* ERANGE: the list grew meanwhile */
 			return ib_error_set(err, errno, "list xattrs of %s", path);
 	}
 
@@ -853,7 +865,9 @@ static int write_host_entry(struct pipe *p, const struct entry *e, ib_error **er
 			return ib_error_set(err, errno, "open %s", host);
 		if (fstat(fd, &st) < 0)
 			return ib_error_set(err, errno, "stat %s", host);
-		posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+		/* the default readahead covers a small file anyway */
+		if (st.st_size > (off_t)COPY_CHUNK)
+			posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	} else if (lstat(host, &st) < 0) {
 		return ib_error_set(err, errno, "lstat %s", host);
 	}

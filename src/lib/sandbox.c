@@ -1513,7 +1513,7 @@ static int sb_ctx_init(sb_ctx *c, const ib_sandbox_options *o, ib_error **err)
 
 	c->seccomp = !o->seccomp_unconfined;
 	if (c->seccomp) {
-		int rc = ib_sb_seccomp_prepare(&c->filter, err);
+		int rc = ib_sb_seccomp_prepare(&c->filter, o->keep_sync, err);
 		if (rc < 0)
 			return ib_error_wrap(err, "sandbox");
 	}

@@ -106,6 +106,12 @@ typedef struct ib_sandbox_options {
 	/* No seccomp filter (the default one refuses keyctl, user namespaces,
 	 * mount, bpf, ... as Docker's default profile does). */
 	bool seccomp_unconfined;
+	/* Let fsync, fdatasync, sync, syncfs and sync_file_range reach the
+	 * kernel.  By default the seccomp filter makes them succeed without
+	 * doing anything (they only cost time: the layer is read back through
+	 * the page cache and the store syncs what it keeps).  Without the
+	 * filter (seccomp_unconfined) they always reach the kernel. */
+	bool keep_sync;
 	const ib_sandbox_mount *mounts;
 	size_t n_mounts;
 	/* NULL = write each line to stderr. */

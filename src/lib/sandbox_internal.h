@@ -14,13 +14,15 @@
 /* ---- seccomp (sandbox_seccomp.c) ---- */
 
 /* The default filter, compiled to classic BPF for the native architecture
- * and its 32-bit compat ABIs.  Free insns with free(). */
+ * and its 32-bit compat ABIs; unless keep_sync, the sync calls (fsync,
+ * fdatasync, sync, syncfs, sync_file_range) return 0 without running.
+ * Free insns with free(). */
 typedef struct ib_sb_filter {
 	void *insns; /* struct sock_filter[] */
 	size_t len;  /* number of instructions */
 } ib_sb_filter;
 
-int ib_sb_seccomp_prepare(ib_sb_filter *out, ib_error **err);
+int ib_sb_seccomp_prepare(ib_sb_filter *out, bool keep_sync, ib_error **err);
 /* Install the filter on the calling thread (needs CAP_SYS_ADMIN or
  * no_new_privs); -1 with errno. */
 int ib_sb_seccomp_load(const ib_sb_filter *f);

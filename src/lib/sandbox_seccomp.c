@@ -10,12 +10,20 @@
  * (x86_64: i386 and x32; aarch64: arm), so a 32-bit binary cannot bypass
  * it; any other architecture is killed.  clone3 fails with ENOSYS (its
  * flags live in memory where seccomp cannot look), so libc falls back to
- * clone, whose namespace flags are checked. */
+ * clone, whose namespace flags are checked.
+ *
+ * Unless the caller keeps them (ib_sandbox_options.keep_sync), the calls
+ * that only push written data to the disk succeed without doing anything:
+ * fsync, fdatasync, sync, syncfs, sync_file_range.  A step's files are read
+ * back through the page cache when its layer is made, the store syncs what
+ * it keeps, and a crash in the middle of a step loses the build anyway, so
+ * dpkg's thousands of fsyncs per install only cost time. */
 #include "sandbox_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <seccomp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -108,6 +116,19 @@ static const char *const sb_denied[] = {
     "migrate_pages",
 };
 
+/* Succeed (return 0) without running, unless sync calls are kept.  The
+ * names of every architecture: sync_file_range2 (arm, ppc) and
+ * arm_sync_file_range are the same call with other argument orders. */
+static const char *const sb_sync_calls[] = {
+    "fsync",
+    "fdatasync",
+    "sync",
+    "syncfs",
+    "sync_file_range",
+    "sync_file_range2",
+    "arm_sync_file_range",
+};
+
 static const uint64_t sb_ns_flags[] = {CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,    CLONE_NEWUSER,
 				       CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP, CLONE_NEWTIME};
 
@@ -123,10 +144,14 @@ static int sb_add(scmp_filter_ctx ctx, uint32_t action, const char *name, unsign
 	return r == -EDOM ? 0 : r;
 }
 
-static int sb_rules(scmp_filter_ctx ctx)
+static int sb_rules(scmp_filter_ctx ctx, bool keep_sync)
 {
 	uint32_t eperm = SCMP_ACT_ERRNO(EPERM);
 	int r;
+	/* SECCOMP_RET_ERRNO with data 0: the call returns 0, never runs */
+	for (size_t i = 0; !keep_sync && i < sizeof(sb_sync_calls) / sizeof(sb_sync_calls[0]); i++)
+		if ((r = sb_add(ctx, SCMP_ACT_ERRNO(0), sb_sync_calls[i], 0, NULL)) < 0)
+			return r;
 	for (size_t i = 0; i < sizeof(sb_denied) / sizeof(sb_denied[0]); i++)
 		if ((r = sb_add(ctx, eperm, sb_denied[i], 0, NULL)) < 0)
 			return r;
@@ -172,7 +197,7 @@ static int sb_add_compat_arches(scmp_filter_ctx ctx)
 	return 0;
 }
 
-static int sb_filter_build(ib_sb_filter *out, ib_error **err)
+static int sb_filter_build(ib_sb_filter *out, bool keep_sync, ib_error **err)
 {
 	memset(out, 0, sizeof(*out));
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
@@ -182,7 +207,7 @@ static int sb_filter_build(ib_sb_filter *out, ib_error **err)
 	if (r == 0)
 		r = sb_add_compat_arches(ctx);
 	if (r == 0)
-		r = sb_rules(ctx);
+		r = sb_rules(ctx, keep_sync);
 	if (r < 0) {
 		seccomp_release(ctx);
 		return ib_error_set(err, -r, "seccomp: build the filter");
@@ -212,23 +237,25 @@ static int sb_filter_build(ib_sb_filter *out, ib_error **err)
 	return 0;
 }
 
-/* The filter never changes within a process: it is compiled once (about a
- * millisecond with libseccomp) and every step gets a copy. */
+/* The two filters (sync calls kept or not) never change within a process:
+ * each is compiled once (about a millisecond with libseccomp) and every step
+ * gets a copy. */
 static pthread_mutex_t sb_filter_lock = PTHREAD_MUTEX_INITIALIZER;
-static ib_sb_filter sb_filter_built;
+static ib_sb_filter sb_filter_built[2];
 
-int ib_sb_seccomp_prepare(ib_sb_filter *out, ib_error **err)
+int ib_sb_seccomp_prepare(ib_sb_filter *out, bool keep_sync, ib_error **err)
 {
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&sb_filter_lock);
+	ib_sb_filter *built = &sb_filter_built[keep_sync];
 	int r = 0;
-	if (!sb_filter_built.insns)
-		r = sb_filter_build(&sb_filter_built, err);
+	if (!built->insns)
+		r = sb_filter_build(built, keep_sync, err);
 	if (r == 0) {
-		size_t bytes = sb_filter_built.len * sizeof(struct sock_filter);
+		size_t bytes = built->len * sizeof(struct sock_filter);
 		out->insns = xmalloc(bytes);
-		memcpy(out->insns, sb_filter_built.insns, bytes);
-		out->len = sb_filter_built.len;
+		memcpy(out->insns, built->insns, bytes);
+		out->len = built->len;
 	}
 	pthread_mutex_unlock(&sb_filter_lock);
 	return r;

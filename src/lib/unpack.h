@@ -64,6 +64,9 @@ typedef struct ib_unpack_options {
 typedef struct ib_unpack_stats {
 	uint64_t entries; /* tar entries processed (whiteouts included) */
 	uint64_t bytes;	  /* decompressed tar bytes read (headers and padding included) */
+	/* gzip members decompressed whole by libdeflate (imgbuild's own 1 MiB
+	 * members); the rest of a gzip stream goes through zlib */
+	uint64_t gzip_members;
 } ib_unpack_stats;
 
 /* Read a (gzip/zstd/uncompressed, auto-detected) tar stream from fd and apply

@@ -1109,6 +1109,21 @@ static void test_xattrs_read_whole_large_values_sorted(void **state)
 		assert_memory_equal(xs[1].value, big, sizeof(big));
 		ib_layer_xattrs_free(xs, n);
 	}
+	/* a name list longer than the first call's buffer (256 bytes) */
+	for (int i = 0; i < 12; i++) {
+		char name[64];
+		snprintf(name, sizeof(name), "user.a-rather-long-attribute-name-number-%02d", i);
+		assert_int_equal(fsetxattr(fd, name, "L", 1, 0), 0);
+	}
+	for (int by_path = 0; by_path < 2; by_path++) {
+		assert_int_equal(ib_layer_xattrs_read(by_path ? -1 : fd, tmpl, &xs, &n, &err), 0);
+		assert_int_equal(n, 14);
+		assert_string_equal(xs[0].name, "user.a-rather-long-attribute-name-number-00");
+		assert_string_equal(xs[11].name, "user.a-rather-long-attribute-name-number-11");
+		assert_string_equal(xs[12].name, "user.aa");
+		assert_int_equal(xs[13].size, sizeof(big));
+		ib_layer_xattrs_free(xs, n);
+	}
 	close(fd);
 	unlink(tmpl);
 }

@@ -971,6 +971,39 @@ static void test_seccomp_filter_on_by_default(void **state)
 	assert_true(has_line(t, "Seccomp:\t0"));
 }
 
+/* fsync and fdatasync of /dev/null fail with EINVAL in the kernel: a step
+ * sees them succeed unless sync calls are kept or the filter is off */
+static void test_sync_calls_in_a_step(void **state)
+{
+	SKIP_IF_NEEDED();
+	tctx *t = *state;
+	const char *script = "/bin/busybox sync /dev/null && echo fsync-ok;"
+			     "/bin/busybox sync -d /dev/null && echo fdatasync-ok;"
+			     "/bin/busybox sync -f /bin/sh && echo syncfs-ok;"
+			     "echo data > /synced && /bin/busybox sync /synced && cat /synced";
+	assert_int_equal(run_sh(t, script, NULL), 0);
+	dump_lines(t);
+	assert_true(has_line(t, "fsync-ok"));
+	assert_true(has_line(t, "fdatasync-ok"));
+	assert_true(has_line(t, "syncfs-ok"));
+	assert_true(has_line(t, "data"));
+	ib_sandbox_options o;
+	for (int i = 0; i < 2; i++) {
+		tweak_init(t, &o);
+		if (i == 0)
+			o.keep_sync = true;
+		else
+			o.seccomp_unconfined = true;
+		assert_int_equal(run_sh(t, script, &o), 0);
+		dump_lines(t);
+		assert_false(has_line(t, "fsync-ok"));
+		assert_false(has_line(t, "fdatasync-ok"));
+		assert_true(has_line(t, "sync: /dev/null: Invalid argument"));
+		assert_true(has_line(t, "syncfs-ok"));
+		assert_true(has_line(t, "data"));
+	}
+}
+
 static void test_pids_limit_stops_a_fork_loop(void **state)
 {
 	SKIP_IF_NEEDED();
@@ -1014,10 +1047,61 @@ static void test_seccomp_filter_compiles(void **state)
 	(void)state;
 	ib_sb_filter f;
 	ib_error *e = NULL;
-	assert_int_equal(ib_sb_seccomp_prepare(&f, &e), 0);
+	assert_int_equal(ib_sb_seccomp_prepare(&f, false, &e), 0);
 	assert_non_null(f.insns);
 	assert_true(f.len > 50 && f.len < 4096);
+	ib_sb_filter k;
+	assert_int_equal(ib_sb_seccomp_prepare(&k, true, &e), 0);
+	/* keeping the sync calls drops their rules */
+	assert_true(k.len < f.len);
+	free(k.insns);
 	free(f.insns);
+}
+
+/* In a child under the filter: bit i of the exit status set when sync call
+ * i on a bad fd did not fail with EBADF (the filter answered 0); bit 6 when
+ * keyctl was not refused with EPERM (the rest of the filter is there). */
+static int sync_calls_under_filter(bool keep_sync)
+{
+	ib_sb_filter f;
+	ib_error *e = NULL;
+	assert_int_equal(ib_sb_seccomp_prepare(&f, keep_sync, &e), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || ib_sb_seccomp_load(&f) < 0)
+			_exit(255);
+		int bits = 0;
+		long r[] = {
+		    syscall(SYS_fsync, -1),
+		    syscall(SYS_fdatasync, -1),
+		    syscall(SYS_syncfs, -1),
+		    syscall(SYS_sync_file_range, -1, 0L, 0L, 2L /* SYNC_FILE_RANGE_WRITE */),
+		};
+		for (int i = 0; i < 4; i++)
+			if (r[i] != -1)
+				bits |= 1 << i;
+		errno = 0;
+		if (!(syscall(SYS_keyctl, 0L /* KEYCTL_GET_KEYRING_ID */, -3L, 0L) == -1 &&
+		      errno == EPERM))
+			bits |= 1 << 6;
+		_exit(bits);
+	}
+	free(f.insns);
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static void test_seccomp_sync_calls_return_at_once(void **state)
+{
+	(void)state;
+	/* the four calls answered 0 without reaching the kernel (which would
+	 * say EBADF), keyctl still refused */
+	assert_int_equal(sync_calls_under_filter(false), 0x0f);
+	/* kept: they reach the kernel */
+	assert_int_equal(sync_calls_under_filter(true), 0);
 }
 
 static void test_dev_is_minimal_and_devices_unusable(void **state)
@@ -1138,7 +1222,8 @@ static void test_rootless_maps_caller_to_root(void **state)
 		char *lowers[] = {lower, NULL};
 		char *argv[] = {"/bin/busybox", "sh", "-c",
 				"/bin/busybox id -u; /bin/busybox cat /proc/self/uid_map; "
-				"/bin/busybox grep CapBnd /proc/self/status; echo hi > /made",
+				"/bin/busybox grep CapBnd /proc/self/status; echo hi > /made; "
+				"/bin/busybox sync /made /dev/null && echo fsync-noop",
 				NULL};
 		ib_sandbox_options o;
 		memset(&o, 0, sizeof(o));
@@ -1185,6 +1270,8 @@ static void test_rootless_maps_caller_to_root(void **state)
 		assert_true(!strncmp(first, "0\n", 2));
 		assert_non_null(strstr(out, "65534"));
 		assert_non_null(strstr(out, "CapBnd:\t00000000a80425fb"));
+		/* the filter's sync rules hold rootless too */
+		assert_non_null(strstr(out, "fsync-noop"));
 		char *made = ib_path_join(upper, "made");
 		struct stat sb;
 		assert_int_equal(stat(made, &sb), 0);
@@ -1287,6 +1374,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_pids_limit_stops_a_fork_loop, setup, teardown),
 	    cmocka_unit_test(test_resolv_conf_for_a_private_network),
 	    cmocka_unit_test(test_seccomp_filter_compiles),
+	    cmocka_unit_test(test_seccomp_sync_calls_return_at_once),
+	    cmocka_unit_test_setup_teardown(test_sync_calls_in_a_step, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dev_is_minimal_and_devices_unusable, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_sys_and_proc_sys_are_read_only, setup, teardown),

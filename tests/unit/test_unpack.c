@@ -28,6 +28,9 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
+#include "compress.h"
 #include "error.h"
 #include "layer.h"
 #include "store.h"
@@ -1186,6 +1189,84 @@ static void test_whiteout_apply_deletes(void **state)
 	assert_victim_intact(f);
 }
 
+/* Files come grouped by directory and share its lookup; a whiteout or a
+ * directory entry in between starts afresh, so the next file lands in the
+ * directory that is there now. */
+static void test_files_after_their_dir_was_replaced(void **state)
+{
+	fixture *f = *state;
+	struct archive *a = tw_open(f);
+	tw_file(a, "a/b/f1", 0644, "1");
+	tw_whiteout(a, "a/.wh.b");
+	tw_file(a, "a/b/f2", 0644, "2");
+	tw_file(a, "a/b/f3", 0644, "3");
+	tw_dir(a, "a/b/", 0700);
+	tw_file(a, "a/b/f4", 0644, "4");
+	tw_file(a, "a/b/f4", 0600, "four");
+	tw_close(a);
+	unpack_ok(f, NULL);
+	assert_rel_listing(f, "a/b", "f2,f3,f4");
+	assert_rel_content(f, "a/b/f4", "four");
+	assert_int_equal(rel_lmode(f, "a/b/f4") & 07777, 0600);
+}
+
+/* A new file takes a setgid parent's group: chowned to the entry's own
+ * group even when that is ours. */
+static void test_file_in_setgid_dir_gets_the_entrys_group(void **state)
+{
+	fixture *f = *state;
+	char *sg = rootpath(f, "sg");
+	assert_int_equal(mkdir(sg, 0755), 0);
+	assert_int_equal(chown(sg, 0, 50), 0);
+	assert_int_equal(chmod(sg, 02775), 0);
+	struct archive *a = tw_open(f);
+	struct archive_entry *e = tw_entry("sg/ours", AE_IFREG, 0644);
+	archive_entry_set_uid(e, geteuid());
+	archive_entry_set_gid(e, getegid());
+	archive_entry_set_size(e, 0);
+	tw_put(a, e, NULL, 0);
+	tw_file(a, "plain/ours", 0644, "x");
+	tw_close(a);
+	unpack_ok(f, NULL);
+	struct stat st;
+	char *p = rootpath(f, "sg/ours");
+	assert_int_equal(lstat(p, &st), 0);
+	assert_int_equal(st.st_uid, geteuid());
+	assert_int_equal(st.st_gid, getegid());
+	free(p);
+	p = rootpath(f, "plain/ours");
+	assert_int_equal(lstat(p, &st), 0);
+	assert_int_equal(st.st_gid, 0);
+	free(p);
+	free(sg);
+}
+
+/* A sparse file ending in a hole gets its full size. */
+static void test_sparse_file_trailing_hole(void **state)
+{
+	fixture *f = *state;
+	struct archive *a = tw_open(f);
+	struct archive_entry *e = tw_entry("sparse", AE_IFREG, 0644);
+	archive_entry_set_size(e, 1 << 20);
+	archive_entry_sparse_add_entry(e, 0, 5);
+	tw_put(a, e, "hello", 5);
+	tw_close(a);
+	unpack_ok(f, NULL);
+	struct stat st;
+	char *p = rootpath(f, "sparse");
+	assert_int_equal(lstat(p, &st), 0);
+	assert_int_equal(st.st_size, 1 << 20);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	char buf[8] = "";
+	assert_int_equal(pread(fd, buf, 5, 0), 5);
+	assert_memory_equal(buf, "hello", 5);
+	assert_int_equal(pread(fd, buf, 1, (1 << 20) - 1), 1);
+	assert_int_equal(buf[0], 0);
+	close(fd);
+	free(p);
+}
+
 static void test_opaque_apply_clears_lower_keeps_same_layer(void **state)
 {
 	fixture *f = *state;
@@ -1444,6 +1525,174 @@ static void test_truncated_gzip_invalid(void **state)
 	assert_int_equal(truncate(f->tar, st.st_size / 2), 0);
 	ib_error *err = NULL;
 	expect_error(unpack(f, &err), &err, IB_EINVALID, "not a valid tar archive");
+}
+
+/* ---- gzip: imgbuild's 1 MiB members by libdeflate, others by zlib ---- */
+
+#define BIG_LEN (4u << 20)
+
+/* f->tar: a plain tar of ~4 MiB (d/big, compressible but not trivially,
+ * and d/small); *big (caller frees) is d/big's content */
+static void write_big_tar(const fixture *f, char **big)
+{
+	char *b = xmalloc(BIG_LEN + 1);
+	uint32_t x = 1;
+	for (size_t i = 0; i < BIG_LEN; i++) {
+		x = x * 1103515245u + 12345u;
+		b[i] = "abcdefgh\n"[(x >> 16) % 9];
+	}
+	b[BIG_LEN] = '\0';
+	struct archive *a = tw_open(f);
+	tw_dir(a, "d/", 0755);
+	tw_file(a, "d/big", 0644, b);
+	tw_file(a, "d/small", 0600, "small\n");
+	tw_close(a);
+	*big = b;
+}
+
+static int sink_fd(const void *data, size_t len, void *payload)
+{
+	return write(*(int *)payload, data, len) == (ssize_t)len ? 0 : -1;
+}
+
+/* Append bytes [from, from+len) of the file in to out: as imgbuild's
+ * compressor writes them (1 MiB members), or as one zlib gzip member. */
+static void gzip_part(const char *in, int out, size_t from, size_t len, bool ours)
+{
+	char *all = NULL;
+	size_t n = 0;
+	ib_error *e = NULL;
+	assert_int_equal(ib_read_file(in, 64 << 20, &all, &n, &e), 0);
+	assert_true(from + len <= n);
+	if (ours) {
+		ib_compressor *c = NULL;
+		assert_int_equal(ib_compressor_new(&c, IB_COMP_GZIP, 1, 0, sink_fd, &out, &e), 0);
+		assert_int_equal(ib_compressor_write(c, all + from, len, &e), 0);
+		assert_int_equal(ib_compressor_finish(c, &e), 0);
+		ib_compressor_free(c);
+	} else {
+		z_stream z;
+		memset(&z, 0, sizeof(z));
+		assert_int_equal(
+		    deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+		uLong bound = deflateBound(&z, (uLong)len);
+		unsigned char *buf = xmalloc(bound);
+		z.next_in = (unsigned char *)all + from;
+		z.avail_in = (uInt)len;
+		z.next_out = buf;
+		z.avail_out = (uInt)bound;
+		assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+		assert_int_equal(write(out, buf, z.total_out), (ssize_t)z.total_out);
+		deflateEnd(&z);
+		free(buf);
+	}
+	free(all);
+}
+
+static size_t file_size(const char *path)
+{
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	return (size_t)st.st_size;
+}
+
+/* f->tar becomes gzip of the plain tar: its first `ours` bytes by
+ * imgbuild's compressor, the rest as one zlib member */
+static void gzip_tar(const fixture *f, size_t ours)
+{
+	char *plain = xasprintf("%s.plain", f->tar);
+	assert_int_equal(rename(f->tar, plain), 0);
+	size_t n = file_size(plain);
+	if (ours > n)
+		ours = n;
+	int out = open(f->tar, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(out >= 0);
+	if (ours > 0)
+		gzip_part(plain, out, 0, ours, true);
+	if (ours < n)
+		gzip_part(plain, out, ours, n - ours, false);
+	close(out);
+	unlink(plain);
+	free(plain);
+}
+
+static void assert_big_tree(const fixture *f, const char *big)
+{
+	char *p = rootpath(f, "d/big");
+	char *got = NULL;
+	size_t n = 0;
+	ib_error *e = NULL;
+	assert_int_equal(ib_read_file(p, 2 * BIG_LEN, &got, &n, &e), 0);
+	assert_int_equal(n, BIG_LEN);
+	assert_true(memcmp(got, big, BIG_LEN) == 0);
+	free(got);
+	free(p);
+	assert_rel_content(f, "d/small", "small\n");
+}
+
+static void test_gzip_own_members_by_libdeflate(void **state)
+{
+	fixture *f = *state;
+	char *big;
+	write_big_tar(f, &big);
+	size_t plain = file_size(f->tar);
+	gzip_tar(f, SIZE_MAX);
+	ib_unpack_stats st;
+	ib_error *err = NULL;
+	assert_int_equal(unpack_opts(f, NULL, &st, &err), 0);
+	assert_big_tree(f, big);
+	/* every member went through libdeflate */
+	assert_int_equal(st.gzip_members,
+			 (plain + IB_COMPRESS_GZIP_BLOCK - 1) / IB_COMPRESS_GZIP_BLOCK);
+	assert_true(st.bytes >= BIG_LEN);
+	/* the cap on decompressed bytes still holds */
+	ib_unpack_options o = IB_UNPACK_OPTIONS_INIT;
+	o.max_bytes = 1u << 20;
+	tu_rm_rf(f->root);
+	assert_int_equal(mkdir(f->root, 0755), 0);
+	expect_error(unpack_opts(f, &o, NULL, &err), &err, IB_ETOOLARGE, "cap");
+	free(big);
+}
+
+static void test_gzip_one_large_member_by_zlib(void **state)
+{
+	fixture *f = *state;
+	char *big;
+	write_big_tar(f, &big);
+	gzip_tar(f, 0);
+	ib_unpack_stats st;
+	ib_error *err = NULL;
+	assert_int_equal(unpack_opts(f, NULL, &st, &err), 0);
+	assert_big_tree(f, big);
+	assert_int_equal(st.gzip_members, 0);
+	free(big);
+}
+
+static void test_gzip_own_members_then_a_large_one(void **state)
+{
+	fixture *f = *state;
+	char *big;
+	write_big_tar(f, &big);
+	/* two 1 MiB members, then one member of the remaining ~2 MiB */
+	gzip_tar(f, 2u << 20);
+	ib_unpack_stats st;
+	ib_error *err = NULL;
+	assert_int_equal(unpack_opts(f, NULL, &st, &err), 0);
+	assert_big_tree(f, big);
+	assert_int_equal(st.gzip_members, 2);
+	free(big);
+}
+
+static void test_gzip_own_members_truncated_invalid(void **state)
+{
+	fixture *f = *state;
+	char *big;
+	write_big_tar(f, &big);
+	gzip_tar(f, SIZE_MAX);
+	assert_int_equal(truncate(f->tar, (off_t)(file_size(f->tar) * 3 / 4)), 0);
+	ib_error *err = NULL;
+	expect_error(unpack(f, &err), &err, IB_EINVALID, "not a valid tar archive");
+	free(big);
 }
 
 static void test_empty_stream_is_empty_layer(void **state)
@@ -1796,6 +2045,13 @@ int main(void)
 	    T(test_truncated_archive_invalid),
 	    T(test_garbage_stream_invalid),
 	    T(test_truncated_gzip_invalid),
+	    T(test_gzip_own_members_by_libdeflate),
+	    T(test_files_after_their_dir_was_replaced),
+	    T(test_file_in_setgid_dir_gets_the_entrys_group),
+	    T(test_sparse_file_trailing_hole),
+	    T(test_gzip_one_large_member_by_zlib),
+	    T(test_gzip_own_members_then_a_large_one),
+	    T(test_gzip_own_members_truncated_invalid),
 	    T(test_empty_stream_is_empty_layer),
 	    T(test_missing_destination_fails),
 	};
