@@ -30,13 +30,126 @@
 
 #define PASSWD_READ_MAX ((size_t)16 << 20) /* an image's /etc/passwd or /etc/group */
 
+/* The lstat fields a copy uses: the layer writer, the unpacked copy, the
+ * stat cache and the key need no more, and a struct stat is twice the size
+ * (a cached build lists the whole context every time). */
+typedef struct copy_stat {
+	uint64_t dev, ino, rdev;
+	int64_t size, mtime, ctime;
+	uint32_t mtime_nsec, ctime_nsec;
+	uint32_t mode, uid, gid, nlink; /* nlink: saturated (only >= 2 matters) */
+} copy_stat;
+
+static void copy_stat_set(copy_stat *o, const struct stat *st)
+{
+	*o = (copy_stat){
+	    .dev = (uint64_t)st->st_dev,
+	    .ino = (uint64_t)st->st_ino,
+	    .rdev = (uint64_t)st->st_rdev,
+	    .size = (int64_t)st->st_size,
+	    .mtime = (int64_t)st->st_mtim.tv_sec,
+	    .ctime = (int64_t)st->st_ctim.tv_sec,
+	    .mtime_nsec = (uint32_t)st->st_mtim.tv_nsec,
+	    .ctime_nsec = (uint32_t)st->st_ctim.tv_nsec,
+	    .mode = (uint32_t)st->st_mode,
+	    .uid = (uint32_t)st->st_uid,
+	    .gid = (uint32_t)st->st_gid,
+	    .nlink = st->st_nlink > UINT32_MAX ? UINT32_MAX : (uint32_t)st->st_nlink,
+	};
+}
+
+/* The struct stat the stat cache and the unpacker take (other fields 0). */
+static void copy_stat_get(const copy_stat *s, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_dev = (dev_t)s->dev;
+	st->st_ino = (ino_t)s->ino;
+	st->st_rdev = (dev_t)s->rdev;
+	st->st_size = (off_t)s->size;
+	st->st_mtim.tv_sec = (time_t)s->mtime;
+	st->st_mtim.tv_nsec = (long)s->mtime_nsec;
+	st->st_ctim.tv_sec = (time_t)s->ctime;
+	st->st_ctim.tv_nsec = (long)s->ctime_nsec;
+	st->st_mode = (mode_t)s->mode;
+	st->st_uid = (uid_t)s->uid;
+	st->st_gid = (gid_t)s->gid;
+	st->st_nlink = (nlink_t)s->nlink;
+}
+
 typedef struct copy_item {
 	char *dest; /* archive path, relative ("usr/bin/x") */
 	char *host; /* absolute host path */
 	char *rel;  /* path relative to the source root (for --explain) */
-	struct stat st;
+	copy_stat st;
 	char content[IB_DIGEST_BUFLEN]; /* content digest, link target digest, ... */
 } copy_item;
+
+/* Items and their paths are carved from chunks, one arena per walking
+ * thread: a context of thousands of files costs a few dozen allocations,
+ * and an item never moves once made (lists hold pointers to items, so the
+ * threads' lists are joined by copying pointers). */
+#define COPY_CHUNK ((size_t)64 << 10)
+
+typedef struct copy_chunk {
+	struct copy_chunk *next;
+	max_align_t data[];
+} copy_chunk;
+
+typedef struct copy_arena {
+	copy_chunk *chunks; /* the one allocated from first */
+	char *pos;
+	size_t left;
+} copy_arena;
+
+static void *arena_alloc(copy_arena *a, size_t n)
+{
+	n = (n + 15) & ~(size_t)15;
+	if (n > a->left) {
+		size_t sz = n > COPY_CHUNK - sizeof(copy_chunk) ? n : COPY_CHUNK - sizeof(copy_chunk);
+		copy_chunk *c = xmalloc(sizeof(copy_chunk) + sz);
+		c->next = a->chunks;
+		a->chunks = c;
+		a->pos = (char *)c->data;
+		a->left = sz;
+	}
+	void *p = a->pos;
+	a->pos += n;
+	a->left -= n;
+	return p;
+}
+
+static char *arena_strdup(copy_arena *a, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	return memcpy(arena_alloc(a, n), s, n);
+}
+
+/* from's chunks become to's (from is left empty) */
+static void arena_adopt(copy_arena *to, copy_arena *from)
+{
+	if (!from->chunks)
+		return;
+	if (!to->chunks) {
+		*to = *from;
+	} else {
+		copy_chunk *tail = from->chunks;
+		while (tail->next)
+			tail = tail->next;
+		tail->next = to->chunks->next;
+		to->chunks->next = from->chunks;
+	}
+	*from = (copy_arena){0};
+}
+
+static void arena_free(copy_arena *a)
+{
+	while (a->chunks) {
+		copy_chunk *next = a->chunks->next;
+		free(a->chunks);
+		a->chunks = next;
+	}
+	*a = (copy_arena){0};
+}
 
 /* A directory on the way to (or at) the destination: written into the
  * layer with the image's own metadata when it exists, 0755 root otherwise. */
@@ -48,8 +161,9 @@ typedef struct parent_dir {
 } parent_dir;
 
 typedef struct copy_list {
-	copy_item *items;
+	copy_item **items; /* in mem, or in the arenas mem adopted */
 	size_t n, alloc;
+	copy_arena mem;
 	parent_dir *parents; /* shallowest first */
 	size_t n_parents;
 	bool last_is_dest;	 /* the last parent is the destination directory */
@@ -70,37 +184,44 @@ mode_t build_context_mode(mode_t m)
 	return m & (S_IFMT | 0777);
 }
 
-/* The item takes dest, host and rel (allocated by the caller). */
-static void copy_list_take(copy_list *l, char *dest, char *host, char *rel, const struct stat *st)
+static void copy_list_reserve(copy_list *l, size_t more)
 {
-	if (l->n == l->alloc) {
-		l->alloc = l->alloc ? l->alloc * 2 : 64;
-		l->items = xrealloc(l->items, l->alloc * sizeof(copy_item));
-	}
-	copy_item *it = &l->items[l->n++];
-	it->dest = dest;
-	it->host = host;
-	it->rel = rel;
-	it->st = *st;
-	/* the layer, the key and --explain all see the normalised mode */
+	if (l->n + more <= l->alloc)
+		return;
+	size_t a = l->alloc ? l->alloc : 64;
+	while (a < l->n + more)
+		a *= 2;
+	l->items = xrealloc(l->items, a * sizeof(*l->items));
+	l->alloc = a;
+}
+
+/* it (made in an arena the list owns or will adopt) goes last; the layer,
+ * the key and --explain all see the normalised mode */
+static void copy_list_push(copy_list *l, copy_item *it)
+{
 	if (l->normalize)
-		it->st.st_mode = build_context_mode(st->st_mode);
+		it->st.mode = (uint32_t)build_context_mode((mode_t)it->st.mode);
+	copy_list_reserve(l, 1);
+	l->items[l->n++] = it;
 }
 
 static void copy_list_add(copy_list *l, const char *dest, const char *host, const char *rel,
 			  const struct stat *st)
 {
-	copy_list_take(l, xstrdup(dest), xstrdup(host), xstrdup(rel), st);
+	size_t dl = strlen(dest) + 1, hl = strlen(host) + 1, rl = strlen(rel) + 1;
+	copy_item *it = arena_alloc(&l->mem, sizeof(*it) + dl + hl + rl);
+	char *p = (char *)(it + 1);
+	it->dest = memcpy(p, dest, dl);
+	it->host = memcpy(p + dl, host, hl);
+	it->rel = memcpy(p + dl + hl, rel, rl);
+	copy_stat_set(&it->st, st);
+	copy_list_push(l, it);
 }
 
 static void copy_list_free(copy_list *l)
 {
-	for (size_t i = 0; i < l->n; i++) {
-		free(l->items[i].dest);
-		free(l->items[i].host);
-		free(l->items[i].rel);
-	}
 	free(l->items);
+	arena_free(&l->mem);
 	for (size_t i = 0; i < l->n_parents; i++)
 		free(l->parents[i].path);
 	free(l->parents);
@@ -236,47 +357,86 @@ static bool excluded(json_t *exclude, const char *rel)
  * (the stat of every file is most of a cached build). */
 #define WALK_THREADS_MAX 4
 
-static int walk_tree(copy_list *l, int parentfd, const char *name, const char *host,
-		     const char *dest, const char *rel, json_t *exclude, ib_error **err);
+/* A directory being walked: its fd, its paths (without a trailing '/',
+ * except "/"; rel and dest may be "") and where its items go. */
+typedef struct walk_level {
+	copy_list *l;
+	copy_arena *mem; /* the walking thread's */
+	int fd;
+	const char *host, *dest, *rel;
+	size_t hl, dl, rl;
+	json_t *exclude;
+	ib_error **err;
+} walk_level;
 
-/* One entry of the directory fd (at host, dest, rel): its item and, for a
- * directory, everything below. */
-static int walk_entry(copy_list *l, int fd, const char *name, const char *host, const char *dest,
-		      const char *rel, json_t *exclude, ib_error **err)
+/* ib_path_join(dir, name) into out, dir being dl bytes as walk_level keeps
+ * them, and "" giving name alone; returns the length. */
+static size_t join_into(char *out, const char *dir, size_t dl, const char *name, size_t nl)
 {
-	char *rr = *rel ? ib_path_join(rel, name) : xstrdup(name);
-	if (excluded(exclude, rr)) {
-		free(rr);
-		return 0;
-	}
+	size_t n = dl;
+	memcpy(out, dir, dl);
+	if (dl && dir[dl - 1] != '/')
+		out[n++] = '/';
+	memcpy(out + n, name, nl + 1);
+	return n + nl;
+}
+
+/* strlen(s) without trailing '/' (but "/" stays) */
+static size_t trimmed_len(const char *s)
+{
+	size_t n = strlen(s);
+	while (n > 1 && s[n - 1] == '/')
+		n--;
+	return n;
+}
+
+static int walk_tree(const walk_level *w, const char *name, const copy_item *it, size_t hl,
+		     size_t dl, size_t rl);
+
+/* One entry of the directory w: its item and, for a directory, everything
+ * below.  The item and its three paths are one piece of the arena, given
+ * back when the entry is skipped. */
+static int walk_entry(const walk_level *w, const char *name)
+{
+	copy_list *l = w->l;
+	size_t nl = strlen(name);
+	copy_arena saved = *w->mem;
+	copy_item *it =
+	    arena_alloc(w->mem, sizeof(*it) + w->rl + w->hl + w->dl + 3 * (nl + 2));
+	char *p = (char *)(it + 1);
+	it->rel = p;
+	size_t rl = join_into(p, w->rel, w->rl, name, nl);
 	/* an ignored directory is looked into only for '!' exceptions */
-	bool ignored = ib_ignore_match(l->ignore, rr);
+	bool ignored = false;
+	bool skip = excluded(w->exclude, it->rel);
+	if (!skip) {
+		ignored = ib_ignore_match(l->ignore, it->rel);
+		skip = ignored && !ib_ignore_has_exceptions(l->ignore);
+	}
 	struct stat st;
-	if (ignored && !ib_ignore_has_exceptions(l->ignore)) {
-		free(rr);
+	if (!skip) {
+		if (fstatat(w->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return ib_error_set(w->err, errno, "stat %s", it->rel);
+		skip = ignored && !S_ISDIR(st.st_mode);
+	}
+	if (skip) {
+		if (w->mem->chunks == saved.chunks)
+			*w->mem = saved;
 		return 0;
 	}
-	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-		ib_error_set(err, errno, "stat %s", rr);
-		free(rr);
-		return -1;
-	}
-	if (ignored && !S_ISDIR(st.st_mode)) {
-		free(rr);
-		return 0;
-	}
-	char *h = ib_path_join(host, name);
-	char *dd = *dest ? ib_path_join(dest, name) : xstrdup(name);
+	p += rl + 1;
+	it->host = p;
+	size_t hl = join_into(p, w->host, w->hl, name, nl);
+	p += hl + 1;
+	it->dest = p;
+	size_t dl = join_into(p, w->dest, w->dl, name, nl);
+	copy_stat_set(&it->st, &st);
 	size_t mark = l->n;
-	copy_list_take(l, dd, h, rr, &st); /* the list owns them now */
-	if (S_ISDIR(st.st_mode) && walk_tree(l, fd, name, h, dd, rr, exclude, err) < 0)
+	copy_list_push(l, it);
+	if (S_ISDIR(st.st_mode) && walk_tree(w, name, it, hl, dl, rl) < 0)
 		return -1;
-	if (ignored && l->n == mark + 1) { /* nothing inside was kept */
+	if (ignored && l->n == mark + 1) /* nothing inside was kept */
 		l->n--;
-		free(l->items[mark].dest);
-		free(l->items[mark].host);
-		free(l->items[mark].rel);
-	}
 	return 0;
 }
 
@@ -302,45 +462,47 @@ static int walk_names(int fd, const char *rel, int (*fn)(void *payload, const ch
 	}
 }
 
-typedef struct walk_level {
-	copy_list *l;
-	int fd;
-	const char *host, *dest, *rel;
-	json_t *exclude;
-	ib_error **err;
-} walk_level;
-
 static int walk_level_entry(void *payload, const char *name)
 {
-	walk_level *w = payload;
-	return walk_entry(w->l, w->fd, name, w->host, w->dest, w->rel, w->exclude, w->err);
+	return walk_entry(payload, name);
 }
 
-/* host is opened relative to parentfd as name when parentfd >= 0 (a
- * directory just listed there), saving the lookup of every parent. */
-static int walk_tree(copy_list *l, int parentfd, const char *name, const char *host,
-		     const char *dest, const char *rel, json_t *exclude, ib_error **err)
+/* The directory item it, entry name of w, walked (hl, dl, rl: the lengths
+ * of its paths). */
+static int walk_tree(const walk_level *w, const char *name, const copy_item *it, size_t hl,
+		     size_t dl, size_t rl)
 {
-	cleanup_close int fd =
-	    parentfd >= 0 ? openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-			  : open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cleanup_close int fd = openat(w->fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
-		return ib_error_set(err, errno, "open %s", rel);
-	walk_level w = {l, fd, host, dest, rel, exclude, err};
-	return walk_names(fd, rel, walk_level_entry, &w, err);
+		return ib_error_set(w->err, errno, "open %s", it->rel);
+	walk_level sub = *w;
+	sub.fd = fd;
+	sub.host = it->host;
+	sub.dest = it->dest;
+	sub.rel = it->rel;
+	sub.hl = hl;
+	sub.dl = dl;
+	sub.rl = rl;
+	return walk_names(fd, it->rel, walk_level_entry, &sub, w->err);
 }
 
 /* The top of a source directory: its entries are shared out to threads,
- * each walking whole entries into a list of its own; the lists are then
- * joined in the order of the entries, as one walk would have made them. */
+ * each walking whole entries into a list of its own (items in the thread's
+ * arena); the lists are then joined in the order of the entries, as one
+ * walk would have made them, and the arenas handed to the result. */
 typedef struct walk_top {
-	walk_level w; /* l, err: unused */
+	walk_level w; /* l: the result; mem, err: unused */
 	char **names;
 	copy_list *parts;
 	ib_error **errs;
 	size_t n, next;
 	bool failed;
 } walk_top;
+
+typedef struct walk_worker {
+	walk_top *t;
+	copy_arena mem;
+} walk_worker;
 
 static int walk_top_name(void *payload, const char *name)
 {
@@ -350,15 +512,20 @@ static int walk_top_name(void *payload, const char *name)
 
 static void *walk_top_worker(void *payload)
 {
-	walk_top *t = payload;
+	walk_worker *k = payload;
+	walk_top *t = k->t;
 	for (;;) {
 		size_t i = __atomic_fetch_add(&t->next, 1, __ATOMIC_RELAXED);
 		if (i >= t->n || __atomic_load_n(&t->failed, __ATOMIC_RELAXED))
 			return NULL;
 		copy_list *p = &t->parts[i];
 		p->ignore = t->w.l->ignore;
-		if (walk_entry(p, t->w.fd, t->names[i], t->w.host, t->w.dest, t->w.rel,
-			       t->w.exclude, &t->errs[i]) < 0)
+		p->normalize = t->w.l->normalize;
+		walk_level w = t->w;
+		w.l = p;
+		w.mem = &k->mem;
+		w.err = &t->errs[i];
+		if (walk_entry(&w, t->names[i]) < 0)
 			__atomic_store_n(&t->failed, true, __ATOMIC_RELAXED);
 	}
 }
@@ -369,7 +536,8 @@ static int walk_source_dir(copy_list *l, const char *host, const char *dest, con
 	cleanup_close int fd = open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return ib_error_set(err, errno, "open %s", rel);
-	walk_top t = {.w = {l, fd, host, dest, rel, exclude, err}};
+	walk_top t = {.w = {l, &l->mem, fd, host, dest, rel, trimmed_len(host), trimmed_len(dest),
+			    trimmed_len(rel), exclude, err}};
 	t.names = xcalloc(1, sizeof(char *));
 	if (walk_names(fd, rel, walk_top_name, &t, err) < 0) {
 		ib_strv_free(t.names);
@@ -384,20 +552,28 @@ static int walk_source_dir(copy_list *l, const char *host, const char *dest, con
 	int rc = 0;
 	if (threads < 2) {
 		for (size_t i = 0; i < t.n && rc == 0; i++)
-			rc = walk_entry(l, fd, t.names[i], host, dest, rel, exclude, err);
+			rc = walk_entry(&t.w, t.names[i]);
 		ib_strv_free(t.names);
 		return rc;
 	}
 	t.parts = xcalloc(t.n, sizeof(*t.parts));
 	t.errs = xcalloc(t.n, sizeof(*t.errs));
+	walk_worker workers[WALK_THREADS_MAX];
+	for (int k = 0; k < WALK_THREADS_MAX; k++)
+		workers[k] = (walk_worker){&t, {0}};
 	pthread_t tids[WALK_THREADS_MAX];
 	int started = 0;
 	for (; started < threads - 1; started++)
-		if (pthread_create(&tids[started], NULL, walk_top_worker, &t) != 0)
+		if (pthread_create(&tids[started], NULL, walk_top_worker, &workers[started + 1]) !=
+		    0)
 			break; /* fewer helpers: this thread walks the rest */
-	walk_top_worker(&t);
+	walk_top_worker(&workers[0]);
 	for (int k = 0; k < started; k++)
 		pthread_join(tids[k], NULL);
+	size_t total = 0;
+	for (size_t i = 0; i < t.n; i++)
+		total += t.parts[i].n;
+	copy_list_reserve(l, total);
 	for (size_t i = 0; i < t.n; i++) {
 		copy_list *p = &t.parts[i];
 		if (rc == 0 && t.errs[i]) {
@@ -406,14 +582,14 @@ static int walk_source_dir(copy_list *l, const char *host, const char *dest, con
 			rc = -1;
 		}
 		ib_error_free(&t.errs[i]);
-		if (rc == 0) { /* the items move over, their strings with them */
-			for (size_t k = 0; k < p->n; k++)
-				copy_list_take(l, p->items[k].dest, p->items[k].host,
-					       p->items[k].rel, &p->items[k].st);
-			p->n = 0;
+		if (rc == 0 && p->n) {
+			memcpy(l->items + l->n, p->items, p->n * sizeof(*p->items));
+			l->n += p->n;
 		}
 		copy_list_free(p);
 	}
+	for (int k = 0; k < WALK_THREADS_MAX; k++)
+		arena_adopt(&l->mem, &workers[k].mem);
 	free(t.parts);
 	free(t.errs);
 	ib_strv_free(t.names);
@@ -587,12 +763,18 @@ static int copy_resolve_dest(builder *b, stage_state *st, copy_list *l, ib_error
 	while (n > 0 && l->dest[n - 1] == '/') /* items are "DEST/..." (ib_path_join) */
 		n--;
 	for (size_t i = 0; i < l->n; i++) {
-		char *d = l->items[i].dest; /* l->dest itself, or under it */
+		const char *d = l->items[i]->dest; /* l->dest itself, or under it */
 		if (strncmp(d, l->dest, n) != 0 || (d[n] != '\0' && d[n] != '/'))
 			return ib_error_setc(err, IB_ERROR, "copy: %s is not under %s", d, l->dest);
 		const char *rest = d[n] == '/' ? d + n + 1 : "";
-		l->items[i].dest = !*rest ? xstrdup(res) : *res ? ib_path_join(res, rest) : xstrdup(rest);
-		free(d);
+		if (!*rest) {
+			l->items[i]->dest = arena_strdup(&l->mem, res);
+		} else if (*res) {
+			cleanup_free char *j = ib_path_join(res, rest);
+			l->items[i]->dest = arena_strdup(&l->mem, j);
+		} else {
+			l->items[i]->dest = (char *)rest; /* the tail of the old one */
+		}
 	}
 	return 0;
 }
@@ -686,10 +868,10 @@ static void xattrs_digest(const char *path, char out[IB_DIGEST_BUFLEN])
  * linked, which holds at most one item per inode). */
 static const copy_item *first_link(const copy_item **linked, size_t *n_linked, const copy_item *it)
 {
-	if (!*it->host || !S_ISREG(it->st.st_mode) || it->st.st_nlink < 2)
+	if (!*it->host || !S_ISREG(it->st.mode) || it->st.nlink < 2)
 		return NULL;
 	for (size_t k = 0; k < *n_linked; k++)
-		if (linked[k]->st.st_dev == it->st.st_dev && linked[k]->st.st_ino == it->st.st_ino)
+		if (linked[k]->st.dev == it->st.dev && linked[k]->st.ino == it->st.ino)
 			return linked[k];
 	linked[(*n_linked)++] = it;
 	return NULL;
@@ -734,7 +916,7 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 	size_t n_linked = 0;
 	int rc = 0;
 	for (size_t i = 0; i < l->n && rc == 0; i++) {
-		copy_item *it = &l->items[i];
+		copy_item *it = l->items[i];
 		const copy_item *orig = first_link(linked, &n_linked, it);
 		const char *link_to = orig ? orig->dest : "";
 		char *content = it->content;
@@ -744,14 +926,17 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 		/* the layer stores min(mtime, epoch): only an mtime below the
 		 * build timestamp can change it, so only that one is an input */
 		int64_t epoch = b->o->source_date_epoch;
-		int64_t clamped = it->st.st_mtime < epoch ? (int64_t)it->st.st_mtime : epoch;
+		int64_t clamped = it->st.mtime < epoch ? it->st.mtime : epoch;
+		struct stat sb;
+		if (*it->host)
+			copy_stat_get(&it->st, &sb);
 		if (!*it->host) {
 			snprintf(content, IB_DIGEST_BUFLEN, "dir");
-		} else if (S_ISREG(it->st.st_mode)) {
-			rc = ib_cache_file_digests(b->cache, it->host, &it->st, content,
+		} else if (S_ISREG(it->st.mode)) {
+			rc = ib_cache_file_digests(b->cache, it->host, &sb, content,
 						   xattrs_digest, xd, err);
 			have_xd = true;
-		} else if (S_ISLNK(it->st.st_mode)) {
+		} else if (S_ISLNK(it->st.mode)) {
 			char target[PATH_MAX];
 			ssize_t n = readlink(it->host, target, sizeof(target) - 1);
 			if (n < 0) {
@@ -760,21 +945,21 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 			}
 			target[n] = '\0';
 			ib_digest_buffer(content, target, (size_t)n);
-		} else if (S_ISCHR(it->st.st_mode) || S_ISBLK(it->st.st_mode)) {
+		} else if (S_ISCHR(it->st.mode) || S_ISBLK(it->st.mode)) {
 			snprintf(content, IB_DIGEST_BUFLEN, "dev:%llu",
-				 (unsigned long long)it->st.st_rdev);
+				 (unsigned long long)it->st.rdev);
 		}
 		if (rc < 0)
 			break;
 		/* no owner: context files are written as 0:0 or owner= (so
 		 * runners with other uids share keys) */
-		long long size = S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL;
+		long long size = S_ISREG(it->st.mode) ? (long long)it->st.size : 0LL;
 		/* "DEST\tMODE(octal)\tSIZE\tMTIME\tCONTENT\tLINK\n" */
 		char small[512];
 		if (strlen(it->dest) + strlen(content) + strlen(link_to) + 3 * 24 + 6 <
 		    sizeof(small)) {
 			char *p = put_str(small, it->dest, '\t');
-			p = put_u64(p, it->st.st_mode, 8);
+			p = put_u64(p, it->st.mode, 8);
 			*p++ = '\t';
 			p = put_i64(p, size);
 			*p++ = '\t';
@@ -785,13 +970,13 @@ static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_
 			ib_digest_update(c, small, (size_t)(p - small));
 		} else {
 			cleanup_free char *line =
-			    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode,
+			    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.mode,
 				      size, (long long)clamped, content, link_to);
 			ib_digest_update(c, line, strlen(line));
 		}
 		if (*it->host) {
 			if (!have_xd)
-				ib_cache_file_xattrs(b->cache, it->host, &it->st, xattrs_digest,
+				ib_cache_file_xattrs(b->cache, it->host, &sb, xattrs_digest,
 						     xd);
 			ib_digest_update(c, xd, strlen(xd));
 		}
@@ -808,11 +993,11 @@ static json_t *copy_sources_json(const copy_list *l)
 {
 	json_t *j = json_object();
 	for (size_t i = 0; i < l->n; i++) {
-		const copy_item *it = &l->items[i];
-		if (!*it->rel || S_ISDIR(it->st.st_mode))
+		const copy_item *it = l->items[i];
+		if (!*it->rel || S_ISDIR(it->st.mode))
 			continue;
-		cleanup_free char *v = xasprintf("%s %o %u:%u", it->content, it->st.st_mode,
-						 it->st.st_uid, it->st.st_gid);
+		cleanup_free char *v = xasprintf("%s %o %u:%u", it->content, it->st.mode,
+						 it->st.uid, it->st.gid);
 		json_object_set_new(j, it->rel, json_string(v));
 	}
 	return j;
@@ -864,11 +1049,11 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 	}
 	ib_unpack_file *files = xcalloc(l->n + 1, sizeof(*files));
 	for (size_t i = 0; i < l->n; i++) {
-		const copy_item *it = &l->items[i];
+		const copy_item *it = l->items[i];
 		ib_unpack_file *f = &files[i];
 		f->path = it->dest;
 		f->host = *it->host ? it->host : NULL;
-		f->st = it->st;
+		copy_stat_get(&it->st, &f->st);
 		if (!f->host)
 			f->st.st_mode = S_IFDIR | 0755;
 		f->uid = ov->uid >= 0 ? ov->uid : owner_root ? 0 : f->st.st_uid;
@@ -1053,7 +1238,7 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 		b->layer_total = 1024;
 		for (size_t i = 0; i < l.n; i++) {
 			uint64_t sz =
-			    S_ISREG(l.items[i].st.st_mode) ? (uint64_t)l.items[i].st.st_size : 0;
+			    S_ISREG(l.items[i]->st.mode) ? (uint64_t)l.items[i]->st.size : 0;
 			b->layer_total += 512 + (sz + 511) / 512 * 512;
 		}
 		/* the tar now, its compression in the background (when on) */
@@ -1072,15 +1257,15 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 			rc = ib_layer_writer_add_dir(w, l.parents[i].path, m, u, g, err);
 		}
 		for (size_t i = 0; i < l.n && rc == 0; i++) {
-			copy_item *it = &l.items[i];
+			copy_item *it = l.items[i];
 			/* context files belong to root unless owner= says otherwise;
 			 * files from a stage keep their owner (docker semantics) */
 			ib_layer_override ov = {.uid = uid, .gid = gid, .mode = mode};
 			if (from_context && uid < 0)
 				ov.uid = ov.gid = 0;
-			/* items hold the normalised modes (copy_list_take) */
-			if (l.normalize && mode < 0 && !S_ISLNK(it->st.st_mode))
-				ov.mode = (int32_t)(it->st.st_mode & 07777);
+			/* items hold the normalised modes (copy_list_push) */
+			if (l.normalize && mode < 0 && !S_ISLNK(it->st.mode))
+				ov.mode = (int32_t)(it->st.mode & 07777);
 			if (!*it->host)
 				rc = ib_layer_writer_add_dir(
 				    w, it->dest, mode >= 0 ? (uint32_t)mode : 0755,
