@@ -350,6 +350,198 @@ static bool excluded(json_t *exclude, const char *rel)
 	return false;
 }
 
+/* The xattrs a layer keeps, hashed as "name\0value\n" in name order.
+ * Unreadable xattrs hash as none: the layer writer then fails on them. */
+static void xattrs_digest(const char *path, char out[IB_DIGEST_BUFLEN])
+{
+	ib_digest_ctx *c = ib_digest_new();
+	ib_xattr *xs = NULL;
+	size_t n = 0;
+	ib_error *e = NULL;
+	if (ib_layer_xattrs_read(-1, path, &xs, &n, &e) < 0)
+		ib_error_free(&e);
+	for (size_t k = 0; k < n; k++) {
+		ib_digest_update(c, xs[k].name, strlen(xs[k].name) + 1);
+		ib_digest_update(c, xs[k].value, xs[k].size);
+		ib_digest_update(c, "\n", 1);
+	}
+	ib_layer_xattrs_free(xs, n);
+	ib_digest_final(c, out);
+	ib_digest_free(c);
+}
+
+/* Hardlinks, as the tar writes them: for a regular file with several links,
+ * the earlier item of the same inode, or NULL (then it is recorded in
+ * linked, which holds at most one item per inode). */
+static const copy_item *first_link(const copy_item **linked, size_t *n_linked, const copy_item *it)
+{
+	if (!*it->host || !S_ISREG(it->st.mode) || it->st.nlink < 2)
+		return NULL;
+	for (size_t k = 0; k < *n_linked; k++)
+		if (linked[k]->st.dev == it->st.dev && linked[k]->st.ino == it->st.ino)
+			return linked[k];
+	linked[(*n_linked)++] = it;
+	return NULL;
+}
+
+/* printf's "%o" and "%lld" by hand: the hasher writes a line for every
+ * file of the context. */
+static char *put_u64(char *p, uint64_t v, unsigned base)
+{
+	char tmp[24];
+	int n = 0;
+	do {
+		tmp[n++] = (char)('0' + v % base);
+		v /= base;
+	} while (v);
+	while (n)
+		*p++ = tmp[--n];
+	return p;
+}
+
+static char *put_i64(char *p, int64_t v)
+{
+	if (v >= 0)
+		return put_u64(p, (uint64_t)v, 10);
+	*p++ = '-';
+	return put_u64(p, -(uint64_t)v, 10);
+}
+
+static char *put_str(char *p, const char *s, char sep)
+{
+	size_t n = strlen(s);
+	memcpy(p, s, n);
+	p[n] = sep;
+	return p + n + 1;
+}
+
+/* The content digest of a context copy: a line per item, in list order.
+ * Items are fed as they are collected -- the parts of a threaded walk as
+ * soon as they are complete, while other threads still walk -- so that
+ * hashing overlaps the stat of the context.  Only the thread that made
+ * the hasher feeds it (the stat cache is not shared between threads).
+ * Hashing stops at its first error, kept in err. */
+typedef struct copy_hasher {
+	builder *b;
+	ib_digest_ctx *c;
+	const copy_item **linked; /* one item per hardlinked inode (first_link) */
+	size_t n_linked, alloc_linked;
+	size_t done; /* items of the list hashed */
+	ib_error *err;
+} copy_hasher;
+
+static void hasher_init(copy_hasher *h, builder *b)
+{
+	*h = (copy_hasher){.b = b, .c = ib_digest_new()};
+}
+
+static void hasher_free(copy_hasher *h)
+{
+	if (h->c)
+		ib_digest_free(h->c);
+	free(h->linked);
+	ib_error_free(&h->err);
+	*h = (copy_hasher){0};
+}
+
+/* it's line into the digest, its content digest into it->content */
+static int hasher_item(copy_hasher *h, copy_item *it, ib_error **err)
+{
+	builder *b = h->b;
+	if (h->n_linked == h->alloc_linked) {
+		h->alloc_linked = h->alloc_linked ? 2 * h->alloc_linked : 64;
+		h->linked = xrealloc(h->linked, h->alloc_linked * sizeof(*h->linked));
+	}
+	const copy_item *orig = first_link(h->linked, &h->n_linked, it);
+	const char *link_to = orig ? orig->dest : "";
+	char *content = it->content;
+	content[0] = '\0';
+	char xd[IB_DIGEST_BUFLEN];
+	bool have_xd = false;
+	/* the layer stores min(mtime, epoch): only an mtime below the
+	 * build timestamp can change it, so only that one is an input */
+	int64_t epoch = b->o->source_date_epoch;
+	int64_t clamped = it->st.mtime < epoch ? it->st.mtime : epoch;
+	struct stat sb;
+	if (*it->host)
+		copy_stat_get(&it->st, &sb);
+	if (!*it->host) {
+		snprintf(content, IB_DIGEST_BUFLEN, "dir");
+	} else if (S_ISREG(it->st.mode)) {
+		if (ib_cache_file_digests(b->cache, it->host, &sb, content, xattrs_digest, xd,
+					  err) < 0)
+			return -1;
+		have_xd = true;
+	} else if (S_ISLNK(it->st.mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlink(it->host, target, sizeof(target) - 1);
+		if (n < 0)
+			return ib_error_set(err, errno, "readlink %s", it->rel);
+		target[n] = '\0';
+		ib_digest_buffer(content, target, (size_t)n);
+	} else if (S_ISCHR(it->st.mode) || S_ISBLK(it->st.mode)) {
+		snprintf(content, IB_DIGEST_BUFLEN, "dev:%llu", (unsigned long long)it->st.rdev);
+	}
+	/* no owner: context files are written as 0:0 or owner= (so
+	 * runners with other uids share keys) */
+	long long size = S_ISREG(it->st.mode) ? (long long)it->st.size : 0LL;
+	/* "DEST\tMODE(octal)\tSIZE\tMTIME\tCONTENT\tLINK\n" */
+	char small[512];
+	if (strlen(it->dest) + strlen(content) + strlen(link_to) + 3 * 24 + 6 < sizeof(small)) {
+		char *p = put_str(small, it->dest, '\t');
+		p = put_u64(p, it->st.mode, 8);
+		*p++ = '\t';
+		p = put_i64(p, size);
+		*p++ = '\t';
+		p = put_i64(p, clamped);
+		*p++ = '\t';
+		p = put_str(p, content, '\t');
+		p = put_str(p, link_to, '\n');
+		ib_digest_update(h->c, small, (size_t)(p - small));
+	} else {
+		cleanup_free char *line =
+		    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.mode, size,
+			      (long long)clamped, content, link_to);
+		ib_digest_update(h->c, line, strlen(line));
+	}
+	if (*it->host) {
+		if (!have_xd)
+			ib_cache_file_xattrs(b->cache, it->host, &sb, xattrs_digest, xd);
+		ib_digest_update(h->c, xd, strlen(xd));
+	}
+	return 0;
+}
+
+/* The next n items of the list (the caller counts them in h->done);
+ * after an error, nothing more is hashed. */
+static void hasher_feed(copy_hasher *h, copy_item *const *items, size_t n)
+{
+	for (size_t i = 0; i < n && !h->err; i++)
+		if (hasher_item(h, items[i], &h->err) < 0)
+			return;
+}
+
+/* What the list holds beyond what h hashed (h may be NULL: no hashing). */
+static void hasher_catch_up(copy_hasher *h, const copy_list *l)
+{
+	if (h && h->done < l->n) {
+		hasher_feed(h, l->items + h->done, l->n - h->done);
+		h->done = l->n;
+	}
+}
+
+/* The digest of every item fed, or the first error of hashing them. */
+static int hasher_final(copy_hasher *h, char out[IB_DIGEST_BUFLEN], ib_error **err)
+{
+	if (h->err) {
+		*err = h->err;
+		h->err = NULL;
+		return -1;
+	}
+	ib_digest_final(h->c, out);
+	return 0;
+}
+
 /* Entries are read with getdents64 into a buffer per level, not through a
  * DIR (its 32 KiB buffer, an fstat and two fcntl for every directory). */
 #define WALK_DIRENT_BUF 8192
@@ -489,7 +681,9 @@ static int walk_tree(const walk_level *w, const char *name, const copy_item *it,
 /* The top of a source directory: its entries are shared out to threads,
  * each walking whole entries into a list of its own (items in the thread's
  * arena); the lists are then joined in the order of the entries, as one
- * walk would have made them, and the arenas handed to the result. */
+ * walk would have made them, and the arenas handed to the result.  With a
+ * hasher, the calling thread also hashes the lists in that order as they
+ * are complete. */
 typedef struct walk_top {
 	walk_level w; /* l: the result; mem, err: unused */
 	char **names;
@@ -497,12 +691,38 @@ typedef struct walk_top {
 	ib_error **errs;
 	size_t n, next;
 	bool failed;
+	copy_hasher *h; /* or NULL */
+	size_t hashed;	/* parts fed to h (the calling thread's) */
+	bool *done;	/* parts walked, under mu */
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* a part done, or failed */
 } walk_top;
 
 typedef struct walk_worker {
 	walk_top *t;
 	copy_arena mem;
+	bool hashes; /* the calling thread, with a hasher */
 } walk_worker;
+
+/* Feed the parts that are complete, in order; with wait, until all are
+ * (or a walk failed: then hashing is moot). */
+static void walk_top_hash(walk_top *t, bool wait)
+{
+	pthread_mutex_lock(&t->mu);
+	while (t->hashed < t->n && !__atomic_load_n(&t->failed, __ATOMIC_RELAXED)) {
+		if (!t->done[t->hashed]) {
+			if (!wait)
+				break;
+			pthread_cond_wait(&t->cv, &t->mu);
+			continue;
+		}
+		copy_list *p = &t->parts[t->hashed++];
+		pthread_mutex_unlock(&t->mu);
+		hasher_feed(t->h, p->items, p->n);
+		pthread_mutex_lock(&t->mu);
+	}
+	pthread_mutex_unlock(&t->mu);
+}
 
 static int walk_top_name(void *payload, const char *name)
 {
@@ -515,9 +735,11 @@ static void *walk_top_worker(void *payload)
 	walk_worker *k = payload;
 	walk_top *t = k->t;
 	for (;;) {
+		if (k->hashes)
+			walk_top_hash(t, false);
 		size_t i = __atomic_fetch_add(&t->next, 1, __ATOMIC_RELAXED);
 		if (i >= t->n || __atomic_load_n(&t->failed, __ATOMIC_RELAXED))
-			return NULL;
+			break;
 		copy_list *p = &t->parts[i];
 		p->ignore = t->w.l->ignore;
 		p->normalize = t->w.l->normalize;
@@ -525,14 +747,24 @@ static void *walk_top_worker(void *payload)
 		w.l = p;
 		w.mem = &k->mem;
 		w.err = &t->errs[i];
-		if (walk_entry(&w, t->names[i]) < 0)
+		int rc = walk_entry(&w, t->names[i]);
+		pthread_mutex_lock(&t->mu);
+		t->done[i] = true;
+		if (rc < 0)
 			__atomic_store_n(&t->failed, true, __ATOMIC_RELAXED);
+		pthread_cond_broadcast(&t->cv);
+		pthread_mutex_unlock(&t->mu);
 	}
+	if (k->hashes)
+		walk_top_hash(t, true);
+	return NULL;
 }
 
-static int walk_source_dir(copy_list *l, const char *host, const char *dest, const char *rel,
-			   json_t *exclude, ib_error **err)
+/* The items of l must all be hashed by h (NULL: no hashing) before. */
+static int walk_source_dir(copy_list *l, copy_hasher *h, const char *host, const char *dest,
+			   const char *rel, json_t *exclude, ib_error **err)
 {
+	hasher_catch_up(h, l);
 	cleanup_close int fd = open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return ib_error_set(err, errno, "open %s", rel);
@@ -558,9 +790,13 @@ static int walk_source_dir(copy_list *l, const char *host, const char *dest, con
 	}
 	t.parts = xcalloc(t.n, sizeof(*t.parts));
 	t.errs = xcalloc(t.n, sizeof(*t.errs));
+	t.done = xcalloc(t.n, sizeof(*t.done));
+	t.h = h;
+	pthread_mutex_init(&t.mu, NULL);
+	pthread_cond_init(&t.cv, NULL);
 	walk_worker workers[WALK_THREADS_MAX];
 	for (int k = 0; k < WALK_THREADS_MAX; k++)
-		workers[k] = (walk_worker){&t, {0}};
+		workers[k] = (walk_worker){&t, {0}, k == 0 && h};
 	pthread_t tids[WALK_THREADS_MAX];
 	int started = 0;
 	for (; started < threads - 1; started++)
@@ -586,10 +822,15 @@ static int walk_source_dir(copy_list *l, const char *host, const char *dest, con
 			memcpy(l->items + l->n, p->items, p->n * sizeof(*p->items));
 			l->n += p->n;
 		}
+		if (rc == 0 && h && i < t.hashed)
+			h->done += p->n; /* fed by walk_top_hash, as part of l */
 		copy_list_free(p);
 	}
 	for (int k = 0; k < WALK_THREADS_MAX; k++)
 		arena_adopt(&l->mem, &workers[k].mem);
+	pthread_cond_destroy(&t.cv);
+	pthread_mutex_destroy(&t.mu);
+	free(t.done);
 	free(t.parts);
 	free(t.errs);
 	ib_strv_free(t.names);
@@ -628,9 +869,9 @@ static int expand_source(const char *root, const char *src, char ***out, ib_erro
  * (cleaned), which is all the step key needs: the parent key fixes the
  * image it resolves in, and resolving reads the stage's layers, which a
  * cache hit must not need (they may not even be local).  A miss then calls
- * copy_resolve_dest. */
+ * copy_resolve_dest.  hash (NULL: none) is fed every item, in list order. */
 static int copy_collect(builder *b, stage_state *st, json_t *step, const char *root,
-			bool from_context, copy_list *l, ib_error **err)
+			bool from_context, copy_list *l, copy_hasher *hash, ib_error **err)
 {
 	json_t *sources = json_object_get(step, "sources");
 	json_t *exclude = json_object_get(step, "exclude");
@@ -727,7 +968,7 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 		}
 		if (S_ISDIR(sst.st_mode)) {
 			/* directory: its contents go into dest (recorded in l->parents) */
-			rc = walk_source_dir(l, host, dest_rel, rel, exclude, err);
+			rc = walk_source_dir(l, hash, host, dest_rel, rel, exclude, err);
 		} else {
 			cleanup_free char *d = NULL;
 			const char *base = strrchr(rel, '/');
@@ -741,6 +982,8 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 			}
 			copy_list_add(l, d, host, rel, &sst);
 		}
+		if (rc == 0)
+			hasher_catch_up(hash, l);
 	}
 	if (rc == 0 && n_ignored && n_ignored == ib_strv_len(all))
 		rc = ib_error_setc(err, IB_ENOTFOUND, "copy: \"%s\" is excluded by %s", all[0],
@@ -841,150 +1084,6 @@ static int parse_owner(builder *b, stage_state *st, const char *s, int64_t *uid,
 			return -1;
 	}
 	return 0;
-}
-
-/* The xattrs a layer keeps, hashed as "name\0value\n" in name order.
- * Unreadable xattrs hash as none: the layer writer then fails on them. */
-static void xattrs_digest(const char *path, char out[IB_DIGEST_BUFLEN])
-{
-	ib_digest_ctx *c = ib_digest_new();
-	ib_xattr *xs = NULL;
-	size_t n = 0;
-	ib_error *e = NULL;
-	if (ib_layer_xattrs_read(-1, path, &xs, &n, &e) < 0)
-		ib_error_free(&e);
-	for (size_t k = 0; k < n; k++) {
-		ib_digest_update(c, xs[k].name, strlen(xs[k].name) + 1);
-		ib_digest_update(c, xs[k].value, xs[k].size);
-		ib_digest_update(c, "\n", 1);
-	}
-	ib_layer_xattrs_free(xs, n);
-	ib_digest_final(c, out);
-	ib_digest_free(c);
-}
-
-/* Hardlinks, as the tar writes them: for a regular file with several links,
- * the earlier item of the same inode, or NULL (then it is recorded in
- * linked, which holds at most one item per inode). */
-static const copy_item *first_link(const copy_item **linked, size_t *n_linked, const copy_item *it)
-{
-	if (!*it->host || !S_ISREG(it->st.mode) || it->st.nlink < 2)
-		return NULL;
-	for (size_t k = 0; k < *n_linked; k++)
-		if (linked[k]->st.dev == it->st.dev && linked[k]->st.ino == it->st.ino)
-			return linked[k];
-	linked[(*n_linked)++] = it;
-	return NULL;
-}
-
-/* printf's "%o" and "%lld" by hand: copy_digest writes a line for every
- * file of the context. */
-static char *put_u64(char *p, uint64_t v, unsigned base)
-{
-	char tmp[24];
-	int n = 0;
-	do {
-		tmp[n++] = (char)('0' + v % base);
-		v /= base;
-	} while (v);
-	while (n)
-		*p++ = tmp[--n];
-	return p;
-}
-
-static char *put_i64(char *p, int64_t v)
-{
-	if (v >= 0)
-		return put_u64(p, (uint64_t)v, 10);
-	*p++ = '-';
-	return put_u64(p, -(uint64_t)v, 10);
-}
-
-static char *put_str(char *p, const char *s, char sep)
-{
-	size_t n = strlen(s);
-	memcpy(p, s, n);
-	p[n] = sep;
-	return p + n + 1;
-}
-
-static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_error **err)
-{
-	ib_digest_ctx *c = ib_digest_new();
-	/* hardlinks: a later name of an inode is hashed as a link to the first */
-	const copy_item **linked = xcalloc(l->n + 1, sizeof(*linked));
-	size_t n_linked = 0;
-	int rc = 0;
-	for (size_t i = 0; i < l->n && rc == 0; i++) {
-		copy_item *it = l->items[i];
-		const copy_item *orig = first_link(linked, &n_linked, it);
-		const char *link_to = orig ? orig->dest : "";
-		char *content = it->content;
-		content[0] = '\0';
-		char xd[IB_DIGEST_BUFLEN];
-		bool have_xd = false;
-		/* the layer stores min(mtime, epoch): only an mtime below the
-		 * build timestamp can change it, so only that one is an input */
-		int64_t epoch = b->o->source_date_epoch;
-		int64_t clamped = it->st.mtime < epoch ? it->st.mtime : epoch;
-		struct stat sb;
-		if (*it->host)
-			copy_stat_get(&it->st, &sb);
-		if (!*it->host) {
-			snprintf(content, IB_DIGEST_BUFLEN, "dir");
-		} else if (S_ISREG(it->st.mode)) {
-			rc = ib_cache_file_digests(b->cache, it->host, &sb, content,
-						   xattrs_digest, xd, err);
-			have_xd = true;
-		} else if (S_ISLNK(it->st.mode)) {
-			char target[PATH_MAX];
-			ssize_t n = readlink(it->host, target, sizeof(target) - 1);
-			if (n < 0) {
-				rc = ib_error_set(err, errno, "readlink %s", it->rel);
-				break;
-			}
-			target[n] = '\0';
-			ib_digest_buffer(content, target, (size_t)n);
-		} else if (S_ISCHR(it->st.mode) || S_ISBLK(it->st.mode)) {
-			snprintf(content, IB_DIGEST_BUFLEN, "dev:%llu",
-				 (unsigned long long)it->st.rdev);
-		}
-		if (rc < 0)
-			break;
-		/* no owner: context files are written as 0:0 or owner= (so
-		 * runners with other uids share keys) */
-		long long size = S_ISREG(it->st.mode) ? (long long)it->st.size : 0LL;
-		/* "DEST\tMODE(octal)\tSIZE\tMTIME\tCONTENT\tLINK\n" */
-		char small[512];
-		if (strlen(it->dest) + strlen(content) + strlen(link_to) + 3 * 24 + 6 <
-		    sizeof(small)) {
-			char *p = put_str(small, it->dest, '\t');
-			p = put_u64(p, it->st.mode, 8);
-			*p++ = '\t';
-			p = put_i64(p, size);
-			*p++ = '\t';
-			p = put_i64(p, clamped);
-			*p++ = '\t';
-			p = put_str(p, content, '\t');
-			p = put_str(p, link_to, '\n');
-			ib_digest_update(c, small, (size_t)(p - small));
-		} else {
-			cleanup_free char *line =
-			    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.mode,
-				      size, (long long)clamped, content, link_to);
-			ib_digest_update(c, line, strlen(line));
-		}
-		if (*it->host) {
-			if (!have_xd)
-				ib_cache_file_xattrs(b->cache, it->host, &sb, xattrs_digest,
-						     xd);
-			ib_digest_update(c, xd, strlen(xd));
-		}
-	}
-	free(linked);
-	ib_digest_final(c, out);
-	ib_digest_free(c);
-	return rc;
 }
 
 /* rel path -> "DIGEST MODE UID:GID" of every non-directory source: what
@@ -1189,9 +1288,14 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 		memo->copy = NULL;
 		memcpy(cdigest, memo->content, IB_DIGEST_BUFLEN);
 	} else {
-		rc = copy_collect(b, st, step, root, from_context, &l, err);
+		/* a context copy is hashed as it is collected */
+		copy_hasher h;
+		hasher_init(&h, b);
+		rc = copy_collect(b, st, step, root, from_context, &l, from_context ? &h : NULL,
+				  err);
 		if (rc == 0 && from_context)
-			rc = copy_digest(b, &l, cdigest, err);
+			rc = hasher_final(&h, cdigest, err);
+		hasher_free(&h);
 	}
 	if (rc < 0) {
 		copy_list_free(&l);
