@@ -105,7 +105,8 @@ static void *arena_alloc(copy_arena *a, size_t n)
 {
 	n = (n + 15) & ~(size_t)15;
 	if (n > a->left) {
-		size_t sz = n > COPY_CHUNK - sizeof(copy_chunk) ? n : COPY_CHUNK - sizeof(copy_chunk);
+		size_t sz =
+		    n > COPY_CHUNK - sizeof(copy_chunk) ? n : COPY_CHUNK - sizeof(copy_chunk);
 		copy_chunk *c = xmalloc(sizeof(copy_chunk) + sz);
 		c->next = a->chunks;
 		a->chunks = c;
@@ -593,8 +594,7 @@ static int walk_entry(const walk_level *w, const char *name)
 	copy_list *l = w->l;
 	size_t nl = strlen(name);
 	copy_arena saved = *w->mem;
-	copy_item *it =
-	    arena_alloc(w->mem, sizeof(*it) + w->rl + w->hl + w->dl + 3 * (nl + 2));
+	copy_item *it = arena_alloc(w->mem, sizeof(*it) + w->rl + w->hl + w->dl + 3 * (nl + 2));
 	char *p = (char *)(it + 1);
 	it->rel = p;
 	size_t rl = join_into(p, w->rel, w->rl, name, nl);
@@ -1095,8 +1095,8 @@ static json_t *copy_sources_json(const copy_list *l)
 		const copy_item *it = l->items[i];
 		if (!*it->rel || S_ISDIR(it->st.mode))
 			continue;
-		cleanup_free char *v = xasprintf("%s %o %u:%u", it->content, it->st.mode,
-						 it->st.uid, it->st.gid);
+		cleanup_free char *v =
+		    xasprintf("%s %o %u:%u", it->content, it->st.mode, it->st.uid, it->st.gid);
 		json_object_set_new(j, it->rel, json_string(v));
 	}
 	return j;

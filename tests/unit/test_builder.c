@@ -778,7 +778,8 @@ static void assert_walked_together(const entries *l, const char *dir)
 {
 	size_t n = strlen(dir), first = SIZE_MAX, last = 0, count = 0;
 	for (size_t i = 0; i < l->n; i++)
-		if (!strncmp(l->v[i].path, dir, n) && (!l->v[i].path[n] || l->v[i].path[n] == '/')) {
+		if (!strncmp(l->v[i].path, dir, n) &&
+		    (!l->v[i].path[n] || l->v[i].path[n] == '/')) {
 			if (first == SIZE_MAX)
 				first = i;
 			last = i;
