@@ -842,6 +842,43 @@ static void test_copy_walk_by_threads_equals_walk_by_one(void **state)
 	assert_string_equal(again, many);
 }
 
+/* A file whose host path is longer than PATH_MAX is walked (by name,
+ * relative to its directory) but cannot be opened to be hashed: the error
+ * of the hashing, done while the other threads walk, is the step's. */
+static void test_copy_walk_hash_error_is_the_steps_error(void **state)
+{
+	fx *f = *state;
+	for (int d = 0; d < WALK_DIRS; d++) {
+		cleanup_free char *p = xasprintf("src/d%d/f", d);
+		put(f, p, "f\n");
+	}
+	cleanup_free char *top = ctx_path(f, "src/d5");
+	int fd = open(top, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	char name[201];
+	memset(name, 'n', 200);
+	name[200] = '\0';
+	for (int i = 0; i < PATH_MAX / 200 + 1; i++) {
+		assert_int_equal(mkdirat(fd, name, 0755), 0);
+		int sub = openat(fd, name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		close(fd);
+		fd = sub;
+		assert_true(fd >= 0);
+	}
+	int file = openat(fd, "deep", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	assert_true(file >= 0);
+	close(file);
+	close(fd);
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'src/', '/s/' }\n");
+	bopts bo = BOPTS_INIT;
+	bo.no_cache = true;
+	ib_build_result res;
+	assert_int_equal(build(f, &bo, &res), -1);
+	assert_non_null(strstr(f->errmsg, "/deep: File name too long"));
+	/* the tree is left for teardown, which removes it by name */
+}
+
 /* ---- copy: modes of context files ---- */
 
 static void test_context_mode_is_what_git_records(void **state)
@@ -1415,6 +1452,7 @@ int main(void)
 	    T(test_copy_context_files_become_root_owned),
 	    T(test_copy_symlink_is_copied_as_symlink),
 	    T(test_copy_walk_by_threads_equals_walk_by_one),
+	    T(test_copy_walk_hash_error_is_the_steps_error),
 	    T(test_context_mode_is_what_git_records),
 	    T(test_copy_context_modes_are_normalised_unless_preserved),
 	    T(test_key_pass_computes_every_key_first),
