@@ -30,13 +30,127 @@
 
 #define PASSWD_READ_MAX ((size_t)16 << 20) /* an image's /etc/passwd or /etc/group */
 
+/* The lstat fields a copy uses: the layer writer, the unpacked copy, the
+ * stat cache and the key need no more, and a struct stat is twice the size
+ * (a cached build lists the whole context every time). */
+typedef struct copy_stat {
+	uint64_t dev, ino, rdev;
+	int64_t size, mtime, ctime;
+	uint32_t mtime_nsec, ctime_nsec;
+	uint32_t mode, uid, gid, nlink; /* nlink: saturated (only >= 2 matters) */
+} copy_stat;
+
+static void copy_stat_set(copy_stat *o, const struct stat *st)
+{
+	*o = (copy_stat){
+	    .dev = (uint64_t)st->st_dev,
+	    .ino = (uint64_t)st->st_ino,
+	    .rdev = (uint64_t)st->st_rdev,
+	    .size = (int64_t)st->st_size,
+	    .mtime = (int64_t)st->st_mtim.tv_sec,
+	    .ctime = (int64_t)st->st_ctim.tv_sec,
+	    .mtime_nsec = (uint32_t)st->st_mtim.tv_nsec,
+	    .ctime_nsec = (uint32_t)st->st_ctim.tv_nsec,
+	    .mode = (uint32_t)st->st_mode,
+	    .uid = (uint32_t)st->st_uid,
+	    .gid = (uint32_t)st->st_gid,
+	    .nlink = st->st_nlink > UINT32_MAX ? UINT32_MAX : (uint32_t)st->st_nlink,
+	};
+}
+
+/* The struct stat the stat cache and the unpacker take (other fields 0). */
+static void copy_stat_get(const copy_stat *s, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_dev = (dev_t)s->dev;
+	st->st_ino = (ino_t)s->ino;
+	st->st_rdev = (dev_t)s->rdev;
+	st->st_size = (off_t)s->size;
+	st->st_mtim.tv_sec = (time_t)s->mtime;
+	st->st_mtim.tv_nsec = (long)s->mtime_nsec;
+	st->st_ctim.tv_sec = (time_t)s->ctime;
+	st->st_ctim.tv_nsec = (long)s->ctime_nsec;
+	st->st_mode = (mode_t)s->mode;
+	st->st_uid = (uid_t)s->uid;
+	st->st_gid = (gid_t)s->gid;
+	st->st_nlink = (nlink_t)s->nlink;
+}
+
 typedef struct copy_item {
 	char *dest; /* archive path, relative ("usr/bin/x") */
 	char *host; /* absolute host path */
 	char *rel;  /* path relative to the source root (for --explain) */
-	struct stat st;
+	copy_stat st;
 	char content[IB_DIGEST_BUFLEN]; /* content digest, link target digest, ... */
 } copy_item;
+
+/* Items and their paths are carved from chunks, one arena per walking
+ * thread: a context of thousands of files costs a few dozen allocations,
+ * and an item never moves once made (lists hold pointers to items, so the
+ * threads' lists are joined by copying pointers). */
+#define COPY_CHUNK ((size_t)64 << 10)
+
+typedef struct copy_chunk {
+	struct copy_chunk *next;
+	max_align_t data[];
+} copy_chunk;
+
+typedef struct copy_arena {
+	copy_chunk *chunks; /* the one allocated from first */
+	char *pos;
+	size_t left;
+} copy_arena;
+
+static void *arena_alloc(copy_arena *a, size_t n)
+{
+	n = (n + 15) & ~(size_t)15;
+	if (n > a->left) {
+		size_t sz =
+		    n > COPY_CHUNK - sizeof(copy_chunk) ? n : COPY_CHUNK - sizeof(copy_chunk);
+		copy_chunk *c = xmalloc(sizeof(copy_chunk) + sz);
+		c->next = a->chunks;
+		a->chunks = c;
+		a->pos = (char *)c->data;
+		a->left = sz;
+	}
+	void *p = a->pos;
+	a->pos += n;
+	a->left -= n;
+	return p;
+}
+
+static char *arena_strdup(copy_arena *a, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	return memcpy(arena_alloc(a, n), s, n);
+}
+
+/* from's chunks become to's (from is left empty) */
+static void arena_adopt(copy_arena *to, copy_arena *from)
+{
+	if (!from->chunks)
+		return;
+	if (!to->chunks) {
+		*to = *from;
+	} else {
+		copy_chunk *tail = from->chunks;
+		while (tail->next)
+			tail = tail->next;
+		tail->next = to->chunks->next;
+		to->chunks->next = from->chunks;
+	}
+	*from = (copy_arena){0};
+}
+
+static void arena_free(copy_arena *a)
+{
+	while (a->chunks) {
+		copy_chunk *next = a->chunks->next;
+		free(a->chunks);
+		a->chunks = next;
+	}
+	*a = (copy_arena){0};
+}
 
 /* A directory on the way to (or at) the destination: written into the
  * layer with the image's own metadata when it exists, 0755 root otherwise. */
@@ -48,8 +162,9 @@ typedef struct parent_dir {
 } parent_dir;
 
 typedef struct copy_list {
-	copy_item *items;
+	copy_item **items; /* in mem, or in the arenas mem adopted */
 	size_t n, alloc;
+	copy_arena mem;
 	parent_dir *parents; /* shallowest first */
 	size_t n_parents;
 	bool last_is_dest;	 /* the last parent is the destination directory */
@@ -70,37 +185,44 @@ mode_t build_context_mode(mode_t m)
 	return m & (S_IFMT | 0777);
 }
 
-/* The item takes dest, host and rel (allocated by the caller). */
-static void copy_list_take(copy_list *l, char *dest, char *host, char *rel, const struct stat *st)
+static void copy_list_reserve(copy_list *l, size_t more)
 {
-	if (l->n == l->alloc) {
-		l->alloc = l->alloc ? l->alloc * 2 : 64;
-		l->items = xrealloc(l->items, l->alloc * sizeof(copy_item));
-	}
-	copy_item *it = &l->items[l->n++];
-	it->dest = dest;
-	it->host = host;
-	it->rel = rel;
-	it->st = *st;
-	/* the layer, the key and --explain all see the normalised mode */
+	if (l->n + more <= l->alloc)
+		return;
+	size_t a = l->alloc ? l->alloc : 64;
+	while (a < l->n + more)
+		a *= 2;
+	l->items = xrealloc(l->items, a * sizeof(*l->items));
+	l->alloc = a;
+}
+
+/* it (made in an arena the list owns or will adopt) goes last; the layer,
+ * the key and --explain all see the normalised mode */
+static void copy_list_push(copy_list *l, copy_item *it)
+{
 	if (l->normalize)
-		it->st.st_mode = build_context_mode(st->st_mode);
+		it->st.mode = (uint32_t)build_context_mode((mode_t)it->st.mode);
+	copy_list_reserve(l, 1);
+	l->items[l->n++] = it;
 }
 
 static void copy_list_add(copy_list *l, const char *dest, const char *host, const char *rel,
 			  const struct stat *st)
 {
-	copy_list_take(l, xstrdup(dest), xstrdup(host), xstrdup(rel), st);
+	size_t dl = strlen(dest) + 1, hl = strlen(host) + 1, rl = strlen(rel) + 1;
+	copy_item *it = arena_alloc(&l->mem, sizeof(*it) + dl + hl + rl);
+	char *p = (char *)(it + 1);
+	it->dest = memcpy(p, dest, dl);
+	it->host = memcpy(p + dl, host, hl);
+	it->rel = memcpy(p + dl + hl, rel, rl);
+	copy_stat_set(&it->st, st);
+	copy_list_push(l, it);
 }
 
 static void copy_list_free(copy_list *l)
 {
-	for (size_t i = 0; i < l->n; i++) {
-		free(l->items[i].dest);
-		free(l->items[i].host);
-		free(l->items[i].rel);
-	}
 	free(l->items);
+	arena_free(&l->mem);
 	for (size_t i = 0; i < l->n_parents; i++)
 		free(l->parents[i].path);
 	free(l->parents);
@@ -229,6 +351,198 @@ static bool excluded(json_t *exclude, const char *rel)
 	return false;
 }
 
+/* The xattrs a layer keeps, hashed as "name\0value\n" in name order.
+ * Unreadable xattrs hash as none: the layer writer then fails on them. */
+static void xattrs_digest(const char *path, char out[IB_DIGEST_BUFLEN])
+{
+	ib_digest_ctx *c = ib_digest_new();
+	ib_xattr *xs = NULL;
+	size_t n = 0;
+	ib_error *e = NULL;
+	if (ib_layer_xattrs_read(-1, path, &xs, &n, &e) < 0)
+		ib_error_free(&e);
+	for (size_t k = 0; k < n; k++) {
+		ib_digest_update(c, xs[k].name, strlen(xs[k].name) + 1);
+		ib_digest_update(c, xs[k].value, xs[k].size);
+		ib_digest_update(c, "\n", 1);
+	}
+	ib_layer_xattrs_free(xs, n);
+	ib_digest_final(c, out);
+	ib_digest_free(c);
+}
+
+/* Hardlinks, as the tar writes them: for a regular file with several links,
+ * the earlier item of the same inode, or NULL (then it is recorded in
+ * linked, which holds at most one item per inode). */
+static const copy_item *first_link(const copy_item **linked, size_t *n_linked, const copy_item *it)
+{
+	if (!*it->host || !S_ISREG(it->st.mode) || it->st.nlink < 2)
+		return NULL;
+	for (size_t k = 0; k < *n_linked; k++)
+		if (linked[k]->st.dev == it->st.dev && linked[k]->st.ino == it->st.ino)
+			return linked[k];
+	linked[(*n_linked)++] = it;
+	return NULL;
+}
+
+/* printf's "%o" and "%lld" by hand: the hasher writes a line for every
+ * file of the context. */
+static char *put_u64(char *p, uint64_t v, unsigned base)
+{
+	char tmp[24];
+	int n = 0;
+	do {
+		tmp[n++] = (char)('0' + v % base);
+		v /= base;
+	} while (v);
+	while (n)
+		*p++ = tmp[--n];
+	return p;
+}
+
+static char *put_i64(char *p, int64_t v)
+{
+	if (v >= 0)
+		return put_u64(p, (uint64_t)v, 10);
+	*p++ = '-';
+	return put_u64(p, -(uint64_t)v, 10);
+}
+
+static char *put_str(char *p, const char *s, char sep)
+{
+	size_t n = strlen(s);
+	memcpy(p, s, n);
+	p[n] = sep;
+	return p + n + 1;
+}
+
+/* The content digest of a context copy: a line per item, in list order.
+ * Items are fed as they are collected -- the parts of a threaded walk as
+ * soon as they are complete, while other threads still walk -- so that
+ * hashing overlaps the stat of the context.  Only the thread that made
+ * the hasher feeds it (the stat cache is not shared between threads).
+ * Hashing stops at its first error, kept in err. */
+typedef struct copy_hasher {
+	builder *b;
+	ib_digest_ctx *c;
+	const copy_item **linked; /* one item per hardlinked inode (first_link) */
+	size_t n_linked, alloc_linked;
+	size_t done; /* items of the list hashed */
+	ib_error *err;
+} copy_hasher;
+
+static void hasher_init(copy_hasher *h, builder *b)
+{
+	*h = (copy_hasher){.b = b, .c = ib_digest_new()};
+}
+
+static void hasher_free(copy_hasher *h)
+{
+	if (h->c)
+		ib_digest_free(h->c);
+	free(h->linked);
+	ib_error_free(&h->err);
+	*h = (copy_hasher){0};
+}
+
+/* it's line into the digest, its content digest into it->content */
+static int hasher_item(copy_hasher *h, copy_item *it, ib_error **err)
+{
+	builder *b = h->b;
+	if (h->n_linked == h->alloc_linked) {
+		h->alloc_linked = h->alloc_linked ? 2 * h->alloc_linked : 64;
+		h->linked = xrealloc(h->linked, h->alloc_linked * sizeof(*h->linked));
+	}
+	const copy_item *orig = first_link(h->linked, &h->n_linked, it);
+	const char *link_to = orig ? orig->dest : "";
+	char *content = it->content;
+	content[0] = '\0';
+	char xd[IB_DIGEST_BUFLEN];
+	bool have_xd = false;
+	/* the layer stores min(mtime, epoch): only an mtime below the
+	 * build timestamp can change it, so only that one is an input */
+	int64_t epoch = b->o->source_date_epoch;
+	int64_t clamped = it->st.mtime < epoch ? it->st.mtime : epoch;
+	struct stat sb;
+	if (*it->host)
+		copy_stat_get(&it->st, &sb);
+	if (!*it->host) {
+		snprintf(content, IB_DIGEST_BUFLEN, "dir");
+	} else if (S_ISREG(it->st.mode)) {
+		if (ib_cache_file_digests(b->cache, it->host, &sb, content, xattrs_digest, xd,
+					  err) < 0)
+			return -1;
+		have_xd = true;
+	} else if (S_ISLNK(it->st.mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlink(it->host, target, sizeof(target) - 1);
+		if (n < 0)
+			return ib_error_set(err, errno, "readlink %s", it->rel);
+		target[n] = '\0';
+		ib_digest_buffer(content, target, (size_t)n);
+	} else if (S_ISCHR(it->st.mode) || S_ISBLK(it->st.mode)) {
+		snprintf(content, IB_DIGEST_BUFLEN, "dev:%llu", (unsigned long long)it->st.rdev);
+	}
+	/* no owner: context files are written as 0:0 or owner= (so
+	 * runners with other uids share keys) */
+	long long size = S_ISREG(it->st.mode) ? (long long)it->st.size : 0LL;
+	/* "DEST\tMODE(octal)\tSIZE\tMTIME\tCONTENT\tLINK\n" */
+	char small[512];
+	if (strlen(it->dest) + strlen(content) + strlen(link_to) + 3 * 24 + 6 < sizeof(small)) {
+		char *p = put_str(small, it->dest, '\t');
+		p = put_u64(p, it->st.mode, 8);
+		*p++ = '\t';
+		p = put_i64(p, size);
+		*p++ = '\t';
+		p = put_i64(p, clamped);
+		*p++ = '\t';
+		p = put_str(p, content, '\t');
+		p = put_str(p, link_to, '\n');
+		ib_digest_update(h->c, small, (size_t)(p - small));
+	} else {
+		cleanup_free char *line =
+		    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.mode, size,
+			      (long long)clamped, content, link_to);
+		ib_digest_update(h->c, line, strlen(line));
+	}
+	if (*it->host) {
+		if (!have_xd)
+			ib_cache_file_xattrs(b->cache, it->host, &sb, xattrs_digest, xd);
+		ib_digest_update(h->c, xd, strlen(xd));
+	}
+	return 0;
+}
+
+/* The next n items of the list (the caller counts them in h->done);
+ * after an error, nothing more is hashed. */
+static void hasher_feed(copy_hasher *h, copy_item *const *items, size_t n)
+{
+	for (size_t i = 0; i < n && !h->err; i++)
+		if (hasher_item(h, items[i], &h->err) < 0)
+			return;
+}
+
+/* What the list holds beyond what h hashed (h may be NULL: no hashing). */
+static void hasher_catch_up(copy_hasher *h, const copy_list *l)
+{
+	if (h && h->done < l->n) {
+		hasher_feed(h, l->items + h->done, l->n - h->done);
+		h->done = l->n;
+	}
+}
+
+/* The digest of every item fed, or the first error of hashing them. */
+static int hasher_final(copy_hasher *h, char out[IB_DIGEST_BUFLEN], ib_error **err)
+{
+	if (h->err) {
+		*err = h->err;
+		h->err = NULL;
+		return -1;
+	}
+	ib_digest_final(h->c, out);
+	return 0;
+}
+
 /* Entries are read with getdents64 into a buffer per level, not through a
  * DIR (its 32 KiB buffer, an fstat and two fcntl for every directory). */
 #define WALK_DIRENT_BUF 8192
@@ -236,47 +550,85 @@ static bool excluded(json_t *exclude, const char *rel)
  * (the stat of every file is most of a cached build). */
 #define WALK_THREADS_MAX 4
 
-static int walk_tree(copy_list *l, int parentfd, const char *name, const char *host,
-		     const char *dest, const char *rel, json_t *exclude, ib_error **err);
+/* A directory being walked: its fd, its paths (without a trailing '/',
+ * except "/"; rel and dest may be "") and where its items go. */
+typedef struct walk_level {
+	copy_list *l;
+	copy_arena *mem; /* the walking thread's */
+	int fd;
+	const char *host, *dest, *rel;
+	size_t hl, dl, rl;
+	json_t *exclude;
+	ib_error **err;
+} walk_level;
 
-/* One entry of the directory fd (at host, dest, rel): its item and, for a
- * directory, everything below. */
-static int walk_entry(copy_list *l, int fd, const char *name, const char *host, const char *dest,
-		      const char *rel, json_t *exclude, ib_error **err)
+/* ib_path_join(dir, name) into out, dir being dl bytes as walk_level keeps
+ * them, and "" giving name alone; returns the length. */
+static size_t join_into(char *out, const char *dir, size_t dl, const char *name, size_t nl)
 {
-	char *rr = *rel ? ib_path_join(rel, name) : xstrdup(name);
-	if (excluded(exclude, rr)) {
-		free(rr);
-		return 0;
-	}
+	size_t n = dl;
+	memcpy(out, dir, dl);
+	if (dl && dir[dl - 1] != '/')
+		out[n++] = '/';
+	memcpy(out + n, name, nl + 1);
+	return n + nl;
+}
+
+/* strlen(s) without trailing '/' (but "/" stays) */
+static size_t trimmed_len(const char *s)
+{
+	size_t n = strlen(s);
+	while (n > 1 && s[n - 1] == '/')
+		n--;
+	return n;
+}
+
+static int walk_tree(const walk_level *w, const char *name, const copy_item *it, size_t hl,
+		     size_t dl, size_t rl);
+
+/* One entry of the directory w: its item and, for a directory, everything
+ * below.  The item and its three paths are one piece of the arena, given
+ * back when the entry is skipped. */
+static int walk_entry(const walk_level *w, const char *name)
+{
+	copy_list *l = w->l;
+	size_t nl = strlen(name);
+	copy_arena saved = *w->mem;
+	copy_item *it = arena_alloc(w->mem, sizeof(*it) + w->rl + w->hl + w->dl + 3 * (nl + 2));
+	char *p = (char *)(it + 1);
+	it->rel = p;
+	size_t rl = join_into(p, w->rel, w->rl, name, nl);
 	/* an ignored directory is looked into only for '!' exceptions */
-	bool ignored = ib_ignore_match(l->ignore, rr);
+	bool ignored = false;
+	bool skip = excluded(w->exclude, it->rel);
+	if (!skip) {
+		ignored = ib_ignore_match(l->ignore, it->rel);
+		skip = ignored && !ib_ignore_has_exceptions(l->ignore);
+	}
 	struct stat st;
-	if (ignored && !ib_ignore_has_exceptions(l->ignore)) {
-		free(rr);
+	if (!skip) {
+		if (fstatat(w->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return ib_error_set(w->err, errno, "stat %s", it->rel);
+		skip = ignored && !S_ISDIR(st.st_mode);
+	}
+	if (skip) {
+		if (w->mem->chunks == saved.chunks)
+			*w->mem = saved;
 		return 0;
 	}
-	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-		ib_error_set(err, errno, "stat %s", rr);
-		free(rr);
-		return -1;
-	}
-	if (ignored && !S_ISDIR(st.st_mode)) {
-		free(rr);
-		return 0;
-	}
-	char *h = ib_path_join(host, name);
-	char *dd = *dest ? ib_path_join(dest, name) : xstrdup(name);
+	p += rl + 1;
+	it->host = p;
+	size_t hl = join_into(p, w->host, w->hl, name, nl);
+	p += hl + 1;
+	it->dest = p;
+	size_t dl = join_into(p, w->dest, w->dl, name, nl);
+	copy_stat_set(&it->st, &st);
 	size_t mark = l->n;
-	copy_list_take(l, dd, h, rr, &st); /* the list owns them now */
-	if (S_ISDIR(st.st_mode) && walk_tree(l, fd, name, h, dd, rr, exclude, err) < 0)
+	copy_list_push(l, it);
+	if (S_ISDIR(st.st_mode) && walk_tree(w, name, it, hl, dl, rl) < 0)
 		return -1;
-	if (ignored && l->n == mark + 1) { /* nothing inside was kept */
+	if (ignored && l->n == mark + 1) /* nothing inside was kept */
 		l->n--;
-		free(l->items[mark].dest);
-		free(l->items[mark].host);
-		free(l->items[mark].rel);
-	}
 	return 0;
 }
 
@@ -302,45 +654,75 @@ static int walk_names(int fd, const char *rel, int (*fn)(void *payload, const ch
 	}
 }
 
-typedef struct walk_level {
-	copy_list *l;
-	int fd;
-	const char *host, *dest, *rel;
-	json_t *exclude;
-	ib_error **err;
-} walk_level;
-
 static int walk_level_entry(void *payload, const char *name)
 {
-	walk_level *w = payload;
-	return walk_entry(w->l, w->fd, name, w->host, w->dest, w->rel, w->exclude, w->err);
+	return walk_entry(payload, name);
 }
 
-/* host is opened relative to parentfd as name when parentfd >= 0 (a
- * directory just listed there), saving the lookup of every parent. */
-static int walk_tree(copy_list *l, int parentfd, const char *name, const char *host,
-		     const char *dest, const char *rel, json_t *exclude, ib_error **err)
+/* The directory item it, entry name of w, walked (hl, dl, rl: the lengths
+ * of its paths). */
+static int walk_tree(const walk_level *w, const char *name, const copy_item *it, size_t hl,
+		     size_t dl, size_t rl)
 {
-	cleanup_close int fd =
-	    parentfd >= 0 ? openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-			  : open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cleanup_close int fd = openat(w->fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
-		return ib_error_set(err, errno, "open %s", rel);
-	walk_level w = {l, fd, host, dest, rel, exclude, err};
-	return walk_names(fd, rel, walk_level_entry, &w, err);
+		return ib_error_set(w->err, errno, "open %s", it->rel);
+	walk_level sub = *w;
+	sub.fd = fd;
+	sub.host = it->host;
+	sub.dest = it->dest;
+	sub.rel = it->rel;
+	sub.hl = hl;
+	sub.dl = dl;
+	sub.rl = rl;
+	return walk_names(fd, it->rel, walk_level_entry, &sub, w->err);
 }
 
 /* The top of a source directory: its entries are shared out to threads,
- * each walking whole entries into a list of its own; the lists are then
- * joined in the order of the entries, as one walk would have made them. */
+ * each walking whole entries into a list of its own (items in the thread's
+ * arena); the lists are then joined in the order of the entries, as one
+ * walk would have made them, and the arenas handed to the result.  With a
+ * hasher, the calling thread also hashes the lists in that order as they
+ * are complete. */
 typedef struct walk_top {
-	walk_level w; /* l, err: unused */
+	walk_level w; /* l: the result; mem, err: unused */
 	char **names;
 	copy_list *parts;
 	ib_error **errs;
 	size_t n, next;
 	bool failed;
+	copy_hasher *h; /* or NULL */
+	size_t hashed;	/* parts fed to h (the calling thread's) */
+	bool *done;	/* parts walked, under mu */
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* a part done, or failed */
 } walk_top;
+
+typedef struct walk_worker {
+	walk_top *t;
+	copy_arena mem;
+	bool hashes; /* the calling thread, with a hasher */
+} walk_worker;
+
+/* Feed the parts that are complete, in order; with wait, until all are
+ * (or a walk failed: then hashing is moot). */
+static void walk_top_hash(walk_top *t, bool wait)
+{
+	pthread_mutex_lock(&t->mu);
+	while (t->hashed < t->n && !__atomic_load_n(&t->failed, __ATOMIC_RELAXED)) {
+		if (!t->done[t->hashed]) {
+			if (!wait)
+				break;
+			pthread_cond_wait(&t->cv, &t->mu);
+			continue;
+		}
+		copy_list *p = &t->parts[t->hashed++];
+		pthread_mutex_unlock(&t->mu);
+		hasher_feed(t->h, p->items, p->n);
+		pthread_mutex_lock(&t->mu);
+	}
+	pthread_mutex_unlock(&t->mu);
+}
 
 static int walk_top_name(void *payload, const char *name)
 {
@@ -350,26 +732,44 @@ static int walk_top_name(void *payload, const char *name)
 
 static void *walk_top_worker(void *payload)
 {
-	walk_top *t = payload;
+	walk_worker *k = payload;
+	walk_top *t = k->t;
 	for (;;) {
+		if (k->hashes)
+			walk_top_hash(t, false);
 		size_t i = __atomic_fetch_add(&t->next, 1, __ATOMIC_RELAXED);
 		if (i >= t->n || __atomic_load_n(&t->failed, __ATOMIC_RELAXED))
-			return NULL;
+			break;
 		copy_list *p = &t->parts[i];
 		p->ignore = t->w.l->ignore;
-		if (walk_entry(p, t->w.fd, t->names[i], t->w.host, t->w.dest, t->w.rel,
-			       t->w.exclude, &t->errs[i]) < 0)
+		p->normalize = t->w.l->normalize;
+		walk_level w = t->w;
+		w.l = p;
+		w.mem = &k->mem;
+		w.err = &t->errs[i];
+		int rc = walk_entry(&w, t->names[i]);
+		pthread_mutex_lock(&t->mu);
+		t->done[i] = true;
+		if (rc < 0)
 			__atomic_store_n(&t->failed, true, __ATOMIC_RELAXED);
+		pthread_cond_broadcast(&t->cv);
+		pthread_mutex_unlock(&t->mu);
 	}
+	if (k->hashes)
+		walk_top_hash(t, true);
+	return NULL;
 }
 
-static int walk_source_dir(copy_list *l, const char *host, const char *dest, const char *rel,
-			   json_t *exclude, ib_error **err)
+/* The items of l must all be hashed by h (NULL: no hashing) before. */
+static int walk_source_dir(copy_list *l, copy_hasher *h, const char *host, const char *dest,
+			   const char *rel, json_t *exclude, ib_error **err)
 {
+	hasher_catch_up(h, l);
 	cleanup_close int fd = open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return ib_error_set(err, errno, "open %s", rel);
-	walk_top t = {.w = {l, fd, host, dest, rel, exclude, err}};
+	walk_top t = {.w = {l, &l->mem, fd, host, dest, rel, trimmed_len(host), trimmed_len(dest),
+			    trimmed_len(rel), exclude, err}};
 	t.names = xcalloc(1, sizeof(char *));
 	if (walk_names(fd, rel, walk_top_name, &t, err) < 0) {
 		ib_strv_free(t.names);
@@ -384,20 +784,32 @@ static int walk_source_dir(copy_list *l, const char *host, const char *dest, con
 	int rc = 0;
 	if (threads < 2) {
 		for (size_t i = 0; i < t.n && rc == 0; i++)
-			rc = walk_entry(l, fd, t.names[i], host, dest, rel, exclude, err);
+			rc = walk_entry(&t.w, t.names[i]);
 		ib_strv_free(t.names);
 		return rc;
 	}
 	t.parts = xcalloc(t.n, sizeof(*t.parts));
 	t.errs = xcalloc(t.n, sizeof(*t.errs));
+	t.done = xcalloc(t.n, sizeof(*t.done));
+	t.h = h;
+	pthread_mutex_init(&t.mu, NULL);
+	pthread_cond_init(&t.cv, NULL);
+	walk_worker workers[WALK_THREADS_MAX];
+	for (int k = 0; k < WALK_THREADS_MAX; k++)
+		workers[k] = (walk_worker){&t, {0}, k == 0 && h};
 	pthread_t tids[WALK_THREADS_MAX];
 	int started = 0;
 	for (; started < threads - 1; started++)
-		if (pthread_create(&tids[started], NULL, walk_top_worker, &t) != 0)
+		if (pthread_create(&tids[started], NULL, walk_top_worker, &workers[started + 1]) !=
+		    0)
 			break; /* fewer helpers: this thread walks the rest */
-	walk_top_worker(&t);
+	walk_top_worker(&workers[0]);
 	for (int k = 0; k < started; k++)
 		pthread_join(tids[k], NULL);
+	size_t total = 0;
+	for (size_t i = 0; i < t.n; i++)
+		total += t.parts[i].n;
+	copy_list_reserve(l, total);
 	for (size_t i = 0; i < t.n; i++) {
 		copy_list *p = &t.parts[i];
 		if (rc == 0 && t.errs[i]) {
@@ -406,14 +818,19 @@ static int walk_source_dir(copy_list *l, const char *host, const char *dest, con
 			rc = -1;
 		}
 		ib_error_free(&t.errs[i]);
-		if (rc == 0) { /* the items move over, their strings with them */
-			for (size_t k = 0; k < p->n; k++)
-				copy_list_take(l, p->items[k].dest, p->items[k].host,
-					       p->items[k].rel, &p->items[k].st);
-			p->n = 0;
+		if (rc == 0 && p->n) {
+			memcpy(l->items + l->n, p->items, p->n * sizeof(*p->items));
+			l->n += p->n;
 		}
+		if (rc == 0 && h && i < t.hashed)
+			h->done += p->n; /* fed by walk_top_hash, as part of l */
 		copy_list_free(p);
 	}
+	for (int k = 0; k < WALK_THREADS_MAX; k++)
+		arena_adopt(&l->mem, &workers[k].mem);
+	pthread_cond_destroy(&t.cv);
+	pthread_mutex_destroy(&t.mu);
+	free(t.done);
 	free(t.parts);
 	free(t.errs);
 	ib_strv_free(t.names);
@@ -452,9 +869,9 @@ static int expand_source(const char *root, const char *src, char ***out, ib_erro
  * (cleaned), which is all the step key needs: the parent key fixes the
  * image it resolves in, and resolving reads the stage's layers, which a
  * cache hit must not need (they may not even be local).  A miss then calls
- * copy_resolve_dest. */
+ * copy_resolve_dest.  hash (NULL: none) is fed every item, in list order. */
 static int copy_collect(builder *b, stage_state *st, json_t *step, const char *root,
-			bool from_context, copy_list *l, ib_error **err)
+			bool from_context, copy_list *l, copy_hasher *hash, ib_error **err)
 {
 	json_t *sources = json_object_get(step, "sources");
 	json_t *exclude = json_object_get(step, "exclude");
@@ -551,7 +968,7 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 		}
 		if (S_ISDIR(sst.st_mode)) {
 			/* directory: its contents go into dest (recorded in l->parents) */
-			rc = walk_source_dir(l, host, dest_rel, rel, exclude, err);
+			rc = walk_source_dir(l, hash, host, dest_rel, rel, exclude, err);
 		} else {
 			cleanup_free char *d = NULL;
 			const char *base = strrchr(rel, '/');
@@ -565,6 +982,8 @@ static int copy_collect(builder *b, stage_state *st, json_t *step, const char *r
 			}
 			copy_list_add(l, d, host, rel, &sst);
 		}
+		if (rc == 0)
+			hasher_catch_up(hash, l);
 	}
 	if (rc == 0 && n_ignored && n_ignored == ib_strv_len(all))
 		rc = ib_error_setc(err, IB_ENOTFOUND, "copy: \"%s\" is excluded by %s", all[0],
@@ -587,12 +1006,18 @@ static int copy_resolve_dest(builder *b, stage_state *st, copy_list *l, ib_error
 	while (n > 0 && l->dest[n - 1] == '/') /* items are "DEST/..." (ib_path_join) */
 		n--;
 	for (size_t i = 0; i < l->n; i++) {
-		char *d = l->items[i].dest; /* l->dest itself, or under it */
+		const char *d = l->items[i]->dest; /* l->dest itself, or under it */
 		if (strncmp(d, l->dest, n) != 0 || (d[n] != '\0' && d[n] != '/'))
 			return ib_error_setc(err, IB_ERROR, "copy: %s is not under %s", d, l->dest);
 		const char *rest = d[n] == '/' ? d + n + 1 : "";
-		l->items[i].dest = !*rest ? xstrdup(res) : *res ? ib_path_join(res, rest) : xstrdup(rest);
-		free(d);
+		if (!*rest) {
+			l->items[i]->dest = arena_strdup(&l->mem, res);
+		} else if (*res) {
+			cleanup_free char *j = ib_path_join(res, rest);
+			l->items[i]->dest = arena_strdup(&l->mem, j);
+		} else {
+			l->items[i]->dest = (char *)rest; /* the tail of the old one */
+		}
 	}
 	return 0;
 }
@@ -661,158 +1086,17 @@ static int parse_owner(builder *b, stage_state *st, const char *s, int64_t *uid,
 	return 0;
 }
 
-/* The xattrs a layer keeps, hashed as "name\0value\n" in name order.
- * Unreadable xattrs hash as none: the layer writer then fails on them. */
-static void xattrs_digest(const char *path, char out[IB_DIGEST_BUFLEN])
-{
-	ib_digest_ctx *c = ib_digest_new();
-	ib_xattr *xs = NULL;
-	size_t n = 0;
-	ib_error *e = NULL;
-	if (ib_layer_xattrs_read(-1, path, &xs, &n, &e) < 0)
-		ib_error_free(&e);
-	for (size_t k = 0; k < n; k++) {
-		ib_digest_update(c, xs[k].name, strlen(xs[k].name) + 1);
-		ib_digest_update(c, xs[k].value, xs[k].size);
-		ib_digest_update(c, "\n", 1);
-	}
-	ib_layer_xattrs_free(xs, n);
-	ib_digest_final(c, out);
-	ib_digest_free(c);
-}
-
-/* Hardlinks, as the tar writes them: for a regular file with several links,
- * the earlier item of the same inode, or NULL (then it is recorded in
- * linked, which holds at most one item per inode). */
-static const copy_item *first_link(const copy_item **linked, size_t *n_linked, const copy_item *it)
-{
-	if (!*it->host || !S_ISREG(it->st.st_mode) || it->st.st_nlink < 2)
-		return NULL;
-	for (size_t k = 0; k < *n_linked; k++)
-		if (linked[k]->st.st_dev == it->st.st_dev && linked[k]->st.st_ino == it->st.st_ino)
-			return linked[k];
-	linked[(*n_linked)++] = it;
-	return NULL;
-}
-
-/* printf's "%o" and "%lld" by hand: copy_digest writes a line for every
- * file of the context. */
-static char *put_u64(char *p, uint64_t v, unsigned base)
-{
-	char tmp[24];
-	int n = 0;
-	do {
-		tmp[n++] = (char)('0' + v % base);
-		v /= base;
-	} while (v);
-	while (n)
-		*p++ = tmp[--n];
-	return p;
-}
-
-static char *put_i64(char *p, int64_t v)
-{
-	if (v >= 0)
-		return put_u64(p, (uint64_t)v, 10);
-	*p++ = '-';
-	return put_u64(p, -(uint64_t)v, 10);
-}
-
-static char *put_str(char *p, const char *s, char sep)
-{
-	size_t n = strlen(s);
-	memcpy(p, s, n);
-	p[n] = sep;
-	return p + n + 1;
-}
-
-static int copy_digest(builder *b, copy_list *l, char out[IB_DIGEST_BUFLEN], ib_error **err)
-{
-	ib_digest_ctx *c = ib_digest_new();
-	/* hardlinks: a later name of an inode is hashed as a link to the first */
-	const copy_item **linked = xcalloc(l->n + 1, sizeof(*linked));
-	size_t n_linked = 0;
-	int rc = 0;
-	for (size_t i = 0; i < l->n && rc == 0; i++) {
-		copy_item *it = &l->items[i];
-		const copy_item *orig = first_link(linked, &n_linked, it);
-		const char *link_to = orig ? orig->dest : "";
-		char *content = it->content;
-		content[0] = '\0';
-		char xd[IB_DIGEST_BUFLEN];
-		bool have_xd = false;
-		/* the layer stores min(mtime, epoch): only an mtime below the
-		 * build timestamp can change it, so only that one is an input */
-		int64_t epoch = b->o->source_date_epoch;
-		int64_t clamped = it->st.st_mtime < epoch ? (int64_t)it->st.st_mtime : epoch;
-		if (!*it->host) {
-			snprintf(content, IB_DIGEST_BUFLEN, "dir");
-		} else if (S_ISREG(it->st.st_mode)) {
-			rc = ib_cache_file_digests(b->cache, it->host, &it->st, content,
-						   xattrs_digest, xd, err);
-			have_xd = true;
-		} else if (S_ISLNK(it->st.st_mode)) {
-			char target[PATH_MAX];
-			ssize_t n = readlink(it->host, target, sizeof(target) - 1);
-			if (n < 0) {
-				rc = ib_error_set(err, errno, "readlink %s", it->rel);
-				break;
-			}
-			target[n] = '\0';
-			ib_digest_buffer(content, target, (size_t)n);
-		} else if (S_ISCHR(it->st.st_mode) || S_ISBLK(it->st.st_mode)) {
-			snprintf(content, IB_DIGEST_BUFLEN, "dev:%llu",
-				 (unsigned long long)it->st.st_rdev);
-		}
-		if (rc < 0)
-			break;
-		/* no owner: context files are written as 0:0 or owner= (so
-		 * runners with other uids share keys) */
-		long long size = S_ISREG(it->st.st_mode) ? (long long)it->st.st_size : 0LL;
-		/* "DEST\tMODE(octal)\tSIZE\tMTIME\tCONTENT\tLINK\n" */
-		char small[512];
-		if (strlen(it->dest) + strlen(content) + strlen(link_to) + 3 * 24 + 6 <
-		    sizeof(small)) {
-			char *p = put_str(small, it->dest, '\t');
-			p = put_u64(p, it->st.st_mode, 8);
-			*p++ = '\t';
-			p = put_i64(p, size);
-			*p++ = '\t';
-			p = put_i64(p, clamped);
-			*p++ = '\t';
-			p = put_str(p, content, '\t');
-			p = put_str(p, link_to, '\n');
-			ib_digest_update(c, small, (size_t)(p - small));
-		} else {
-			cleanup_free char *line =
-			    xasprintf("%s\t%o\t%lld\t%lld\t%s\t%s\n", it->dest, it->st.st_mode,
-				      size, (long long)clamped, content, link_to);
-			ib_digest_update(c, line, strlen(line));
-		}
-		if (*it->host) {
-			if (!have_xd)
-				ib_cache_file_xattrs(b->cache, it->host, &it->st, xattrs_digest,
-						     xd);
-			ib_digest_update(c, xd, strlen(xd));
-		}
-	}
-	free(linked);
-	ib_digest_final(c, out);
-	ib_digest_free(c);
-	return rc;
-}
-
 /* rel path -> "DIGEST MODE UID:GID" of every non-directory source: what
  * --explain compares, and what tells materialize_copy a file is unchanged */
 static json_t *copy_sources_json(const copy_list *l)
 {
 	json_t *j = json_object();
 	for (size_t i = 0; i < l->n; i++) {
-		const copy_item *it = &l->items[i];
-		if (!*it->rel || S_ISDIR(it->st.st_mode))
+		const copy_item *it = l->items[i];
+		if (!*it->rel || S_ISDIR(it->st.mode))
 			continue;
-		cleanup_free char *v = xasprintf("%s %o %u:%u", it->content, it->st.st_mode,
-						 it->st.st_uid, it->st.st_gid);
+		cleanup_free char *v =
+		    xasprintf("%s %o %u:%u", it->content, it->st.mode, it->st.uid, it->st.gid);
 		json_object_set_new(j, it->rel, json_string(v));
 	}
 	return j;
@@ -864,11 +1148,11 @@ static void materialize_copy(builder *b, const copy_list *l, const char *diff_id
 	}
 	ib_unpack_file *files = xcalloc(l->n + 1, sizeof(*files));
 	for (size_t i = 0; i < l->n; i++) {
-		const copy_item *it = &l->items[i];
+		const copy_item *it = l->items[i];
 		ib_unpack_file *f = &files[i];
 		f->path = it->dest;
 		f->host = *it->host ? it->host : NULL;
-		f->st = it->st;
+		copy_stat_get(&it->st, &f->st);
 		if (!f->host)
 			f->st.st_mode = S_IFDIR | 0755;
 		f->uid = ov->uid >= 0 ? ov->uid : owner_root ? 0 : f->st.st_uid;
@@ -1004,9 +1288,14 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 		memo->copy = NULL;
 		memcpy(cdigest, memo->content, IB_DIGEST_BUFLEN);
 	} else {
-		rc = copy_collect(b, st, step, root, from_context, &l, err);
+		/* a context copy is hashed as it is collected */
+		copy_hasher h;
+		hasher_init(&h, b);
+		rc = copy_collect(b, st, step, root, from_context, &l, from_context ? &h : NULL,
+				  err);
 		if (rc == 0 && from_context)
-			rc = copy_digest(b, &l, cdigest, err);
+			rc = hasher_final(&h, cdigest, err);
+		hasher_free(&h);
 	}
 	if (rc < 0) {
 		copy_list_free(&l);
@@ -1053,7 +1342,7 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 		b->layer_total = 1024;
 		for (size_t i = 0; i < l.n; i++) {
 			uint64_t sz =
-			    S_ISREG(l.items[i].st.st_mode) ? (uint64_t)l.items[i].st.st_size : 0;
+			    S_ISREG(l.items[i]->st.mode) ? (uint64_t)l.items[i]->st.size : 0;
 			b->layer_total += 512 + (sz + 511) / 512 * 512;
 		}
 		/* the tar now, its compression in the background (when on) */
@@ -1072,15 +1361,15 @@ int build_copy_step(builder *b, stage_state *st, json_t *step, size_t idx, const
 			rc = ib_layer_writer_add_dir(w, l.parents[i].path, m, u, g, err);
 		}
 		for (size_t i = 0; i < l.n && rc == 0; i++) {
-			copy_item *it = &l.items[i];
+			copy_item *it = l.items[i];
 			/* context files belong to root unless owner= says otherwise;
 			 * files from a stage keep their owner (docker semantics) */
 			ib_layer_override ov = {.uid = uid, .gid = gid, .mode = mode};
 			if (from_context && uid < 0)
 				ov.uid = ov.gid = 0;
-			/* items hold the normalised modes (copy_list_take) */
-			if (l.normalize && mode < 0 && !S_ISLNK(it->st.st_mode))
-				ov.mode = (int32_t)(it->st.st_mode & 07777);
+			/* items hold the normalised modes (copy_list_push) */
+			if (l.normalize && mode < 0 && !S_ISLNK(it->st.mode))
+				ov.mode = (int32_t)(it->st.mode & 07777);
 			if (!*it->host)
 				rc = ib_layer_writer_add_dir(
 				    w, it->dest, mode >= 0 ? (uint32_t)mode : 0755,

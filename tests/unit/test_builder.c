@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -740,6 +741,144 @@ static void test_copy_symlink_is_copied_as_symlink(void **state)
 	entries_free(&l);
 }
 
+/* ---- copy: the walk of a context directory ---- */
+
+#define WALK_DIRS 12
+#define WALK_FILES 24
+
+/* src/dK/<200 chars>-F: paths long enough that each walking thread fills
+ * several chunks of items */
+static char *walk_name(int d, int k)
+{
+	return xasprintf("src/d%d/%0200d-%d", d, 0, k);
+}
+
+static void walk_context(fx *f)
+{
+	for (int d = 0; d < WALK_DIRS; d++)
+		for (int k = 0; k < WALK_FILES; k++) {
+			cleanup_free char *p = walk_name(d, k);
+			cleanup_free char *data = xasprintf("%d %d\n", d, k);
+			put(f, p, data);
+		}
+	put(f, "src/d3/sub/deeper/x.o", "o\n");
+	put(f, "src/d3/sub/deeper/y", "y\n");
+	put(f, "src/ign/keep/k", "k\n");
+	put(f, "src/ign/drop", "d\n");
+	put(f, "src/ign2/gone", "g\n");
+	put(f, "src/top", "top\n");
+	put(f, ".dockerignore", "src/ign\n!src/ign/keep\nsrc/ign2\n");
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'src/', '/s/', exclude = { '*.o' } }\n");
+}
+
+/* The entries below prefix ("s/d3/") are consecutive, their directory
+ * first: as one walk in directory order gives them. */
+static void assert_walked_together(const entries *l, const char *dir)
+{
+	size_t n = strlen(dir), first = SIZE_MAX, last = 0, count = 0;
+	for (size_t i = 0; i < l->n; i++)
+		if (!strncmp(l->v[i].path, dir, n) &&
+		    (!l->v[i].path[n] || l->v[i].path[n] == '/')) {
+			if (first == SIZE_MAX)
+				first = i;
+			last = i;
+			count++;
+		}
+	assert_true(count > 0);
+	assert_string_equal(l->v[first].path, dir);
+	assert_int_equal(last - first + 1, count);
+}
+
+static void test_copy_walk_by_threads_equals_walk_by_one(void **state)
+{
+	fx *f = *state;
+	walk_context(f);
+	bopts bo = BOPTS_INIT;
+	bo.no_cache = true;
+	char many[IB_DIGEST_BUFLEN], one[IB_DIGEST_BUFLEN];
+	build_digest(f, &bo, many, NULL, NULL);
+	entries l;
+	layer_entries(f, many, 0, &l);
+	/* s/, dK/ and its files, d3's sub dirs and y, ign, ign/keep, k, top */
+	assert_int_equal(l.n, 1 + WALK_DIRS * (1 + WALK_FILES) + 3 + 3 + 1);
+	for (int d = 0; d < WALK_DIRS; d++) {
+		cleanup_free char *dir = xasprintf("s/d%d", d);
+		assert_walked_together(&l, dir);
+		for (int k = 0; k < WALK_FILES; k++) {
+			cleanup_free char *p = walk_name(d, k);
+			cleanup_free char *data = xasprintf("%d %d\n", d, k);
+			p[0] = 's'; /* "src/..." -> "s/..." */
+			memmove(p + 1, p + 3, strlen(p + 3) + 1);
+			assert_file_content(must_find(&l, p), data);
+		}
+	}
+	assert_file_content(must_find(&l, "s/d3/sub/deeper/y"), "y\n");
+	assert_null(find_entry(&l, "s/d3/sub/deeper/x.o"));
+	assert_file_content(must_find(&l, "s/ign/keep/k"), "k\n");
+	assert_null(find_entry(&l, "s/ign/drop"));
+	assert_null(find_entry(&l, "s/ign2"));
+	assert_file_content(must_find(&l, "s/top"), "top\n");
+	entries_free(&l);
+
+	/* one thread walks it all: the same layer, and the same key */
+	cpu_set_t all, cpu0;
+	assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
+	CPU_ZERO(&cpu0);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &all)) {
+			CPU_SET(c, &cpu0);
+			break;
+		}
+	assert_int_equal(sched_setaffinity(0, sizeof(cpu0), &cpu0), 0);
+	int run = -1, cached = -1;
+	build_digest(f, NULL, one, &run, &cached); /* the key the threads stored */
+	char again[IB_DIGEST_BUFLEN];
+	build_digest(f, &bo, again, NULL, NULL);
+	assert_int_equal(sched_setaffinity(0, sizeof(all), &all), 0);
+	assert_int_equal(run, 0);
+	assert_int_equal(cached, 1);
+	assert_string_equal(one, many);
+	assert_string_equal(again, many);
+}
+
+/* A file whose host path is longer than PATH_MAX is walked (by name,
+ * relative to its directory) but cannot be opened to be hashed: the error
+ * of the hashing, done while the other threads walk, is the step's. */
+static void test_copy_walk_hash_error_is_the_steps_error(void **state)
+{
+	fx *f = *state;
+	for (int d = 0; d < WALK_DIRS; d++) {
+		cleanup_free char *p = xasprintf("src/d%d/f", d);
+		put(f, p, "f\n");
+	}
+	cleanup_free char *top = ctx_path(f, "src/d5");
+	int fd = open(top, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	char name[201];
+	memset(name, 'n', 200);
+	name[200] = '\0';
+	for (int i = 0; i < PATH_MAX / 200 + 1; i++) {
+		assert_int_equal(mkdirat(fd, name, 0755), 0);
+		int sub = openat(fd, name, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		close(fd);
+		fd = sub;
+		assert_true(fd >= 0);
+	}
+	int file = openat(fd, "deep", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	assert_true(file >= 0);
+	close(file);
+	close(fd);
+	write_recipe(f, "stage('final', 'scratch')\n"
+			"copy { 'src/', '/s/' }\n");
+	bopts bo = BOPTS_INIT;
+	bo.no_cache = true;
+	ib_build_result res;
+	assert_int_equal(build(f, &bo, &res), -1);
+	assert_non_null(strstr(f->errmsg, "/deep: File name too long"));
+	/* the tree is left for teardown, which removes it by name */
+}
+
 /* ---- copy: modes of context files ---- */
 
 static void test_context_mode_is_what_git_records(void **state)
@@ -1312,6 +1451,8 @@ int main(void)
 	    T(test_created_is_rfc3339_of_source_date_epoch),
 	    T(test_copy_context_files_become_root_owned),
 	    T(test_copy_symlink_is_copied_as_symlink),
+	    T(test_copy_walk_by_threads_equals_walk_by_one),
+	    T(test_copy_walk_hash_error_is_the_steps_error),
 	    T(test_context_mode_is_what_git_records),
 	    T(test_copy_context_modes_are_normalised_unless_preserved),
 	    T(test_key_pass_computes_every_key_first),
