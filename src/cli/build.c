@@ -284,10 +284,7 @@ static void interrupt_watch(ib_store *s)
 	sigaddset(&interrupt_set, SIGINT);
 	sigaddset(&interrupt_set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &interrupt_set, NULL);
-	pthread_t t;
-	if (pthread_create(&t, NULL, interrupt_main, NULL) == 0)
-		pthread_detach(t);
-	else
+	if (ib_thread_start_detached(interrupt_main, NULL) != 0)
 		pthread_sigmask(SIG_UNBLOCK, &interrupt_set, NULL);
 }
 

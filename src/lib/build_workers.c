@@ -66,6 +66,8 @@ void ib_build_interrupt(ib_store *s)
 		struct timespec ts = {0, 100 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}
+	/* a worker that did not unwind either goes with us */
+	ib_build_signal_workers(SIGKILL);
 	if (s)
 		ib_store_tmp_remove_own(s);
 }
@@ -116,9 +118,7 @@ static void worker_main(builder *b, size_t stage, const bool *deps, int fd)
 	sigaddset(&worker_sigs, SIGINT);
 	sigaddset(&worker_sigs, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &worker_sigs, NULL);
-	pthread_t t;
-	if (pthread_create(&t, NULL, worker_interrupt_main, NULL) == 0)
-		pthread_detach(t);
+	ib_thread_start_detached(worker_interrupt_main, NULL);
 	FILE *f = fdopen(fd, "w");
 	if (!f)
 		_exit(1);

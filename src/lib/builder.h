@@ -110,8 +110,9 @@ bool ib_build_is_worker(pid_t pid);
  * that took it: the workers are told (SIGTERM), every other child (a
  * step's sandbox monitor, whose death takes the step with it) is killed,
  * again every 100 ms for 5 s, so the build fails at once and unwinds
- * through its usual cleanup; then this process's temp entries in s (may be
- * NULL) are removed, for a build that did not unwind in time. */
+ * through its usual cleanup; then workers still running are killed and
+ * this process's temp entries in s (may be NULL) are removed, for a build
+ * that did not unwind in time. */
 void ib_build_interrupt(ib_store *s);
 
 #endif

@@ -533,6 +533,43 @@ void ib_sigpipe_restore(const sigset_t *old)
 	pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
+typedef struct thread_start {
+	void *(*fn)(void *);
+	void *arg;
+	int ready; /* write end of a pipe the creator reads */
+} thread_start;
+
+static void *thread_started(void *payload)
+{
+	thread_start *ts = payload;
+	void *(*fn)(void *) = ts->fn;
+	void *arg = ts->arg;
+	char c = 1;
+	/* ts lives on the creator's stack: not used after this */
+	if (write(ts->ready, &c, 1) < 0)
+		abort();
+	return fn(arg);
+}
+
+int ib_thread_start_detached(void *(*fn)(void *), void *arg)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return errno;
+	thread_start ts = {.fn = fn, .arg = arg, .ready = p[1]};
+	pthread_t t;
+	int r = pthread_create(&t, NULL, thread_started, &ts);
+	if (r == 0) {
+		pthread_detach(t);
+		char c;
+		while (read(p[0], &c, 1) < 0 && errno == EINTR)
+			;
+	}
+	close(p[0]);
+	close(p[1]);
+	return r;
+}
+
 void ib_kill_children(int sig, bool (*skip)(pid_t pid))
 {
 	cleanup_dir DIR *d = opendir("/proc/self/task");

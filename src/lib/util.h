@@ -137,6 +137,12 @@ int ib_parse_source_date_epoch(const char *s, int64_t *out, ib_error **err);
 /* "2024-05-01T12:00:00Z" (RFC 3339, UTC) for seconds since the epoch. */
 void ib_format_rfc3339(char *out, size_t len, int64_t epoch);
 
+/* Start fn(arg) in a detached thread and return once it runs (0, or an
+ * errno value): a fork right after cannot catch the thread inside its own
+ * start-up (where the sanitizers' allocators hold locks a child would
+ * inherit taken). */
+int ib_thread_start_detached(void *(*fn)(void *), void *arg);
+
 /* Send sig to every child of every thread of this process, except those
  * for which skip (may be NULL) is true. */
 void ib_kill_children(int sig, bool (*skip)(pid_t pid));
