@@ -233,29 +233,33 @@ static int worker_start(builder *b, worker *w, size_t stage, const bool *deps, i
 	return 0;
 }
 
+/* Take the complete lines of w->buf (at EOF, the rest too): the result
+ * line kept, the events replayed.  w->buf always has room for a NUL. */
 static void worker_lines(builder *b, worker *w, bool eof)
 {
-	char *start = w->buf;
+	size_t at = 0;
 	char *nl;
-	while ((nl = memchr(start, '\n', w->len - (size_t)(start - w->buf))) != NULL) {
+	while (at < w->len && (nl = memchr(w->buf + at, '\n', w->len - at)) != NULL) {
+		char *line = w->buf + at;
 		*nl = '\0';
-		if (!strncmp(start, "{\"event\":\"worker\"", 17)) {
+		/* the worker writes its result with "event" first */
+		if (!strncmp(line, "{\"event\":\"worker\"", 17)) {
 			json_decref(w->result);
-			w->result = json_loads(start, 0, NULL);
-		} else if (*start) {
-			ib_progress_replay(b->o->progress, start);
+			w->result = json_loads(line, 0, NULL);
+		} else if (*line) {
+			ib_progress_replay(b->o->progress, line);
 		}
-		start = nl + 1;
+		at = (size_t)(nl + 1 - w->buf);
 	}
-	size_t rest = w->len - (size_t)(start - w->buf);
-	if (eof && rest) {
-		w->buf = xrealloc(w->buf, w->len + 1);
+	if (eof && at < w->len) {
 		w->buf[w->len] = '\0';
-		ib_progress_replay(b->o->progress, w->buf + (w->len - rest));
-		rest = 0;
+		ib_progress_replay(b->o->progress, w->buf + at);
+		at = w->len;
 	}
-	memmove(w->buf, start, rest);
-	w->len = rest;
+	if (at) {
+		memmove(w->buf, w->buf + at, w->len - at);
+		w->len -= at;
+	}
 }
 
 /* Read what the worker wrote; false at EOF. */
@@ -281,12 +285,13 @@ static bool worker_read(builder *b, worker *w)
 static int worker_finish(builder *b, worker *w, ib_error **err)
 {
 	int status = 0;
+	/* a worker stopped before its EOF dies writing to it, if not of SIGTERM */
+	close(w->fd);
+	w->fd = -1;
 	while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR)
 		;
 	if (w->slot >= 0)
 		worker_pids[w->slot] = 0;
-	close(w->fd);
-	w->fd = -1;
 	free(w->buf);
 	w->buf = NULL;
 	const char *name = b->stages[w->stage].name;
@@ -376,6 +381,7 @@ int build_stages_parallel(builder *b, size_t target, const bool *needed, ib_erro
 				continue;
 			if (worker_start(b, &ws[n_run], i, &deps[i * n], err) < 0) {
 				rc = -1;
+				ib_build_signal_workers(SIGTERM);
 				break;
 			}
 			started[i] = true;
@@ -389,8 +395,15 @@ int build_stages_parallel(builder *b, size_t target, const bool *needed, ib_erro
 		if (poll(pfd, (nfds_t)n_run, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			rc = ib_error_set(err, errno, "poll");
+			if (rc == 0)
+				rc = ib_error_set(err, errno, "poll");
 			ib_build_signal_workers(SIGTERM);
+			while (n_run > 0) {
+				ib_error *e = NULL;
+				worker_finish(b, &ws[--n_run], &e);
+				ib_error_free(&e);
+			}
+			break;
 		}
 		for (int k = 0; k < n_run; k++) {
 			if (!pfd[k].revents || worker_read(b, &ws[k]))

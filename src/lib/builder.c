@@ -351,7 +351,6 @@ bool build_may_use_cache(builder *b, json_t *step, const char *key)
 	return !b->o->no_cache && !json_is_false(json_object_get(step, "cache"));
 }
 
-/* Use a cached layer: its blob in the store, or a cache registry's. */
 json_t *build_cache_entry(builder *b, const char *key)
 {
 	json_t *e = ib_cache_step_get(b->cache, key);
@@ -362,6 +361,7 @@ json_t *build_cache_entry(builder *b, const char *key)
 	return e ? e : remote_lookup(b, key);
 }
 
+/* Use a cached layer: its blob in the store, or a cache registry's. */
 bool build_use_cached(builder *b, stage_state *st, const char *key, const char *created_by)
 {
 	json_t *e = build_cache_entry(b, key);
